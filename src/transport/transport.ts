@@ -1,0 +1,47 @@
+/**
+ * The one small interface every transport implements for the driver core (src/driver):
+ * register access to BAR0, a doorbell view, and DMA-visible memory.
+ * Implementations: src/transport/emu.ts (embedded controller in a worker thread), later pcie (uio/vfio).
+ */
+import type { DmaAllocator } from '../mem/dma.js';
+
+export interface Transport {
+  /** Short kind, e.g. "emu", "pcie-uio", "pcie-vfio". */
+  readonly kind: string;
+  /** Human description of the device (URI or PCI address). */
+  readonly description: string;
+  /** Read a 32-bit controller register at byte offset `offset` of BAR0. */
+  read32(offset: number): number;
+  /** Write a 32-bit controller register at byte offset `offset` of BAR0. */
+  write32(offset: number, value: number): void;
+  /**
+   * Doorbell registers as 32-bit cells starting at BAR0 offset 0x1000 (REG_DOORBELL_BASE):
+   * cell index = (doorbellOffset - 0x1000) / 4. Written with Atomics.store on the fast path.
+   */
+  readonly doorbells: Int32Array;
+  /**
+   * Wake word for software controllers that sleep when idle (null for hardware). After writing a batch of
+   * doorbells the driver calls wakeDevice(transport.wake) (see below).
+   */
+  readonly wake: Int32Array | null;
+  /** DMA-visible memory for queues, PRP lists and data buffers. */
+  readonly dma: DmaAllocator;
+  /** Release the transport (stop the emulator, unmap BARs, restore drivers). Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Value of wake[0] while the device sleeps waiting for a doorbell. */
+export const WAKE_SLEEPING = 1;
+export const WAKE_AWAKE = 0;
+
+/**
+ * Wake a sleeping software device after doorbell writes. Costs one Atomics.load when the device is awake.
+ * Protocol: the device stores WAKE_SLEEPING, re-checks its doorbells, then Atomics.wait(wake, 0, WAKE_SLEEPING);
+ * the driver stores WAKE_AWAKE before notifying, so a wake that races the wait is never lost.
+ */
+export function wakeDevice(wake: Int32Array | null): void {
+  if (wake !== null && Atomics.load(wake, 0) === WAKE_SLEEPING) {
+    Atomics.store(wake, 0, WAKE_AWAKE);
+    Atomics.notify(wake, 0);
+  }
+}
