@@ -1,0 +1,20 @@
+/** How the command line reports failures: one line on stderr, a non-zero exit status. */
+
+/** A usage error (bad option, bad URI): exit status 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export const EXIT_RUNTIME = 1;
+export const EXIT_USAGE = 2;
+
+export function reportAndExit(err: unknown): never {
+  const e = err instanceof Error ? err : new Error(String(err));
+  const usage = e instanceof UsageError || e.name === 'UriError' || e instanceof RangeError;
+  process.stderr.write(`homi: ${e.message}\n`);
+  if (process.env['HOMI_DEBUG'] && e.stack) process.stderr.write(`${e.stack}\n`);
+  process.exit(usage ? EXIT_USAGE : EXIT_RUNTIME);
+}
