@@ -1,0 +1,689 @@
+/**
+ * One NVMe submission/completion queue pair: the driver's data path.
+ *
+ * Fast path (submitIo / ring / poll): plain code over typed arrays. It allocates nothing, creates no Promise or
+ * closure, makes no FFI call, and reads the clock at most once per poll() call. Doorbells are written with
+ * Atomics.store and followed by wakeDevice(); the CQE phase bit is read with Atomics.load on DW3 before the
+ * rest of the CQE is read.
+ *
+ * Command identifiers: a preallocated stack of free CIDs; per CID the user's tag (Int32Array), opcode, state and
+ * submit stamp (the queue's epoch, refreshed once per poll call). A command that times out is completed to the
+ * caller with STATUS_TIMEOUT and its CID is quarantined: it is not reused until the controller completes it or
+ * the queue is reset, so a late completion can never be mistaken for a newer command.
+ *
+ * The queue pair does not create itself on the controller; the Controller (controller.ts) does that and drives
+ * the `_`-prefixed lifecycle methods (suspend on reset, reinit, activate, delete).
+ */
+import type { DmaBuffer } from '../mem/dma.js';
+import { CQE_CID_MASK, CQE_DW_RESULT, CQE_DW_RESULT_HI, CQE_DW_SQ, CQE_DW_STATUS, CQE_DWORDS, CQE_PHASE_BIT, CQE_SQHD_MASK, CQE_SQID_SHIFT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
+import { CQE_SIZE, REG_DOORBELL_BASE, SQE_SIZE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
+import {
+  SQE_CID_SHIFT,
+  SQE_DW_CDW0,
+  SQE_DW_CDW10,
+  SQE_DW_CDW11,
+  SQE_DW_CDW12,
+  SQE_DW_CDW13,
+  SQE_DW_CDW14,
+  SQE_DW_CDW15,
+  SQE_DW_CDW2,
+  SQE_DW_CDW3,
+  SQE_DW_DPTR0,
+  SQE_DW_DPTR1,
+  SQE_DW_DPTR2,
+  SQE_DW_DPTR3,
+  SQE_DW_MPTR_HI,
+  SQE_DW_MPTR_LO,
+  SQE_DW_NSID,
+  SQE_DWORDS,
+  TWO_POW_32,
+  encodeSqe,
+  type Sqe,
+} from '../nvme/sqe.js';
+import type { Transport } from '../transport/transport.js';
+import { wakeDevice } from '../transport/transport.js';
+import { InvalidArgumentError, NvmeError, NvmeStatusError, NvmeTimeoutError, QueueFullError, type CommandContext } from './errors.js';
+import { STATUS_TIMEOUT, isSuccess } from './status.js';
+
+/** Called once per completed command: the caller's tag, the 15-bit status (0 = success) or a negative
+ * STATUS_* sentinel from status.ts, and CQE DW0. */
+export type CompletionHandler = (tag: number, status: number, result: number) => void;
+
+/** What exec() resolves with. */
+export interface Completion {
+  /** 15-bit status field (0 for success; exec() rejects on anything else). */
+  status: number;
+  /** CQE DW0. */
+  result: number;
+  /** CQE DW1. */
+  resultHi: number;
+  qid: number;
+  cid: number;
+  opcode: number;
+}
+
+/** A completion entry that failed validation (unknown or idle CID, wrong SQ id, SQ head out of range). */
+export interface MalformedCompletion {
+  qid: number;
+  /** Raw CQE dwords 0..3. */
+  dw: [number, number, number, number];
+  /** CQ slot it was found in. */
+  slot: number;
+  reason: string;
+}
+
+export interface QueuePairStats {
+  submitted: number;
+  completed: number;
+  /** Commands completed locally with STATUS_TIMEOUT. */
+  timeouts: number;
+  /** Completions for quarantined (timed-out) CIDs that arrived later. */
+  lateCompletions: number;
+  /** CQEs that failed validation and were skipped. */
+  malformed: number;
+  /** Times the queue pair was suspended by a controller reset. */
+  resets: number;
+}
+
+export interface QueuePairOptions {
+  qid: number;
+  /** Number of SQ and CQ entries (>= 2). capacity = entries - 1. */
+  entries: number;
+  /** Per-command timeout in ms for fast-path commands (0 disables). Default 5000. */
+  timeoutMs?: number;
+  /** Doorbell stride in bytes (CAP.DSTRD), default 4. */
+  doorbellStride?: number;
+}
+
+/** Hooks the owning controller installs. All are called synchronously from within poll(). */
+export interface QueuePairHooks {
+  /** A command timed out (already completed to the caller with STATUS_TIMEOUT; its CID is quarantined). */
+  onTimeout?: (qp: QueuePair, cid: number, opcode: number) => void;
+  /** A malformed completion was skipped. */
+  onMalformed?: (qp: QueuePair, info: MalformedCompletion) => void;
+  /** Called about once per millisecond of polling (health checks). */
+  onTick?: (qp: QueuePair, now: number) => void;
+}
+
+export interface ExecOptions {
+  /** Overrides the queue's timeout for this command (0 = wait forever). */
+  timeoutMs?: number;
+}
+
+/** Default per-command timeout for I/O queues. */
+export const DEFAULT_IO_TIMEOUT_MS = 5000;
+/** Interval of the timeout scan and health tick, measured in polling time. */
+export const TICK_MS = 1;
+/** Largest valid command identifier + 1 (CID FFFFh is avoided: it means "not applicable" in log pages). */
+const MAX_CIDS = 0xffff;
+
+// Per-CID state.
+const CID_FREE = 0;
+/** Outstanding, stamped with the epoch at submission, not yet seen by a timeout scan. */
+const CID_FRESH = 1;
+/** Outstanding and seen by a timeout scan (stamp final). */
+const CID_AGED = 2;
+/** Timed out and reported; waiting for a late completion or a queue reset. */
+const CID_QUARANTINED = 3;
+
+// Per-CID kind.
+const KIND_FAST = 0;
+const KIND_EXEC = 1;
+
+interface Waiter {
+  done: boolean;
+  status: number;
+  result: number;
+  resultHi: number;
+  error: Error | null;
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export class QueuePair {
+  readonly qid: number;
+  readonly entries: number;
+  /** Usable SQ slots (entries - 1). */
+  readonly capacity: number;
+  /** Command identifiers available (capacity plus room for quarantined CIDs). */
+  readonly cidCount: number;
+  /** Per-command timeout for fast-path commands (ms, 0 disables). May be changed at any time. */
+  timeoutMs: number;
+  readonly stats: QueuePairStats = { submitted: 0, completed: 0, timeouts: 0, lateCompletions: 0, malformed: 0, resets: 0 };
+  /** The last malformed completion seen, for diagnostics. */
+  lastMalformed: MalformedCompletion | null = null;
+  /** Queue-level clock (performance.now() at the start of the latest poll call). */
+  epoch: number;
+
+  private readonly transport: Transport;
+  private readonly hooks: QueuePairHooks;
+  private readonly sqBuf: DmaBuffer;
+  private readonly cqBuf: DmaBuffer;
+  private readonly sq: Uint32Array;
+  private readonly cq: Uint32Array;
+  private readonly doorbells: Int32Array;
+  private readonly wake: Int32Array | null;
+  private readonly sqDoorbell: number;
+  private readonly cqDoorbell: number;
+
+  private sqTail = 0;
+  /** SQ head as last reported by the controller (CQE SQHD). */
+  private sqHead = 0;
+  /** SQ tail value last written to the doorbell. */
+  private rungTail = 0;
+  private cqHead = 0;
+  /** CQE_PHASE_BIT while the expected phase is 1, else 0. */
+  private phaseBit = CQE_PHASE_BIT;
+
+  private readonly freeCids: Uint16Array;
+  private freeTop = 0;
+  private readonly tags: Int32Array;
+  private readonly opcodes: Uint8Array;
+  private readonly cidState: Uint8Array;
+  private readonly cidKind: Uint8Array;
+  private readonly stamps: Float64Array;
+  private readonly waiters: Array<Waiter | undefined>;
+  private outstandingCount = 0;
+  private quarantinedCount = 0;
+  private lastTick = 0;
+
+  /** True while the queue exists on an enabled controller: the CQ may be read and doorbells written. */
+  private live = false;
+  /** Submissions are accepted (false while suspended, being deleted or deleted). */
+  private accepting = false;
+  private deleted = false;
+  /** True once the controller created it (the controller recreates such queues after a reset). */
+  created = false;
+
+  // Completions to deliver on the next poll(): from a reset, a deletion, or reaped by exec() on behalf of others.
+  private readonly backlogTag: number[] = [];
+  private readonly backlogStatus: number[] = [];
+  private readonly backlogResult: number[] = [];
+  private readonly deferToBacklog: CompletionHandler;
+
+  constructor(transport: Transport, options: QueuePairOptions, hooks: QueuePairHooks = {}) {
+    const { qid, entries } = options;
+    if (!Number.isInteger(qid) || qid < 0 || qid > 0xffff) throw new InvalidArgumentError(`queue id must be 0..65535, got ${qid}`);
+    if (!Number.isInteger(entries) || entries < 2 || entries > 0x10000) {
+      throw new InvalidArgumentError(`queue ${qid}: entries must be an integer in 2..65536, got ${entries}`);
+    }
+    const timeoutMs = options.timeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
+    if (!(timeoutMs >= 0)) throw new InvalidArgumentError(`queue ${qid}: timeoutMs must be >= 0, got ${timeoutMs}`);
+    const stride = options.doorbellStride ?? 4;
+    this.transport = transport;
+    this.hooks = hooks;
+    this.qid = qid;
+    this.entries = entries;
+    this.capacity = entries - 1;
+    this.timeoutMs = timeoutMs;
+    this.cidCount = Math.min(MAX_CIDS, this.capacity + Math.max(8, this.capacity >>> 2));
+    const page = transport.dma.pageSize;
+    this.sqBuf = transport.dma.alloc(entries * SQE_SIZE, page);
+    try {
+      this.cqBuf = transport.dma.alloc(entries * CQE_SIZE, page);
+    } catch (e) {
+      transport.dma.free(this.sqBuf);
+      throw e;
+    }
+    this.sq = new Uint32Array(this.sqBuf.bytes.buffer, this.sqBuf.bytes.byteOffset, entries * SQE_DWORDS);
+    this.cq = new Uint32Array(this.cqBuf.bytes.buffer, this.cqBuf.bytes.byteOffset, entries * CQE_DWORDS);
+    this.doorbells = transport.doorbells;
+    this.wake = transport.wake;
+    this.sqDoorbell = (sqTailDoorbellOffset(qid, stride) - REG_DOORBELL_BASE) >>> 2;
+    this.cqDoorbell = (cqHeadDoorbellOffset(qid, stride) - REG_DOORBELL_BASE) >>> 2;
+    if (this.cqDoorbell >= this.doorbells.length) {
+      this.free_();
+      throw new InvalidArgumentError(`queue ${qid}: doorbell index ${this.cqDoorbell} is beyond the transport's ${this.doorbells.length} doorbell cells`);
+    }
+    const n = this.cidCount;
+    this.freeCids = new Uint16Array(n);
+    this.tags = new Int32Array(n);
+    this.opcodes = new Uint8Array(n);
+    this.cidState = new Uint8Array(n);
+    this.cidKind = new Uint8Array(n);
+    this.stamps = new Float64Array(n);
+    this.waiters = new Array<Waiter | undefined>(n).fill(undefined);
+    this.resetCids();
+    this.epoch = performance.now();
+    this.lastTick = this.epoch;
+    this.deferToBacklog = (tag, status, result) => this.pushBacklog(tag, status, result);
+  }
+
+  /** IOVA of the submission queue memory. */
+  get sqIova(): number {
+    return this.sqBuf.iova;
+  }
+  /** IOVA of the completion queue memory. */
+  get cqIova(): number {
+    return this.cqBuf.iova;
+  }
+  /** Commands submitted and not yet completed to the caller (quarantined CIDs excluded). */
+  get outstanding(): number {
+    return this.outstandingCount;
+  }
+  /** Timed-out commands whose CIDs wait for a late completion or a reset. */
+  get quarantined(): number {
+    return this.quarantinedCount;
+  }
+  /** How many more commands can be submitted right now. */
+  get free(): number {
+    if (!this.accepting) return 0;
+    const used = this.sqTail >= this.sqHead ? this.sqTail - this.sqHead : this.sqTail + this.entries - this.sqHead;
+    return Math.min(this.freeTop, this.capacity - used);
+  }
+  /** 'live' | 'suspended' (controller resetting or deleting the queue) | 'deleted'. */
+  get state(): 'live' | 'suspended' | 'deleted' {
+    return this.deleted ? 'deleted' : this.live && this.accepting ? 'live' : 'suspended';
+  }
+  /** Completions waiting to be delivered by the next poll(). */
+  get pendingDeliveries(): number {
+    return this.backlogTag.length;
+  }
+
+  // ---------------------------------------------------------------- fast path
+
+  /**
+   * Queue one NVM read/write-style command (CDW10/11 = SLBA, CDW12[15:0] = nlb - 1). Returns the CID, or -1
+   * when the queue is full (or suspended). Does not ring the doorbell: call ring() after a batch.
+   */
+  submitIo(opcode: number, nsid: number, slba: number, nlb: number, prp1: number, prp2: number, tag: number): number {
+    const tail = this.sqTail;
+    const next = tail + 1 === this.entries ? 0 : tail + 1;
+    if (next === this.sqHead || this.freeTop === 0 || !this.accepting) return -1;
+    if (nlb < 1 || nlb > 0x10000) throw new InvalidArgumentError(`queue ${this.qid}: nlb must be 1..65536 blocks, got ${nlb}`);
+    const cid = this.freeCids[--this.freeTop]!;
+    const dw = this.sq;
+    const at = tail << 4;
+    dw[at + SQE_DW_CDW0] = (opcode & 0xff) | (cid << SQE_CID_SHIFT);
+    dw[at + SQE_DW_NSID] = nsid;
+    dw[at + SQE_DW_CDW2] = 0;
+    dw[at + SQE_DW_CDW3] = 0;
+    dw[at + SQE_DW_MPTR_LO] = 0;
+    dw[at + SQE_DW_MPTR_HI] = 0;
+    dw[at + SQE_DW_DPTR0] = prp1 >>> 0;
+    dw[at + SQE_DW_DPTR1] = (prp1 / TWO_POW_32) >>> 0;
+    dw[at + SQE_DW_DPTR2] = prp2 >>> 0;
+    dw[at + SQE_DW_DPTR3] = (prp2 / TWO_POW_32) >>> 0;
+    dw[at + SQE_DW_CDW10] = slba >>> 0;
+    dw[at + SQE_DW_CDW11] = (slba / TWO_POW_32) >>> 0;
+    dw[at + SQE_DW_CDW12] = (nlb - 1) & 0xffff;
+    dw[at + SQE_DW_CDW13] = 0;
+    dw[at + SQE_DW_CDW14] = 0;
+    dw[at + SQE_DW_CDW15] = 0;
+    this.tags[cid] = tag;
+    this.opcodes[cid] = opcode;
+    this.cidKind[cid] = KIND_FAST;
+    this.cidState[cid] = CID_FRESH;
+    this.stamps[cid] = this.epoch;
+    this.outstandingCount++;
+    this.stats.submitted++;
+    this.sqTail = next;
+    return cid;
+  }
+
+  /**
+   * Queue any command given as an Sqe (its cid field is ignored: the queue pair assigns the CID). Returns the
+   * CID or -1 when full. Does not ring. Allocation is allowed here; use submitIo on the hot path.
+   */
+  submitRaw(sqe: Sqe, tag: number): number {
+    return this.submitGeneral(sqe, tag, KIND_FAST);
+  }
+
+  /**
+   * Queue a command by filling its 16 dwords in place: `fill(dw, at)` writes dw[at .. at+15] (dword 0 may be
+   * left with any CID: the queue pair stores the CID afterwards). Returns the CID or -1 when full. Does not ring.
+   */
+  submitSqe(fill: (dw: Uint32Array, at: number) => void, tag: number): number {
+    const tail = this.sqTail;
+    const next = tail + 1 === this.entries ? 0 : tail + 1;
+    if (next === this.sqHead || this.freeTop === 0 || !this.accepting) return -1;
+    const at = tail << 4;
+    fill(this.sq, at);
+    const cid = this.freeCids[--this.freeTop]!;
+    const d0 = this.sq[at + SQE_DW_CDW0]!;
+    this.sq[at + SQE_DW_CDW0] = ((d0 & 0xffff) | (cid << SQE_CID_SHIFT)) >>> 0;
+    this.track(cid, d0 & 0xff, tag, KIND_FAST);
+    this.sqTail = next;
+    return cid;
+  }
+
+  /** Write the SQ tail doorbell once if anything was queued since the last ring, then wake the device. */
+  ring(): void {
+    const tail = this.sqTail;
+    if (tail === this.rungTail || !this.live) return;
+    this.rungTail = tail;
+    Atomics.store(this.doorbells, this.sqDoorbell, tail);
+    wakeDevice(this.wake);
+  }
+
+  /**
+   * Reap up to `max` completions in phase order and deliver each to `onComplete(tag, status, result)`; also
+   * delivers completions made locally (timeouts, reset aborts, deletion). Writes the CQ head doorbell once.
+   * Returns the number of completions delivered.
+   */
+  poll(onComplete: CompletionHandler, max: number = this.entries): number {
+    const prev = this.epoch;
+    const now = performance.now();
+    this.epoch = now;
+    let n = 0;
+    if (this.live) n = this.reap(onComplete, max);
+    if (now - this.lastTick >= TICK_MS) n += this.tick(now, prev, onComplete);
+    if (this.backlogTag.length !== 0) n += this.deliverBacklog(onComplete);
+    return n;
+  }
+
+  // ---------------------------------------------------------------- general path
+
+  /**
+   * Submit one command, ring, and poll until it completes (spinning briefly, then yielding to the event loop).
+   * Resolves with the completion; rejects with NvmeStatusError (non-success status), NvmeTimeoutError, or the
+   * error of a reset/removal that took the command. Completions of other commands reaped meanwhile are kept
+   * and delivered by the next poll().
+   */
+  async exec(sqe: Sqe, opts: ExecOptions = {}): Promise<Completion> {
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const start = performance.now();
+    let cid = this.submitGeneral(sqe, 0, KIND_EXEC);
+    while (cid < 0) {
+      if (this.deleted) throw new NvmeError(`queue ${this.qid} was deleted; cannot submit ${this.describeOpcode(sqe.opcode)}`);
+      if (timeoutMs > 0 && performance.now() - start > timeoutMs) {
+        throw new QueueFullError(this.qid, `no free slot for ${this.describeOpcode(sqe.opcode)} within ${timeoutMs} ms`);
+      }
+      this.step(this.deferToBacklog);
+      await sleep(1);
+      cid = this.submitGeneral(sqe, 0, KIND_EXEC);
+    }
+    const w: Waiter = { done: false, status: 0, result: 0, resultHi: 0, error: null };
+    this.waiters[cid] = w;
+    const ctx: CommandContext = { opcode: sqe.opcode & 0xff, qid: this.qid, cid };
+    this.ring();
+    let spins = 0;
+    for (;;) {
+      this.step(this.deferToBacklog);
+      if (w.done) break;
+      const elapsed = performance.now() - start;
+      if (timeoutMs > 0 && elapsed > timeoutMs) {
+        this.expire(cid, this.deferToBacklog);
+        break;
+      }
+      if (++spins < 64) continue;
+      if (elapsed < 5) await yieldToEventLoop();
+      else await sleep(1);
+    }
+    if (w.error) throw w.error;
+    if (w.status === STATUS_TIMEOUT) throw new NvmeTimeoutError(ctx, timeoutMs);
+    if (!isSuccess(w.status)) throw new NvmeStatusError(w.status, ctx, w.result);
+    return { status: w.status, result: w.result, resultHi: w.resultHi, qid: this.qid, cid, opcode: ctx.opcode };
+  }
+
+  /** Opcode of an outstanding CID (for messages), or -1. */
+  opcodeOf(cid: number): number {
+    return cid >= 0 && cid < this.cidCount && this.cidState[cid] !== CID_FREE ? this.opcodes[cid]! : -1;
+  }
+
+  /** Whether `cid` is quarantined (timed out, not yet completed by the controller). */
+  isQuarantined(cid: number): boolean {
+    return cid >= 0 && cid < this.cidCount && this.cidState[cid] === CID_QUARANTINED;
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private submitGeneral(sqe: Sqe, tag: number, kind: number): number {
+    const tail = this.sqTail;
+    const next = tail + 1 === this.entries ? 0 : tail + 1;
+    if (next === this.sqHead || this.freeTop === 0 || !this.accepting) return -1;
+    const cid = this.freeCids[--this.freeTop]!;
+    encodeSqe({ ...sqe, cid }, this.sq, tail << 4);
+    this.track(cid, sqe.opcode & 0xff, tag, kind);
+    this.sqTail = next;
+    return cid;
+  }
+
+  private track(cid: number, opcode: number, tag: number, kind: number): void {
+    this.tags[cid] = tag;
+    this.opcodes[cid] = opcode;
+    this.cidKind[cid] = kind;
+    this.cidState[cid] = CID_FRESH;
+    this.stamps[cid] = this.epoch;
+    this.outstandingCount++;
+    this.stats.submitted++;
+  }
+
+  /** One polling step for exec(): reap, tick, but never deliver the backlog (it belongs to the user's poll). */
+  private step(handler: CompletionHandler): void {
+    const prev = this.epoch;
+    const now = performance.now();
+    this.epoch = now;
+    if (this.live) this.reap(handler, this.entries);
+    if (now - this.lastTick >= TICK_MS) this.tick(now, prev, handler);
+  }
+
+  private reap(handler: CompletionHandler, max: number): number {
+    const cq = this.cq;
+    const state = this.cidState;
+    const entries = this.entries;
+    let consumed = 0;
+    let delivered = 0;
+    while (consumed < max) {
+      const at = this.cqHead << 2;
+      const d3 = Atomics.load(cq, at + CQE_DW_STATUS);
+      if ((d3 & CQE_PHASE_BIT) !== this.phaseBit) break;
+      const d0 = cq[at + CQE_DW_RESULT]!;
+      const d2 = cq[at + CQE_DW_SQ]!;
+      const slot = this.cqHead;
+      if (++this.cqHead === entries) {
+        this.cqHead = 0;
+        this.phaseBit ^= CQE_PHASE_BIT;
+      }
+      consumed++;
+      const cid = d3 & CQE_CID_MASK;
+      const sqhd = d2 & CQE_SQHD_MASK;
+      if (d2 >>> CQE_SQID_SHIFT !== this.qid || cid >= this.cidCount || sqhd >= entries || state[cid] === CID_FREE) {
+        this.malformed(slot, d0, d2, d3);
+        continue;
+      }
+      this.sqHead = sqhd;
+      const st = state[cid];
+      state[cid] = CID_FREE;
+      this.freeCids[this.freeTop++] = cid;
+      if (st === CID_QUARANTINED) {
+        this.quarantinedCount--;
+        this.stats.lateCompletions++;
+        continue;
+      }
+      this.outstandingCount--;
+      this.stats.completed++;
+      if (this.cidKind[cid] !== KIND_FAST) {
+        this.finishExec(cid, d3 >>> CQE_STATUS_SHIFT, d0, cq[at + CQE_DW_RESULT_HI]!);
+        continue;
+      }
+      delivered++;
+      handler(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, d0);
+      if (!this.live) break;
+    }
+    if (consumed !== 0 && this.live) {
+      Atomics.store(this.doorbells, this.cqDoorbell, this.cqHead);
+      wakeDevice(this.wake);
+    }
+    return delivered;
+  }
+
+  private malformed(slot: number, d0: number, d2: number, d3: number): void {
+    const cid = d3 & CQE_CID_MASK;
+    const sqid = d2 >>> CQE_SQID_SHIFT;
+    const sqhd = d2 & CQE_SQHD_MASK;
+    let reason: string;
+    if (sqid !== this.qid) reason = `SQ id ${sqid} does not match queue ${this.qid}`;
+    else if (cid >= this.cidCount) reason = `CID ${cid} is out of range (0..${this.cidCount - 1})`;
+    else if (sqhd >= this.entries) reason = `SQ head ${sqhd} is out of range (0..${this.entries - 1})`;
+    else reason = `CID ${cid} is not outstanding`;
+    const info: MalformedCompletion = { qid: this.qid, dw: [d0, this.cq[(slot << 2) + CQE_DW_RESULT_HI]!, d2, d3], slot, reason };
+    this.stats.malformed++;
+    this.lastMalformed = info;
+    this.hooks.onMalformed?.(this, info);
+  }
+
+  /** Periodic work (about every TICK_MS of polling): health hook, then the timeout scan. */
+  private tick(now: number, prev: number, handler: CompletionHandler): number {
+    this.lastTick = now;
+    this.hooks.onTick?.(this, now);
+    if (!this.live || this.timeoutMs <= 0 || this.outstandingCount === 0) return 0;
+    // Commands submitted since the previous poll call carry that call's epoch; after a long gap between polls
+    // that stamp may be much older than the submission, so restamp them now (timeouts fire late, never early).
+    const restamp = now - prev > TICK_MS;
+    const limit = this.timeoutMs;
+    const state = this.cidState;
+    const stamps = this.stamps;
+    let n = 0;
+    for (let cid = 0; cid < this.cidCount; cid++) {
+      const st = state[cid];
+      if (st === CID_FRESH) {
+        if (restamp && stamps[cid] === prev) stamps[cid] = now;
+        state[cid] = CID_AGED;
+      } else if (st !== CID_AGED) continue;
+      if (this.cidKind[cid] === KIND_FAST && now - stamps[cid]! > limit) {
+        this.expire(cid, handler);
+        n++;
+        if (!this.live) break;
+      }
+    }
+    return n;
+  }
+
+  /** Complete an outstanding command locally with STATUS_TIMEOUT and quarantine its CID. */
+  private expire(cid: number, handler: CompletionHandler): void {
+    const st = this.cidState[cid];
+    if (st !== CID_FRESH && st !== CID_AGED) return;
+    this.cidState[cid] = CID_QUARANTINED;
+    this.outstandingCount--;
+    this.quarantinedCount++;
+    this.stats.timeouts++;
+    if (this.cidKind[cid] !== KIND_FAST) this.finishExec(cid, STATUS_TIMEOUT, 0, 0);
+    else handler(this.tags[cid]!, STATUS_TIMEOUT, 0);
+    this.hooks.onTimeout?.(this, cid, this.opcodes[cid]!);
+  }
+
+  private finishExec(cid: number, status: number, result: number, resultHi: number): void {
+    const w = this.waiters[cid];
+    this.waiters[cid] = undefined;
+    if (!w) return;
+    w.status = status;
+    w.result = result;
+    w.resultHi = resultHi;
+    w.done = true;
+  }
+
+  private failExec(cid: number, error: Error): void {
+    const w = this.waiters[cid];
+    this.waiters[cid] = undefined;
+    if (!w) return;
+    w.error = error;
+    w.done = true;
+  }
+
+  private pushBacklog(tag: number, status: number, result: number): void {
+    this.backlogTag.push(tag);
+    this.backlogStatus.push(status);
+    this.backlogResult.push(result);
+  }
+
+  private deliverBacklog(handler: CompletionHandler): number {
+    const tags = this.backlogTag.splice(0);
+    const statuses = this.backlogStatus.splice(0);
+    const results = this.backlogResult.splice(0);
+    for (let i = 0; i < tags.length; i++) handler(tags[i]!, statuses[i]!, results[i]!);
+    return tags.length;
+  }
+
+  private resetCids(): void {
+    const n = this.cidCount;
+    for (let i = 0; i < n; i++) this.freeCids[i] = n - 1 - i;
+    this.freeTop = n;
+    this.cidState.fill(CID_FREE);
+    this.cidKind.fill(KIND_FAST);
+    this.waiters.fill(undefined);
+    this.outstandingCount = 0;
+    this.quarantinedCount = 0;
+  }
+
+  private describeOpcode(opcode: number): string {
+    return `opcode 0x${(opcode & 0xff).toString(16).padStart(2, '0')}`;
+  }
+
+  private free_(): void {
+    this.transport.dma.free(this.sqBuf);
+    this.transport.dma.free(this.cqBuf);
+  }
+
+  // ---------------------------------------------------------------- lifecycle (driven by the Controller)
+
+  /** @internal The controller created the queue: start accepting commands. */
+  _activate(): void {
+    if (this.deleted) throw new NvmeError(`queue ${this.qid} was deleted`);
+    this.live = true;
+    this.accepting = true;
+    this.created = true;
+    this.epoch = performance.now();
+    this.lastTick = this.epoch;
+  }
+
+  /**
+   * @internal Stop using the queue (controller reset or removal): every outstanding command is completed
+   * with `status` through the next poll(), exec() waiters reject with `makeError(ctx)`, quarantined CIDs are
+   * released. The CQ is no longer read and no doorbell is written until _reinit + _activate.
+   */
+  _suspend(status: number, makeError: (ctx: CommandContext) => Error): number {
+    this.live = false;
+    this.accepting = false;
+    let n = 0;
+    for (let cid = 0; cid < this.cidCount; cid++) {
+      const st = this.cidState[cid];
+      if (st === CID_FREE || st === CID_QUARANTINED) continue;
+      n++;
+      if (this.cidKind[cid] !== KIND_FAST) this.failExec(cid, makeError({ opcode: this.opcodes[cid]!, qid: this.qid, cid }));
+      else this.pushBacklog(this.tags[cid]!, status, 0);
+    }
+    this.resetCids();
+    this.stats.resets++;
+    return n;
+  }
+
+  /** @internal Zero the queue memory and indices so the controller can create the queue afresh. */
+  _reinit(): void {
+    this.sqBuf.bytes.fill(0);
+    this.cqBuf.bytes.fill(0);
+    this.sqTail = 0;
+    this.sqHead = 0;
+    this.rungTail = 0;
+    this.cqHead = 0;
+    this.phaseBit = CQE_PHASE_BIT;
+  }
+
+  /** @internal Stop accepting submissions (deletion in progress); completions are still reaped. */
+  _stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /** @internal Reap whatever the controller posted (e.g. "aborted due to SQ deletion") into the backlog. */
+  _drain(): void {
+    if (this.live) this.reap(this.deferToBacklog, this.entries);
+  }
+
+  /**
+   * @internal The queue is gone from the controller: fail what is left with `status` (through the next poll()),
+   * and free the queue memory. poll() keeps delivering the backlog; submissions return -1.
+   */
+  _delete(status: number, makeError: (ctx: CommandContext) => Error): void {
+    if (this.deleted) return;
+    this._suspend(status, makeError);
+    this.stats.resets--; // a deletion is not a reset
+    this.deleted = true;
+    this.created = false;
+    this.free_();
+  }
+}
