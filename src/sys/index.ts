@@ -1,0 +1,1 @@
+export { OsError, errnoName, ERRNO, ioctl, blockDeviceSize, BLKGETSIZE64 } from './libc.js';
