@@ -8,7 +8,9 @@ export type FaultAction =
   /** Execute the command but post its completion only after `ms` milliseconds. */
   | { kind: 'delay'; ms: number }
   /** Execute the command (or not, for reads/writes: it is simply dropped) and never post a completion. */
-  | { kind: 'drop' };
+  | { kind: 'drop' }
+  /** Enter the controller fatal state (CSTS.CFS) when the command is fetched; nothing is completed. */
+  | { kind: 'fatal' };
 
 export interface FaultRule {
   /** Queue to match (0 = admin). Omitted: any queue. */
@@ -20,4 +22,13 @@ export interface FaultRule {
   /** Number of matching commands the rule applies to; default 1. Infinity: until cleared. */
   count?: number;
   action: FaultAction;
+}
+
+/** True when `rule` applies to a command with this queue, opcode and namespace. */
+export function faultMatches(rule: FaultRule, qid: number, opcode: number, nsid: number): boolean {
+  return (
+    (rule.qid === undefined || rule.qid === qid) &&
+    (rule.opcode === undefined || rule.opcode === opcode) &&
+    (rule.nsid === undefined || rule.nsid === nsid)
+  );
 }

@@ -1,0 +1,149 @@
+/**
+ * Configuration of the embedded NVMe controller, and the layout of the shared control block that the
+ * host-side transport (src/transport/emu.ts) and the controller worker (src/emu/worker.ts) both use.
+ * Everything in EmuConfig is structured-clonable: it travels to the worker as workerData.
+ */
+import { REG_DOORBELL_BASE } from '../nvme/registers.js';
+
+export interface EmuNamespaceConfig {
+  /** Namespace size in bytes (a multiple of the LBA data size). */
+  sizeBytes: number;
+  /** log2 of the LBA data size: 9 (512 B) or 12 (4 KiB). */
+  lbads: 9 | 12;
+}
+
+/** 'memory': RAM in the worker; 'null': no data kept (like null_blk); { file }: a file holding all namespaces back to back. */
+export type EmuBacking = 'memory' | 'null' | { file: string };
+
+export interface EmuConfig {
+  namespaces: EmuNamespaceConfig[];
+  backing: EmuBacking;
+  /** Number of I/O queue pairs the controller supports (I/O qids 1..maxQueuePairs). */
+  maxQueuePairs: number;
+  /** CAP.MQES: maximum queue entries, 0's based (1023 = 1024 entries). */
+  mqes: number;
+  serial: string;
+  model: string;
+  firmware: string;
+  vendorId: number;
+  subsystemVendorId: number;
+  /** Controller ID reported by Identify. */
+  cntlid: number;
+  /** MDTS in units of the minimum page size (2^mdts pages); 0 = no limit. */
+  mdts: number;
+  /** Delay between CC.EN=1 and CSTS.RDY=1. */
+  readyDelayMs: number;
+  /** CAP.TO in 500 ms units. */
+  timeoutUnits: number;
+  /** Idle time spent spinning before sleeping on the wake word, in microseconds. */
+  spinUs: number;
+  /** Longest sleep between polls of CC while idle, in milliseconds. */
+  sleepMs: number;
+}
+
+export const EMU_DEFAULTS: Omit<EmuConfig, 'namespaces' | 'backing'> = {
+  maxQueuePairs: 64,
+  mqes: 1023,
+  serial: 'HOMIEMU0001',
+  model: 'HOMI Embedded NVMe Controller',
+  firmware: '0.1.0',
+  vendorId: 0x1b36, // the id QEMU's emulated devices use (Red Hat); harmless for a software device
+  subsystemVendorId: 0x1af4,
+  cntlid: 1,
+  mdts: 5,
+  readyDelayMs: 0,
+  timeoutUnits: 2,
+  spinUs: 50,
+  sleepMs: 5,
+};
+
+/** Size of BAR0 for a controller with `maxQueuePairs` I/O queue pairs (doorbell stride 4 bytes). */
+export function barSize(maxQueuePairs: number): number {
+  return REG_DOORBELL_BASE + 8 * (maxQueuePairs + 1);
+}
+
+/** Number of 32-bit doorbell cells (SQ tail + CQ head per queue, admin included). */
+export function doorbellCells(maxQueuePairs: number): number {
+  return 2 * (maxQueuePairs + 1);
+}
+
+// ---- Control block: an Int32Array over a small SharedArrayBuffer ----
+
+/** Wake word (see src/transport/transport.ts). */
+export const CTL_WAKE = 0;
+/** Incremented by the host after posting a control message to the worker's mailbox. */
+export const CTL_SEQ = 1;
+/** Set by the worker to the last CTL_SEQ value whose messages it processed. */
+export const CTL_ACK = 2;
+/** Set to 1 by the host to ask the worker to stop. */
+export const CTL_STOP = 3;
+/** Worker state, one of WORKER_*. */
+export const CTL_STATE = 4;
+/** Int32 cells in the control block before the statistics. */
+export const CTL_INT_CELLS = 16;
+/** Byte offset of the Float64 statistics in the control block. */
+export const CTL_STATS_BYTE_OFFSET = CTL_INT_CELLS * 4;
+
+export const WORKER_STARTING = 0;
+export const WORKER_RUNNING = 1;
+export const WORKER_STOPPED = 2;
+export const WORKER_CRASHED = 3;
+
+/** Float64 statistics cells. */
+export const STAT_COMMANDS = 0;
+export const STAT_ADMIN_COMMANDS = 1;
+export const STAT_IO_COMMANDS = 2;
+export const STAT_READS = 3;
+export const STAT_WRITES = 4;
+export const STAT_ERRORS = 5;
+export const STAT_SLEEPS = 6;
+export const STAT_INVALID_DOORBELLS = 7;
+export const STAT_CELLS = 16;
+
+export const CONTROL_BLOCK_BYTES = CTL_STATS_BYTE_OFFSET + STAT_CELLS * 8;
+
+/** Messages posted to the worker's mailbox. */
+export type ControlMessage =
+  | { type: 'segment'; index: number; sab: SharedArrayBuffer }
+  | { type: 'inject'; rule: import('./faults.js').FaultRule }
+  | { type: 'clearFaults' }
+  | { type: 'setFatal' };
+
+/** Data handed to the worker at start. */
+export interface WorkerInit {
+  config: EmuConfig;
+  bar: SharedArrayBuffer;
+  control: SharedArrayBuffer;
+  mailbox: import('node:worker_threads').MessagePort;
+  segments: Array<{ index: number; sab: SharedArrayBuffer }>;
+}
+
+/** Validate and complete a partial configuration; throws RangeError with the field name. */
+export function resolveConfig(c: Partial<EmuConfig> & Pick<EmuConfig, 'namespaces' | 'backing'>): EmuConfig {
+  const cfg: EmuConfig = { ...EMU_DEFAULTS, ...stripUndefined(c) } as EmuConfig;
+  if (!Array.isArray(cfg.namespaces) || cfg.namespaces.length === 0) throw new RangeError('namespaces: at least one is required');
+  if (cfg.namespaces.length > 1024) throw new RangeError('namespaces: at most 1024');
+  cfg.namespaces.forEach((ns, i) => {
+    if (ns.lbads !== 9 && ns.lbads !== 12) throw new RangeError(`namespaces[${i}].lbads must be 9 or 12`);
+    const bs = 1 << ns.lbads;
+    if (!Number.isSafeInteger(ns.sizeBytes) || ns.sizeBytes < bs || ns.sizeBytes % bs !== 0) {
+      throw new RangeError(`namespaces[${i}].sizeBytes must be a positive multiple of ${bs}`);
+    }
+  });
+  if (!Number.isInteger(cfg.maxQueuePairs) || cfg.maxQueuePairs < 1 || cfg.maxQueuePairs > 0xfffe) {
+    throw new RangeError('maxQueuePairs must be in [1, 65534]');
+  }
+  if (!Number.isInteger(cfg.mqes) || cfg.mqes < 1 || cfg.mqes > 0xffff) throw new RangeError('mqes must be in [1, 65535]');
+  if (!Number.isInteger(cfg.mdts) || cfg.mdts < 0 || cfg.mdts > 15) throw new RangeError('mdts must be in [0, 15]');
+  const b = cfg.backing;
+  if (b !== 'memory' && b !== 'null' && !(typeof b === 'object' && b !== null && typeof b.file === 'string')) {
+    throw new RangeError("backing must be 'memory', 'null' or { file }");
+  }
+  return cfg;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  const r: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (r as Record<string, unknown>)[k] = v;
+  return r;
+}

@@ -1,0 +1,693 @@
+/**
+ * The embedded NVMe controller: register state machine (CC/CSTS), queue polling, command fetch and completion,
+ * error injection, error log and health counters. Admin and NVM command sets live in admin.ts and io.ts.
+ *
+ * Runs inside the worker thread (worker.ts calls run()). The host side sees only the BAR SharedArrayBuffer,
+ * the control block and DMA memory, exactly like a driver sees a PCIe device.
+ */
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { DmaSegmentTable } from '../mem/shared-dma.js';
+import { makeStatus } from '../nvme/cqe.js';
+import {
+  AQA_ACQS_SHIFT,
+  AQA_ASQS_MASK,
+  CAP_CSS_NVM,
+  CC_CSS_NVM,
+  CC_CSS_SHIFT,
+  CC_EN,
+  CC_MPS_SHIFT,
+  CC_SHN_MASK,
+  CC_SHN_SHIFT,
+  CSTS_CFS,
+  CSTS_RDY,
+  CSTS_SHST_COMPLETE,
+  CSTS_SHST_MASK,
+  CSTS_SHST_OCCURRING,
+  CSTS_SHST_SHIFT,
+  REG_ACQ,
+  REG_AQA,
+  REG_ASQ,
+  REG_CAP,
+  REG_CC,
+  REG_CSTS,
+  REG_DOORBELL_BASE,
+  REG_VS,
+  SQE_SIZE,
+  CQE_SIZE,
+  encodeCap,
+} from '../nvme/registers.js';
+import { SQE_CID_SHIFT, SQE_DW_CDW10, SQE_DW_CDW11, SQE_DW_NSID, TWO_POW_32 } from '../nvme/sqe.js';
+import { WAKE_AWAKE, WAKE_SLEEPING } from '../transport/transport.js';
+import { adminCommand } from './admin.js';
+import {
+  AER_INFO_INVALID_DOORBELL_VALUE,
+  AER_INFO_SHIFT,
+  AER_LOG_PAGE_SHIFT,
+  AER_TYPE_ERROR,
+  DEFERRED,
+  ERROR_LOG_ENTRIES,
+  MPSMIN,
+  MPSMAX,
+  NVME_VERSION,
+  ST_ABORTED_SQ_DELETION,
+  ST_ABORT_REQUESTED,
+  ST_INTERNAL,
+  ST_INVALID_DOORBELL_LOG,
+} from './constants.js';
+import {
+  CTL_ACK,
+  CTL_SEQ,
+  CTL_STATE,
+  CTL_STATS_BYTE_OFFSET,
+  CTL_STOP,
+  CTL_WAKE,
+  STAT_ADMIN_COMMANDS,
+  STAT_CELLS,
+  STAT_COMMANDS,
+  STAT_ERRORS,
+  STAT_INVALID_DOORBELLS,
+  STAT_IO_COMMANDS,
+  STAT_READS,
+  STAT_SLEEPS,
+  STAT_WRITES,
+  WORKER_RUNNING,
+  WORKER_STOPPED,
+  doorbellCells,
+  type ControlMessage,
+  type EmuConfig,
+  type WorkerInit,
+} from './config.js';
+import { DataPath } from './datapath.js';
+import { faultMatches, type FaultRule } from './faults.js';
+import { ioCommand } from './io.js';
+import { createNamespaces, type Namespace, type SharedFile } from './namespace.js';
+import { CompletionQueue, SubmissionQueue } from './queues.js';
+
+/** No sooner than this many idle polls is the clock read. */
+const IDLE_CLOCK_EVERY = 64;
+
+/** A fetched command whose completion is held back (delay / drop fault). Holds a reserved CQ slot. */
+export interface Pending {
+  sq: SubmissionQueue;
+  cid: number;
+  status: number;
+  result: number;
+  /** performance.now() deadline; Infinity: never (dropped). */
+  due: number;
+}
+
+export interface ErrorEntry {
+  count: number;
+  sqid: number;
+  cid: number;
+  status: number;
+  lba: number;
+  nsid: number;
+}
+
+export class Controller {
+  readonly cfg: EmuConfig;
+  readonly regs: Int32Array;
+  readonly db: Int32Array;
+  readonly ctl: Int32Array;
+  readonly stats: Float64Array;
+  readonly dma = new DmaSegmentTable();
+  readonly dp: DataPath;
+  /** Namespaces by nsid (slot 0 unused). */
+  readonly ns: Array<Namespace | undefined>;
+  readonly nn: number;
+  readonly file: SharedFile | null;
+  readonly nullMode: boolean;
+  /** Largest data transfer, bytes. */
+  readonly mdtsBytes: number;
+  private readonly mailbox: MessagePort;
+
+  readonly sqs: Array<SubmissionQueue | undefined>;
+  readonly cqs: Array<CompletionQueue | undefined>;
+  /** Existing SQs in qid order (admin first), polled every round. */
+  sqList: SubmissionQueue[] = [];
+  cqList: CompletionQueue[] = [];
+
+  // Register state
+  private lastCc = 0;
+  private csts = 0;
+  enabled = false;
+  ready = false;
+  fatal = false;
+  shutdownDone = false;
+  private readyAt = 0;
+  /** Host page size (CC.MPS). */
+  pageSize = 4096;
+  iosqes = 0;
+  iocqes = 0;
+
+  // Features
+  numQueuesSet = false;
+  nsqa: number;
+  ncqa: number;
+  volatileWriteCache = 1;
+  arbitration = 0;
+
+  // Held completions, aborts of unfetched commands, asynchronous events
+  pending: Pending[] = [];
+  abortOnFetch: Array<{ sqid: number; cid: number }> = [];
+  aerCids: number[] = [];
+  aerEvents: number[] = [];
+  faults: FaultRule[] = [];
+
+  /** Result dword 0 of the command being executed. */
+  result = 0;
+  /** LBA for the error log of the command being executed (set by handlers that fail on an LBA). */
+  errLba = 0;
+
+  // Error log and health counters
+  errorCount = 0;
+  readonly errorLog: ErrorEntry[] = [];
+  unitsRead = 0; // 512-byte units
+  unitsWritten = 0;
+  hostReads = 0;
+  hostWrites = 0;
+  powerCycles = 1;
+  unsafeShutdowns = 0;
+  readonly startTime = performance.now();
+
+  private commands = 0;
+  private adminCommands = 0;
+  private seenSeq = 0;
+
+  constructor(init: WorkerInit) {
+    this.cfg = init.config;
+    this.regs = new Int32Array(init.bar);
+    this.db = new Int32Array(init.bar, REG_DOORBELL_BASE, doorbellCells(this.cfg.maxQueuePairs));
+    this.ctl = new Int32Array(init.control, 0, CTL_STATS_BYTE_OFFSET / 4);
+    this.stats = new Float64Array(init.control, CTL_STATS_BYTE_OFFSET, STAT_CELLS);
+    this.mailbox = init.mailbox;
+    for (const s of init.segments) this.dma.add(s.index, s.sab);
+    this.dma.onUnknown = () => this.drainMailbox();
+    this.dp = new DataPath(this.dma);
+    const { namespaces, file } = createNamespaces(this.cfg.namespaces, this.cfg.backing);
+    this.ns = [undefined, ...namespaces];
+    this.nn = namespaces.length;
+    this.file = file;
+    this.nullMode = this.cfg.backing === 'null';
+    this.mdtsBytes = this.cfg.mdts === 0 ? Number.POSITIVE_INFINITY : 2 ** this.cfg.mdts * (4096 << MPSMIN);
+    this.sqs = new Array<SubmissionQueue | undefined>(this.cfg.maxQueuePairs + 1).fill(undefined);
+    this.cqs = new Array<CompletionQueue | undefined>(this.cfg.maxQueuePairs + 1).fill(undefined);
+    this.nsqa = this.cfg.maxQueuePairs - 1;
+    this.ncqa = this.cfg.maxQueuePairs - 1;
+    const [capLo, capHi] = encodeCap({
+      mqes: this.cfg.mqes,
+      cqr: true,
+      toUnits: this.cfg.timeoutUnits,
+      dstrd: 0,
+      css: CAP_CSS_NVM,
+      mpsmin: MPSMIN,
+      mpsmax: MPSMAX,
+    });
+    this.regs[REG_CAP >> 2] = capLo | 0;
+    this.regs[(REG_CAP >> 2) + 1] = capHi | 0;
+    this.regs[REG_VS >> 2] = NVME_VERSION | 0;
+    this.setCsts(0);
+  }
+
+  // ---------------------------------------------------------------- main loop
+
+  run(): void {
+    const ctl = this.ctl;
+    const regs = this.regs;
+    const ccIdx = REG_CC >> 2;
+    const spinMs = this.cfg.spinUs / 1000;
+    let idlePolls = 0;
+    let idleSince = 0;
+    Atomics.store(ctl, CTL_STATE, WORKER_RUNNING);
+    for (;;) {
+      if (Atomics.load(ctl, CTL_SEQ) !== this.seenSeq) this.handleControl();
+      if (Atomics.load(ctl, CTL_STOP) !== 0) break;
+      const cc = Atomics.load(regs, ccIdx);
+      if (cc !== this.lastCc) this.onCc(cc);
+      if (this.readyAt !== 0 && performance.now() >= this.readyAt) this.becomeReady();
+      let work = 0;
+      if (this.ready && !this.fatal && !this.shutdownDone) work = this.poll();
+      if (this.pending.length !== 0) work += this.runTimers();
+      if (work !== 0) {
+        idlePolls = 0;
+        this.publishStats();
+        continue;
+      }
+      if (++idlePolls % IDLE_CLOCK_EVERY !== 0) continue;
+      const now = performance.now();
+      if (idlePolls === IDLE_CLOCK_EVERY) idleSince = now;
+      else if (now - idleSince >= spinMs) {
+        this.sleep();
+        idlePolls = 0;
+      }
+    }
+    this.shutdownStores();
+    Atomics.store(ctl, CTL_STATE, WORKER_STOPPED);
+  }
+
+  /** Sleep on the wake word until a doorbell/CC/control change, or sleepMs (sooner if a held completion is due). */
+  private sleep(): void {
+    const ctl = this.ctl;
+    Atomics.store(ctl, CTL_WAKE, WAKE_SLEEPING);
+    if (this.hasWork()) {
+      Atomics.store(ctl, CTL_WAKE, WAKE_AWAKE);
+      return;
+    }
+    let timeout = this.cfg.sleepMs;
+    if (this.readyAt !== 0) timeout = Math.max(0, Math.min(timeout, this.readyAt - performance.now()));
+    for (const p of this.pending) {
+      if (p.due !== Number.POSITIVE_INFINITY) timeout = Math.max(0, Math.min(timeout, p.due - performance.now()));
+    }
+    this.stats[STAT_SLEEPS]! += 1;
+    Atomics.wait(ctl, CTL_WAKE, WAKE_SLEEPING, timeout);
+    Atomics.store(ctl, CTL_WAKE, WAKE_AWAKE);
+  }
+
+  /** Anything to do right now? (Checked after announcing sleep, so a racing doorbell is never missed.) */
+  private hasWork(): boolean {
+    const ctl = this.ctl;
+    if (Atomics.load(ctl, CTL_SEQ) !== this.seenSeq || Atomics.load(ctl, CTL_STOP) !== 0) return true;
+    if (Atomics.load(this.regs, REG_CC >> 2) !== this.lastCc) return true;
+    if (!this.ready || this.fatal || this.shutdownDone) return false;
+    const db = this.db;
+    for (const sq of this.sqList) {
+      if (Atomics.load(db, sq.dbIndex) !== sq.rawTail) return true;
+      if (sq.tail !== sq.head && sq.cq.free() > 0) return true;
+    }
+    for (const cq of this.cqList) if (Atomics.load(db, cq.dbIndex) !== cq.rawHead) return true;
+    return false;
+  }
+
+  private publishStats(): void {
+    const s = this.stats;
+    s[STAT_COMMANDS] = this.commands;
+    s[STAT_ADMIN_COMMANDS] = this.adminCommands;
+    s[STAT_IO_COMMANDS] = this.commands - this.adminCommands;
+    s[STAT_READS] = this.hostReads;
+    s[STAT_WRITES] = this.hostWrites;
+    s[STAT_ERRORS] = this.errorCount;
+  }
+
+  // ---------------------------------------------------------------- control mailbox
+
+  private handleControl(): void {
+    const seq = Atomics.load(this.ctl, CTL_SEQ);
+    this.drainMailbox();
+    this.seenSeq = seq;
+    this.publishStats();
+    Atomics.store(this.ctl, CTL_ACK, seq);
+    Atomics.notify(this.ctl, CTL_ACK);
+  }
+
+  drainMailbox(): void {
+    for (;;) {
+      const m = receiveMessageOnPort(this.mailbox);
+      if (m === undefined) return;
+      const msg = m.message as ControlMessage;
+      switch (msg.type) {
+        case 'segment':
+          this.dma.add(msg.index, msg.sab);
+          break;
+        case 'inject':
+          this.faults.push({ ...msg.rule, count: msg.rule.count ?? 1 });
+          break;
+        case 'clearFaults':
+          this.faults.length = 0;
+          break;
+        case 'setFatal':
+          this.enterFatal();
+          break;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- registers
+
+  private setCsts(v: number): void {
+    this.csts = v;
+    Atomics.store(this.regs, REG_CSTS >> 2, v);
+  }
+
+  enterFatal(): void {
+    this.fatal = true;
+    this.setCsts(this.csts | CSTS_CFS);
+  }
+
+  private onCc(cc: number): void {
+    const prev = this.lastCc;
+    this.lastCc = cc;
+    const en = (cc & CC_EN) !== 0;
+    const wasEn = (prev & CC_EN) !== 0;
+    if (wasEn && !en) {
+      this.reset();
+      return;
+    }
+    if (!wasEn && en) this.enable(cc);
+    const shn = (cc & CC_SHN_MASK) >>> CC_SHN_SHIFT;
+    const prevShn = (prev & CC_SHN_MASK) >>> CC_SHN_SHIFT;
+    if (shn !== 0 && prevShn === 0) this.shutdown();
+  }
+
+  private enable(cc: number): void {
+    this.enabled = true;
+    this.iosqes = (cc >>> 16) & 0xf;
+    this.iocqes = (cc >>> 20) & 0xf;
+    const mps = (cc >>> CC_MPS_SHIFT) & 0xf;
+    const css = (cc >>> CC_CSS_SHIFT) & 0x7;
+    const aqa = Atomics.load(this.regs, REG_AQA >> 2);
+    const asqs = (aqa & AQA_ASQS_MASK) + 1;
+    const acqs = ((aqa >>> AQA_ACQS_SHIFT) & AQA_ASQS_MASK) + 1;
+    const asq = this.reg64(REG_ASQ);
+    const acq = this.reg64(REG_ACQ);
+    if (mps < MPSMIN || mps > MPSMAX || css !== CC_CSS_NVM || asqs < 2 || acqs < 2) return this.enterFatal();
+    this.pageSize = 4096 << mps;
+    this.dp.pageSize = this.pageSize;
+    if (asq % this.pageSize !== 0 || acq % this.pageSize !== 0) return this.enterFatal();
+    const cqSeg = this.dma.locate(acq, acqs * CQE_SIZE);
+    if (cqSeg < 0) return this.enterFatal();
+    const cq = new CompletionQueue(0, acqs, acq, this.dma.sab[cqSeg]!, this.dma.offset, 1);
+    const sqSeg = this.dma.locate(asq, asqs * SQE_SIZE);
+    if (sqSeg < 0) return this.enterFatal();
+    const sq = new SubmissionQueue(0, asqs, asq, this.dma.sab[sqSeg]!, this.dma.offset, cq, 0, 0);
+    this.addCq(cq);
+    this.addSq(sq);
+    if (this.cfg.readyDelayMs > 0) this.readyAt = performance.now() + this.cfg.readyDelayMs;
+    else this.becomeReady();
+  }
+
+  private becomeReady(): void {
+    this.readyAt = 0;
+    if (!this.enabled || this.fatal) return;
+    this.ready = true;
+    this.setCsts(this.csts | CSTS_RDY);
+  }
+
+  private reg64(off: number): number {
+    return (Atomics.load(this.regs, off >> 2) >>> 0) + (Atomics.load(this.regs, (off >> 2) + 1) >>> 0) * TWO_POW_32;
+  }
+
+  /** Controller reset (CC.EN 1 → 0): drop all queues and outstanding work, clear CSTS. */
+  private reset(): void {
+    if (!this.shutdownDone && this.ready) this.unsafeShutdowns++;
+    for (const q of this.sqList) this.sqs[q.qid] = undefined;
+    for (const q of this.cqList) this.cqs[q.qid] = undefined;
+    this.sqList = [];
+    this.cqList = [];
+    this.pending = [];
+    this.abortOnFetch = [];
+    this.aerCids = [];
+    this.aerEvents = [];
+    this.enabled = false;
+    this.ready = false;
+    this.fatal = false;
+    this.shutdownDone = false;
+    this.readyAt = 0;
+    this.numQueuesSet = false;
+    this.nsqa = this.cfg.maxQueuePairs - 1;
+    this.ncqa = this.cfg.maxQueuePairs - 1;
+    for (let i = 0; i < this.db.length; i++) Atomics.store(this.db, i, 0);
+    this.setCsts(0);
+  }
+
+  private shutdown(): void {
+    this.setCsts((this.csts & ~CSTS_SHST_MASK) | (CSTS_SHST_OCCURRING << CSTS_SHST_SHIFT));
+    this.flushAll();
+    this.shutdownDone = true;
+    this.setCsts((this.csts & ~CSTS_SHST_MASK) | (CSTS_SHST_COMPLETE << CSTS_SHST_SHIFT));
+  }
+
+  flushAll(): void {
+    if (this.file) this.file.flush();
+    else for (let i = 1; i <= this.nn; i++) this.ns[i]!.store.flush();
+  }
+
+  private shutdownStores(): void {
+    if (this.file) this.file.close();
+    else for (let i = 1; i <= this.nn; i++) this.ns[i]!.store.close();
+  }
+
+  // ---------------------------------------------------------------- queues
+
+  addSq(sq: SubmissionQueue): void {
+    this.sqs[sq.qid] = sq;
+    sq.cq.sqRefs++;
+    sq.rawTail = Atomics.load(this.db, sq.dbIndex);
+    if (sq.rawTail >>> 0 < sq.size) sq.tail = sq.rawTail;
+    this.sqList = this.sqs.filter((q): q is SubmissionQueue => q !== undefined);
+  }
+
+  addCq(cq: CompletionQueue): void {
+    this.cqs[cq.qid] = cq;
+    cq.rawHead = Atomics.load(this.db, cq.dbIndex);
+    if (cq.rawHead >>> 0 < cq.size) cq.head = cq.rawHead;
+    this.cqList = this.cqs.filter((q): q is CompletionQueue => q !== undefined);
+  }
+
+  /** Delete an SQ: its outstanding commands complete with "Command Aborted due to SQ Deletion". */
+  deleteSq(sq: SubmissionQueue): void {
+    const cq = sq.cq;
+    const keep: Pending[] = [];
+    for (const p of this.pending) {
+      if (p.sq === sq) {
+        cq.reserved--;
+        cq.post(0, sq.head, sq.qid, p.cid, ST_ABORTED_SQ_DELETION);
+      } else keep.push(p);
+    }
+    this.pending = keep;
+    // Submitted but not yet fetched commands are aborted too, as far as the CQ has room.
+    while (sq.head !== sq.tail && cq.free() > 0) {
+      const cid = sq.ring[sq.head << 4]! >>> SQE_CID_SHIFT;
+      sq.head = sq.head + 1 === sq.size ? 0 : sq.head + 1;
+      cq.post(0, sq.head, sq.qid, cid, ST_ABORTED_SQ_DELETION);
+    }
+    this.abortOnFetch = this.abortOnFetch.filter((a) => a.sqid !== sq.qid);
+    cq.sqRefs--;
+    this.sqs[sq.qid] = undefined;
+    this.sqList = this.sqs.filter((q): q is SubmissionQueue => q !== undefined);
+    Atomics.store(this.db, sq.dbIndex, 0);
+  }
+
+  deleteCq(cq: CompletionQueue): void {
+    this.cqs[cq.qid] = undefined;
+    this.cqList = this.cqs.filter((q): q is CompletionQueue => q !== undefined);
+    Atomics.store(this.db, cq.dbIndex, 0);
+  }
+
+  /** One polling round over all doorbells. Returns the number of commands fetched (plus doorbell events). */
+  private poll(): number {
+    const db = this.db;
+    let work = 0;
+    const cqs = this.cqList;
+    for (let i = 0; i < cqs.length; i++) {
+      const cq = cqs[i]!;
+      const raw = Atomics.load(db, cq.dbIndex);
+      if (raw !== cq.rawHead) {
+        this.cqHeadWrite(cq, raw);
+        work++;
+      }
+    }
+    const sqs = this.sqList;
+    for (let i = 0; i < sqs.length; i++) {
+      const sq = sqs[i]!;
+      const raw = Atomics.load(db, sq.dbIndex);
+      if (raw !== sq.rawTail) this.sqTailWrite(sq, raw);
+      if (sq.tail !== sq.head) work += this.drain(sq);
+      if (!this.ready || this.fatal) break;
+    }
+    return work;
+  }
+
+  private cqHeadWrite(cq: CompletionQueue, raw: number): void {
+    cq.rawHead = raw;
+    const v = raw >>> 0;
+    if (v >= cq.size) return this.invalidDoorbell(cq.qid);
+    let adv = v - cq.head;
+    if (adv < 0) adv += cq.size;
+    if (adv > cq.outstanding()) return this.invalidDoorbell(cq.qid);
+    cq.head = v;
+  }
+
+  private sqTailWrite(sq: SubmissionQueue, raw: number): void {
+    sq.rawTail = raw;
+    const v = raw >>> 0;
+    if (v >= sq.size) return this.invalidDoorbell(sq.qid);
+    sq.tail = v;
+  }
+
+  private invalidDoorbell(qid: number): void {
+    this.stats[STAT_INVALID_DOORBELLS]! += 1;
+    this.logError(qid, 0xffff, ST_INVALID_DOORBELL_LOG, 0, 0);
+    this.asyncEvent(AER_TYPE_ERROR | (AER_INFO_INVALID_DOORBELL_VALUE << AER_INFO_SHIFT) | (0x01 << AER_LOG_PAGE_SHIFT));
+  }
+
+  /** Fetch and execute the new entries of `sq`, as many as its CQ has room for. */
+  private drain(sq: SubmissionQueue): number {
+    const cq = sq.cq;
+    let free = cq.free();
+    if (free <= 0) return 0;
+    let n = sq.tail - sq.head;
+    if (n < 0) n += sq.size;
+    if (n > free) n = free;
+    const admin = sq.qid === 0;
+    let done = 0;
+    while (done < n) {
+      const slot = sq.head;
+      sq.head = slot + 1 === sq.size ? 0 : slot + 1;
+      done++;
+      this.execute(sq, slot << 4, admin);
+      if (this.fatal || !this.ready || this.sqs[sq.qid] !== sq) break;
+    }
+    this.commands += done;
+    if (admin) this.adminCommands += done;
+    return done;
+  }
+
+  /** Execute the SQE at dword `b` of `sq` and post its completion (unless held back). */
+  private execute(sq: SubmissionQueue, b: number, admin: boolean): void {
+    const q = sq.ring;
+    const cid = q[b]! >>> SQE_CID_SHIFT;
+    let st: number;
+    this.result = 0;
+    if (this.faults.length !== 0 || this.abortOnFetch.length !== 0) {
+      st = this.hooks(sq, b, cid, admin);
+      if (st !== DEFERRED - 1) {
+        if (st !== DEFERRED) this.complete(sq, cid, st, q, b);
+        return;
+      }
+    }
+    try {
+      st = admin ? adminCommand(this, sq, q, b) : ioCommand(this, q, b);
+    } catch (e) {
+      st = ST_INTERNAL;
+    }
+    if (st === DEFERRED) return;
+    this.complete(sq, cid, st, q, b);
+  }
+
+  private complete(sq: SubmissionQueue, cid: number, st: number, q: Uint32Array, b: number): void {
+    if (st !== 0) this.logError(sq.qid, cid, st, q[b + SQE_DW_NSID]!, this.errLba);
+    sq.cq.post(this.result, sq.head, sq.qid, cid, st);
+  }
+
+  /**
+   * Error injection and aborts of not-yet-fetched commands. Returns a status to complete with, DEFERRED when the
+   * command's completion is held back or never comes, or DEFERRED - 1 to execute normally.
+   */
+  private hooks(sq: SubmissionQueue, b: number, cid: number, admin: boolean): number {
+    const q = sq.ring;
+    for (let i = 0; i < this.abortOnFetch.length; i++) {
+      const a = this.abortOnFetch[i]!;
+      if (a.sqid === sq.qid && a.cid === cid) {
+        this.abortOnFetch.splice(i, 1);
+        return ST_ABORT_REQUESTED;
+      }
+    }
+    const opcode = q[b]! & 0xff;
+    const nsid = q[b + SQE_DW_NSID]!;
+    for (let i = 0; i < this.faults.length; i++) {
+      const r = this.faults[i]!;
+      if (!faultMatches(r, sq.qid, opcode, nsid)) continue;
+      const left = (r.count ?? 1) - 1;
+      if (left <= 0) this.faults.splice(i, 1);
+      else r.count = left;
+      const a = r.action;
+      switch (a.kind) {
+        case 'status':
+          return makeStatus(a.sct, a.sc, a.dnr ?? false);
+        case 'fatal':
+          this.enterFatal();
+          return DEFERRED;
+        case 'delay':
+        case 'drop': {
+          let st = 0;
+          if (a.kind === 'delay' || admin) {
+            try {
+              st = admin ? adminCommand(this, sq, q, b) : ioCommand(this, q, b);
+            } catch {
+              st = ST_INTERNAL;
+            }
+            if (st === DEFERRED) return DEFERRED;
+          }
+          if (st !== 0) this.logError(sq.qid, cid, st, nsid, this.errLba);
+          sq.cq.reserved++;
+          this.pending.push({
+            sq,
+            cid,
+            status: st,
+            result: this.result,
+            due: a.kind === 'delay' ? performance.now() + a.ms : Number.POSITIVE_INFINITY,
+          });
+          return DEFERRED;
+        }
+      }
+    }
+    return DEFERRED - 1;
+  }
+
+  /** Post held completions whose time has come. */
+  private runTimers(): number {
+    if (!this.ready || this.fatal) return 0;
+    const now = performance.now();
+    let n = 0;
+    for (let i = 0; i < this.pending.length; ) {
+      const p = this.pending[i]!;
+      if (p.due <= now) {
+        this.pending.splice(i, 1);
+        p.sq.cq.reserved--;
+        p.sq.cq.post(p.result, p.sq.head, p.sq.qid, p.cid, p.status);
+        n++;
+      } else i++;
+    }
+    return n;
+  }
+
+  /** Abort command support: complete a held or not-yet-fetched command. Returns true if it will be aborted. */
+  abortCommand(sqid: number, cid: number): boolean {
+    for (let i = 0; i < this.pending.length; i++) {
+      const p = this.pending[i]!;
+      if (p.sq.qid === sqid && p.cid === cid) {
+        this.pending.splice(i, 1);
+        p.sq.cq.reserved--;
+        this.logError(sqid, cid, ST_ABORT_REQUESTED, 0, 0);
+        p.sq.cq.post(0, p.sq.head, sqid, cid, ST_ABORT_REQUESTED);
+        return true;
+      }
+    }
+    const sq = this.sqs[sqid];
+    if (sq === undefined) return false;
+    for (let h = sq.head; h !== sq.tail; h = h + 1 === sq.size ? 0 : h + 1) {
+      if (sq.ring[h << 4]! >>> SQE_CID_SHIFT === cid) {
+        this.abortOnFetch.push({ sqid, cid });
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Complete an outstanding Asynchronous Event Request, or queue the event for the next one. */
+  asyncEvent(result: number): void {
+    const acq = this.cqs[0];
+    const asq = this.sqs[0];
+    if (this.aerCids.length !== 0 && acq !== undefined && asq !== undefined && acq.free() > 0) {
+      const cid = this.aerCids.shift()!;
+      acq.post(result, asq.head, 0, cid, 0);
+      return;
+    }
+    if (this.aerEvents.length < 16) this.aerEvents.push(result);
+  }
+
+  // ---------------------------------------------------------------- error log
+
+  logError(sqid: number, cid: number, status: number, nsid: number, lba: number): void {
+    this.errorCount++;
+    this.errorLog.unshift({ count: this.errorCount, sqid, cid, status, lba, nsid });
+    if (this.errorLog.length > ERROR_LOG_ENTRIES) this.errorLog.length = ERROR_LOG_ENTRIES;
+    this.errLba = 0;
+  }
+
+  /** Read the LBA dwords of an I/O command (for the error log). */
+  static slba(q: Uint32Array, b: number): number {
+    return q[b + SQE_DW_CDW10]! + q[b + SQE_DW_CDW11]! * TWO_POW_32;
+  }
+}

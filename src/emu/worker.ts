@@ -1,0 +1,28 @@
+/**
+ * Entry point of the controller worker thread: build the controller from workerData and run its polling loop
+ * until the host sets CTL_STOP. A crash is recorded in the control block (WORKER_CRASHED) before the thread
+ * dies, so the host sees a surprise-removed device at once.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { CTL_STATE, CTL_STATS_BYTE_OFFSET, WORKER_CRASHED, type WorkerInit } from './config.js';
+import { Controller } from './controller.js';
+
+const init = workerData as WorkerInit;
+const ctl = new Int32Array(init.control, 0, CTL_STATS_BYTE_OFFSET / 4);
+let controller: Controller;
+try {
+  controller = new Controller(init);
+} catch (e) {
+  parentPort?.postMessage({ type: 'error', message: (e as Error).message });
+  Atomics.store(ctl, CTL_STATE, WORKER_CRASHED);
+  process.exit(1);
+}
+parentPort?.postMessage({ type: 'ready' });
+try {
+  controller.run();
+} catch (e) {
+  Atomics.store(ctl, CTL_STATE, WORKER_CRASHED);
+  throw e;
+}
+init.mailbox.close();
+process.exit(0);

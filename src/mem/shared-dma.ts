@@ -1,0 +1,251 @@
+/**
+ * DMA-visible memory for the embedded controller: SharedArrayBuffer segments shared with the controller worker.
+ *
+ * IOVA scheme: segment k (k >= 1) covers [k * 2^32, k * 2^32 + segmentSize). IOVA 0 and everything below 2^32
+ * is never valid, so a null (or truncated 32-bit) pointer is a DMA fault for the controller.
+ *
+ * Host side: `SharedDmaMemory` (a DmaAllocator). Each new segment is handed to `onSegment` synchronously,
+ * before the alloc that needed it returns; the emulator transport posts it to the worker's mailbox, and the
+ * worker drains that mailbox whenever it meets an IOVA in a segment it does not know yet. Since the host can
+ * only hand the controller an IOVA after alloc returned (and after the doorbell write that follows), the
+ * segment message is always in the mailbox when the controller first needs it: no race.
+ *
+ * Controller side: `DmaSegmentTable` resolves (iova, len) to (segment, offset), bounds-checked, without
+ * allocating on the fast path (`locate` returns the segment index and leaves the offset in `offset`).
+ */
+import { DmaAllocationError, type DmaAllocator, type DmaBuffer } from './dma.js';
+
+/** Address span reserved for each segment: segment k starts at k * 2^32. */
+export const SEGMENT_SPAN = 0x1_0000_0000;
+/** Default segment size: 64 MiB. */
+export const DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024;
+/** Largest segment (the span of one IOVA window). */
+export const MAX_SEGMENT_SIZE = SEGMENT_SPAN;
+/** Smallest allocation granule and minimum alignment. */
+const GRANULE = 64;
+/** Largest segment index: keeps every IOVA below 2^53. */
+const MAX_SEGMENT_INDEX = 0x1f_ffff - 1;
+
+export interface SharedDmaOptions {
+  /** Memory page size the driver must use (CC.MPS), default 4096. */
+  pageSize?: number;
+  /** Size of each new segment in bytes (default 64 MiB; a single bigger alloc gets a segment of its own size). */
+  segmentSize?: number;
+  /** Upper bound on total segment bytes (default: unlimited). */
+  maxTotalBytes?: number;
+  /** Called synchronously for each new segment, before the alloc that created it returns. */
+  onSegment?: (index: number, sab: SharedArrayBuffer) => void;
+}
+
+/** A free range [start, end) within one segment (offsets). */
+interface FreeRange {
+  start: number;
+  end: number;
+}
+
+interface Segment {
+  index: number;
+  sab: SharedArrayBuffer;
+  size: number;
+  /** Free ranges sorted by start, non-adjacent (coalesced). */
+  free: FreeRange[];
+}
+
+class SharedDmaBuffer implements DmaBuffer {
+  constructor(
+    readonly iova: number,
+    readonly size: number,
+    readonly bytes: Uint8Array,
+    /** Segment-relative range actually reserved (may be bigger than size: granule rounding). */
+    readonly segIndex: number,
+    readonly start: number,
+    readonly end: number,
+  ) {}
+}
+
+function isPow2(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+function roundUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+export class SharedDmaMemory implements DmaAllocator {
+  readonly pageSize: number;
+  readonly segmentSize: number;
+  private readonly maxTotal: number;
+  private readonly onSegment: ((index: number, sab: SharedArrayBuffer) => void) | undefined;
+  private readonly segs: Segment[] = [];
+  private readonly live = new Map<number, SharedDmaBuffer>();
+  private allocated = 0;
+  private totalSegBytes = 0;
+
+  constructor(opts: SharedDmaOptions = {}) {
+    this.pageSize = opts.pageSize ?? 4096;
+    if (!isPow2(this.pageSize) || this.pageSize < 4096) throw new RangeError(`pageSize must be a power of two >= 4096`);
+    this.segmentSize = roundUp(opts.segmentSize ?? DEFAULT_SEGMENT_SIZE, this.pageSize);
+    if (this.segmentSize > MAX_SEGMENT_SIZE) throw new RangeError(`segmentSize must be at most 4 GiB`);
+    this.maxTotal = opts.maxTotalBytes ?? Number.POSITIVE_INFINITY;
+    this.onSegment = opts.onSegment;
+  }
+
+  get allocatedBytes(): number {
+    return this.allocated;
+  }
+
+  /** All segments created so far, as (index, SharedArrayBuffer) pairs (for handing to a controller). */
+  segments(): Array<{ index: number; sab: SharedArrayBuffer }> {
+    return this.segs.map((s) => ({ index: s.index, sab: s.sab }));
+  }
+
+  alloc(size: number, align?: number): DmaBuffer {
+    if (!Number.isInteger(size) || size <= 0) throw new DmaAllocationError(`invalid DMA allocation size ${size}`);
+    const a = Math.max(align ?? this.pageSize, GRANULE);
+    if (!isPow2(a) || a > this.segmentSize) throw new DmaAllocationError(`invalid DMA alignment ${align}`);
+    const need = roundUp(size, GRANULE);
+    for (const seg of this.segs) {
+      const b = this.tryAlloc(seg, size, need, a);
+      if (b) return b;
+    }
+    const seg = this.addSegment(Math.max(this.segmentSize, roundUp(need, this.pageSize)));
+    const b = this.tryAlloc(seg, size, need, a);
+    if (!b) throw new DmaAllocationError(`cannot allocate ${size} bytes`);
+    return b;
+  }
+
+  free(buf: DmaBuffer): void {
+    const b = this.live.get(buf.iova);
+    if (b === undefined || b !== buf) throw new Error(`free of a DMA buffer not allocated here (iova 0x${buf.iova.toString(16)})`);
+    this.live.delete(buf.iova);
+    this.allocated -= b.end - b.start;
+    const seg = this.segs.find((s) => s.index === b.segIndex)!;
+    insertFree(seg.free, b.start, b.end);
+  }
+
+  private tryAlloc(seg: Segment, size: number, need: number, align: number): SharedDmaBuffer | null {
+    const fl = seg.free;
+    for (let i = 0; i < fl.length; i++) {
+      const r = fl[i]!;
+      const start = roundUp(r.start, align);
+      const end = start + need;
+      if (end > r.end) continue;
+      // Split r into [r.start, start) and [end, r.end).
+      const tail: FreeRange | null = end < r.end ? { start: end, end: r.end } : null;
+      if (start > r.start) {
+        r.end = start;
+        if (tail) fl.splice(i + 1, 0, tail);
+      } else if (tail) {
+        fl[i] = tail;
+      } else {
+        fl.splice(i, 1);
+      }
+      const bytes = new Uint8Array(seg.sab, start, size);
+      bytes.fill(0); // memory may be recycled: hand it out zeroed
+      const iova = seg.index * SEGMENT_SPAN + start;
+      const b = new SharedDmaBuffer(iova, size, bytes, seg.index, start, end);
+      this.live.set(iova, b);
+      this.allocated += need;
+      return b;
+    }
+    return null;
+  }
+
+  private addSegment(size: number): Segment {
+    if (this.totalSegBytes + size > this.maxTotal) {
+      throw new DmaAllocationError(`DMA memory limit of ${this.maxTotal} bytes reached`);
+    }
+    const index = this.segs.length + 1;
+    if (index > MAX_SEGMENT_INDEX) throw new DmaAllocationError('out of DMA segments');
+    let sab: SharedArrayBuffer;
+    try {
+      sab = new SharedArrayBuffer(size);
+    } catch (e) {
+      throw new DmaAllocationError(`cannot create a ${size}-byte shared segment: ${(e as Error).message}`);
+    }
+    const seg: Segment = { index, sab, size, free: [{ start: 0, end: size }] };
+    this.segs.push(seg);
+    this.totalSegBytes += size;
+    // Make the segment known to the controller before any IOVA in it can be handed out.
+    this.onSegment?.(index, sab);
+    return seg;
+  }
+}
+
+/** Insert [start, end) into a sorted free list, coalescing with neighbours. */
+function insertFree(fl: FreeRange[], start: number, end: number): void {
+  let lo = 0;
+  let hi = fl.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (fl[mid]!.start < start) lo = mid + 1;
+    else hi = mid;
+  }
+  const prev = lo > 0 ? fl[lo - 1]! : null;
+  const next = lo < fl.length ? fl[lo]! : null;
+  if (prev && prev.end === start) {
+    prev.end = end;
+    if (next && next.start === end) {
+      prev.end = next.end;
+      fl.splice(lo, 1);
+    }
+  } else if (next && next.start === end) {
+    next.start = start;
+  } else {
+    fl.splice(lo, 0, { start, end });
+  }
+}
+
+/**
+ * Controller-side view of the DMA segments. `locate` is the fast path: it returns the segment index (>= 1)
+ * or -1 for a DMA fault, leaving the offset within the segment in `offset`.
+ */
+export class DmaSegmentTable {
+  /** Indexed by segment index; slot 0 is never used. */
+  readonly u8: Array<Uint8Array | undefined> = [undefined];
+  readonly u32: Array<Uint32Array | undefined> = [undefined];
+  readonly buf: Array<Buffer | undefined> = [undefined];
+  readonly sab: Array<SharedArrayBuffer | undefined> = [undefined];
+  readonly size: number[] = [0];
+  /** Offset set by the last successful `locate`. */
+  offset = 0;
+  /** Called when an IOVA falls in an unknown segment; should add pending segments (e.g. drain a mailbox). */
+  onUnknown: (() => void) | null = null;
+
+  add(index: number, sab: SharedArrayBuffer): void {
+    while (this.u8.length <= index) {
+      this.u8.push(undefined);
+      this.u32.push(undefined);
+      this.buf.push(undefined);
+      this.sab.push(undefined);
+      this.size.push(0);
+    }
+    this.u8[index] = new Uint8Array(sab);
+    this.u32[index] = new Uint32Array(sab, 0, sab.byteLength >>> 2);
+    this.buf[index] = Buffer.from(sab);
+    this.sab[index] = sab;
+    this.size[index] = sab.byteLength;
+  }
+
+  /** Segment index for [iova, iova+len), or -1 if the range is not entirely inside one known segment. */
+  locate(iova: number, len: number): number {
+    const idx = Math.floor(iova / SEGMENT_SPAN);
+    const off = iova - idx * SEGMENT_SPAN;
+    if (idx <= 0 || !(len >= 0)) return -1;
+    if (idx >= this.size.length || this.size[idx] === 0) {
+      if (this.onUnknown === null) return -1;
+      this.onUnknown();
+      if (idx >= this.size.length || this.size[idx] === 0) return -1;
+    }
+    if (off + len > this.size[idx]!) return -1;
+    this.offset = off;
+    return idx;
+  }
+
+  /** Convenience form of `locate`: the segment bytes and offset, or null for a DMA fault. */
+  resolve(iova: number, len: number): { bytes: Uint8Array; offset: number } | null {
+    const idx = this.locate(iova, len);
+    if (idx < 0) return null;
+    return { bytes: this.u8[idx]!, offset: this.offset };
+  }
+}

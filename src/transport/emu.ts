@@ -1,0 +1,304 @@
+/**
+ * Host side of the embedded NVMe controller: starts the controller worker and exposes it as a Transport.
+ * BAR0 is a SharedArrayBuffer the worker polls; DMA memory is SharedDmaMemory whose segments are posted to
+ * the worker's mailbox as they are created.
+ */
+import { MessageChannel, Worker } from 'node:worker_threads';
+import {
+  CONTROL_BLOCK_BYTES,
+  CTL_ACK,
+  CTL_SEQ,
+  CTL_STATE,
+  CTL_STATS_BYTE_OFFSET,
+  CTL_STOP,
+  CTL_WAKE,
+  STAT_ADMIN_COMMANDS,
+  STAT_CELLS,
+  STAT_COMMANDS,
+  STAT_ERRORS,
+  STAT_INVALID_DOORBELLS,
+  STAT_IO_COMMANDS,
+  STAT_READS,
+  STAT_SLEEPS,
+  STAT_WRITES,
+  WORKER_CRASHED,
+  WORKER_STOPPED,
+  barSize,
+  doorbellCells,
+  resolveConfig,
+  type ControlMessage,
+  type EmuBacking,
+  type EmuConfig,
+  type EmuNamespaceConfig,
+  type WorkerInit,
+} from '../emu/config.js';
+import type { FaultRule } from '../emu/faults.js';
+import { SharedDmaMemory } from '../mem/shared-dma.js';
+import {
+  REG_ACQ,
+  REG_AQA,
+  REG_ASQ,
+  REG_CC,
+  REG_DOORBELL_BASE,
+  REG_INTMC,
+  REG_INTMS,
+  REG_NSSR,
+} from '../nvme/registers.js';
+import { WAKE_AWAKE, type Transport } from './transport.js';
+
+export type { EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
+export type { FaultRule, FaultAction } from '../emu/faults.js';
+
+export interface EmuOptions {
+  namespaces: EmuNamespaceConfig[];
+  /** Default 'memory'. */
+  backing?: EmuBacking;
+  maxQueuePairs?: number;
+  /** CAP.MQES, 0's based (default 1023). */
+  mqes?: number;
+  serial?: string;
+  model?: string;
+  firmware?: string;
+  vendorId?: number;
+  subsystemVendorId?: number;
+  cntlid?: number;
+  /** MDTS (log2 of 4 KiB pages; default 5 = 128 KiB; 0 = unlimited). */
+  mdts?: number;
+  readyDelayMs?: number;
+  /** Idle spin before the controller sleeps, microseconds (default 50). */
+  spinUs?: number;
+  /** Longest idle sleep, milliseconds (default 5). */
+  sleepMs?: number;
+  /** DMA segment size in bytes (default 64 MiB). */
+  dmaSegmentSize?: number;
+  /** Cap on DMA memory (default unlimited). */
+  dmaMaxBytes?: number;
+  /** Description reported by the transport (default "emu"). */
+  description?: string;
+}
+
+export interface EmuStats {
+  /** Commands fetched and processed, admin and I/O. */
+  commands: number;
+  adminCommands: number;
+  ioCommands: number;
+  reads: number;
+  writes: number;
+  /** Error log entries recorded. */
+  errors: number;
+  /** Times the controller went to sleep on the wake word. */
+  sleeps: number;
+  invalidDoorbells: number;
+}
+
+/** Registers the host may write; everything else below the doorbells is read-only. */
+const WRITABLE = new Set([REG_CC, REG_AQA, REG_ASQ, REG_ASQ + 4, REG_ACQ, REG_ACQ + 4, REG_INTMS, REG_INTMC, REG_NSSR]);
+/** How long synchronous control calls wait for the worker before declaring it dead. */
+const CONTROL_TIMEOUT_MS = 5000;
+const DEAD = 0xffffffff;
+
+export class EmuTransport implements Transport {
+  readonly kind = 'emu';
+  readonly description: string;
+  readonly doorbells: Int32Array;
+  readonly wake: Int32Array;
+  readonly dma: SharedDmaMemory;
+  readonly config: EmuConfig;
+  private readonly regs: Int32Array;
+  private readonly ctl: Int32Array;
+  private readonly statCells: Float64Array;
+  private readonly worker: Worker;
+  private readonly port: import('node:worker_threads').MessagePort;
+  private dead: Error | null = null;
+  private closing: Promise<void> | null = null;
+  private readonly exited: Promise<void>;
+
+  /** Use openEmu(). */
+  constructor(config: EmuConfig, description: string, dmaSegmentSize: number | undefined, dmaMaxBytes: number | undefined) {
+    this.config = config;
+    this.description = description;
+    const bar = new SharedArrayBuffer(barSize(config.maxQueuePairs));
+    const control = new SharedArrayBuffer(CONTROL_BLOCK_BYTES);
+    this.regs = new Int32Array(bar);
+    this.doorbells = new Int32Array(bar, REG_DOORBELL_BASE, doorbellCells(config.maxQueuePairs));
+    this.ctl = new Int32Array(control, 0, CTL_STATS_BYTE_OFFSET / 4);
+    this.wake = new Int32Array(control, CTL_WAKE * 4, 1);
+    this.statCells = new Float64Array(control, CTL_STATS_BYTE_OFFSET, STAT_CELLS);
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    this.port.unref();
+    this.dma = new SharedDmaMemory({
+      segmentSize: dmaSegmentSize,
+      maxTotalBytes: dmaMaxBytes,
+      onSegment: (index, sab) => this.post({ type: 'segment', index, sab }, false),
+    });
+    const init: WorkerInit = { config, bar, control, mailbox: port2, segments: [] };
+    this.worker = new Worker(new URL('../emu/worker.js', import.meta.url), { workerData: init, transferList: [port2] });
+    this.exited = new Promise<void>((resolve) => {
+      this.worker.once('exit', (code) => {
+        if (this.closing === null && this.dead === null) this.dead = new Error(`emulated NVMe controller exited unexpectedly (code ${code})`);
+        resolve();
+      });
+    });
+    this.worker.on('error', (e) => {
+      this.dead ??= new Error(`emulated NVMe controller crashed: ${e.message}`);
+    });
+  }
+
+  /** Resolves when the worker has built its namespaces; rejects with its error otherwise. */
+  started(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onMsg = (m: { type: string; message?: string }): void => {
+        if (m.type === 'ready') {
+          cleanup();
+          resolve();
+        } else if (m.type === 'error') {
+          cleanup();
+          reject(new Error(`emulated NVMe controller failed to start: ${m.message}`));
+        }
+      };
+      const onExit = (code: number): void => {
+        cleanup();
+        reject(new Error(`emulated NVMe controller exited during start (code ${code})`));
+      };
+      const onError = (e: Error): void => {
+        cleanup();
+        reject(e);
+      };
+      const cleanup = (): void => {
+        this.worker.off('message', onMsg);
+        this.worker.off('exit', onExit);
+        this.worker.off('error', onError);
+      };
+      this.worker.on('message', onMsg);
+      this.worker.once('exit', onExit);
+      this.worker.once('error', onError);
+    });
+  }
+
+  /** Why the device is gone, or null while it is alive. */
+  get failure(): Error | null {
+    if (this.dead === null && Atomics.load(this.ctl, CTL_STATE) === WORKER_CRASHED) {
+      this.dead = new Error('emulated NVMe controller crashed');
+    }
+    return this.dead;
+  }
+
+  read32(offset: number): number {
+    if (this.failure !== null || this.closing !== null) return DEAD; // surprise-removed device: all ones
+    return Atomics.load(this.regs, offset >> 2) >>> 0;
+  }
+
+  write32(offset: number, value: number): void {
+    if (this.dead !== null || this.closing !== null) return;
+    if (offset >= REG_DOORBELL_BASE) {
+      Atomics.store(this.regs, offset >> 2, value | 0);
+      this.kick();
+      return;
+    }
+    if (!WRITABLE.has(offset)) return; // read-only register (CAP, VS, CSTS, ...)
+    Atomics.store(this.regs, offset >> 2, value | 0);
+    this.kick();
+  }
+
+  /** Wake the controller if it sleeps (after register writes). */
+  private kick(): void {
+    Atomics.store(this.wake, 0, WAKE_AWAKE);
+    Atomics.notify(this.wake, 0);
+  }
+
+  /**
+   * Post a control message. With `sync`, wait until the worker has processed it (throws if the worker is gone
+   * or does not answer within 5 s).
+   */
+  private post(msg: ControlMessage, sync: boolean): void {
+    if (this.closing !== null) throw new Error('emulated NVMe controller is closed');
+    if (this.failure !== null) throw this.failure;
+    this.port.postMessage(msg);
+    const seq = Atomics.add(this.ctl, CTL_SEQ, 1) + 1;
+    this.kick();
+    if (!sync) return;
+    const deadline = Date.now() + CONTROL_TIMEOUT_MS;
+    for (;;) {
+      const ack = Atomics.load(this.ctl, CTL_ACK);
+      if (ack - seq >= 0) return;
+      if (this.failure !== null) throw this.failure;
+      if (Date.now() > deadline) throw new Error('emulated NVMe controller does not respond');
+      Atomics.wait(this.ctl, CTL_ACK, ack, 10);
+    }
+  }
+
+  /** Add a fault rule; active when this returns. */
+  inject(rule: FaultRule): void {
+    this.post({ type: 'inject', rule }, true);
+  }
+
+  /** Remove all fault rules; done when this returns. */
+  clearFaults(): void {
+    this.post({ type: 'clearFaults' }, true);
+  }
+
+  /** Put the controller in the fatal state (CSTS.CFS); done when this returns. */
+  setFatal(): void {
+    this.post({ type: 'setFatal' }, true);
+  }
+
+  stats(): EmuStats {
+    const s = this.statCells;
+    return {
+      commands: s[STAT_COMMANDS]!,
+      adminCommands: s[STAT_ADMIN_COMMANDS]!,
+      ioCommands: s[STAT_IO_COMMANDS]!,
+      reads: s[STAT_READS]!,
+      writes: s[STAT_WRITES]!,
+      errors: s[STAT_ERRORS]!,
+      sleeps: s[STAT_SLEEPS]!,
+      invalidDoorbells: s[STAT_INVALID_DOORBELLS]!,
+    };
+  }
+
+  /** Stop the controller (flushing file-backed data) and terminate the worker. Idempotent. */
+  close(): Promise<void> {
+    if (this.closing !== null) return this.closing;
+    this.closing = (async () => {
+      Atomics.store(this.ctl, CTL_STOP, 1);
+      this.kick();
+      const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 3000).unref());
+      const how = await Promise.race([this.exited.then(() => 'exited' as const), timer]);
+      if (how === 'timeout') await this.worker.terminate();
+      this.port.close();
+      if (Atomics.load(this.ctl, CTL_STATE) !== WORKER_STOPPED && this.dead === null && how === 'timeout') {
+        this.dead = new Error('emulated NVMe controller did not stop in time');
+      }
+    })();
+    return this.closing;
+  }
+}
+
+/** Start an embedded NVMe controller. */
+export async function openEmu(opts: EmuOptions): Promise<EmuTransport> {
+  const config = resolveConfig({
+    namespaces: opts.namespaces,
+    backing: opts.backing ?? 'memory',
+    maxQueuePairs: opts.maxQueuePairs,
+    mqes: opts.mqes,
+    serial: opts.serial,
+    model: opts.model,
+    firmware: opts.firmware,
+    vendorId: opts.vendorId,
+    subsystemVendorId: opts.subsystemVendorId,
+    cntlid: opts.cntlid,
+    mdts: opts.mdts,
+    readyDelayMs: opts.readyDelayMs,
+    spinUs: opts.spinUs,
+    sleepMs: opts.sleepMs,
+  });
+  const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes);
+  try {
+    await t.started();
+  } catch (e) {
+    await t.close();
+    throw e;
+  }
+  return t;
+}
