@@ -4,7 +4,9 @@
  * 64-bit and 128-bit quantities are JavaScript numbers and must stay below 2^53.
  */
 
-export const TWO_POW_32 = 0x1_0000_0000;
+import { TWO_POW_32 } from './sqe.js';
+
+export { TWO_POW_32 };
 /** Largest high dword of a 64-bit value that is still a safe integer (2^53 - 1 >> 32). */
 const SAFE_HI_MAX = 0x1f_ffff;
 
