@@ -181,7 +181,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
     if (isWrite) writes++;
     else reads++;
     done++;
-    if (recordLatency) hist.recordValue(Math.max(1, Math.round((now - slotStart[tag]!) * 1000)));
+    if (recordLatency) hist.recordValue(Math.max(1, Math.round((now - slotStart[tag]!) * 1e6)));
     freeStack[q * qd + freeTop[q]!] = tag;
     freeTop[q]!++;
   };

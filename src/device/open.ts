@@ -1,0 +1,40 @@
+/**
+ * Open a device URI as a Transport for the driver core.
+ */
+import { resolve } from 'node:path';
+import type { Transport } from '../transport/transport.js';
+import { openEmu, type EmuOptions } from '../transport/emu.js';
+import { parseDeviceUri, type DeviceUri, type EmuUri } from './uri.js';
+
+export class DeviceOpenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DeviceOpenError';
+  }
+}
+
+/** Embedded-controller options for a parsed emu:// URI. */
+export function emuOptionsFor(u: EmuUri): EmuOptions {
+  const namespaces = Array.from({ length: u.namespaces }, () => ({ sizeBytes: u.namespaceSize, lbads: u.lbads }));
+  const opts: EmuOptions = {
+    namespaces,
+    backing: u.nullMode ? 'null' : u.file ? { file: resolve(u.file) } : 'memory',
+    maxQueuePairs: u.maxQueuePairs,
+    description: u.uri,
+  };
+  if (u.model !== undefined) opts.model = u.model;
+  if (u.serial !== undefined) opts.serial = u.serial;
+  return opts;
+}
+
+export async function openDevice(uriOrParsed: string | DeviceUri): Promise<Transport> {
+  const u = typeof uriOrParsed === 'string' ? parseDeviceUri(uriOrParsed) : uriOrParsed;
+  if (u.kind === 'emu') {
+    try {
+      return await openEmu(emuOptionsFor(u));
+    } catch (e) {
+      throw new DeviceOpenError(`cannot start the embedded controller for '${u.uri}': ${(e as Error).message}`);
+    }
+  }
+  throw new DeviceOpenError(`'${u.uri}': the PCIe transport (uio / VFIO) is not part of this build yet; use an emu:// URI`);
+}
