@@ -620,6 +620,14 @@ export class QueuePair {
     this.transport.dma.free(this.cqBuf);
   }
 
+  /**
+   * Diagnostics and tests only: the CQ memory as dwords, the slot the driver reads next and the phase it
+   * expects there. Not part of the data path.
+   */
+  _debugCompletionQueue(): { dw: Uint32Array; head: number; phase: number } {
+    return { dw: this.cq, head: this.cqHead, phase: this.phaseBit === 0 ? 0 : 1 };
+  }
+
   // ---------------------------------------------------------------- lifecycle (driven by the Controller)
 
   /** @internal The controller created the queue: start accepting commands. */
