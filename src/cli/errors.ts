@@ -8,12 +8,15 @@ export class UsageError extends Error {
   }
 }
 
+/** Errors from lower layers that mean the request itself was bad. */
+const USAGE_ERROR_NAMES = new Set(['UriError', 'InvalidArgumentError']);
+
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;
 
 export function reportAndExit(err: unknown): never {
   const e = err instanceof Error ? err : new Error(String(err));
-  const usage = e instanceof UsageError || e.name === 'UriError' || e instanceof RangeError;
+  const usage = e instanceof UsageError || e instanceof RangeError || USAGE_ERROR_NAMES.has(e.name);
   process.stderr.write(`homi: ${e.message}\n`);
   if (process.env['HOMI_DEBUG'] && e.stack) process.stderr.write(`${e.stack}\n`);
   process.exit(usage ? EXIT_USAGE : EXIT_RUNTIME);

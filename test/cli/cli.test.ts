@@ -1,0 +1,87 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+function homi(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('identify --json prints the documented object', () => {
+  const r = homi('identify', 'emu://?size=64MiB&namespaces=2&lbads=9&model=Test%20Model&serial=SN42', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(typeof j.controller.vid, 'number');
+  assert.equal(j.controller.model, 'Test Model');
+  assert.equal(j.controller.serial, 'SN42');
+  assert.equal(typeof j.controller.firmware, 'string');
+  assert.ok(j.controller.maxQueuePairs >= 1);
+  assert.deepEqual(
+    j.namespaces.map((n: { nsid: number; blockSize: number; blocks: number }) => [n.nsid, n.blockSize, n.blocks]),
+    [
+      [1, 512, (64 << 20) / 512],
+      [2, 512, (64 << 20) / 512],
+    ],
+  );
+});
+
+test('identify without --json prints a table', () => {
+  const r = homi('identify', 'emu://?size=16MiB');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /nsid\s+block size\s+blocks\s+capacity/);
+  assert.match(r.stdout, /1\s+4096\s+4096\s+16 MiB/);
+});
+
+test('perf --json with --verify on a memory namespace checks every read', () => {
+  const r = homi('perf', 'emu://?size=32MiB', '--rw', 'randrw', '--bs', '8192', '--qd', '16', '--nqueues', '2', '--ios', '4000', '--warmup', '0', '--verify', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  for (const k of ['iops', 'bandwidthMiBps', 'ios', 'errors', 'verified', 'cpuNsPerIo', 'backend', 'threads']) assert.ok(k in j, k);
+  for (const k of ['p50', 'p99', 'p999', 'max']) assert.equal(typeof j.latencyUs[k], 'number', k);
+  assert.equal(j.ios, 4000);
+  assert.equal(j.errors, 0);
+  assert.equal(j.verifyErrors, 0);
+  assert.ok(j.reads > 0 && j.writes > 0);
+  assert.ok(j.verified > 0, 'some reads were checked');
+  assert.equal(j.prefilledBlocks, (32 << 20) / 4096);
+});
+
+test('perf on a file-backed device writes the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'homi-cli-'));
+  try {
+    const img = join(dir, 'disk.img');
+    const r = homi('perf', `emu://${img}?size=8MiB`, '--rw', 'write', '--bs', '64k', '--qd', '4', '--ios', '128', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).writes, 128);
+    assert.ok(statSync(img).size >= 8 << 20);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad input: one line naming the bad part, exit status 2', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['identify', 'emu://?size=lots'], /size: 'lots' is not a byte size/],
+    [['identify', 'nvme://x'], /unknown scheme/],
+    [['perf', 'emu://?size=16MiB', '--rw', 'sideways'], /--rw: 'sideways' is not one of/],
+    [['perf', 'emu://?size=16MiB', '--bs', '100'], /--bs: 100 must be a positive multiple of 512/],
+    [['perf', 'emu://?size=16MiB', '--qd', '0'], /--qd: .*out of range/],
+    [['perf', 'emu://?size=16MiB', '--time', '1', '--ios', '5'], /cannot be combined/],
+    [['perf', 'emu://?size=16MiB', '--nsid', '7', '--ios', '1'], /namespace 7 is not active/],
+    [['perf', 'emu://?size=16MiB', '--bs', '1MiB', '--ios', '1'], /exceeds the controller's maximum transfer size/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+  ];
+  for (const [args, re] of cases) {
+    const r = homi(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+    assert.match(r.stderr, /^homi: /);
+  }
+});
