@@ -42,9 +42,16 @@ export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
 
 /**
  * CRC-32C of a buffer whose 4-byte checksum field at `fieldOffset` counts as zero (how XFS and ext4 compute
- * checksums of structures that embed their own checksum).
+ * checksums of structures that embed their own checksum). Returns the standard (inverted) CRC.
  */
 export function crc32cSkipField(buf: Uint8Array, fieldOffset: number, seedRaw = 0xffffffff, end = buf.length, fieldLen = 4): number {
+  let c = crc32cRaw(seedRaw, buf, 0, fieldOffset);
+  c = crc32cRaw(c, ZEROS, 0, fieldLen);
+  return ~crc32cRaw(c, buf, fieldOffset + fieldLen, end) >>> 0;
+}
+
+/** Like crc32cSkipField but returns the raw register (no final inversion), for ext4's chained checksums. */
+export function crc32cRawSkipField(seedRaw: number, buf: Uint8Array, fieldOffset: number, fieldLen: number, end = buf.length): number {
   let c = crc32cRaw(seedRaw, buf, 0, fieldOffset);
   c = crc32cRaw(c, ZEROS, 0, fieldLen);
   return crc32cRaw(c, buf, fieldOffset + fieldLen, end);

@@ -1,0 +1,174 @@
+/** Test fixtures: deterministic source trees and real XFS / ext4 images built from them with mkfs. */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** xorshift32: a small deterministic PRNG. */
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 1;
+  }
+  next(): number {
+    let x = this.s;
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.s = x >>> 0;
+    return this.s;
+  }
+  int(n: number): number {
+    return this.next() % n;
+  }
+  bytes(n: number): Uint8Array {
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i += 4) {
+      const v = this.next();
+      b[i] = v;
+      if (i + 1 < n) b[i + 1] = v >>> 8;
+      if (i + 2 < n) b[i + 2] = v >>> 16;
+      if (i + 3 < n) b[i + 3] = v >>> 24;
+    }
+    return b;
+  }
+}
+
+export interface TreeSpec {
+  /** Entries in the big directory. */
+  bigDir: number;
+  /** Bytes of the large file. */
+  large: number;
+}
+
+/** Entry kinds recorded for verification. */
+export interface SourceEntry {
+  rel: string;
+  kind: 'file' | 'dir' | 'symlink';
+  target?: string;
+}
+
+export function tmpDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Build the standard test tree under `root`. Returns every entry (relative paths, '/'-rooted). */
+export function buildTree(root: string, spec: TreeSpec, seed = 1234): SourceEntry[] {
+  const rng = new Rng(seed);
+  const out: SourceEntry[] = [];
+  const file = (rel: string, data: Uint8Array): void => {
+    fs.writeFileSync(path.join(root, rel), data);
+    out.push({ rel: '/' + rel, kind: 'file' });
+  };
+  const dir = (rel: string): void => {
+    fs.mkdirSync(path.join(root, rel), { recursive: true });
+    out.push({ rel: '/' + rel, kind: 'dir' });
+  };
+  const link = (rel: string, target: string): void => {
+    fs.symlinkSync(target, path.join(root, rel));
+    out.push({ rel: '/' + rel, kind: 'symlink', target });
+  };
+  file('empty', new Uint8Array(0));
+  file('tiny', new Uint8Array([0x42]));
+  file('small.txt', new TextEncoder().encode('hello, extents\n'.repeat(7)));
+  file('exact4k', rng.bytes(4096));
+  file('odd4097', rng.bytes(4097));
+  file('large.bin', rng.bytes(spec.large));
+  file('medium.bin', rng.bytes(300_000));
+  // sparse: holes at the start, middle and end
+  {
+    const p = path.join(root, 'sparse.bin');
+    const fd = fs.openSync(p, 'w');
+    fs.ftruncateSync(fd, 9 * 1024 * 1024);
+    fs.writeSync(fd, rng.bytes(10_000), 0, 10_000, 1024 * 1024 + 123);
+    fs.writeSync(fd, rng.bytes(70_000), 0, 70_000, 5 * 1024 * 1024);
+    fs.closeSync(fd);
+    out.push({ rel: '/sparse.bin', kind: 'file' });
+  }
+  // deep directories
+  let d = 'deep';
+  dir(d);
+  for (let i = 0; i < 24; i++) {
+    d += `/level${i}`;
+    dir(d);
+  }
+  file(`${d}/bottom.txt`, new TextEncoder().encode('at the bottom\n'));
+  // long names (255 bytes)
+  dir('long');
+  file(`long/${'n'.repeat(255)}`, rng.bytes(777));
+  file(`long/${'é'.repeat(127)}x`, rng.bytes(10)); // 255 bytes of UTF-8
+  dir(`long/${'d'.repeat(255)}`);
+  file(`long/${'d'.repeat(255)}/${'f'.repeat(255)}`, rng.bytes(5000));
+  // small directories (XFS shortform, block form)
+  dir('few');
+  for (let i = 0; i < 3; i++) file(`few/f${i}`, rng.bytes(rng.int(100)));
+  dir('some');
+  for (let i = 0; i < 60; i++) file(`some/entry-${i}`, rng.bytes(rng.int(3000)));
+  // the big directory: data with every file so directory blocks interleave with file blocks
+  dir('big');
+  for (let i = 0; i < spec.bigDir; i++) {
+    const nameLen = 8 + (i % 7 === 0 ? 200 : rng.int(40));
+    const name = `e${i}-` + 'x'.repeat(nameLen);
+    file(`big/${name}`, rng.bytes(i % 5 === 0 ? 0 : 1 + rng.int(6000)));
+  }
+  // symbolic links: short (inline), long (XFS remote block / ext4 slow), through directories
+  link('link-short', 'large.bin');
+  link('link-long', './'.repeat(300) + 'medium.bin');
+  link('link-dir', 'deep/level0/level1');
+  link('link-abs', '/small.txt');
+  return out;
+}
+
+/** mkfs.xfs protofile for a tree. Names must not contain white space or ':'. */
+export function protofile(root: string): string {
+  const lines: string[] = ['homi-proto', '0 0', 'd--755 0 0'];
+  const walk = (dir: string, indent: string): void => {
+    for (const name of fs.readdirSync(dir).sort()) {
+      const p = path.join(dir, name);
+      const st = fs.lstatSync(p);
+      if (st.isSymbolicLink()) lines.push(`${indent}${name} l--777 0 0 ${fs.readlinkSync(p)}`);
+      else if (st.isDirectory()) {
+        lines.push(`${indent}${name} d--755 0 0`);
+        walk(p, indent + ' ');
+        lines.push(`${indent}$`);
+      } else lines.push(`${indent}${name} ---644 0 0 ${p}`);
+    }
+  };
+  walk(root, ' ');
+  lines.push('$');
+  return lines.join('\n') + '\n';
+}
+
+export function haveTool(name: string): boolean {
+  for (const dir of ['/usr/sbin', '/sbin', '/usr/bin', '/bin']) if (fs.existsSync(path.join(dir, name))) return true;
+  return false;
+}
+
+/** Build an ext4 image from `srcdir` with mkfs.ext4 -d. */
+export function mkExt4(img: string, srcdir: string, sizeMiB: number, extra: string[] = []): void {
+  fs.rmSync(img, { force: true });
+  execFileSync('mkfs.ext4', ['-q', '-F', '-d', srcdir, '-b', '4096', ...extra, img, `${sizeMiB}M`], { stdio: 'pipe' });
+}
+
+/** Build an XFS image from `srcdir` with mkfs.xfs -p (small images allowed through the fstests variables). */
+export function mkXfs(img: string, srcdir: string, sizeMiB: number, extra: string[] = []): void {
+  const proto = img + '.proto';
+  fs.writeFileSync(proto, protofile(srcdir));
+  const make = (mib: number): void => {
+    fs.rmSync(img, { force: true });
+    const fd = fs.openSync(img, 'w');
+    fs.ftruncateSync(fd, mib * 1024 * 1024);
+    fs.closeSync(fd);
+    execFileSync('mkfs.xfs', ['-q', '-f', ...extra, '-p', proto, img], {
+      stdio: 'pipe',
+      env: { ...process.env, TEST_DIR: '/tmp', TEST_DEV: img, QA_CHECK_FS: '1' },
+    });
+  };
+  try {
+    make(sizeMiB);
+  } catch {
+    make(Math.max(sizeMiB, 320));
+  }
+  fs.rmSync(proto, { force: true });
+}
