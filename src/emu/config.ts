@@ -37,6 +37,8 @@ export interface EmuConfig {
   timeoutUnits: number;
   /** Idle time spent spinning before sleeping on the wake word, in microseconds. */
   spinUs: number;
+  /** Upper bound of the adaptive idle spin (the spin doubles each time a doorbell wakes the controller), microseconds. */
+  spinMaxUs: number;
   /** Longest sleep between polls of CC while idle, in milliseconds. */
   sleepMs: number;
 }
@@ -54,6 +56,7 @@ export const EMU_DEFAULTS: Omit<EmuConfig, 'namespaces' | 'backing'> = {
   readyDelayMs: 0,
   timeoutUnits: 2,
   spinUs: 50,
+  spinMaxUs: 2000,
   sleepMs: 5,
 };
 

@@ -171,12 +171,15 @@ export class Controller {
   unsafeShutdowns = 0;
   readonly startTime = performance.now();
 
+  /** Current idle spin before sleeping, ms (adaptive between spinUs and spinMaxUs). */
+  private spinMs: number;
   private commands = 0;
   private adminCommands = 0;
   private seenSeq = 0;
 
   constructor(init: WorkerInit) {
     this.cfg = init.config;
+    this.spinMs = this.cfg.spinUs / 1000;
     this.regs = new Int32Array(init.bar);
     this.db = new Int32Array(init.bar, REG_DOORBELL_BASE, doorbellCells(this.cfg.maxQueuePairs));
     this.ctl = new Int32Array(init.control, 0, CTL_STATS_BYTE_OFFSET / 4);
@@ -216,7 +219,6 @@ export class Controller {
     const ctl = this.ctl;
     const regs = this.regs;
     const ccIdx = REG_CC >> 2;
-    const spinMs = this.cfg.spinUs / 1000;
     let idlePolls = 0;
     let idleSince = 0;
     Atomics.store(ctl, CTL_STATE, WORKER_RUNNING);
@@ -237,7 +239,7 @@ export class Controller {
       if (++idlePolls % IDLE_CLOCK_EVERY !== 0) continue;
       const now = performance.now();
       if (idlePolls === IDLE_CLOCK_EVERY) idleSince = now;
-      else if (now - idleSince >= spinMs) {
+      else if (now - idleSince >= this.spinMs) {
         this.sleep();
         idlePolls = 0;
       }
@@ -260,8 +262,13 @@ export class Controller {
       if (p.due !== Number.POSITIVE_INFINITY) timeout = Math.max(0, Math.min(timeout, p.due - performance.now()));
     }
     this.stats[STAT_SLEEPS]! += 1;
-    Atomics.wait(ctl, CTL_WAKE, WAKE_SLEEPING, timeout);
+    const r = Atomics.wait(ctl, CTL_WAKE, WAKE_SLEEPING, timeout);
     Atomics.store(ctl, CTL_WAKE, WAKE_AWAKE);
+    // Adaptive spinning: a doorbell that woke us means the host is active, and sleeping again right away
+    // would put a futex wake (tens of microseconds here) on every batch; spin longer next time. A sleep that
+    // ran out means the host is idle: go back to the short spin.
+    if (r === 'ok') this.spinMs = Math.min(this.spinMs * 2, this.cfg.spinMaxUs / 1000);
+    else if (r === 'timed-out') this.spinMs = this.cfg.spinUs / 1000;
   }
 
   /** Anything to do right now? (Checked after announcing sleep, so a racing doorbell is never missed.) */

@@ -67,6 +67,8 @@ export interface EmuOptions {
   readyDelayMs?: number;
   /** Idle spin before the controller sleeps, microseconds (default 50). */
   spinUs?: number;
+  /** Upper bound of the adaptive idle spin, microseconds (default 2000). */
+  spinMaxUs?: number;
   /** Longest idle sleep, milliseconds (default 5). */
   sleepMs?: number;
   /** DMA segment size in bytes (default 64 MiB). */
@@ -291,6 +293,7 @@ export async function openEmu(opts: EmuOptions): Promise<EmuTransport> {
     mdts: opts.mdts,
     readyDelayMs: opts.readyDelayMs,
     spinUs: opts.spinUs,
+    spinMaxUs: opts.spinMaxUs,
     sleepMs: opts.sleepMs,
   });
   const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes);
