@@ -14,7 +14,7 @@ import {
   type IdentifyController,
   type IdentifyNamespace,
 } from '../nvme/identify.js';
-import { FeatureId, opcodeName } from '../nvme/opcodes.js';
+import { opcodeName } from '../nvme/opcodes.js';
 import {
   CSTS_CFS,
   REG_CAP,
@@ -43,8 +43,8 @@ import {
   getLogPageSqe,
   identifyControllerSqe,
   identifyNamespaceSqe,
-  numberOfQueuesValue,
   setFeaturesSqe,
+  setNumberOfQueuesSqe,
 } from './admin-commands.js';
 import { disableController, enableController, shutdownController } from './bringup.js';
 import { dataPointer, type DataPointer } from './dptr.js';
@@ -231,7 +231,7 @@ export class Controller {
     this.identity = toIdentity(id, this.cap.minPageSize);
     this.log(`identify: ${this.identity.model} sn ${this.identity.serial} fw ${this.identity.firmware}, ${id.nn} namespace(s)`);
     this.namespaces = await this.identifyNamespaces(id.nn);
-    const r = await this.adminRaw(setFeaturesSqe(FeatureId.NumberOfQueues, numberOfQueuesValue(ioQueuesWanted, ioQueuesWanted)));
+    const r = await this.adminRaw(setNumberOfQueuesSqe(ioQueuesWanted));
     const { nsqa, ncqa } = decodeNumberOfQueues(r.result);
     this.maxIoQueuePairs = Math.min(nsqa, ncqa);
     this.log(`number of queues: requested ${ioQueuesWanted}, granted ${nsqa} SQ / ${ncqa} CQ`);
@@ -341,7 +341,7 @@ export class Controller {
   /** Read `bytes` (a multiple of 4) of log page `lid`. */
   async getLogPage(lid: number, bytes: number, nsid = 0xffffffff, offset = 0): Promise<Uint8Array> {
     if (!Number.isInteger(bytes) || bytes <= 0 || bytes % 4 !== 0) throw new InvalidArgumentError(`log page length must be a positive multiple of 4 bytes, got ${bytes}`);
-    const { data } = await this.adminRead(getLogPageSqe(lid, bytes, nsid, 0, 0, offset), bytes, false);
+    const { data } = await this.adminRead(getLogPageSqe(lid, bytes, nsid, offset), bytes, false);
     return data;
   }
 
