@@ -101,8 +101,9 @@ export class SharedDmaMemory implements DmaAllocator {
 
   alloc(size: number, align?: number): DmaBuffer {
     if (!Number.isInteger(size) || size <= 0) throw new DmaAllocationError(`invalid DMA allocation size ${size}`);
-    const a = Math.max(align ?? this.pageSize, GRANULE);
-    if (!isPow2(a) || a > this.segmentSize) throw new DmaAllocationError(`invalid DMA alignment ${align}`);
+    const req = align ?? this.pageSize;
+    if (!isPow2(req) || req > this.segmentSize) throw new DmaAllocationError(`invalid DMA alignment ${align}`);
+    const a = Math.max(req, GRANULE);
     const need = roundUp(size, GRANULE);
     for (const seg of this.segs) {
       const b = this.tryAlloc(seg, size, need, a);

@@ -130,6 +130,16 @@ export class TestHost {
 
   /** Program the admin queue registers and set CC.EN; waits for RDY (or CFS). */
   async enable(ccOverrides: Partial<Parameters<typeof encodeCc>[0]> = {}, waitReady = true): Promise<void> {
+    this.programAdmin();
+    this.t.write32(
+      REG_CC,
+      encodeCc({ enable: true, css: 0, mps: 0, ams: 0, shn: 0, iosqes: SQES_LOG2, iocqes: CQES_LOG2, ...ccOverrides }),
+    );
+    if (waitReady) await waitFor(() => (this.csts() & (CSTS_RDY | CSTS_CFS)) !== 0, 3000, 'CSTS.RDY');
+  }
+
+  /** Write AQA/ASQ/ACQ for the admin queue pair and reset its host-side state. */
+  programAdmin(): void {
     const a = this.admin;
     a.tail = 0;
     a.head = 0;
@@ -140,16 +150,11 @@ export class TestHost {
     this.t.write32(REG_ASQ + 4, hi32(a.sq.iova));
     this.t.write32(REG_ACQ, lo32(a.cq.iova));
     this.t.write32(REG_ACQ + 4, hi32(a.cq.iova));
-    this.t.write32(
-      REG_CC,
-      encodeCc({ enable: true, css: 0, mps: 0, ams: 0, shn: 0, iosqes: SQES_LOG2, iocqes: CQES_LOG2, ...ccOverrides }),
-    );
-    if (waitReady) await waitFor(() => (this.csts() & (CSTS_RDY | CSTS_CFS)) !== 0, 3000, 'CSTS.RDY');
   }
 
   async disable(): Promise<void> {
     this.t.write32(REG_CC, 0);
-    await waitFor(() => (this.csts() & CSTS_RDY) === 0, 3000, 'CSTS.RDY=0');
+    await waitFor(() => (this.csts() & (CSTS_RDY | CSTS_CFS)) === 0, 3000, 'CSTS.RDY=0');
   }
 
   /** Create an I/O CQ + SQ pair with the given qid and size; asserts success. */
