@@ -9,24 +9,13 @@ import { makeStatus } from '../nvme/cqe.js';
 import { PSDT_PRP, SQE_DW_DPTR0, SQE_DW_DPTR1, SQE_DW_DPTR2, SQE_DW_DPTR3, SQE_PSDT_SHIFT, TWO_POW_32 } from '../nvme/sqe.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
 import { PRP_ENTRY_SIZE, PrpError, walkPrps } from '../nvme/prp.js';
+import { SGL_DESCRIPTOR_SIZE, SglError, SglWalkFlags, walkSgl } from '../nvme/sgl.js';
 import type { BackingStore } from './namespace.js';
 
 const st = (sc: number): number => makeStatus(Sct.Generic, sc, true);
 export const ST_DATA_TRANSFER = makeStatus(Sct.Generic, GenericStatus.DataTransferError, false);
 export const ST_PRP_OFFSET = st(GenericStatus.PrpOffsetInvalid);
-export const ST_SGL_SEGMENT = st(GenericStatus.InvalidSglSegmentDescriptor);
-export const ST_SGL_COUNT = st(GenericStatus.InvalidNumberOfSglDescriptors);
-export const ST_SGL_LENGTH = st(GenericStatus.DataSglLengthInvalid);
-export const ST_SGL_TYPE = st(GenericStatus.SglDescriptorTypeInvalid);
 export const ST_INVALID_FIELD = st(GenericStatus.InvalidField);
-
-/** SGL descriptor types (byte 15 bits 7:4). */
-export const SGL_TYPE_DATA_BLOCK = 0x0;
-export const SGL_TYPE_BIT_BUCKET = 0x1;
-export const SGL_TYPE_SEGMENT = 0x2;
-export const SGL_TYPE_LAST_SEGMENT = 0x3;
-export const SGL_SUBTYPE_ADDRESS = 0x0;
-export const SGL_DESCRIPTOR_SIZE = 16;
 
 /** Most chunks one command may describe. */
 export const MAX_CHUNKS = 4096;
@@ -53,7 +42,7 @@ export class DataPath {
     const psdt = (q[b]! >>> SQE_PSDT_SHIFT) & 0x3;
     if (psdt === PSDT_PRP) return this.mapPrp(q[b + SQE_DW_DPTR0]! + q[b + SQE_DW_DPTR1]! * TWO_POW_32, q[b + SQE_DW_DPTR2]! + q[b + SQE_DW_DPTR3]! * TWO_POW_32, bytes);
     if (psdt === 3) return ST_INVALID_FIELD;
-    return this.mapSgl(q[b + SQE_DW_DPTR0]! + q[b + SQE_DW_DPTR1]! * TWO_POW_32, q[b + SQE_DW_DPTR2]!, q[b + SQE_DW_DPTR3]! >>> 24, bytes, toHost);
+    return this.mapSgl(q, b, bytes, toHost);
   }
 
   /** Append a chunk, merging with the previous one when contiguous. Returns false when the list is full. */
@@ -109,73 +98,33 @@ export class DataPath {
     }
   }
 
-  private mapSgl(addr: number, length: number, type: number, bytes: number, toHost: boolean): number {
+  private sglDescriptorReader = (iova: number, into: Uint8Array): void => {
     const dma = this.dma;
-    let need = bytes;
-    // The descriptor in the SQE.
-    let dtype = type >>> 4;
-    if ((type & 0xf) !== SGL_SUBTYPE_ADDRESS) return ST_SGL_TYPE;
-    let segs = 0;
-    for (;;) {
-      if (dtype === SGL_TYPE_DATA_BLOCK || dtype === SGL_TYPE_BIT_BUCKET) {
-        const r = this.sglData(dtype, addr, length, need, toHost);
-        if (r < 0) return -r;
-        need -= r;
-        return need > 0 ? ST_SGL_LENGTH : 0;
-      }
-      if (dtype !== SGL_TYPE_SEGMENT && dtype !== SGL_TYPE_LAST_SEGMENT) return ST_SGL_TYPE;
-      if (length === 0 || length % SGL_DESCRIPTOR_SIZE !== 0) return ST_SGL_SEGMENT;
-      if (++segs > MAX_CHUNKS) return ST_SGL_COUNT;
-      const ls = dma.locate(addr, length);
-      if (ls < 0) return ST_DATA_TRANSFER;
-      const u32 = dma.u32[ls]!;
-      const u8 = dma.u8[ls]!;
-      const base = dma.offset;
-      if ((base & 3) !== 0) return ST_SGL_SEGMENT;
-      const nd = length / SGL_DESCRIPTOR_SIZE;
-      const last = dtype === SGL_TYPE_LAST_SEGMENT;
-      let next = -1;
-      for (let i = 0; i < nd; i++) {
-        const at = base + i * SGL_DESCRIPTOR_SIZE;
-        const w = at >>> 2;
-        const t = u8[at + 15]!;
-        const dt = t >>> 4;
-        if ((t & 0xf) !== SGL_SUBTYPE_ADDRESS) return ST_SGL_TYPE;
-        const da = u32[w]! + u32[w + 1]! * TWO_POW_32;
-        const dl = u32[w + 2]!;
-        if (dt === SGL_TYPE_DATA_BLOCK || dt === SGL_TYPE_BIT_BUCKET) {
-          const r = this.sglData(dt, da, dl, need, toHost);
-          if (r < 0) return -r;
-          need -= r;
-        } else if (dt === SGL_TYPE_SEGMENT || dt === SGL_TYPE_LAST_SEGMENT) {
-          // A segment pointer must be the last descriptor of a (non-last) segment.
-          if (last || i !== nd - 1) return ST_SGL_SEGMENT;
-          next = i;
-          dtype = dt;
-          addr = da;
-          length = dl;
-        } else {
-          return ST_SGL_TYPE;
-        }
-      }
-      if (next < 0) return need > 0 ? ST_SGL_LENGTH : 0;
-      if (need === 0) return 0;
+    const s = dma.locate(iova, SGL_DESCRIPTOR_SIZE);
+    if (s < 0) throw DataPath.FAULT;
+    const u8 = dma.u8[s]!;
+    const o = dma.offset;
+    for (let i = 0; i < SGL_DESCRIPTOR_SIZE; i++) into[i] = u8[o + i]!;
+  };
+  private sglVisit = (iova: number, length: number, discard: boolean): void => {
+    if (discard) {
+      if (!this.push(0, 0, length)) throw DataPath.OVERFLOW;
+      return;
     }
-  }
+    const s = this.dma.locate(iova, length);
+    if (s < 0) throw DataPath.FAULT;
+    if (!this.push(s, this.dma.offset, length)) throw DataPath.OVERFLOW;
+  };
 
-  /** Add a data block or bit bucket; returns bytes consumed (>= 0) or -status. */
-  private sglData(dtype: number, addr: number, length: number, need: number, toHost: boolean): number {
-    const n = length < need ? length : need;
-    if (dtype === SGL_TYPE_BIT_BUCKET) {
-      if (!toHost) return -ST_SGL_TYPE; // a bit bucket has no data to write to media
-      if (n > 0 && !this.push(0, 0, n)) return -ST_SGL_COUNT;
-      return n;
+  private mapSgl(q: Uint32Array, b: number, bytes: number, toHost: boolean): number {
+    try {
+      walkSgl(q, b + SQE_DW_DPTR0, bytes, this.sglDescriptorReader, this.sglVisit, toHost ? 0 : SglWalkFlags.HostToController, MAX_CHUNKS);
+      return 0;
+    } catch (e) {
+      if (e instanceof SglError) return e.status;
+      if (e === DataPath.FAULT || e === DataPath.OVERFLOW) return (e as { status: number }).status;
+      throw e;
     }
-    if (n === 0) return 0;
-    const s = this.dma.locate(addr, n);
-    if (s < 0) return -ST_DATA_TRANSFER;
-    if (!this.push(s, this.dma.offset, n)) return -ST_SGL_COUNT;
-    return n;
   }
 
   /** Media → host: copy the mapped chunks from `store` starting at media offset `mediaOff`. */
