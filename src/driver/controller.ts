@@ -61,6 +61,7 @@ import {
 import { toIdentity, toNamespaceInfo, type ControllerIdentity, type NamespaceInfo } from './identity.js';
 import { DEFAULT_IO_TIMEOUT_MS, QueuePair, type Completion, type MalformedCompletion, type QueuePairHooks } from './queue-pair.js';
 import { ALL_ONES, readReg, readReg64 } from './registers.js';
+import { failOutstandingForReset, reinitializeAfterReset, type ResetHost } from './reset.js';
 import { STATUS_ABORTED_BY_RESET, STATUS_DEVICE_REMOVED } from './status.js';
 
 export interface ControllerOptions {
@@ -530,25 +531,11 @@ export class Controller {
     // Synchronous part: nothing may run between marking the reset and failing the outstanding commands.
     this._state = 'resetting';
     this.counters.resets++;
-    const makeErr = (ctx: CommandContext): Error => new ControllerResetError(ctx, reason);
-    let lost = this.adminQueuePair._suspend(STATUS_ABORTED_BY_RESET, makeErr);
-    for (const qp of this.ioQueues.values()) lost += qp._suspend(STATUS_ABORTED_BY_RESET, makeErr);
+    const host = this.resetHost();
+    const lost = failOutstandingForReset(host, reason);
     this.log(`controller reset (${reason}): ${lost} outstanding command(s) aborted`);
-    await Promise.resolve();
     try {
-      const wanted = Math.max(this.opts.ioQueues, ...[...this.ioQueues.keys()]);
-      await this.enableAndIdentify(wanted);
-      for (const qp of this.queuePairs) {
-        if (qp.qid > this.maxIoQueuePairs) {
-          this.ioQueues.delete(qp.qid);
-          qp._delete(STATUS_ABORTED_BY_RESET, makeErr);
-          this.log(`after reset the controller grants only ${this.maxIoQueuePairs} queue pairs: queue ${qp.qid} dropped`);
-          continue;
-        }
-        qp._reinit();
-        await this.createOnController(qp);
-        qp._activate();
-      }
+      await reinitializeAfterReset(host, reason);
       this._state = 'live';
       this.log('controller reset complete');
     } catch (e) {
@@ -556,6 +543,20 @@ export class Controller {
       else this._state = 'failed';
       throw e;
     }
+  }
+
+  private resetHost(): ResetHost {
+    return {
+      adminQueue: this.adminQueuePair,
+      ioQueues: this.ioQueues,
+      requestedIoQueues: this.opts.ioQueues,
+      log: this.log,
+      enableAndIdentify: async (wanted) => {
+        await this.enableAndIdentify(wanted);
+        return this.maxIoQueuePairs;
+      },
+      createOnController: (qp) => this.createOnController(qp),
+    };
   }
 
   private markRemoved(register: string): void {
