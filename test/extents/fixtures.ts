@@ -146,9 +146,18 @@ export function haveTool(name: string): boolean {
 }
 
 /** Build an ext4 image from `srcdir` with mkfs.ext4 -d. */
-export function mkExt4(img: string, srcdir: string, sizeMiB: number, extra: string[] = []): void {
+export function mkExt4(img: string, srcdir: string, sizeMiB: number, extra: string[] = [], opts: { htree?: boolean; blockSize?: number } = {}): void {
   fs.rmSync(img, { force: true });
-  execFileSync('mkfs.ext4', ['-q', '-F', '-d', srcdir, '-b', '4096', ...extra, img, `${sizeMiB}M`], { stdio: 'pipe' });
+  execFileSync('mkfs.ext4', ['-q', '-F', '-d', srcdir, '-b', String(opts.blockSize ?? 4096), ...extra, img, `${sizeMiB}M`], { stdio: 'pipe' });
+  if (opts.htree) {
+    // mkfs.ext4 -d writes linear directories; e2fsck -D re-indexes them into htrees.
+    try {
+      execFileSync('e2fsck', ['-f', '-y', '-D', img], { stdio: 'pipe' });
+    } catch (e) {
+      const status = (e as { status?: number }).status ?? 8;
+      if (status > 2) throw e;
+    }
+  }
 }
 
 /** Build an XFS image from `srcdir` with mkfs.xfs -p (small images allowed through the fstests variables). */
