@@ -181,3 +181,86 @@ export function mkXfs(img: string, srcdir: string, sizeMiB: number, extra: strin
   }
   fs.rmSync(proto, { force: true });
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Verification against the source tree
+
+import assert from 'node:assert/strict';
+import type { BlockSource } from '../../src/extents/source.js';
+import type { FsImage } from '../../src/extents/fsimage.js';
+import type { FileMap } from '../../src/extents/types.js';
+
+/** A file's bytes read from the image at its decoded extents (holes and unwritten extents read as zeros). */
+export function readByExtents(src: BlockSource, map: FileMap): Uint8Array {
+  const out = new Uint8Array(map.size);
+  for (const e of map.extents) {
+    if (e.logical >= map.size) continue;
+    const n = Math.min(e.length, map.size - e.logical);
+    if (e.flags.includes('unwritten') || e.flags.includes('delalloc')) continue;
+    out.set(src.read(e.physical, n), e.logical);
+  }
+  return out;
+}
+
+export function checkMapShape(map: FileMap, imageSize: number): void {
+  let end = 0;
+  for (const [i, e] of map.extents.entries()) {
+    assert.ok(e.logical >= end, `${map.path}: extent ${i} out of order`);
+    assert.ok(e.length > 0, `${map.path}: empty extent`);
+    assert.ok(e.physical >= 0 && e.physical + Math.min(e.length, Math.max(0, map.size - e.logical)) <= imageSize, `${map.path}: extent ${i} outside the image`);
+    assert.equal(e.flags.includes('last'), i === map.extents.length - 1, `${map.path}: 'last' flag on extent ${i}`);
+    end = e.logical + e.length;
+  }
+}
+
+export interface VerifyOptions {
+  /** Files whose trailing hole the tool may drop (mkfs.ext4 -O inline_data does). */
+  lenientSize?: (rel: string) => boolean;
+  /** Entries not to check (known tool defects). */
+  skip?: (rel: string) => boolean;
+}
+
+/** Every source file's bytes, every directory's names, every symlink's target. Returns the number of files checked. */
+export function verifyAgainstSource(image: FsImage, srcRoot: string, entries: SourceEntry[], opts: VerifyOptions = {}): number {
+  let files = 0;
+  for (const ent of entries) {
+    if (opts.skip?.(ent.rel)) continue;
+    const p = path.join(srcRoot, ent.rel);
+    if (ent.kind === 'file') {
+      const map = image.mapPath(ent.rel);
+      const want = fs.readFileSync(p);
+      checkMapShape(map, image.source.size);
+      assert.equal(map.type, 'file', ent.rel);
+      if (map.size !== want.length && opts.lenientSize?.(ent.rel)) {
+        assert.ok(map.size < want.length, `${ent.rel}: size ${map.size} > ${want.length}`);
+        assert.ok(want.subarray(map.size).every((x) => x === 0), `${ent.rel}: dropped tail is not a hole`);
+        assert.ok(Buffer.from(readByExtents(image.source, map)).equals(want.subarray(0, map.size)), `${ent.rel}: content`);
+      } else {
+        assert.equal(map.size, want.length, `${ent.rel}: size`);
+        assert.ok(Buffer.from(readByExtents(image.source, map)).equals(want), `${ent.rel}: content differs`);
+      }
+      files++;
+    } else if (ent.kind === 'dir') {
+      const ino = image.lookup(ent.rel);
+      assert.equal(image.stat(ino).type, 'dir', ent.rel);
+      const got = image.readDir(ino).map((e) => e.name).sort();
+      assert.deepEqual(got, fs.readdirSync(p).sort(), `${ent.rel}: names`);
+    } else {
+      const ino = image.lookup(ent.rel, { follow: false });
+      assert.equal(image.stat(ino).type, 'symlink', ent.rel);
+      assert.equal(image.readLink(ino), ent.target, `${ent.rel}: target`);
+      const map = image.mapPath(ent.rel, { follow: false });
+      assert.ok(Buffer.from(readByExtents(image.source, map)).toString('utf8') === ent.target, `${ent.rel}: target bytes at extents`);
+    }
+  }
+  // the walk finds exactly the source entries
+  const walked = new Set<string>();
+  for (const w of image.walk()) walked.add(w.path);
+  assert.deepEqual([...walked].filter((x) => x !== '/' && x !== '/lost+found').sort(), entries.map((e) => e.rel).sort());
+  return files;
+}
+
+/** Remove a temp tree. */
+export function rmTree(p: string): void {
+  fs.rmSync(p, { recursive: true, force: true });
+}
