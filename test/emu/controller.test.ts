@@ -114,6 +114,18 @@ describe('emu controller registers', () => {
     }
   });
 
+  it('I/O queue creation checks CC.IOSQES / CC.IOCQES', async () => {
+    const h = await TestHost.open({ namespaces: NS }, { enable: false });
+    try {
+      await h.enable({ iosqes: 0, iocqes: 0 });
+      const m = h.t.dma.alloc(4096);
+      const c = await h.admin.run({ opcode: AdminOpcode.CreateIoCq, prp1: m.iova, cdw10: (7 << 16) | 1, cdw11: 1 });
+      assert.deepEqual(sctSc(c), [0, 2]);
+    } finally {
+      await h.close();
+    }
+  });
+
   it('shutdown notification: SHST goes to complete', async () => {
     const h = await TestHost.open({ namespaces: NS });
     try {

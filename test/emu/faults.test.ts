@@ -65,6 +65,25 @@ describe('emu fault injection', () => {
     assert.deepEqual(sctSc(c), [Sct.Generic, G.AbortRequested]);
   });
 
+  it('Abort of a command still queued behind a full CQ completes it with Command Abort Requested when fetched', async () => {
+    const q = await h.createQueuePair(3, 8, 2); // CQ of 2 entries: one completion at a time
+    const c0 = q.put(read(0, buf.iova));
+    const c1 = q.put(read(1, buf.iova));
+    const c2 = q.put(read(2, buf.iova));
+    q.ring();
+    await sleep(20);
+    const ab = await h.admin.run({ opcode: AdminOpcode.Abort, cdw10: (c1 << 16) | 3 });
+    assert.equal(ab.result & 1, 0, 'will be aborted');
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push(await q.next());
+    assert.deepEqual(got.map((c) => c.cid), [c0, c1, c2]);
+    assert.deepEqual(sctSc(got[0]!), [0, 0]);
+    assert.deepEqual(sctSc(got[1]!), [Sct.Generic, G.AbortRequested]);
+    assert.deepEqual(sctSc(got[2]!), [0, 0]);
+    await h.admin.run({ opcode: AdminOpcode.DeleteIoSq, cdw10: 3 });
+    await h.admin.run({ opcode: AdminOpcode.DeleteIoCq, cdw10: 3 });
+  });
+
   it('Abort of a delayed command completes it early', async () => {
     h.t.inject({ qid: 1, action: { kind: 'delay', ms: 5000 } });
     const cid = qp.submit(read(3, buf.iova));

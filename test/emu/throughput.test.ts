@@ -10,7 +10,7 @@ const QD = 128;
 const QSIZE = 256;
 
 async function measure(backing: 'null' | 'memory', ms: number): Promise<{ iops: number; errors: number; n: number }> {
-  const h = await TestHost.open({ namespaces: [{ sizeBytes: 256 << 20, lbads: 12 }], backing, spinUs: Number(process.env.SPIN_US ?? 50) });
+  const h = await TestHost.open({ namespaces: [{ sizeBytes: 256 << 20, lbads: 12 }], backing, spinUs: Number(process.env.SPIN_US ?? 50), spinMaxUs: Number(process.env.SPIN_MAX_US ?? 2000) });
   try {
     const qp = await h.createQueuePair(1, QSIZE);
     const bufs = h.t.dma.alloc(QD * 4096);
