@@ -1,8 +1,12 @@
 /** Test fixtures: deterministic source trees and real XFS / ext4 images built from them with mkfs. */
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { FsImage } from '../../src/extents/fsimage.js';
+import type { BlockSource } from '../../src/extents/source.js';
+import type { FileMap } from '../../src/extents/types.js';
 
 /** xorshift32: a small deterministic PRNG. */
 export class Rng {
@@ -185,10 +189,6 @@ export function mkXfs(img: string, srcdir: string, sizeMiB: number, extra: strin
 // ---------------------------------------------------------------------------------------------------------
 // Verification against the source tree
 
-import assert from 'node:assert/strict';
-import type { BlockSource } from '../../src/extents/source.js';
-import type { FsImage } from '../../src/extents/fsimage.js';
-import type { FileMap } from '../../src/extents/types.js';
 
 /** A file's bytes read from the image at its decoded extents (holes and unwritten extents read as zeros). */
 export function readByExtents(src: BlockSource, map: FileMap): Uint8Array {
