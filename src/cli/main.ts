@@ -3,7 +3,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { formatIdentify, identifyReport } from './identify.js';
 import { perfCommand } from './perf.js';
-import { reportAndExit, EXIT_USAGE } from './errors.js';
+import { reportAndExit, EXIT_USAGE, UsageError } from './errors.js';
+import { extentsCommand } from '../extents/cli.js';
 
 const program = new Command();
 program
@@ -43,6 +44,20 @@ program
   .option('--json', 'print one JSON object', false)
   .action(async (uri: string, o: Parameters<typeof perfCommand>[1]) => {
     process.exitCode = await perfCommand(uri, o);
+  });
+
+program
+  .command('extents')
+  .description('map a file to device extents: FIEMAP on a mounted file system, or decode an XFS / ext4 image')
+  .argument('<path>', 'a file (FIEMAP), or with --image the path inside the image')
+  .option('--image <device-or-image>', 'decode this block device or image instead of asking the kernel')
+  .addOption(new Option('--fs <type>', 'file system of the image (detected when omitted)').choices(['xfs', 'ext4']))
+  .option('--sync', 'FIEMAP_FLAG_SYNC: write dirty data before mapping', false)
+  .option('--json', 'print one JSON object', false)
+  .action(async (path: string, o: { image?: string; fs?: 'xfs' | 'ext4'; sync: boolean; json: boolean }) => {
+    if (o.image === undefined && o.fs !== undefined) throw new UsageError('--fs needs --image');
+    const opts = o.image === undefined ? { file: path, json: o.json, sync: o.sync } : { image: o.image, path, json: o.json, sync: o.sync, ...(o.fs ? { fs: o.fs } : {}) };
+    process.exitCode = await extentsCommand(opts, (s) => process.stdout.write(`${s}\n`));
   });
 
 try {
