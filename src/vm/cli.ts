@@ -1,0 +1,260 @@
+#!/usr/bin/env node
+// The VM harness's command line:
+//   node dist/src/vm/cli.js provision
+//   node dist/src/vm/cli.js run [options] -- <command...>
+import { provision, ProvisionError } from './provision.js';
+import { runInGuest } from './run.js';
+import type { GuestRunOptions, NvmeDeviceSpec, NvmeNamespaceSpec } from './spec.js';
+
+const USAGE = `usage:
+  homi-vm provision                      install QEMU etc., fetch the kernel, build the initramfs (cached)
+  homi-vm run [options] -- <command...>  boot a guest, run the command there (bash, in --cwd), power off
+  homi-vm qemu-command [options]         print the QEMU command line 'run' would use
+
+run options:
+  --nvme SPEC        add an NVMe controller (repeatable). SPEC is comma-separated key=value:
+                       serial=S (default HOMI<n>), ns=SIZE[:LBS[:PBS]] (repeatable with '+', e.g.
+                       ns=64M:512+128M:4096; SIZE in M or G, default 64M:512; ns=0 for none),
+                       qpairs=N (max_ioqpairs), msix=N (msix_qsize), mdts=N, subsys=ID,
+                       vfs=N,vq=N,vi=N (SR-IOV: sriov_max_vfs, sriov_vq_flexible, sriov_vi_flexible),
+                       image=PATH (existing image for the first namespace)
+  --iommu            intel-iommu + intel_iommu=on (for VFIO)
+  --modules LIST     comma-separated modules to load (default nvme)
+  --hugepages MIB    reserve 2 MiB hugepages, mounted on /dev/hugepages
+  --mem MIB          guest memory (default 2048)
+  --cpus N           vCPUs (default 2)
+  --cwd DIR          folder to run the command in (default the current folder)
+  --env K=V          environment variable for the command (repeatable)
+  --append ARG       extra kernel argument (repeatable)
+  --timeout SECONDS  hard limit, QEMU killed after it (default 300)
+  --console          echo the whole serial console to stderr (default: only the command's output)
+  --keep             keep the run's temp folder (images, logs)
+  --json             print the result as JSON on stdout instead of the command's output
+The exit status is the command's, or 124 on timeout, 125 when the guest failed before or around it.`;
+
+function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)([MG]?)(i?B)?$/i.exec(s);
+  if (!m) throw new Error(`bad size ${s}`);
+  const n = Number(m[1]);
+  return m[2].toUpperCase() === 'G' ? n * 1024 : n;
+}
+
+export function parseNvmeSpec(spec: string, index: number): NvmeDeviceSpec {
+  const d: NvmeDeviceSpec = { serial: `HOMI${index}` };
+  let vfs: number | undefined;
+  let vq = 0;
+  let vi = 0;
+  let image: string | undefined;
+  for (const kv of spec.split(',').filter((s) => s.length > 0)) {
+    const eq = kv.indexOf('=');
+    if (eq < 0) throw new Error(`--nvme: expected key=value, got ${kv}`);
+    const k = kv.slice(0, eq);
+    const v = kv.slice(eq + 1);
+    const int = (): number => {
+      if (!/^\d+$/.test(v)) throw new Error(`--nvme: ${k} needs an integer, got ${v}`);
+      return Number(v);
+    };
+    switch (k) {
+      case 'serial':
+        d.serial = v;
+        break;
+      case 'ns':
+        d.namespaces =
+          v === '0'
+            ? []
+            : v.split('+').map((n): NvmeNamespaceSpec => {
+                const [size, lbs, pbs] = n.split(':');
+                const ns: NvmeNamespaceSpec = { sizeMiB: parseSize(size) };
+                if (lbs) {
+                  if (lbs !== '512' && lbs !== '4096') throw new Error(`--nvme: block size must be 512 or 4096, got ${lbs}`);
+                  ns.logicalBlockSize = Number(lbs) as 512 | 4096;
+                }
+                if (pbs) ns.physicalBlockSize = Number(pbs);
+                return ns;
+              });
+        break;
+      case 'qpairs':
+        d.maxIoQueuePairs = int();
+        break;
+      case 'msix':
+        d.msixQsize = int();
+        break;
+      case 'mdts':
+        d.mdts = int();
+        break;
+      case 'subsys':
+        d.subsystem = v;
+        break;
+      case 'vfs':
+        vfs = int();
+        break;
+      case 'vq':
+        vq = int();
+        break;
+      case 'vi':
+        vi = int();
+        break;
+      case 'image':
+        image = v;
+        break;
+      default:
+        throw new Error(`--nvme: unknown key ${k}`);
+    }
+  }
+  if (vfs !== undefined) d.sriov = { maxVfs: vfs, vqFlexible: vq, viFlexible: vi };
+  if (image) {
+    const nss = d.namespaces && d.namespaces.length > 0 ? d.namespaces : [{}];
+    nss[0] = { ...nss[0], image };
+    d.namespaces = nss;
+  }
+  return d;
+}
+
+interface Parsed {
+  opts: GuestRunOptions;
+  showConsole: boolean;
+  json: boolean;
+}
+
+function parseRunArgs(argv: string[], needCommand: boolean): Parsed {
+  const dd = argv.indexOf('--');
+  const flags = dd >= 0 ? argv.slice(0, dd) : argv;
+  const cmd = dd >= 0 ? argv.slice(dd + 1) : [];
+  if (needCommand && cmd.length === 0) throw new Error('run: no command (put it after --)');
+  const opts: GuestRunOptions = { command: cmd.length === 1 ? cmd[0] : cmd.map(quoteArg).join(' '), nvme: [], timeoutMs: 300_000 };
+  let showConsole = false;
+  let json = false;
+  for (let i = 0; i < flags.length; i++) {
+    const f = flags[i];
+    const val = (): string => {
+      const v = flags[++i];
+      if (v === undefined) throw new Error(`${f} needs a value`);
+      return v;
+    };
+    const num = (): number => {
+      const v = val();
+      if (!/^\d+$/.test(v)) throw new Error(`${f} needs a number, got ${v}`);
+      return Number(v);
+    };
+    switch (f) {
+      case '--nvme':
+        opts.nvme!.push(parseNvmeSpec(val(), opts.nvme!.length));
+        break;
+      case '--iommu':
+        opts.iommu = true;
+        break;
+      case '--modules':
+        opts.modules = val()
+          .split(',')
+          .filter((s) => s.length > 0);
+        break;
+      case '--hugepages':
+        opts.hugepagesMiB = num();
+        break;
+      case '--mem':
+        opts.memoryMiB = num();
+        break;
+      case '--cpus':
+        opts.cpus = num();
+        break;
+      case '--cwd':
+        opts.cwd = val();
+        break;
+      case '--env': {
+        const v = val();
+        const eq = v.indexOf('=');
+        if (eq <= 0) throw new Error(`--env needs K=V, got ${v}`);
+        opts.env = { ...(opts.env ?? {}), [v.slice(0, eq)]: v.slice(eq + 1) };
+        break;
+      }
+      case '--append':
+        opts.kernelArgs = [...(opts.kernelArgs ?? []), val()];
+        break;
+      case '--timeout':
+        opts.timeoutMs = num() * 1000;
+        break;
+      case '--console':
+        showConsole = true;
+        break;
+      case '--keep':
+        opts.keepTemp = true;
+        break;
+      case '--json':
+        json = true;
+        break;
+      default:
+        throw new Error(`unknown option ${f}`);
+    }
+  }
+  return { opts, showConsole, json };
+}
+
+/** One argument, quoted for bash when it needs it. */
+function quoteArg(a: string): string {
+  return /^[A-Za-z0-9_\-+=/.,:@%]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (!verb || verb === '-h' || verb === '--help' || verb === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return verb ? 0 : 2;
+  }
+  if (verb === 'provision') {
+    const p = await provision();
+    process.stdout.write(
+      JSON.stringify({ kernel: p.kernel.release, package: `${p.kernel.package} ${p.kernel.packageVersion}`, initramfs: p.initramfs, qemu: p.qemu, ms: p.ms }, null, 2) +
+        '\n',
+    );
+    return 0;
+  }
+  if (verb === 'qemu-command') {
+    const { opts } = parseRunArgs(rest, false);
+    const { buildQemuPlan } = await import('./qemu.js');
+    const p = await provision();
+    const plan = buildQemuPlan(opts, { qemu: p.qemu, vmlinuz: p.kernel.vmlinuz, initramfs: p.initramfs, jobShare: '<job-share>', imageDir: '<tmp>' });
+    process.stdout.write(plan.args.map(quoteArg).join(' ') + '\n');
+    return 0;
+  }
+  if (verb === 'run') {
+    const { opts, showConsole, json } = parseRunArgs(rest, true);
+    // Stream the command's own output live: the lines between the start and finish markers.
+    let inCommand = false;
+    opts.onConsole = (line) => {
+      if (showConsole) {
+        process.stderr.write(line + '\n');
+        return;
+      }
+      if (line.startsWith('HOMI: command started')) inCommand = true;
+      else if (line.startsWith('HOMI: command finished')) inCommand = false;
+      else if (inCommand && !json) process.stdout.write(line + '\n');
+    };
+    const onSig = (): void => {
+      process.stderr.write('[homi-vm] interrupted\n');
+      process.exit(130); // the exit hook kills QEMU; temp dirs of an interrupted run stay in $TMPDIR/homi-vm-*
+    };
+    process.on('SIGINT', onSig);
+    process.on('SIGTERM', onSig);
+    const r = await runInGuest(opts);
+    if (json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    if (r.exitCode === null) {
+      process.stderr.write(`[homi-vm] ${r.error ?? 'no exit code'}\n`);
+      if (!showConsole) process.stderr.write(`[homi-vm] last console lines:\n${r.consoleLog.split('\n').slice(-40).join('\n')}\n`);
+      return r.timedOut ? 124 : 125;
+    }
+    return r.exitCode;
+  }
+  process.stderr.write(`unknown verb ${verb}\n${USAGE}\n`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof ProvisionError) process.stderr.write(`[homi-vm] provisioning failed: ${e.message}\n`);
+    else process.stderr.write(`[homi-vm] ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = e instanceof ProvisionError ? 3 : 2;
+  },
+);

@@ -1,0 +1,146 @@
+// The QEMU command line of a guest run (pure: no I/O).
+import type { GuestRunOptions, NvmeDeviceSpec } from './spec.js';
+
+export interface QemuPlan {
+  args: string[];
+  /** Backing images to create: path and size in bytes. */
+  images: Array<{ path: string; bytes: number }>;
+  /** The kernel command line. */
+  append: string;
+}
+
+function props(p: Record<string, string | number | boolean | undefined>): string {
+  return Object.entries(p)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v)}`)
+    .join(',');
+}
+
+/** QEMU's option parser splits on commas: a comma in a value is written twice. */
+export function qemuEscape(v: string): string {
+  return v.replace(/,/g, ',,');
+}
+
+export function validateNvme(specs: NvmeDeviceSpec[]): void {
+  const serials = new Set<string>();
+  specs.forEach((d, i) => {
+    if (typeof d.serial !== 'string' || d.serial.length === 0 || d.serial.length > 20 || !/^[\x21-\x7e]+$/.test(d.serial)) {
+      throw new Error(`nvme[${i}].serial must be 1 to 20 printable ASCII characters without spaces, got ${JSON.stringify(d.serial)}`);
+    }
+    if (serials.has(d.serial)) throw new Error(`nvme[${i}].serial ${d.serial} is used twice`);
+    serials.add(d.serial);
+    const nsids = new Set<number>();
+    (d.namespaces ?? [{}]).forEach((ns, j) => {
+      const lbs = ns.logicalBlockSize ?? 512;
+      if (lbs !== 512 && lbs !== 4096) throw new Error(`nvme[${i}].namespaces[${j}].logicalBlockSize must be 512 or 4096`);
+      const pbs = ns.physicalBlockSize ?? lbs;
+      if (pbs < lbs || (pbs & (pbs - 1)) !== 0) throw new Error(`nvme[${i}].namespaces[${j}].physicalBlockSize must be a power of two >= the logical block size`);
+      const mib = ns.sizeMiB ?? 64;
+      if (!ns.image && (!Number.isFinite(mib) || mib <= 0)) throw new Error(`nvme[${i}].namespaces[${j}].sizeMiB must be positive`);
+      const nsid = ns.nsid ?? j + 1;
+      if (!Number.isInteger(nsid) || nsid < 1 || nsid > 256) throw new Error(`nvme[${i}].namespaces[${j}].nsid must be 1..256`);
+      if (nsids.has(nsid)) throw new Error(`nvme[${i}] has nsid ${nsid} twice`);
+      nsids.add(nsid);
+    });
+  });
+}
+
+export interface PlanInputs {
+  qemu: string;
+  vmlinuz: string;
+  initramfs: string;
+  jobShare: string;
+  imageDir: string;
+}
+
+export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
+  const nvme = o.nvme ?? [];
+  validateNvme(nvme);
+  const cpus = o.cpus ?? 2;
+  const mem = o.memoryMiB ?? 2048;
+  const args: string[] = [];
+  const images: QemuPlan['images'] = [];
+  args.push('-nodefaults', '-no-user-config', '-no-reboot');
+  args.push('-machine', o.iommu ? 'q35,kernel-irqchip=split' : 'q35');
+  args.push('-accel', cpus > 1 ? 'tcg,thread=multi' : 'tcg');
+  args.push('-cpu', 'max', '-smp', String(cpus), '-m', String(mem));
+  args.push('-display', 'none', '-serial', 'stdio');
+  args.push('-kernel', io.vmlinuz, '-initrd', io.initramfs);
+  const cmdline = ['console=ttyS0,115200', 'rdinit=/init', 'panic=-1', 'oops=panic', 'quiet', 'loglevel=4', 'mitigations=off', 'tsc=reliable'];
+  if (o.iommu) cmdline.push('intel_iommu=on');
+  cmdline.push(...(o.kernelArgs ?? []));
+  const append = cmdline.join(' ');
+  args.push('-append', append);
+  // The IOMMU comes before every other PCI device.
+  if (o.iommu) args.push('-device', 'intel-iommu,intremap=on');
+  args.push(
+    '-fsdev',
+    'local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap',
+    '-device',
+    'virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot',
+    '-fsdev',
+    `local,id=homijob,path=${qemuEscape(io.jobShare)},security_model=none,multidevs=remap`,
+    '-device',
+    'virtio-9p-pci,fsdev=homijob,mount_tag=homijob',
+  );
+  if (o.net) {
+    const fwd = (o.net.hostForward ?? []).map((f) => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`).join('');
+    args.push('-netdev', `user,id=n0,restrict=on${fwd}`, '-device', 'virtio-net-pci,netdev=n0');
+  }
+  const subsystems = new Map<string, string>();
+  nvme.forEach((d, i) => {
+    const rp = `rp${i}`;
+    args.push('-device', `pcie-root-port,id=${rp},chassis=${i + 1},slot=${i + 1}`);
+    let subsys = d.subsystem;
+    if (!subsys && d.sriov) subsys = `homi-sriov-${i}`;
+    let subsysId: string | undefined;
+    if (subsys) {
+      subsysId = subsystems.get(subsys);
+      if (!subsysId) {
+        subsysId = `subsys${subsystems.size}`;
+        subsystems.set(subsys, subsysId);
+        const nqn = d.subsystemNqn ?? subsys;
+        args.push('-device', `nvme-subsys,id=${subsysId},nqn=${qemuEscape(nqn)}`);
+      }
+    }
+    const ctrl = `nvme${i}`;
+    const p: Record<string, string | number | boolean | undefined> = {
+      id: ctrl,
+      serial: qemuEscape(d.serial),
+      bus: rp,
+      subsys: subsysId,
+      max_ioqpairs: d.maxIoQueuePairs,
+      msix_qsize: d.msixQsize,
+      mdts: d.mdts,
+    };
+    if (d.sriov) {
+      p.sriov_max_vfs = d.sriov.maxVfs;
+      p.sriov_vq_flexible = d.sriov.vqFlexible;
+      p.sriov_vi_flexible = d.sriov.viFlexible;
+      p.sriov_max_vq_per_vf = d.sriov.maxVqPerVf;
+      p.sriov_max_vi_per_vf = d.sriov.maxViPerVf;
+    }
+    Object.assign(p, d.props ?? {});
+    args.push('-device', `nvme,${props(p)}`);
+    (d.namespaces ?? [{}]).forEach((ns, j) => {
+      const nsid = ns.nsid ?? j + 1;
+      const drive = `${ctrl}n${nsid}`;
+      const file = ns.image ?? `${io.imageDir}/${drive}.img`;
+      if (!ns.image) images.push({ path: file, bytes: Math.ceil((ns.sizeMiB ?? 64) * 1024 * 1024) });
+      args.push('-drive', `file=${qemuEscape(file)},if=none,id=${drive},format=raw,cache=writeback,discard=unmap`);
+      const lbs = ns.logicalBlockSize ?? 512;
+      const np: Record<string, string | number | boolean | undefined> = {
+        drive,
+        bus: ctrl,
+        nsid,
+        logical_block_size: lbs,
+        physical_block_size: ns.physicalBlockSize ?? lbs,
+        shared: ns.shared,
+      };
+      Object.assign(np, ns.props ?? {});
+      args.push('-device', `nvme-ns,${props(np)}`);
+    });
+  });
+  args.push(...(o.qemuArgs ?? []));
+  return { args: [io.qemu, ...args], images, append };
+}

@@ -1,0 +1,121 @@
+// What a guest run looks like: its NVMe controllers, machine and command.
+
+/** One namespace of a QEMU NVMe controller (QEMU's `nvme-ns` device), backed by a raw image file. */
+export interface NvmeNamespaceSpec {
+  /** Size in MiB of a new, sparse backing image (default 64). Ignored when `image` is given. */
+  sizeMiB?: number;
+  /** Logical block size in bytes (QEMU `logical_block_size`, default 512). */
+  logicalBlockSize?: 512 | 4096;
+  /** Physical block size in bytes (QEMU `physical_block_size`, default = logicalBlockSize). */
+  physicalBlockSize?: number;
+  /** Namespace id (default: position + 1). */
+  nsid?: number;
+  /** An existing image file to use (not created, not deleted). Default: a new image in the run's temp folder. */
+  image?: string;
+  /** QEMU `shared` (only meaningful with a subsystem). */
+  shared?: boolean;
+  /** Extra `nvme-ns` properties, passed through as key=value. */
+  props?: Record<string, string | number | boolean>;
+}
+
+/** SR-IOV parameters of QEMU's NVMe controller (needs a subsystem; one is created when none is named). */
+export interface NvmeSriovSpec {
+  /** `sriov_max_vfs` */
+  maxVfs: number;
+  /** `sriov_vq_flexible`: flexible queue resources of the primary controller. */
+  vqFlexible: number;
+  /** `sriov_vi_flexible`: flexible interrupt resources of the primary controller. */
+  viFlexible: number;
+  /** `sriov_max_vq_per_vf` */
+  maxVqPerVf?: number;
+  /** `sriov_max_vi_per_vf` */
+  maxViPerVf?: number;
+}
+
+/** One QEMU NVMe controller (`-device nvme`), on its own PCIe root port of a q35 machine. */
+export interface NvmeDeviceSpec {
+  /** Serial number (`serial`, at most 20 characters); the model is QEMU's fixed "QEMU NVMe Ctrl". */
+  serial: string;
+  /** Namespaces (default: one 64 MiB namespace with 512-byte blocks). An empty array gives none. */
+  namespaces?: NvmeNamespaceSpec[];
+  /** `max_ioqpairs` */
+  maxIoQueuePairs?: number;
+  /** `msix_qsize` */
+  msixQsize?: number;
+  /** `mdts` (maximum data transfer size, as a power of two of the minimum page size) */
+  mdts?: number;
+  /** Subsystem id: controllers naming the same one share one `nvme-subsys` device (and shared namespaces). */
+  subsystem?: string;
+  /** Subsystem NQN (`nqn` of `nvme-subsys`; default derived from the subsystem id). */
+  subsystemNqn?: string;
+  /** SR-IOV (QEMU 7.2 `sriov_*` properties). */
+  sriov?: NvmeSriovSpec;
+  /** Extra `nvme` properties, passed through as key=value. */
+  props?: Record<string, string | number | boolean>;
+}
+
+/** A user-mode network with TCP ports forwarded from the host's loopback into the guest. */
+export interface NetSpec {
+  /** host 127.0.0.1:<host> -> guest 10.0.2.15:<guest> */
+  hostForward?: Array<{ host: number; guest: number }>;
+}
+
+export interface GuestRunOptions {
+  /** The command, run by bash in `cwd` in the guest (stdin is /dev/null; stdout and stderr are captured). */
+  command: string;
+  /** The folder to run it in (a host path: the guest sees the host's root file system read-only). */
+  cwd?: string;
+  /** NVMe controllers (default none). */
+  nvme?: NvmeDeviceSpec[];
+  /** Add QEMU's intel-iommu (q35, kernel-irqchip=split, intremap=on) and boot with intel_iommu=on (for VFIO). */
+  iommu?: boolean;
+  /** Guest memory in MiB (default 2048). */
+  memoryMiB?: number;
+  /** Guest vCPUs (default 2). */
+  cpus?: number;
+  /** 2 MiB hugepages to reserve, in MiB (rounded up); hugetlbfs is mounted on /dev/hugepages. */
+  hugepagesMiB?: number;
+  /** Kernel modules to load (with dependencies) before the command, e.g. ['nvme', 'uio_pci_generic', 'vfio-pci']. Default ['nvme']. */
+  modules?: string[];
+  /** Environment variables for the command (HOMI_GUEST=1 is always set). */
+  env?: Record<string, string>;
+  /** Extra kernel command line arguments. */
+  kernelArgs?: string[];
+  /** Extra QEMU arguments, appended. */
+  qemuArgs?: string[];
+  /** User-mode networking with host port forwards (virtio-net; guest address 10.0.2.15/24). */
+  net?: NetSpec;
+  /** Hard limit for the whole run (boot included); QEMU is killed with SIGKILL when it passes. Default 300000. */
+  timeoutMs?: number;
+  /** Every console line (kernel, init, the command's output) as it arrives. */
+  onConsole?: (line: string) => void;
+  /** Keep the run's temp folder (images, logs) and report its path instead of removing it. */
+  keepTemp?: boolean;
+}
+
+export interface GuestRunResult {
+  /** The command's exit status; null when it never ran or did not finish (see `error`). */
+  exitCode: number | null;
+  /** The command's stdout and stderr, interleaved. */
+  output: string;
+  /** Everything the guest printed on its serial console (and QEMU's own stderr, prefixed "qemu: "). */
+  consoleLog: string;
+  /** The guest kernel log (dmesg) at the end of the run, when the guest got that far. */
+  dmesg: string;
+  /** Milliseconds from starting QEMU until the command started; null if it never started. */
+  bootMs: number | null;
+  /** Milliseconds the command ran (as seen by the host); null if it did not finish. */
+  commandMs: number | null;
+  /** Milliseconds of the whole run (QEMU start to exit). */
+  totalMs: number;
+  /** True when the hard timeout killed QEMU. */
+  timedOut: boolean;
+  /** Why there is no exit code (setup failure in the guest, timeout, QEMU failure), if so. */
+  error?: string;
+  /** QEMU's exit. */
+  qemuExit: { code: number | null; signal: string | null };
+  /** The QEMU command line used. */
+  qemuCommand: string[];
+  /** The temp folder, when keepTemp was set. */
+  tempDir?: string;
+}
