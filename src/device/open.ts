@@ -4,6 +4,7 @@
 import { resolve } from 'node:path';
 import type { Transport } from '../transport/transport.js';
 import { openEmu, type EmuOptions } from '../transport/emu.js';
+import { openPcie } from '../transport/pcie.js';
 import { parseDeviceUri, type DeviceUri, type EmuUri } from './uri.js';
 
 export class DeviceOpenError extends Error {
@@ -36,5 +37,9 @@ export async function openDevice(uriOrParsed: string | DeviceUri): Promise<Trans
       throw new DeviceOpenError(`cannot start the embedded controller for '${u.uri}': ${(e as Error).message}`);
     }
   }
-  throw new DeviceOpenError(`'${u.uri}': the PCIe transport (uio / VFIO) is not part of this build yet; use an emu:// URI`);
+  try {
+    return await openPcie(u.address, { mode: u.mode });
+  } catch (e) {
+    throw new DeviceOpenError(`cannot open '${u.uri}': ${(e as Error).message}`);
+  }
 }

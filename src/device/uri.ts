@@ -4,7 +4,7 @@
  *   emu:///path/file.img?size=1GiB        file-backed (relative paths too: emu://disk.img)
  *   parameters: size (per namespace, default 1GiB), namespaces=N (default 1), lbads=9|12 (default 12),
  *               null=1 (null mode), queues=N (max I/O queue pairs, default 64), model=, serial=
- * Later: pci:0000:01:00.0 (the PCIe transport).
+ * PCIe: pci:0000:01:00.0[?mode=uio|vfio|auto] (the user-space PCIe transport; default mode auto).
  * Every error names the bad part of the URI.
  */
 import { parseSize, parsePositiveInt } from '../util/size.js';
@@ -35,6 +35,8 @@ export interface PciUri {
   uri: string;
   /** Domain:bus:device.function, e.g. 0000:01:00.0 */
   address: string;
+  /** uio_pci_generic, vfio-pci, or auto (vfio when an IOMMU group and vfio-pci exist). Default auto. */
+  mode: 'uio' | 'vfio' | 'auto';
 }
 
 export type DeviceUri = EmuUri | PciUri;
@@ -47,9 +49,17 @@ const PCI_ADDRESS = /^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/;
 
 export function parseDeviceUri(uri: string): DeviceUri {
   if (uri.startsWith('pci:')) {
-    const address = uri.slice(4).replace(/^\/\//, '');
+    const rest = uri.slice(4).replace(/^\/\//, '');
+    const q = rest.indexOf('?');
+    const address = q < 0 ? rest : rest.slice(0, q);
     if (!PCI_ADDRESS.test(address)) throw new UriError(uri, `'${address}' is not a PCI address like 0000:01:00.0`);
-    return { kind: 'pci', uri, address: address.toLowerCase() };
+    const params = new URLSearchParams(q < 0 ? '' : rest.slice(q + 1));
+    for (const key of params.keys()) {
+      if (key !== 'mode') throw new UriError(uri, `unknown parameter '${key}' (known: mode)`);
+    }
+    const mode = params.get('mode') ?? 'auto';
+    if (mode !== 'uio' && mode !== 'vfio' && mode !== 'auto') throw new UriError(uri, `mode: '${mode}' must be uio, vfio or auto`);
+    return { kind: 'pci', uri, address: address.toLowerCase(), mode };
   }
   if (!uri.startsWith('emu://')) {
     const scheme = /^([a-z0-9+.-]+):/i.exec(uri)?.[1];

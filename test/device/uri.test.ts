@@ -47,7 +47,12 @@ test('bad URIs name the bad part', () => {
 
 test('pci URI', () => {
   const p = parseDeviceUri('pci:0000:01:00.0');
-  assert.deepEqual(p, { kind: 'pci', uri: 'pci:0000:01:00.0', address: '0000:01:00.0' });
+  assert.deepEqual(p, { kind: 'pci', uri: 'pci:0000:01:00.0', address: '0000:01:00.0', mode: 'auto' });
+  const v = parseDeviceUri('pci:0000:01:00.0?mode=vfio');
+  assert.deepEqual(v, { kind: 'pci', uri: 'pci:0000:01:00.0?mode=vfio', address: '0000:01:00.0', mode: 'vfio' });
+  assert.equal((parseDeviceUri('pci:0000:01:00.0?mode=uio') as { mode: string }).mode, 'uio');
+  assert.throws(() => parseDeviceUri('pci:0000:01:00.0?mode=dpdk'), /mode: 'dpdk' must be uio, vfio or auto/);
+  assert.throws(() => parseDeviceUri('pci:0000:01:00.0?queues=2'), /unknown parameter 'queues'/);
 });
 
 test('sizes', () => {

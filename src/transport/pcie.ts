@@ -1,0 +1,237 @@
+/**
+ * The PCIe transport: a real NVMe controller (a PCI function) driven from user space, through
+ * uio_pci_generic (hugepages + physical addresses) or vfio-pci (type1 IOMMU, IOVAs chosen here).
+ *
+ * openPcie checks every precondition it can before touching the binding (device exists and is NVMe, not in
+ * use, driver loaded, hugepages / VFIO group viable), then switches the driver under a DriverBinding guard,
+ * maps BAR0, enables bus mastering and sets up DMA memory. close() disables the controller if it is still
+ * enabled, turns bus mastering back off, releases DMA memory and the BAR, and restores the original driver.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ChunkedDmaAllocator } from '../mem/pcie-dma.js';
+import { checkHugepagePreconditions, openHugepageDma, type HugepageOptions } from '../mem/hugepage.js';
+import { openVfioDma } from '../mem/vfio-dma.js';
+import { CC_EN, CSTS_RDY, REG_CAP, REG_CC, REG_CSTS, REG_DOORBELL_BASE } from '../nvme/registers.js';
+import { PciError, normalizePciAddress } from '../pci/address.js';
+import { bindTo, type DriverBinding } from '../pci/bind.js';
+import { enableBusMaster, restoreBusMaster, sysfsConfigSpace, type ConfigSpace } from '../pci/config.js';
+import { mapSysfsBar0 } from '../pci/bar.js';
+import { PCI_CLASS_NVME, pciFunction, type PciFunction } from '../pci/discover.js';
+import { driverDir, sysPaths, type SysPathOptions, type SysPaths } from '../pci/sysfs.js';
+import { assertGroupViable, VfioDevice, VfioError } from '../pci/vfio.js';
+import type { Mapping } from '../sys/mman.js';
+import type { Transport } from './transport.js';
+
+export type PcieMode = 'uio' | 'vfio' | 'auto';
+
+export const UIO_DRIVER = 'uio_pci_generic';
+export const VFIO_DRIVER = 'vfio-pci';
+
+export interface PcieOptions extends SysPathOptions {
+  /** 'auto' (default): vfio when the function has an IOMMU group and vfio-pci is loaded, else uio. */
+  mode?: PcieMode;
+  /** Hugepage settings for uio (proc / uid overrides are for tests). */
+  hugepages?: Omit<HugepageOptions, 'proc' | 'sys'> & { uid?: number };
+  /** VFIO DMA chunk size in bytes (default 4 MiB). */
+  vfioChunkBytes?: number;
+  /** Allow a function whose class is not NVMe. */
+  anyClass?: boolean;
+  /** Skip the in-use check (dangerous). */
+  force?: boolean;
+  log?: (msg: string) => void;
+}
+
+const DEAD = 0xffffffff;
+
+/** Pick the mode for 'auto' and check the explicit ones can work. */
+export function resolvePcieMode(p: SysPaths, f: PciFunction, mode: PcieMode): 'uio' | 'vfio' {
+  const vfioReady = f.iommuGroup !== null && existsSync(join(p.dev, 'vfio', 'vfio')) && (existsSync(driverDir(p, VFIO_DRIVER)) || f.driver === VFIO_DRIVER);
+  if (mode === 'auto') return vfioReady ? 'vfio' : 'uio';
+  if (mode === 'vfio') {
+    if (f.iommuGroup === null) {
+      throw new VfioError(`${f.address} has no IOMMU group: VFIO needs an enabled IOMMU (e.g. intel_iommu=on); use mode=uio`);
+    }
+    if (!existsSync(join(p.dev, 'vfio', 'vfio'))) throw new VfioError(`${join(p.dev, 'vfio', 'vfio')} is missing: load vfio-pci (modprobe vfio-pci)`);
+    return 'vfio';
+  }
+  if (f.iommuGroup !== null) {
+    let type = '';
+    try {
+      type = readFileSync(join(p.sys, 'kernel', 'iommu_groups', String(f.iommuGroup), 'type'), 'utf8').trim();
+    } catch {
+      // older kernels: unknown
+    }
+    if (type.startsWith('DMA')) {
+      throw new PciError(
+        `${f.address} sits behind a translating IOMMU (group ${f.iommuGroup}, type ${type}): physical addresses from uio would fault; use mode=vfio (or boot with iommu=pt)`,
+      );
+    }
+  }
+  return 'uio';
+}
+
+export class PcieTransport implements Transport {
+  readonly kind: string;
+  readonly description: string;
+  readonly doorbells: Int32Array;
+  readonly wake: Int32Array | null = null;
+  readonly dma: ChunkedDmaAllocator;
+  readonly mode: 'uio' | 'vfio';
+  readonly address: string;
+  readonly info: PciFunction;
+  readonly binding: DriverBinding;
+  private readonly regs: Int32Array;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+
+  /** Use openPcie(). */
+  constructor(
+    mode: 'uio' | 'vfio',
+    info: PciFunction,
+    binding: DriverBinding,
+    private readonly bar: Mapping,
+    private readonly cfg: ConfigSpace,
+    private readonly commandBefore: number,
+    dma: ChunkedDmaAllocator,
+    private readonly vfio: VfioDevice | null,
+    private readonly log: (m: string) => void,
+  ) {
+    this.mode = mode;
+    this.kind = `pcie-${mode}`;
+    this.address = info.address;
+    this.info = info;
+    this.binding = binding;
+    this.description = `pci:${info.address} (${binding.driver})`;
+    this.dma = dma;
+    this.regs = new Int32Array(bar.buffer, 0, bar.length >>> 2);
+    this.doorbells = new Int32Array(bar.buffer, REG_DOORBELL_BASE, (bar.length - REG_DOORBELL_BASE) >>> 2);
+  }
+
+  /** Bytes of BAR0 mapped. */
+  get barBytes(): number {
+    return this.bar.length;
+  }
+
+  read32(offset: number): number {
+    if (this.closed) return DEAD;
+    return Atomics.load(this.regs, offset >> 2) >>> 0;
+  }
+
+  write32(offset: number, value: number): void {
+    if (this.closed) return;
+    Atomics.store(this.regs, offset >> 2, value | 0);
+  }
+
+  /** Synchronous DMA stop for exit paths: bus mastering off. */
+  stopDmaSync(): void {
+    try {
+      const cur = this.cfg.read16(4);
+      if ((cur & 4) !== 0) this.cfg.write16(4, cur & ~4);
+    } catch {
+      // device gone
+    }
+  }
+
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closing = this.performClose();
+    return this.closing;
+  }
+
+  private async performClose(): Promise<void> {
+    const errors: string[] = [];
+    const step = (what: string, f: () => void): void => {
+      try {
+        f();
+      } catch (e) {
+        errors.push(`${what}: ${(e as Error).message}`);
+      }
+    };
+    // A controller still enabled (driver not closed, or crashed) must stop before its memory goes away.
+    try {
+      const cc = this.read32(REG_CC);
+      if (cc !== DEAD && (cc & CC_EN) !== 0) {
+        this.log(`${this.address}: controller still enabled at close; disabling`);
+        this.write32(REG_CC, cc & ~CC_EN);
+        const toMs = Math.min(((this.read32(REG_CAP) >>> 24) & 0xff) * 500 || 500, 5000);
+        const deadline = Date.now() + toMs;
+        while ((this.read32(REG_CSTS) & CSTS_RDY) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+      }
+    } catch (e) {
+      errors.push(`disable: ${(e as Error).message}`);
+    }
+    this.closed = true;
+    step('bus master', () => restoreBusMaster(this.cfg, this.commandBefore));
+    step('DMA memory', () => this.dma.close());
+    step('BAR0', () => this.bar.retire());
+    step('config', () => this.cfg.close());
+    if (this.vfio) step('VFIO', () => this.vfio!.close());
+    this.binding.beforeRestore = undefined;
+    step('driver binding', () => this.binding.restore());
+    if (errors.length > 0) throw new PciError(`closing ${this.address}: ${errors.join('; ')}`);
+  }
+}
+
+/** Open a PCIe NVMe function as a Transport. Errors leave the device bound as it was. */
+export async function openPcie(address: string, opts: PcieOptions = {}): Promise<PcieTransport> {
+  const p = sysPaths(opts);
+  const log = opts.log ?? (() => undefined);
+  const addr = normalizePciAddress(address);
+  const f = pciFunction(addr, p);
+  if (f.classCode !== PCI_CLASS_NVME && !opts.anyClass) {
+    throw new PciError(`${addr} is not an NVMe controller (class 0x${f.classCode.toString(16).padStart(6, '0')}, NVMe is 0x010802)`);
+  }
+  const mode = resolvePcieMode(p, f, opts.mode ?? 'auto');
+  const hp: HugepageOptions = { ...opts.hugepages, proc: p.proc, sys: p.sys };
+  if (mode === 'uio') checkHugepagePreconditions(hp, 1);
+  else assertGroupViable(p, f.iommuGroup!, addr);
+  const driver = mode === 'uio' ? UIO_DRIVER : VFIO_DRIVER;
+  const binding = bindTo(addr, driver, { ...p, force: opts.force });
+  log(`${addr}: bound to ${driver} (was ${f.driver ?? 'no driver'})`);
+  const undo: Array<() => void> = [];
+  try {
+    let bar: Mapping;
+    let cfg: ConfigSpace;
+    let dma: ChunkedDmaAllocator;
+    let vfio: VfioDevice | null = null;
+    if (mode === 'uio') {
+      bar = mapSysfsBar0(p, addr);
+      undo.push(() => bar.retire());
+      cfg = sysfsConfigSpace(p, addr);
+      undo.push(() => cfg.close());
+      dma = openHugepageDma(hp);
+    } else {
+      const groupDev = join(p.dev, 'vfio', String(f.iommuGroup));
+      for (let i = 0; i < 200 && !existsSync(groupDev); i++) await new Promise((r) => setTimeout(r, 5));
+      const dev = VfioDevice.open(p, addr, f.iommuGroup!);
+      vfio = dev;
+      undo.push(() => dev.close());
+      bar = dev.mapBar0();
+      undo.push(() => bar.retire());
+      cfg = dev.configSpace();
+      dma = openVfioDma(dev, opts.vfioChunkBytes);
+    }
+    undo.push(() => dma.close());
+    const before = enableBusMaster(cfg);
+    undo.push(() => restoreBusMaster(cfg, before));
+    if (bar.length <= REG_DOORBELL_BASE) throw new PciError(`${addr}: BAR0 is only ${bar.length} bytes, too small for NVMe doorbells`);
+    const t = new PcieTransport(mode, pciFunction(addr, p), binding, bar, cfg, before, dma, vfio, log);
+    binding.beforeRestore = () => t.stopDmaSync();
+    return t;
+  } catch (e) {
+    for (const u of undo.reverse()) {
+      try {
+        u();
+      } catch {
+        // keep undoing
+      }
+    }
+    try {
+      binding.restore();
+    } catch (e2) {
+      throw new PciError(`${(e as Error).message}; restoring the original driver of ${addr} failed too: ${(e2 as Error).message}`);
+    }
+    throw e;
+  }
+}
