@@ -4,7 +4,8 @@
 //   node dist/src/vm/cli.js run [options] -- <command...>
 import { provision, ProvisionError } from './provision.js';
 import { runInGuest } from './run.js';
-import type { GuestRunOptions, NvmeDeviceSpec, NvmeNamespaceSpec } from './spec.js';
+import type { GuestRunOptions } from './spec.js';
+import { parseNvmeSpec } from './nvme-arg.js';
 
 const USAGE = `usage:
   homi-vm provision                      install QEMU etc., fetch the kernel, build the initramfs (cached)
@@ -31,84 +32,6 @@ run options:
   --keep             keep the run's temp folder (images, logs)
   --json             print the result as JSON on stdout instead of the command's output
 The exit status is the command's, or 124 on timeout, 125 when the guest failed before or around it.`;
-
-function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([MG]?)(i?B)?$/i.exec(s);
-  if (!m) throw new Error(`bad size ${s}`);
-  const n = Number(m[1]);
-  return m[2].toUpperCase() === 'G' ? n * 1024 : n;
-}
-
-export function parseNvmeSpec(spec: string, index: number): NvmeDeviceSpec {
-  const d: NvmeDeviceSpec = { serial: `HOMI${index}` };
-  let vfs: number | undefined;
-  let vq = 0;
-  let vi = 0;
-  let image: string | undefined;
-  for (const kv of spec.split(',').filter((s) => s.length > 0)) {
-    const eq = kv.indexOf('=');
-    if (eq < 0) throw new Error(`--nvme: expected key=value, got ${kv}`);
-    const k = kv.slice(0, eq);
-    const v = kv.slice(eq + 1);
-    const int = (): number => {
-      if (!/^\d+$/.test(v)) throw new Error(`--nvme: ${k} needs an integer, got ${v}`);
-      return Number(v);
-    };
-    switch (k) {
-      case 'serial':
-        d.serial = v;
-        break;
-      case 'ns':
-        d.namespaces =
-          v === '0'
-            ? []
-            : v.split('+').map((n): NvmeNamespaceSpec => {
-                const [size, lbs, pbs] = n.split(':');
-                const ns: NvmeNamespaceSpec = { sizeMiB: parseSize(size) };
-                if (lbs) {
-                  if (lbs !== '512' && lbs !== '4096') throw new Error(`--nvme: block size must be 512 or 4096, got ${lbs}`);
-                  ns.logicalBlockSize = Number(lbs) as 512 | 4096;
-                }
-                if (pbs) ns.physicalBlockSize = Number(pbs);
-                return ns;
-              });
-        break;
-      case 'qpairs':
-        d.maxIoQueuePairs = int();
-        break;
-      case 'msix':
-        d.msixQsize = int();
-        break;
-      case 'mdts':
-        d.mdts = int();
-        break;
-      case 'subsys':
-        d.subsystem = v;
-        break;
-      case 'vfs':
-        vfs = int();
-        break;
-      case 'vq':
-        vq = int();
-        break;
-      case 'vi':
-        vi = int();
-        break;
-      case 'image':
-        image = v;
-        break;
-      default:
-        throw new Error(`--nvme: unknown key ${k}`);
-    }
-  }
-  if (vfs !== undefined) d.sriov = { maxVfs: vfs, vqFlexible: vq, viFlexible: vi };
-  if (image) {
-    const nss = d.namespaces && d.namespaces.length > 0 ? d.namespaces : [{}];
-    nss[0] = { ...nss[0], image };
-    d.namespaces = nss;
-  }
-  return d;
-}
 
 interface Parsed {
   opts: GuestRunOptions;

@@ -5,3 +5,4 @@ export type { KernelInfo, Provisioned } from './provision.js';
 export { buildQemuPlan, validateNvme } from './qemu.js';
 export type { GuestRunOptions, GuestRunResult, NvmeDeviceSpec, NvmeNamespaceSpec, NvmeSriovSpec, NetSpec } from './spec.js';
 export { cacheDir, repoRoot } from './paths.js';
+export { parseNvmeSpec, parseSize } from './nvme-arg.js';

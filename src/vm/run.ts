@@ -30,6 +30,9 @@ export function guestScript(o: GuestRunOptions, p: Provisioned, cwd: string): st
     'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     'export HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 TERM=dumb HOMI_GUEST=1',
     `export HOMI_GUEST_KERNEL_ROOT=${shQuote(k.root)} HOMI_GUEST_KERNEL_RELEASE=${shQuote(k.release)}`,
+    // What the host configured, for tests in the guest to check against.
+    `export HOMI_GUEST_NVME=${shQuote(JSON.stringify(o.nvme ?? []))} HOMI_GUEST_IOMMU=${o.iommu ? 1 : 0}`,
+    `export HOMI_GUEST_HUGEPAGES_MIB=${hugepages * 2} HOMI_GUEST_MODULES=${shQuote(modules.join(' '))}`,
     ...Object.entries(env).map(([n, v]) => `export ${n}=${shQuote(v)}`),
     "up() { cut -d' ' -f1 /proc/uptime; }",
     'setup_fail() { echo "HOMI: SETUP FAILED: $*"; echo "$*" >> $J/setup-error; }',
@@ -211,7 +214,7 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
       ...(error ? { error } : {}),
       qemuExit: { code: exit.code, signal: exit.signal },
       qemuCommand: plan.args,
-      ...(o.keepTemp ? { tempDir: temp } : {}),
+      tempDir: temp,
     };
     progress(`guest done in ${(totalMs / 1000).toFixed(1)} s: ${exitCode !== null ? `exit ${exitCode}` : error}`);
     return result;

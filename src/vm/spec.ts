@@ -116,6 +116,6 @@ export interface GuestRunResult {
   qemuExit: { code: number | null; signal: string | null };
   /** The QEMU command line used. */
   qemuCommand: string[];
-  /** The temp folder, when keepTemp was set. */
-  tempDir?: string;
+  /** The run's temp folder (images, job share): already removed unless keepTemp was set. */
+  tempDir: string;
 }

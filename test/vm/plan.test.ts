@@ -1,0 +1,108 @@
+// The VM harness's pure parts: the QEMU command line, the --nvme argument, the guest script. No VM here.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildQemuPlan } from '../../src/vm/qemu.js';
+import { parseNvmeSpec } from '../../src/vm/nvme-arg.js';
+import { guestScript, shQuote } from '../../src/vm/run.js';
+import type { Provisioned } from '../../src/vm/provision.js';
+
+const io = { qemu: '/usr/bin/qemu-system-x86_64', vmlinuz: '/k/vmlinuz', initramfs: '/k/init.cpio.gz', jobShare: '/t/share', imageDir: '/t/img' };
+
+function devices(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length - 1; i++) if (args[i] === '-device') out.push(args[i + 1]);
+  return out;
+}
+
+test('one controller: root port, nvme with serial, one 64 MiB 512-byte namespace by default', () => {
+  const p = buildQemuPlan({ command: 'true', nvme: [{ serial: 'S1' }] }, io);
+  const d = devices(p.args);
+  assert.ok(d.includes('pcie-root-port,id=rp0,chassis=1,slot=1'));
+  assert.ok(d.includes('nvme,id=nvme0,serial=S1,bus=rp0'));
+  assert.ok(d.includes('nvme-ns,drive=nvme0n1,bus=nvme0,nsid=1,logical_block_size=512,physical_block_size=512'));
+  assert.deepEqual(p.images, [{ path: '/t/img/nvme0n1.img', bytes: 64 << 20 }]);
+  assert.ok(p.args.includes('q35'));
+  assert.ok(!p.append.includes('intel_iommu'));
+  assert.equal(p.args[0], io.qemu);
+});
+
+test('iommu puts intel-iommu before every other device and splits the irqchip', () => {
+  const p = buildQemuPlan({ command: 'true', iommu: true, nvme: [{ serial: 'S1' }] }, io);
+  const d = devices(p.args);
+  assert.equal(d[0], 'intel-iommu,intremap=on');
+  assert.ok(p.args.includes('q35,kernel-irqchip=split'));
+  assert.match(p.append, /intel_iommu=on/);
+});
+
+test('SR-IOV without a subsystem gets one; shared subsystems are declared once', () => {
+  const p = buildQemuPlan(
+    {
+      command: 'true',
+      nvme: [
+        { serial: 'A', sriov: { maxVfs: 2, vqFlexible: 4, viFlexible: 2 }, maxIoQueuePairs: 6, msixQsize: 4 },
+        { serial: 'B', subsystem: 'nqn.x', namespaces: [{ sizeMiB: 8, logicalBlockSize: 4096, shared: true }] },
+        { serial: 'C', subsystem: 'nqn.x', namespaces: [] },
+      ],
+    },
+    io,
+  );
+  const d = devices(p.args);
+  assert.equal(d.filter((x) => x.startsWith('nvme-subsys')).length, 2);
+  assert.ok(d.includes('nvme,id=nvme0,serial=A,bus=rp0,subsys=subsys0,max_ioqpairs=6,msix_qsize=4,sriov_max_vfs=2,sriov_vq_flexible=4,sriov_vi_flexible=2'));
+  assert.ok(d.includes('nvme,id=nvme1,serial=B,bus=rp1,subsys=subsys1'));
+  assert.ok(d.includes('nvme,id=nvme2,serial=C,bus=rp2,subsys=subsys1'));
+  assert.ok(d.includes('nvme-ns,drive=nvme1n1,bus=nvme1,nsid=1,logical_block_size=4096,physical_block_size=4096,shared=on'));
+  assert.equal(p.images.length, 2);
+});
+
+test('bad specs are refused with the field named', () => {
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: '' }] }, io), /serial/);
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'x'.repeat(21) }] }, io), /serial/);
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'A' }, { serial: 'A' }] }, io), /twice/);
+  assert.throws(
+    () => buildQemuPlan({ command: 'true', nvme: [{ serial: 'A', namespaces: [{ logicalBlockSize: 1024 as 512 }] }] }, io),
+    /logicalBlockSize/,
+  );
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'A', namespaces: [{}, { nsid: 1 }] }] }, io), /nsid 1 twice/);
+});
+
+test('commas in paths are doubled for QEMU', () => {
+  const p = buildQemuPlan({ command: 'true', nvme: [{ serial: 'A', namespaces: [{ image: '/a,b.img' }] }] }, { ...io, jobShare: '/t,s' });
+  assert.ok(p.args.some((a) => a.startsWith('file=/a,,b.img,')));
+  assert.ok(p.args.some((a) => a.includes('path=/t,,s,')));
+  assert.deepEqual(p.images, []);
+});
+
+test('--nvme argument', () => {
+  assert.deepEqual(parseNvmeSpec('', 3), { serial: 'HOMI3' });
+  assert.deepEqual(parseNvmeSpec('serial=X,ns=64M:512+1G:4096:4096,qpairs=4,vfs=2,vq=4,vi=2', 0), {
+    serial: 'X',
+    namespaces: [
+      { sizeMiB: 64, logicalBlockSize: 512 },
+      { sizeMiB: 1024, logicalBlockSize: 4096, physicalBlockSize: 4096 },
+    ],
+    maxIoQueuePairs: 4,
+    sriov: { maxVfs: 2, vqFlexible: 4, viFlexible: 2 },
+  });
+  assert.deepEqual(parseNvmeSpec('ns=0', 0).namespaces, []);
+  assert.throws(() => parseNvmeSpec('ns=64M:1024', 0), /512 or 4096/);
+  assert.throws(() => parseNvmeSpec('bogus=1', 0), /unknown key bogus/);
+  assert.throws(() => parseNvmeSpec('qpairs=x', 0), /integer/);
+});
+
+test('guest script: quoting, modules, hugepages, environment', () => {
+  const p = {
+    kernel: { package: 'k', packageVersion: '1', release: '6.12.0-x', root: "/c/it's", vmlinuz: '/v' },
+    initramfs: '/i',
+    qemu: '/q',
+    ms: 0,
+  } satisfies Provisioned;
+  const s = guestScript({ command: 'x', modules: ['nvme', 'vfio-pci'], hugepagesMiB: 3, env: { A_B: "it's" } }, p, '/w d');
+  assert.match(s, /for m in nvme vfio-pci; do/);
+  assert.match(s, /echo 2 > \/proc\/sys\/vm\/nr_hugepages/);
+  assert.ok(s.includes(`export A_B=${shQuote("it's")}`));
+  assert.ok(s.includes(`cd '/w d'`));
+  assert.ok(s.includes(`-d '/c/it'\\''s'`));
+  assert.throws(() => guestScript({ command: 'x', modules: ['a b'] }, p, '/'), /bad module/);
+  assert.throws(() => guestScript({ command: 'x', env: { 'A-B': '1' } }, p, '/'), /bad environment/);
+});

@@ -1,0 +1,131 @@
+// Host side of the real-kernel tests: provisions the VM harness (QEMU, a Debian 6.12 kernel, an initramfs),
+// boots a Linux guest under QEMU (TCG) with QEMU's NVMe controller(s) and runs the guest suite
+// (test-guest/, compiled to dist/test-guest/) there. HOMI_SKIP_VM=1 skips it; anything else that keeps the
+// VM from running (no QEMU, no kernel package) FAILS the test with the reason.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { provision, type Provisioned } from '../../src/vm/provision.js';
+import { runInGuest } from '../../src/vm/run.js';
+import { repoRoot } from '../../src/vm/paths.js';
+import type { GuestRunOptions, GuestRunResult } from '../../src/vm/spec.js';
+
+const skip = process.env.HOMI_SKIP_VM === '1' ? 'HOMI_SKIP_VM=1' : false;
+const root = repoRoot();
+let prov: Provisioned | undefined;
+let provError: unknown;
+
+function describe(r: GuestRunResult): string {
+  return [
+    `exit code ${r.exitCode}${r.error ? ` (${r.error})` : ''}, boot ${r.bootMs} ms, total ${r.totalMs} ms`,
+    '--- command output ---',
+    r.output.split('\n').slice(-200).join('\n'),
+    '--- console (last 80 lines) ---',
+    r.consoleLog.split('\n').slice(-80).join('\n'),
+    '--- dmesg (last 40 lines) ---',
+    r.dmesg.split('\n').slice(-40).join('\n'),
+  ].join('\n');
+}
+
+function need(): Provisioned {
+  if (!prov) {
+    const msg = provError instanceof Error ? provError.message : String(provError);
+    assert.fail(`the VM harness could not be provisioned (set HOMI_SKIP_VM=1 to skip the VM tests locally): ${msg}`);
+  }
+  return prov;
+}
+
+async function guest(o: GuestRunOptions): Promise<GuestRunResult> {
+  return runInGuest({ cwd: root, timeoutMs: 180_000, ...o }, need());
+}
+
+before(async () => {
+  if (skip) return;
+  try {
+    const t0 = Date.now();
+    prov = await provision();
+    process.stderr.write(`[vm.test] provisioning: ${Date.now() - t0} ms (kernel ${prov.kernel.release})\n`);
+    // The guest suite is compiled by its own project (it lives outside test/, so the host runner skips it).
+    const t1 = Date.now();
+    execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'vm', 'tsconfig.guest.json')], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    process.stderr.write(`[vm.test] guest suite compiled: ${Date.now() - t1} ms\n`);
+  } catch (e) {
+    const err = e as { stdout?: Buffer; message: string };
+    provError = err.stdout && err.stdout.length > 0 ? new Error(`${err.message}\n${err.stdout.toString()}`) : e;
+  }
+});
+
+test('guest suite: two controllers, several namespaces (512 and 4096-byte blocks), uio_pci_generic', { skip }, async () => {
+  const r = await guest({
+    command: 'node --test --test-reporter=spec dist/test-guest/',
+    modules: ['nvme', 'uio_pci_generic'],
+    nvme: [
+      { serial: 'HOMI-A', maxIoQueuePairs: 4, namespaces: [{ sizeMiB: 64 }, { sizeMiB: 32, logicalBlockSize: 4096 }] },
+      { serial: 'HOMI-B', namespaces: [{ sizeMiB: 16, logicalBlockSize: 4096 }] },
+    ],
+  });
+  assert.equal(r.exitCode, 0, describe(r));
+  assert.match(r.output, /pass 7/, describe(r));
+  process.stderr.write(`[vm.test] suite 1: boot ${r.bootMs} ms, command ${r.commandMs} ms, total ${r.totalMs} ms\n`);
+});
+
+test('guest suite: IOMMU + vfio-pci, hugepages, an SR-IOV capable controller', { skip }, async () => {
+  const r = await guest({
+    command: 'node --test --test-reporter=spec dist/test-guest/',
+    iommu: true,
+    hugepagesMiB: 32,
+    modules: ['nvme', 'uio_pci_generic', 'vfio-pci', 'vfio_iommu_type1'],
+    nvme: [
+      {
+        serial: 'HOMI-SRIOV',
+        maxIoQueuePairs: 6,
+        msixQsize: 4,
+        sriov: { maxVfs: 2, vqFlexible: 4, viFlexible: 2 },
+        namespaces: [{ sizeMiB: 32, logicalBlockSize: 4096 }],
+      },
+    ],
+  });
+  assert.equal(r.exitCode, 0, describe(r));
+  assert.match(r.output, /pass 9/, describe(r));
+  process.stderr.write(`[vm.test] suite 2: boot ${r.bootMs} ms, command ${r.commandMs} ms, total ${r.totalMs} ms\n`);
+});
+
+test('the harness reports exit status, output and environment, and removes its temp folder', { skip }, async () => {
+  const lines: string[] = [];
+  const r = await guest({
+    command: 'echo "out $FOO $(pwd)"; echo err >&2; touch /tmp/w && echo tmp-writable; touch x 2>/dev/null || echo root-read-only; exit 7',
+    env: { FOO: "b a'r" },
+    modules: [],
+    onConsole: (l) => lines.push(l),
+  });
+  assert.equal(r.exitCode, 7, describe(r));
+  assert.match(r.output, new RegExp(`out b a'r ${root}\n`));
+  assert.match(r.output, /err\n/);
+  assert.match(r.output, /tmp-writable/);
+  assert.match(r.output, /root-read-only/);
+  assert.ok(lines.some((l) => l.includes('HOMI: command started')));
+  assert.ok(r.bootMs !== null && r.bootMs > 0);
+  assert.equal(existsSync(r.tempDir), false);
+});
+
+test('a module that does not exist fails the setup with its name, and the command does not run', { skip }, async () => {
+  const r = await guest({ command: 'echo SHOULD-NOT-RUN', modules: ['homi_no_such_module'] });
+  assert.equal(r.exitCode, null);
+  assert.match(r.error ?? '', /modprobe homi_no_such_module failed/);
+  assert.doesNotMatch(r.output, /SHOULD-NOT-RUN/);
+});
+
+test('the hard timeout kills QEMU and reports the console', { skip }, async () => {
+  const r = await guest({ command: 'sleep 1000', modules: [], timeoutMs: 2_500 });
+  assert.equal(r.timedOut, true);
+  assert.equal(r.exitCode, null);
+  assert.equal(r.qemuExit.signal, 'SIGKILL');
+  assert.match(r.error ?? '', /timed out/);
+  assert.ok(r.totalMs < 10_000);
+  assert.equal(existsSync(r.tempDir), false);
+});
