@@ -20,6 +20,8 @@ run options:
                        vfs=N,vq=N,vi=N (SR-IOV: sriov_max_vfs, sriov_vq_flexible, sriov_vi_flexible),
                        image=PATH (existing image for the first namespace)
   --iommu            intel-iommu + intel_iommu=on (for VFIO)
+  --fwd H:G          user-mode network (virtio-net, guest 10.0.2.15) with host 127.0.0.1:H -> guest port G (repeatable)
+  --writable         writable root: overlay over the host root, writes kept in guest memory only
   --modules LIST     comma-separated modules to load (default nvme)
   --hugepages MIB    reserve 2 MiB hugepages, mounted on /dev/hugepages
   --mem MIB          guest memory (default 2048)
@@ -28,7 +30,7 @@ run options:
   --env K=V          environment variable for the command (repeatable)
   --append ARG       extra kernel argument (repeatable)
   --timeout SECONDS  hard limit, QEMU killed after it (default 300)
-  --console          echo the whole serial console to stderr (default: only the command's output)
+  --console          echo the serial console (kernel messages) to stderr
   --keep             keep the run's temp folder (images, logs)
   --json             print the result as JSON on stdout instead of the command's output
 The exit status is the command's, or 124 on timeout, 125 when the guest failed before or around it.`;
@@ -65,6 +67,15 @@ function parseRunArgs(argv: string[], needCommand: boolean): Parsed {
         break;
       case '--iommu':
         opts.iommu = true;
+        break;
+      case '--fwd': {
+        const m = /^(\d+):(\d+)$/.exec(val());
+        if (!m) throw new Error('--fwd needs HOSTPORT:GUESTPORT');
+        opts.net = { hostForward: [...(opts.net?.hostForward ?? []), { host: Number(m[1]), guest: Number(m[2]) }] };
+        break;
+      }
+      case '--writable':
+        opts.writableRoot = true;
         break;
       case '--modules':
         opts.modules = val()
@@ -141,20 +152,16 @@ async function main(argv: string[]): Promise<number> {
   }
   if (verb === 'run') {
     const { opts, showConsole, json } = parseRunArgs(rest, true);
-    // Stream the command's own output live: the lines between the start and finish markers.
-    let inCommand = false;
-    opts.onConsole = (line) => {
-      if (showConsole) {
-        process.stderr.write(line + '\n');
-        return;
-      }
-      if (line.startsWith('HOMI: command started')) inCommand = true;
-      else if (line.startsWith('HOMI: command finished')) inCommand = false;
-      else if (inCommand && !json) process.stdout.write(line + '\n');
+    // Stream the command's own output live; the serial console only with --console.
+    opts.onOutput = (line) => {
+      if (!json) process.stdout.write(line + '\n');
     };
+    if (showConsole) opts.onConsole = (line) => process.stderr.write(line + '\n');
+    const ac = new AbortController();
+    opts.signal = ac.signal;
     const onSig = (): void => {
       process.stderr.write('[homi-vm] interrupted\n');
-      process.exit(130); // the exit hook kills QEMU; temp dirs of an interrupted run stay in $TMPDIR/homi-vm-*
+      ac.abort();
     };
     process.on('SIGINT', onSig);
     process.on('SIGTERM', onSig);
@@ -163,7 +170,7 @@ async function main(argv: string[]): Promise<number> {
     if (r.exitCode === null) {
       process.stderr.write(`[homi-vm] ${r.error ?? 'no exit code'}\n`);
       if (!showConsole) process.stderr.write(`[homi-vm] last console lines:\n${r.consoleLog.split('\n').slice(-40).join('\n')}\n`);
-      return r.timedOut ? 124 : 125;
+      return r.timedOut ? 124 : ac.signal.aborted ? 130 : 125;
     }
     return r.exitCode;
   }

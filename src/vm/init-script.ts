@@ -32,8 +32,16 @@ for m in $(cat /lib/modules/order); do
   insmod /lib/modules/$m.ko || echo "HOMI-INIT: insmod $m failed"
 done
 MS=262144
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=$MS,cache=loose hostroot /newroot || fatal "cannot mount the host root over 9p"
 R=/newroot
+if grep -q 'homi.overlay=1' /proc/cmdline; then
+  # Writable root: the host's root (read-only) under a tmpfs upper layer; writes stay in the guest's memory.
+  mkdir -p /lower /ovl
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=$MS,cache=loose hostroot /lower || fatal "cannot mount the host root over 9p"
+  mount -t tmpfs -o mode=755 tmpfs /ovl && mkdir -p /ovl/upper /ovl/work
+  mount -t overlay overlay -o lowerdir=/lower,upperdir=/ovl/upper,workdir=/ovl/work $R || fatal "cannot mount the overlay root"
+else
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=$MS,cache=loose hostroot $R || fatal "cannot mount the host root over 9p"
+fi
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fatal "cannot mount tmpfs on /tmp"
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys

@@ -36,7 +36,7 @@ export const HOST_PACKAGES: ReadonlyArray<{ pkg: string; file: string }> = [
 ];
 
 /** Modules the initramfs loads (with their dependencies) when they are modules in the kernel. */
-export const INITRAMFS_MODULES = ['virtio_pci', 'virtio_ring', 'virtio', '9pnet_virtio', '9p'];
+export const INITRAMFS_MODULES = ['virtio_pci', 'virtio_ring', 'virtio', '9pnet_virtio', '9p', 'overlay'];
 
 export class ProvisionError extends Error {
   constructor(message: string) {

@@ -68,6 +68,7 @@ export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
   args.push('-kernel', io.vmlinuz, '-initrd', io.initramfs);
   const cmdline = ['console=ttyS0,115200', 'rdinit=/init', 'panic=-1', 'oops=panic', 'quiet', 'loglevel=4', 'mitigations=off', 'tsc=reliable'];
   if (o.iommu) cmdline.push('intel_iommu=on');
+  if (o.writableRoot) cmdline.push('homi.overlay=1');
   cmdline.push(...(o.kernelArgs ?? []));
   const append = cmdline.join(' ');
   args.push('-append', append);

@@ -1,7 +1,20 @@
 // runInGuest: boot a real Linux kernel under QEMU (TCG) with QEMU's NVMe controller(s), run one command
 // in the guest (chrooted into the host's root file system, read-only over 9p) and report what happened.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { progress } from './paths.js';
@@ -68,7 +81,8 @@ export function guestScript(o: GuestRunOptions, p: Provisioned, cwd: string): st
     '  dmesg > $J/dmesg.log 2>/dev/null; sync; exit 1',
     'fi',
     'echo "HOMI: command started at $(up)s"',
-    '{ /bin/bash $J/command.sh; echo $? > $J/exitcode; } < /dev/null 2>&1 | tee $J/output.log',
+    // The output goes straight to the job share (the host follows the file); the serial console is slow.
+    '/bin/bash $J/command.sh < /dev/null > $J/output.log 2>&1; echo $? > $J/exitcode',
     'echo "HOMI: command finished with status $(cat $J/exitcode 2>/dev/null) at $(up)s"',
     'dmesg > $J/dmesg.log 2>/dev/null',
     'sync',
@@ -82,6 +96,38 @@ function createImage(path: string, bytes: number): void {
     ftruncateSync(fd, bytes);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Removes temp folders of earlier runs whose process is gone (killed before it could clean up). */
+function removeStaleTempDirs(): void {
+  let names: string[];
+  try {
+    names = readdirSync(tmpdir()).filter((n) => n.startsWith('homi-vm-'));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const dir = join(tmpdir(), n);
+    try {
+      const pid = Number(readFileSync(join(dir, 'owner.pid'), 'utf8'));
+      if (pid > 0) {
+        try {
+          process.kill(pid, 0);
+          continue; // still running
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EPERM') continue;
+        }
+      } else continue;
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // No pid file: being created, or not ours; leave old ones alone unless clearly abandoned.
+      try {
+        if (Date.now() - statSync(dir).mtimeMs > 24 * 3600_000) rmSync(dir, { recursive: true, force: true });
+      } catch {
+        /* gone */
+      }
+    }
   }
 }
 
@@ -111,7 +157,9 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
   const p = provisioned ?? (await provision());
   const cwd = resolve(o.cwd ?? process.cwd());
   const timeoutMs = o.timeoutMs ?? 300_000;
+  removeStaleTempDirs();
   const temp = mkdtempSync(join(tmpdir(), 'homi-vm-'));
+  writeFileSync(join(temp, 'owner.pid'), String(process.pid));
   const share = join(temp, 'share');
   const imageDir = join(temp, 'images');
   mkdirSync(share);
@@ -133,11 +181,19 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
     installExitHook();
     live.add(child);
     let timedOut = false;
+    let aborted = false;
     const timer = setTimeout(() => {
       timedOut = true;
       progress(`timeout after ${Math.round(timeoutMs / 1000)} s: killing QEMU`);
       child.kill('SIGKILL');
     }, timeoutMs);
+    const onAbort = (): void => {
+      aborted = true;
+      progress('aborted: killing QEMU');
+      child.kill('SIGKILL');
+    };
+    if (o.signal?.aborted) onAbort();
+    else o.signal?.addEventListener('abort', onAbort, { once: true });
     const onLine = (line: string): void => {
       consoleLines.push(line);
       if (line.startsWith('HOMI')) {
@@ -168,6 +224,47 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
         buf = buf.slice(i + 1);
       }
     });
+    // Follow the command's output file on the job share (a host folder) as the guest writes it.
+    const outPath = join(share, 'output.log');
+    let outPos = 0;
+    let outBuf = '';
+    const pollOutput = (final: boolean): void => {
+      if (!o.onOutput) return;
+      let fd: number;
+      try {
+        fd = openSync(outPath, 'r');
+      } catch {
+        return;
+      }
+      try {
+        const chunk = Buffer.alloc(1 << 20);
+        for (;;) {
+          const n = readSync(fd, chunk, 0, chunk.length, outPos);
+          if (n <= 0) break;
+          outPos += n;
+          outBuf += chunk.subarray(0, n).toString('utf8');
+        }
+      } finally {
+        closeSync(fd);
+      }
+      let i: number;
+      while ((i = outBuf.indexOf('\n')) >= 0) {
+        emitOutput(outBuf.slice(0, i));
+        outBuf = outBuf.slice(i + 1);
+      }
+      if (final && outBuf.length > 0) {
+        emitOutput(outBuf);
+        outBuf = '';
+      }
+    };
+    const emitOutput = (line: string): void => {
+      try {
+        o.onOutput?.(line);
+      } catch {
+        /* a callback's failure is not the run's */
+      }
+    };
+    const poller = o.onOutput ? setInterval(() => pollOutput(false), 100) : undefined;
     let qemuErr = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (d: string) => {
@@ -178,6 +275,9 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
       child.on('close', (code, signal) => res({ code, signal }));
     });
     clearTimeout(timer);
+    o.signal?.removeEventListener('abort', onAbort);
+    if (poller) clearInterval(poller);
+    pollOutput(true);
     live.delete(child);
     if (buf.length > 0) onLine(buf);
     const totalMs = Date.now() - t0;
@@ -195,6 +295,7 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
     let error: string | undefined;
     if (exitCode === null) {
       if (timedOut) error = `timed out after ${timeoutMs} ms (QEMU killed)`;
+      else if (aborted) error = 'aborted (QEMU killed)';
       else if (exit.spawnError) error = `cannot start QEMU: ${exit.spawnError}`;
       else if (setupError) error = `guest setup failed: ${setupError.trim().replace(/\n/g, '; ')}`;
       else if (bootMs === null) {

@@ -75,6 +75,12 @@ export interface GuestRunOptions {
   cpus?: number;
   /** 2 MiB hugepages to reserve, in MiB (rounded up); hugetlbfs is mounted on /dev/hugepages. */
   hugepagesMiB?: number;
+  /**
+   * Make the root file system writable: an overlay of the host's root (read-only, 9p) under a tmpfs in guest
+   * memory, so that e.g. `npm test` can write dist/ in the checkout. Writes never reach the host and vanish
+   * at power-off. Default false: the root is read-only (only /tmp, /var/tmp, /run, /dev/shm are writable).
+   */
+  writableRoot?: boolean;
   /** Kernel modules to load (with dependencies) before the command, e.g. ['nvme', 'uio_pci_generic', 'vfio-pci']. Default ['nvme']. */
   modules?: string[];
   /** Environment variables for the command (HOMI_GUEST=1 is always set). */
@@ -87,8 +93,12 @@ export interface GuestRunOptions {
   net?: NetSpec;
   /** Hard limit for the whole run (boot included); QEMU is killed with SIGKILL when it passes. Default 300000. */
   timeoutMs?: number;
-  /** Every console line (kernel, init, the command's output) as it arrives. */
+  /** Every serial console line (kernel messages, HOMI progress markers) as it arrives. */
   onConsole?: (line: string) => void;
+  /** Every line of the command's output (stdout and stderr) as it arrives (followed through the job share). */
+  onOutput?: (line: string) => void;
+  /** Aborting kills QEMU (SIGKILL); the run then resolves with error 'aborted' and cleans up. */
+  signal?: AbortSignal;
   /** Keep the run's temp folder (images, logs) and report its path instead of removing it. */
   keepTemp?: boolean;
 }
@@ -98,7 +108,7 @@ export interface GuestRunResult {
   exitCode: number | null;
   /** The command's stdout and stderr, interleaved. */
   output: string;
-  /** Everything the guest printed on its serial console (and QEMU's own stderr, prefixed "qemu: "). */
+  /** The guest's serial console: kernel messages and progress markers, not the command's output (and QEMU's own stderr, prefixed "qemu: "). */
   consoleLog: string;
   /** The guest kernel log (dmesg) at the end of the run, when the guest got that far. */
   dmesg: string;

@@ -97,11 +97,13 @@ test('guest suite: IOMMU + vfio-pci, hugepages, an SR-IOV capable controller', {
 
 test('the harness reports exit status, output and environment, and removes its temp folder', { skip }, async () => {
   const lines: string[] = [];
+  const outLines: string[] = [];
   const r = await guest({
     command: 'echo "out $FOO $(pwd)"; echo err >&2; touch /tmp/w && echo tmp-writable; touch x 2>/dev/null || echo root-read-only; exit 7',
     env: { FOO: "b a'r" },
     modules: [],
     onConsole: (l) => lines.push(l),
+    onOutput: (l) => outLines.push(l),
   });
   assert.equal(r.exitCode, 7, describe(r));
   assert.match(r.output, new RegExp(`out b a'r ${root}\n`));
@@ -109,6 +111,7 @@ test('the harness reports exit status, output and environment, and removes its t
   assert.match(r.output, /tmp-writable/);
   assert.match(r.output, /root-read-only/);
   assert.ok(lines.some((l) => l.includes('HOMI: command started')));
+  assert.deepEqual(outLines.join('\n') + '\n', r.output);
   assert.ok(r.bootMs !== null && r.bootMs > 0);
   assert.equal(existsSync(r.tempDir), false);
 });
