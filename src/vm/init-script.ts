@@ -4,7 +4,8 @@
 //
 // Guest layout after this script:
 //   /                 the host's root, read-only (9p, mount_tag hostroot)
-//   /tmp, /var/tmp, /run, /dev/shm    tmpfs (writable)
+//   /tmp, /var/tmp    writable: overlays of the host's folders under a tmpfs (host files visible)
+//   /run, /dev/shm    tmpfs (writable)
 //   /run/homi-job     the job share (9p, mount_tag homijob, writable): guest.sh, command.sh, results
 //   /proc /sys /dev   the guest's own
 // Console markers (HOMI-INIT: ...) let the host follow the boot.
@@ -42,7 +43,19 @@ if grep -q 'homi.overlay=1' /proc/cmdline; then
 else
   mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=$MS,cache=loose hostroot $R || fatal "cannot mount the host root over 9p"
 fi
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fatal "cannot mount tmpfs on /tmp"
+# /tmp and /var/tmp: writable, yet showing the host's files (a checkout or cache under /tmp stays visible):
+# an overlay of the host's folder (read-only) under a tmpfs. Plain tmpfs when the overlay fails.
+mkdir -p /scratch && mount -t tmpfs -o mode=755 tmpfs /scratch
+writable_dir() {
+  if grep -q 'homi.overlay=1' /proc/cmdline; then return 0; fi
+  d=$1; n=$2
+  [ -d $R$d ] || return 0
+  mkdir -p /scratch/$n/upper /scratch/$n/work && chmod 1777 /scratch/$n/upper
+  mount -t overlay overlay -o lowerdir=$R$d,upperdir=/scratch/$n/upper,workdir=/scratch/$n/work $R$d 2>/dev/null \
+    || mount -t tmpfs -o mode=1777 tmpfs $R$d
+}
+writable_dir /tmp tmp || fatal "cannot make /tmp writable"
+writable_dir /var/tmp vartmp
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
@@ -50,7 +63,6 @@ mkdir -p $R/dev/pts $R/dev/shm $R/dev/hugepages
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t tmpfs -o mode=755 tmpfs $R/run || fatal "cannot mount tmpfs on /run"
-mount -t tmpfs -o mode=1777 tmpfs $R/var/tmp 2>/dev/null
 mount -t configfs configfs $R/sys/kernel/config 2>/dev/null
 mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
 mkdir -p $R/run/homi-job
