@@ -45,6 +45,12 @@ export interface EngineConfig {
   seed: number;
   onProgress?: (p: EngineProgress) => void;
   progressIntervalMs?: number;
+  /** Names a non-zero completion status for errorsByStatus (default: NVMe status fields and driver codes). */
+  statusName?: (status: number) => string;
+  /** First LBA of the region this engine works on (default 0; threads of one run get disjoint regions). */
+  baseLba?: number;
+  /** Return the latency histogram, compressed (for merging the results of several threads). */
+  exportHistogram?: boolean;
 }
 
 export interface EngineProgress {
@@ -84,6 +90,8 @@ export interface EngineResult {
   /** CPU time of the whole process per I/O (includes an in-process emulated controller), ns. */
   processCpuNsPerIo: number;
   prefilledBlocks: number;
+  /** The latency histogram (ns), compressed base64, when cfg.exportHistogram. */
+  latencyHistogram?: string;
 }
 
 const UNKNOWN_GEN = 0xffffffff;
@@ -102,6 +110,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   }
   const nlb = cfg.bs / cfg.blockSize;
   const spanBlocks = cfg.verify ? Math.min(cfg.blocks, Math.floor(cfg.verifySpan / cfg.blockSize)) : cfg.blocks;
+  // cfg.blocks counts from cfg.baseLba.
   const units = Math.floor(spanBlocks / nlb);
   if (units < 1) throw new RangeError(`the namespace (${cfg.blocks} blocks) is smaller than one ${cfg.bs}-byte I/O`);
   const slotsTotal = nq * qd;
@@ -139,6 +148,8 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   const nsid = cfg.nsid;
   const verify = cfg.verify;
   const blockSize = cfg.blockSize;
+  const base = cfg.baseLba ?? 0;
+  const nameOf = cfg.statusName ?? ((status: number): string => (status < 0 ? (status === -1 ? 'Command Timeout' : 'Aborted by Controller Reset') : statusFieldName(status)));
 
   // Counters (reset at the end of prefill and warm-up).
   let done = 0;
@@ -162,7 +173,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
     const isWrite = slotWrite[tag] === 1;
     if (status !== 0) {
       errors++;
-      const name = status < 0 ? (status === -1 ? 'Command Timeout' : 'Aborted by Controller Reset') : statusFieldName(status);
+      const name = nameOf(status);
       errorsByStatus[name] = (errorsByStatus[name] ?? 0) + 1;
       if (verify && isWrite) unitGen[unit] = UNKNOWN_GEN;
     } else if (verify) {
@@ -171,11 +182,11 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
       } else {
         const gen = slotGen[tag]!;
         if (gen !== UNKNOWN_GEN && gen !== 0) {
-          const bad = checkPattern(slotWords[tag]!, 0, unit * nlb, nlb, blockSize, gen, nsid);
+          const bad = checkPattern(slotWords[tag]!, 0, base + unit * nlb, nlb, blockSize, gen, nsid);
           if (bad < 0) verified += nlb;
           else {
             verifyErrors++;
-            if (firstMismatch === null) firstMismatch = describeMismatch(slotWords[tag]!, 0, unit * nlb, bad, blockSize, gen);
+            if (firstMismatch === null) firstMismatch = describeMismatch(slotWords[tag]!, 0, base + unit * nlb, bad, blockSize, gen);
           }
         }
       }
@@ -235,10 +246,10 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
               if (write) {
                 const g = unitGen[unit] === UNKNOWN_GEN ? 1 : unitGen[unit]! + 1;
                 slotGen[tag] = g;
-                fillPattern(slotWords[tag]!, 0, unit * nlb, nlb, blockSize, g, nsid);
+                fillPattern(slotWords[tag]!, 0, base + unit * nlb, nlb, blockSize, g, nsid);
               } else slotGen[tag] = unitGen[unit]!;
             }
-            const cid = qp.submitIo(write ? NvmOpcode.Write : NvmOpcode.Read, nsid, unit * nlb, nlb, slotPrp1[tag]!, slotPrp2[tag]!, tag);
+            const cid = qp.submitIo(write ? NvmOpcode.Write : NvmOpcode.Read, nsid, base + unit * nlb, nlb, slotPrp1[tag]!, slotPrp2[tag]!, tag);
             if (cid < 0) {
               if (verify) unitBusy[unit] = 0;
               break;
@@ -322,6 +333,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
     processCpuNsPerIo: ios > 0 ? pcpu / ios : 0,
     prefilledBlocks,
   };
+  if (cfg.exportHistogram) result.latencyHistogram = hdr.encodeIntoCompressedBase64(hist);
   hist.destroy();
   return result;
 }

@@ -1,13 +1,16 @@
 /**
- * `homi perf`: open a device, bring the controller up through the driver core, create queue pairs with
- * preallocated buffers and data pointers, run the engine, tear everything down.
+ * `homi perf`: open a target through the unified I/O interface (src/io) with the chosen backend, create queue
+ * sets with preallocated buffers, run the engine, tear everything down. With threads > 1, each worker thread
+ * opens the target itself and drives its own queue sets; the results are merged (IOPS summed, latency
+ * histograms merged).
  */
-import { Controller } from '../driver/controller.js';
-import { dataPointer, type DataPointer } from '../driver/dptr.js';
-import type { QueuePair } from '../driver/queue-pair.js';
-import { openDevice } from '../device/open.js';
-import { parseDeviceUri } from '../device/uri.js';
-import type { DmaBuffer } from '../mem/dma.js';
+import { Worker } from 'node:worker_threads';
+import * as hdr from 'hdr-histogram-js';
+import { openIo } from '../io/open.js';
+import { parseTarget } from '../io/target.js';
+import { resolveBackend } from '../io/open.js';
+import type { BackendName, IoBuffer, IoDevice, IoQueue } from '../io/types.js';
+import { DriverDevice } from '../io/driver.js';
 import { runEngine, type EngineBuffer, type EngineProgress, type EngineResult } from './engine.js';
 import type { RwMode } from './workload.js';
 
@@ -25,7 +28,18 @@ export interface PerfOptions {
   verify: boolean;
   verifySpan: number;
   seed: number;
+  /** Backend (default by target: driver for emu:/pci:, io_uring for paths, io_uring_cmd for /dev/ng*). */
+  backend?: BackendName;
+  direct?: boolean;
+  fixedBuffers?: boolean;
+  hipri?: boolean;
+  /** Worker threads, each with its own queue sets (default 1: the calling thread). */
+  threads?: number;
   onProgress?: (p: EngineProgress) => void;
+  /** Internal (worker threads): the LBA region of this thread, a run barrier, histogram export. */
+  region?: { base: number; blocks: number | null; index: number; count: number };
+  beforeRun?: () => void | Promise<void>;
+  exportHistogram?: boolean;
 }
 
 export interface PerfReport extends EngineResult {
@@ -40,78 +54,213 @@ export interface PerfReport extends EngineResult {
   nsid: number;
   blockSize: number;
   model: string;
+  /** Per-thread results when threads > 1. */
+  perThread?: Array<{ iops: number; ios: number; cpuNsPerIo: number; errors: number }>;
+}
+
+/** Check the backend and its options against the target, without opening anything (for failing before a run). */
+export function checkPerfOptions(o: PerfOptions): BackendName {
+  const backend = resolveBackend(parseTarget(o.uri), { ...optsFor(o), ...(o.backend ? { backend: o.backend } : {}) });
+  const threads = o.threads ?? 1;
+  if (threads > 1 && (backend === 'driver' || backend === 'emu')) {
+    throw new RangeError(`--threads ${threads}: the ${backend} backend drives one controller from one thread; use --nqueues for more queue pairs`);
+  }
+  return backend;
+}
+
+function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipri: boolean; nsid: number; maxQueues: number } {
+  return { direct: o.direct ?? false, fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false, nsid: o.nsid, maxQueues: o.nqueues };
 }
 
 export async function runPerf(o: PerfOptions): Promise<PerfReport> {
-  const parsed = parseDeviceUri(o.uri);
-  const t = await openDevice(parsed);
-  const buffers: DmaBuffer[] = [];
-  const pointers: DataPointer[] = [];
-  let c: Controller | null = null;
+  const backend = checkPerfOptions(o);
+  if ((o.threads ?? 1) > 1) return runThreads(o, backend);
+  return runSingle(o, backend);
+}
+
+async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
+  const dev: IoDevice = await openIo(o.uri, { backend, ...optsFor(o) });
+  const buffers: IoBuffer[] = [];
+  const queues: IoQueue[] = [];
   try {
-    c = await Controller.open(t, { ioQueues: o.nqueues });
-    if (c.maxIoQueuePairs < o.nqueues) {
-      throw new RangeError(`--nqueues ${o.nqueues}: the controller grants only ${c.maxIoQueuePairs} I/O queue pairs`);
+    if (dev instanceof DriverDevice && dev.maxQueuePairs < o.nqueues) {
+      throw new RangeError(`--nqueues ${o.nqueues}: the controller grants only ${dev.maxQueuePairs} I/O queue pairs`);
     }
-    const ns = c.namespace(o.nsid);
-    if (Number.isFinite(c.identity.mdts) && o.bs > c.identity.mdts) {
-      throw new RangeError(`--bs ${o.bs} exceeds the controller's maximum transfer size of ${c.identity.mdts} bytes`);
+    const g = dev.geometry;
+    if (o.bs > g.maxTransferBytes) {
+      throw new RangeError(`--bs ${o.bs} exceeds the ${dev instanceof DriverDevice ? "controller's" : "device's"} maximum transfer size of ${g.maxTransferBytes} bytes`);
     }
-    const entries = o.qd + 1;
-    if (entries > c.cap.maxQueueEntries) {
-      throw new RangeError(`--qd ${o.qd} needs ${entries} queue entries; the controller allows ${c.cap.maxQueueEntries}`);
+    if (o.bs % g.blockSize !== 0) throw new RangeError(`--bs ${o.bs} is not a multiple of the ${g.blockSize}-byte block size of ${o.uri}`);
+    if (o.qd > g.maxQueueDepth) {
+      throw new RangeError(`--qd ${o.qd} needs ${o.qd + 1} queue entries; the ${dev instanceof DriverDevice ? 'controller' : 'backend'} allows ${g.maxQueueDepth + 1}`);
     }
-    const qps: QueuePair[] = [];
     const engineBuffers: EngineBuffer[][] = [];
     for (let q = 0; q < o.nqueues; q++) {
-      qps.push(await c.createQueuePair({ entries }));
-      const buf = t.dma.alloc(o.qd * o.bs);
+      const buf = dev.allocBuffer(o.qd * o.bs);
       buffers.push(buf);
       const slots: EngineBuffer[] = [];
       for (let s = 0; s < o.qd; s++) {
-        const p = dataPointer(t.dma, buf, s * o.bs, o.bs);
-        pointers.push(p);
-        slots.push({ words: new Uint32Array(buf.bytes.buffer, buf.bytes.byteOffset + s * o.bs, o.bs >>> 2), prp1: p.prp1, prp2: p.prp2 });
+        const sl = buf.slice(s * o.bs, o.bs);
+        slots.push({ words: new Uint32Array(sl.bytes.buffer, sl.bytes.byteOffset, o.bs >>> 2), prp1: sl.h1, prp2: sl.h2 });
       }
       engineBuffers.push(slots);
     }
-    const result = await runEngine(qps, engineBuffers, {
-      rw: o.rw,
-      bs: o.bs,
-      qd: o.qd,
-      rwmixread: o.rwmixread,
-      nsid: o.nsid,
-      blockSize: ns.blockSize,
-      blocks: ns.blocks,
-      timeSec: o.timeSec,
-      ios: o.ios,
-      warmupSec: o.warmupSec,
-      verify: o.verify,
-      verifySpan: o.verifySpan,
-      seed: o.seed,
-      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
-    });
+    // Queues after buffers: io_uring registers the buffers that exist when a ring is set up.
+    for (let q = 0; q < o.nqueues; q++) queues.push(await dev.createQueue(o.qd));
+    const base = o.region?.base ?? 0;
+    const blocks = o.region?.blocks ?? g.blocks - base;
+    await o.beforeRun?.();
+    const result = await runEngine(
+      queues.map((q) => q.engineQueue),
+      engineBuffers,
+      {
+        rw: o.rw,
+        bs: o.bs,
+        qd: o.qd,
+        rwmixread: o.rwmixread,
+        nsid: g.nsid,
+        blockSize: g.blockSize,
+        blocks,
+        baseLba: base,
+        timeSec: o.timeSec,
+        ios: o.ios,
+        warmupSec: o.warmupSec,
+        verify: o.verify,
+        verifySpan: o.verifySpan,
+        seed: o.seed + (o.region?.index ?? 0),
+        statusName: (s) => dev.statusName(s),
+        exportHistogram: o.exportHistogram ?? false,
+        ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+      },
+    );
     return {
       device: o.uri,
-      transport: t.kind,
-      backend: parsed.kind === 'emu' ? 'emu' : 'driver',
+      transport: dev.transport,
+      backend: dev.backend,
       threads: 1,
       rw: o.rw,
       bs: o.bs,
       qd: o.qd,
       nqueues: o.nqueues,
-      nsid: o.nsid,
-      blockSize: ns.blockSize,
-      model: c.identity.model,
+      nsid: g.nsid,
+      blockSize: g.blockSize,
+      model: dev.model,
       ...result,
     };
   } finally {
     try {
-      if (c) await c.close();
+      for (const q of queues) await q.close();
     } finally {
-      for (const p of pointers) p.release();
-      for (const b of buffers) t.dma.free(b);
-      await t.close();
+      await dev.close();
     }
   }
+}
+
+type WorkerMsg =
+  | { type: 'ready' }
+  | { type: 'progress'; p: EngineProgress }
+  | { type: 'result'; r: PerfReport }
+  | { type: 'error'; name: string; message: string };
+
+/** Worker threads: each opens the target and runs one single-thread perf; a shared word starts them together. */
+async function runThreads(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
+  const n = o.threads!;
+  const gate = new Int32Array(new SharedArrayBuffer(4));
+  const workers: Worker[] = [];
+  const progress: EngineProgress[] = [];
+  let ready = 0;
+  const { onProgress, beforeRun: _b, ...plain } = o;
+  // --verify: each thread verifies its own disjoint region; otherwise every thread spans the whole target.
+  const regionOf = (i: number): PerfOptions['region'] => ({ base: 0, blocks: null, index: i, count: n });
+  const results = await new Promise<PerfReport[]>((resolve, reject) => {
+    const out: PerfReport[] = new Array(n);
+    let done = 0;
+    let failed = false;
+    const fail = (e: Error): void => {
+      if (failed) return;
+      failed = true;
+      for (const w of workers) void w.terminate();
+      reject(e);
+    };
+    for (let i = 0; i < n; i++) {
+      const w = new Worker(new URL('./perf-worker.js', import.meta.url), {
+        workerData: { opts: { ...plain, backend, threads: 1, region: regionOf(i), exportHistogram: true }, gate, verifySplit: o.verify },
+      });
+      workers.push(w);
+      w.on('message', (m: WorkerMsg) => {
+        if (m.type === 'ready') {
+          if (++ready === n) {
+            Atomics.store(gate, 0, 1);
+            Atomics.notify(gate, 0);
+          }
+        } else if (m.type === 'progress') {
+          progress[i] = m.p;
+          if (onProgress && i === 0) {
+            const all = progress.filter(Boolean);
+            onProgress({ ...m.p, ios: all.reduce((a, p) => a + p.ios, 0), iops: all.reduce((a, p) => a + p.iops, 0), errors: all.reduce((a, p) => a + p.errors, 0) });
+          }
+        } else if (m.type === 'result') {
+          out[i] = m.r;
+          if (++done === n) resolve(out);
+        } else {
+          const e = m.name === 'RangeError' ? new RangeError(m.message) : new Error(m.message);
+          e.name = m.name;
+          fail(e);
+        }
+      });
+      w.on('error', (e) => fail(e));
+      w.on('exit', (code) => {
+        if (code !== 0 && !failed && done < n) fail(new Error(`perf worker ${i} exited with code ${code}`));
+      });
+    }
+  });
+  return mergeReports(results, o);
+}
+
+export function mergeReports(rs: PerfReport[], o: PerfOptions): PerfReport {
+  const first = rs[0]!;
+  const hist = hdr.build({ bitBucketSize: 64, autoResize: true, lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  for (const r of rs) {
+    if (r.latencyHistogram) {
+      const h = hdr.decodeFromCompressedBase64(r.latencyHistogram, 64, false);
+      hist.add(h);
+      h.destroy();
+    }
+  }
+  const sum = (f: (r: PerfReport) => number): number => rs.reduce((a, r) => a + f(r), 0);
+  const ios = sum((r) => r.ios);
+  const errorsByStatus: Record<string, number> = {};
+  for (const r of rs) for (const [k, v] of Object.entries(r.errorsByStatus)) errorsByStatus[k] = (errorsByStatus[k] ?? 0) + v;
+  const us = (v: number): number => Math.round(v) / 1000;
+  const merged: PerfReport = {
+    ...first,
+    threads: rs.length,
+    ios,
+    reads: sum((r) => r.reads),
+    writes: sum((r) => r.writes),
+    errors: sum((r) => r.errors),
+    errorsByStatus,
+    elapsedSec: Math.max(...rs.map((r) => r.elapsedSec)),
+    iops: sum((r) => r.iops),
+    bandwidthMiBps: sum((r) => r.bandwidthMiBps),
+    latencyUs: {
+      p50: us(hist.getValueAtPercentile(50)),
+      p99: us(hist.getValueAtPercentile(99)),
+      p999: us(hist.getValueAtPercentile(99.9)),
+      max: us(hist.maxValue),
+      mean: us(hist.mean),
+    },
+    verified: sum((r) => r.verified),
+    verifyErrors: sum((r) => r.verifyErrors),
+    firstMismatch: rs.find((r) => r.firstMismatch !== null)?.firstMismatch ?? null,
+    cpuNsPerIo: ios > 0 ? sum((r) => r.cpuNsPerIo * r.ios) / ios : 0,
+    // Each thread measured the whole process over its own run window; the windows overlap, so take the largest.
+    processCpuNsPerIo: ios > 0 ? Math.max(...rs.map((r) => r.processCpuNsPerIo * r.ios)) / ios : 0,
+    prefilledBlocks: sum((r) => r.prefilledBlocks),
+    perThread: rs.map((r) => ({ iops: r.iops, ios: r.ios, cpuNsPerIo: r.cpuNsPerIo, errors: r.errors })),
+  };
+  delete merged.latencyHistogram;
+  hist.destroy();
+  void o;
+  return merged;
 }

@@ -2,7 +2,7 @@
 /** The `homi` command line. One file per verb in src/cli. */
 import { Command, CommanderError, Option } from 'commander';
 import { formatIdentify, identifyReport } from './identify.js';
-import { perfCommand } from './perf.js';
+import { perfCommand, sweepCommand } from './perf.js';
 import { reportAndExit, EXIT_USAGE, UsageError } from './errors.js';
 import { extentsCommand } from '../extents/cli.js';
 
@@ -13,7 +13,8 @@ program
   .version('0.1.0')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `homi: ${s.slice(7)}` : s) })
-  .showHelpAfterError(false);
+  .showHelpAfterError(false)
+  .enablePositionalOptions();
 
 program
   .command('identify')
@@ -25,26 +26,49 @@ program
     process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${formatIdentify(r)}\n`);
   });
 
-program
+const BACKEND_HELP = 'posix|io_uring|io_uring_cmd|driver (default: driver for emu:/pci:, io_uring for files and block devices, io_uring_cmd for /dev/ngXnY)';
+function perfCommonOptions(c: Command): Command {
+  return c
+    .addOption(new Option('--rw <mode>', 'randread|randwrite|read|write|randrw|rw').default('randread'))
+    .option('--nqueues <n>', 'queue sets (I/O queue pairs, rings) driven by each thread', '1')
+    .option('--threads <n>', 'worker threads, each with its own queue sets (results merged)', '1')
+    .option('--time <seconds>', 'run for this long (default 5 s unless --ios is given)')
+    .option('--ios <n>', 'run this many I/Os')
+    .option('--warmup <seconds>', 'warm-up before measuring', '0.5')
+    .option('--rwmixread <pct>', 'read percentage for randrw/rw', '50')
+    .option('--nsid <n>', 'namespace', '1')
+    .option('--direct', 'O_DIRECT (posix, io_uring)', false)
+    .option('--fixed-buffers', 'io_uring registered buffers (READ_FIXED / WRITE_FIXED)', false)
+    .option('--hipri', 'polled completions (IORING_SETUP_IOPOLL; needs --direct and a device with poll queues)', false)
+    .option('--verify', 'write self-describing patterns and check every read', false)
+    .option('--verify-span <bytes>', 'bytes of the namespace used (and prefilled) by --verify', '64MiB')
+    .option('--seed <n>', 'random seed', '1')
+    .option('--json', 'print one JSON object', false);
+}
+
+const perf = program
   .command('perf')
-  .description('synthetic benchmark through the driver core')
-  .argument('<uri>', "device URI, e.g. 'emu://?size=1GiB&null=1'")
-  .addOption(new Option('--rw <mode>', 'randread|randwrite|read|write|randrw|rw').default('randread'))
+  .description('synthetic benchmark through one I/O path (the user-space driver, io_uring, io_uring_cmd or pread/pwrite)')
+  .argument('<uri>', "device URI or path: 'emu://?size=1GiB&null=1', /dev/nvme0n1, file:/tmp/x.img?size=1GiB")
+  .option('--backend <name>', BACKEND_HELP)
   .option('--bs <bytes>', 'I/O size', '4096')
   .option('--qd <n>', 'queue depth per queue', '32')
-  .option('--nqueues <n>', 'I/O queue pairs driven by the one driver thread', '1')
-  .option('--time <seconds>', 'run for this long (default 5 s unless --ios is given)')
-  .option('--ios <n>', 'run this many I/Os')
-  .option('--warmup <seconds>', 'warm-up before measuring', '0.5')
-  .option('--rwmixread <pct>', 'read percentage for randrw/rw', '50')
-  .option('--nsid <n>', 'namespace', '1')
-  .option('--verify', 'write self-describing patterns and check every read', false)
-  .option('--verify-span <bytes>', 'bytes of the namespace used (and prefilled) by --verify', '64MiB')
-  .option('--seed <n>', 'random seed', '1')
-  .option('--json', 'print one JSON object', false)
-  .action(async (uri: string, o: Parameters<typeof perfCommand>[1]) => {
-    process.exitCode = await perfCommand(uri, o);
-  });
+  .enablePositionalOptions();
+perfCommonOptions(perf).action(async (uri: string, o: Parameters<typeof perfCommand>[1]) => {
+  process.exitCode = await perfCommand(uri, o);
+});
+
+const sweep = perf
+  .command('sweep')
+  .description('run perf over a grid of backends x block sizes x queue depths; write results.json and a self-contained report.html')
+  .argument('<uri>', 'device URI or path, as for perf')
+  .option('--backends <list>', `comma-separated backends (${BACKEND_HELP})`)
+  .option('--bs <list>', 'comma-separated I/O sizes', '4096')
+  .option('--qd <list>', 'comma-separated queue depths', '1,2,4,8,16,32,64,128')
+  .option('--out <dir>', 'output directory (default ./homi-sweep-<timestamp>/)');
+perfCommonOptions(sweep).action(async (uri: string, o: Parameters<typeof sweepCommand>[1]) => {
+  process.exitCode = await sweepCommand(uri, o);
+});
 
 program
   .command('extents')

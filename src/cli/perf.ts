@@ -1,5 +1,6 @@
 /** `homi perf <uri> ...`: the synthetic benchmark through the driver core. */
-import { runPerf, type PerfOptions, type PerfReport } from '../bench/perf.js';
+import { checkPerfOptions, runPerf, type PerfOptions, type PerfReport } from '../bench/perf.js';
+import { BACKENDS, type BackendName } from '../io/types.js';
 import { RW_MODES, type RwMode } from '../bench/workload.js';
 import type { EngineProgress } from '../bench/engine.js';
 import { parsePositiveInt, parseSize, formatSize } from '../util/size.js';
@@ -20,6 +21,11 @@ export interface PerfCliOptions {
   verifySpan: string;
   seed: string;
   json: boolean;
+  backend?: string;
+  direct?: boolean;
+  fixedBuffers?: boolean;
+  hipri?: boolean;
+  threads?: string;
 }
 
 const MAX_QD = 65535;
@@ -48,6 +54,10 @@ export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
   if (o.time !== undefined && o.ios !== undefined) throw new UsageError('--time and --ios cannot be combined; choose one bound');
   const ios = o.ios !== undefined ? usage('--ios', () => parsePositiveInt('--ios', o.ios!)) : null;
   const timeSec = o.time !== undefined ? parseSeconds('--time', o.time, false) : ios === null ? DEFAULT_TIME_SEC : null;
+  if (o.backend !== undefined && !(BACKENDS as readonly string[]).includes(o.backend)) {
+    throw new UsageError(`--backend: '${o.backend}' is not one of ${BACKENDS.filter((b) => b !== 'emu').join(', ')} (or emu)`);
+  }
+  const threads = o.threads !== undefined ? usage('--threads', () => parsePositiveInt('--threads', o.threads!, 256)) : 1;
   const rwmixread = Number(o.rwmixread);
   if (!/^\d+$/.test(o.rwmixread) || rwmixread > 100) throw new UsageError(`--rwmixread: '${o.rwmixread}' must be an integer percentage 0..100`);
   return {
@@ -64,7 +74,21 @@ export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
     verify: o.verify,
     verifySpan: usage('--verify-span', () => parseSize(o.verifySpan)),
     seed: usage('--seed', () => parsePositiveInt('--seed', o.seed, 0xffffffff)),
+    ...(o.backend !== undefined ? { backend: o.backend as BackendName } : {}),
+    direct: o.direct === true,
+    fixedBuffers: o.fixedBuffers === true,
+    hipri: o.hipri === true,
+    threads,
   };
+}
+
+/** Validate backend and options against the target before anything runs: a UsageError (exit 2) otherwise. */
+export function checkBeforeRun(opts: PerfOptions): void {
+  try {
+    checkPerfOptions(opts);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 function fmtNum(v: number): string {
@@ -74,12 +98,13 @@ function fmtNum(v: number): string {
 }
 
 export function formatPerf(r: PerfReport): string {
-  const title = `${r.rw} ${formatSize(r.bs)} qd ${r.qd} x ${r.nqueues} queue${r.nqueues > 1 ? 's' : ''}, 1 driver thread, ${r.device} (${r.model}, ${r.blockSize}-byte blocks)`;
+  const title = `${r.rw} ${formatSize(r.bs)} qd ${r.qd} x ${r.nqueues} queue${r.nqueues > 1 ? 's' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}, ${r.device} (${r.model}, ${r.blockSize}-byte blocks)`;
+  const path = r.backend === 'driver' || r.backend === 'emu' ? `driver core -> ${r.transport}` : `${r.backend}: ${r.transport}`;
   const table = renderTable(
-    ['path', 'IOPS', 'MiB/s', 'p50 us', 'p99 us', 'p99.9 us', 'max us', 'driver ns/IO', 'process ns/IO', 'errors'],
+    ['path', 'IOPS', 'MiB/s', 'p50 us', 'p99 us', 'p99.9 us', 'max us', 'thread ns/IO', 'process ns/IO', 'errors'],
     [
       [
-        `driver core -> ${r.transport}`,
+        path,
         fmtNum(r.iops),
         r.bandwidthMiBps.toFixed(1),
         r.latencyUs.p50.toFixed(1),
@@ -96,7 +121,8 @@ export function formatPerf(r: PerfReport): string {
   if (r.prefilledBlocks > 0 || r.verified > 0) lines.push(`verify: ${r.verified} blocks checked, ${r.verifyErrors} mismatches (${r.prefilledBlocks} blocks prefilled)`);
   if (r.firstMismatch) lines.push(`first mismatch: ${JSON.stringify(r.firstMismatch)}`);
   for (const [k, v] of Object.entries(r.errorsByStatus)) lines.push(`errors: ${v} x ${k}`);
-  lines.push('driver ns/IO = CPU time of the driver thread per I/O; process ns/IO adds the embedded controller thread.');
+  if (r.perThread) r.perThread.forEach((t, i) => lines.push(`thread ${i}: ${fmtNum(t.iops)} IOPS, ${t.cpuNsPerIo.toFixed(0)} ns/IO, ${t.errors} errors`));
+  lines.push('thread ns/IO = CPU time (user + kernel) of the submitting thread(s) per I/O; process ns/IO adds every other thread (the embedded controller, kernel workers do not count).');
   return lines.join('\n');
 }
 
@@ -110,11 +136,88 @@ export function progressPrinter(enabled: boolean): ((p: EngineProgress) => void)
 
 export async function perfCommand(uri: string, o: PerfCliOptions): Promise<number> {
   const opts = perfOptionsFrom(uri, o);
+  checkBeforeRun(opts);
   const tty = process.stderr.isTTY === true;
   const onProgress = progressPrinter(tty);
   if (onProgress) opts.onProgress = onProgress;
-  const r = await runPerf(opts);
+  let r: PerfReport;
+  try {
+    r = await runPerf(opts);
+  } catch (e) {
+    if (tty) process.stderr.write('\r\x1b[K');
+    // Refusals at open (a backend that cannot honour an option, a missing device) are usage errors.
+    if ((e as Error).name === 'IoOpenError') throw new UsageError((e as Error).message);
+    throw e;
+  }
   if (tty) process.stderr.write('\r\x1b[K');
   process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${formatPerf(r)}\n`);
   return r.errors > 0 || r.verifyErrors > 0 ? 1 : 0;
+}
+
+export interface SweepCliOptions extends Omit<PerfCliOptions, 'qd' | 'bs' | 'backend'> {
+  qd: string;
+  bs: string;
+  backends?: string;
+  out?: string;
+}
+
+function parseList<T>(name: string, text: string, f: (s: string) => T): T[] {
+  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0) throw new UsageError(`${name}: give a comma-separated list`);
+  const out = parts.map(f);
+  return [...new Set(out)];
+}
+
+export async function sweepCommand(uri: string, o: SweepCliOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const { join, resolve } = await import('node:path');
+  const { runSweep, checkSweep } = await import('../bench/sweep.js');
+  const { renderSweepHtml } = await import('../bench/report-html.js');
+  const { defaultBackend, parseTarget } = await import('../io/target.js');
+  const qds = parseList('--qd', o.qd, (s) => usage('--qd', () => parsePositiveInt('--qd', s, MAX_QD))).sort((a, b) => a - b);
+  const bss = parseList('--bs', o.bs, (s) => {
+    const v = usage('--bs', () => parseSize(s));
+    if (v < 512 || v % 512 !== 0) throw new UsageError(`--bs: ${v} must be a positive multiple of 512 bytes`);
+    return v;
+  }).sort((a, b) => a - b);
+  let backends: BackendName[];
+  try {
+    backends = o.backends !== undefined ? parseList('--backends', o.backends, (s) => s as BackendName) : [defaultBackend(parseTarget(uri))];
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  for (const b of backends) if (!(BACKENDS as readonly string[]).includes(b)) throw new UsageError(`--backends: '${b}' is not one of ${BACKENDS.join(', ')}`);
+  const base = perfOptionsFrom(uri, { ...o, qd: String(qds[0]), bs: String(bss[0]), time: o.time ?? (o.ios === undefined ? '2' : undefined) } as PerfCliOptions);
+  const { qd: _q, bs: _b, backend: _k, ...rest } = base;
+  const sweep = { base: rest, qds, bss, backends };
+  try {
+    checkSweep(sweep);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const tty = process.stderr.isTTY === true;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
+  const dir = resolve(o.out ?? `homi-sweep-${stamp}`);
+  mkdirSync(dir, { recursive: true });
+  const result = await runSweep({
+    ...sweep,
+    onStart: (i, total, backend, bs, qd) => {
+      if (tty) process.stderr.write(`\r\x1b[K[${i + 1}/${total}] ${backend} bs ${formatSize(bs)} qd ${qd} ...`);
+    },
+    onPoint: (i, total, p) => {
+      const line = p.failure ? `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: failed: ${p.failure}` : `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: ${fmtNum(p.iops)} IOPS, ${p.bandwidthMiBps.toFixed(1)} MiB/s, ${p.cpuNsPerIo.toFixed(0)} ns/IO${p.errors ? `, ${p.errors} errors` : ''}`;
+      if (tty) process.stderr.write(`\r\x1b[K${line}\n`);
+    },
+  });
+  const jsonPath = join(dir, 'results.json');
+  const htmlPath = join(dir, 'report.html');
+  writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
+  writeFileSync(htmlPath, renderSweepHtml(result));
+  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: result.points.length }));
+  else {
+    print(`${result.points.length} points: ${backends.join(', ')} x bs ${bss.map((b) => formatSize(b)).join(',')} x qd ${qds.join(',')}`);
+    print(`results: ${jsonPath}`);
+    print(`report:  ${htmlPath}`);
+  }
+  return result.points.some((p) => p.failure !== undefined || p.errors > 0 || p.verifyErrors > 0) ? 1 : 0;
 }

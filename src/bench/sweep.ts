@@ -1,0 +1,111 @@
+/**
+ * `homi perf sweep`: run a grid of (backend x block size x queue depth) perf points against one target and keep
+ * every result; report-html.ts turns them into a self-contained HTML page.
+ */
+import * as os from 'node:os';
+import { checkPerfOptions, runPerf, type PerfOptions, type PerfReport } from './perf.js';
+import type { BackendName } from '../io/types.js';
+
+export interface SweepOptions {
+  base: Omit<PerfOptions, 'qd' | 'bs' | 'backend' | 'onProgress'>;
+  qds: number[];
+  bss: number[];
+  backends: BackendName[];
+  onPoint?: (i: number, total: number, p: SweepPoint) => void;
+  onStart?: (i: number, total: number, backend: string, bs: number, qd: number) => void;
+}
+
+export interface SweepPoint {
+  backend: string;
+  bs: number;
+  qd: number;
+  iops: number;
+  bandwidthMiBps: number;
+  latencyUs: PerfReport['latencyUs'] | null;
+  cpuNsPerIo: number;
+  processCpuNsPerIo: number;
+  errors: number;
+  errorsByStatus: Record<string, number>;
+  verifyErrors: number;
+  transport: string;
+  /** Set when this point could not run. */
+  failure?: string;
+}
+
+export interface SweepResult {
+  kind: 'homi-perf-sweep';
+  version: 1;
+  createdAt: string;
+  uri: string;
+  rw: string;
+  timeSec: number | null;
+  ios: number | null;
+  nqueues: number;
+  threads: number;
+  options: { direct: boolean; fixedBuffers: boolean; hipri: boolean; verify: boolean };
+  grid: { backends: string[]; bs: number[]; qd: number[] };
+  machine: { hostname: string; cpus: number; cpuModel: string; kernel: string; node: string };
+  model: string;
+  points: SweepPoint[];
+}
+
+/** Check every backend against the target and options before the first point runs (throws on the first refusal). */
+export function checkSweep(o: SweepOptions): void {
+  for (const b of o.backends) checkPerfOptions({ ...o.base, qd: o.qds[0]!, bs: o.bss[0]!, backend: b });
+}
+
+export async function runSweep(o: SweepOptions): Promise<SweepResult> {
+  checkSweep(o);
+  const points: SweepPoint[] = [];
+  const total = o.backends.length * o.bss.length * o.qds.length;
+  let model = '';
+  let i = 0;
+  for (const backend of o.backends) {
+    for (const bs of o.bss) {
+      for (const qd of o.qds) {
+        o.onStart?.(i, total, backend, bs, qd);
+        let p: SweepPoint;
+        try {
+          const r = await runPerf({ ...o.base, qd, bs, backend });
+          model ||= r.model;
+          p = {
+            backend,
+            bs,
+            qd,
+            iops: r.iops,
+            bandwidthMiBps: r.bandwidthMiBps,
+            latencyUs: r.latencyUs,
+            cpuNsPerIo: r.cpuNsPerIo,
+            processCpuNsPerIo: r.processCpuNsPerIo,
+            errors: r.errors,
+            errorsByStatus: r.errorsByStatus,
+            verifyErrors: r.verifyErrors,
+            transport: r.transport,
+          };
+        } catch (e) {
+          p = { backend, bs, qd, iops: NaN, bandwidthMiBps: NaN, latencyUs: null, cpuNsPerIo: NaN, processCpuNsPerIo: NaN, errors: 0, errorsByStatus: {}, verifyErrors: 0, transport: '', failure: (e as Error).message };
+        }
+        points.push(p);
+        o.onPoint?.(i, total, p);
+        i++;
+      }
+    }
+  }
+  const cpus = os.cpus();
+  return {
+    kind: 'homi-perf-sweep',
+    version: 1,
+    createdAt: new Date().toISOString(),
+    uri: o.base.uri,
+    rw: o.base.rw,
+    timeSec: o.base.timeSec,
+    ios: o.base.ios,
+    nqueues: o.base.nqueues,
+    threads: o.base.threads ?? 1,
+    options: { direct: o.base.direct ?? false, fixedBuffers: o.base.fixedBuffers ?? false, hipri: o.base.hipri ?? false, verify: o.base.verify },
+    grid: { backends: [...o.backends], bs: [...o.bss], qd: [...o.qds] },
+    machine: { hostname: os.hostname(), cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', kernel: `${os.type()} ${os.release()}`, node: process.version },
+    model,
+    points,
+  };
+}
