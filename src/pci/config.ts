@@ -19,6 +19,7 @@ export interface ConfigSpace {
 
 /** Config space through a file descriptor at a base offset (pread / pwrite). */
 export class FdConfigSpace implements ConfigSpace {
+  private closed = false;
   constructor(
     private readonly fd: number,
     private readonly base: number,
@@ -41,6 +42,8 @@ export class FdConfigSpace implements ConfigSpace {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     if (this.ownsFd) closeSync(this.fd);
   }
 }

@@ -15,7 +15,7 @@ import { openVfioDma } from '../mem/vfio-dma.js';
 import { CC_EN, CSTS_RDY, REG_CAP, REG_CC, REG_CSTS, REG_DOORBELL_BASE } from '../nvme/registers.js';
 import { PciError, normalizePciAddress } from '../pci/address.js';
 import { bindTo, type DriverBinding } from '../pci/bind.js';
-import { enableBusMaster, restoreBusMaster, sysfsConfigSpace, type ConfigSpace } from '../pci/config.js';
+import { enableBusMaster, PCI_COMMAND, PCI_COMMAND_MASTER, restoreBusMaster, sysfsConfigSpace, type ConfigSpace } from '../pci/config.js';
 import { mapSysfsBar0 } from '../pci/bar.js';
 import { PCI_CLASS_NVME, pciFunction, type PciFunction } from '../pci/discover.js';
 import { driverDir, sysPaths, type SysPathOptions, type SysPaths } from '../pci/sysfs.js';
@@ -123,13 +123,26 @@ export class PcieTransport implements Transport {
     Atomics.store(this.regs, offset >> 2, value | 0);
   }
 
-  /** Synchronous DMA stop for exit paths: bus mastering off. */
-  stopDmaSync(): void {
+  /**
+   * Synchronous release for exit paths (process exit, fatal signal), run just before the original driver is
+   * rebound: bus mastering off (no more DMA), BAR unmapped and VFIO fds closed. vfio-pci's unbind waits until
+   * every user of the device is gone, so a process that still held its VFIO fds or BAR mapping while
+   * unbinding would wait for itself forever.
+   */
+  releaseSync(): void {
+    this.closed = true;
     try {
-      const cur = this.cfg.read16(4);
-      if ((cur & 4) !== 0) this.cfg.write16(4, cur & ~4);
+      const cur = this.cfg.read16(PCI_COMMAND);
+      if ((cur & PCI_COMMAND_MASTER) !== 0) this.cfg.write16(PCI_COMMAND, cur & ~PCI_COMMAND_MASTER);
     } catch {
       // device gone
+    }
+    for (const f of [() => this.bar.retire(), () => this.cfg.close(), () => this.vfio?.close()]) {
+      try {
+        f();
+      } catch {
+        // keep releasing
+      }
     }
   }
 
@@ -217,7 +230,7 @@ export async function openPcie(address: string, opts: PcieOptions = {}): Promise
     undo.push(() => restoreBusMaster(cfg, before));
     if (bar.length <= REG_DOORBELL_BASE) throw new PciError(`${addr}: BAR0 is only ${bar.length} bytes, too small for NVMe doorbells`);
     const t = new PcieTransport(mode, pciFunction(addr, p), binding, bar, cfg, before, dma, vfio, log);
-    binding.beforeRestore = () => t.stopDmaSync();
+    binding.beforeRestore = () => t.releaseSync();
     return t;
   } catch (e) {
     for (const u of undo.reverse()) {
