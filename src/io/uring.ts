@@ -52,14 +52,22 @@ export class UringDevice extends KernelDevice {
   async probePolled(): Promise<void> {
     const buf = this.allocBuffer(this.geometry.blockSize);
     const q = (await this.createQueue(1)) as UringQueue;
-    try {
+    const once = (op: number): number => {
       let status = 1;
-      q.submitIo(IoOp.Read, 1, 0, 1, buf.h1, buf.h2, 7);
+      q.submitIo(op, 1, 0, 1, buf.h1, buf.h2, 7);
       const deadline = performance.now() + 5000;
       while (status === 1 && performance.now() < deadline) {
         q.ring();
         q.poll((_t, s) => (status = s));
       }
+      return status;
+    };
+    try {
+      let status = once(IoOp.Read);
+      // A read of a hole in a file never reaches the device; write the block back (same bytes) to be sure.
+      // Writes that allocate may complete without polling, so read the now-allocated block once more.
+      if (status === 0 && this.target.type === 'file') status = once(IoOp.Write);
+      if (status === 0 && this.target.type === 'file') status = once(IoOp.Read);
       if (status === -EOPNOTSUPP || status === -EINVAL) {
         throw new IoOpenError(
           `--hipri: '${this.target.path}' cannot do polled I/O (IORING_SETUP_IOPOLL read failed with ${status === -EINVAL ? 'EINVAL' : 'EOPNOTSUPP'}): ${this.target.type === 'file' ? 'a regular file is served by its block device, and that one has no poll queues' : 'the block device has no poll queues (e.g. nvme.poll_queues=0)'}`,
