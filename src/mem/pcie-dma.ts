@@ -100,7 +100,7 @@ export class ChunkedDmaAllocator implements DmaAllocator {
       const b = this.tryAlloc(this.chunks[i]!, size, need, a);
       if (b) return b;
     }
-    throw new DmaAllocationError(`cannot allocate ${size} bytes (alignment ${a}) from ${this.what}`);
+    throw new DmaAllocationError(`cannot allocate ${size} bytes (alignment ${a}) from ${this.what}: no device-contiguous block that large (hugepages that are not physically adjacent are separate blocks)`);
   }
 
   free(buf: DmaBuffer): void {
