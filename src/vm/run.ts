@@ -58,6 +58,15 @@ export function guestScript(o: GuestRunOptions, p: Provisioned, cwd: string): st
     'done',
     `echo "HOMI: modules loaded (${modules.join(' ')}) at $(up)s"`,
   ];
+  const nCtrl = (o.nvme ?? []).length;
+  if (nCtrl > 0 && modules.includes('nvme')) {
+    // Like udev settle: the configured controllers are live before the command starts (probing is async).
+    lines.push(
+      'live() { n=0; for c in /sys/class/nvme/nvme*; do [ "$(cat $c/state 2>/dev/null)" = live ] && n=$((n+1)); done; echo $n; }',
+      `i=0; while [ "$(live)" -lt ${nCtrl} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done`,
+      `[ "$(live)" -ge ${nCtrl} ] || echo "HOMI: warning: only $(live) of ${nCtrl} NVMe controllers live after 20 s"`,
+    );
+  }
   if (o.net) {
     lines.push(
       `/sbin/modprobe -d ${shQuote(k.root)} -S ${shQuote(k.release)} virtio_net || setup_fail "modprobe virtio_net failed"`,
