@@ -62,6 +62,8 @@ export interface Provisioned {
   kernel: KernelInfo;
   initramfs: string;
   qemu: string;
+  /** QEMU's version, e.g. 7.2.19 */
+  qemuVersion: string;
   /** Milliseconds this call took (near zero when everything was cached). */
   ms: number;
 }
@@ -401,6 +403,20 @@ export async function ensureInitramfs(k: KernelInfo): Promise<string> {
   });
 }
 
+let qemuVersionCache: string | undefined;
+async function qemuVersionOf(qemu: string): Promise<string> {
+  if (qemuVersionCache) return qemuVersionCache;
+  try {
+    const { stdout } = await run(qemu, ['--version']);
+    const m = /version (\d+\.\d+(?:\.\d+)?)/.exec(stdout);
+    if (!m) throw new Error(`unexpected output: ${stdout.slice(0, 200)}`);
+    qemuVersionCache = m[1];
+    return m[1];
+  } catch (e) {
+    throw new ProvisionError(`${qemu} --version failed: ${(e as Error).message}`);
+  }
+}
+
 /** Everything: host packages, kernel, initramfs. Throws ProvisionError with a clear message on failure. */
 export async function provision(): Promise<Provisioned> {
   const t0 = Date.now();
@@ -409,5 +425,8 @@ export async function provision(): Promise<Provisioned> {
   const initramfs = await ensureInitramfs(kernel);
   const qemu = which('qemu-system-x86_64');
   if (!qemu) throw new ProvisionError('qemu-system-x86_64 not found after installing qemu-system-x86');
-  return { kernel, initramfs, qemu, ms: Date.now() - t0 };
+  const qemuVersion = await qemuVersionOf(qemu);
+  const [maj, min] = qemuVersion.split('.').map(Number);
+  if (!(maj > 7 || (maj === 7 && min >= 1))) throw new ProvisionError(`QEMU ${qemuVersion} is too old: the NVMe SR-IOV model needs 7.1 or later`);
+  return { kernel, initramfs, qemu, qemuVersion, ms: Date.now() - t0 };
 }

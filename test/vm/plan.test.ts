@@ -95,6 +95,7 @@ test('guest script: quoting, modules, hugepages, environment', () => {
     kernel: { package: 'k', packageVersion: '1', release: '6.12.0-x', root: "/c/it's", vmlinuz: '/v' },
     initramfs: '/i',
     qemu: '/q',
+    qemuVersion: '7.2.0',
     ms: 0,
   } satisfies Provisioned;
   const s = guestScript({ command: 'x', modules: ['nvme', 'vfio-pci'], hugepagesMiB: 3, env: { A_B: "it's" } }, p, '/w d');

@@ -16,6 +16,7 @@ const skip = process.env.HOMI_SKIP_VM === '1' ? 'HOMI_SKIP_VM=1' : false;
 const root = repoRoot();
 let prov: Provisioned | undefined;
 let provError: unknown;
+let compileError: string | undefined;
 
 function describe(r: GuestRunResult): string {
   return [
@@ -34,6 +35,7 @@ function need(): Provisioned {
     const msg = provError instanceof Error ? provError.message : String(provError);
     assert.fail(`the VM harness could not be provisioned (set HOMI_SKIP_VM=1 to skip the VM tests locally): ${msg}`);
   }
+  if (compileError) assert.fail(compileError);
   return prov;
 }
 
@@ -47,6 +49,11 @@ before(async () => {
     const t0 = Date.now();
     prov = await provision();
     process.stderr.write(`[vm.test] provisioning: ${Date.now() - t0} ms (kernel ${prov.kernel.release})\n`);
+  } catch (e) {
+    provError = e;
+    return;
+  }
+  try {
     // The guest suite is compiled by its own project (it lives outside test/, so the host runner skips it).
     const t1 = Date.now();
     execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'vm', 'tsconfig.guest.json')], {
@@ -56,7 +63,7 @@ before(async () => {
     process.stderr.write(`[vm.test] guest suite compiled: ${Date.now() - t1} ms\n`);
   } catch (e) {
     const err = e as { stdout?: Buffer; message: string };
-    provError = err.stdout && err.stdout.length > 0 ? new Error(`${err.message}\n${err.stdout.toString()}`) : e;
+    compileError = `compiling the guest suite (tsc -p vm/tsconfig.guest.json) failed: ${err.message}\n${err.stdout?.toString() ?? ''}`;
   }
 });
 
