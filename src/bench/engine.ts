@@ -95,6 +95,11 @@ export interface EngineResult {
 }
 
 const UNKNOWN_GEN = 0xffffffff;
+/** Empty polling iterations (with I/O outstanding) before the loop yields the CPU briefly. */
+const SPIN_BEFORE_YIELD = 4096;
+/** How long a yield lasts, in ms (Atomics.wait timeout). */
+const YIELD_MS = 0.02;
+const yieldCell = new Int32Array(new SharedArrayBuffer(4));
 const DRAIN_TIMEOUT_MS = 30_000;
 
 export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][], cfg: EngineConfig): Promise<EngineResult> {
@@ -274,7 +279,17 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
       if (nDone > 0) {
         now = performance.now();
         if (recordLatency) for (let i = 0; i < nDone; i++) hist.recordValue(Math.max(1, Math.round((now - slotStart[doneTags[i]!]!) * 1e6)));
-      } else if ((++idle & 63) === 0) now = performance.now();
+        idle = 0;
+      } else if ((++idle & 63) === 0) {
+        now = performance.now();
+        // Hybrid polling: after a spin budget with I/O outstanding and nothing completing, give the CPU away for
+        // a few microseconds. On a machine where the device (the embedded controller's thread) shares a core with
+        // this loop, pure spinning starves the device; on a free core this point is never reached.
+        if (idle >= SPIN_BEFORE_YIELD && inflight > 0) {
+          Atomics.wait(yieldCell, 0, 0, YIELD_MS);
+          idle = 0;
+        }
+      }
       if (stop && inflight === 0) break;
       if (stop && now - t0 > limitMs + DRAIN_TIMEOUT_MS && limitMs > 0) throw new Error(`${inflight} I/Os still outstanding ${DRAIN_TIMEOUT_MS} ms after the run ended`);
       if ((++iter & 0x3ff) === 0 && now >= nextProgress) {
