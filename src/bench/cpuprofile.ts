@@ -38,6 +38,26 @@ export function summarize(p: Profile): SelfTime[] {
   return [...self.entries()].map(([name, us]) => ({ name, selfUs: us, share: us / total })).sort((a, b) => b.selfUs - a.selfUs);
 }
 
+/** Coarse categories for the driver thread: where a benchmark's per-I/O time goes. */
+export function categorize(rows: SelfTime[]): Array<{ category: string; selfUs: number; share: number }> {
+  const rules: Array<[string, RegExp]> = [
+    ['driver core (src/driver)', /src\/driver\//],
+    ['benchmark engine (src/bench)', /src\/bench\//],
+    ['latency histogram (hdr-histogram-js)', /hdr-histogram-js|JsHistogram|Histogram/],
+    ['clock reads', /^now\b|perf_hooks|internal\/util:|validators/],
+    ['doorbell wake (transport)', /src\/transport\//],
+    ['idle / yield (Atomics.wait)', /^\(idle\)|^wait\b/],
+    ['garbage collector', /garbage collector/],
+  ];
+  const total = rows.reduce((a, r) => a + r.selfUs, 0) || 1;
+  const acc = new Map<string, number>();
+  for (const r of rows) {
+    const cat = rules.find(([, re]) => re.test(r.name))?.[0] ?? 'other (runtime, program)';
+    acc.set(cat, (acc.get(cat) ?? 0) + r.selfUs);
+  }
+  return [...acc.entries()].map(([category, selfUs]) => ({ category, selfUs, share: selfUs / total })).sort((a, b) => b.selfUs - a.selfUs);
+}
+
 const isMain = process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\/dist\//, 'dist/'));
 if (isMain || process.argv[1]?.endsWith('cpuprofile.js')) {
   const file = process.argv[2];
@@ -47,8 +67,10 @@ if (isMain || process.argv[1]?.endsWith('cpuprofile.js')) {
   }
   const ios = Number(process.argv[3] ?? 0);
   const rows = summarize(JSON.parse(readFileSync(file, 'utf8')) as Profile);
-  for (const r of rows.slice(0, 25)) {
-    const perIo = ios > 0 ? `${((r.selfUs * 1000) / ios).toFixed(1).padStart(8)} ns/IO` : '';
-    process.stdout.write(`${(r.share * 100).toFixed(1).padStart(5)}%  ${perIo}  ${r.name}\n`);
-  }
+  const perIo = (us: number): string => (ios > 0 ? `${((us * 1000) / ios).toFixed(1).padStart(8)} ns/IO` : '');
+  const lines: string[] = ['by category:'];
+  for (const c of categorize(rows)) lines.push(`${(c.share * 100).toFixed(1).padStart(5)}%  ${perIo(c.selfUs)}  ${c.category}`);
+  lines.push('', 'by function (top 25):');
+  for (const r of rows.slice(0, 25)) lines.push(`${(r.share * 100).toFixed(1).padStart(5)}%  ${perIo(r.selfUs)}  ${r.name}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
 }
