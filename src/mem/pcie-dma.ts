@@ -5,6 +5,7 @@
  * New chunks come from a ChunkSource on demand. First fit over sorted free lists, coalescing on free.
  */
 import { DmaAllocationError, type DmaAllocator, type DmaBuffer } from './dma.js';
+import { insertFree, takeFirstFit, type FreeRange } from './free-list.js';
 
 export interface DmaChunk {
   /** Device address of the first byte. */
@@ -22,15 +23,11 @@ export interface ChunkSource {
   release(): void;
 }
 
-interface Range {
-  start: number;
-  end: number;
-}
 
 interface Chunk {
   c: DmaChunk;
   size: number;
-  free: Range[];
+  free: FreeRange[];
 }
 
 class ChunkBuffer implements DmaBuffer {
@@ -124,21 +121,10 @@ export class ChunkedDmaAllocator implements DmaAllocator {
   private tryAlloc(ch: Chunk, size: number, need: number, align: number): ChunkBuffer | null {
     const fl = ch.free;
     const base = ch.c.iova;
-    for (let i = 0; i < fl.length; i++) {
-      const r = fl[i]!;
-      // Align the device address (chunks are at least page aligned, but align may exceed that).
-      const start = roundUp(base + r.start, align) - base;
+    // Align the device address (chunks are at least page aligned, but align may exceed that).
+    const start = takeFirstFit(fl, need, align, base);
+    if (start >= 0) {
       const end = start + need;
-      if (end > r.end) continue;
-      const tail: Range | null = end < r.end ? { start: end, end: r.end } : null;
-      if (start > r.start) {
-        r.end = start;
-        if (tail) fl.splice(i + 1, 0, tail);
-      } else if (tail) {
-        fl[i] = tail;
-      } else {
-        fl.splice(i, 1);
-      }
       const bytes = ch.c.bytes.subarray(start, start + size);
       bytes.fill(0);
       const b = new ChunkBuffer(base + start, size, bytes, ch, start, end);
@@ -150,25 +136,3 @@ export class ChunkedDmaAllocator implements DmaAllocator {
   }
 }
 
-function insertFree(fl: Range[], start: number, end: number): void {
-  let lo = 0;
-  let hi = fl.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (fl[mid]!.start < start) lo = mid + 1;
-    else hi = mid;
-  }
-  const prev = lo > 0 ? fl[lo - 1]! : null;
-  const next = lo < fl.length ? fl[lo]! : null;
-  if (prev && prev.end === start) {
-    prev.end = end;
-    if (next && next.start === end) {
-      prev.end = next.end;
-      fl.splice(lo, 1);
-    }
-  } else if (next && next.start === end) {
-    next.start = start;
-  } else {
-    fl.splice(lo, 0, { start, end });
-  }
-}

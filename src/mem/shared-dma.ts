@@ -14,6 +14,7 @@
  * allocating on the fast path (`locate` returns the segment index and leaves the offset in `offset`).
  */
 import { DmaAllocationError, type DmaAllocator, type DmaBuffer } from './dma.js';
+import { insertFree, takeFirstFit, type FreeRange } from './free-list.js';
 
 /** Address span reserved for each segment: segment k starts at k * 2^32. */
 export const SEGMENT_SPAN = 0x1_0000_0000;
@@ -38,10 +39,6 @@ export interface SharedDmaOptions {
 }
 
 /** A free range [start, end) within one segment (offsets). */
-interface FreeRange {
-  start: number;
-  end: number;
-}
 
 interface Segment {
   index: number;
@@ -126,21 +123,9 @@ export class SharedDmaMemory implements DmaAllocator {
 
   private tryAlloc(seg: Segment, size: number, need: number, align: number): SharedDmaBuffer | null {
     const fl = seg.free;
-    for (let i = 0; i < fl.length; i++) {
-      const r = fl[i]!;
-      const start = roundUp(r.start, align);
+    const start = takeFirstFit(fl, need, align);
+    if (start >= 0) {
       const end = start + need;
-      if (end > r.end) continue;
-      // Split r into [r.start, start) and [end, r.end).
-      const tail: FreeRange | null = end < r.end ? { start: end, end: r.end } : null;
-      if (start > r.start) {
-        r.end = start;
-        if (tail) fl.splice(i + 1, 0, tail);
-      } else if (tail) {
-        fl[i] = tail;
-      } else {
-        fl.splice(i, 1);
-      }
       const bytes = new Uint8Array(seg.sab, start, size);
       bytes.fill(0); // memory may be recycled: hand it out zeroed
       const iova = seg.index * SEGMENT_SPAN + start;
@@ -173,29 +158,6 @@ export class SharedDmaMemory implements DmaAllocator {
   }
 }
 
-/** Insert [start, end) into a sorted free list, coalescing with neighbours. */
-function insertFree(fl: FreeRange[], start: number, end: number): void {
-  let lo = 0;
-  let hi = fl.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (fl[mid]!.start < start) lo = mid + 1;
-    else hi = mid;
-  }
-  const prev = lo > 0 ? fl[lo - 1]! : null;
-  const next = lo < fl.length ? fl[lo]! : null;
-  if (prev && prev.end === start) {
-    prev.end = end;
-    if (next && next.start === end) {
-      prev.end = next.end;
-      fl.splice(lo, 1);
-    }
-  } else if (next && next.start === end) {
-    next.start = start;
-  } else {
-    fl.splice(lo, 0, { start, end });
-  }
-}
 
 /**
  * Controller-side view of the DMA segments. `locate` is the fast path: it returns the segment index (>= 1)
