@@ -79,7 +79,7 @@ function assertSuitePassed(r: GuestRunResult): void {
 test('guest suite: two controllers, several namespaces (512 and 4096-byte blocks), uio_pci_generic, hugepages', { skip }, async () => {
   const r = await guest({
     command: GUEST_SUITE,
-    modules: ['nvme', 'uio_pci_generic'],
+    modules: ['nvme', 'uio_pci_generic', 'loop', 'xfs', 'ext4'],
     hugepagesMiB: 64,
     nvme: [
       { serial: 'HOMI-A', maxIoQueuePairs: 8, namespaces: [{ sizeMiB: 64 }, { sizeMiB: 32, logicalBlockSize: 4096 }] },
@@ -95,7 +95,7 @@ test('guest suite: IOMMU + vfio-pci, hugepages, an SR-IOV capable second control
     command: GUEST_SUITE,
     iommu: true,
     hugepagesMiB: 64,
-    modules: ['nvme', 'uio_pci_generic', 'vfio-pci', 'vfio_iommu_type1'],
+    modules: ['nvme', 'uio_pci_generic', 'vfio-pci', 'vfio_iommu_type1', 'loop', 'xfs', 'ext4'],
     nvme: [
       { serial: 'HOMI-V', maxIoQueuePairs: 8, namespaces: [{ sizeMiB: 64, logicalBlockSize: 4096 }] },
       {
