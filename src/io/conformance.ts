@@ -11,8 +11,8 @@ import { openIo } from './open.js';
 import { IoError, IoOp, IoRangeError, type IoBuffer, type IoDevice, type IoOpenOptions, type IoQueue } from './types.js';
 
 export interface ConformanceTarget {
-  /** What to open (openIo's uri). */
-  uri: string;
+  /** What to open (openIo's uri); a function is called at open (for names known only then). */
+  uri: string | (() => string);
   opts: IoOpenOptions;
   /** The target's capacity in bytes, checked by 'geometry' (default: not checked). */
   expectBytes?: number;
@@ -67,15 +67,17 @@ export async function drainQueue(q: Pick<IoQueue, 'ring' | 'poll' | 'outstanding
 
 export function conformanceSuite(t: ConformanceTarget): ConformanceSuite {
   let dev: IoDevice | null = null;
+  let uri = '';
   let buf: IoBuffer;
   let back: IoBuffer;
   const d = (): IoDevice => {
-    if (!dev) throw new Error(`conformance: ${t.uri} is not open`);
+    if (!dev) throw new Error(`conformance: ${uri || 'the target'} is not open`);
     return dev;
   };
   const suite: ConformanceSuite = {
     async open() {
-      dev = await openIo(t.uri, t.opts);
+      uri = typeof t.uri === 'string' ? t.uri : t.uri();
+      dev = await openIo(uri, t.opts);
       buf = dev.allocBuffer(256 * 1024);
       back = dev.allocBuffer(256 * 1024);
     },
@@ -238,7 +240,7 @@ export function conformanceSuite(t: ConformanceTarget): ConformanceSuite {
     const backend = d().backend;
     if (t.exclusive) await suite.close();
     const r = await runPerf({
-      uri: t.uri,
+      uri,
       ...(t.opts.backend ? { backend: t.opts.backend } : {}),
       direct: t.opts.direct ?? false,
       fixedBuffers: t.opts.fixedBuffers ?? false,

@@ -6,7 +6,7 @@
  * short transfer is detected at reaping time without any per-I/O bookkeeping.
  */
 import { IORING_FSYNC_DATASYNC, IORING_SETUP_IOPOLL, IoringOp } from '../sys/uring.js';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from '../sys/fileio.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocateRange, fdatasyncFd } from '../sys/fileio.js';
 import { checkBufferFor, checkRange } from './common.js';
 import { KernelDevice } from './kernel-device.js';
 import type { KernelTarget } from './target.js';
@@ -135,6 +135,13 @@ class UringQueue implements IoQueue {
       this.localStatus[this.nLocal++] = STATUS_LBA_OUT_OF_RANGE;
       return 0;
     }
+    if (this.dev.opts.hipri && opcode !== IoOp.Read && opcode !== IoOp.Write) {
+      // An IOPOLL ring takes only pollable operations (fsync and fallocate fail there with EINVAL): run the
+      // others synchronously and deliver their completion through poll, like a range error.
+      this.localTags[this.nLocal] = tag;
+      this.localStatus[this.nLocal++] = this.syncOp(opcode, slba, nlb);
+      return 0;
+    }
     const at = this.ring_.nextSqe();
     if (at < 0) return -1;
     const w = this.w;
@@ -193,6 +200,22 @@ class UringQueue implements IoQueue {
     this.ring_.commit();
     this.outstanding_++;
     return 0;
+  }
+
+  /** Flush / write zeroes / deallocate done at once (for IOPOLL rings); returns 0 or -errno. */
+  private syncOp(opcode: number, slba: number, nlb: number): number {
+    const off = slba * this.blockSize;
+    const len = nlb * this.blockSize;
+    switch (opcode) {
+      case IoOp.Flush:
+        return fdatasyncFd(this.fd);
+      case IoOp.WriteZeroes:
+        return fallocateRange(this.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+      case IoOp.Deallocate:
+        return fallocateRange(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+      default:
+        return -EINVAL;
+    }
   }
 
   submit(op: IoOpcode, lba: number, nlb: number, buf: IoBuffer | null, tag: number): number {
