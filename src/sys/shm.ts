@@ -1,0 +1,184 @@
+/**
+ * Shared memory between processes: memfd_create + ftruncate + mmap(MAP_SHARED), mapping of a received memfd,
+ * and a process-shared futex (wait / wake) on a 32-bit word inside such memory. Control-plane calls except
+ * futexWake, which a driver calls only when the device announced it sleeps.
+ *
+ * A region's CPU view is an ArrayBuffer over the mapping (koffi.view: no copy; not a SharedArrayBuffer, so
+ * Atomics.load/store work on it but Atomics.wait/notify do not: use futexWait/futexWake instead). Like the
+ * mappings of mman.ts, a closed region is never plainly unmapped: it is replaced by inert anonymous memory,
+ * so a late access through an old view reads zeros instead of faulting the process.
+ */
+import koffi from 'koffi';
+import { ERRNO, OsError } from './libc.js';
+import { MAP_SHARED, Mapping, PROT_READ, PROT_WRITE, mmap } from './mman.js';
+
+export const MFD_CLOEXEC = 0x1;
+export const MFD_ALLOW_SEALING = 0x2;
+const SYS_FUTEX = process.arch === 'arm64' ? 98 : 202;
+export const FUTEX_WAIT = 0;
+export const FUTEX_WAKE = 1;
+const ETIMEDOUT = 110;
+const EAGAIN = 11;
+const EINTR = 4;
+
+type Ptr = unknown;
+interface ShmLibc {
+  memfdCreate: (name: string, flags: number) => number;
+  ftruncate: (fd: number, len: number | bigint) => number;
+  close: (fd: number) => number;
+  fcntl: (fd: number, cmd: number, arg: number) => number;
+  futex: (nr: number, addr: number | bigint, op: number, val: number, timeout: Uint8Array | null, addr2: Ptr | null, val3: number) => number | bigint;
+}
+let lib: ShmLibc | null = null;
+
+function libc(): ShmLibc {
+  if (lib === null) {
+    if (process.platform !== 'linux') throw new OsError('dlopen(libc)', ERRNO.EOPNOTSUPP);
+    const l = koffi.load('libc.so.6');
+    lib = {
+      memfdCreate: l.func('int memfd_create(const char *name, unsigned int flags)') as ShmLibc['memfdCreate'],
+      ftruncate: l.func('int ftruncate(int fd, int64_t len)') as ShmLibc['ftruncate'],
+      close: l.func('int close(int fd)') as ShmLibc['close'],
+      // fcntl and syscall are variadic in C; with integer/pointer arguments only, the x86-64 and arm64 Linux ABIs
+      // pass fixed arguments identically.
+      fcntl: l.func('fcntl', 'int', ['int', 'int', 'int']) as ShmLibc['fcntl'],
+      futex: l.func('syscall', 'long', ['long', 'uintptr_t', 'int', 'int', 'void *', 'void *', 'int']) as ShmLibc['futex'],
+    };
+  }
+  return lib;
+}
+
+/** A mapping of shared memory (created here or received as a file descriptor). */
+export class ShmRegion {
+  private closed = false;
+  constructor(
+    /** The memfd (or received fd). -1 after close() when this region owned it. */
+    private fdValue: number,
+    /** Mapped bytes. */
+    readonly size: number,
+    /** CPU view of the whole region (not a SharedArrayBuffer). */
+    readonly buffer: ArrayBuffer,
+    /** The mapping (virtual address for futexes). */
+    readonly mapping: Mapping,
+    /** Whether close() closes the fd. */
+    private readonly ownsFd: boolean,
+    readonly readOnly: boolean,
+  ) {}
+
+  get fd(): number {
+    return this.fdValue;
+  }
+  /** Virtual address of byte 0 in this process. */
+  get address(): number {
+    return this.mapping.addressNumber;
+  }
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Release the mapping (replaced by inert memory) and close the fd if this region owns it. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.mapping.retire();
+    if (this.ownsFd && this.fdValue >= 0) {
+      libc().close(this.fdValue);
+      this.fdValue = -1;
+    }
+  }
+}
+
+/** Round up to the 4 KiB page size. */
+export function shmPageRound(n: number): number {
+  return Math.ceil(n / 4096) * 4096;
+}
+
+/**
+ * Create `size` bytes of shared memory: memfd_create(name, MFD_CLOEXEC), ftruncate, mmap(MAP_SHARED). The memory
+ * is zeroed. The fd is close-on-exec (pass it to a child explicitly: spawn's stdio array or SCM_RIGHTS).
+ */
+export function createShm(name: string, size: number): ShmRegion {
+  if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`shared memory size must be a positive integer, got ${size}`);
+  const l = libc();
+  const fd = l.memfdCreate(name, MFD_CLOEXEC);
+  if (fd < 0) throw new OsError(`memfd_create(${name})`, koffi.errno());
+  try {
+    if (l.ftruncate(fd, BigInt(size)) !== 0) throw new OsError(`ftruncate(memfd ${name}, ${size})`, koffi.errno());
+    const m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0, `memfd ${name}`);
+    return new ShmRegion(fd, size, m.buffer, m, true, false);
+  } catch (e) {
+    l.close(fd);
+    throw e;
+  }
+}
+
+export interface MapShmOptions {
+  /** Map PROT_READ only. */
+  readOnly?: boolean;
+  /** Byte offset into the file (a multiple of the page size; default 0). */
+  offset?: number;
+  /** Whether close() closes `fd` (default false: the caller keeps owning it). */
+  ownFd?: boolean;
+}
+
+/** Map `size` bytes of a shared memory fd received from another process (SCM_RIGHTS, inheritance) or this one. */
+export function mapShmFd(fd: number, size: number, opts: MapShmOptions = {}): ShmRegion {
+  if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`invalid fd ${fd}`);
+  if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`mapping size must be a positive integer, got ${size}`);
+  const offset = opts.offset ?? 0;
+  if (offset % 4096 !== 0) throw new RangeError(`mapping offset ${offset} is not page aligned`);
+  const prot = opts.readOnly ? PROT_READ : PROT_READ | PROT_WRITE;
+  const m = mmap(size, prot, MAP_SHARED, fd, offset, `shm fd ${fd}`);
+  return new ShmRegion(fd, size, m.buffer, m, opts.ownFd ?? false, opts.readOnly ?? false);
+}
+
+/** close(fd). */
+export function closeFd(fd: number): void {
+  if (libc().close(fd) !== 0) throw new OsError(`close(${fd})`, koffi.errno());
+}
+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/** Clear or set FD_CLOEXEC on an fd (an fd that must survive exec into a child needs it cleared). */
+export function setCloexec(fd: number, on: boolean): void {
+  const l = libc();
+  const cur = l.fcntl(fd, F_GETFD, 0);
+  if (cur < 0) throw new OsError(`fcntl(${fd}, F_GETFD)`, koffi.errno());
+  const next = on ? cur | FD_CLOEXEC : cur & ~FD_CLOEXEC;
+  if (l.fcntl(fd, F_SETFD, next) < 0) throw new OsError(`fcntl(${fd}, F_SETFD)`, koffi.errno());
+}
+
+const timespec = new Uint8Array(16);
+const timespecView = new DataView(timespec.buffer);
+
+/**
+ * FUTEX_WAIT (process-shared) on the 32-bit word at virtual address `address`: sleeps while the word equals
+ * `expected`, at most `timeoutMs` (negative = forever). Returns 'ok' (woken, possibly spuriously),
+ * 'not-equal' (the word differed), or 'timed-out'.
+ */
+export function futexWait(address: number, expected: number, timeoutMs: number): 'ok' | 'not-equal' | 'timed-out' {
+  let ts: Uint8Array | null = null;
+  if (timeoutMs >= 0) {
+    const sec = Math.floor(timeoutMs / 1000);
+    const nsec = Math.round((timeoutMs - sec * 1000) * 1e6);
+    timespecView.setBigInt64(0, BigInt(sec), true);
+    timespecView.setBigInt64(8, BigInt(Math.min(nsec, 999_999_999)), true);
+    ts = timespec;
+  }
+  const r = Number(libc().futex(SYS_FUTEX, address, FUTEX_WAIT, expected | 0, ts, null, 0));
+  if (r === 0) return 'ok';
+  const e = koffi.errno();
+  if (e === ETIMEDOUT) return 'timed-out';
+  if (e === EAGAIN) return 'not-equal';
+  if (e === EINTR) return 'ok';
+  throw new OsError('futex(FUTEX_WAIT)', e);
+}
+
+/** FUTEX_WAKE (process-shared): wake up to `count` waiters on the word at `address`. Returns how many woke. */
+export function futexWake(address: number, count = 1): number {
+  const r = Number(libc().futex(SYS_FUTEX, address, FUTEX_WAKE, count, null, null, 0));
+  if (r < 0) throw new OsError('futex(FUTEX_WAKE)', koffi.errno());
+  return r;
+}
