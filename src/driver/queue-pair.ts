@@ -14,7 +14,7 @@
  * The queue pair does not create itself on the controller; the Controller (controller.ts) does that and drives
  * the `_`-prefixed lifecycle methods (suspend on reset, reinit, activate, delete).
  */
-import type { DmaBuffer } from '../mem/dma.js';
+import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
 import { CQE_CID_MASK, CQE_DW_RESULT, CQE_DW_RESULT_HI, CQE_DW_SQ, CQE_DW_STATUS, CQE_DWORDS, CQE_PHASE_BIT, CQE_SQHD_MASK, CQE_SQID_SHIFT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
 import { CQE_SIZE, REG_DOORBELL_BASE, SQE_SIZE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
 import {
@@ -85,6 +85,21 @@ export interface QueuePairStats {
   resets: number;
 }
 
+/** Wakes a sleeping software device after doorbell writes (default: wakeDevice from transport.ts). */
+export type WakeFn = (wake: Int32Array | null) => void;
+
+/**
+ * What a queue pair needs from its transport: doorbells, the wake word, DMA memory. A Transport is one; a
+ * client process that drives a queue pair granted by a daemon supplies its own (src/driver/attach.ts).
+ */
+export interface QueueHost {
+  readonly doorbells: Int32Array;
+  readonly wake: Int32Array | null;
+  readonly dma: DmaAllocator;
+  /** How to wake the device when `wake` says it sleeps (e.g. a process-shared futex); default wakeDevice. */
+  readonly wakeFn?: WakeFn;
+}
+
 export interface QueuePairOptions {
   qid: number;
   /** Number of SQ and CQ entries (>= 2). capacity = entries - 1. */
@@ -93,6 +108,12 @@ export interface QueuePairOptions {
   timeoutMs?: number;
   /** Doorbell stride in bytes (CAP.DSTRD), default 4. */
   doorbellStride?: number;
+  /**
+   * SQ and CQ memory allocated elsewhere (e.g. shared memory a daemon granted): at least entries * 64 and
+   * entries * 16 bytes. The queue pair uses it but never frees it. Default: allocated from host.dma and freed
+   * on deletion.
+   */
+  memory?: { sq: DmaBuffer; cq: DmaBuffer };
 }
 
 /** Hooks the owning controller installs. All are called synchronously from within poll(). */
@@ -163,8 +184,11 @@ export class QueuePair {
   /** Queue-level clock: performance.now() as of the latest poll call that read the clock. Submissions are stamped with it. */
   epoch: number;
 
-  private readonly transport: Transport;
+  private readonly transport: QueueHost;
   private readonly hooks: QueuePairHooks;
+  private readonly wakeFn: WakeFn;
+  /** The SQ/CQ memory came from options.memory (not ours to free). */
+  private readonly borrowedMemory: boolean;
   private readonly sqBuf: DmaBuffer;
   private readonly cqBuf: DmaBuffer;
   private readonly sq: Uint32Array;
@@ -210,7 +234,7 @@ export class QueuePair {
   private readonly backlogResult: number[] = [];
   private readonly deferToBacklog: CompletionHandler;
 
-  constructor(transport: Transport, options: QueuePairOptions, hooks: QueuePairHooks = {}) {
+  constructor(transport: QueueHost | Transport, options: QueuePairOptions, hooks: QueuePairHooks = {}) {
     const { qid, entries } = options;
     if (!Number.isInteger(qid) || qid < 0 || qid > 0xffff) throw new InvalidArgumentError(`queue id must be 0..65535, got ${qid}`);
     if (!Number.isInteger(entries) || entries < 2 || entries > 0x10000) {
@@ -227,12 +251,25 @@ export class QueuePair {
     this.timeoutMs = timeoutMs;
     this.cidCount = Math.min(MAX_CIDS, this.capacity + Math.max(8, this.capacity >>> 2));
     const page = transport.dma.pageSize;
-    this.sqBuf = transport.dma.alloc(entries * SQE_SIZE, page);
-    try {
-      this.cqBuf = transport.dma.alloc(entries * CQE_SIZE, page);
-    } catch (e) {
-      transport.dma.free(this.sqBuf);
-      throw e;
+    this.wakeFn = (transport as QueueHost).wakeFn ?? wakeDevice;
+    if (options.memory !== undefined) {
+      const { sq, cq } = options.memory;
+      if (sq.size < entries * SQE_SIZE || cq.size < entries * CQE_SIZE) {
+        throw new InvalidArgumentError(`queue ${qid}: the given SQ/CQ memory (${sq.size}/${cq.size} bytes) is too small for ${entries} entries`);
+      }
+      if (sq.iova % page !== 0 || cq.iova % page !== 0) throw new InvalidArgumentError(`queue ${qid}: the given SQ/CQ memory is not page aligned`);
+      this.sqBuf = sq;
+      this.cqBuf = cq;
+      this.borrowedMemory = true;
+    } else {
+      this.sqBuf = transport.dma.alloc(entries * SQE_SIZE, page);
+      try {
+        this.cqBuf = transport.dma.alloc(entries * CQE_SIZE, page);
+      } catch (e) {
+        transport.dma.free(this.sqBuf);
+        throw e;
+      }
+      this.borrowedMemory = false;
     }
     this.sq = new Uint32Array(this.sqBuf.bytes.buffer, this.sqBuf.bytes.byteOffset, entries * SQE_DWORDS);
     this.cq = new Uint32Array(this.cqBuf.bytes.buffer, this.cqBuf.bytes.byteOffset, entries * CQE_DWORDS);
@@ -362,7 +399,7 @@ export class QueuePair {
     if (tail === this.rungTail || !this.live) return;
     this.rungTail = tail;
     Atomics.store(this.doorbells, this.sqDoorbell, tail);
-    wakeDevice(this.wake);
+    this.wakeFn(this.wake);
   }
 
   /**
@@ -518,7 +555,7 @@ export class QueuePair {
     }
     if (consumed !== 0 && this.live) {
       Atomics.store(this.doorbells, this.cqDoorbell, this.cqHead);
-      wakeDevice(this.wake);
+      this.wakeFn(this.wake);
     }
     return delivered;
   }
@@ -626,6 +663,7 @@ export class QueuePair {
   }
 
   private free_(): void {
+    if (this.borrowedMemory) return;
     this.transport.dma.free(this.sqBuf);
     this.transport.dma.free(this.cqBuf);
   }

@@ -105,9 +105,16 @@ export const STAT_CELLS = 16;
 
 export const CONTROL_BLOCK_BYTES = CTL_STATS_BYTE_OFFSET + STAT_CELLS * 8;
 
+/**
+ * A DMA segment for the controller: a SharedArrayBuffer (in-process mode), or a memfd the worker maps
+ * (memfd mode: fd numbers are process-wide, so the worker thread maps the very fd the host created).
+ */
+export type SegmentSource = { index: number; sab: SharedArrayBuffer } | { index: number; fd: number; size: number };
+
 /** Messages posted to the worker's mailbox. */
 export type ControlMessage =
-  | { type: 'segment'; index: number; sab: SharedArrayBuffer }
+  | ({ type: 'segment' } & SegmentSource)
+  | { type: 'dropSegment'; index: number }
   | { type: 'inject'; rule: import('./faults.js').FaultRule }
   | { type: 'clearFaults' }
   | { type: 'setFatal' };
@@ -115,10 +122,24 @@ export type ControlMessage =
 /** Data handed to the worker at start. */
 export interface WorkerInit {
   config: EmuConfig;
-  bar: SharedArrayBuffer;
+  /** BAR0 in a SharedArrayBuffer (in-process mode), or null in memfd mode (see `shm`). */
+  bar: SharedArrayBuffer | null;
   control: SharedArrayBuffer;
   mailbox: import('node:worker_threads').MessagePort;
-  segments: Array<{ index: number; sab: SharedArrayBuffer }>;
+  segments: SegmentSource[];
+  /**
+   * memfd mode: BAR0 lives in the memfd `barFd` (`barBytes` mapped), and the wake word is the 32-bit cell at
+   * `wakeOffset` of that memfd: the controller sleeps on it with a process-shared futex, so a driver in any
+   * process that maps the BAR can wake it (CTL_WAKE of the control block is unused).
+   */
+  shm?: { barFd: number; barBytes: number; wakeOffset: number } | null;
+}
+
+/** BAR memfd layout in memfd mode: BAR0 (registers, doorbells) padded to a page, then a page with the wake word. */
+export function shmBarLayout(maxQueuePairs: number): { barBytes: number; wakeOffset: number; totalBytes: number } {
+  const barBytes = barSize(maxQueuePairs);
+  const wakeOffset = Math.ceil(barBytes / 4096) * 4096;
+  return { barBytes, wakeOffset, totalBytes: wakeOffset + 4096 };
 }
 
 /** Validate and complete a partial configuration; throws RangeError with the field name. */

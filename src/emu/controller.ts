@@ -72,7 +72,9 @@ import {
   STAT_WRITES,
   WORKER_RUNNING,
   WORKER_STOPPED,
+  barSize,
   doorbellCells,
+  type SegmentSource,
   type ControlMessage,
   type EmuConfig,
   type WorkerInit,
@@ -82,6 +84,21 @@ import { faultMatches, type FaultRule } from './faults.js';
 import { ioCommand } from './io.js';
 import { createNamespaces, type Namespace, type SharedFile } from './namespace.js';
 import { CompletionQueue, SubmissionQueue } from './queues.js';
+
+/** A shared memory mapping as the controller uses it (src/sys/shm.ts ShmRegion). */
+export interface EmuShmRegion {
+  readonly buffer: ArrayBuffer;
+  readonly address: number;
+  close(): void;
+}
+/**
+ * Shared memory operations for memfd mode, passed in by the worker (which imports src/sys/shm.ts only in that
+ * mode, so the in-process mode never loads the FFI).
+ */
+export interface EmuShmOps {
+  mapShmFd(fd: number, size: number): EmuShmRegion;
+  futexWait(address: number, expected: number, timeoutMs: number): 'ok' | 'not-equal' | 'timed-out';
+}
 
 /** No sooner than this many idle polls is the clock read. */
 const IDLE_CLOCK_EVERY = 64;
@@ -177,15 +194,36 @@ export class Controller {
   private adminCommands = 0;
   private seenSeq = 0;
 
-  constructor(init: WorkerInit) {
+  /** Shared-memory operations (memfd mode only). */
+  private readonly shmOps: EmuShmOps | null;
+  /** memfd mode: the BAR mapping, the wake word over it, and the mapped DMA segments by index. */
+  private readonly barRegion: EmuShmRegion | null = null;
+  private readonly wakeCell: Int32Array | null = null;
+  private readonly wakeAddress: number = 0;
+  private readonly segRegions = new Map<number, EmuShmRegion>();
+
+  constructor(init: WorkerInit, shmOps: EmuShmOps | null = null) {
     this.cfg = init.config;
     this.spinMs = this.cfg.spinUs / 1000;
-    this.regs = new Int32Array(init.bar);
-    this.db = new Int32Array(init.bar, REG_DOORBELL_BASE, doorbellCells(this.cfg.maxQueuePairs));
+    this.shmOps = shmOps;
+    let bar: ArrayBufferLike;
+    if (init.shm) {
+      if (shmOps === null) throw new Error('memfd mode needs the shared memory operations');
+      const r = shmOps.mapShmFd(init.shm.barFd, init.shm.wakeOffset + 4);
+      this.barRegion = r;
+      bar = r.buffer;
+      this.wakeCell = new Int32Array(r.buffer, init.shm.wakeOffset, 1);
+      this.wakeAddress = r.address + init.shm.wakeOffset;
+    } else {
+      if (init.bar === null) throw new Error('no BAR memory');
+      bar = init.bar;
+    }
+    this.regs = new Int32Array(bar, 0, barSize(this.cfg.maxQueuePairs) >>> 2);
+    this.db = new Int32Array(bar, REG_DOORBELL_BASE, doorbellCells(this.cfg.maxQueuePairs));
     this.ctl = new Int32Array(init.control, 0, CTL_STATS_BYTE_OFFSET / 4);
     this.stats = new Float64Array(init.control, CTL_STATS_BYTE_OFFSET, STAT_CELLS);
     this.mailbox = init.mailbox;
-    for (const s of init.segments) this.dma.add(s.index, s.sab);
+    for (const s of init.segments) this.addSegment(s);
     this.dma.onUnknown = () => this.drainMailbox();
     this.dp = new DataPath(this.dma);
     const { namespaces, file } = createNamespaces(this.cfg.namespaces, this.cfg.backing);
@@ -250,6 +288,7 @@ export class Controller {
 
   /** Sleep on the wake word until a doorbell/CC/control change, or sleepMs (sooner if a held completion is due). */
   private sleep(): void {
+    if (this.wakeCell !== null) return this.sleepShared(this.wakeCell);
     const ctl = this.ctl;
     Atomics.store(ctl, CTL_WAKE, WAKE_SLEEPING);
     if (this.hasWork()) {
@@ -269,6 +308,30 @@ export class Controller {
     // ran out means the host is idle: go back to the short spin.
     if (r === 'ok') this.spinMs = Math.min(this.spinMs * 2, this.cfg.spinMaxUs / 1000);
     else if (r === 'timed-out') this.spinMs = this.cfg.spinUs / 1000;
+  }
+
+  /** memfd mode: the same protocol on the wake word in shared memory, with a process-shared futex. */
+  private sleepShared(wake: Int32Array): void {
+    Atomics.store(wake, 0, WAKE_SLEEPING);
+    if (this.hasWork()) {
+      Atomics.store(wake, 0, WAKE_AWAKE);
+      return;
+    }
+    this.stats[STAT_SLEEPS]! += 1;
+    const r = this.shmOps!.futexWait(this.wakeAddress, WAKE_SLEEPING, this.sleepTimeout());
+    const woken = r !== 'timed-out' && Atomics.load(wake, 0) !== WAKE_SLEEPING;
+    Atomics.store(wake, 0, WAKE_AWAKE);
+    if (woken) this.spinMs = Math.min(this.spinMs * 2, this.cfg.spinMaxUs / 1000);
+    else if (r === 'timed-out') this.spinMs = this.cfg.spinUs / 1000;
+  }
+
+  private sleepTimeout(): number {
+    let timeout = this.cfg.sleepMs;
+    if (this.readyAt !== 0) timeout = Math.max(0, Math.min(timeout, this.readyAt - performance.now()));
+    for (const p of this.pending) {
+      if (p.due !== Number.POSITIVE_INFINITY) timeout = Math.max(0, Math.min(timeout, p.due - performance.now()));
+    }
+    return timeout;
   }
 
   /** Anything to do right now? (Checked after announcing sleep, so a racing doorbell is never missed.) */
@@ -314,7 +377,10 @@ export class Controller {
       const msg = m.message as ControlMessage;
       switch (msg.type) {
         case 'segment':
-          this.dma.add(msg.index, msg.sab);
+          this.addSegment(msg);
+          break;
+        case 'dropSegment':
+          this.dropSegment(msg.index);
           break;
         case 'inject':
           this.faults.push({ ...msg.rule, count: msg.rule.count ?? 1 });
@@ -327,6 +393,39 @@ export class Controller {
           break;
       }
     }
+  }
+
+  private addSegment(s: SegmentSource): void {
+    if ('sab' in s) {
+      this.dma.add(s.index, s.sab);
+      return;
+    }
+    if (this.shmOps === null) throw new Error('memfd segment without shared memory operations');
+    this.dropSegment(s.index);
+    let r: EmuShmRegion;
+    try {
+      r = this.shmOps.mapShmFd(s.fd, s.size);
+    } catch {
+      return; // the fd is gone: IOVAs in this segment stay DMA faults
+    }
+    this.segRegions.set(s.index, r);
+    this.dma.add(s.index, r.buffer);
+  }
+
+  /** Forget a DMA segment (IOVAs in it become DMA faults) and unmap it here. */
+  private dropSegment(index: number): void {
+    this.dma.remove(index);
+    const r = this.segRegions.get(index);
+    if (r !== undefined) {
+      this.segRegions.delete(index);
+      r.close();
+    }
+  }
+
+  /** Release the shared memory mappings (memfd mode): called by the worker after run() returns. */
+  dispose(): void {
+    for (const index of [...this.segRegions.keys()]) this.dropSegment(index);
+    this.barRegion?.close();
   }
 
   // ---------------------------------------------------------------- registers

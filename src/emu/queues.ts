@@ -24,7 +24,7 @@ export class CompletionQueue {
     readonly qid: number,
     readonly size: number,
     readonly iova: number,
-    segment: SharedArrayBuffer,
+    segment: ArrayBufferLike,
     byteOffset: number,
     /** Index of this CQ's head doorbell in the doorbell cells. */
     readonly dbIndex: number,
@@ -77,7 +77,7 @@ export class SubmissionQueue {
     readonly qid: number,
     readonly size: number,
     readonly iova: number,
-    segment: SharedArrayBuffer,
+    segment: ArrayBufferLike,
     byteOffset: number,
     readonly cq: CompletionQueue,
     /** Index of this SQ's tail doorbell in the doorbell cells. */

@@ -5,13 +5,19 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { CTL_STATE, CTL_STATS_BYTE_OFFSET, WORKER_CRASHED, type WorkerInit } from './config.js';
-import { Controller } from './controller.js';
+import { Controller, type EmuShmOps } from './controller.js';
 
 const init = workerData as WorkerInit;
 const ctl = new Int32Array(init.control, 0, CTL_STATS_BYTE_OFFSET / 4);
 let controller: Controller;
 try {
-  controller = new Controller(init);
+  // memfd mode: BAR and DMA segments are memfds this thread maps; the FFI is loaded only then.
+  let shmOps: EmuShmOps | null = null;
+  if (init.shm) {
+    const shm = await import('../sys/shm.js');
+    shmOps = { mapShmFd: (fd, size) => shm.mapShmFd(fd, size), futexWait: shm.futexWait };
+  }
+  controller = new Controller(init, shmOps);
 } catch (e) {
   parentPort?.postMessage({ type: 'error', message: (e as Error).message });
   Atomics.store(ctl, CTL_STATE, WORKER_CRASHED);
@@ -24,5 +30,6 @@ try {
   Atomics.store(ctl, CTL_STATE, WORKER_CRASHED);
   throw e;
 }
+controller.dispose();
 init.mailbox.close();
 process.exit(0);

@@ -27,22 +27,11 @@ const GRANULE = 64;
 /** Largest segment index: keeps every IOVA below 2^53. */
 const MAX_SEGMENT_INDEX = 0x1f_ffff - 1;
 
-export interface SharedDmaOptions {
-  /** Memory page size the driver must use (CC.MPS), default 4096. */
-  pageSize?: number;
-  /** Size of each new segment in bytes (default 64 MiB; a single bigger alloc gets a segment of its own size). */
-  segmentSize?: number;
-  /** Upper bound on total segment bytes (default: unlimited). */
-  maxTotalBytes?: number;
-  /** Called synchronously for each new segment, before the alloc that created it returns. */
-  onSegment?: (index: number, sab: SharedArrayBuffer) => void;
-}
-
-/** A free range [start, end) within one segment (offsets). */
 
 interface Segment {
   index: number;
-  sab: SharedArrayBuffer;
+  /** CPU view of the whole segment (a SharedArrayBuffer, or an ArrayBuffer over shared memory). */
+  mem: ArrayBufferLike;
   size: number;
   /** Free ranges sorted by start, non-adjacent (coalesced). */
   free: FreeRange[];
@@ -68,32 +57,58 @@ function roundUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
 
-export class SharedDmaMemory implements DmaAllocator {
+export interface SegmentedDmaOptions {
+  /** Memory page size the driver must use (CC.MPS), default 4096. */
+  pageSize?: number;
+  /** Size of each new segment in bytes (default 64 MiB; a single bigger alloc gets a segment of its own size). */
+  segmentSize?: number;
+  /** Upper bound on total segment bytes (default: unlimited). */
+  maxTotalBytes?: number;
+}
+
+/**
+ * The allocator over IOVA segments, whatever backs them: subclasses supply the memory of each new segment
+ * (`createBacking`) and make it known to the controller before returning it.
+ */
+export abstract class SegmentedDmaMemory implements DmaAllocator {
   readonly pageSize: number;
   readonly segmentSize: number;
   private readonly maxTotal: number;
-  private readonly onSegment: ((index: number, sab: SharedArrayBuffer) => void) | undefined;
   private readonly segs: Segment[] = [];
   private readonly live = new Map<number, SharedDmaBuffer>();
   private allocated = 0;
   private totalSegBytes = 0;
+  private nextIndex = 1;
 
-  constructor(opts: SharedDmaOptions = {}) {
+  constructor(opts: SegmentedDmaOptions = {}) {
     this.pageSize = opts.pageSize ?? 4096;
     if (!isPow2(this.pageSize) || this.pageSize < 4096) throw new RangeError(`pageSize must be a power of two >= 4096`);
     this.segmentSize = roundUp(opts.segmentSize ?? DEFAULT_SEGMENT_SIZE, this.pageSize);
     if (this.segmentSize > MAX_SEGMENT_SIZE) throw new RangeError(`segmentSize must be at most 4 GiB`);
     this.maxTotal = opts.maxTotalBytes ?? Number.POSITIVE_INFINITY;
-    this.onSegment = opts.onSegment;
+  }
+
+  /**
+   * Memory for segment `index` of `size` bytes, zeroed, already made known to the controller (called before
+   * any IOVA in it is handed out). Throw DmaAllocationError when it cannot be provided.
+   */
+  protected abstract createBacking(index: number, size: number): ArrayBufferLike;
+
+  /** Take a segment index for memory outside the pool (dedicated or registered segments). */
+  protected reserveIndex(): number {
+    const index = this.nextIndex;
+    if (index > MAX_SEGMENT_INDEX) throw new DmaAllocationError('out of DMA segments');
+    this.nextIndex++;
+    return index;
   }
 
   get allocatedBytes(): number {
     return this.allocated;
   }
 
-  /** All segments created so far, as (index, SharedArrayBuffer) pairs (for handing to a controller). */
-  segments(): Array<{ index: number; sab: SharedArrayBuffer }> {
-    return this.segs.map((s) => ({ index: s.index, sab: s.sab }));
+  /** Pool segments created so far, as (index, memory) pairs. */
+  protected poolSegments(): Array<{ index: number; mem: ArrayBufferLike; size: number }> {
+    return this.segs.map((s) => ({ index: s.index, mem: s.mem, size: s.size }));
   }
 
   alloc(size: number, align?: number): DmaBuffer {
@@ -126,7 +141,7 @@ export class SharedDmaMemory implements DmaAllocator {
     const start = takeFirstFit(fl, need, align);
     if (start >= 0) {
       const end = start + need;
-      const bytes = new Uint8Array(seg.sab, start, size);
+      const bytes = new Uint8Array(seg.mem, start, size);
       bytes.fill(0); // memory may be recycled: hand it out zeroed
       const iova = seg.index * SEGMENT_SPAN + start;
       const b = new SharedDmaBuffer(iova, size, bytes, seg.index, start, end);
@@ -141,23 +156,46 @@ export class SharedDmaMemory implements DmaAllocator {
     if (this.totalSegBytes + size > this.maxTotal) {
       throw new DmaAllocationError(`DMA memory limit of ${this.maxTotal} bytes reached`);
     }
-    const index = this.segs.length + 1;
-    if (index > MAX_SEGMENT_INDEX) throw new DmaAllocationError('out of DMA segments');
+    const index = this.reserveIndex();
+    // Known to the controller before any IOVA in it can be handed out (createBacking's contract).
+    const mem = this.createBacking(index, size);
+    const seg: Segment = { index, mem, size, free: [{ start: 0, end: size }] };
+    this.segs.push(seg);
+    this.totalSegBytes += size;
+    return seg;
+  }
+}
+
+export interface SharedDmaOptions extends SegmentedDmaOptions {
+  /** Called synchronously for each new segment, before the alloc that created it returns. */
+  onSegment?: (index: number, sab: SharedArrayBuffer) => void;
+}
+
+/** DMA memory in SharedArrayBuffer segments (in-process embedded controller). */
+export class SharedDmaMemory extends SegmentedDmaMemory {
+  private readonly onSegment: ((index: number, sab: SharedArrayBuffer) => void) | undefined;
+
+  constructor(opts: SharedDmaOptions = {}) {
+    super(opts);
+    this.onSegment = opts.onSegment;
+  }
+
+  /** All segments created so far, as (index, SharedArrayBuffer) pairs (for handing to a controller). */
+  segments(): Array<{ index: number; sab: SharedArrayBuffer }> {
+    return this.poolSegments().map((s) => ({ index: s.index, sab: s.mem as SharedArrayBuffer }));
+  }
+
+  protected createBacking(index: number, size: number): ArrayBufferLike {
     let sab: SharedArrayBuffer;
     try {
       sab = new SharedArrayBuffer(size);
     } catch (e) {
       throw new DmaAllocationError(`cannot create a ${size}-byte shared segment: ${(e as Error).message}`);
     }
-    const seg: Segment = { index, sab, size, free: [{ start: 0, end: size }] };
-    this.segs.push(seg);
-    this.totalSegBytes += size;
-    // Make the segment known to the controller before any IOVA in it can be handed out.
     this.onSegment?.(index, sab);
-    return seg;
+    return sab;
   }
 }
-
 
 /**
  * Controller-side view of the DMA segments. `locate` is the fast path: it returns the segment index (>= 1)
@@ -168,14 +206,15 @@ export class DmaSegmentTable {
   readonly u8: Array<Uint8Array | undefined> = [undefined];
   readonly u32: Array<Uint32Array | undefined> = [undefined];
   readonly buf: Array<Buffer | undefined> = [undefined];
-  readonly sab: Array<SharedArrayBuffer | undefined> = [undefined];
+  /** Segment memory: a SharedArrayBuffer, or an ArrayBuffer over a shared memory mapping. */
+  readonly sab: Array<ArrayBufferLike | undefined> = [undefined];
   readonly size: number[] = [0];
   /** Offset set by the last successful `locate`. */
   offset = 0;
   /** Called when an IOVA falls in an unknown segment; should add pending segments (e.g. drain a mailbox). */
   onUnknown: (() => void) | null = null;
 
-  add(index: number, sab: SharedArrayBuffer): void {
+  add(index: number, sab: ArrayBufferLike): void {
     while (this.u8.length <= index) {
       this.u8.push(undefined);
       this.u32.push(undefined);
@@ -185,9 +224,19 @@ export class DmaSegmentTable {
     }
     this.u8[index] = new Uint8Array(sab);
     this.u32[index] = new Uint32Array(sab, 0, sab.byteLength >>> 2);
-    this.buf[index] = Buffer.from(sab);
+    this.buf[index] = Buffer.from(sab as ArrayBuffer);
     this.sab[index] = sab;
     this.size[index] = sab.byteLength;
+  }
+
+  /** Forget segment `index`: IOVAs in it become DMA faults. */
+  remove(index: number): void {
+    if (index <= 0 || index >= this.size.length) return;
+    this.u8[index] = undefined;
+    this.u32[index] = undefined;
+    this.buf[index] = undefined;
+    this.sab[index] = undefined;
+    this.size[index] = 0;
   }
 
   /** Segment index for [iova, iova+len), or -1 if the range is not entirely inside one known segment. */

@@ -26,6 +26,7 @@ import {
   barSize,
   doorbellCells,
   resolveConfig,
+  shmBarLayout,
   type ControlMessage,
   type EmuBacking,
   type EmuConfig,
@@ -33,7 +34,10 @@ import {
   type WorkerInit,
 } from '../emu/config.js';
 import type { FaultRule } from '../emu/faults.js';
+import type { DmaBuffer } from '../mem/dma.js';
 import { SharedDmaMemory } from '../mem/shared-dma.js';
+import type { ShmDmaMemory, ShmLocation } from '../mem/shm-dma.js';
+import type { ShmRegion } from '../sys/shm.js';
 import {
   REG_ACQ,
   REG_AQA,
@@ -44,7 +48,7 @@ import {
   REG_INTMS,
   REG_NSSR,
 } from '../nvme/registers.js';
-import { WAKE_AWAKE, type Transport } from './transport.js';
+import { WAKE_AWAKE, WAKE_SLEEPING, wakeDevice, type Transport } from './transport.js';
 
 export type { EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
 export type { FaultRule, FaultAction } from '../emu/faults.js';
@@ -77,6 +81,31 @@ export interface EmuOptions {
   dmaMaxBytes?: number;
   /** Description reported by the transport (default "emu"). */
   description?: string;
+  /**
+   * Where BAR0 and the DMA segments live: 'sab' (default) SharedArrayBuffers, usable by this process only;
+   * 'memfd' memfd shared memory, which other processes can map from file descriptors (see barShm(),
+   * shmLocation(), and dma.createDedicated()): the mode a daemon uses to hand queue pairs to clients.
+   */
+  sharedMemory?: 'sab' | 'memfd';
+}
+
+/** What another process needs to map BAR0 of a memfd-mode controller (doorbells and wake word). */
+export interface EmuBarShm {
+  fd: number;
+  /** Bytes to map from the fd. */
+  bytes: number;
+  /** Bytes of BAR0 proper (registers + doorbells) at the start of the mapping. */
+  barBytes: number;
+  /** Byte offset of the 32-bit wake word (futex; see src/transport/transport.ts for the protocol). */
+  wakeOffset: number;
+  /** Doorbell stride in bytes (CAP.DSTRD). */
+  doorbellStride: number;
+}
+
+/** The shared memory module and allocator class, loaded only in memfd mode. */
+interface ShmModules {
+  shm: typeof import('../sys/shm.js');
+  dma: typeof import('../mem/shm-dma.js');
 }
 
 export interface EmuStats {
@@ -104,8 +133,18 @@ export class EmuTransport implements Transport {
   readonly description: string;
   readonly doorbells: Int32Array;
   readonly wake: Int32Array;
-  readonly dma: SharedDmaMemory;
+  readonly dma: SharedDmaMemory | ShmDmaMemory;
   readonly config: EmuConfig;
+  /** 'sab' or 'memfd' (EmuOptions.sharedMemory). */
+  readonly sharedMemory: 'sab' | 'memfd';
+  /**
+   * How a queue pair wakes this controller after ringing (read by QueuePair): Atomics.notify on the
+   * SharedArrayBuffer wake word, or a process-shared futex wake in memfd mode.
+   */
+  readonly wakeFn: (wake: Int32Array | null) => void;
+  private readonly barRegion: ShmRegion | null = null;
+  private readonly wakeAddress: number = 0;
+  private readonly shmMods: ShmModules | null;
   private readonly regs: Int32Array;
   private readonly ctl: Int32Array;
   private readonly statCells: Float64Array;
@@ -116,25 +155,71 @@ export class EmuTransport implements Transport {
   private readonly exited: Promise<void>;
 
   /** Use openEmu(). */
-  constructor(config: EmuConfig, description: string, dmaSegmentSize: number | undefined, dmaMaxBytes: number | undefined) {
+  constructor(
+    config: EmuConfig,
+    description: string,
+    dmaSegmentSize: number | undefined,
+    dmaMaxBytes: number | undefined,
+    shmMods: ShmModules | null = null,
+  ) {
     this.config = config;
     this.description = description;
-    const bar = new SharedArrayBuffer(barSize(config.maxQueuePairs));
+    this.shmMods = shmMods;
+    this.sharedMemory = shmMods === null ? 'sab' : 'memfd';
     const control = new SharedArrayBuffer(CONTROL_BLOCK_BYTES);
-    this.regs = new Int32Array(bar);
-    this.doorbells = new Int32Array(bar, REG_DOORBELL_BASE, doorbellCells(config.maxQueuePairs));
     this.ctl = new Int32Array(control, 0, CTL_STATS_BYTE_OFFSET / 4);
-    this.wake = new Int32Array(control, CTL_WAKE * 4, 1);
     this.statCells = new Float64Array(control, CTL_STATS_BYTE_OFFSET, STAT_CELLS);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     this.port.unref();
-    this.dma = new SharedDmaMemory({
-      segmentSize: dmaSegmentSize,
-      maxTotalBytes: dmaMaxBytes,
-      onSegment: (index, sab) => this.post({ type: 'segment', index, sab }, false),
-    });
-    const init: WorkerInit = { config, bar, control, mailbox: port2, segments: [] };
+    let init: WorkerInit;
+    if (shmMods === null) {
+      const bar = new SharedArrayBuffer(barSize(config.maxQueuePairs));
+      this.regs = new Int32Array(bar);
+      this.doorbells = new Int32Array(bar, REG_DOORBELL_BASE, doorbellCells(config.maxQueuePairs));
+      this.wake = new Int32Array(control, CTL_WAKE * 4, 1);
+      this.wakeFn = wakeDevice;
+      this.dma = new SharedDmaMemory({
+        segmentSize: dmaSegmentSize,
+        maxTotalBytes: dmaMaxBytes,
+        onSegment: (index, sab) => this.post({ type: 'segment', index, sab }, false),
+      });
+      init = { config, bar, control, mailbox: port2, segments: [] };
+    } else {
+      const layout = shmBarLayout(config.maxQueuePairs);
+      const region = shmMods.shm.createShm('homi-bar', layout.totalBytes);
+      this.barRegion = region;
+      this.regs = new Int32Array(region.buffer, 0, layout.barBytes >>> 2);
+      this.doorbells = new Int32Array(region.buffer, REG_DOORBELL_BASE, doorbellCells(config.maxQueuePairs));
+      this.wake = new Int32Array(region.buffer, layout.wakeOffset, 1);
+      const wakeAddress = region.address + layout.wakeOffset;
+      this.wakeAddress = wakeAddress;
+      const futexWake = shmMods.shm.futexWake;
+      this.wakeFn = (w) => {
+        if (w !== null && Atomics.load(w, 0) === WAKE_SLEEPING) {
+          Atomics.store(w, 0, WAKE_AWAKE);
+          futexWake(wakeAddress, 1);
+        }
+      };
+      // Segments are announced synchronously: the worker maps the fd before the call returns, so the fd can
+      // never be closed (and its number reused) before the worker mapped it.
+      this.dma = new shmMods.dma.ShmDmaMemory({
+        segmentSize: dmaSegmentSize,
+        maxTotalBytes: dmaMaxBytes,
+        onSegment: (seg) => this.post({ type: 'segment', index: seg.index, fd: seg.fd, size: seg.size }, true),
+        onSegmentRemoved: (index) => {
+          if (this.closing === null && this.failure === null) this.post({ type: 'dropSegment', index }, true);
+        },
+      });
+      init = {
+        config,
+        bar: null,
+        control,
+        mailbox: port2,
+        segments: [],
+        shm: { barFd: region.fd, barBytes: layout.totalBytes, wakeOffset: layout.wakeOffset },
+      };
+    }
     this.worker = new Worker(new URL('../emu/worker.js', import.meta.url), { workerData: init, transferList: [port2] });
     this.exited = new Promise<void>((resolve) => {
       this.worker.once('exit', (code) => {
@@ -206,7 +291,28 @@ export class EmuTransport implements Transport {
   /** Wake the controller if it sleeps (after register writes). */
   private kick(): void {
     Atomics.store(this.wake, 0, WAKE_AWAKE);
-    Atomics.notify(this.wake, 0);
+    if (this.shmMods === null) Atomics.notify(this.wake, 0);
+    else this.shmMods.shm.futexWake(this.wakeAddress, 1);
+  }
+
+  /** memfd mode: the BAR0 memfd another process maps to ring doorbells and wake the controller. */
+  barShm(): EmuBarShm {
+    const r = this.barRegion;
+    if (r === null) throw new Error('the embedded controller is not in memfd mode (openEmu({ sharedMemory: "memfd" }))');
+    const layout = shmBarLayout(this.config.maxQueuePairs);
+    return { fd: r.fd, bytes: r.size, barBytes: layout.barBytes, wakeOffset: layout.wakeOffset, doorbellStride: 4 };
+  }
+
+  /** memfd mode: the segment fd and offset of a DMA buffer, for handing it to another process. */
+  shmLocation(buf: DmaBuffer | number): ShmLocation {
+    if (this.shmMods === null) throw new Error('the embedded controller is not in memfd mode (openEmu({ sharedMemory: "memfd" }))');
+    return (this.dma as ShmDmaMemory).location(buf);
+  }
+
+  /** memfd mode: the DMA allocator (with createDedicated / registerFd / location). */
+  get shmDma(): ShmDmaMemory {
+    if (this.shmMods === null) throw new Error('the embedded controller is not in memfd mode (openEmu({ sharedMemory: "memfd" }))');
+    return this.dma as ShmDmaMemory;
   }
 
   /**
@@ -272,6 +378,10 @@ export class EmuTransport implements Transport {
       if (Atomics.load(this.ctl, CTL_STATE) !== WORKER_STOPPED && this.dead === null && how === 'timeout') {
         this.dead = new Error('emulated NVMe controller did not stop in time');
       }
+      if (this.shmMods !== null) {
+        (this.dma as ShmDmaMemory).close();
+        this.barRegion?.close();
+      }
     })();
     return this.closing;
   }
@@ -296,7 +406,10 @@ export async function openEmu(opts: EmuOptions): Promise<EmuTransport> {
     spinMaxUs: opts.spinMaxUs,
     sleepMs: opts.sleepMs,
   });
-  const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes);
+  const mode = opts.sharedMemory ?? 'sab';
+  if (mode !== 'sab' && mode !== 'memfd') throw new RangeError("sharedMemory must be 'sab' or 'memfd'");
+  const mods: ShmModules | null = mode === 'memfd' ? { shm: await import('../sys/shm.js'), dma: await import('../mem/shm-dma.js') } : null;
+  const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes, mods);
   try {
     await t.started();
   } catch (e) {
