@@ -78,6 +78,8 @@ export interface ControllerOptions {
   /** Minimum interval between CSTS health reads made while polling, in ms (default 10). */
   healthIntervalMs?: number;
   log?: (msg: string) => void;
+  /** A queue pair created with createQueuePairOn was destroyed by a controller reset or removal. */
+  onRemoteQueueLost?: (rq: RemoteQueuePair, reason: string) => void;
 }
 
 export interface CreateQueuePairOptions {
@@ -85,6 +87,30 @@ export interface CreateQueuePairOptions {
   entries?: number;
   /** Per-command timeout in ms (default the controller's ioTimeoutMs; 0 disables). */
   timeoutMs?: number;
+}
+
+/** Options of createQueuePairOn (a queue pair another process drives). */
+export interface CreateQueuePairOnOptions {
+  /** SQ and CQ entries (2..CAP.MQES + 1). */
+  entries: number;
+  /** The qid to use (default the lowest free one). */
+  qid?: number;
+}
+
+/**
+ * An I/O queue pair created on the controller over memory the caller supplied, and driven by someone else
+ * (a client process of a daemon): this controller issued Create I/O CQ/SQ and will issue the deletes, but
+ * never writes its doorbells nor reads its CQ.
+ */
+export interface RemoteQueuePair {
+  readonly qid: number;
+  readonly entries: number;
+  readonly sq: DmaBuffer;
+  readonly cq: DmaBuffer;
+  /** Doorbell stride in bytes (CAP.DSTRD). */
+  readonly doorbellStride: number;
+  /** 'live'; 'deleted' by deleteQueuePair or close; 'lost' when a controller reset or removal destroyed it. */
+  state: 'live' | 'deleted' | 'lost';
 }
 
 export type ControllerState = 'initializing' | 'live' | 'resetting' | 'failed' | 'removed' | 'closing' | 'closed';
@@ -123,7 +149,9 @@ export class Controller {
   maxIoQueuePairs = 0;
   readonly counters: ControllerCounters = { resets: 0, timeouts: 0, aborts: 0, malformed: 0 };
 
-  private readonly opts: Required<Omit<ControllerOptions, 'log' | 'readyTimeoutMs'>> & { readyTimeoutMs?: number };
+  private readonly opts: Required<Omit<ControllerOptions, 'log' | 'readyTimeoutMs' | 'onRemoteQueueLost'>> & { readyTimeoutMs?: number };
+  private readonly remoteQueues = new Map<number, RemoteQueuePair>();
+  private readonly onRemoteQueueLost: ((rq: RemoteQueuePair, reason: string) => void) | undefined;
   private readonly log: (msg: string) => void;
   private _state: ControllerState = 'initializing';
   private adminQueue: QueuePair | null = null;
@@ -136,6 +164,7 @@ export class Controller {
   private constructor(transport: Transport, opts: ControllerOptions) {
     this.transport = transport;
     this.log = opts.log ?? (() => undefined);
+    this.onRemoteQueueLost = opts.onRemoteQueueLost;
     const ioQueues = opts.ioQueues ?? DEFAULT_IO_QUEUES;
     if (!Number.isInteger(ioQueues) || ioQueues < 1 || ioQueues > MAX_IO_QUEUES) {
       throw new InvalidArgumentError(`ioQueues must be an integer in 1..${MAX_IO_QUEUES}, got ${ioQueues}`);
@@ -372,18 +401,7 @@ export class Controller {
     if (!Number.isInteger(entries) || entries < 2 || entries > this.cap.maxQueueEntries) {
       throw new InvalidArgumentError(`queue entries must be an integer in 2..${this.cap.maxQueueEntries} (CAP.MQES + 1), got ${entries}`);
     }
-    let qid = 0;
-    for (let q = 1; q <= this.maxIoQueuePairs; q++) {
-      if (!this.ioQueues.has(q)) {
-        qid = q;
-        break;
-      }
-    }
-    if (qid === 0) {
-      throw new NvmeError(
-        `cannot create another I/O queue pair: all ${this.maxIoQueuePairs} queue pairs the controller granted (Number of Queues) are in use`,
-      );
-    }
+    const qid = this.freeQid();
     const qp = new QueuePair(
       this.transport,
       { qid, entries, timeoutMs: opts.timeoutMs ?? this.opts.ioTimeoutMs, doorbellStride: this.cap.doorbellStride },
@@ -400,6 +418,113 @@ export class Controller {
     qp._activate();
     this.log(`created I/O queue pair ${qid} (${entries} entries)`);
     return qp;
+  }
+
+  /** The lowest qid used by neither a local nor a remote queue pair; throws when all granted qids are used. */
+  private freeQid(): number {
+    for (let q = 1; q <= this.maxIoQueuePairs; q++) {
+      if (!this.ioQueues.has(q) && !this.remoteQueues.has(q)) return q;
+    }
+    throw new NvmeError(
+      `cannot create another I/O queue pair: all ${this.maxIoQueuePairs} queue pairs the controller granted (Number of Queues) are in use`,
+    );
+  }
+
+  /** Queue pairs created with createQueuePairOn and not yet deleted, by qid. */
+  get remoteQueuePairs(): RemoteQueuePair[] {
+    return [...this.remoteQueues.values()].sort((a, b) => a.qid - b.qid);
+  }
+
+  /**
+   * Create an I/O queue pair over `memory` (page-aligned SQ of entries * 64 bytes, CQ of entries * 16 bytes,
+   * both zeroed, typically in shared memory a client maps) for another party to drive: Create I/O CQ, then
+   * Create I/O SQ. This controller never touches the queues afterwards; reclaim with deleteQueuePair. A
+   * controller reset destroys such queues (state 'lost', onRemoteQueueLost): they are not recreated.
+   */
+  async createQueuePairOn(memory: { sq: DmaBuffer; cq: DmaBuffer }, opts: CreateQueuePairOnOptions): Promise<RemoteQueuePair> {
+    await this.whenUsable();
+    const { entries } = opts;
+    if (!Number.isInteger(entries) || entries < 2 || entries > this.cap.maxQueueEntries) {
+      throw new InvalidArgumentError(`queue entries must be an integer in 2..${this.cap.maxQueueEntries} (CAP.MQES + 1), got ${entries}`);
+    }
+    const page = this.transport.dma.pageSize;
+    const { sq, cq } = memory;
+    if (sq.size < entries * 64 || cq.size < entries * 16) {
+      throw new InvalidArgumentError(`SQ/CQ memory (${sq.size}/${cq.size} bytes) is too small for ${entries} entries`);
+    }
+    if (sq.iova % page !== 0 || cq.iova % page !== 0) throw new InvalidArgumentError('SQ/CQ memory must be page aligned');
+    let qid: number;
+    if (opts.qid !== undefined) {
+      qid = opts.qid;
+      if (!Number.isInteger(qid) || qid < 1 || qid > this.maxIoQueuePairs) {
+        throw new InvalidArgumentError(`qid must be in 1..${this.maxIoQueuePairs}, got ${qid}`);
+      }
+      if (this.ioQueues.has(qid) || this.remoteQueues.has(qid)) throw new InvalidArgumentError(`qid ${qid} is in use`);
+    } else {
+      qid = this.freeQid();
+    }
+    const rq: RemoteQueuePair = { qid, entries, sq, cq, doorbellStride: this.cap.doorbellStride, state: 'live' };
+    this.remoteQueues.set(qid, rq);
+    try {
+      await this.adminRaw(createIoCqSqe(qid, entries, cq.iova));
+      try {
+        await this.adminRaw(createIoSqSqe(qid, entries, sq.iova, qid));
+      } catch (e) {
+        await this.adminRaw(deleteIoCqSqe(qid)).catch((e2: Error) => this.log(`cleanup after failed Create I/O SQ ${qid}: ${e2.message}`));
+        throw e;
+      }
+    } catch (e) {
+      this.remoteQueues.delete(qid);
+      rq.state = 'deleted';
+      throw e;
+    }
+    this.log(`created I/O queue pair ${qid} (${entries} entries) for another driver`);
+    return rq;
+  }
+
+  /** Mark every remote queue pair lost (a reset or removal destroyed it). */
+  private loseRemoteQueues(reason: string): void {
+    for (const rq of this.remoteQueues.values()) {
+      rq.state = 'lost';
+      this.log(`remote I/O queue pair ${rq.qid} lost: ${reason}`);
+      try {
+        this.onRemoteQueueLost?.(rq, reason);
+      } catch (e) {
+        this.log(`onRemoteQueueLost threw: ${(e as Error).message}`);
+      }
+    }
+    this.remoteQueues.clear();
+  }
+
+  /**
+   * Reclaim a remote queue pair: Abort for each of `abortCids` (best effort, results ignored), Delete I/O SQ
+   * (the controller completes whatever is still outstanding with "Command Aborted due to SQ Deletion" into
+   * the CQ, which nobody reads any more), then Delete I/O CQ. The memory stays the caller's.
+   */
+  private async deleteRemote(rq: RemoteQueuePair, abortCids: readonly number[]): Promise<void> {
+    if (rq.state !== 'live' || this.remoteQueues.get(rq.qid) !== rq) return;
+    await this.whenUsable();
+    for (const cid of abortCids) {
+      try {
+        await this.abort(rq.qid, cid);
+      } catch (e) {
+        this.log(`abort of cid ${cid} on queue ${rq.qid} failed: ${(e as Error).message}`);
+      }
+    }
+    this.remoteQueues.delete(rq.qid);
+    rq.state = 'deleted';
+    let failure: unknown = null;
+    try {
+      await this.adminRaw(deleteIoSqSqe(rq.qid));
+      await this.adminRaw(deleteIoCqSqe(rq.qid));
+    } catch (e) {
+      failure = e;
+    }
+    if (failure) {
+      if (this._state === 'live') this.startReset(`deleting I/O queue pair ${rq.qid} failed: ${(failure as Error).message}`);
+      throw failure;
+    }
+    this.log(`deleted remote I/O queue pair ${rq.qid}`);
   }
 
   private async createOnController(qp: QueuePair): Promise<void> {
@@ -421,7 +546,8 @@ export class Controller {
    * the queue pair's next poll()) with the controller's "Command Aborted due to SQ Deletion", or with that status
    * locally if the controller posted nothing. The QueuePair object is unusable afterwards except for poll().
    */
-  async deleteQueuePair(qp: QueuePair): Promise<void> {
+  async deleteQueuePair(qp: QueuePair | RemoteQueuePair, opts: { abortCids?: readonly number[] } = {}): Promise<void> {
+    if (!(qp instanceof QueuePair)) return this.deleteRemote(qp, opts.abortCids ?? []);
     if (this.ioQueues.get(qp.qid) !== qp) {
       if (qp.state === 'deleted') return;
       throw new InvalidArgumentError(`queue pair ${qp.qid} does not belong to this controller`);
@@ -532,6 +658,7 @@ export class Controller {
     this._state = 'resetting';
     this.counters.resets++;
     const host = this.resetHost();
+    this.loseRemoteQueues(`controller reset (${reason})`);
     const lost = failOutstandingForReset(host, reason);
     this.log(`controller reset (${reason}): ${lost} outstanding command(s) aborted`);
     try {
@@ -563,6 +690,7 @@ export class Controller {
     if (this._state === 'removed' || this._state === 'closed') return;
     this._state = 'removed';
     this.log(`device removed (${register} read all ones): failing every outstanding command`);
+    this.loseRemoteQueues('device removed');
     const makeErr = (): Error => new DeviceRemovedError(register);
     this.adminQueue?._suspend(STATUS_DEVICE_REMOVED, makeErr);
     for (const qp of this.ioQueues.values()) qp._suspend(STATUS_DEVICE_REMOVED, makeErr);
@@ -603,6 +731,17 @@ export class Controller {
     const wasLive = this._state === 'live';
     this._state = 'closing';
     const makeErr = (ctx: CommandContext): Error => new ControllerStateError(`${opcodeName(ctx.opcode, ctx.qid === 0)} on queue ${ctx.qid} (cid ${ctx.cid}) lost: controller closed`);
+    for (const rq of this.remoteQueuePairs) {
+      this.remoteQueues.delete(rq.qid);
+      rq.state = 'deleted';
+      if (!wasLive) continue;
+      try {
+        await this.adminRaw(deleteIoSqSqe(rq.qid));
+        await this.adminRaw(deleteIoCqSqe(rq.qid));
+      } catch (e) {
+        this.log(`close: deleting remote queue ${rq.qid} failed: ${(e as Error).message}`);
+      }
+    }
     for (const qp of this.queuePairs) {
       if (wasLive) {
         try {
