@@ -119,12 +119,12 @@ export class IpcClient {
    * `{ok: true, ...}` or `{ok: false, error}` (both resolve), validated against the catalogue. Descriptors in the
    * response belong to the caller. Rejects with IpcError on timeout, connection loss or an invalid response.
    */
-  request<T extends RequestType>(
-    msg: RequestInput<T>,
+  request<M extends RequestInput>(
+    msg: M,
     fds: readonly number[] = [],
     opts: RequestOptions = {},
-  ): Promise<{ response: ResponseOf<T>; fds: number[] }> {
-    const type = (msg as { type: T }).type;
+  ): Promise<{ response: ResponseOf<M['type']>; fds: number[] }> {
+    const type: RequestType = msg.type;
     if (this.closedReason !== null) {
       return Promise.reject(new IpcError(IpcErrorCode.ConnectionClosed, `connection to ${this.path} is closed: ${this.closedReason}`));
     }
@@ -172,17 +172,17 @@ export class IpcClient {
   }
 
   /** request(), resolving with the success response only; an error response rejects with IpcError(code). */
-  async call<T extends RequestType>(
-    msg: RequestInput<T>,
+  async call<M extends RequestInput>(
+    msg: M,
     fds: readonly number[] = [],
     opts: RequestOptions = {},
-  ): Promise<{ response: OkResponse<T>; fds: number[] }> {
+  ): Promise<{ response: OkResponse<M['type']>; fds: number[] }> {
     const r = await this.request(msg, fds, opts);
     if (!r.response.ok) {
       const err = r.response.error;
       throw new IpcError(err.code, err.message, r.response.id);
     }
-    return { response: r.response as OkResponse<T>, fds: r.fds };
+    return { response: r.response as OkResponse<M['type']>, fds: r.fds };
   }
 
   /**
