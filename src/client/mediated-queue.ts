@@ -1,0 +1,103 @@
+/**
+ * Client side of a mediated queue pair: the same fast-path API as the driver core's QueuePair
+ * (submitIo / ring / poll / free / outstanding), over the software rings homid polls. Data pointers are byte
+ * offsets into `data` (the grant's data buffer): pass the offset as prp1; prp2 is ignored.
+ */
+import { CQE_CID_MASK, CQE_PHASE_BIT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
+import type { CompletionHandler } from '../driver/queue-pair.js';
+import { H_CQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, openRing, type RingViews } from '../daemon/mediated-ring.js';
+
+export class MediatedQueuePair {
+  readonly entries: number;
+  readonly capacity: number;
+  readonly stats = { submitted: 0, completed: 0 };
+  private readonly v: RingViews;
+  private sqTail = 0;
+  private cqHead = 0;
+  private phase = CQE_PHASE_BIT;
+  private readonly freeCids: Uint16Array;
+  private freeTop: number;
+  private readonly tags: Int32Array;
+  private outstandingCount = 0;
+
+  constructor(
+    ring: Uint8Array,
+    /** The data buffer commands transfer to and from. */
+    readonly data: Uint8Array,
+    readonly id = 0,
+  ) {
+    this.v = openRing(ring);
+    this.entries = this.v.entries;
+    this.capacity = this.entries - 1;
+    this.freeCids = new Uint16Array(this.capacity);
+    for (let i = 0; i < this.capacity; i++) this.freeCids[i] = this.capacity - 1 - i;
+    this.freeTop = this.capacity;
+    this.tags = new Int32Array(this.capacity);
+  }
+
+  get outstanding(): number {
+    return this.outstandingCount;
+  }
+  get free(): number {
+    if (this.revoked) return 0;
+    const head = Atomics.load(this.v.header, H_SQ_HEAD);
+    const used = this.sqTail >= head ? this.sqTail - head : this.sqTail + this.entries - head;
+    return Math.min(this.freeTop, this.capacity - used);
+  }
+  /** homid ended the lease (closeQueuePair, or homid is stopping). */
+  get revoked(): boolean {
+    return Atomics.load(this.v.header, H_STATE) === RING_STATE_REVOKED;
+  }
+
+  /** Queue a read/write/flush; prp1 = byte offset into `data`. Returns the CID or -1 when full. */
+  submitIo(opcode: number, nsid: number, slba: number, nlb: number, prp1: number, _prp2: number, tag: number): number {
+    const next = this.sqTail + 1 === this.entries ? 0 : this.sqTail + 1;
+    if (this.freeTop === 0 || next === Atomics.load(this.v.header, H_SQ_HEAD) || this.revoked) return -1;
+    const cid = this.freeCids[--this.freeTop]!;
+    const dw = this.v.sq;
+    const at = this.sqTail << 4;
+    dw.fill(0, at, at + 16);
+    dw[at] = ((opcode & 0xff) | (cid << 16)) >>> 0;
+    dw[at + 1] = nsid >>> 0;
+    dw[at + 6] = prp1 >>> 0;
+    dw[at + 7] = Math.floor(prp1 / 0x1_0000_0000) >>> 0;
+    dw[at + 10] = slba >>> 0;
+    dw[at + 11] = Math.floor(slba / 0x1_0000_0000) >>> 0;
+    dw[at + 12] = (nlb - 1) & 0xffff;
+    this.tags[cid] = tag;
+    this.outstandingCount++;
+    this.stats.submitted++;
+    this.sqTail = next;
+    return cid;
+  }
+
+  /** Publish the SQ tail to homid. */
+  ring(): void {
+    Atomics.store(this.v.header, H_SQ_TAIL, this.sqTail);
+  }
+
+  /** Reap completions: onComplete(tag, 15-bit status, DW0). */
+  poll(onComplete: CompletionHandler, max: number = this.entries): number {
+    const cq = this.v.cq;
+    let n = 0;
+    while (n < max) {
+      const at = this.cqHead << 2;
+      const d3 = Atomics.load(cq, at + 3);
+      if ((d3 & CQE_PHASE_BIT) !== this.phase) break;
+      const cid = d3 & CQE_CID_MASK;
+      const result = cq[at]!;
+      if (++this.cqHead === this.entries) {
+        this.cqHead = 0;
+        this.phase ^= CQE_PHASE_BIT;
+      }
+      n++;
+      if (cid >= this.capacity) continue;
+      this.freeCids[this.freeTop++] = cid;
+      this.outstandingCount--;
+      this.stats.completed++;
+      onComplete(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, result);
+    }
+    if (n > 0) Atomics.store(this.v.header, H_CQ_HEAD, this.cqHead);
+    return n;
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * homid configuration: a TOML file (smol-toml) validated by zod, with defaults. Every error names the key
+ * that is wrong (e.g. `device[1].uri: ...`).
+ *
+ * ```toml
+ * socket = "/run/homi/homid.sock"   # Unix socket path
+ * socket_mode = "0660"              # octal permission bits of the socket
+ * log_level = "info"
+ *
+ * [[device]]
+ * name = "emu0"
+ * uri = "emu://?size=1GiB"
+ * extents = "fiemap"                # fiemap | decoder:ext4 | decoder:xfs | none
+ * # extent_root = "/srv/tree"       # decoder only: the host directory the image was built from
+ * io_queues = 16
+ *
+ * [class.default]                   # initiator classes: budgets; membership by user / group
+ * queue_pairs = 16                  # queue pairs held by all clients of the class together
+ * per_client = 4                    # queue pairs one client connection may hold
+ * max_depth = 1024
+ * users = []                        # user names or uids; "default" takes everyone not matched elsewhere
+ * groups = []
+ * write = true                      # mediated clients of this class may be granted writes
+ *
+ * [raw]                             # who may hold raw (unmediated) queues
+ * users = ["root"]
+ * groups = ["homi"]
+ * ```
+ */
+import * as fs from 'node:fs';
+import { parse as parseToml } from 'smol-toml';
+import { z } from 'zod';
+import { parseDeviceUri } from '../device/uri.js';
+
+export const DEFAULT_SOCKET = '/run/homi/homid.sock';
+export const DEFAULT_CONFIG_PATH = '/etc/homi/homid.toml';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const principal = z.union([z.string().min(1), z.number().int().nonnegative()]);
+
+const deviceSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1..64 characters)').optional(),
+    uri: z.string().min(1).superRefine((s, ctx) => {
+      try {
+        parseDeviceUri(s);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      }
+    }),
+    extents: z.enum(['fiemap', 'decoder:ext4', 'decoder:xfs', 'none']).default('fiemap'),
+    extent_root: z.string().min(1).optional(),
+    io_queues: z.number().int().min(1).max(65535).default(16),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    if (d.extents.startsWith('decoder:') && d.extent_root === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['extent_root'], message: `required when extents = "${d.extents}" (the host directory the image was built from)` });
+    }
+  });
+
+const classSchema = z
+  .object({
+    queue_pairs: z.number().int().min(0).default(16),
+    per_client: z.number().int().min(0).default(4),
+    max_depth: z.number().int().min(2).max(65536).default(1024),
+    users: z.array(principal).default([]),
+    groups: z.array(principal).default([]),
+    write: z.boolean().default(true),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.per_client > c.queue_pairs) ctx.addIssue({ code: 'custom', path: ['per_client'], message: `per_client (${c.per_client}) exceeds queue_pairs (${c.queue_pairs})` });
+  });
+
+const configSchema = z
+  .object({
+    socket: z.string().min(1).default(DEFAULT_SOCKET),
+    socket_mode: z
+      .string()
+      .regex(/^0?[0-7]{3}$/, 'octal permission bits such as "0660"')
+      .default('0660'),
+    log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    device: z.array(deviceSchema).default([]),
+    class: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,32}$/), classSchema).default({}),
+    raw: z
+      .object({ users: z.array(principal).default(['root']), groups: z.array(principal).default([]) })
+      .strict()
+      .default({ users: ['root'], groups: [] }),
+  })
+  .strict();
+
+export interface DeviceConfig {
+  name: string;
+  uri: string;
+  extents: 'fiemap' | 'decoder:ext4' | 'decoder:xfs' | 'none';
+  extentRoot?: string;
+  ioQueues: number;
+}
+
+export interface ClassConfig {
+  name: string;
+  queuePairs: number;
+  perClient: number;
+  maxDepth: number;
+  users: (string | number)[];
+  groups: (string | number)[];
+  write: boolean;
+}
+
+export interface HomidConfig {
+  socket: string;
+  socketMode: number;
+  logLevel: string;
+  devices: DeviceConfig[];
+  /** Always holds "default". */
+  classes: Map<string, ClassConfig>;
+  raw: { users: (string | number)[]; groups: (string | number)[] };
+}
+
+function issuePath(p: readonly PropertyKey[]): string {
+  let s = '';
+  for (const k of p) s += typeof k === 'number' ? `[${k}]` : s === '' ? String(k) : `.${String(k)}`;
+  return s === '' ? '(top level)' : s;
+}
+
+/** Validate an already-parsed TOML document. */
+export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
+  const r = configSchema.safeParse(doc);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      const keys = i.code === 'unrecognized_keys' ? ` (${(i as { keys: string[] }).keys.join(', ')})` : '';
+      return `  ${issuePath(i.path)}: ${i.message}${keys}`;
+    });
+    throw new ConfigError(`${source}: invalid configuration:\n${lines.join('\n')}`);
+  }
+  const c = r.data;
+  const names = new Set<string>();
+  const devices: DeviceConfig[] = c.device.map((d, i) => {
+    const name = d.name ?? `dev${i}`;
+    if (names.has(name)) throw new ConfigError(`${source}: invalid configuration:\n  device[${i}].name: duplicate device name '${name}'`);
+    names.add(name);
+    const out: DeviceConfig = { name, uri: d.uri, extents: d.extents, ioQueues: d.io_queues };
+    if (d.extent_root !== undefined) out.extentRoot = d.extent_root;
+    return out;
+  });
+  const classes = new Map<string, ClassConfig>();
+  const dflt = classSchema.parse({});
+  for (const [name, k] of Object.entries({ default: dflt, ...c.class })) {
+    classes.set(name, { name, queuePairs: k.queue_pairs, perClient: k.per_client, maxDepth: k.max_depth, users: k.users, groups: k.groups, write: k.write });
+  }
+  return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, classes, raw: c.raw };
+}
+
+/** Parse TOML text. */
+export function parseConfig(text: string, source = 'config'): HomidConfig {
+  let doc: unknown;
+  try {
+    doc = parseToml(text);
+  } catch (e) {
+    throw new ConfigError(`${source}: not valid TOML: ${(e as Error).message}`);
+  }
+  return configFromObject(doc, source);
+}
+
+/** Read and parse a config file; a missing file at the default path gives the defaults. */
+export function loadConfig(path: string | undefined): HomidConfig {
+  const p = path ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = fs.readFileSync(p, 'utf8');
+  } catch (e) {
+    if (path === undefined && (e as NodeJS.ErrnoException).code === 'ENOENT') return configFromObject({}, '(defaults)');
+    throw new ConfigError(`${p}: cannot read: ${(e as Error).message}`);
+  }
+  return parseConfig(text, p);
+}

@@ -1,0 +1,476 @@
+/**
+ * homid's logic, independent of the socket: devices, client sessions, queue-pair leases with budgets,
+ * mediated queues, the extent service and the status snapshot. The IPC server (server.ts) maps messages
+ * onto these methods; tests drive them directly.
+ *
+ * Leases: every queue pair a client holds is a lease tied to its session. When the session ends (the client
+ * closed, crashed or was killed: the socket closes), homid stops the queues: Delete I/O SQ (the controller
+ * aborts what is outstanding), Delete I/O CQ, and frees their memory. Queue ids and memory are reused.
+ */
+import * as fs from 'node:fs';
+import { pino } from 'pino';
+
+/** The slice of a pino logger homid uses. */
+export interface HomidLogger {
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+import type { DmaBuffer } from '../mem/dma.js';
+import type { QueuePair } from '../driver/queue-pair.js';
+import { toLbaRanges } from '../extents/types.js';
+import type { HomidConfig, ClassConfig } from './config.js';
+import { HomidError } from './errors.js';
+import { ExtentService, type ExtentEntry } from './extent-service.js';
+import { readExtentTable } from './extent-table.js';
+import { LbaSet, MediatedPoller, MediatedQueue, type DeniedCommand, type MediatedGrant } from './mediated.js';
+import { ringBytes } from './mediated-ring.js';
+import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
+import { DeviceRegistry, type DeviceEntry, type TransportOpener } from './registry.js';
+import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
+
+export const HOMID_VERSION = '0.1.0';
+const DEFAULT_DATA_BYTES = 1 << 20;
+const MAX_DATA_BYTES = 64 << 20;
+
+export interface OpenQueuePairsRequest {
+  device: string;
+  nsid?: number;
+  depth: number;
+  count?: number;
+  mode?: 'raw' | 'mediated';
+  /** Mediated: ask for writes (granted when the class allows it). */
+  write?: boolean;
+  /** Mediated: size of the data buffer (default 1 MiB). */
+  dataBytes?: number;
+}
+
+/** Creates the memory and controller queues of a raw lease. The default keeps the memory in homid (tests in
+ * one process); the IPC server installs one that puts it in shared memory the client maps. */
+export interface RawQueueFactory {
+  create(dev: DeviceEntry & { controller: NonNullable<DeviceEntry['controller']> }, depth: number): Promise<{ qp: QueuePair; grant?: unknown; fds?: number[]; release?: () => void }>;
+}
+
+export interface Lease {
+  readonly id: number;
+  readonly session: ClientSession;
+  readonly device: string;
+  readonly mode: 'raw' | 'mediated';
+  readonly nsid: number;
+  readonly depth: number;
+  readonly qp: QueuePair;
+  readonly qid: number;
+  readonly createdAt: number;
+  mediated: MediatedQueue | null;
+  ring: SharedRegion | null;
+  data: DmaBuffer | null;
+  /** Raw: what the client needs to drive the queue (from the RawQueueFactory), and fds to pass. */
+  grant: unknown;
+  fds: number[];
+  releaseExtra: (() => void) | null;
+}
+
+export interface FileGrant {
+  readonly id: number;
+  readonly device: string;
+  readonly entry: ExtentEntry;
+  readonly writable: boolean;
+}
+
+export class ClientSession {
+  readonly leases = new Map<number, Lease>();
+  readonly files = new Map<number, FileGrant>();
+  reserved = 0;
+  closed = false;
+  readonly connectedAt = Date.now();
+  constructor(
+    readonly id: number,
+    readonly peer: Peer,
+    readonly klass: ClassConfig,
+    readonly raw: boolean,
+  ) {}
+}
+
+export interface HomidOptions {
+  logger?: HomidLogger;
+  regions?: RegionProvider;
+  opener?: TransportOpener;
+  rawFactory?: RawQueueFactory;
+}
+
+function fdIsWritable(fd: number): boolean {
+  try {
+    const info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+    const m = /flags:\s*([0-7]+)/.exec(info);
+    if (!m) return false;
+    const acc = parseInt(m[1]!, 8) & 3;
+    return acc === 1 || acc === 2;
+  } catch {
+    return false;
+  }
+}
+
+export class Homid {
+  readonly log: HomidLogger;
+  readonly registry: DeviceRegistry;
+  readonly extents: ExtentService;
+  readonly poller = new MediatedPoller();
+  readonly sessions = new Map<number, ClientSession>();
+  readonly regions: RegionProvider;
+  readonly counters = { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0 };
+  /** The latest denied commands (also logged). */
+  readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
+  readonly startedAt = Date.now();
+  rawFactory: RawQueueFactory | null;
+  private nextSession = 1;
+  private nextLease = 1;
+  private nextFile = 1;
+
+  private constructor(readonly config: HomidConfig, opts: HomidOptions) {
+    this.log = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
+    this.regions = opts.regions ?? sabRegions;
+    this.rawFactory = opts.rawFactory ?? null;
+    this.registry = new DeviceRegistry(
+      { info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) },
+      opts.opener,
+    );
+    this.extents = new ExtentService(this.regions, { info: (o, m) => this.log.debug(o, m), warn: (o, m) => this.log.warn(o, m) });
+  }
+
+  /** Bring up every configured device (failures are reported, not fatal). */
+  static async start(config: HomidConfig, opts: HomidOptions = {}): Promise<Homid> {
+    const h = new Homid(config, opts);
+    await h.registry.start(config.devices);
+    return h;
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  connect(peer: Peer): ClientSession {
+    const id = identify(peer);
+    const s = new ClientSession(this.nextSession++, peer, classFor(this.config, id), mayHoldRaw(this.config, id));
+    this.sessions.set(s.id, s);
+    this.counters.clientsServed++;
+    this.log.info({ client: s.id, pid: peer.pid, uid: peer.uid, class: s.klass.name, raw: s.raw }, 'client connected');
+    return s;
+  }
+
+  /** The client went away (any reason): reclaim every lease and file grant. */
+  async disconnect(s: ClientSession): Promise<void> {
+    if (s.closed) return;
+    s.closed = true;
+    const leases = [...s.leases.values()];
+    for (const l of leases) await this.reclaim(l);
+    for (const f of s.files.values()) this.extents.release(f.entry);
+    s.files.clear();
+    this.sessions.delete(s.id);
+    this.log.info({ client: s.id, pid: s.peer.pid, reclaimed: leases.length }, 'client disconnected; its queues were reclaimed');
+  }
+
+  private refuse(s: ClientSession, e: HomidError): never {
+    this.counters.refusals++;
+    this.log.warn({ client: s.id, pid: s.peer.pid, code: e.code }, e.message);
+    throw e;
+  }
+
+  // ---------------------------------------------------------------- devices
+
+  listDevices(): { name: string; uri: string; state: string; error: string | null; model: string | null; serial: string | null; namespaces: { nsid: number; blockSize: number; blocks: number }[]; maxQueuePairs: number; queuePairsInUse: number; extents: string }[] {
+    return [...this.registry.devices.values()].map((d) => ({
+      name: d.config.name,
+      uri: d.config.uri,
+      state: d.state,
+      error: d.error,
+      model: d.controller ? d.controller.identity.model.trim() : null,
+      serial: d.controller ? d.controller.identity.serial.trim() : null,
+      namespaces: d.controller ? d.controller.namespaces.map((n) => ({ nsid: n.nsid, blockSize: n.blockSize, blocks: n.blocks })) : [],
+      maxQueuePairs: d.controller ? d.controller.maxIoQueuePairs : 0,
+      queuePairsInUse: d.controller ? d.controller.queuePairs.length : 0,
+      extents: d.config.extents,
+    }));
+  }
+
+  // ---------------------------------------------------------------- leases
+
+  private classHeld(name: string): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.klass.name === name) n += s.leases.size + s.reserved;
+    return n;
+  }
+
+  /** Open `count` queue pairs (all or none). */
+  async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]> {
+    if (s.closed) throw new HomidError('closed', 'the session is closed');
+    const count = req.count ?? 1;
+    const mode = req.mode ?? 'raw';
+    const nsid = req.nsid ?? 1;
+    if (!Number.isInteger(count) || count < 1 || count > 1024) this.refuse(s, new HomidError('bad-request', `count must be 1..1024, got ${count}`));
+    const k = s.klass;
+    if (!Number.isInteger(req.depth) || req.depth < 2 || req.depth > k.maxDepth) {
+      this.refuse(s, new HomidError('bad-depth', `depth must be an integer in 2..${k.maxDepth} (class '${k.name}' max_depth), got ${req.depth}`));
+    }
+    if (mode === 'raw' && !s.raw) this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold raw queues (config [raw] users/groups); ask for mode 'mediated'`));
+    if (mode === 'mediated' && req.write && !k.write) this.refuse(s, new HomidError('write-denied', `class '${k.name}' does not grant writes on mediated queues`));
+    let dev: ReturnType<DeviceRegistry['live']>;
+    try {
+      dev = this.registry.live(req.device);
+    } catch (e) {
+      this.refuse(s, e as HomidError);
+    }
+    const c = dev.controller;
+    if (req.depth > c.cap.maxQueueEntries) this.refuse(s, new HomidError('bad-depth', `depth ${req.depth} exceeds the controller's ${c.cap.maxQueueEntries} entries (CAP.MQES + 1)`));
+    const ns = c.namespaces.find((n) => n.nsid === nsid);
+    if (!ns) this.refuse(s, new HomidError('bad-namespace', `namespace ${nsid} is not active on '${req.device}' (active: ${c.namespaces.map((n) => n.nsid).join(', ')})`));
+    const mine = s.leases.size + s.reserved;
+    if (mine + count > k.perClient) {
+      this.refuse(s, new HomidError('budget-client', `client budget exceeded: holds ${mine} of ${k.perClient} queue pairs (class '${k.name}' per_client), asked for ${count} more`));
+    }
+    const held = this.classHeld(k.name);
+    if (held + count > k.queuePairs) {
+      this.refuse(s, new HomidError('budget-class', `class budget exceeded: class '${k.name}' holds ${held} of ${k.queuePairs} queue pairs, asked for ${count} more`));
+    }
+    const reservedOnDevice = this.reservedOn(req.device);
+    const freeQ = c.maxIoQueuePairs - c.queuePairs.length - reservedOnDevice;
+    if (count > freeQ) {
+      this.refuse(s, new HomidError('device-queues', `device '${req.device}' has ${Math.max(0, freeQ)} free I/O queue pairs of ${c.maxIoQueuePairs}, asked for ${count}`));
+    }
+    s.reserved += count;
+    this.deviceReserved.set(req.device, reservedOnDevice + count);
+    const made: Lease[] = [];
+    try {
+      for (let i = 0; i < count; i++) made.push(await this.createLease(s, dev, mode, nsid, req));
+    } catch (e) {
+      for (const l of made) await this.reclaim(l).catch(() => undefined);
+      throw e;
+    } finally {
+      s.reserved -= count;
+      this.deviceReserved.set(req.device, (this.deviceReserved.get(req.device) ?? count) - count);
+    }
+    if (s.closed) {
+      // the client went away while we were creating its queues
+      for (const l of made) await this.reclaim(l).catch(() => undefined);
+      throw new HomidError('closed', 'the session closed while its queue pairs were being created');
+    }
+    return made;
+  }
+
+  private readonly deviceReserved = new Map<string, number>();
+  private reservedOn(device: string): number {
+    return this.deviceReserved.get(device) ?? 0;
+  }
+
+  private async createLease(s: ClientSession, dev: ReturnType<DeviceRegistry['live']>, mode: 'raw' | 'mediated', nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
+    const c = dev.controller;
+    const base = { id: this.nextLease++, session: s, device: dev.config.name, mode, nsid, depth: req.depth, createdAt: Date.now() };
+    if (mode === 'raw') {
+      const made = this.rawFactory ? await this.rawFactory.create(dev, req.depth) : { qp: await c.createQueuePair({ entries: req.depth, timeoutMs: 0 }) };
+      const lease: Lease = { ...base, qp: made.qp, qid: made.qp.qid, mediated: null, ring: null, data: null, grant: made.grant ?? null, fds: made.fds ?? [], releaseExtra: made.release ?? null };
+      s.leases.set(lease.id, lease);
+      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
+      return lease;
+    }
+    const dataBytes = req.dataBytes ?? DEFAULT_DATA_BYTES;
+    if (!Number.isInteger(dataBytes) || dataBytes < 4096 || dataBytes > MAX_DATA_BYTES) {
+      throw new HomidError('bad-request', `dataBytes must be an integer in 4096..${MAX_DATA_BYTES}, got ${dataBytes}`);
+    }
+    const ns = c.namespaces.find((n) => n.nsid === nsid)!;
+    const dma = dev.transport.dma;
+    const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
+    let data: DmaBuffer | null = null;
+    let ring: SharedRegion | null = null;
+    try {
+      data = dma.alloc(Math.ceil(dataBytes / dma.pageSize) * dma.pageSize, dma.pageSize);
+      ring = this.regions.create(ringBytes(req.depth), `mq-${s.id}-${base.id}`);
+      const grant: MediatedGrant = {
+        nsid,
+        lbaSize: ns.blockSize,
+        maxTransfer: c.identity.mdts > 0 ? Math.min(c.identity.mdts, dma.pageSize * (dma.pageSize / 8)) : dma.pageSize * (dma.pageSize / 8),
+        write: req.write === true,
+        readable: new LbaSet(),
+        writable: new LbaSet(),
+      };
+      const mq = new MediatedQueue({
+        id: base.id,
+        entries: req.depth,
+        ring,
+        data,
+        hw: qp,
+        dma,
+        grant,
+        onDenied: (d) => this.onDenied(s, d),
+      });
+      const lease: Lease = { ...base, qp, qid: qp.qid, mediated: mq, ring, data, grant: null, fds: ring.fd !== null ? [ring.fd] : [], releaseExtra: null };
+      s.leases.set(lease.id, lease);
+      this.recomputeGrant(s, lease);
+      this.poller.add(mq);
+      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode, write: grant.write }, 'mediated queue pair granted');
+      return lease;
+    } catch (e) {
+      ring?.close();
+      if (data) dma.free(data);
+      await c.deleteQueuePair(qp).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private onDenied(s: ClientSession, d: DeniedCommand): void {
+    this.counters.deniedCommands++;
+    const rec = { ...d, client: s.id, pid: s.peer.pid, uid: s.peer.uid };
+    this.denied.push(rec);
+    if (this.denied.length > 100) this.denied.shift();
+    this.log.warn(rec, 'mediated command denied (Access Denied)');
+  }
+
+  async closeQueuePair(s: ClientSession, leaseId: number): Promise<void> {
+    const l = s.leases.get(leaseId);
+    if (!l) throw new HomidError('no-lease', `client ${s.id} holds no queue pair lease ${leaseId}`);
+    await this.reclaim(l);
+  }
+
+  /** Stop a lease's queues: Delete SQ (the controller aborts what is outstanding), Delete CQ, free memory. */
+  private async reclaim(l: Lease): Promise<void> {
+    if (!l.session.leases.delete(l.id)) return;
+    if (l.mediated) {
+      l.mediated.revoke();
+      this.poller.remove(l.mediated);
+    }
+    const dev = this.registry.devices.get(l.device);
+    try {
+      if (dev?.controller && dev.state === 'live') await dev.controller.deleteQueuePair(l.qp);
+    } catch (e) {
+      this.log.error({ lease: l.id, qid: l.qid, err: (e as Error).message }, 'deleting a reclaimed queue pair failed');
+    }
+    l.mediated?.free();
+    if (l.data && dev?.transport) dev.transport.dma.free(l.data);
+    l.ring?.close();
+    l.releaseExtra?.();
+    this.counters.reclaimedQueuePairs++;
+    this.log.info({ client: l.session.id, lease: l.id, device: l.device, qid: l.qid }, 'queue pair reclaimed');
+  }
+
+  // ---------------------------------------------------------------- files and extents
+
+  /**
+   * Resolve the extents of the file open on `fd` (the client's descriptor, received by SCM_RIGHTS) for
+   * `device`, publish them, and add the file's LBAs to the client's mediated grants on that device.
+   * A path string is refused.
+   */
+  resolveExtents(s: ClientSession, device: string, fd: unknown): { grant: FileGrant; region: SharedRegion } {
+    if (s.closed) throw new HomidError('closed', 'the session is closed');
+    let dev: ReturnType<DeviceRegistry['live']>;
+    let entry: ExtentEntry;
+    try {
+      dev = this.registry.live(device);
+      entry = this.extents.acquire(fd, dev);
+    } catch (e) {
+      if (e instanceof HomidError) this.refuse(s, e);
+      throw e;
+    }
+    const grant: FileGrant = { id: this.nextFile++, device, entry, writable: fdIsWritable(fd as number) };
+    s.files.set(grant.id, grant);
+    const listener = (): void => {
+      for (const l of s.leases.values()) if (l.device === device) this.recomputeGrant(s, l);
+    };
+    entry.listeners.add(listener);
+    listener();
+    return { grant, region: entry.region };
+  }
+
+  releaseFile(s: ClientSession, fileId: number): void {
+    const f = s.files.get(fileId);
+    if (!f) throw new HomidError('bad-request', `no file grant ${fileId}`);
+    s.files.delete(fileId);
+    this.extents.release(f.entry);
+    for (const l of s.leases.values()) if (l.device === f.device) this.recomputeGrant(s, l);
+  }
+
+  /** The LBAs a mediated lease may touch: the extents of the client's files on that device and namespace. */
+  private recomputeGrant(s: ClientSession, l: Lease): void {
+    const mq = l.mediated;
+    if (!mq) return;
+    const readable: { lba: number; count: number }[] = [];
+    const writable: { lba: number; count: number }[] = [];
+    for (const f of s.files.values()) {
+      if (f.device !== l.device || l.nsid !== 1) continue; // extents address namespace 1 of the device
+      const ranges = toLbaRanges(f.entry.map, mq.grant.lbaSize).filter((r) => !r.flags.includes('unknown') && !r.flags.includes('encoded'));
+      readable.push(...ranges);
+      if (f.writable) writable.push(...ranges);
+    }
+    mq.grant.readable.set(readable);
+    mq.grant.writable.set(writable);
+  }
+
+  // ---------------------------------------------------------------- status
+
+  status(): StatusSnapshot {
+    const devices = this.listDevices();
+    const classes = [...this.config.classes.values()].map((k) => ({ name: k.name, queuePairs: k.queuePairs, perClient: k.perClient, held: this.classHeld(k.name) }));
+    const clients = [...this.sessions.values()].map((s) => ({
+      id: s.id,
+      pid: s.peer.pid,
+      uid: s.peer.uid,
+      class: s.klass.name,
+      raw: s.raw,
+      files: s.files.size,
+      queuePairs: [...s.leases.values()].map((l) => ({
+        lease: l.id,
+        device: l.device,
+        qid: l.qid,
+        mode: l.mode,
+        nsid: l.nsid,
+        depth: l.depth,
+        io: (l.mediated
+          ? { submitted: l.mediated.stats.submitted, forwarded: l.mediated.stats.forwarded, denied: l.mediated.stats.denied, completed: l.mediated.stats.completed }
+          : this.rawFactory
+            ? null
+            : { submitted: l.qp.stats.submitted, completed: l.qp.stats.completed }) as Record<string, number> | null,
+      })),
+    }));
+    const extents = [...this.extents.entries.values()].map((e) => {
+      let generation = 0;
+      try {
+        generation = readExtentTable(e.region.bytes, 1000).generation;
+      } catch {
+        generation = -1;
+      }
+      return { device: e.device, path: e.path, ino: e.ino, size: e.map.size, extents: e.map.extents.length, generation, holders: e.refs, refreshes: e.refreshes, error: e.lastError };
+    });
+    return {
+      version: HOMID_VERSION,
+      pid: process.pid,
+      uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      devices,
+      classes,
+      clients,
+      extents,
+      counters: { ...this.counters },
+    };
+  }
+
+  async stop(): Promise<void> {
+    for (const s of [...this.sessions.values()]) await this.disconnect(s);
+    this.poller.stop();
+    this.extents.closeAll();
+    await this.registry.close();
+  }
+}
+
+export interface StatusSnapshot {
+  version: string;
+  pid: number;
+  uptimeS: number;
+  devices: ReturnType<Homid['listDevices']>;
+  classes: { name: string; queuePairs: number; perClient: number; held: number }[];
+  clients: {
+    id: number;
+    pid: number;
+    uid: number;
+    class: string;
+    raw: boolean;
+    files: number;
+    queuePairs: { lease: number; device: string; qid: number; mode: string; nsid: number; depth: number; io: Record<string, number> | null }[];
+  }[];
+  extents: { device: string; path: string; ino: number; size: number; extents: number; generation: number; holders: number; refreshes: number; error: string | null }[];
+  counters: Homid['counters'];
+}

@@ -1,0 +1,70 @@
+/**
+ * The software queue pair of a mediated client: NVMe-format SQ and CQ rings in shared memory that homid polls.
+ * The client writes standard 64-byte SQEs and advances the SQ tail; homid checks each command against the
+ * client's grant, forwards it to a hardware queue, and posts a standard 16-byte CQE (phase tag, the client's
+ * CID, SQ head) to the CQ. Data pointers are not bus addresses: PRP1 is a byte offset into the grant's data
+ * buffer (shared memory the device can reach), PRP2 is ignored; homid builds the real PRPs.
+ *
+ * Layout: header page (Int32 cells below, each on its own 64-byte line), then the SQ (entries * 64 bytes) at
+ * RING_SQ_OFFSET, then the CQ (entries * 16 bytes) at a page-aligned offset after it.
+ */
+export const RING_MAGIC = 0x51444d48; // 'HMDQ'
+export const RING_VERSION = 1;
+export const RING_PAGE = 4096;
+export const RING_SQ_OFFSET = RING_PAGE;
+/** Int32 indices into the header. */
+export const H_MAGIC = 0;
+export const H_VERSION = 1;
+export const H_ENTRIES = 2;
+/** Client writes: next free SQ slot. */
+export const H_SQ_TAIL = 16;
+/** homid writes: SQ slots consumed. */
+export const H_SQ_HEAD = 32;
+/** Client writes: CQ slots consumed. */
+export const H_CQ_HEAD = 48;
+/** homid writes: 0 open, 1 revoked (the lease ended). */
+export const H_STATE = 64;
+export const RING_STATE_OPEN = 0;
+export const RING_STATE_REVOKED = 1;
+
+export function ringCqOffset(entries: number): number {
+  return RING_SQ_OFFSET + Math.ceil((entries * 64) / RING_PAGE) * RING_PAGE;
+}
+
+export function ringBytes(entries: number): number {
+  return ringCqOffset(entries) + Math.ceil((entries * 16) / RING_PAGE) * RING_PAGE;
+}
+
+export interface RingViews {
+  header: Int32Array;
+  sq: Uint32Array;
+  cq: Uint32Array;
+  entries: number;
+}
+
+export function ringViews(bytes: Uint8Array, entries: number): RingViews {
+  if (bytes.byteLength < ringBytes(entries)) throw new RangeError(`ring region of ${bytes.byteLength} bytes is too small for ${entries} entries`);
+  const b = bytes.buffer;
+  const o = bytes.byteOffset;
+  return {
+    header: new Int32Array(b, o, RING_PAGE / 4),
+    sq: new Uint32Array(b, o + RING_SQ_OFFSET, entries * 16),
+    cq: new Uint32Array(b, o + ringCqOffset(entries), entries * 4),
+    entries,
+  };
+}
+
+export function initRing(bytes: Uint8Array, entries: number): RingViews {
+  const v = ringViews(bytes, entries);
+  v.header[H_MAGIC] = RING_MAGIC;
+  v.header[H_VERSION] = RING_VERSION;
+  v.header[H_ENTRIES] = entries;
+  return v;
+}
+
+/** Check a ring mapped on the client side. */
+export function openRing(bytes: Uint8Array): RingViews {
+  const h = new Int32Array(bytes.buffer, bytes.byteOffset, 4);
+  if (h[H_MAGIC] !== RING_MAGIC || h[H_VERSION] !== RING_VERSION) throw new Error('not a homid mediated ring (bad magic or version)');
+  return ringViews(bytes, h[H_ENTRIES]!);
+}

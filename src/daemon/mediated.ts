@@ -1,0 +1,358 @@
+/**
+ * Mediated queues (homid side). A client not trusted with raw queues gets a software SQ/CQ in shared memory
+ * (mediated-ring.ts) and a data buffer the device can reach. homid's poller copies every new SQE out of the
+ * shared ring (so the client cannot change it after the check), checks it against the client's grant
+ * (opcode, namespace, LBA range inside the files the client passed descriptors for, write only if granted,
+ * data range inside the data buffer), builds a fresh command from the checked fields and submits it to a
+ * hardware queue pair homid owns, then relays the completion with the client's CID. A command outside the
+ * grant completes with SCT 2 / SC 86h (Access Denied) and is reported through onDenied; nothing reaches the
+ * device.
+ */
+import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
+import { CQE_PHASE_BIT, CQE_STATUS_SHIFT, makeStatus } from '../nvme/cqe.js';
+import { NvmOpcode } from '../nvme/opcodes.js';
+import { buildPrps } from '../nvme/prp.js';
+import { GenericStatus, Sct } from '../nvme/status.js';
+import type { QueuePair } from '../driver/queue-pair.js';
+import { H_CQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from './mediated-ring.js';
+import type { SharedRegion } from './shared-region.js';
+
+/** SCT 2 (Media and Data Integrity Errors) / SC 86h: Access Denied. */
+export const STATUS_ACCESS_DENIED = makeStatus(Sct.MediaDataIntegrity, 0x86);
+export const STATUS_INVALID_FIELD = makeStatus(Sct.Generic, GenericStatus.InvalidField);
+export const STATUS_INTERNAL = makeStatus(Sct.Generic, GenericStatus.InternalError);
+
+/** Sorted, merged half-open LBA intervals [start, end). */
+export class LbaSet {
+  private starts: Float64Array = new Float64Array(0);
+  private ends: Float64Array = new Float64Array(0);
+  static of(ranges: Iterable<{ lba: number; count: number }>): LbaSet {
+    const s = new LbaSet();
+    s.set(ranges);
+    return s;
+  }
+  set(ranges: Iterable<{ lba: number; count: number }>): void {
+    const list = [...ranges].filter((r) => r.count > 0).sort((a, b) => a.lba - b.lba);
+    const st: number[] = [];
+    const en: number[] = [];
+    for (const r of list) {
+      const e = r.lba + r.count;
+      if (st.length > 0 && r.lba <= en[en.length - 1]!) en[en.length - 1] = Math.max(en[en.length - 1]!, e);
+      else {
+        st.push(r.lba);
+        en.push(e);
+      }
+    }
+    this.starts = Float64Array.from(st);
+    this.ends = Float64Array.from(en);
+  }
+  get size(): number {
+    return this.starts.length;
+  }
+  /** True when [lba, lba + count) lies inside one interval. */
+  contains(lba: number, count: number): boolean {
+    const s = this.starts;
+    let lo = 0;
+    let hi = s.length - 1;
+    let at = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (s[mid]! <= lba) {
+        at = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return at >= 0 && lba + count <= this.ends[at]!;
+  }
+}
+
+export interface MediatedGrant {
+  nsid: number;
+  lbaSize: number;
+  /** Largest transfer in bytes (MDTS). */
+  maxTransfer: number;
+  write: boolean;
+  /** LBAs of every file the client passed a descriptor for. */
+  readable: LbaSet;
+  /** LBAs of the files passed with a writable descriptor (used only when write is granted). */
+  writable: LbaSet;
+}
+
+export interface DeniedCommand {
+  queue: number;
+  cid: number;
+  opcode: number;
+  nsid: number;
+  slba: number;
+  nlb: number;
+  reason: string;
+}
+
+export interface MediatedStats {
+  submitted: number;
+  forwarded: number;
+  denied: number;
+  completed: number;
+}
+
+export interface MediatedQueueOptions {
+  /** Queue id as the client knows it (written into CQE SQID). */
+  id: number;
+  entries: number;
+  ring: SharedRegion;
+  data: DmaBuffer;
+  hw: QueuePair;
+  dma: DmaAllocator;
+  grant: MediatedGrant;
+  onDenied: (d: DeniedCommand) => void;
+}
+
+export class MediatedQueue {
+  readonly id: number;
+  readonly entries: number;
+  readonly ring: SharedRegion;
+  readonly data: DmaBuffer;
+  readonly hw: QueuePair;
+  readonly grant: MediatedGrant;
+  readonly stats: MediatedStats = { submitted: 0, forwarded: 0, denied: 0, completed: 0 };
+  private readonly v: RingViews;
+  private readonly dma: DmaAllocator;
+  private readonly onDenied: (d: DeniedCommand) => void;
+  private sqHead = 0;
+  private cqTail = 0;
+  private phase = CQE_PHASE_BIT;
+  private readonly slotCid: Int32Array;
+  private readonly freeSlots: Int32Array;
+  private freeTop: number;
+  private readonly prpPages: DmaBuffer;
+  private readonly pendCid: number[] = [];
+  private readonly pendStatus: number[] = [];
+  private readonly pendResult: number[] = [];
+  private readonly onHw: (tag: number, status: number, result: number) => void;
+  private revoked = false;
+
+  constructor(o: MediatedQueueOptions) {
+    this.id = o.id;
+    this.entries = o.entries;
+    this.ring = o.ring;
+    this.data = o.data;
+    this.hw = o.hw;
+    this.dma = o.dma;
+    this.grant = o.grant;
+    this.onDenied = o.onDenied;
+    this.v = initRing(o.ring.bytes, o.entries);
+    const slots = Math.min(o.entries, o.hw.capacity);
+    this.slotCid = new Int32Array(slots);
+    this.freeSlots = new Int32Array(slots);
+    for (let i = 0; i < slots; i++) this.freeSlots[i] = slots - 1 - i;
+    this.freeTop = slots;
+    this.prpPages = o.dma.alloc(slots * o.dma.pageSize, o.dma.pageSize);
+    this.onHw = (tag, status, result) => {
+      this.freeSlots[this.freeTop++] = tag;
+      this.stats.completed++;
+      this.post(this.slotCid[tag]!, status < 0 ? STATUS_INTERNAL : status, result);
+    };
+  }
+
+  /** Commands forwarded to the device and not yet completed. */
+  get inFlight(): number {
+    return this.slotCid.length - this.freeTop;
+  }
+
+  /** One polling pass: relay device completions, check and forward new commands. Returns work done. */
+  pump(): number {
+    if (this.revoked) return 0;
+    let n = this.hw.poll(this.onHw);
+    if (this.pendCid.length > 0) this.flushPending();
+    const h = this.v.header;
+    const tail = Atomics.load(h, H_SQ_TAIL);
+    if (tail < 0 || tail >= this.entries) return n; // a corrupt tail: ignore until the client fixes it
+    const sq = this.v.sq;
+    let consumed = 0;
+    while (this.sqHead !== tail && this.freeTop > 0 && this.pendCid.length < this.entries) {
+      const at = this.sqHead << 4;
+      // Copy the fields out once; everything below uses the copies.
+      const d0 = sq[at]!;
+      const nsid = sq[at + 1]!;
+      const off = sq[at + 6]! + sq[at + 7]! * 0x1_0000_0000;
+      const slba = sq[at + 10]! + sq[at + 11]! * 0x1_0000_0000;
+      const nlb = (sq[at + 12]! & 0xffff) + 1;
+      this.sqHead = this.sqHead + 1 === this.entries ? 0 : this.sqHead + 1;
+      consumed++;
+      this.stats.submitted++;
+      this.check(d0, nsid, off, slba, nlb);
+    }
+    if (consumed > 0) {
+      Atomics.store(h, H_SQ_HEAD, this.sqHead);
+      this.hw.ring();
+      n += consumed;
+    }
+    return n;
+  }
+
+  private check(d0: number, nsid: number, off: number, slba: number, nlb: number): void {
+    const opcode = d0 & 0xff;
+    const cid = d0 >>> 16;
+    const g = this.grant;
+    let reason: string | null = null;
+    let status = STATUS_ACCESS_DENIED;
+    if (opcode === NvmOpcode.Flush) {
+      if (nsid !== g.nsid) reason = `namespace ${nsid} is not granted (granted: ${g.nsid})`;
+      else return this.forward(cid, opcode, nsid, 0, 1, -1);
+    } else if (opcode !== NvmOpcode.Read && opcode !== NvmOpcode.Write) {
+      reason = `opcode 0x${opcode.toString(16).padStart(2, '0')} is not granted (read, write, flush only)`;
+    } else if (((d0 >>> 8) & 0xff) !== 0) {
+      status = STATUS_INVALID_FIELD;
+      reason = 'fused operations and SGLs are not supported on mediated queues';
+    } else if (nsid !== g.nsid) {
+      reason = `namespace ${nsid} is not granted (granted: ${g.nsid})`;
+    } else if (opcode === NvmOpcode.Write && !g.write) {
+      reason = 'write is not granted';
+    } else if (!(opcode === NvmOpcode.Write ? g.writable : g.readable).contains(slba, nlb)) {
+      reason = `LBAs ${slba}..${slba + nlb - 1} are outside the ${opcode === NvmOpcode.Write ? 'writable ' : ''}files granted`;
+    } else {
+      const len = nlb * g.lbaSize;
+      if (len > g.maxTransfer) {
+        status = STATUS_INVALID_FIELD;
+        reason = `transfer of ${len} bytes exceeds the ${g.maxTransfer}-byte limit`;
+      } else if (off % 4 !== 0 || off + len > this.data.size) {
+        status = STATUS_INVALID_FIELD;
+        reason = `data range [${off}, ${off + len}) is outside the ${this.data.size}-byte data buffer`;
+      } else return this.forward(cid, opcode, nsid, slba, nlb, off);
+    }
+    this.stats.denied++;
+    this.post(cid, status, 0);
+    this.onDenied({ queue: this.id, cid, opcode, nsid, slba, nlb, reason });
+  }
+
+  private forward(cid: number, opcode: number, nsid: number, slba: number, nlb: number, off: number): void {
+    const slot = this.freeSlots[--this.freeTop]!;
+    this.slotCid[slot] = cid;
+    let prp1 = 0;
+    let prp2 = 0;
+    if (off >= 0) {
+      const ps = this.dma.pageSize;
+      const page = this.prpPages;
+      const r = buildPrps({ iova: this.data.iova + off, length: nlb * this.grant.lbaSize }, ps, () => ({
+        iova: page.iova + slot * ps,
+        view: page.bytes.subarray(slot * ps, (slot + 1) * ps),
+      }));
+      prp1 = r.prp1;
+      prp2 = r.prp2;
+    }
+    const hwCid = this.hw.submitIo(opcode, nsid, slba, nlb, prp1, prp2, slot);
+    if (hwCid < 0) {
+      this.freeSlots[this.freeTop++] = slot;
+      this.post(cid, STATUS_INTERNAL, 0);
+      return;
+    }
+    this.stats.forwarded++;
+  }
+
+  private post(cid: number, status: number, result: number): void {
+    if (this.pendCid.length > 0 || !this.cqHasRoom()) {
+      this.pendCid.push(cid);
+      this.pendStatus.push(status);
+      this.pendResult.push(result);
+      return;
+    }
+    this.write(cid, status, result);
+  }
+
+  private cqHasRoom(): boolean {
+    const next = this.cqTail + 1 === this.entries ? 0 : this.cqTail + 1;
+    return next !== Atomics.load(this.v.header, H_CQ_HEAD);
+  }
+
+  private write(cid: number, status: number, result: number): void {
+    const cq = this.v.cq;
+    const at = this.cqTail << 2;
+    cq[at] = result >>> 0;
+    cq[at + 1] = 0;
+    cq[at + 2] = (this.sqHead | (this.id << 16)) >>> 0;
+    Atomics.store(cq, at + 3, ((cid & 0xffff) | this.phase | ((status & 0x7fff) << CQE_STATUS_SHIFT)) >>> 0);
+    if (++this.cqTail === this.entries) {
+      this.cqTail = 0;
+      this.phase ^= CQE_PHASE_BIT;
+    }
+  }
+
+  private flushPending(): void {
+    let i = 0;
+    while (i < this.pendCid.length && this.cqHasRoom()) {
+      this.write(this.pendCid[i]!, this.pendStatus[i]!, this.pendResult[i]!);
+      i++;
+    }
+    if (i > 0) {
+      this.pendCid.splice(0, i);
+      this.pendStatus.splice(0, i);
+      this.pendResult.splice(0, i);
+    }
+  }
+
+  /** Stop serving the ring (the lease ends); the hardware queue is deleted by the owner. */
+  revoke(): void {
+    this.revoked = true;
+    Atomics.store(this.v.header, H_STATE, RING_STATE_REVOKED);
+  }
+
+  /** Free homid-side memory (after the hardware queue was deleted). */
+  free(): void {
+    this.dma.free(this.prpPages);
+  }
+}
+
+/**
+ * The poller: pumps every mediated queue. It spins (setImmediate) while there is work or commands in flight
+ * and backs off to 1 ms timers when everything is idle.
+ */
+export class MediatedPoller {
+  readonly queues = new Set<MediatedQueue>();
+  private running = false;
+  private idleSince = 0;
+  private timer: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  /** Spin this long after the last work before backing off to timers. */
+  spinMs = 2;
+
+  add(q: MediatedQueue): void {
+    this.queues.add(q);
+    this.kick();
+  }
+  remove(q: MediatedQueue): void {
+    this.queues.delete(q);
+  }
+  kick(): void {
+    if (this.running) return;
+    this.running = true;
+    this.idleSince = performance.now();
+    this.timer = setImmediate(this.loop);
+  }
+  private readonly loop = (): void => {
+    this.timer = null;
+    if (this.queues.size === 0) {
+      this.running = false;
+      return;
+    }
+    let work = 0;
+    let inFlight = 0;
+    for (let pass = 0; pass < 64; pass++) {
+      let w = 0;
+      for (const q of this.queues) w += q.pump();
+      work += w;
+      if (w === 0) break;
+    }
+    for (const q of this.queues) inFlight += q.inFlight;
+    const now = performance.now();
+    if (work > 0 || inFlight > 0) this.idleSince = now;
+    if (now - this.idleSince < this.spinMs) this.timer = setImmediate(this.loop);
+    else this.timer = setTimeout(this.loop, 1);
+  };
+  stop(): void {
+    if (this.timer) {
+      clearImmediate(this.timer as NodeJS.Immediate);
+      clearTimeout(this.timer as NodeJS.Timeout);
+    }
+    this.timer = null;
+    this.running = false;
+  }
+}

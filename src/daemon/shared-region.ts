@@ -1,0 +1,69 @@
+/**
+ * Memory homid shares with a client: queue rings of mediated queues and extent tables. In one process the
+ * stand-in is a SharedArrayBuffer; across processes a memfd (src/sys/shm.ts) whose fd travels by SCM_RIGHTS.
+ * A provider is chosen when homid starts.
+ */
+import * as fs from 'node:fs';
+import { createShm, shmPageRound } from '../sys/shm.js';
+
+export interface SharedRegion {
+  /** The whole region (length = size). */
+  readonly bytes: Uint8Array;
+  readonly size: number;
+  /** File descriptor to pass to a client (memfd), or null for in-process memory. */
+  readonly fd: number | null;
+  /** Unmap / close (idempotent). */
+  close(): void;
+}
+
+export interface RegionProvider {
+  readonly kind: string;
+  /** A zeroed region of at least `size` bytes; `readOnlyForClients` regions are sealed against client writes. */
+  create(size: number, name: string, opts?: { readOnlyForClients?: boolean }): SharedRegion;
+}
+
+/** In-process regions (SharedArrayBuffer). */
+export const sabRegions: RegionProvider = {
+  kind: 'sab',
+  create(size: number): SharedRegion {
+    const sab = new SharedArrayBuffer(Math.max(8, Math.ceil(size / 8) * 8));
+    const bytes = new Uint8Array(sab);
+    return { bytes, size: bytes.length, fd: null, close: () => undefined };
+  },
+};
+
+/**
+ * Cross-process regions: memfds mapped MAP_SHARED. For regions read-only to clients the fd handed out is a
+ * second, O_RDONLY descriptor of the same memfd (opened through /proc/self/fd), so a client cannot map it
+ * writable.
+ */
+export const memfdRegions: RegionProvider = {
+  kind: 'memfd',
+  create(size: number, name: string, opts: { readOnlyForClients?: boolean } = {}): SharedRegion {
+    const r = createShm(`homid-${name}`, shmPageRound(size));
+    let ro: number | null = null;
+    try {
+      if (opts.readOnlyForClients) ro = fs.openSync(`/proc/self/fd/${r.fd}`, 'r');
+    } catch (e) {
+      r.close();
+      throw e;
+    }
+    const bytes = new Uint8Array(r.buffer);
+    return {
+      bytes,
+      size: r.size,
+      fd: ro ?? r.fd,
+      close(): void {
+        r.close();
+        if (ro !== null) {
+          try {
+            fs.closeSync(ro);
+          } catch {
+            // closed
+          }
+          ro = null;
+        }
+      },
+    };
+  },
+};

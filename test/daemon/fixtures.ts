@@ -1,0 +1,70 @@
+/** Shared fixtures of the homid tests: an ext4 image built from a host directory, configs, silent loggers. */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pino } from 'pino';
+import { configFromObject, type HomidConfig } from '../../src/daemon/config.js';
+import { mkExt4, tmpDir } from '../extents/fixtures.js';
+
+export { haveTool, tmpDir } from '../extents/fixtures.js';
+
+export const silent = () => pino({ level: 'silent' });
+
+/** Deterministic file contents. */
+export function pattern(bytes: number, seed: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  let off = 0;
+  let i = 0;
+  while (off < bytes) {
+    const h = crypto.createHash('sha256').update(`${seed}:${i++}`).digest();
+    out.set(h.subarray(0, Math.min(h.length, bytes - off)), off);
+    off += h.length;
+  }
+  return out;
+}
+
+export interface ImageFixture {
+  dir: string;
+  tree: string;
+  image: string;
+  files: Record<string, Uint8Array>;
+  sizeMiB: number;
+  rebuild(): void;
+}
+
+/** A tree of files and an ext4 image of it (mkfs.ext4 -d), for a file-backed emu namespace. */
+export function ext4Fixture(files: Record<string, number>, sizeMiB = 16): ImageFixture {
+  const dir = tmpDir('homid-');
+  const tree = path.join(dir, 'tree');
+  fs.mkdirSync(tree);
+  const data: Record<string, Uint8Array> = {};
+  let seed = 1;
+  for (const [name, size] of Object.entries(files)) {
+    data[name] = pattern(size, seed++);
+    fs.writeFileSync(path.join(tree, name), data[name]!);
+  }
+  const image = path.join(dir, 'disk.img');
+  mkExt4(image, tree, sizeMiB);
+  return {
+    dir,
+    tree,
+    image,
+    files: data,
+    sizeMiB,
+    /** Rebuild the image from the tree, rewriting the image file in place (same inode). */
+    rebuild(): void {
+      const tmp = path.join(dir, 'next.img');
+      mkExt4(tmp, tree, sizeMiB);
+      fs.writeFileSync(image, fs.readFileSync(tmp));
+      fs.rmSync(tmp);
+    },
+  };
+}
+
+export function config(doc: Record<string, unknown>): HomidConfig {
+  return configFromObject(doc, 'test');
+}
+
+export const ROOT_PEER = { pid: process.pid, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+/** A peer that matches no raw user or group (nobody). */
+export const NOBODY_PEER = { pid: process.pid, uid: 65534, gid: 65534 };
