@@ -380,3 +380,31 @@ test('frames: oversized responses and requests are refused cleanly', { timeout: 
     await c.close();
   });
 });
+
+test('large frames both ways (partial writes, multi-read bodies) with a descriptor', { timeout: T }, async () => {
+  const file = tempFile('large', 'small file');
+  const big = 'z'.repeat(900 * 1024);
+  const h: IpcHandler = async (req) => {
+    if (req.request.type === 'resolveExtents') {
+      const b = Buffer.alloc(10);
+      fs.readSync(req.fds[0], b, 0, 10, 0);
+      return { response: { ok: true, size: 10, extents: [], content: b.toString(), blob: big } };
+    }
+    return handler(req);
+  };
+  await withServer({ handler: h }, async (_server, path) => {
+    const c = await IpcClient.connect(path);
+    const fd = fs.openSync(file, 'r');
+    const rs = await Promise.all(
+      Array.from({ length: 4 }, () => c.call({ type: 'resolveExtents', padding: big } as never, [fd])),
+    );
+    fs.closeSync(fd);
+    for (const r of rs) {
+      const resp = r.response as unknown as { content: string; blob: string };
+      assert.equal(resp.content, 'small file');
+      assert.equal(resp.blob.length, big.length);
+    }
+    await c.close();
+  });
+  fs.unlinkSync(file);
+});
