@@ -9,6 +9,9 @@
  */
 import * as fs from 'node:fs';
 import { pino } from 'pino';
+import { provisionQueuePair } from '../driver/attach.js';
+import type { DedicatedSegment } from '../mem/shm-dma.js';
+import { EmuTransport } from '../transport/emu.js';
 
 /** The slice of a pino logger homid uses. */
 export interface HomidLogger {
@@ -46,11 +49,27 @@ export interface OpenQueuePairsRequest {
   dataBytes?: number;
 }
 
-/** Creates the memory and controller queues of a raw lease. The default keeps the memory in homid (tests in
- * one process); the IPC server installs one that puts it in shared memory the client maps. */
-export interface RawQueueFactory {
-  create(dev: DeviceEntry & { controller: NonNullable<DeviceEntry['controller']> }, depth: number): Promise<{ qp: QueuePair; grant?: unknown; fds?: number[]; release?: () => void }>;
+/** What a raw lease hands the client, and how homid takes it back. */
+export interface RawQueue {
+  qid: number;
+  /** Set when homid itself holds the QueuePair object (in-process clients, tests). */
+  qp: QueuePair | null;
+  /** Plain-JSON grant for the client (attachQueuePair), or null in process. */
+  grant: unknown;
+  fds: number[];
+  /** Abort known commands, Delete I/O SQ, Delete I/O CQ, free the memory. */
+  reclaim(): Promise<void>;
 }
+
+/** Raw queues over memory another process maps: a memfd-mode embedded controller (driver/attach.ts). */
+async function provisionRaw(dev: LiveDevice, depth: number, nsid: number, dataBytes: number): Promise<RawQueue | null> {
+  const t = dev.transport;
+  if (!(t instanceof EmuTransport) || t.sharedMemory !== 'memfd') return null;
+  const p = await provisionQueuePair(dev.controller, t, { entries: depth, nsid, dataBytes });
+  return { qid: p.grant.qid, qp: null, grant: p.grant, fds: p.fds, reclaim: () => p.reclaim() };
+}
+
+type LiveDevice = ReturnType<DeviceRegistry['live']>;
 
 export interface Lease {
   readonly id: number;
@@ -59,8 +78,10 @@ export interface Lease {
   readonly mode: 'raw' | 'mediated';
   readonly nsid: number;
   readonly depth: number;
-  readonly qp: QueuePair;
+  /** The hardware queue pair when homid drives it (mediated, or raw in process); null for a remote raw queue. */
+  readonly qp: QueuePair | null;
   readonly qid: number;
+  reclaimQueue: () => Promise<void>;
   readonly createdAt: number;
   mediated: MediatedQueue | null;
   ring: SharedRegion | null;
@@ -96,7 +117,6 @@ export interface HomidOptions {
   logger?: HomidLogger;
   regions?: RegionProvider;
   opener?: TransportOpener;
-  rawFactory?: RawQueueFactory;
 }
 
 function fdIsWritable(fd: number): boolean {
@@ -122,7 +142,6 @@ export class Homid {
   /** The latest denied commands (also logged). */
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
   readonly startedAt = Date.now();
-  rawFactory: RawQueueFactory | null;
   private nextSession = 1;
   private nextLease = 1;
   private nextFile = 1;
@@ -130,7 +149,6 @@ export class Homid {
   private constructor(readonly config: HomidConfig, opts: HomidOptions) {
     this.log = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
     this.regions = opts.regions ?? sabRegions;
-    this.rawFactory = opts.rawFactory ?? null;
     this.registry = new DeviceRegistry(
       { info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) },
       opts.opener,
@@ -231,7 +249,7 @@ export class Homid {
       this.refuse(s, new HomidError('budget-class', `class budget exceeded: class '${k.name}' holds ${held} of ${k.queuePairs} queue pairs, asked for ${count} more`));
     }
     const reservedOnDevice = this.reservedOn(req.device);
-    const freeQ = c.maxIoQueuePairs - c.queuePairs.length - reservedOnDevice;
+    const freeQ = c.maxIoQueuePairs - c.queuePairs.length - c.remoteQueuePairs.length - reservedOnDevice;
     if (count > freeQ) {
       this.refuse(s, new HomidError('device-queues', `device '${req.device}' has ${Math.max(0, freeQ)} free I/O queue pairs of ${c.maxIoQueuePairs}, asked for ${count}`));
     }
@@ -263,24 +281,35 @@ export class Homid {
   private async createLease(s: ClientSession, dev: ReturnType<DeviceRegistry['live']>, mode: 'raw' | 'mediated', nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
     const c = dev.controller;
     const base = { id: this.nextLease++, session: s, device: dev.config.name, mode, nsid, depth: req.depth, createdAt: Date.now() };
-    if (mode === 'raw') {
-      const made = this.rawFactory ? await this.rawFactory.create(dev, req.depth) : { qp: await c.createQueuePair({ entries: req.depth, timeoutMs: 0 }) };
-      const lease: Lease = { ...base, qp: made.qp, qid: made.qp.qid, mediated: null, ring: null, data: null, grant: made.grant ?? null, fds: made.fds ?? [], releaseExtra: made.release ?? null };
-      s.leases.set(lease.id, lease);
-      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
-      return lease;
-    }
     const dataBytes = req.dataBytes ?? DEFAULT_DATA_BYTES;
     if (!Number.isInteger(dataBytes) || dataBytes < 4096 || dataBytes > MAX_DATA_BYTES) {
       throw new HomidError('bad-request', `dataBytes must be an integer in 4096..${MAX_DATA_BYTES}, got ${dataBytes}`);
+    }
+    if (mode === 'raw') {
+      let made = await provisionRaw(dev, req.depth, nsid, dataBytes);
+      if (!made) {
+        const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
+        made = { qid: qp.qid, qp, grant: null, fds: [], reclaim: () => c.deleteQueuePair(qp) };
+      }
+      const lease: Lease = { ...base, qp: made.qp, qid: made.qid, reclaimQueue: made.reclaim, mediated: null, ring: null, data: null, grant: made.grant, fds: made.fds, releaseExtra: null };
+      s.leases.set(lease.id, lease);
+      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
+      return lease;
     }
     const ns = c.namespaces.find((n) => n.nsid === nsid)!;
     const dma = dev.transport.dma;
     const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
     let data: DmaBuffer | null = null;
     let ring: SharedRegion | null = null;
+    let segment: DedicatedSegment | null = null;
+    const t = dev.transport;
     try {
-      data = dma.alloc(Math.ceil(dataBytes / dma.pageSize) * dma.pageSize, dma.pageSize);
+      const bytes = Math.ceil(dataBytes / dma.pageSize) * dma.pageSize;
+      if (t instanceof EmuTransport && t.sharedMemory === 'memfd') {
+        // a segment of its own, so the client can map exactly its data buffer
+        segment = t.shmDma.createDedicated(bytes);
+        data = segment.allocator.alloc(bytes, dma.pageSize);
+      } else data = dma.alloc(bytes, dma.pageSize);
       ring = this.regions.create(ringBytes(req.depth), `mq-${s.id}-${base.id}`);
       const grant: MediatedGrant = {
         nsid,
@@ -300,7 +329,20 @@ export class Homid {
         grant,
         onDenied: (d) => this.onDenied(s, d),
       });
-      const lease: Lease = { ...base, qp, qid: qp.qid, mediated: mq, ring, data, grant: null, fds: ring.fd !== null ? [ring.fd] : [], releaseExtra: null };
+      const seg = segment;
+      const grantJson = { version: 1, entries: req.depth, ringBytes: ring.size, dataBytes: data.size, dataOffset: seg ? data.iova - seg.iovaBase : 0, segmentBytes: seg ? seg.size : 0, nsid, blockSize: ns.blockSize, blocks: ns.blocks, maxTransferBytes: grant.maxTransfer, write: grant.write };
+      const lease: Lease = {
+        ...base,
+        qp,
+        qid: qp.qid,
+        reclaimQueue: () => c.deleteQueuePair(qp),
+        mediated: mq,
+        ring,
+        data,
+        grant: grantJson,
+        fds: ring.fd !== null && seg ? [ring.fd, seg.fd] : [],
+        releaseExtra: seg ? () => seg.release() : null,
+      };
       s.leases.set(lease.id, lease);
       this.recomputeGrant(s, lease);
       this.poller.add(mq);
@@ -308,7 +350,8 @@ export class Homid {
       return lease;
     } catch (e) {
       ring?.close();
-      if (data) dma.free(data);
+      if (segment) segment.release();
+      else if (data) dma.free(data);
       await c.deleteQueuePair(qp).catch(() => undefined);
       throw e;
     }
@@ -337,12 +380,12 @@ export class Homid {
     }
     const dev = this.registry.devices.get(l.device);
     try {
-      if (dev?.controller && dev.state === 'live') await dev.controller.deleteQueuePair(l.qp);
+      if (dev?.controller && dev.state === 'live') await l.reclaimQueue();
     } catch (e) {
       this.log.error({ lease: l.id, qid: l.qid, err: (e as Error).message }, 'deleting a reclaimed queue pair failed');
     }
     l.mediated?.free();
-    if (l.data && dev?.transport) dev.transport.dma.free(l.data);
+    if (l.data && !l.releaseExtra && dev?.transport) dev.transport.dma.free(l.data);
     l.ring?.close();
     l.releaseExtra?.();
     this.counters.reclaimedQueuePairs++;
@@ -422,9 +465,9 @@ export class Homid {
         depth: l.depth,
         io: (l.mediated
           ? { submitted: l.mediated.stats.submitted, forwarded: l.mediated.stats.forwarded, denied: l.mediated.stats.denied, completed: l.mediated.stats.completed }
-          : this.rawFactory
-            ? null
-            : { submitted: l.qp.stats.submitted, completed: l.qp.stats.completed }) as Record<string, number> | null,
+          : l.qp
+            ? { submitted: l.qp.stats.submitted, completed: l.qp.stats.completed }
+            : null) as Record<string, number> | null,
       })),
     }));
     const extents = [...this.extents.entries.values()].map((e) => {

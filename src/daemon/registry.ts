@@ -3,7 +3,8 @@
  * A device that fails to come up is kept in the registry as 'failed' with its error (reported by status);
  * the others are served. homid keeps every admin queue to itself.
  */
-import { openDevice } from '../device/open.js';
+import { emuOptionsFor, openDevice } from '../device/open.js';
+import { openEmu } from '../transport/emu.js';
 import { parseDeviceUri } from '../device/uri.js';
 import { Controller } from '../driver/controller.js';
 import type { Transport } from '../transport/transport.js';
@@ -84,3 +85,13 @@ export class DeviceRegistry {
     );
   }
 }
+
+/**
+ * The daemon's opener: embedded controllers in memfd mode, so their queue and data memory can be mapped by
+ * client processes (raw grants, mediated data buffers); PCIe devices as usual.
+ */
+export const memfdOpener: TransportOpener = async (cfg) => {
+  const u = parseDeviceUri(cfg.uri);
+  if (u.kind !== 'emu') return openDevice(u);
+  return openEmu({ ...emuOptionsFor(u), sharedMemory: 'memfd' });
+};

@@ -86,6 +86,8 @@ export const OpenQueuePairRequest = z.object({
   mode: z.enum(['raw', 'mediated']),
   /** Write access wanted (default false: read-only). */
   write: z.boolean().optional(),
+  /** Bytes of data buffer with the queue pair (homid's default when absent). */
+  dataBytes: z.number().int().min(4096).max(1 << 30).optional(),
 });
 
 export const CloseQueuePairRequest = z.object({
@@ -100,6 +102,8 @@ export const ResolveExtentsRequest = z.object({
   type: z.literal('resolveExtents'),
   /** Flush dirty data first so that extents are allocated (FIEMAP_FLAG_SYNC). */
   sync: z.boolean().optional(),
+  /** Device whose extent source maps the file (default: the first live device with one). */
+  device: z.string().min(1).max(MAX_STRING).optional(),
 });
 
 export const StatusRequest = z.object({
@@ -172,7 +176,8 @@ export const catalogue = {
     request: ResolveExtentsRequest,
     result: ResolveExtentsResult,
     requestFds: { min: 1, max: 1 },
-    resultFds: NO_FDS,
+    /** The read-only shared extent table (homid). */
+    resultFds: { min: 0, max: 1 },
   },
   status: { request: StatusRequest, result: StatusResult, requestFds: NO_FDS, resultFds: NO_FDS },
 } as const;

@@ -137,7 +137,7 @@ describe('homid devices, budgets and leases', () => {
     assert.deepEqual(dev.controller.queuePairs.map((q) => q.qid), qids);
     // I/O in flight on the raw queue when the client vanishes
     const buf = dev.transport.dma.alloc(4096);
-    const qp = la[0]!.qp;
+    const qp = la[0]!.qp!;
     for (let i = 0; i < 8; i++) qp.submitIo(NvmOpcode.Read, 1, i, 1, buf.iova, 0, i);
     qp.ring();
     await h.disconnect(a);

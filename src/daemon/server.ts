@@ -1,0 +1,121 @@
+/**
+ * homid on its Unix socket: one ClientSession per connection (credentials from SO_PEERCRED), the message
+ * catalogue of src/ipc/messages.ts mapped onto Homid's methods, and the lease tie: when a connection closes
+ * (the client closed it, crashed or was killed) every queue pair and file grant of its session is reclaimed.
+ */
+import { PROTOCOL_VERSION } from '../ipc/frame.js';
+import { IpcServer, type IpcReply, type IpcRequest } from '../ipc/server.js';
+import { closeFd } from '../sys/shm.js';
+import type { HomidConfig } from './config.js';
+import { HomidError } from './errors.js';
+import { readExtentTable } from './extent-table.js';
+import { HOMID_VERSION, Homid, type ClientSession, type HomidLogger } from './homid.js';
+import { memfdOpener } from './registry.js';
+import { memfdRegions } from './shared-region.js';
+
+function fail(code: string, message: string): IpcReply {
+  return { response: { ok: false, error: { code, message } } };
+}
+
+export interface HomidServer {
+  homid: Homid;
+  ipc: IpcServer;
+  close(): Promise<void>;
+}
+
+export async function startHomidServer(config: HomidConfig, opts: { logger?: HomidLogger; socket?: string } = {}): Promise<HomidServer> {
+  const homid = await Homid.start(config, { ...(opts.logger ? { logger: opts.logger } : {}), regions: memfdRegions, opener: memfdOpener });
+  const log = homid.log;
+  const sessionOf = (req: IpcRequest): ClientSession => {
+    let s = req.conn.state.get('session') as ClientSession | undefined;
+    if (!s) {
+      s = homid.connect({ pid: req.cred.pid, uid: req.cred.uid, gid: req.cred.gid });
+      req.conn.state.set('session', s);
+    }
+    return s;
+  };
+  const handler = async (req: IpcRequest): Promise<IpcReply> => {
+    const s = sessionOf(req);
+    const r = req.request;
+    try {
+      switch (r.type) {
+        case 'hello':
+          if (r.version !== PROTOCOL_VERSION) return fail('UNSUPPORTED_VERSION', `homid speaks protocol ${PROTOCOL_VERSION}, the client ${r.version}`);
+          return { response: { ok: true, version: PROTOCOL_VERSION, server: `homid ${HOMID_VERSION}`, session: s.id, class: s.klass.name, raw: s.raw } };
+        case 'listDevices':
+          return {
+            response: {
+              ok: true,
+              devices: homid.listDevices().map((d) => ({
+                device: d.name,
+                uri: d.uri,
+                state: d.state,
+                error: d.error,
+                ...(d.model !== null ? { model: d.model } : {}),
+                ...(d.serial !== null ? { serial: d.serial } : {}),
+                namespaces: d.namespaces.map((n) => ({ nsid: n.nsid, size: n.blocks * n.blockSize, blockSize: n.blockSize, blocks: n.blocks })),
+                maxQueuePairs: d.maxQueuePairs,
+                queuePairsInUse: d.queuePairsInUse,
+                extents: d.extents,
+              })),
+            },
+          };
+        case 'openQueuePair': {
+          const leases = await homid.openQueuePairs(s, { device: r.device, nsid: r.nsid, depth: r.depth, count: r.count, mode: r.mode, write: r.write === true, ...(r.dataBytes !== undefined ? { dataBytes: r.dataBytes } : {}) });
+          const fds: number[] = [];
+          const grants = leases.map((l) => {
+            const fdBase = fds.length;
+            fds.push(...l.fds);
+            return { grantId: String(l.id), qid: l.qid, mode: l.mode, grant: l.grant, fdBase, fdCount: l.fds.length };
+          });
+          return { response: { ok: true, grantId: grants[0]!.grantId, grants }, fds };
+        }
+        case 'closeQueuePair':
+          await homid.closeQueuePair(s, Number(r.grantId));
+          return { response: { ok: true } };
+        case 'resolveExtents': {
+          const [fd] = req.takeFds();
+          try {
+            const device = r.device ?? homid.listDevices().find((d) => d.state === 'live' && d.extents !== 'none')?.name;
+            if (device === undefined) return fail('extent-source', 'no live device has an extent source');
+            const { grant, region } = homid.resolveExtents(s, device, fd);
+            const snap = readExtentTable(region.bytes);
+            return {
+              response: { ok: true, fileId: grant.id, device, size: snap.size, generation: snap.generation, extents: snap.extents, tableBytes: region.size },
+              fds: region.fd !== null ? [region.fd] : [],
+            };
+          } finally {
+            if (fd !== undefined) closeFd(fd);
+          }
+        }
+        case 'status':
+          return { response: { ok: true, ...homid.status() } };
+      }
+    } catch (e) {
+      if (e instanceof HomidError) return fail(e.code, e.message);
+      throw e;
+    }
+    return fail('UNKNOWN_TYPE', 'unhandled request');
+  };
+  const ipc = await IpcServer.listen({
+    path: opts.socket ?? config.socket,
+    mode: config.socketMode,
+    handler,
+    onClose: (conn, reason) => {
+      const s = conn.state.get('session') as ClientSession | undefined;
+      if (s) void homid.disconnect(s).catch((e: unknown) => log.error({ client: s.id, err: (e as Error).message }, 'reclaim failed'));
+      void reason;
+    },
+    onProtocolError: (e) => log.warn({ conn: e.conn.id, pid: e.conn.cred.pid, code: e.code }, e.message),
+    onListenError: (m) => log.error({}, m),
+  });
+  log.info({ socket: ipc.path, devices: homid.listDevices().map((d) => `${d.name}:${d.state}`) }, 'homid listening');
+  return {
+    homid,
+    ipc,
+    async close(): Promise<void> {
+      await ipc.close();
+      await homid.stop();
+    },
+  };
+}
