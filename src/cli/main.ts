@@ -5,6 +5,8 @@ import { formatIdentify, identifyReport } from './identify.js';
 import { perfCommand, sweepCommand } from './perf.js';
 import { reportAndExit, EXIT_USAGE, UsageError } from './errors.js';
 import { extentsCommand } from '../extents/cli.js';
+import { daemonCommand } from './daemon.js';
+import { statusCommand } from './status.js';
 
 const program = new Command();
 program
@@ -82,6 +84,24 @@ program
     if (o.image === undefined && o.fs !== undefined) throw new UsageError('--fs needs --image');
     const opts = o.image === undefined ? { file: path, json: o.json, sync: o.sync } : { image: o.image, path, json: o.json, sync: o.sync, ...(o.fs ? { fs: o.fs } : {}) };
     process.exitCode = await extentsCommand(opts, (s) => process.stdout.write(`${s}\n`));
+  });
+
+program
+  .command('daemon')
+  .description('run homid: bring configured devices up, serve queue pairs, mediated queues and file extents on a Unix socket')
+  .option('--config <file>', 'TOML configuration (default /etc/homi/homid.toml; built-in defaults when absent)')
+  .option('--socket <path>', 'override the socket path of the configuration')
+  .action(async (o: { config?: string; socket?: string }) => {
+    process.exitCode = await daemonCommand(o);
+  });
+
+program
+  .command('status')
+  .description("show homid's devices, queue pairs per client and class, I/O counters and cached extent maps")
+  .option('--json', 'print one JSON object', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { json: boolean; socket?: string }) => {
+    process.exitCode = await statusCommand(o);
   });
 
 try {

@@ -1,0 +1,243 @@
+/**
+ * The homid client library: connect, hello, list devices, open queue pairs (raw: the driver core's QueuePair
+ * over memory homid shares, via attachQueuePair; mediated: MediatedQueuePair over homid-polled rings, the same
+ * submitIo / ring / poll API), resolve extents (a descriptor, never a path), read a file through its extents,
+ * status, close. Closing the connection (or dying) gives every queue pair back.
+ */
+import * as fs from 'node:fs';
+import { attachQueuePair, type AttachedQueuePair, type QueuePairGrant } from '../driver/attach.js';
+import { dataPointer } from '../driver/dptr.js';
+import { IpcClient } from '../ipc/client.js';
+import { PROTOCOL_VERSION } from '../ipc/frame.js';
+import { NvmOpcode } from '../nvme/opcodes.js';
+import { mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
+import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../daemon/extent-table.js';
+import { DEFAULT_SOCKET } from '../daemon/config.js';
+import { MediatedQueuePair } from './mediated-queue.js';
+
+export { MediatedQueuePair } from './mediated-queue.js';
+
+export class HomidClientError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'HomidClientError';
+  }
+}
+
+export interface RawLease {
+  mode: 'raw';
+  grantId: string;
+  qid: number;
+  qp: AttachedQueuePair;
+  grant: QueuePairGrant;
+}
+
+export interface MediatedGrantInfo {
+  entries: number;
+  ringBytes: number;
+  dataBytes: number;
+  dataOffset: number;
+  segmentBytes: number;
+  nsid: number;
+  blockSize: number;
+  blocks: number;
+  maxTransferBytes: number;
+  write: boolean;
+}
+
+export interface MediatedLease {
+  mode: 'mediated';
+  grantId: string;
+  qid: number;
+  qp: MediatedQueuePair;
+  grant: MediatedGrantInfo;
+  regions: ShmRegion[];
+}
+
+export type Lease = RawLease | MediatedLease;
+
+/** A published extent map: re-read it when `changed` (the generation moved). */
+export class ExtentMapHandle {
+  private seen: number;
+  constructor(readonly fileId: number, readonly device: string, private readonly region: ShmRegion | null, first: ExtentSnapshot) {
+    this.seen = first.generation;
+    this.last = first;
+  }
+  last: ExtentSnapshot;
+  get generation(): number {
+    return this.region ? extentTableGeneration(new Uint8Array(this.region.buffer)) : this.last.generation;
+  }
+  /** True when homid rebuilt (or is rebuilding) the map since the last read. */
+  get changed(): boolean {
+    return this.generation !== this.seen;
+  }
+  /** The current map (null while homid is rebuilding it). */
+  read(): ExtentSnapshot | null {
+    if (!this.region) return this.last;
+    const s = tryReadExtentTable(new Uint8Array(this.region.buffer));
+    if (s) {
+      this.seen = s.generation;
+      this.last = s;
+    }
+    return s;
+  }
+  close(): void {
+    this.region?.close();
+  }
+}
+
+function check<T extends { ok: boolean }>(r: T): Extract<T, { ok: true }> {
+  if (!r.ok) {
+    const e = (r as unknown as { error: { code: string; message: string } }).error;
+    throw new HomidClientError(e.code, e.message);
+  }
+  return r as Extract<T, { ok: true }>;
+}
+
+export class HomidClient {
+  private constructor(readonly ipc: IpcClient) {}
+
+  static async connect(socket = process.env.HOMID_SOCKET ?? DEFAULT_SOCKET, opts: { client?: string } = {}): Promise<HomidClient & { session: number; raw: boolean }> {
+    const ipc = await IpcClient.connect(socket);
+    const c = new HomidClient(ipc);
+    const { response } = await ipc.request({ type: 'hello', version: PROTOCOL_VERSION, client: opts.client ?? `pid ${process.pid}` });
+    const r = check(response) as Record<string, unknown>;
+    return Object.assign(c, { session: Number(r.session), raw: r.raw === true });
+  }
+
+  async listDevices(): Promise<Array<Record<string, unknown> & { device: string }>> {
+    const { response } = await this.ipc.request({ type: 'listDevices' });
+    return check(response).devices as Array<Record<string, unknown> & { device: string }>;
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    const { response } = await this.ipc.request({ type: 'status' });
+    return check(response) as Record<string, unknown>;
+  }
+
+  /** Open `count` queue pairs on `device`. */
+  async openQueuePairs(o: { device: string; nsid?: number; depth: number; count?: number; mode?: 'raw' | 'mediated'; write?: boolean; dataBytes?: number }): Promise<Lease[]> {
+    const { response, fds } = await this.ipc.request({
+      type: 'openQueuePair',
+      device: o.device,
+      nsid: o.nsid ?? 1,
+      depth: o.depth,
+      count: o.count ?? 1,
+      mode: o.mode ?? 'raw',
+      ...(o.write !== undefined ? { write: o.write } : {}),
+      ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
+    });
+    try {
+      const r = check(response) as Record<string, unknown>;
+      const grants = r.grants as Array<{ grantId: string; qid: number; mode: 'raw' | 'mediated'; grant: unknown; fdBase: number; fdCount: number }>;
+      return grants.map((g) => {
+        const mine = fds.slice(g.fdBase, g.fdBase + g.fdCount);
+        if (g.mode === 'raw') {
+          const grant = g.grant as QueuePairGrant;
+          return { mode: 'raw', grantId: g.grantId, qid: g.qid, grant, qp: attachQueuePair(grant, mine, { closeFds: false }) } satisfies RawLease;
+        }
+        const gi = g.grant as MediatedGrantInfo;
+        const ring = mapShmFd(mine[0]!, gi.ringBytes);
+        const seg = mapShmFd(mine[1]!, gi.segmentBytes);
+        const data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
+        return { mode: 'mediated', grantId: g.grantId, qid: g.qid, grant: gi, regions: [ring, seg], qp: new MediatedQueuePair(new Uint8Array(ring.buffer), data, g.qid) } satisfies MediatedLease;
+      });
+    } finally {
+      for (const fd of fds) closeFd(fd);
+    }
+  }
+
+  async closeQueuePair(l: Lease): Promise<void> {
+    const { response } = await this.ipc.request({ type: 'closeQueuePair', grantId: l.grantId });
+    check(response);
+    if (l.mode === 'mediated') for (const r of l.regions) r.close();
+  }
+
+  /** Resolve the extents of an open file (the descriptor travels by SCM_RIGHTS). */
+  async resolveExtents(fd: number, device?: string): Promise<ExtentMapHandle> {
+    const { response, fds } = await this.ipc.request({ type: 'resolveExtents', ...(device ? { device } : {}) }, [fd]);
+    const r = check(response) as Record<string, unknown>;
+    let region: ShmRegion | null = null;
+    if (fds.length === 1) {
+      region = mapShmFd(fds[0]!, Number(r.tableBytes), { readOnly: true, ownFd: true });
+    }
+    const first = region ? readExtentTable(new Uint8Array(region.buffer)) : { generation: Number(r.generation), valid: true, size: Number(r.size), ino: 0, dev: 0, extents: r.extents as ExtentSnapshot['extents'] };
+    return new ExtentMapHandle(Number(r.fileId), String(r.device), region, first);
+  }
+
+  /**
+   * Read a whole file through its extents: open it, pass the descriptor, map it, and read its blocks through
+   * `lease` into a buffer (raw: the attached queue pair's data region; mediated: the grant's data buffer).
+   */
+  async readFile(path: string, lease: Lease, device?: string): Promise<Uint8Array> {
+    const fd = fs.openSync(path, 'r');
+    let map: ExtentMapHandle;
+    try {
+      map = await this.resolveExtents(fd, device);
+    } finally {
+      fs.closeSync(fd);
+    }
+    try {
+      let snap = map.read();
+      for (let i = 0; snap === null && i < 2000; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+        snap = map.read();
+      }
+      if (!snap) throw new HomidClientError('busy', 'the extent map stayed busy');
+      return await readThrough(lease, snap);
+    } finally {
+      map.close();
+    }
+  }
+
+  close(): void {
+    this.ipc.close();
+  }
+}
+
+/** Read the bytes of `snap` block by block through a lease's queue pair. */
+export async function readThrough(lease: Lease, snap: ExtentSnapshot): Promise<Uint8Array> {
+  const bs = lease.grant.blockSize;
+  const nsid = lease.grant.nsid;
+  const out = new Uint8Array(snap.size);
+  const chunk = 32 * bs;
+  type Io = { lba: number; nlb: number; fileOff: number };
+  const ios: Io[] = [];
+  for (const e of snap.extents) {
+    if (e.flags.includes('inline') || e.flags.includes('delalloc')) continue;
+    for (let o = 0; o < e.length && e.logical + o < snap.size; o += chunk) {
+      const n = Math.min(chunk, e.length - o, Math.ceil((snap.size - e.logical - o) / bs) * bs);
+      ios.push({ lba: (e.physical + o) / bs, nlb: Math.ceil(n / bs), fileOff: e.logical + o });
+    }
+  }
+  for (const io of ios) {
+    let status = -1;
+    let bytes: Uint8Array;
+    if (lease.mode === 'raw') {
+      const buf = lease.qp.dma.alloc(io.nlb * bs);
+      const dp = dataPointer(lease.qp.dma, buf);
+      try {
+        await lease.qp.exec({ opcode: NvmOpcode.Read, nsid, cdw10: io.lba >>> 0, cdw11: Math.floor(io.lba / 2 ** 32), cdw12: io.nlb - 1, prp1: dp.prp1, prp2: dp.prp2, cid: 0 });
+        status = 0;
+        bytes = buf.bytes.slice();
+      } finally {
+        dp.release();
+        lease.qp.dma.free(buf);
+      }
+    } else {
+      const q = lease.qp;
+      if (q.submitIo(NvmOpcode.Read, nsid, io.lba, io.nlb, 0, 0, 0) < 0) throw new HomidClientError('queue-full', 'mediated queue full');
+      q.ring();
+      const t0 = Date.now();
+      while (q.poll((_t, s) => (status = s)) === 0) {
+        if (Date.now() - t0 > 10_000) throw new HomidClientError('timeout', 'mediated read timed out');
+        await new Promise((r) => setImmediate(r));
+      }
+      bytes = q.data.slice(0, io.nlb * bs);
+    }
+    if (status !== 0) throw new HomidClientError('io', `read of LBA ${io.lba} failed with status 0x${status.toString(16)}`);
+    const n = Math.min(bytes.length, snap.size - io.fileOff);
+    out.set(bytes.subarray(0, n), io.fileOff);
+  }
+  return out;
+}
