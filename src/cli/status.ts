@@ -1,25 +1,40 @@
 /** `homi status [--json] [--socket S]`: devices, queue pairs per client and class, I/O counters, extent cache. */
 import { HomidClient } from '../client/index.js';
 import type { StatusSnapshot } from '../daemon/homid.js';
+import { renderTable } from '../util/table.js';
 
 export function formatStatus(s: StatusSnapshot): string {
-  const lines: string[] = [`homid ${s.version} (pid ${s.pid}, up ${s.uptimeS} s)`, '', 'DEVICE  STATE  MODEL  QUEUE PAIRS  EXTENTS  URI'];
-  for (const d of s.devices) lines.push(`${d.name}  ${d.state}  ${d.model ?? '-'}  ${d.queuePairsInUse}/${d.maxQueuePairs}  ${d.extents}  ${d.uri}${d.error ? `  (${d.error})` : ''}`);
-  lines.push('', 'CLASS  HELD  BUDGET  PER CLIENT');
-  for (const c of s.classes) lines.push(`${c.name}  ${c.held}  ${c.queuePairs}  ${c.perClient}`);
-  lines.push('', 'CLIENT  PID  UID  CLASS  LEASE  DEVICE  QID  MODE  DEPTH  I/O');
+  const out: string[] = [`homid ${s.version} (pid ${s.pid}, up ${s.uptimeS} s)`, ''];
+  out.push(
+    renderTable(
+      ['device', 'state', 'model', 'queue pairs', 'extents', 'uri'],
+      s.devices.map((d) => [d.name, d.state + (d.error ? ` (${d.error})` : ''), d.model ?? '-', `${d.queuePairsInUse}/${d.maxQueuePairs}`, d.extents, d.uri]),
+    ),
+    '',
+    renderTable(
+      ['class', 'held', 'budget', 'per client'],
+      s.classes.map((c) => [c.name, String(c.held), String(c.queuePairs), String(c.perClient)]),
+    ),
+    '',
+  );
+  const clientRows: string[][] = [];
   for (const c of s.clients) {
-    if (c.queuePairs.length === 0) lines.push(`${c.id}  ${c.pid}  ${c.uid}  ${c.class}  -`);
+    if (c.queuePairs.length === 0) clientRows.push([String(c.id), String(c.pid), String(c.uid), c.class, '-', '-', '-', '-', '-', '-']);
     for (const q of c.queuePairs) {
       const io = q.io ? Object.entries(q.io).map(([k, v]) => `${k} ${v}`).join(', ') : 'client-driven';
-      lines.push(`${c.id}  ${c.pid}  ${c.uid}  ${c.class}  ${q.lease}  ${q.device}  ${q.qid}  ${q.mode}  ${q.depth}  ${io}`);
+      clientRows.push([String(c.id), String(c.pid), String(c.uid), c.class, String(q.lease), q.device, String(q.qid), q.mode, String(q.depth), io]);
     }
   }
-  lines.push('', 'EXTENT CACHE: DEVICE  PATH  EXTENTS  GENERATION  HOLDERS  REFRESHES');
-  for (const e of s.extents) lines.push(`${e.device}  ${e.path}  ${e.extents}  ${e.generation}  ${e.holders}  ${e.refreshes}${e.error ? `  (${e.error})` : ''}`);
+  out.push(renderTable(['client', 'pid', 'uid', 'class', 'lease', 'device', 'qid', 'mode', 'depth', 'I/O'], clientRows), '');
+  out.push(
+    renderTable(
+      ['extent cache: device', 'path', 'extents', 'generation', 'holders', 'refreshes'],
+      s.extents.map((e) => [e.device, e.path + (e.error ? ` (${e.error})` : ''), String(e.extents), String(e.generation), String(e.holders), String(e.refreshes)]),
+    ),
+  );
   const k = s.counters;
-  lines.push('', `reclaimed queue pairs ${k.reclaimedQueuePairs}, denied commands ${k.deniedCommands}, refusals ${k.refusals}, clients served ${k.clientsServed}`);
-  return lines.join('\n');
+  out.push('', `reclaimed queue pairs ${k.reclaimedQueuePairs}, denied commands ${k.deniedCommands}, refusals ${k.refusals}, clients served ${k.clientsServed}`);
+  return out.join('\n');
 }
 
 export async function statusCommand(o: { json?: boolean; socket?: string }): Promise<number> {
