@@ -168,3 +168,28 @@ export class PromiseIo {
     if (q) await q.close();
   }
 }
+
+/**
+ * The Promise half of every IoDevice: read / write / flush / write-zeroes / deallocate through one lazily
+ * created queue (PromiseIo). Backends extend it and supply createQueue and statusName.
+ */
+export abstract class PromiseIoDevice {
+  protected readonly promises = new PromiseIo(this as unknown as IoDevice);
+  abstract createQueue(depth: number): Promise<IoQueue>;
+  abstract statusName(status: number): string;
+  read(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
+    return this.promises.exec(IoOp.Read, lba, nlb, buf);
+  }
+  write(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
+    return this.promises.exec(IoOp.Write, lba, nlb, buf);
+  }
+  flush(): Promise<void> {
+    return this.promises.exec(IoOp.Flush, 0, 0, null);
+  }
+  writeZeroes(lba: number, nlb: number): Promise<void> {
+    return this.promises.exec(IoOp.WriteZeroes, lba, nlb, null);
+  }
+  deallocate(lba: number, nlb: number): Promise<void> {
+    return this.promises.exec(IoOp.Deallocate, lba, nlb, null);
+  }
+}

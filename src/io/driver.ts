@@ -13,7 +13,7 @@ import type { DmaBuffer } from '../mem/dma.js';
 import { statusFieldName } from '../nvme/status.js';
 import type { Transport } from '../transport/transport.js';
 import type { EngineQueue } from '../bench/engine.js';
-import { PromiseIo, checkBufferFor, checkRange, checkSlice } from './common.js';
+import { PromiseIoDevice, checkBufferFor, checkRange, checkSlice } from './common.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
 
 const DSM_ATTR_DEALLOCATE = 1 << 2;
@@ -49,7 +49,7 @@ class DriverBuffer implements IoBuffer {
   }
 }
 
-export class DriverDevice implements IoDevice {
+export class DriverDevice extends PromiseIoDevice implements IoDevice {
   readonly transport: string;
   readonly model: string;
   readonly geometry: IoGeometry;
@@ -57,7 +57,6 @@ export class DriverDevice implements IoDevice {
   private readonly queues = new Set<IoQueue>();
   /** Data pointers of every buffer and slice, by parent DMA buffer. */
   private readonly buffers = new Map<DmaBuffer, DriverBuffer[]>();
-  private readonly promises = new PromiseIo(this);
   private closed = false;
 
   private constructor(
@@ -67,6 +66,7 @@ export class DriverDevice implements IoDevice {
     readonly c: Controller,
     nsid: number,
   ) {
+    super();
     const ns = c.namespace(nsid);
     const mdts = Number.isFinite(c.identity.mdts) ? c.identity.mdts : 65536 * ns.blockSize;
     this.geometry = { blockSize: ns.blockSize, blocks: ns.blocks, maxTransferBytes: Math.min(mdts, 65536 * ns.blockSize), nsid, maxQueueDepth: c.cap.maxQueueEntries - 1 };
@@ -126,7 +126,7 @@ export class DriverDevice implements IoDevice {
     this.t.dma.free(b.dma);
   }
 
-  async createQueue(depth: number): Promise<IoQueue> {
+  override async createQueue(depth: number): Promise<IoQueue> {
     if (!Number.isInteger(depth) || depth < 1 || depth > this.geometry.maxQueueDepth) {
       throw new RangeError(`queue depth must be 1..${this.geometry.maxQueueDepth} (the controller allows ${this.geometry.maxQueueDepth + 1} queue entries), got ${depth}`);
     }
@@ -141,24 +141,9 @@ export class DriverDevice implements IoDevice {
     if (this.c.state === 'live') await this.c.deleteQueuePair(qp);
   }
 
-  statusName(status: number): string {
+  override statusName(status: number): string {
     if (status === 0) return 'Successful Completion';
     return status > 0 ? statusFieldName(status) : driverStatusName(status);
-  }
-  read(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
-    return this.promises.exec(IoOp.Read, lba, nlb, buf);
-  }
-  write(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
-    return this.promises.exec(IoOp.Write, lba, nlb, buf);
-  }
-  flush(): Promise<void> {
-    return this.promises.exec(IoOp.Flush, 0, 0, null);
-  }
-  writeZeroes(lba: number, nlb: number): Promise<void> {
-    return this.promises.exec(IoOp.WriteZeroes, lba, nlb, null);
-  }
-  deallocate(lba: number, nlb: number): Promise<void> {
-    return this.promises.exec(IoOp.Deallocate, lba, nlb, null);
   }
 
   async close(): Promise<void> {

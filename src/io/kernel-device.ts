@@ -1,17 +1,16 @@
 /** The part of the posix and io_uring devices they share: the target, the host buffer pool, Promise helpers. */
 import * as fs from 'node:fs';
-import { HostBufferPool, PromiseIo, kernelStatusName } from './common.js';
+import { HostBufferPool, PromiseIoDevice, kernelStatusName } from './common.js';
 import type { KernelTarget } from './target.js';
 import { IoOp, type BackendName, type IoBuffer, type IoDevice, type IoFeatures, type IoGeometry, type IoQueue } from './types.js';
 
-export abstract class KernelDevice implements IoDevice {
+export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
   abstract readonly backend: BackendName;
   abstract readonly transport: string;
   readonly geometry: IoGeometry;
   readonly features: IoFeatures = { flush: true, writeZeroes: true, deallocate: true };
   readonly pool = new HostBufferPool();
   protected readonly queues = new Set<IoQueue>();
-  private readonly promises: PromiseIo;
   private closed = false;
 
   constructor(
@@ -19,6 +18,7 @@ export abstract class KernelDevice implements IoDevice {
     readonly target: KernelTarget,
     maxQueueDepth: number,
   ) {
+    super();
     this.geometry = {
       blockSize: target.blockSize,
       blocks: Math.floor(target.sizeBytes / target.blockSize),
@@ -26,7 +26,6 @@ export abstract class KernelDevice implements IoDevice {
       nsid: 1,
       maxQueueDepth,
     };
-    this.promises = new PromiseIo(this);
   }
 
   get model(): string {
@@ -39,24 +38,8 @@ export abstract class KernelDevice implements IoDevice {
   freeBuffer(buf: IoBuffer): void {
     this.pool.free(buf);
   }
-  abstract createQueue(depth: number): Promise<IoQueue>;
-  statusName(status: number): string {
+  override statusName(status: number): string {
     return kernelStatusName(status);
-  }
-  read(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
-    return this.promises.exec(IoOp.Read, lba, nlb, buf);
-  }
-  write(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
-    return this.promises.exec(IoOp.Write, lba, nlb, buf);
-  }
-  flush(): Promise<void> {
-    return this.promises.exec(IoOp.Flush, 0, 0, null);
-  }
-  writeZeroes(lba: number, nlb: number): Promise<void> {
-    return this.promises.exec(IoOp.WriteZeroes, lba, nlb, null);
-  }
-  deallocate(lba: number, nlb: number): Promise<void> {
-    return this.promises.exec(IoOp.Deallocate, lba, nlb, null);
   }
   protected checkOpen(): void {
     if (this.closed) throw new Error(`${this.uri}: device is closed`);

@@ -21,7 +21,7 @@ export class PosixDevice extends KernelDevice {
     this.transport = `pread/pwrite${target.direct ? ' O_DIRECT' : ''}`;
   }
 
-  async createQueue(depth: number): Promise<IoQueue> {
+  override async createQueue(depth: number): Promise<IoQueue> {
     this.checkOpen();
     if (!Number.isInteger(depth) || depth < 1 || depth > this.geometry.maxQueueDepth) throw new RangeError(`queue depth must be 1..${this.geometry.maxQueueDepth}, got ${depth}`);
     const q = new PosixQueue(this, depth, () => this.queues.delete(q));

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import { IORING_SETUP_CQE32, IORING_SETUP_IOPOLL, IORING_SETUP_SQE128, IORING_URING_CMD_FIXED, IoringOp, Sqe } from '../sys/uring.js';
 import { allocHostMemory, freeHostMemory, type HostMemory } from '../sys/fileio.js';
 import { ioctl } from '../sys/libc.js';
-import { HostBufferPool, PromiseIo, checkBufferFor, checkRange, kernelStatusName } from './common.js';
+import { HostBufferPool, PromiseIoDevice, checkBufferFor, checkRange, kernelStatusName } from './common.js';
 import { UringRing } from './uring-ring.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
 import type { EngineQueue } from '../bench/engine.js';
@@ -99,7 +99,7 @@ export interface UringCmdOptions {
   hipri: boolean;
 }
 
-export class UringCmdDevice implements IoDevice {
+export class UringCmdDevice extends PromiseIoDevice implements IoDevice {
   readonly backend: BackendName = 'io_uring_cmd';
   readonly transport: string;
   readonly model: string;
@@ -107,7 +107,6 @@ export class UringCmdDevice implements IoDevice {
   readonly features: IoFeatures = { flush: true, writeZeroes: true, deallocate: true };
   readonly pool = new HostBufferPool();
   private readonly queues = new Set<IoQueue>();
-  private readonly promises = new PromiseIo(this);
 
   private constructor(
     readonly uri: string,
@@ -117,6 +116,7 @@ export class UringCmdDevice implements IoDevice {
     model: string,
     readonly opts: UringCmdOptions,
   ) {
+    super();
     this.geometry = geometry;
     this.model = model;
     this.transport = `io_uring_cmd NVMe passthrough${opts.fixedBuffers ? ' fixed-buffers' : ''}${opts.hipri ? ' IOPOLL' : ''}`;
@@ -159,28 +159,13 @@ export class UringCmdDevice implements IoDevice {
   freeBuffer(buf: IoBuffer): void {
     this.pool.free(buf);
   }
-  async createQueue(depth: number): Promise<IoQueue> {
+  override async createQueue(depth: number): Promise<IoQueue> {
     const q = new UringCmdQueue(this, depth, () => this.queues.delete(q));
     this.queues.add(q);
     return q;
   }
-  statusName(status: number): string {
+  override statusName(status: number): string {
     return kernelStatusName(status);
-  }
-  read(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
-    return this.promises.exec(IoOp.Read, lba, nlb, buf);
-  }
-  write(lba: number, nlb: number, buf: IoBuffer): Promise<void> {
-    return this.promises.exec(IoOp.Write, lba, nlb, buf);
-  }
-  flush(): Promise<void> {
-    return this.promises.exec(IoOp.Flush, 0, 0, null);
-  }
-  writeZeroes(lba: number, nlb: number): Promise<void> {
-    return this.promises.exec(IoOp.WriteZeroes, lba, nlb, null);
-  }
-  deallocate(lba: number, nlb: number): Promise<void> {
-    return this.promises.exec(IoOp.Deallocate, lba, nlb, null);
   }
   async close(): Promise<void> {
     await this.promises.close();

@@ -37,7 +37,7 @@ export class UringDevice extends KernelDevice {
     this.transport = `io_uring${target.direct ? ' O_DIRECT' : ''}${opts.fixedBuffers ? ' fixed-buffers' : ''}${opts.hipri ? ' IOPOLL' : ''}`;
   }
 
-  async createQueue(depth: number): Promise<IoQueue> {
+  override async createQueue(depth: number): Promise<IoQueue> {
     this.checkOpen();
     if (!Number.isInteger(depth) || depth < 1 || depth > this.geometry.maxQueueDepth) throw new RangeError(`queue depth must be 1..${this.geometry.maxQueueDepth}, got ${depth}`);
     const q = new UringQueue(this, depth, () => this.queues.delete(q));
