@@ -3,6 +3,8 @@ import { HomidClient } from '../../src/client/index.js';
 import { dataPointer } from '../../src/driver/dptr.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 
+// The test runner also loads every file under dist/test/: without HOMI_DAEMON_CHILD=1 this file does nothing.
+if (process.env['HOMI_DAEMON_CHILD'] !== '1') process.exit(0);
 const [socket, mode, device, file] = process.argv.slice(2) as [string, string, string, string | undefined];
 const c = await HomidClient.connect(socket);
 if (mode === 'readfile') {

@@ -11,7 +11,7 @@ import { config, ext4Fixture, haveTool, silent, type ImageFixture } from './fixt
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'client-child.js');
 
 function child(args: string[]): { p: ChildProcess; lines: AsyncIterableIterator<string> } {
-  const p = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, HOMI_DAEMON_CHILD: '1' } });
   const q: string[] = [];
   let wake: (() => void) | null = null;
   let done = false;
