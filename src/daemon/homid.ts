@@ -274,6 +274,23 @@ export class Homid {
   }
 
   private readonly deviceReserved = new Map<string, number>();
+  private readonly deviceLocks = new Map<string, Promise<unknown>>();
+  /**
+   * Run `fn` (creating or deleting queue pairs on `device`) after every earlier such operation on the device.
+   * The driver frees a queue id as soon as its deletion starts; without this, a lease created while another
+   * is being reclaimed could get the same qid and race the old Delete I/O CQ (Invalid Queue Identifier, or
+   * worse, the new CQ deleted under the new client).
+   */
+  private serial<T>(device: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.deviceLocks.get(device) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.deviceLocks.set(device, tail);
+    void tail.then(() => {
+      if (this.deviceLocks.get(device) === tail) this.deviceLocks.delete(device);
+    });
+    return run;
+  }
   private reservedOn(device: string): number {
     return this.deviceReserved.get(device) ?? 0;
   }
@@ -286,11 +303,12 @@ export class Homid {
       throw new HomidError('bad-request', `dataBytes must be an integer in 4096..${MAX_DATA_BYTES}, got ${dataBytes}`);
     }
     if (mode === 'raw') {
-      let made = await provisionRaw(dev, req.depth, nsid, dataBytes);
-      if (!made) {
+      const made = await this.serial(dev.config.name, async (): Promise<RawQueue> => {
+        const remote = await provisionRaw(dev, req.depth, nsid, dataBytes);
+        if (remote) return remote;
         const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
-        made = { qid: qp.qid, qp, grant: null, fds: [], reclaim: () => c.deleteQueuePair(qp) };
-      }
+        return { qid: qp.qid, qp, grant: null, fds: [], reclaim: () => c.deleteQueuePair(qp) };
+      });
       const lease: Lease = { ...base, qp: made.qp, qid: made.qid, reclaimQueue: made.reclaim, mediated: null, ring: null, data: null, grant: made.grant, fds: made.fds, releaseExtra: null };
       s.leases.set(lease.id, lease);
       this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
@@ -298,7 +316,7 @@ export class Homid {
     }
     const ns = c.namespaces.find((n) => n.nsid === nsid)!;
     const dma = dev.transport.dma;
-    const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
+    const qp = await this.serial(dev.config.name, () => c.createQueuePair({ entries: req.depth, timeoutMs: 0 }));
     let data: DmaBuffer | null = null;
     let ring: SharedRegion | null = null;
     let segment: DedicatedSegment | null = null;
@@ -352,7 +370,7 @@ export class Homid {
       ring?.close();
       if (segment) segment.release();
       else if (data) dma.free(data);
-      await c.deleteQueuePair(qp).catch(() => undefined);
+      await this.serial(dev.config.name, () => c.deleteQueuePair(qp)).catch(() => undefined);
       throw e;
     }
   }
@@ -380,7 +398,7 @@ export class Homid {
     }
     const dev = this.registry.devices.get(l.device);
     try {
-      if (dev?.controller && dev.state === 'live') await l.reclaimQueue();
+      if (dev?.controller && dev.state === 'live') await this.serial(l.device, () => l.reclaimQueue());
     } catch (e) {
       this.log.error({ lease: l.id, qid: l.qid, err: (e as Error).message }, 'deleting a reclaimed queue pair failed');
     }

@@ -1,5 +1,6 @@
-/** A homid client process for the end-to-end tests. argv: socket mode(io|hold|readfile) device [path] */
-import { HomidClient } from '../../src/client/index.js';
+/** A homid client process for the end-to-end tests. argv: socket mode(io|hold|readfile|probe|watch) device [path [lba]] */
+import * as fs from 'node:fs';
+import { HomidClient, HomidClientError, type MediatedLease } from '../../src/client/index.js';
 import { dataPointer } from '../../src/driver/dptr.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 
@@ -12,6 +13,53 @@ if (mode === 'readfile') {
   const data = await c.readFile(file!, lease!, device);
   process.stdout.write(JSON.stringify({ ok: true, bytes: Buffer.from(data).toString('base64') }) + '\n');
   c.close();
+  process.exit(0);
+}
+if (mode === 'probe') {
+  // A mediated client: resolve its file (read-only descriptor), then try a read inside it, a read of another
+  // file's LBA (argv[6]), a read of LBA 0, and a write inside its own file (no write grant). Print the statuses.
+  const secretLba = Number(process.argv[6]);
+  const fd = fs.openSync(file!, 'r');
+  const map = await c.resolveExtents(fd, device);
+  fs.closeSync(fd);
+  const snap = map.read()!;
+  const [l] = await c.openQueuePairs({ device, depth: 16, mode: 'mediated', dataBytes: 1 << 16 });
+  const mq = (l as MediatedLease).qp;
+  const own = snap.extents[0]!.physical / (l as MediatedLease).grant.blockSize;
+  const ops: [number, number][] = [
+    [NvmOpcode.Read, own],
+    [NvmOpcode.Read, secretLba],
+    [NvmOpcode.Read, 0],
+    [NvmOpcode.Write, own],
+  ];
+  const st = new Array<number>(ops.length).fill(-1);
+  ops.forEach(([op, lba], i) => mq.submitIo(op, 1, lba, 1, 0, 0, i));
+  mq.ring();
+  let done = 0;
+  const t0 = Date.now();
+  while (done < ops.length && Date.now() - t0 < 20_000) {
+    done += mq.poll((tag, s) => (st[tag] = s));
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  // the connection still answers after the denials
+  const s = await c.status();
+  process.stdout.write(JSON.stringify({ ok: true, own, statuses: st, statusOk: s.ok === true }) + '\n');
+  map.close();
+  c.close();
+  process.exit(0);
+}
+if (mode === 'watch') {
+  // Hold a raw queue pair; report homid going away (the connection's close and the next request's error).
+  const [l] = await c.openQueuePairs({ device, depth: 32, mode: 'raw', dataBytes: 1 << 16 });
+  process.stdout.write(JSON.stringify({ ready: true, qid: l!.qid, session: c.session }) + '\n');
+  const reason = await new Promise<string>((r) => c.ipc.onClose(r));
+  let err: { name: string; code: string; message: string } | null = null;
+  try {
+    await c.status();
+  } catch (e) {
+    err = { name: (e as Error).name, code: (e as HomidClientError).code, message: (e as Error).message };
+  }
+  process.stdout.write(JSON.stringify({ closed: true, reason, err }) + '\n');
   process.exit(0);
 }
 const [lease] = await c.openQueuePairs({ device, depth: 32, mode: 'raw', dataBytes: 1 << 20 });
