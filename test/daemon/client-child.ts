@@ -52,7 +52,9 @@ if (mode === 'watch') {
   // Hold a raw queue pair; report homid going away (the connection's close and the next request's error).
   const [l] = await c.openQueuePairs({ device, depth: 32, mode: 'raw', dataBytes: 1 << 16 });
   process.stdout.write(JSON.stringify({ ready: true, qid: l!.qid, session: c.session }) + '\n');
+  const keepAlive = setInterval(() => undefined, 1000); // the reactor holds no ref while nothing is pending
   const reason = await new Promise<string>((r) => c.ipc.onClose(r));
+  clearInterval(keepAlive);
   let err: { name: string; code: string; message: string } | null = null;
   try {
     await c.status();
