@@ -3,7 +3,8 @@
  * one mapping for both rings with IORING_FEAT_SINGLE_MMAP), and typed-array views over them. SQEs are written in
  * place, the SQ tail is published with Atomics.store, CQEs are read after an Atomics.load of the CQ tail and the
  * CQ head is published with Atomics.store. The SQ index array is filled once (identity) at setup, so the data
- * path never touches it. io_uring_enter is the only FFI call, once per batch.
+ * path never touches it. io_uring_enter is the only FFI call: once per batch (enter), plus one per submission
+ * batch when a caller hands the kernel SQEs early (flush).
  */
 import {
   decodeParams,
@@ -170,6 +171,21 @@ export class UringRing {
       if (r === -EINTR || r === -EAGAIN || r === -EBUSY) return false;
       throw new OsError('io_uring_enter', -r);
     }
+    this.published = (this.published + r) >>> 0;
+    return true;
+  }
+
+  /**
+   * Hand what is queued to the kernel now, without waiting (io_uring_enter(n, 0, GETEVENTS): with deferred task
+   * work this also posts the completions that are ready). Never throws: on any error the SQEs stay queued and the
+   * next enter() submits them or reports the error. Returns false when nothing was submitted.
+   */
+  flush(): boolean {
+    const n = (this.sqTail - this.published) >>> 0;
+    if (n === 0) return false;
+    Atomics.store(this.sqRing, this.sqTailIdx, this.sqTail);
+    const r = ioUringEnter(this.fd, n, 0, IORING_ENTER_GETEVENTS);
+    if (r <= 0) return false;
     this.published = (this.published + r) >>> 0;
     return true;
   }

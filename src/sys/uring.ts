@@ -179,7 +179,7 @@ export function ioUringSetup(entries: number, params: Uint8Array): number {
  * this is the data path, and EINTR / EAGAIN / EBUSY are normal there).
  */
 export function ioUringEnter(fd: number, toSubmit: number, minComplete: number, flags: number): number {
-  const r = uring().enter(SYS_IO_URING_ENTER, fd, toSubmit, minComplete, flags, null, 0);
+  const r = (lib ?? uring()).enter(SYS_IO_URING_ENTER, fd, toSubmit, minComplete, flags, null, 0);
   return r < 0 ? -koffi.errno() : r;
 }
 
