@@ -156,6 +156,8 @@ export class Controller {
   private _state: ControllerState = 'initializing';
   private adminQueue: QueuePair | null = null;
   private readonly ioQueues = new Map<number, QueuePair>();
+  /** Qids whose Delete I/O SQ / CQ are in flight: not free yet. */
+  private readonly deletingQids = new Set<number>();
   private resetPromise: Promise<void> | null = null;
   private closePromise: Promise<void> | null = null;
   private lastHealth = 0;
@@ -420,10 +422,14 @@ export class Controller {
     return qp;
   }
 
-  /** The lowest qid used by neither a local nor a remote queue pair; throws when all granted qids are used. */
+  /**
+   * The lowest qid used by neither a local nor a remote queue pair nor one being deleted (a qid is free only
+   * once its Delete I/O SQ and CQ have completed, so a new queue can never collide with the old one's deletion);
+   * throws when all granted qids are used.
+   */
   private freeQid(): number {
     for (let q = 1; q <= this.maxIoQueuePairs; q++) {
-      if (!this.ioQueues.has(q) && !this.remoteQueues.has(q)) return q;
+      if (!this.ioQueues.has(q) && !this.remoteQueues.has(q) && !this.deletingQids.has(q)) return q;
     }
     throw new NvmeError(
       `cannot create another I/O queue pair: all ${this.maxIoQueuePairs} queue pairs the controller granted (Number of Queues) are in use`,
@@ -512,6 +518,7 @@ export class Controller {
       }
     }
     this.remoteQueues.delete(rq.qid);
+    this.deletingQids.add(rq.qid);
     rq.state = 'deleted';
     let failure: unknown = null;
     try {
@@ -519,6 +526,8 @@ export class Controller {
       await this.adminRaw(deleteIoCqSqe(rq.qid));
     } catch (e) {
       failure = e;
+    } finally {
+      this.deletingQids.delete(rq.qid);
     }
     if (failure) {
       if (this._state === 'live') this.startReset(`deleting I/O queue pair ${rq.qid} failed: ${(failure as Error).message}`);
@@ -555,6 +564,7 @@ export class Controller {
     await this.whenUsable();
     qp._stopAccepting();
     this.ioQueues.delete(qp.qid);
+    this.deletingQids.add(qp.qid);
     const ctxErr = (ctx: CommandContext): Error => new NvmeStatusError(STATUS_ABORTED_SQ_DELETION, ctx);
     let failure: unknown = null;
     try {
@@ -563,6 +573,8 @@ export class Controller {
       await this.adminRaw(deleteIoCqSqe(qp.qid));
     } catch (e) {
       failure = e;
+    } finally {
+      this.deletingQids.delete(qp.qid);
     }
     qp._delete(STATUS_ABORTED_SQ_DELETION, ctxErr);
     if (failure) {

@@ -538,15 +538,18 @@ export class Controller {
   addSq(sq: SubmissionQueue): void {
     this.sqs[sq.qid] = sq;
     sq.cq.sqRefs++;
-    sq.rawTail = Atomics.load(this.db, sq.dbIndex);
-    if (sq.rawTail >>> 0 < sq.size) sq.tail = sq.rawTail;
+    // A new queue starts empty: whatever the host wrote to this doorbell cell before the queue existed is void.
+    Atomics.store(this.db, sq.dbIndex, 0);
+    sq.rawTail = 0;
+    sq.tail = 0;
     this.sqList = this.sqs.filter((q): q is SubmissionQueue => q !== undefined);
   }
 
   addCq(cq: CompletionQueue): void {
     this.cqs[cq.qid] = cq;
-    cq.rawHead = Atomics.load(this.db, cq.dbIndex);
-    if (cq.rawHead >>> 0 < cq.size) cq.head = cq.rawHead;
+    Atomics.store(this.db, cq.dbIndex, 0);
+    cq.rawHead = 0;
+    cq.head = 0;
     this.cqList = this.cqs.filter((q): q is CompletionQueue => q !== undefined);
   }
 
@@ -596,6 +599,8 @@ export class Controller {
     const sqs = this.sqList;
     for (let i = 0; i < sqs.length; i++) {
       const sq = sqs[i]!;
+      // An admin command earlier in this round may have deleted this SQ (its doorbell cell is now 0).
+      if (this.sqs[sq.qid] !== sq) continue;
       const raw = Atomics.load(db, sq.dbIndex);
       if (raw !== sq.rawTail) this.sqTailWrite(sq, raw);
       if (sq.tail !== sq.head) work += this.drain(sq);
