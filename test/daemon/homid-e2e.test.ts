@@ -1,45 +1,13 @@
 /** homid end to end: the server on a socket, client processes on the embedded controller (memfd mode). */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { startHomidServer, type HomidServer } from '../../src/daemon/server.js';
 import { config, ext4Fixture, haveTool, silent, type ImageFixture } from './fixtures.js';
+import { clientChild, type Proc } from './procs.js';
 
-const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'client-child.js');
-
-function child(args: string[]): { p: ChildProcess; lines: AsyncIterableIterator<string> } {
-  const p = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, HOMI_DAEMON_CHILD: '1' } });
-  const q: string[] = [];
-  let wake: (() => void) | null = null;
-  let done = false;
-  let buf = '';
-  p.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      q.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-    wake?.();
-  });
-  p.on('close', () => {
-    done = true;
-    wake?.();
-  });
-  const lines = (async function* () {
-    for (;;) {
-      if (q.length) yield q.shift()!;
-      else if (done) return;
-      else await new Promise<void>((r) => (wake = r));
-    }
-  })();
-  return { p, lines };
-}
-
-async function firstLine(c: { lines: AsyncIterableIterator<string> }): Promise<Record<string, unknown>> {
+async function firstLine(c: Proc): Promise<Record<string, unknown>> {
   const r = await c.lines.next();
   assert.ok(!r.done, 'child exited without output');
   return JSON.parse(r.value) as Record<string, unknown>;
@@ -79,7 +47,7 @@ describe('homid end to end', { skip: !haveTool('mkfs.ext4') && 'no mkfs.ext4' },
   });
 
   test('several client processes do verified I/O concurrently on their own queue pairs', async () => {
-    const kids = [0, 1, 2].map(() => child([sock, 'io', 'mem']));
+    const kids = [0, 1, 2].map(() => clientChild([sock, 'io', 'mem']));
     const res = await Promise.all(kids.map(firstLine));
     for (const r of res) assert.equal(r.ok, true);
     // qids may repeat: a client that finishes first gives its queue back before a later one asks
@@ -89,7 +57,7 @@ describe('homid end to end', { skip: !haveTool('mkfs.ext4') && 'no mkfs.ext4' },
   });
 
   test('a client killed with SIGKILL mid-I/O has its queues reclaimed; another client gets them', async () => {
-    const k = child([sock, 'hold', 'mem']);
+    const k = clientChild([sock, 'hold', 'mem']);
     const r = await firstLine(k);
     const qid = r.qid as number;
     const ctrl = srv.homid.registry.live('mem').controller;
@@ -97,14 +65,14 @@ describe('homid end to end', { skip: !haveTool('mkfs.ext4') && 'no mkfs.ext4' },
     await new Promise((res) => setTimeout(res, 100));
     k.p.kill('SIGKILL');
     await until(() => ctrl.remoteQueuePairs.length === 0 && srv.homid.sessions.size === 0);
-    const n = child([sock, 'io', 'mem']);
+    const n = clientChild([sock, 'io', 'mem']);
     const r2 = await firstLine(n);
     assert.equal(r2.ok, true);
     assert.equal(r2.qid, qid, 'the reclaimed qid is granted again');
   });
 
   test('a mediated client process reads a file through its extents', async () => {
-    const k = child([sock, 'readfile', 'img', path.join(fx.tree, 'doc.bin')]);
+    const k = clientChild([sock, 'readfile', 'img', path.join(fx.tree, 'doc.bin')]);
     const r = await firstLine(k);
     assert.equal(r.ok, true);
     assert.deepEqual(new Uint8Array(Buffer.from(r.bytes as string, 'base64')), fx.files['doc.bin']);
