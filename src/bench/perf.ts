@@ -11,6 +11,12 @@ import { parseTarget } from '../io/target.js';
 import { resolveBackend } from '../io/open.js';
 import type { BackendName, IoBuffer, IoDevice, IoQueue } from '../io/types.js';
 import { DriverDevice } from '../io/driver.js';
+import { parseDeviceUri } from '../device/uri.js';
+import { emuOptionsFor } from '../device/open.js';
+import { openEmu } from '../transport/emu.js';
+import { Controller } from '../driver/controller.js';
+import { provisionQueuePair, type ProvisionedQueuePair, type QueuePairGrant } from '../driver/attach.js';
+import { prpListPagesNeeded } from '../nvme/prp.js';
 import { runEngine, type EngineBuffer, type EngineProgress, type EngineResult } from './engine.js';
 import type { RwMode } from './workload.js';
 
@@ -62,8 +68,8 @@ export interface PerfReport extends EngineResult {
 export function checkPerfOptions(o: PerfOptions): BackendName {
   const backend = resolveBackend(parseTarget(o.uri), { ...optsFor(o), ...(o.backend ? { backend: o.backend } : {}) });
   const threads = o.threads ?? 1;
-  if (threads > 1 && (backend === 'driver' || backend === 'emu')) {
-    throw new RangeError(`--threads ${threads}: the ${backend} backend drives one controller from one thread; use --nqueues for more queue pairs`);
+  if (threads > 1 && (backend === 'driver' || backend === 'emu') && !o.uri.startsWith('emu://')) {
+    throw new RangeError(`--threads ${threads}: the ${backend} backend on a pci: URI drives the controller from one thread (PCIe queue memory cannot be handed to worker threads yet); use --nqueues for more queue pairs`);
   }
   return backend;
 }
@@ -74,7 +80,7 @@ function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipr
 
 export async function runPerf(o: PerfOptions): Promise<PerfReport> {
   const backend = checkPerfOptions(o);
-  if ((o.threads ?? 1) > 1) return runThreads(o, backend);
+  if ((o.threads ?? 1) > 1) return backend === 'driver' || backend === 'emu' ? runAttachedThreads(o, backend) : runThreads(o, backend);
   return runSingle(o, backend);
 }
 
@@ -156,38 +162,35 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfRepo
   }
 }
 
-type WorkerMsg =
+type WorkerMsg<R> =
   | { type: 'ready' }
   | { type: 'progress'; p: EngineProgress }
-  | { type: 'result'; r: PerfReport }
+  | { type: 'result'; r: R }
   | { type: 'error'; name: string; message: string };
 
-/** Worker threads: each opens the target and runs one single-thread perf; a shared word starts them together. */
-async function runThreads(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
-  const n = o.threads!;
+/**
+ * Start n worker threads running `script` (workerDataOf(i) each, plus the shared gate), release them together
+ * once all have posted 'ready', forward merged progress, and collect one result per thread.
+ */
+async function runWorkers<R>(n: number, script: URL, workerDataOf: (i: number) => object, onProgress?: (p: EngineProgress) => void): Promise<R[]> {
   const gate = new Int32Array(new SharedArrayBuffer(4));
   const workers: Worker[] = [];
   const progress: EngineProgress[] = [];
   let ready = 0;
-  const { onProgress, beforeRun: _b, ...plain } = o;
-  // --verify: each thread verifies its own disjoint region; otherwise every thread spans the whole target.
-  const regionOf = (i: number): PerfOptions['region'] => ({ base: 0, blocks: null, index: i, count: n });
-  const results = await new Promise<PerfReport[]>((resolve, reject) => {
-    const out: PerfReport[] = new Array(n);
+  return new Promise<R[]>((resolve, reject) => {
+    const out: R[] = new Array(n);
     let done = 0;
     let failed = false;
     const fail = (e: Error): void => {
       if (failed) return;
       failed = true;
-      for (const w of workers) void w.terminate();
-      reject(e);
+      // Wait for every worker to be gone before rejecting: the caller may free what they use.
+      void Promise.allSettled(workers.map((w) => w.terminate())).then(() => reject(e));
     };
     for (let i = 0; i < n; i++) {
-      const w = new Worker(new URL('./perf-worker.js', import.meta.url), {
-        workerData: { opts: { ...plain, backend, threads: 1, region: regionOf(i), exportHistogram: true }, gate, verifySplit: o.verify },
-      });
+      const w = new Worker(script, { workerData: { ...workerDataOf(i), gate } });
       workers.push(w);
-      w.on('message', (m: WorkerMsg) => {
+      w.on('message', (m: WorkerMsg<R>) => {
         if (m.type === 'ready') {
           if (++ready === n) {
             Atomics.store(gate, 0, 1);
@@ -214,7 +217,94 @@ async function runThreads(o: PerfOptions, backend: BackendName): Promise<PerfRep
       });
     }
   });
+}
+
+/** Worker threads: each opens the target and runs one single-thread perf; a shared word starts them together. */
+async function runThreads(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
+  const n = o.threads!;
+  const { onProgress, beforeRun: _b, ...plain } = o;
+  // --verify: each thread verifies its own disjoint region (perf-worker.ts); otherwise every thread spans the whole target.
+  const regionOf = (i: number): PerfOptions['region'] => ({ base: 0, blocks: null, index: i, count: n });
+  const results = await runWorkers<PerfReport>(
+    n,
+    new URL('./perf-worker.js', import.meta.url),
+    (i) => ({ opts: { ...plain, backend, threads: 1, region: regionOf(i), exportHistogram: true }, verifySplit: o.verify }),
+    onProgress,
+  );
   return mergeReports(results, o);
+}
+
+/** What the calling thread hands each attach worker (src/bench/perf-attach-worker.ts). */
+export interface AttachWorkerData {
+  opts: Omit<PerfOptions, 'onProgress' | 'beforeRun'>;
+  /** One grant per queue pair of this thread, with its fds (process-wide, owned by the calling thread). */
+  grants: QueuePairGrant[];
+  fds: number[][];
+  region: { base: number; blocks: number; index: number; count: number };
+}
+
+/**
+ * The driver backend with threads > 1 (emu:// only): this thread brings up a memfd-mode embedded controller,
+ * provisions --nqueues queue pairs per worker thread (src/driver/attach.ts), and each worker attaches its
+ * queue pairs and runs the engine over them; then every queue pair is reclaimed and the controller closed.
+ */
+async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
+  const n = o.threads!;
+  const u = parseDeviceUri(o.uri);
+  if (u.kind !== 'emu') throw new RangeError(`--threads ${n}: the ${backend} backend needs an emu:// URI for worker threads`);
+  const emu = await openEmu({ ...emuOptionsFor(u), sharedMemory: 'memfd' });
+  let ctrl: Controller | null = null;
+  const provisioned: ProvisionedQueuePair[] = [];
+  try {
+    ctrl = await Controller.open(emu, { ioQueues: n * o.nqueues });
+    const ns = ctrl.namespace(o.nsid);
+    if (ctrl.maxIoQueuePairs < n * o.nqueues) {
+      throw new RangeError(`--threads ${n} --nqueues ${o.nqueues}: needs ${n * o.nqueues} I/O queue pairs; the controller grants only ${ctrl.maxIoQueuePairs}`);
+    }
+    const mdts = Number.isFinite(ctrl.identity.mdts) ? ctrl.identity.mdts : 65536 * ns.blockSize;
+    const maxTransfer = Math.min(mdts, 65536 * ns.blockSize);
+    if (o.bs > maxTransfer) throw new RangeError(`--bs ${o.bs} exceeds the controller's maximum transfer size of ${maxTransfer} bytes`);
+    if (o.bs % ns.blockSize !== 0) throw new RangeError(`--bs ${o.bs} is not a multiple of the ${ns.blockSize}-byte block size of ${o.uri}`);
+    if (o.qd + 1 > ctrl.cap.maxQueueEntries) throw new RangeError(`--qd ${o.qd} needs ${o.qd + 1} queue entries; the controller allows ${ctrl.cap.maxQueueEntries}`);
+    // Data region per queue pair: qd slots of bs bytes (one page-aligned buffer) plus each slot's PRP list pages.
+    const page = emu.shmDma.pageSize;
+    let listPages = 0;
+    for (let s = 0; s < o.qd; s++) listPages += prpListPagesNeeded((s * o.bs) % page, o.bs, page);
+    const dataBytes = Math.ceil((o.qd * o.bs) / page) * page + listPages * page;
+    const grants: QueuePairGrant[][] = [];
+    const fds: number[][][] = [];
+    for (let i = 0; i < n; i++) {
+      grants.push([]);
+      fds.push([]);
+      for (let q = 0; q < o.nqueues; q++) {
+        const p = await provisionQueuePair(ctrl, emu, { entries: o.qd + 1, dataBytes, nsid: o.nsid });
+        provisioned.push(p);
+        grants[i]!.push(p.grant);
+        fds[i]!.push(p.fds);
+      }
+    }
+    // --verify: thread i owns blocks [i * span, (i + 1) * span); otherwise every thread spans the namespace.
+    const span = o.verify ? Math.floor(ns.blocks / n) : ns.blocks;
+    const { onProgress, beforeRun: _b, ...plain } = o;
+    const results = await runWorkers<EngineResult>(
+      n,
+      new URL('./perf-attach-worker.js', import.meta.url),
+      (i): AttachWorkerData => ({ opts: { ...plain, backend, threads: 1 }, grants: grants[i]!, fds: fds[i]!, region: { base: o.verify ? i * span : 0, blocks: span, index: i, count: n } }),
+      onProgress,
+    );
+    const head = { device: o.uri, transport: emu.kind, backend, threads: 1, rw: o.rw, bs: o.bs, qd: o.qd, nqueues: o.nqueues, nsid: o.nsid, blockSize: ns.blockSize, model: ctrl.identity.model };
+    return mergeReports(results.map((r) => ({ ...head, ...r })), o);
+  } finally {
+    try {
+      for (const p of provisioned) await p.reclaim();
+    } finally {
+      try {
+        if (ctrl) await ctrl.close();
+      } finally {
+        await emu.close();
+      }
+    }
+  }
 }
 
 export function mergeReports(rs: PerfReport[], o: PerfOptions): PerfReport {

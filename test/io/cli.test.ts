@@ -47,7 +47,7 @@ test('perf refuses what a backend cannot honour before the run: one line, exit 2
       [['perf', img, '--backend', 'posix', '--fixed-buffers'], /--fixed-buffers/],
       [['perf', img, '--backend', 'io_uring', '--hipri'], /--hipri needs --direct/],
       [['perf', img, '--backend', 'io_uring', '--direct', '--hipri', '--ios', '10'], /cannot do polled I\/O/],
-      [['perf', 'emu://?size=16MiB', '--threads', '2'], /--threads 2: the driver backend/],
+      [['perf', 'pci:0000:01:00.0', '--threads', '2'], /--threads 2: the driver backend on a pci: URI .*PCIe queue memory cannot be handed/],
       [['perf', '/dev/ng0n1', '--ios', '10'], /\/dev\/ng0n1/],
       [['perf', join(dir, 'missing.img')], /does not exist; give a size/],
       [['perf', 'sweep', img, '--backends', 'posix,driver', '--qd', '1'], /needs an emu:\/\/ or pci: URI/],
@@ -62,6 +62,21 @@ test('perf refuses what a backend cannot honour before the run: one line, exit 2
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('perf --backend driver --threads 2 on emu://: each thread drives its own provisioned queue pairs, --verify on disjoint regions', () => {
+  const r = homi('perf', 'emu://?size=32MiB', '--backend', 'driver', '--threads', '2', '--nqueues', '1', '--qd', '8', '--ios', '4000', '--verify', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.threads, 2);
+  assert.equal(j.backend, 'driver');
+  // --ios applies per thread, as for the kernel backends.
+  assert.equal(j.ios, 8000);
+  assert.equal(j.perThread.length, 2);
+  for (const t of j.perThread) assert.equal(t.ios, 4000);
+  assert.equal(j.errors, 0);
+  assert.equal(j.verifyErrors, 0);
+  assert.ok(j.verified > 0);
 });
 
 test('I/O errors during a run are counted with their errno, and the run completes', async () => {

@@ -10,7 +10,7 @@ import { UringRing } from '../../src/io/uring-ring.js';
 import { renderLineChart, niceTicks } from '../../src/bench/report-svg.js';
 import { renderSweepHtml } from '../../src/bench/report-html.js';
 import type { SweepResult } from '../../src/bench/sweep.js';
-import { runPerf } from '../../src/bench/perf.js';
+import { checkPerfOptions, runPerf } from '../../src/bench/perf.js';
 
 test('io_uring ABI offsets match the UAPI header', () => {
   assert.equal(PARAMS_SIZE, 120);
@@ -145,8 +145,9 @@ test('perf --threads merges per-thread results; --verify gives each thread its o
   }
 });
 
-test('perf --threads is refused for the driver backend before the run', async () => {
-  await assert.rejects(runPerf({ uri: 'emu://?size=16MiB', threads: 2, rw: 'randread', bs: 4096, qd: 4, nqueues: 1, timeSec: null, ios: 10, warmupSec: 0, rwmixread: 50, nsid: 1, verify: false, verifySpan: 1 << 20, seed: 1 }), /--threads 2: the driver backend/);
+test('perf --threads is refused for the driver backend on pci: before the run (emu:// is accepted)', async () => {
+  await assert.rejects(runPerf({ uri: 'pci:0000:01:00.0', threads: 2, rw: 'randread', bs: 4096, qd: 4, nqueues: 1, timeSec: null, ios: 10, warmupSec: 0, rwmixread: 50, nsid: 1, verify: false, verifySpan: 1 << 20, seed: 1 }), /--threads 2: the driver backend on a pci: URI/);
+  assert.equal(checkPerfOptions({ uri: 'emu://?size=16MiB', threads: 2, rw: 'randread', bs: 4096, qd: 4, nqueues: 1, timeSec: null, ios: 10, warmupSec: 0, rwmixread: 50, nsid: 1, verify: false, verifySpan: 1 << 20, seed: 1 }), 'driver');
 });
 
 test('SVG line chart: axes, labels, one polyline per series, legend', () => {
