@@ -32,6 +32,18 @@ const NSID_ALL = 0xffffffff;
 const DSM_MAX_RANGES = 256;
 const dsmBuf = Buffer.alloc(DSM_MAX_RANGES * DSM_RANGE_SIZE);
 
+/** The namespace `nsid` names, or undefined when it is 0, beyond NN, or inactive. */
+function activeNs(c: Controller, nsid: number): Namespace | undefined {
+  return nsid !== 0 && nsid <= c.nn ? c.ns[nsid] : undefined;
+}
+
+/** 0 when [slba, slba + nlb) lies inside the namespace; else LBA Out of Range, with the LBA for the error log. */
+function rangeStatus(c: Controller, ns: Namespace, slba: number, nlb: number): number {
+  if (slba + nlb <= ns.nlba) return 0;
+  c.errLba = slba;
+  return ST_LBA_RANGE;
+}
+
 export function ioCommand(c: Controller, q: Uint32Array, b: number): number {
   const d0 = q[b]!;
   const opc = d0 & 0xff;
@@ -40,14 +52,12 @@ export function ioCommand(c: Controller, q: Uint32Array, b: number): number {
   switch (opc) {
     case NvmOpcode.Read:
     case NvmOpcode.Write: {
-      const ns = nsid !== 0 && nsid <= c.nn ? c.ns[nsid]! : undefined;
+      const ns = activeNs(c, nsid);
       if (ns === undefined) return ST_INVALID_NS;
       const slba = q[b + SQE_DW_CDW10]! + q[b + SQE_DW_CDW11]! * TWO_POW_32;
       const nlb = (q[b + SQE_DW_CDW12]! & NLB_MASK) + 1;
-      if (slba + nlb > ns.nlba) {
-        c.errLba = slba;
-        return ST_LBA_RANGE;
-      }
+      const rs = rangeStatus(c, ns, slba, nlb);
+      if (rs !== 0) return rs;
       const lbads = ns.lbads;
       const bytes = nlb << lbads;
       if (bytes > c.mdtsBytes) return ST_INVALID_FIELD;
@@ -75,14 +85,12 @@ export function ioCommand(c: Controller, q: Uint32Array, b: number): number {
       c.ns[nsid]!.store.flush();
       return 0;
     case NvmOpcode.WriteZeroes: {
-      const ns = nsid !== 0 && nsid <= c.nn ? c.ns[nsid]! : undefined;
+      const ns = activeNs(c, nsid);
       if (ns === undefined) return ST_INVALID_NS;
       const slba = q[b + SQE_DW_CDW10]! + q[b + SQE_DW_CDW11]! * TWO_POW_32;
       const nlb = (q[b + SQE_DW_CDW12]! & NLB_MASK) + 1;
-      if (slba + nlb > ns.nlba) {
-        c.errLba = slba;
-        return ST_LBA_RANGE;
-      }
+      const rs = rangeStatus(c, ns, slba, nlb);
+      if (rs !== 0) return rs;
       ns.store.zero(slba * 2 ** ns.lbads, nlb * 2 ** ns.lbads);
       return 0;
     }
@@ -94,7 +102,7 @@ export function ioCommand(c: Controller, q: Uint32Array, b: number): number {
 }
 
 function datasetManagement(c: Controller, q: Uint32Array, b: number, nsid: number): number {
-  const ns: Namespace | undefined = nsid !== 0 && nsid <= c.nn ? c.ns[nsid]! : undefined;
+  const ns = activeNs(c, nsid);
   if (ns === undefined) return ST_INVALID_NS;
   const nr = (q[b + SQE_DW_CDW10]! & 0xff) + 1;
   const attr = q[b + SQE_DW_CDW11]!;
@@ -108,10 +116,8 @@ function datasetManagement(c: Controller, q: Uint32Array, b: number, nsid: numbe
     const at = i * DSM_RANGE_SIZE;
     const nlb = dsmBuf.readUInt32LE(at + 4);
     const slba = dsmBuf.readUInt32LE(at + 8) + dsmBuf.readUInt32LE(at + 12) * TWO_POW_32;
-    if (slba + nlb > ns.nlba) {
-      c.errLba = slba;
-      return ST_LBA_RANGE;
-    }
+    const rs = rangeStatus(c, ns, slba, nlb);
+    if (rs !== 0) return rs;
   }
   for (let i = 0; i < nr; i++) {
     const at = i * DSM_RANGE_SIZE;
