@@ -17,6 +17,11 @@ export interface BackingStore {
   close(): void;
 }
 
+/** What MemoryStore.span does with each piece of a range. */
+const OP_READ = 0;
+const OP_WRITE = 1;
+const OP_ZERO = 2;
+
 /** RAM store, chunked so namespaces may exceed the largest single Buffer. */
 export class MemoryStore implements BackingStore {
   static readonly CHUNK_SHIFT = 30; // 1 GiB chunks
@@ -26,40 +31,27 @@ export class MemoryStore implements BackingStore {
     for (let off = 0; off < size; off += chunk) this.chunks.push(Buffer.alloc(Math.min(chunk, size - off)));
   }
   read(off: number, dst: Buffer, dstOff: number, len: number): void {
-    const sh = MemoryStore.CHUNK_SHIFT;
-    while (len > 0) {
-      const ci = Math.floor(off / 2 ** sh);
-      const c = this.chunks[ci]!;
-      const co = off - ci * 2 ** sh;
-      const n = Math.min(len, c.length - co);
-      c.copy(dst, dstOff, co, co + n);
-      off += n;
-      dstOff += n;
-      len -= n;
-    }
+    this.span(OP_READ, off, dst, dstOff, len);
   }
   write(off: number, src: Buffer, srcOff: number, len: number): void {
-    const sh = MemoryStore.CHUNK_SHIFT;
-    while (len > 0) {
-      const ci = Math.floor(off / 2 ** sh);
-      const c = this.chunks[ci]!;
-      const co = off - ci * 2 ** sh;
-      const n = Math.min(len, c.length - co);
-      src.copy(c, co, srcOff, srcOff + n);
-      off += n;
-      srcOff += n;
-      len -= n;
-    }
+    this.span(OP_WRITE, off, src, srcOff, len);
   }
   zero(off: number, len: number): void {
-    const sh = MemoryStore.CHUNK_SHIFT;
+    this.span(OP_ZERO, off, null, 0, len);
+  }
+  /** Walk [off, off + len) across the 1 GiB chunks, copying to / from `buf` or zeroing, piece by piece. */
+  private span(op: number, off: number, buf: Buffer | null, bufOff: number, len: number): void {
+    const chunk = 2 ** MemoryStore.CHUNK_SHIFT;
     while (len > 0) {
-      const ci = Math.floor(off / 2 ** sh);
+      const ci = Math.floor(off / chunk);
       const c = this.chunks[ci]!;
-      const co = off - ci * 2 ** sh;
+      const co = off - ci * chunk;
       const n = Math.min(len, c.length - co);
-      c.fill(0, co, co + n);
+      if (op === OP_READ) c.copy(buf!, bufOff, co, co + n);
+      else if (op === OP_WRITE) buf!.copy(c, co, bufOff, bufOff + n);
+      else c.fill(0, co, co + n);
       off += n;
+      bufOff += n;
       len -= n;
     }
   }
