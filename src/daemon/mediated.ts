@@ -310,7 +310,9 @@ export class MediatedPoller {
   readonly queues = new Set<MediatedQueue>();
   private running = false;
   private idleSince = 0;
-  private timer: NodeJS.Immediate | NodeJS.Timeout | null = null;
+  // Kept apart: clearImmediate on a Timeout (or clearTimeout on an Immediate) corrupts Node's timer lists.
+  private immediate: NodeJS.Immediate | null = null;
+  private timeout: NodeJS.Timeout | null = null;
   /** Spin this long after the last work before backing off to timers. */
   spinMs = 2;
 
@@ -325,10 +327,11 @@ export class MediatedPoller {
     if (this.running) return;
     this.running = true;
     this.idleSince = performance.now();
-    this.timer = setImmediate(this.loop);
+    this.immediate = setImmediate(this.loop);
   }
   private readonly loop = (): void => {
-    this.timer = null;
+    this.immediate = null;
+    this.timeout = null;
     if (this.queues.size === 0) {
       this.running = false;
       return;
@@ -344,15 +347,14 @@ export class MediatedPoller {
     for (const q of this.queues) inFlight += q.inFlight;
     const now = performance.now();
     if (work > 0 || inFlight > 0) this.idleSince = now;
-    if (now - this.idleSince < this.spinMs) this.timer = setImmediate(this.loop);
-    else this.timer = setTimeout(this.loop, 1);
+    if (now - this.idleSince < this.spinMs) this.immediate = setImmediate(this.loop);
+    else this.timeout = setTimeout(this.loop, 1);
   };
   stop(): void {
-    if (this.timer) {
-      clearImmediate(this.timer as NodeJS.Immediate);
-      clearTimeout(this.timer as NodeJS.Timeout);
-    }
-    this.timer = null;
+    if (this.immediate) clearImmediate(this.immediate);
+    if (this.timeout) clearTimeout(this.timeout);
+    this.immediate = null;
+    this.timeout = null;
     this.running = false;
   }
 }
