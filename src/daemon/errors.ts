@@ -14,6 +14,7 @@ export type HomidErrorCode =
   | 'outside-root'
   | 'not-a-file'
   | 'extent-source'
+  | 'device-io'
   | 'closed'
   | 'bad-request';
 

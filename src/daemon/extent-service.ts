@@ -5,17 +5,22 @@
  * table (extent-table.ts) with a generation counter. A watch on the file invalidates and refreshes the entry:
  * the generation goes odd while the map is rebuilt and even again with the new map.
  *
- * Decoder sources (extents = "decoder:ext4" | "decoder:xfs") work on an unmounted image that backs an emu://
- * device: the descriptor must name a file under the device's `extent_root` (the host directory the image was
- * built from, e.g. with mkfs.ext4 -d); its path relative to that root is looked up in the image. The
- * descriptor proves the client may read the file; the decoder says where the bytes are on the device.
+ * Decoder sources (extents = "decoder:ext4" | "decoder:xfs") read the unmounted file system on namespace 1 of
+ * the device itself, through homid's metadata queue pair (DeviceReader, extents/device-source.ts), for any
+ * device homid brings up (PCIe, emu:// in memory; a file-backed emu:// device's image file is read directly,
+ * see registry.ts). The descriptor must name a file under the
+ * device's `extent_root` (the host directory the image was built from, e.g. with mkfs.ext4 -d); its path
+ * relative to that root is looked up on the device. The descriptor proves the client may read the file; the
+ * decoder says where the bytes are on the device. A device read that fails or times out refuses with
+ * 'device-io'.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fiemapFd } from '../extents/fiemap.js';
-import { openImage } from '../extents/open.js';
+import { DeviceReadError } from '../extents/device-source.js';
+import { openSource } from '../extents/open.js';
 import type { FileMap } from '../extents/types.js';
-import type { DeviceEntry } from './registry.js';
+import { metadataSource, type DeviceEntry } from './registry.js';
 import { HomidError } from './errors.js';
 import { ExtentTableWriter, extentTableBytes } from './extent-table.js';
 import type { RegionProvider, SharedRegion } from './shared-region.js';
@@ -145,12 +150,21 @@ export class ExtentService {
       // read-only file systems and the like
     }
     if (source === 'fiemap') return fiemapFd(fd, { sync: true, path: real });
-    if (!device.imagePath || !imagePath) throw new HomidError('extent-source', `device '${device.config.name}' has no image for its decoder`);
-    const img = openImage(device.imagePath, { fs: source === 'decoder:xfs' ? 'xfs' : 'ext4' });
+    if (!imagePath) throw new HomidError('extent-source', `device '${device.config.name}': no path inside the file system for the file`);
+    // A fresh source (and block cache) per resolve: the device may have been rewritten since the last one.
+    const src = metadataSource(device);
     try {
-      return img.mapPath(imagePath);
+      const img = openSource(src, { fs: source === 'decoder:xfs' ? 'xfs' : 'ext4' });
+      try {
+        return img.mapPath(imagePath);
+      } finally {
+        img.close();
+      }
+    } catch (e) {
+      if (e instanceof DeviceReadError) throw new HomidError('device-io', `device '${device.config.name}': ${e.message}`);
+      throw e;
     } finally {
-      img.close();
+      src.close?.();
     }
   }
 
