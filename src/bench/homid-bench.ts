@@ -27,9 +27,14 @@ import { dataPointer } from '../driver/dptr.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 
 const BS = 4096;
-/** Client polling: empty polls before a nap, and the nap (ms). */
-const IDLE_SPINS = Number(process.env['HOMID_BENCH_SPINS'] ?? 256);
+/**
+ * Client polling, the same for raw and mediated: spin on the CQ for SPIN_US after the last completion, then nap
+ * NAP ms at a time (a nap costs at least the kernel's timer slack, about 50 us, so napping after a fixed small
+ * number of empty polls would put that on every round trip that takes longer than the polls).
+ */
+const SPIN_US = Number(process.env['HOMID_BENCH_SPIN_US'] ?? 100);
 const NAP = Number(process.env['HOMID_BENCH_NAP_MS'] ?? 0.02);
+const CLOCK_EVERY = 64;
 const URI = 'emu://?size=1GiB&null=1';
 
 interface ClientResult {
@@ -90,11 +95,13 @@ async function client(): Promise<void> {
   q.ring();
   let outstanding = qd;
   let idle = 0;
+  let lastDone = performance.now();
   let stopping = false;
   while (outstanding > 0) {
     const n = q.poll(onDone);
     if (n > 0) {
       idle = 0;
+      lastDone = -1;
       outstanding -= n;
       if (!stopping && performance.now() >= end) stopping = true;
       if (!stopping) {
@@ -103,10 +110,11 @@ async function client(): Promise<void> {
         q.ring();
       }
       done.length = 0;
-    } else if (++idle >= IDLE_SPINS) {
-      // 2-core machines: give the CPU to the controller (and homid's poller) instead of spinning on
-      idle = 0;
-      Atomics.wait(cell, 0, 0, NAP);
+    } else if (++idle % CLOCK_EVERY === 0) {
+      const now = performance.now();
+      if (lastDone < 0) lastDone = now;
+      // few-core machines: give the CPU to the controller (and homid's poller) instead of spinning on
+      else if ((now - lastDone) * 1000 >= SPIN_US) Atomics.wait(cell, 0, 0, NAP);
     }
   }
   const elapsed = (performance.now() - t0) / 1000;
@@ -175,6 +183,8 @@ async function main(): Promise<void> {
     configFromObject({ socket: sock, log_level: 'silent', device: [{ name: 'bench', uri: URI, extents: 'none', io_queues: 16 }], class: { default: { queue_pairs: 16, per_client: 4, max_depth: 1024 } }, raw: { users: [process.getuid!()] } }, 'bench'),
     { logger: pino({ level: 'silent' }) },
   );
+  const turn = process.env['HOMID_BENCH_TURN_MS'];
+  if (turn !== undefined) srv.homid.poller.turnMs = Number(turn);
   const scenarios: { name: string; mode: 'raw' | 'mediated'; clients: number }[] = [
     { name: 'raw x1', mode: 'raw', clients: 1 },
     { name: 'raw x2', mode: 'raw', clients: 2 },
@@ -207,13 +217,14 @@ async function main(): Promise<void> {
   const out = {
     uri: URI,
     workload: { rw: 'randread', bs: BS, qd, seconds, runs },
+    polling: { clientSpinUs: SPIN_US, clientNapMs: NAP, pollerTurnMs: srv.homid.poller.turnMs, pollerSpinMs: srv.homid.poller.spinMs },
     host: { cpus: os.cpus().length, node: process.version },
     errors,
     rows,
     mediatedVsRaw: raw1 > 0 ? Math.round((med1 / raw1) * 1000) / 1000 : null,
   };
   const pad = (s: string, n: number): string => s.padEnd(n);
-  console.log(`homid bench: ${URI}, 4 KiB random read, qd ${qd}, ${seconds} s, ${runs} run(s) (median), ${os.cpus().length} CPUs`);
+  console.log(`homid bench: ${URI}, 4 KiB random read, qd ${qd}, ${seconds} s, ${runs} run(s) (median), ${os.cpus().length} CPUs; client spin ${SPIN_US} us then ${NAP} ms naps; poller turn ${srv.homid.poller.turnMs} ms`);
   console.log(`${pad('scenario', 14)}${pad('clients', 9)}${pad('IOPS', 12)}samples`);
   for (const r of rows) console.log(`${pad(r.scenario, 14)}${pad(String(r.clients), 9)}${pad(r.iops.toLocaleString('en-US'), 12)}${r.samples.join(', ')}`);
   console.log(`mediated / raw (1 client): ${out.mediatedVsRaw === null ? 'n/a' : (out.mediatedVsRaw * 100).toFixed(1) + '%'}${errors ? `  (${errors} I/O errors!)` : ''}`);

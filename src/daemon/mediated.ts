@@ -11,7 +11,6 @@
 import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
 import { CQE_PHASE_BIT, CQE_STATUS_SHIFT, makeStatus } from '../nvme/cqe.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
-import { buildPrps } from '../nvme/prp.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
 import type { QueuePair } from '../driver/queue-pair.js';
 import { H_CQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from './mediated-ring.js';
@@ -125,6 +124,9 @@ export class MediatedQueue {
   private readonly freeSlots: Int32Array;
   private freeTop: number;
   private readonly prpPages: DmaBuffer;
+  /** 32-bit view of the PRP list pages (one page per hardware slot). */
+  private readonly prpWords: Uint32Array;
+  private readonly pageSize: number;
   private readonly pendCid: number[] = [];
   private readonly pendStatus: number[] = [];
   private readonly pendResult: number[] = [];
@@ -146,7 +148,9 @@ export class MediatedQueue {
     this.freeSlots = new Int32Array(slots);
     for (let i = 0; i < slots; i++) this.freeSlots[i] = slots - 1 - i;
     this.freeTop = slots;
-    this.prpPages = o.dma.alloc(slots * o.dma.pageSize, o.dma.pageSize);
+    this.pageSize = o.dma.pageSize;
+    this.prpPages = o.dma.alloc(slots * this.pageSize, this.pageSize);
+    this.prpWords = new Uint32Array(this.prpPages.bytes.buffer, this.prpPages.bytes.byteOffset, (slots * this.pageSize) >>> 2);
     this.onHw = (tag, status, result) => {
       this.freeSlots[this.freeTop++] = tag;
       this.stats.completed++;
@@ -231,14 +235,25 @@ export class MediatedQueue {
     let prp1 = 0;
     let prp2 = 0;
     if (off >= 0) {
-      const ps = this.dma.pageSize;
-      const page = this.prpPages;
-      const r = buildPrps({ iova: this.data.iova + off, length: nlb * this.grant.lbaSize }, ps, () => ({
-        iova: page.iova + slot * ps,
-        view: page.bytes.subarray(slot * ps, (slot + 1) * ps),
-      }));
-      prp1 = r.prp1;
-      prp2 = r.prp2;
+      // PRPs without allocation: the data buffer is one IOVA range; a transfer is at most one list page long
+      // (maxTransfer <= pageSize * pageSize / 8, checked above), and every hardware slot owns one list page.
+      const ps = this.pageSize;
+      const addr = this.data.iova + off;
+      const len = nlb * this.grant.lbaSize;
+      const inFirst = ps - (addr % ps);
+      prp1 = addr;
+      if (len > inFirst) {
+        if (len <= inFirst + ps) prp2 = addr + inFirst;
+        else {
+          const w = this.prpWords;
+          let at = (slot * ps) >>> 2;
+          for (let a = addr + inFirst, end = addr + len; a < end; a += ps, at += 2) {
+            w[at] = a >>> 0;
+            w[at + 1] = Math.floor(a / 0x1_0000_0000);
+          }
+          prp2 = this.prpPages.iova + slot * ps;
+        }
+      }
     }
     const hwCid = this.hw.submitIo(opcode, nsid, slba, nlb, prp1, prp2, slot);
     if (hwCid < 0) {
@@ -308,45 +323,63 @@ export class MediatedQueue {
  */
 export class MediatedPoller {
   readonly queues = new Set<MediatedQueue>();
+  private list: MediatedQueue[] = [];
   private running = false;
   private idleSince = 0;
   // Kept apart: clearImmediate on a Timeout (or clearTimeout on an Immediate) corrupts Node's timer lists.
   private immediate: NodeJS.Immediate | null = null;
   private timeout: NodeJS.Timeout | null = null;
-  /** Spin this long after the last work before backing off to timers. */
+  /** Keep spinning this long after the last work before backing off to 1 ms timers. */
   spinMs = 2;
+  /**
+   * Longest stretch the poller spins in one event-loop turn while queues are active. Returning to the event
+   * loop after every pass costs microseconds per batch; never returning would starve homid's IPC. Bounded here.
+   */
+  turnMs = 0.25;
+  readonly stats = { turns: 0, passes: 0 };
 
   add(q: MediatedQueue): void {
     this.queues.add(q);
+    this.list = [...this.queues];
     this.kick();
   }
   remove(q: MediatedQueue): void {
     this.queues.delete(q);
+    this.list = [...this.queues];
   }
   kick(): void {
+    this.idleSince = performance.now();
     if (this.running) return;
     this.running = true;
-    this.idleSince = performance.now();
     this.immediate = setImmediate(this.loop);
   }
   private readonly loop = (): void => {
     this.immediate = null;
     this.timeout = null;
-    if (this.queues.size === 0) {
+    const list = this.list;
+    if (list.length === 0) {
       this.running = false;
       return;
     }
-    let work = 0;
-    let inFlight = 0;
-    for (let pass = 0; pass < 64; pass++) {
-      let w = 0;
-      for (const q of this.queues) w += q.pump();
-      work += w;
-      if (w === 0) break;
+    this.stats.turns++;
+    const start = performance.now();
+    let now = start;
+    for (let pass = 1; ; pass++) {
+      let work = 0;
+      let inFlight = 0;
+      for (let i = 0; i < list.length; i++) {
+        const q = list[i]!;
+        work += q.pump();
+        inFlight += q.inFlight;
+      }
+      this.stats.passes++;
+      // a clock read costs tens of nanoseconds: take one every few passes unless something happened
+      if (work > 0 || inFlight > 0 || (pass & 7) === 0) {
+        now = performance.now();
+        if (work > 0 || inFlight > 0) this.idleSince = now;
+        if (now - start >= this.turnMs || now - this.idleSince >= this.spinMs) break;
+      }
     }
-    for (const q of this.queues) inFlight += q.inFlight;
-    const now = performance.now();
-    if (work > 0 || inFlight > 0) this.idleSince = now;
     if (now - this.idleSince < this.spinMs) this.immediate = setImmediate(this.loop);
     else this.timeout = setTimeout(this.loop, 1);
   };
