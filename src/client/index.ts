@@ -95,7 +95,16 @@ function check<T extends { ok: boolean }>(r: T): Extract<T, { ok: true }> {
 }
 
 export class HomidClient {
-  private constructor(readonly ipc: IpcClient) {}
+  /** Raw leases still attached: detached (doorbells and memory unmapped) when the connection ends. */
+  private readonly raws = new Set<RawLease>();
+  private constructor(readonly ipc: IpcClient) {
+    // homid reclaims every queue pair of a closed connection (or is gone): stop touching them, and let go of
+    // the mappings (a VFIO device mapping would otherwise keep the device busy for the next owner).
+    ipc.onClose(() => {
+      for (const l of this.raws) l.qp.detach();
+      this.raws.clear();
+    });
+  }
 
   static async connect(socket = process.env.HOMID_SOCKET ?? DEFAULT_SOCKET, opts: { client?: string } = {}): Promise<HomidClient & { session: number; raw: boolean }> {
     const ipc = await IpcClient.connect(socket);
@@ -133,8 +142,10 @@ export class HomidClient {
       return grants.map((g) => {
         const mine = fds.slice(g.fdBase, g.fdBase + g.fdCount);
         if (g.mode === 'raw') {
-          const grant = g.grant as QueuePairGrant;
-          return { mode: 'raw', grantId: g.grantId, qid: g.qid, grant, qp: attachQueuePair(grant, mine, { closeFds: false }) } satisfies RawLease;
+          const qp = attachQueuePair(g.grant as QueuePairGrant, mine, { closeFds: false });
+          const lease = { mode: 'raw', grantId: g.grantId, qid: g.qid, grant: qp.grant, qp } satisfies RawLease;
+          this.raws.add(lease);
+          return lease;
         }
         const gi = g.grant as MediatedGrantInfo;
         const ring = mapShmFd(mine[0]!, gi.ringBytes);
@@ -151,6 +162,10 @@ export class HomidClient {
     const { response } = await this.ipc.request({ type: 'closeQueuePair', grantId: l.grantId });
     check(response);
     if (l.mode === 'mediated') for (const r of l.regions) r.close();
+    else {
+      this.raws.delete(l);
+      l.qp.detach();
+    }
   }
 
   /** Resolve the extents of an open file (the descriptor travels by SCM_RIGHTS). */

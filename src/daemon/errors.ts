@@ -16,6 +16,8 @@ export type HomidErrorCode =
   | 'extent-source'
   | 'device-io'
   | 'closed'
+  | 'no-hugepages'
+  | 'no-memory'
   | 'bad-request';
 
 export class HomidError extends Error {

@@ -9,7 +9,10 @@
  */
 import * as fs from 'node:fs';
 import { pino } from 'pino';
-import { provisionQueuePair } from '../driver/attach.js';
+import { provisionQueuePair, type ProvisionedQueuePair } from '../driver/attach.js';
+import { InvalidArgumentError } from '../driver/errors.js';
+import { DmaAllocationError } from '../mem/dma.js';
+import { HugepageError } from '../mem/hugepage.js';
 import type { DedicatedSegment } from '../mem/shm-dma.js';
 import { EmuTransport } from '../transport/emu.js';
 
@@ -61,11 +64,25 @@ export interface RawQueue {
   reclaim(): Promise<void>;
 }
 
-/** Raw queues over memory another process maps: a memfd-mode embedded controller (driver/attach.ts). */
-async function provisionRaw(dev: LiveDevice, depth: number, nsid: number, dataBytes: number): Promise<RawQueue | null> {
-  const t = dev.transport;
-  if (!(t instanceof EmuTransport) || t.sharedMemory !== 'memfd') return null;
-  const p = await provisionQueuePair(dev.controller, t, { entries: depth, nsid, dataBytes });
+/**
+ * Raw queues over memory another process maps, on any transport that can export queues (driver/attach.ts):
+ * a memfd-mode embedded controller, or a PCIe controller (vfio: a memfd in the IOMMU; uio: a hugetlb memfd at its
+ * physical address). Null when the transport cannot (an embedded controller over SharedArrayBuffers: in-process
+ * only). Failures to get memory become typed refusals.
+ */
+async function provisionRaw(dev: LiveDevice, depth: number, nsid: number, dataBytes: number, name: string): Promise<RawQueue | null> {
+  const x = dev.transport.queueExporter?.() ?? null;
+  if (x === null) return null;
+  let p: ProvisionedQueuePair;
+  try {
+    p = await provisionQueuePair(dev.controller, x, { entries: depth, nsid, dataBytes, name });
+  } catch (e) {
+    const m = (e as Error).message;
+    if (e instanceof HugepageError) throw new HomidError('no-hugepages', `device '${dev.config.name}': ${m}`);
+    if (e instanceof DmaAllocationError) throw new HomidError('no-memory', `device '${dev.config.name}': ${m}`);
+    if (e instanceof InvalidArgumentError && / exceed the /.test(m)) throw new HomidError('bad-request', `device '${dev.config.name}': ${m}; ask for less dataBytes or depth`);
+    throw e;
+  }
   return { qid: p.grant.qid, qp: null, grant: p.grant, fds: p.fds, reclaim: () => p.reclaim() };
 }
 
@@ -204,7 +221,7 @@ export class Homid {
       serial: d.controller ? d.controller.identity.serial.trim() : null,
       namespaces: d.controller ? d.controller.namespaces.map((n) => ({ nsid: n.nsid, blockSize: n.blockSize, blocks: n.blocks })) : [],
       maxQueuePairs: d.controller ? d.controller.maxIoQueuePairs : 0,
-      queuePairsInUse: d.controller ? d.controller.queuePairs.length : 0,
+      queuePairsInUse: d.controller ? d.controller.queuePairs.length + d.controller.remoteQueuePairs.length : 0,
       extents: d.config.extents,
     }));
   }
@@ -260,6 +277,7 @@ export class Homid {
       for (let i = 0; i < count; i++) made.push(await this.createLease(s, dev, mode, nsid, req));
     } catch (e) {
       for (const l of made) await this.reclaim(l).catch(() => undefined);
+      if (e instanceof HomidError) this.refuse(s, e);
       throw e;
     } finally {
       s.reserved -= count;
@@ -304,7 +322,7 @@ export class Homid {
     }
     if (mode === 'raw') {
       const made = await this.serial(dev.config.name, async (): Promise<RawQueue> => {
-        const remote = await provisionRaw(dev, req.depth, nsid, dataBytes);
+        const remote = await provisionRaw(dev, req.depth, nsid, dataBytes, `homid-${s.id}-${base.id}`);
         if (remote) return remote;
         const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
         return { qid: qp.qid, qp, grant: null, fds: [], reclaim: () => c.deleteQueuePair(qp) };

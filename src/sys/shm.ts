@@ -10,10 +10,14 @@
  */
 import koffi from 'koffi';
 import { ERRNO, OsError } from './libc.js';
-import { MAP_SHARED, Mapping, PROT_READ, PROT_WRITE, mmap } from './mman.js';
+import { MAP_POPULATE, MAP_SHARED, Mapping, PROT_READ, PROT_WRITE, mlock, mmap } from './mman.js';
 
 export const MFD_CLOEXEC = 0x1;
 export const MFD_ALLOW_SEALING = 0x2;
+export const MFD_HUGETLB = 0x4;
+/** log2(hugepage size) in bits 26..31 of the flags (MFD_HUGE_SHIFT = 26): 2 MiB pages. */
+export const MFD_HUGE_2MB = 21 << 26;
+const HUGE_2MB_BYTES = 2 * 1024 * 1024;
 const SYS_FUTEX = process.arch === 'arm64' ? 98 : 202;
 export const FUTEX_WAIT = 0;
 export const FUTEX_WAKE = 1;
@@ -93,18 +97,37 @@ export function shmPageRound(n: number): number {
   return Math.ceil(n / 4096) * 4096;
 }
 
+export interface CreateShmOptions {
+  /**
+   * Back the memory with 2 MiB hugetlb pages (memfd_create(MFD_HUGETLB | MFD_HUGE_2MB)): `size` must be a
+   * multiple of 2 MiB, the pages come from the hugepage pool (mmap fails with ENOMEM when it is empty), are
+   * populated and locked at once, and never move (their physical addresses stay valid).
+   */
+  hugetlb?: boolean;
+}
+
 /**
  * Create `size` bytes of shared memory: memfd_create(name, MFD_CLOEXEC), ftruncate, mmap(MAP_SHARED). The memory
  * is zeroed. The fd is close-on-exec (pass it to a child explicitly: spawn's stdio array or SCM_RIGHTS).
  */
-export function createShm(name: string, size: number): ShmRegion {
+export function createShm(name: string, size: number, opts: CreateShmOptions = {}): ShmRegion {
   if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`shared memory size must be a positive integer, got ${size}`);
+  const huge = opts.hugetlb === true;
+  if (huge && size % HUGE_2MB_BYTES !== 0) throw new RangeError(`hugetlb shared memory must be a multiple of 2 MiB, got ${size}`);
   const l = libc();
-  const fd = l.memfdCreate(name, MFD_CLOEXEC);
-  if (fd < 0) throw new OsError(`memfd_create(${name})`, koffi.errno());
+  const fd = l.memfdCreate(name, MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+  if (fd < 0) throw new OsError(`memfd_create(${name}${huge ? ', MFD_HUGETLB' : ''})`, koffi.errno());
   try {
     if (l.ftruncate(fd, BigInt(size)) !== 0) throw new OsError(`ftruncate(memfd ${name}, ${size})`, koffi.errno());
-    const m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0, `memfd ${name}`);
+    const m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge ? MAP_POPULATE : 0), fd, 0, `memfd ${name}`);
+    if (huge) {
+      try {
+        mlock(m);
+      } catch (e) {
+        m.retire();
+        throw e;
+      }
+    }
     return new ShmRegion(fd, size, m.buffer, m, true, false);
   } catch (e) {
     l.close(fd);
@@ -126,7 +149,7 @@ export function mapShmFd(fd: number, size: number, opts: MapShmOptions = {}): Sh
   if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`invalid fd ${fd}`);
   if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`mapping size must be a positive integer, got ${size}`);
   const offset = opts.offset ?? 0;
-  if (offset % 4096 !== 0) throw new RangeError(`mapping offset ${offset} is not page aligned`);
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4096 !== 0) throw new RangeError(`mapping offset ${offset} is not a page-aligned file offset`);
   const prot = opts.readOnly ? PROT_READ : PROT_READ | PROT_WRITE;
   const m = mmap(size, prot, MAP_SHARED, fd, offset, `shm fd ${fd}`);
   return new ShmRegion(fd, size, m.buffer, m, opts.ownFd ?? false, opts.readOnly ?? false);

@@ -48,7 +48,7 @@ import {
   REG_INTMS,
   REG_NSSR,
 } from '../nvme/registers.js';
-import { WAKE_AWAKE, WAKE_SLEEPING, wakeDevice, type Transport } from './transport.js';
+import { WAKE_AWAKE, WAKE_SLEEPING, wakeDevice, type ExportedMemory, type QueueExporter, type Transport } from './transport.js';
 
 export type { EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
 export type { FaultRule, FaultAction } from '../emu/faults.js';
@@ -301,6 +301,32 @@ export class EmuTransport implements Transport {
     if (r === null) throw new Error('the embedded controller is not in memfd mode (openEmu({ sharedMemory: "memfd" }))');
     const layout = shmBarLayout(this.config.maxQueuePairs);
     return { fd: r.fd, bytes: r.size, barBytes: layout.barBytes, wakeOffset: layout.wakeOffset, doorbellStride: 4 };
+  }
+
+  /**
+   * memfd mode: queue memory as dedicated memfd segments, the doorbell pages and the wake-word page of the BAR
+   * memfd as separate windows (a client never maps the register page). Null in SharedArrayBuffer mode.
+   */
+  queueExporter(): QueueExporter | null {
+    if (this.shmMods === null || this.barRegion === null) return null;
+    const bar = this.barShm();
+    const dma = this.shmDma;
+    const pageRound = (n: number): number => Math.ceil(n / 4096) * 4096;
+    return {
+      kind: 'emu-memfd',
+      maxExportBytes: 2 ** 32,
+      exportMemory: (bytes: number, name: string): ExportedMemory => {
+        const seg = dma.createDedicated(bytes, name);
+        return { fd: seg.fd, bytes: seg.size, iova: seg.iovaBase, view: new Uint8Array(seg.region.buffer, 0, seg.size), release: () => seg.release() };
+      },
+      doorbellWindow: (bytes: number) => {
+        if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % 4096 !== 0 || REG_DOORBELL_BASE + bytes > bar.wakeOffset) {
+          throw new RangeError(`doorbell window of ${bytes} bytes does not fit the ${pageRound(bar.barBytes) - REG_DOORBELL_BASE} bytes of doorbell pages`);
+        }
+        return { fd: bar.fd, offset: REG_DOORBELL_BASE, bytes };
+      },
+      wakeWindow: () => ({ fd: bar.fd, offset: bar.wakeOffset, bytes: 4096, word: 0 }),
+    };
   }
 
   /** memfd mode: the segment fd and offset of a DMA buffer, for handing it to another process. */

@@ -28,6 +28,53 @@ export interface Transport {
   readonly dma: DmaAllocator;
   /** Release the transport (stop the emulator, unmap BARs, restore drivers). Idempotent. */
   close(): Promise<void>;
+  /**
+   * How to hand queues to another process (src/driver/attach.ts), or null when this transport cannot (an
+   * embedded controller over SharedArrayBuffers). Absent means null.
+   */
+  queueExporter?(): QueueExporter | null;
+}
+
+/** A byte range of a file descriptor another process can mmap (offset page aligned). */
+export interface FdWindow {
+  fd: number;
+  offset: number;
+  bytes: number;
+}
+
+/**
+ * Memory for one queue pair handed to another process: the device reaches it contiguously at
+ * [iova, iova + bytes), the other process maps it from `fd` (offset 0, `bytes`), the owner sees it in `view`.
+ */
+export interface ExportedMemory {
+  readonly fd: number;
+  readonly bytes: number;
+  readonly iova: number;
+  /** The owner's CPU view of all `bytes` (zeroed when exported). */
+  readonly view: Uint8Array;
+  /** The device no longer reaches it (IOMMU unmap, forget the segment); unmapped here, fd closed. Idempotent. */
+  release(): void;
+}
+
+/**
+ * What a transport supplies so that a queue pair can be driven by another process: memory the process can map
+ * and the device can reach, the doorbell page(s) of BAR0 (never the register page) as an fd range, and, for a
+ * software controller that sleeps, the page of its wake word.
+ */
+export interface QueueExporter {
+  /** 'emu-memfd', 'pcie-uio' or 'pcie-vfio'. */
+  readonly kind: string;
+  /** Largest `exportMemory` this transport can supply (uio: one 2 MiB hugepage). */
+  readonly maxExportBytes: number;
+  /** Fresh zeroed memory of at least `bytes` (rounded up to the mapping granularity). Throws with the reason. */
+  exportMemory(bytes: number, name: string): ExportedMemory;
+  /**
+   * BAR0 [REG_DOORBELL_BASE, REG_DOORBELL_BASE + bytes) as a window of an fd (bytes a multiple of 4096). The fd
+   * stays the transport's.
+   */
+  doorbellWindow(bytes: number): FdWindow;
+  /** The 4096-byte page holding the wake word and the word's offset in it; null when the device never sleeps. */
+  wakeWindow(): (FdWindow & { word: number }) | null;
 }
 
 /** Value of wake[0] while the device sleeps waiting for a doorbell. */
