@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { DmaAllocationError } from './dma.js';
 import { ChunkedDmaAllocator, type ChunkSource, type DmaChunk } from './pcie-dma.js';
 import { MAP_ANONYMOUS, MAP_HUGETLB, MAP_HUGE_2MB, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE, mlock, mmap, type Mapping } from '../sys/mman.js';
+import { createShm, type ShmRegion } from '../sys/shm.js';
 
 export const HUGEPAGE_SIZE = 2 * 1024 * 1024;
 const SMALL_PAGE = 4096;
@@ -216,4 +217,43 @@ export class HugepageSource implements ChunkSource {
 export function openHugepageDma(o: HugepageOptions = {}): ChunkedDmaAllocator {
   checkHugepagePreconditions(o, 1);
   return new ChunkedDmaAllocator(new HugepageSource(o), 4096, 'hugepage DMA memory');
+}
+
+/** One 2 MiB hugepage in a memfd another process can map: physically contiguous, at physical address `iova`. */
+export interface HugepageExportedMemory {
+  readonly region: ShmRegion;
+  /** Physical address of byte 0 (what a device behind no translating IOMMU uses). */
+  readonly iova: number;
+  /** Unmap here and close the memfd (the page returns to the pool once no process maps it). Idempotent. */
+  release(): void;
+}
+
+/**
+ * One 2 MiB hugetlb memfd (memfd_create(MFD_HUGETLB | MFD_HUGE_2MB)), populated, locked, its physical address
+ * read from pagemap. Throws HugepageError naming the fix when no hugepage is free or PFNs are hidden.
+ */
+export function exportHugepageMemory(name: string, o: HugepageOptions = {}): HugepageExportedMemory {
+  const st = hugepageStatus(o);
+  if (st.free < 1) {
+    throw new HugepageError(`no free 2 MiB hugepage for ${name}: ${st.free} free of ${st.total} (raise /proc/sys/vm/nr_hugepages)`);
+  }
+  let region: ShmRegion;
+  try {
+    region = createShm(name, HUGEPAGE_SIZE, { hugetlb: true });
+  } catch (e) {
+    throw new HugepageError(`cannot get a 2 MiB hugepage for ${name}: ${(e as Error).message} (raise /proc/sys/vm/nr_hugepages)`);
+  }
+  try {
+    const u8 = new Uint8Array(region.buffer);
+    u8[0] = 0; // present even if MAP_POPULATE was ignored
+    const base = region.address;
+    const [first, last] = physicalAddresses(join(o.proc ?? '/proc', 'self', 'pagemap'), [base, base + HUGEPAGE_SIZE - SMALL_PAGE]);
+    if (first! % HUGEPAGE_SIZE !== 0 || last !== first! + HUGEPAGE_SIZE - SMALL_PAGE) {
+      throw new HugepageError(`${name} is not backed by one 2 MiB hugepage (physical 0x${first!.toString(16)} .. 0x${last!.toString(16)})`);
+    }
+    return { region, iova: first!, release: () => region.close() };
+  } catch (e) {
+    region.close();
+    throw e;
+  }
 }

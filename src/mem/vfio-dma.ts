@@ -1,48 +1,93 @@
 /**
- * DMA memory for VFIO: anonymous shared memory mapped into the IOMMU (VFIO_IOMMU_MAP_DMA) at IOVAs chosen by
- * a bump allocator from 4 GiB up. Each mapping is one device-contiguous chunk; unmapped on release.
+ * DMA memory for VFIO: anonymous shared memory mapped into the IOMMU (VFIO_IOMMU_MAP_DMA) at IOVAs chosen from
+ * one IovaSpace per container, from 4 GiB up. Each mapping is one device-contiguous chunk; unmapped on release.
+ *
+ * The same IovaSpace hands out the IOVAs of memory exported to other processes (exportVfioMemory: a memfd the
+ * owner maps into the IOMMU and a client maps from the fd, for queue pairs a daemon grants), so the transport's
+ * own chunks and exported memory never collide.
  */
 import { DmaAllocationError } from './dma.js';
+import { insertFree, takeFirstFit, type FreeRange } from './free-list.js';
 import { ChunkedDmaAllocator, type ChunkSource, type DmaChunk } from './pcie-dma.js';
 import { MAP_ANONYMOUS, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, type Mapping } from '../sys/mman.js';
+import { createShm, type ShmRegion } from '../sys/shm.js';
 
 /** Where IOVAs start: above the 32-bit space (MSI window, low reserved ranges). */
 export const VFIO_IOVA_BASE = 0x1_0000_0000;
+/**
+ * Where IOVAs end: 2^39 (512 GiB), the smallest input address width of common IOMMUs (QEMU's intel-iommu
+ * default aw-bits=39).
+ */
+export const VFIO_IOVA_LIMIT = 2 ** 39;
+/** IOVA ranges are 2 MiB aligned so the IOMMU can use large pages where it likes. */
+export const VFIO_IOVA_ALIGN = 0x20_0000;
 const DEFAULT_CHUNK = 4 * 1024 * 1024;
 const MAX_CHUNK = 1024 * 1024 * 1024;
+const PAGE = 4096;
 
 export interface DmaMapper {
   mapDma(vaddr: bigint, iova: number, size: number): void;
   unmapDma(iova: number, size: number): void;
 }
 
+/** IOVA ranges of one container: first fit, 2 MiB aligned, freed ranges reused. */
+export class IovaSpace {
+  private readonly free_: FreeRange[];
+  constructor(
+    readonly base = VFIO_IOVA_BASE,
+    readonly limit = VFIO_IOVA_LIMIT,
+  ) {
+    this.free_ = [{ start: 0, end: limit - base }];
+  }
+
+  /** Reserve `bytes` (rounded up to 2 MiB); returns the IOVA. */
+  alloc(bytes: number): number {
+    const need = Math.ceil(bytes / VFIO_IOVA_ALIGN) * VFIO_IOVA_ALIGN;
+    if (!Number.isSafeInteger(need) || need <= 0) throw new DmaAllocationError(`invalid IOVA range size ${bytes}`);
+    const start = takeFirstFit(this.free_, need, VFIO_IOVA_ALIGN, this.base);
+    if (start < 0) throw new DmaAllocationError(`no free IOVA range of ${need} bytes below 0x${this.limit.toString(16)}`);
+    return this.base + start;
+  }
+
+  /** Give back a range `alloc` returned (same `bytes`). */
+  free(iova: number, bytes: number): void {
+    const need = Math.ceil(bytes / VFIO_IOVA_ALIGN) * VFIO_IOVA_ALIGN;
+    insertFree(this.free_, iova - this.base, iova - this.base + need);
+  }
+}
+
 export class VfioDmaSource implements ChunkSource {
   readonly maxChunkBytes = MAX_CHUNK;
-  private nextIova = VFIO_IOVA_BASE;
   private readonly maps: Array<{ m: Mapping; iova: number }> = [];
 
   constructor(
     private readonly mapper: DmaMapper,
     private readonly chunkBytes = DEFAULT_CHUNK,
+    readonly iovas = new IovaSpace(),
   ) {}
 
   grow(minBytes: number): DmaChunk[] {
-    const size = Math.max(this.chunkBytes, Math.ceil(minBytes / 4096) * 4096);
+    const size = Math.max(this.chunkBytes, Math.ceil(minBytes / PAGE) * PAGE);
     let m: Mapping;
     try {
       m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0, 'VFIO DMA memory');
     } catch (e) {
       throw new DmaAllocationError(`cannot allocate ${size} bytes of DMA memory: ${(e as Error).message}`);
     }
-    // Keep IOVAs 2 MiB aligned so the IOMMU can use large pages where it likes.
-    const iova = this.nextIova;
+    let iova: number;
+    try {
+      iova = this.iovas.alloc(size);
+    } catch (e) {
+      m.retire();
+      throw e;
+    }
     try {
       this.mapper.mapDma(m.address, iova, size);
     } catch (e) {
+      this.iovas.free(iova, size);
       m.retire();
       throw new DmaAllocationError(`cannot map DMA memory into the IOMMU: ${(e as Error).message}`);
     }
-    this.nextIova += Math.ceil(size / 0x20_0000) * 0x20_0000;
     this.maps.push({ m, iova });
     return [{ iova, bytes: new Uint8Array(m.buffer) }];
   }
@@ -54,12 +99,66 @@ export class VfioDmaSource implements ChunkSource {
       } catch {
         // the container may be gone already: closing it drops every mapping
       }
+      this.iovas.free(iova, m.length);
       m.retire();
     }
     this.maps.length = 0;
   }
 }
 
-export function openVfioDma(mapper: DmaMapper, chunkBytes?: number): ChunkedDmaAllocator {
-  return new ChunkedDmaAllocator(new VfioDmaSource(mapper, chunkBytes), 4096, 'VFIO DMA memory');
+export function openVfioDma(mapper: DmaMapper, chunkBytes?: number, iovas?: IovaSpace): ChunkedDmaAllocator {
+  return new ChunkedDmaAllocator(new VfioDmaSource(mapper, chunkBytes, iovas), PAGE, 'VFIO DMA memory');
+}
+
+/** Shared memory another process can map (its memfd) that the device reaches at `iova` through the IOMMU. */
+export interface VfioExportedMemory {
+  readonly region: ShmRegion;
+  readonly iova: number;
+  /** VFIO_IOMMU_UNMAP_DMA, free the IOVA range, unmap here and close the memfd. Idempotent. */
+  release(): void;
+}
+
+/**
+ * A fresh memfd of `bytes` (rounded up to 4 KiB), mapped here and into the IOMMU at an IOVA from `iovas`
+ * (the pages are pinned while mapped). The device stops reaching it on release(); another process that mapped
+ * the memfd keeps its (now unpinned) memory until it unmaps.
+ */
+export function exportVfioMemory(mapper: DmaMapper, iovas: IovaSpace, bytes: number, name: string): VfioExportedMemory {
+  const size = Math.ceil(bytes / PAGE) * PAGE;
+  let region: ShmRegion;
+  try {
+    region = createShm(name, size);
+  } catch (e) {
+    throw new DmaAllocationError(`cannot create ${size} bytes of shared memory: ${(e as Error).message}`);
+  }
+  let iova: number;
+  try {
+    iova = iovas.alloc(size);
+  } catch (e) {
+    region.close();
+    throw e;
+  }
+  try {
+    mapper.mapDma(region.mapping.address, iova, size);
+  } catch (e) {
+    iovas.free(iova, size);
+    region.close();
+    throw new DmaAllocationError(`cannot map shared memory into the IOMMU: ${(e as Error).message}`);
+  }
+  let released = false;
+  return {
+    region,
+    iova,
+    release(): void {
+      if (released) return;
+      released = true;
+      try {
+        mapper.unmapDma(iova, size);
+      } catch {
+        // the container may be gone already: closing it drops every mapping
+      }
+      iovas.free(iova, size);
+      region.close();
+    },
+  };
 }

@@ -36,6 +36,8 @@ import { groupPeers } from './bind.js';
 import { FdConfigSpace, type ConfigSpace } from './config.js';
 import type { SysPaths } from './sysfs.js';
 
+const PAGE = 4096;
+
 export class VfioError extends PciError {
   constructor(message: string) {
     super(message);
@@ -162,6 +164,24 @@ export class VfioDevice {
     } catch (e) {
       throw new VfioError(`cannot map BAR0 of ${this.address} through VFIO: ${(e as Error).message}`);
     }
+  }
+
+  /**
+   * A page-aligned window [barOffset, barOffset + bytes) of BAR0 as a range of the device fd, for another
+   * process to mmap (the fd stays this device's). Refused unless VFIO allows mapping that range (the region's
+   * MMAP flag and, when it lists sparse areas, one area covering it).
+   */
+  bar0Window(barOffset: number, bytes: number): { fd: number; offset: number; bytes: number } {
+    if (this.closed) throw new VfioError(`${this.address}: the VFIO device is closed`);
+    if (!Number.isSafeInteger(barOffset) || barOffset < 0 || barOffset % PAGE !== 0 || !Number.isSafeInteger(bytes) || bytes <= 0 || bytes % PAGE !== 0) {
+      throw new VfioError(`${this.address}: BAR0 window [${barOffset}, +${bytes}) is not page aligned`);
+    }
+    const r = this.regionInfo(VFIO_PCI_BAR0_REGION_INDEX);
+    if ((r.flags & VFIO_REGION_INFO_FLAG_MMAP) === 0) throw new VfioError(`${this.address}: VFIO does not allow mapping BAR0`);
+    const end = barOffset + bytes;
+    const fits = r.sparse === null ? end <= r.size : r.sparse.some((a) => a.offset <= barOffset && end <= a.offset + a.size);
+    if (!fits) throw new VfioError(`${this.address}: BAR0 [0x${barOffset.toString(16)}, 0x${end.toString(16)}) is not in a mappable area of the region`);
+    return { fd: this.deviceFd, offset: r.offset + barOffset, bytes };
   }
 
   /** Config space through the config region (pread / pwrite on the device fd). */

@@ -7,21 +7,21 @@
  * maps BAR0, enables bus mastering and sets up DMA memory. close() disables the controller if it is still
  * enabled, turns bus mastering back off, releases DMA memory and the BAR, and restores the original driver.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChunkedDmaAllocator } from '../mem/pcie-dma.js';
-import { checkHugepagePreconditions, openHugepageDma, type HugepageOptions } from '../mem/hugepage.js';
-import { openVfioDma } from '../mem/vfio-dma.js';
+import { checkHugepagePreconditions, exportHugepageMemory, HUGEPAGE_SIZE, openHugepageDma, type HugepageOptions } from '../mem/hugepage.js';
+import { exportVfioMemory, IovaSpace, openVfioDma } from '../mem/vfio-dma.js';
 import { CC_EN, CSTS_RDY, REG_CAP, REG_CC, REG_CSTS, REG_DOORBELL_BASE } from '../nvme/registers.js';
 import { PciError, normalizePciAddress } from '../pci/address.js';
 import { bindTo, type DriverBinding } from '../pci/bind.js';
 import { enableBusMaster, PCI_COMMAND, PCI_COMMAND_MASTER, restoreBusMaster, sysfsConfigSpace, type ConfigSpace } from '../pci/config.js';
 import { mapSysfsBar0 } from '../pci/bar.js';
 import { PCI_CLASS_NVME, pciFunction, type PciFunction } from '../pci/discover.js';
-import { driverDir, sysPaths, type SysPathOptions, type SysPaths } from '../pci/sysfs.js';
+import { deviceDir, driverDir, sysPaths, type SysPathOptions, type SysPaths } from '../pci/sysfs.js';
 import { assertGroupViable, VfioDevice, VfioError } from '../pci/vfio.js';
 import type { Mapping } from '../sys/mman.js';
-import type { Transport } from './transport.js';
+import type { ExportedMemory, FdWindow, QueueExporter, Transport } from './transport.js';
 
 export type PcieMode = 'uio' | 'vfio' | 'auto';
 
@@ -43,6 +43,7 @@ export interface PcieOptions extends SysPathOptions {
 }
 
 const DEAD = 0xffffffff;
+const PAGE = 4096;
 
 /** Pick the mode for 'auto' and check the explicit ones can work. */
 export function resolvePcieMode(p: SysPaths, f: PciFunction, mode: PcieMode): 'uio' | 'vfio' {
@@ -84,6 +85,9 @@ export class PcieTransport implements Transport {
   private readonly regs: Int32Array;
   private closed = false;
   private closing: Promise<void> | null = null;
+  /** uio: resource0 opened for clients to map the doorbell page(s) from (lazily, kept until close). */
+  private resourceFd = -1;
+  private exporter: QueueExporter | null = null;
 
   /** Use openPcie(). */
   constructor(
@@ -96,6 +100,7 @@ export class PcieTransport implements Transport {
     dma: ChunkedDmaAllocator,
     private readonly vfio: VfioDevice | null,
     private readonly log: (m: string) => void,
+    private readonly exportOpts: { resource0: string; hugepages: HugepageOptions; iovas: IovaSpace | null },
   ) {
     this.mode = mode;
     this.kind = `pcie-${mode}`;
@@ -111,6 +116,71 @@ export class PcieTransport implements Transport {
   /** Bytes of BAR0 mapped. */
   get barBytes(): number {
     return this.bar.length;
+  }
+
+  /**
+   * Queue pairs for other processes: vfio, memfd memory mapped into this container's IOMMU at IOVAs from the
+   * transport's own IOVA space, doorbells through the VFIO device fd; uio, one 2 MiB hugetlb memfd per queue
+   * pair (physically contiguous, the IOVA is its physical address), doorbells through sysfs resource0.
+   */
+  queueExporter(): QueueExporter {
+    if (this.exporter) return this.exporter;
+    const vfio = this.vfio;
+    const iovas = this.exportOpts.iovas;
+    const checkWindow = (bytes: number): void => {
+      if (this.closed) throw new PciError(`${this.address} is closed`);
+      if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % PAGE !== 0) throw new PciError(`doorbell window of ${bytes} bytes is not a whole number of pages`);
+      if (REG_DOORBELL_BASE + bytes > this.bar.length) throw new PciError(`${this.address}: doorbell window of ${bytes} bytes runs past BAR0's ${this.bar.length} mapped bytes`);
+    };
+    if (this.mode === 'vfio' && vfio !== null && iovas !== null) {
+      this.exporter = {
+        kind: 'pcie-vfio',
+        maxExportBytes: 1 << 30,
+        exportMemory: (bytes: number, name: string): ExportedMemory => {
+          if (this.closed) throw new PciError(`${this.address} is closed`);
+          const m = exportVfioMemory(vfio, iovas, bytes, name);
+          return { fd: m.region.fd, bytes: m.region.size, iova: m.iova, view: new Uint8Array(m.region.buffer), release: () => m.release() };
+        },
+        doorbellWindow: (bytes: number): FdWindow => {
+          checkWindow(bytes);
+          return vfio.bar0Window(REG_DOORBELL_BASE, bytes);
+        },
+        wakeWindow: () => null,
+      };
+    } else {
+      const hp = this.exportOpts.hugepages;
+      this.exporter = {
+        kind: 'pcie-uio',
+        maxExportBytes: HUGEPAGE_SIZE,
+        exportMemory: (bytes: number, name: string): ExportedMemory => {
+          if (this.closed) throw new PciError(`${this.address} is closed`);
+          if (bytes > HUGEPAGE_SIZE) throw new RangeError(`${this.address} (uio): a queue pair's SQ, CQ and data must fit one 2 MiB hugepage, asked for ${bytes} bytes`);
+          const m = exportHugepageMemory(name, hp);
+          return { fd: m.region.fd, bytes: m.region.size, iova: m.iova, view: new Uint8Array(m.region.buffer), release: () => m.release() };
+        },
+        doorbellWindow: (bytes: number): FdWindow => {
+          checkWindow(bytes);
+          if (this.resourceFd < 0) {
+            try {
+              this.resourceFd = openSync(this.exportOpts.resource0, constants.O_RDWR | constants.O_SYNC);
+            } catch (e) {
+              throw new PciError(`cannot open ${this.exportOpts.resource0}: ${(e as Error).message}`);
+            }
+          }
+          return { fd: this.resourceFd, offset: REG_DOORBELL_BASE, bytes };
+        },
+        wakeWindow: () => null,
+      };
+    }
+    return this.exporter;
+  }
+
+  private closeResourceFd(): void {
+    if (this.resourceFd >= 0) {
+      const fd = this.resourceFd;
+      this.resourceFd = -1;
+      closeSync(fd);
+    }
   }
 
   read32(offset: number): number {
@@ -137,7 +207,7 @@ export class PcieTransport implements Transport {
     } catch {
       // device gone
     }
-    for (const f of [() => this.bar.retire(), () => this.cfg.close(), () => this.vfio?.close()]) {
+    for (const f of [() => this.bar.retire(), () => this.closeResourceFd(), () => this.cfg.close(), () => this.vfio?.close()]) {
       try {
         f();
       } catch {
@@ -178,6 +248,7 @@ export class PcieTransport implements Transport {
     step('bus master', () => restoreBusMaster(this.cfg, this.commandBefore));
     step('DMA memory', () => this.dma.close());
     step('BAR0', () => this.bar.retire());
+    step('resource0', () => this.closeResourceFd());
     step('config', () => this.cfg.close());
     if (this.vfio) step('VFIO', () => this.vfio!.close());
     this.binding.beforeRestore = undefined;
@@ -208,6 +279,7 @@ export async function openPcie(address: string, opts: PcieOptions = {}): Promise
     let cfg: ConfigSpace;
     let dma: ChunkedDmaAllocator;
     let vfio: VfioDevice | null = null;
+    let iovas: IovaSpace | null = null;
     if (mode === 'uio') {
       bar = mapSysfsBar0(p, addr);
       undo.push(() => bar.retire());
@@ -223,13 +295,14 @@ export async function openPcie(address: string, opts: PcieOptions = {}): Promise
       bar = dev.mapBar0();
       undo.push(() => bar.retire());
       cfg = dev.configSpace();
-      dma = openVfioDma(dev, opts.vfioChunkBytes);
+      iovas = new IovaSpace();
+      dma = openVfioDma(dev, opts.vfioChunkBytes, iovas);
     }
     undo.push(() => dma.close());
     const before = enableBusMaster(cfg);
     undo.push(() => restoreBusMaster(cfg, before));
     if (bar.length <= REG_DOORBELL_BASE) throw new PciError(`${addr}: BAR0 is only ${bar.length} bytes, too small for NVMe doorbells`);
-    const t = new PcieTransport(mode, pciFunction(addr, p), binding, bar, cfg, before, dma, vfio, log);
+    const t = new PcieTransport(mode, pciFunction(addr, p), binding, bar, cfg, before, dma, vfio, log, { resource0: join(deviceDir(p, addr), 'resource0'), hugepages: hp, iovas });
     binding.beforeRestore = () => t.releaseSync();
     return t;
   } catch (e) {
