@@ -11,6 +11,8 @@
  * name = "emu0"
  * uri = "emu://?size=1GiB"
  * extents = "fiemap"                # fiemap | decoder:ext4 | decoder:xfs | none
+ *                                   # decoder:*: the unmounted file system on namespace 1, read from the
+ *                                   # device itself (pci: and emu:// alike) on a queue pair homid keeps
  * # extent_root = "/srv/tree"       # decoder only: the host directory the image was built from
  * io_queues = 16
  *
