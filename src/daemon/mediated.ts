@@ -119,6 +119,11 @@ export class MediatedQueue {
   private readonly onDenied: (d: DeniedCommand) => void;
   private sqHead = 0;
   private cqTail = 0;
+  /**
+   * The client's CQ head as last read. The client writes H_CQ_HEAD on every poll, so reading it per completion
+   * would pull that cache line across cores each time; it is re-read only when the cached value says full.
+   */
+  private cqHeadSeen = 0;
   private phase = CQE_PHASE_BIT;
   private readonly slotCid: Int32Array;
   private readonly freeSlots: Int32Array;
@@ -166,7 +171,7 @@ export class MediatedQueue {
   /** One polling pass: relay device completions, check and forward new commands. Returns work done. */
   pump(): number {
     if (this.revoked) return 0;
-    let n = this.hw.poll(this.onHw);
+    let n = this.freeTop !== this.slotCid.length ? this.hw.poll(this.onHw) : 0;
     if (this.pendCid.length > 0) this.flushPending();
     const h = this.v.header;
     const tail = Atomics.load(h, H_SQ_TAIL);
@@ -276,7 +281,11 @@ export class MediatedQueue {
 
   private cqHasRoom(): boolean {
     const next = this.cqTail + 1 === this.entries ? 0 : this.cqTail + 1;
-    return next !== Atomics.load(this.v.header, H_CQ_HEAD);
+    if (next !== this.cqHeadSeen) return true;
+    const head = Atomics.load(this.v.header, H_CQ_HEAD);
+    // a corrupt head (out of range) reads as full: completions wait in the pending list, nothing is overwritten
+    this.cqHeadSeen = head >= 0 && head < this.entries ? head : next;
+    return next !== this.cqHeadSeen;
   }
 
   private write(cid: number, status: number, result: number): void {
