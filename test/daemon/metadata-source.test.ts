@@ -161,6 +161,14 @@ describe('device-backed metadata source', { skip }, () => {
       // put each image on its device through a raw lease (homid's own queue in this process)
       const s = h.connect(ROOT_PEER);
       try {
+        // before: the devices are up, but a file cannot resolve from an empty namespace
+        const fd = fs.openSync(path.join(tree, 'tiny'), 'r');
+        try {
+          const e = await refused(() => h.resolveExtents(s, 'e4', fd), 'extent-source');
+          assert.match(e.message, /not an ext4 file system/);
+        } finally {
+          fs.closeSync(fd);
+        }
         for (const [dev, file] of [['e4', images.ext4], ['xf', images.xfs]] as const) {
           const d = h.registry.live(dev);
           assert.ok(d.metadata, `${dev}: no metadata reader`);
