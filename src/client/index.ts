@@ -33,6 +33,7 @@ export interface RawLease {
 }
 
 export interface MediatedGrantInfo {
+  version: 2;
   entries: number;
   ringBytes: number;
   dataBytes: number;
@@ -43,6 +44,30 @@ export interface MediatedGrantInfo {
   blocks: number;
   maxTransferBytes: number;
   write: boolean;
+  /** Direct completions: the hardware CQ (fd index, byte range, hardware queue id); null in relay mode. */
+  hwCq: { fd: number; offset: number; bytes: number; qid: number } | null;
+}
+
+function isCount(x: unknown): x is number {
+  return Number.isSafeInteger(x) && (x as number) >= 0;
+}
+
+/** Validate a mediated grant from homid before mapping anything it names. */
+function checkMediatedGrant(raw: unknown, fdCount: number): MediatedGrantInfo {
+  const g = raw as MediatedGrantInfo;
+  const bad = (why: string): never => {
+    throw new HomidClientError('bad-grant', `mediated grant from homid: ${why}`);
+  };
+  if (typeof g !== 'object' || g === null) bad('not an object');
+  if (g.version !== 2) bad(`unsupported version ${String(g.version)}`);
+  for (const k of ['entries', 'ringBytes', 'dataBytes', 'dataOffset', 'segmentBytes'] as const) if (!isCount(g[k])) bad(`${k} is not a count`);
+  if (fdCount < 2) bad(`expected at least 2 descriptors, got ${fdCount}`);
+  if (g.dataOffset + g.dataBytes > g.segmentBytes) bad('data buffer lies outside its segment');
+  if (g.hwCq !== null && g.hwCq !== undefined) {
+    const c = g.hwCq;
+    if (!isCount(c.fd) || c.fd < 2 || c.fd >= fdCount || !isCount(c.offset) || !isCount(c.bytes) || c.bytes < g.entries * 16) bad('bad hardware CQ region');
+  }
+  return g;
 }
 
 export interface MediatedLease {
@@ -147,11 +172,25 @@ export class HomidClient {
           this.raws.add(lease);
           return lease;
         }
-        const gi = g.grant as MediatedGrantInfo;
-        const ring = mapShmFd(mine[0]!, gi.ringBytes);
-        const seg = mapShmFd(mine[1]!, gi.segmentBytes);
-        const data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
-        return { mode: 'mediated', grantId: g.grantId, qid: g.qid, grant: gi, regions: [ring, seg], qp: new MediatedQueuePair(new Uint8Array(ring.buffer), data, g.qid) } satisfies MediatedLease;
+        const gi = checkMediatedGrant(g.grant, mine.length);
+        const regions: ShmRegion[] = [];
+        try {
+          const ring = mapShmFd(mine[0]!, gi.ringBytes);
+          regions.push(ring);
+          const seg = mapShmFd(mine[1]!, gi.segmentBytes);
+          regions.push(seg);
+          const data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
+          let hwCq: Uint8Array | null = null;
+          if (gi.hwCq) {
+            const cq = mapShmFd(mine[gi.hwCq.fd]!, gi.hwCq.offset + gi.hwCq.bytes);
+            regions.push(cq);
+            hwCq = new Uint8Array(cq.buffer, gi.hwCq.offset, gi.hwCq.bytes);
+          }
+          return { mode: 'mediated', grantId: g.grantId, qid: g.qid, grant: gi, regions, qp: new MediatedQueuePair(new Uint8Array(ring.buffer), data, g.qid, hwCq) } satisfies MediatedLease;
+        } catch (e) {
+          for (const r of regions) r.close();
+          throw e;
+        }
       });
     } finally {
       for (const fd of fds) closeFd(fd);

@@ -2,15 +2,29 @@
  * Client side of a mediated queue pair: the same fast-path API as the driver core's QueuePair
  * (submitIo / ring / poll / free / outstanding), over the software rings homid polls. Data pointers are byte
  * offsets into `data` (the grant's data buffer): pass the offset as prp1; prp2 is ignored.
+ *
+ * In direct-completion mode (the ring's RING_FLAG_DIRECT_CQ, see mediated-ring.ts) the controller's
+ * completions arrive on `hwCq`, the hardware CQ mapped from the grant, and poll() reaps both CQs. Every CQE
+ * is checked (phase, queue id, a CID this client has in flight) before it counts.
  */
 import { CQE_CID_MASK, CQE_PHASE_BIT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
 import type { CompletionHandler } from '../driver/queue-pair.js';
-import { H_CQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, openRing, type RingViews } from '../daemon/mediated-ring.js';
+import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../daemon/mediated-ring.js';
+
+const CQE_DWORDS = 4;
+const CQE_SQID_SHIFT = 16;
 
 export class MediatedQueuePair {
   readonly entries: number;
   readonly capacity: number;
-  readonly stats = { submitted: 0, completed: 0 };
+  readonly stats = { submitted: 0, completed: 0, direct: 0, malformed: 0 };
+  /** Direct mode: the hardware CQ (null in relay mode). */
+  private readonly hwCq: Uint32Array | null;
+  private readonly hwQid: number;
+  private hwHead = 0;
+  private hwPhase = CQE_PHASE_BIT;
+  /** 1 while a CID is in flight: a completion for any other CID is ignored. */
+  private readonly busy: Uint8Array;
   private readonly v: RingViews;
   private sqTail = 0;
   private cqHead = 0;
@@ -25,10 +39,22 @@ export class MediatedQueuePair {
     /** The data buffer commands transfer to and from. */
     readonly data: Uint8Array,
     readonly id = 0,
+    /** Direct mode: the hardware CQ's bytes (the grant's `hwCq` region). */
+    hwCq: Uint8Array | null = null,
   ) {
     this.v = openRing(ring);
     this.entries = this.v.entries;
     this.capacity = this.entries - 1;
+    this.busy = new Uint8Array(this.capacity);
+    if ((this.v.header[H_FLAGS]! & RING_FLAG_DIRECT_CQ) !== 0) {
+      if (hwCq === null) throw new Error('this mediated ring delivers completions on a hardware CQ: pass its mapping (hwCq)');
+      if (hwCq.byteLength < this.entries * CQE_DWORDS * 4) throw new Error(`hardware CQ mapping of ${hwCq.byteLength} bytes is too small for ${this.entries} entries`);
+      this.hwCq = new Uint32Array(hwCq.buffer, hwCq.byteOffset, this.entries * CQE_DWORDS);
+      this.hwQid = this.v.header[H_HW_QID]!;
+    } else {
+      this.hwCq = null;
+      this.hwQid = -1;
+    }
     this.freeCids = new Uint16Array(this.capacity);
     for (let i = 0; i < this.capacity; i++) this.freeCids[i] = this.capacity - 1 - i;
     this.freeTop = this.capacity;
@@ -65,6 +91,7 @@ export class MediatedQueuePair {
     dw[at + 11] = Math.floor(slba / 0x1_0000_0000) >>> 0;
     dw[at + 12] = (nlb - 1) & 0xffff;
     this.tags[cid] = tag;
+    this.busy[cid] = 1;
     this.outstandingCount++;
     this.stats.submitted++;
     this.sqTail = next;
@@ -80,7 +107,8 @@ export class MediatedQueuePair {
   poll(onComplete: CompletionHandler, max: number = this.entries): number {
     const cq = this.v.cq;
     let n = 0;
-    while (n < max) {
+    let consumed = 0;
+    while (n < max && consumed < this.entries) {
       const at = this.cqHead << 2;
       const d3 = Atomics.load(cq, at + 3);
       if ((d3 & CQE_PHASE_BIT) !== this.phase) break;
@@ -90,14 +118,52 @@ export class MediatedQueuePair {
         this.cqHead = 0;
         this.phase ^= CQE_PHASE_BIT;
       }
+      consumed++;
+      if (cid >= this.capacity || this.busy[cid] === 0) {
+        this.stats.malformed++;
+        continue;
+      }
       n++;
-      if (cid >= this.capacity) continue;
+      this.busy[cid] = 0;
       this.freeCids[this.freeTop++] = cid;
       this.outstandingCount--;
       this.stats.completed++;
       onComplete(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, result);
     }
-    if (n > 0) Atomics.store(this.v.header, H_CQ_HEAD, this.cqHead);
+    if (consumed > 0) Atomics.store(this.v.header, H_CQ_HEAD, this.cqHead);
+    if (this.hwCq !== null && n < max && this.outstandingCount > 0) n += this.pollDirect(onComplete, max - n);
+    return n;
+  }
+
+  private pollDirect(onComplete: CompletionHandler, max: number): number {
+    const cq = this.hwCq!;
+    let n = 0;
+    let consumed = 0;
+    while (n < max && consumed < this.entries) {
+      const at = this.hwHead * CQE_DWORDS;
+      const d3 = Atomics.load(cq, at + 3);
+      if ((d3 & CQE_PHASE_BIT) !== this.hwPhase) break;
+      const cid = d3 & CQE_CID_MASK;
+      const result = cq[at]!;
+      const sqid = cq[at + 2]! >>> CQE_SQID_SHIFT;
+      if (++this.hwHead === this.entries) {
+        this.hwHead = 0;
+        this.hwPhase ^= CQE_PHASE_BIT;
+      }
+      consumed++;
+      if (sqid !== this.hwQid || cid >= this.capacity || this.busy[cid] === 0) {
+        this.stats.malformed++;
+        continue;
+      }
+      n++;
+      this.busy[cid] = 0;
+      this.freeCids[this.freeTop++] = cid;
+      this.outstandingCount--;
+      this.stats.completed++;
+      this.stats.direct++;
+      onComplete(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, result);
+    }
+    if (consumed > 0) Atomics.store(this.v.header, H_HWCQ_HEAD, this.hwHead);
     return n;
   }
 }

@@ -30,6 +30,8 @@ import type { HomidConfig, ClassConfig } from './config.js';
 import { HomidError } from './errors.js';
 import { ExtentService, type ExtentEntry } from './extent-service.js';
 import { readExtentTable } from './extent-table.js';
+import { DirectHwQueue } from './direct-hw.js';
+import { CQE_SIZE, SQE_SIZE } from '../nvme/registers.js';
 import { LbaSet, MediatedPoller, MediatedQueue, type DeniedCommand, type MediatedGrant } from './mediated.js';
 import { ringBytes } from './mediated-ring.js';
 import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
@@ -103,6 +105,8 @@ export interface Lease {
   mediated: MediatedQueue | null;
   ring: SharedRegion | null;
   data: DmaBuffer | null;
+  /** Mediated, direct mode: the hardware CQ the client reaps (in-process view); null otherwise. */
+  hwCq: DmaBuffer | null;
   /** Raw: what the client needs to drive the queue (from the RawQueueFactory), and fds to pass. */
   grant: unknown;
   fds: number[];
@@ -327,18 +331,50 @@ export class Homid {
         const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
         return { qid: qp.qid, qp, grant: null, fds: [], reclaim: () => c.deleteQueuePair(qp) };
       });
-      const lease: Lease = { ...base, qp: made.qp, qid: made.qid, reclaimQueue: made.reclaim, mediated: null, ring: null, data: null, grant: made.grant, fds: made.fds, releaseExtra: null };
+      const lease: Lease = { ...base, qp: made.qp, qid: made.qid, reclaimQueue: made.reclaim, mediated: null, ring: null, data: null, hwCq: null, grant: made.grant, fds: made.fds, releaseExtra: null };
       s.leases.set(lease.id, lease);
       this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
       return lease;
     }
     const ns = c.namespaces.find((n) => n.nsid === nsid)!;
     const dma = dev.transport.dma;
-    const qp = await this.serial(dev.config.name, () => c.createQueuePair({ entries: req.depth, timeoutMs: 0 }));
+    const t = dev.transport;
+    // Direct completions where the client can map the hardware CQ (a memfd-mode embedded controller): the CQ
+    // lives in a segment of its own the client maps, the SQ in homid's memory the client never sees.
+    const shared = t instanceof EmuTransport && t.sharedMemory === 'memfd' ? t : null;
+    let cqSegment: DedicatedSegment | null = null;
+    let direct: DirectHwQueue | null = null;
+    let hwSq: DmaBuffer | null = null;
+    let qp: QueuePair | null = null;
+    if (shared) {
+      const page = dma.pageSize;
+      cqSegment = shared.shmDma.createDedicated(Math.ceil((req.depth * CQE_SIZE) / page) * page);
+      try {
+        hwSq = dma.alloc(Math.ceil((req.depth * SQE_SIZE) / page) * page, page);
+        const cq = cqSegment.allocator.alloc(cqSegment.size, page);
+        const sq = hwSq;
+        const remote = await this.serial(dev.config.name, () => c.createQueuePairOn({ sq, cq }, { entries: req.depth }));
+        direct = new DirectHwQueue(shared, remote);
+      } catch (e) {
+        if (hwSq) dma.free(hwSq);
+        cqSegment.release();
+        throw e;
+      }
+    } else qp = await this.serial(dev.config.name, () => c.createQueuePair({ entries: req.depth, timeoutMs: 0 }));
+    const hwQid = direct ? direct.qid : qp!.qid;
+    const deleteHw = async (): Promise<void> => {
+      if (direct) {
+        try {
+          if (direct.remote.state === 'live') await c.deleteQueuePair(direct.remote);
+        } finally {
+          dma.free(hwSq!);
+          cqSegment!.release();
+        }
+      } else await c.deleteQueuePair(qp!);
+    };
     let data: DmaBuffer | null = null;
     let ring: SharedRegion | null = null;
     let segment: DedicatedSegment | null = null;
-    const t = dev.transport;
     try {
       const bytes = Math.ceil(dataBytes / dma.pageSize) * dma.pageSize;
       if (t instanceof EmuTransport && t.sharedMemory === 'memfd') {
@@ -360,23 +396,39 @@ export class Homid {
         entries: req.depth,
         ring,
         data,
-        hw: qp,
+        hw: direct ?? qp!,
         dma,
         grant,
         onDenied: (d) => this.onDenied(s, d),
       });
       const seg = segment;
-      const grantJson = { version: 1, entries: req.depth, ringBytes: ring.size, dataBytes: data.size, dataOffset: seg ? data.iova - seg.iovaBase : 0, segmentBytes: seg ? seg.size : 0, nsid, blockSize: ns.blockSize, blocks: ns.blocks, maxTransferBytes: grant.maxTransfer, write: grant.write };
+      const cqSeg = cqSegment;
+      const grantJson = {
+        version: 2,
+        entries: req.depth,
+        ringBytes: ring.size,
+        dataBytes: data.size,
+        dataOffset: seg ? data.iova - seg.iovaBase : 0,
+        segmentBytes: seg ? seg.size : 0,
+        // direct mode: fd index 2 holds the hardware CQ (read it, never write it)
+        hwCq: cqSeg ? { fd: 2, offset: 0, bytes: cqSeg.size, qid: hwQid } : null,
+        nsid,
+        blockSize: ns.blockSize,
+        blocks: ns.blocks,
+        maxTransferBytes: grant.maxTransfer,
+        write: grant.write,
+      };
       const lease: Lease = {
         ...base,
         qp,
-        qid: qp.qid,
-        reclaimQueue: () => c.deleteQueuePair(qp),
+        qid: hwQid,
+        reclaimQueue: deleteHw,
         mediated: mq,
         ring,
         data,
+        hwCq: direct ? direct.remote.cq : null,
         grant: grantJson,
-        fds: ring.fd !== null && seg ? [ring.fd, seg.fd] : [],
+        fds: ring.fd !== null && seg ? (cqSeg ? [ring.fd, seg.fd, cqSeg.fd] : [ring.fd, seg.fd]) : [],
         releaseExtra: seg ? () => seg.release() : null,
       };
       s.leases.set(lease.id, lease);
@@ -388,7 +440,7 @@ export class Homid {
       ring?.close();
       if (segment) segment.release();
       else if (data) dma.free(data);
-      await this.serial(dev.config.name, () => c.deleteQueuePair(qp)).catch(() => undefined);
+      await this.serial(dev.config.name, deleteHw).catch(() => undefined);
       throw e;
     }
   }

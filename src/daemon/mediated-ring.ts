@@ -7,9 +7,16 @@
  *
  * Layout: header page (Int32 cells below, each on its own 64-byte line), then the SQ (entries * 64 bytes) at
  * RING_SQ_OFFSET, then the CQ (entries * 16 bytes) at a page-aligned offset after it.
+ *
+ * Direct completions (H_FLAGS bit RING_FLAG_DIRECT_CQ): where the client can map the hardware queue's CQ
+ * (memory-shared devices), homid forwards the client's CID as the hardware CID and the controller's
+ * completions go straight to that CQ, which the client reaps itself; it publishes how far it consumed in
+ * H_HWCQ_HEAD and homid, after checking it, passes that on to the CQ head doorbell. Only commands homid
+ * answers itself (denied, malformed) arrive on the ring's own CQ. homid then touches no completion on the
+ * data path: the check on submission is where the trust boundary is.
  */
 export const RING_MAGIC = 0x51444d48; // 'HMDQ'
-export const RING_VERSION = 1;
+export const RING_VERSION = 2;
 export const RING_PAGE = 4096;
 export const RING_SQ_OFFSET = RING_PAGE;
 /** Int32 indices into the header. */
@@ -26,6 +33,13 @@ export const H_CQ_HEAD = 48;
 export const H_STATE = 64;
 export const RING_STATE_OPEN = 0;
 export const RING_STATE_REVOKED = 1;
+/** Client writes (direct mode): hardware CQ slots consumed. */
+export const H_HWCQ_HEAD = 80;
+/** homid writes: RING_FLAG_* bits. */
+export const H_FLAGS = 96;
+/** homid writes (direct mode): the hardware queue id (CQE SQID of direct completions). */
+export const H_HW_QID = 112;
+export const RING_FLAG_DIRECT_CQ = 1;
 
 export function ringCqOffset(entries: number): number {
   return RING_SQ_OFFSET + Math.ceil((entries * 64) / RING_PAGE) * RING_PAGE;
@@ -54,8 +68,10 @@ export function ringViews(bytes: Uint8Array, entries: number): RingViews {
   };
 }
 
-export function initRing(bytes: Uint8Array, entries: number): RingViews {
+export function initRing(bytes: Uint8Array, entries: number, direct: { hwQid: number } | null = null): RingViews {
   const v = ringViews(bytes, entries);
+  v.header[H_FLAGS] = direct ? RING_FLAG_DIRECT_CQ : 0;
+  v.header[H_HW_QID] = direct ? direct.hwQid : 0;
   v.header[H_MAGIC] = RING_MAGIC;
   v.header[H_VERSION] = RING_VERSION;
   v.header[H_ENTRIES] = entries;
@@ -66,5 +82,7 @@ export function initRing(bytes: Uint8Array, entries: number): RingViews {
 export function openRing(bytes: Uint8Array): RingViews {
   const h = new Int32Array(bytes.buffer, bytes.byteOffset, 4);
   if (h[H_MAGIC] !== RING_MAGIC || h[H_VERSION] !== RING_VERSION) throw new Error('not a homid mediated ring (bad magic or version)');
-  return ringViews(bytes, h[H_ENTRIES]!);
+  const entries = h[H_ENTRIES]!;
+  if (!Number.isInteger(entries) || entries < 2 || entries > 0x10000) throw new Error(`homid mediated ring: bad entry count ${entries}`);
+  return ringViews(bytes, entries);
 }

@@ -13,7 +13,8 @@ import { CQE_PHASE_BIT, CQE_STATUS_SHIFT, makeStatus } from '../nvme/cqe.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
 import type { QueuePair } from '../driver/queue-pair.js';
-import { H_CQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from './mediated-ring.js';
+import type { DirectHwQueue } from './direct-hw.js';
+import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from './mediated-ring.js';
 import type { SharedRegion } from './shared-region.js';
 
 /** SCT 2 (Media and Data Integrity Errors) / SC 86h: Access Denied. */
@@ -100,7 +101,11 @@ export interface MediatedQueueOptions {
   entries: number;
   ring: SharedRegion;
   data: DmaBuffer;
-  hw: QueuePair;
+  /**
+   * Relay mode: a hardware queue pair homid drives; completions come back through homid to the ring's CQ.
+   * Direct mode: a hardware SQ homid writes and a CQ the client reaps itself (direct-hw.ts).
+   */
+  hw: QueuePair | DirectHwQueue;
   dma: DmaAllocator;
   grant: MediatedGrant;
   onDenied: (d: DeniedCommand) => void;
@@ -111,7 +116,10 @@ export class MediatedQueue {
   readonly entries: number;
   readonly ring: SharedRegion;
   readonly data: DmaBuffer;
-  readonly hw: QueuePair;
+  /** Relay mode's hardware queue pair (null in direct mode). */
+  readonly hw: QueuePair | null;
+  /** Direct mode's hardware queue (null in relay mode). */
+  readonly direct: DirectHwQueue | null;
   readonly grant: MediatedGrant;
   readonly stats: MediatedStats = { submitted: 0, forwarded: 0, denied: 0, completed: 0 };
   private readonly v: RingViews;
@@ -143,12 +151,15 @@ export class MediatedQueue {
     this.entries = o.entries;
     this.ring = o.ring;
     this.data = o.data;
-    this.hw = o.hw;
+    const direct = 'acknowledge' in o.hw ? o.hw : null;
+    this.direct = direct;
+    this.hw = direct ? null : (o.hw as QueuePair);
     this.dma = o.dma;
     this.grant = o.grant;
     this.onDenied = o.onDenied;
-    this.v = initRing(o.ring.bytes, o.entries);
-    const slots = Math.min(o.entries, o.hw.capacity);
+    this.v = initRing(o.ring.bytes, o.entries, direct ? { hwQid: direct.qid } : null);
+    // relay: one slot (and PRP list page) per hardware command; direct: one PRP list page per client CID
+    const slots = direct ? o.entries : Math.min(o.entries, o.hw.capacity);
     this.slotCid = new Int32Array(slots);
     this.freeSlots = new Int32Array(slots);
     for (let i = 0; i < slots; i++) this.freeSlots[i] = slots - 1 - i;
@@ -165,20 +176,32 @@ export class MediatedQueue {
 
   /** Commands forwarded to the device and not yet completed. */
   get inFlight(): number {
-    return this.slotCid.length - this.freeTop;
+    return this.direct ? this.direct.outstanding : this.slotCid.length - this.freeTop;
   }
 
   /** One polling pass: relay device completions, check and forward new commands. Returns work done. */
   pump(): number {
     if (this.revoked) return 0;
-    let n = this.freeTop !== this.slotCid.length ? this.hw.poll(this.onHw) : 0;
+    const direct = this.direct;
+    let n = 0;
+    if (direct) {
+      if (!direct.live) {
+        // a controller reset or removal destroyed the hardware queue: the lease is over
+        this.revoke();
+        return 0;
+      }
+      if (direct.outstanding !== 0) {
+        n = direct.acknowledge(Atomics.load(this.v.header, H_HWCQ_HEAD));
+        this.stats.completed += n;
+      }
+    } else if (this.freeTop !== this.slotCid.length) n = this.hw!.poll(this.onHw);
     if (this.pendCid.length > 0) this.flushPending();
     const h = this.v.header;
     const tail = Atomics.load(h, H_SQ_TAIL);
     if (tail < 0 || tail >= this.entries) return n; // a corrupt tail: ignore until the client fixes it
     const sq = this.v.sq;
     let consumed = 0;
-    while (this.sqHead !== tail && this.freeTop > 0 && this.pendCid.length < this.entries) {
+    while (this.sqHead !== tail && (direct ? !direct.full : this.freeTop > 0) && this.pendCid.length < this.entries) {
       const at = this.sqHead << 4;
       // Copy the fields out once; everything below uses the copies.
       const d0 = sq[at]!;
@@ -193,7 +216,8 @@ export class MediatedQueue {
     }
     if (consumed > 0) {
       Atomics.store(h, H_SQ_HEAD, this.sqHead);
-      this.hw.ring();
+      if (direct) direct.ring();
+      else this.hw!.ring();
       n += consumed;
     }
     return n;
@@ -205,7 +229,10 @@ export class MediatedQueue {
     const g = this.grant;
     let reason: string | null = null;
     let status = STATUS_ACCESS_DENIED;
-    if (opcode === NvmOpcode.Flush) {
+    if (this.direct !== null && cid >= this.entries) {
+      status = STATUS_INVALID_FIELD;
+      reason = `command identifier ${cid} is out of range (below ${this.entries} on this queue)`;
+    } else if (opcode === NvmOpcode.Flush) {
       if (nsid !== g.nsid) reason = `namespace ${nsid} is not granted (granted: ${g.nsid})`;
       else return this.forward(cid, opcode, nsid, 0, 1, -1);
     } else if (opcode !== NvmOpcode.Read && opcode !== NvmOpcode.Write) {
@@ -213,6 +240,7 @@ export class MediatedQueue {
     } else if (((d0 >>> 8) & 0xff) !== 0) {
       status = STATUS_INVALID_FIELD;
       reason = 'fused operations and SGLs are not supported on mediated queues';
+
     } else if (nsid !== g.nsid) {
       reason = `namespace ${nsid} is not granted (granted: ${g.nsid})`;
     } else if (opcode === NvmOpcode.Write && !g.write) {
@@ -235,8 +263,10 @@ export class MediatedQueue {
   }
 
   private forward(cid: number, opcode: number, nsid: number, slba: number, nlb: number, off: number): void {
-    const slot = this.freeSlots[--this.freeTop]!;
-    this.slotCid[slot] = cid;
+    const direct = this.direct;
+    // direct: the client's CID (checked < entries) is the hardware CID and names the PRP list page
+    const slot = direct ? cid : this.freeSlots[--this.freeTop]!;
+    if (!direct) this.slotCid[slot] = cid;
     let prp1 = 0;
     let prp2 = 0;
     if (off >= 0) {
@@ -260,7 +290,12 @@ export class MediatedQueue {
         }
       }
     }
-    const hwCid = this.hw.submitIo(opcode, nsid, slba, nlb, prp1, prp2, slot);
+    if (direct) {
+      direct.submit((opcode | (cid << 16)) >>> 0, nsid, slba, nlb, prp1, prp2);
+      this.stats.forwarded++;
+      return;
+    }
+    const hwCid = this.hw!.submitIo(opcode, nsid, slba, nlb, prp1, prp2, slot);
     if (hwCid < 0) {
       this.freeSlots[this.freeTop++] = slot;
       this.post(cid, STATUS_INTERNAL, 0);

@@ -1,0 +1,146 @@
+/**
+ * The hardware side of a mediated queue in direct-completion mode (mediated-ring.ts): homid writes checked
+ * SQEs into a hardware SQ only it can reach and rings the SQ tail doorbell; the controller posts completions
+ * to a CQ the client maps and reaps itself. homid never reads those completions on the fast path. It learns
+ * how far the client consumed from the ring header, checks that claim against the CQ (the claimed entries
+ * must carry the phase of a posted completion and be no more than the commands in flight) and passes the
+ * head on to the CQ head doorbell.
+ *
+ * Flow control without reading CQEs: every command in flight holds at most one SQ slot until the controller
+ * fetched it, and a completion exists only for a fetched command, so keeping `outstanding` below the queue
+ * size keeps the SQ tail from overrunning the controller's head.
+ */
+import type { RemoteQueuePair } from '../driver/controller.js';
+import type { WakeFn } from '../driver/queue-pair.js';
+import { CQE_PHASE_BIT } from '../nvme/cqe.js';
+import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
+import { wakeDevice } from '../transport/transport.js';
+
+/** Dword indices inside a 64-byte SQE and a 16-byte CQE. */
+const SQE_DWORDS = 16;
+const CQE_DWORDS = 4;
+const CQE_DW3 = 3;
+const SQE_CDW0 = 0;
+const SQE_NSID = 1;
+const SQE_PRP1_LO = 6;
+const SQE_PRP1_HI = 7;
+const SQE_PRP2_LO = 8;
+const SQE_PRP2_HI = 9;
+const SQE_SLBA_LO = 10;
+const SQE_SLBA_HI = 11;
+const SQE_CDW12 = 12;
+const TWO_POW_32 = 0x1_0000_0000;
+
+export interface DirectHost {
+  readonly doorbells: Int32Array;
+  readonly wake: Int32Array | null;
+  readonly wakeFn?: WakeFn;
+}
+
+export class DirectHwQueue {
+  readonly qid: number;
+  readonly entries: number;
+  /** Most commands in flight at once (entries - 1). */
+  readonly capacity: number;
+  readonly stats = { submitted: 0, acknowledged: 0, badHeads: 0 };
+  private readonly sq: Uint32Array;
+  private readonly cq: Uint32Array;
+  private readonly doorbells: Int32Array;
+  private readonly wake: Int32Array | null;
+  private readonly wakeFn: WakeFn;
+  private readonly sqDoorbell: number;
+  private readonly cqDoorbell: number;
+  private sqTail = 0;
+  private cqHead = 0;
+  private phase = CQE_PHASE_BIT;
+  private pending = 0;
+  /** Commands submitted whose completion the client has not acknowledged. */
+  outstanding = 0;
+
+  constructor(host: DirectHost, readonly remote: RemoteQueuePair) {
+    this.qid = remote.qid;
+    this.entries = remote.entries;
+    this.capacity = remote.entries - 1;
+    this.sq = new Uint32Array(remote.sq.bytes.buffer, remote.sq.bytes.byteOffset, remote.entries * SQE_DWORDS);
+    this.cq = new Uint32Array(remote.cq.bytes.buffer, remote.cq.bytes.byteOffset, remote.entries * CQE_DWORDS);
+    this.doorbells = host.doorbells;
+    this.wake = host.wake;
+    this.wakeFn = host.wakeFn ?? wakeDevice;
+    this.sqDoorbell = (sqTailDoorbellOffset(remote.qid, remote.doorbellStride) - REG_DOORBELL_BASE) >>> 2;
+    this.cqDoorbell = (cqHeadDoorbellOffset(remote.qid, remote.doorbellStride) - REG_DOORBELL_BASE) >>> 2;
+  }
+
+  get live(): boolean {
+    return this.remote.state === 'live';
+  }
+
+  get full(): boolean {
+    return this.outstanding >= this.capacity;
+  }
+
+  /** Write one checked read/write/flush SQE with the client's CID. The caller checked `full`. */
+  submit(cdw0: number, nsid: number, slba: number, nlb: number, prp1: number, prp2: number): void {
+    const dw = this.sq;
+    const at = this.sqTail * SQE_DWORDS;
+    dw[at + SQE_CDW0] = cdw0;
+    dw[at + SQE_NSID] = nsid;
+    dw[at + 2] = 0; // CDW2, CDW3
+    dw[at + 3] = 0;
+    dw[at + 4] = 0; // MPTR
+    dw[at + 5] = 0;
+    dw[at + SQE_PRP1_LO] = prp1 >>> 0;
+    dw[at + SQE_PRP1_HI] = (prp1 / TWO_POW_32) >>> 0;
+    dw[at + SQE_PRP2_LO] = prp2 >>> 0;
+    dw[at + SQE_PRP2_HI] = (prp2 / TWO_POW_32) >>> 0;
+    dw[at + SQE_SLBA_LO] = slba >>> 0;
+    dw[at + SQE_SLBA_HI] = (slba / TWO_POW_32) >>> 0;
+    dw[at + SQE_CDW12] = (nlb - 1) & 0xffff;
+    dw[at + 13] = 0; // CDW13..15
+    dw[at + 14] = 0;
+    dw[at + 15] = 0;
+    if (++this.sqTail === this.entries) this.sqTail = 0;
+    this.outstanding++;
+    this.pending++;
+    this.stats.submitted++;
+  }
+
+  /** Publish the SQEs written since the last ring. */
+  ring(): void {
+    if (this.pending === 0) return;
+    this.pending = 0;
+    Atomics.store(this.doorbells, this.sqDoorbell, this.sqTail);
+    this.wakeFn(this.wake);
+  }
+
+  /**
+   * The client says it consumed the CQ up to `head` (exclusive). Accept it only when every entry in between
+   * carries the phase of a posted completion and there are no more of them than commands in flight; then
+   * ring the CQ head doorbell. Returns the completions acknowledged (0 for a stale or bad claim).
+   */
+  acknowledge(head: number): number {
+    if (head === this.cqHead) return 0;
+    if (!Number.isInteger(head) || head < 0 || head >= this.entries) {
+      this.stats.badHeads++;
+      return 0;
+    }
+    const n = head > this.cqHead ? head - this.cqHead : head + this.entries - this.cqHead;
+    if (n > this.outstanding) {
+      this.stats.badHeads++;
+      return 0;
+    }
+    // the last claimed entry must be posted with the phase of its lap (earlier ones were posted before it)
+    const last = head === 0 ? this.entries - 1 : head - 1;
+    const lastPhase = last >= this.cqHead ? this.phase : this.phase ^ CQE_PHASE_BIT;
+    if ((Atomics.load(this.cq, last * CQE_DWORDS + CQE_DW3) & CQE_PHASE_BIT) !== lastPhase) {
+      this.stats.badHeads++;
+      return 0;
+    }
+    if (head <= this.cqHead) this.phase ^= CQE_PHASE_BIT;
+    this.cqHead = head;
+    this.outstanding -= n;
+    this.stats.acknowledged += n;
+    Atomics.store(this.doorbells, this.cqDoorbell, head);
+    this.wakeFn(this.wake);
+    return n;
+  }
+}
