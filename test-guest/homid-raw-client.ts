@@ -7,6 +7,8 @@
 //   (seeded by LBA and seed) through every queue pair at once, reads it back and compares; prints
 //   {ok, qids, ios}. then = 'exit': close and exit 0. then = 'hold': keep rewriting and verifying the same pattern
 //   until killed or homid goes away (then prints {closed} and exits 0).
+//   Env HOMI_RAW_START_FILE: wait for that file before connecting (a process started ahead of time; node's
+//   start-up is slow under TCG). The connection is retried until homid listens.
 import { existsSync } from 'node:fs';
 import { HomidClient, type RawLease } from '../src/client/index.js';
 import { dataPointer, type DataPointer } from '../src/driver/dptr.js';
@@ -89,7 +91,18 @@ async function main(): Promise<void> {
   const firstLba = Number(firstS);
   const perQ = Number(perQS);
   const seed = Number(seedS);
-  const c = await HomidClient.connect(socket);
+  const startFile = process.env.HOMI_RAW_START_FILE;
+  if (startFile) while (!existsSync(startFile)) await new Promise((r) => setTimeout(r, 20));
+  let c: HomidClient;
+  for (const t0 = Date.now(); ; ) {
+    try {
+      c = await HomidClient.connect(socket);
+      break;
+    } catch (e) {
+      if (Date.now() - t0 > 60_000) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   const leases = (await c.openQueuePairs({ device, depth: DEPTH, count, mode: 'raw', dataBytes: 256 << 10 })) as RawLease[];
   c.ipc.onClose(() => (closed = true));
   const slots = leases.map((l) =>

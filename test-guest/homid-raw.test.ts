@@ -32,11 +32,21 @@ const DRIVER = IOMMU ? 'vfio-pci' : 'uio_pci_generic';
 const spec = expectedNvme()[0]!;
 const kctrl = await waitFor(`controller ${spec.serial}`, () => controllerBySerial(spec.serial));
 const BDF = kctrl.bdf;
+const kdisk = await waitFor('namespace 1', () => namespacesOf(kctrl).get(1));
+/** Logical block size of namespace 1, as the kernel reports it (read before anything is unbound). */
+const LBS = Number(sys(`/sys/block/${kdisk}/queue/logical_block_size`));
 const URI = `pci:${BDF}?mode=${MODE}`;
 const CLIENT = fileURLToPath(new URL('./homid-raw-client.js', import.meta.url));
 /** Blocks each client queue pair writes and verifies (8 KiB commands). */
 const PER_QUEUE_BYTES = 256 << 10;
 const uid = process.getuid!();
+/** A script (argv: startFile config; written to a .mjs file: worker threads refuse an -e parent). Loads the daemon's code, waits for startFile, then runs homid (dist/src/cli/daemon.js). */
+const HOMID_AHEAD = [
+  `const d = await import(${JSON.stringify(new URL('file://' + join(CLI_DIR, 'daemon.js')).href)});`,
+  `const fs = await import('node:fs');`,
+  `while (!fs.existsSync(process.argv[2])) await new Promise((r) => setTimeout(r, 20));`,
+  `process.exitCode = await d.daemonCommand({ config: process.argv[3] });`,
+].join('\n');
 
 function configDoc(sock: string, k: { queuePairs: number; perClient: number }): Record<string, unknown> {
   return {
@@ -80,6 +90,14 @@ async function assertNvmeBack(): Promise<void> {
   });
 }
 
+let lapT = Date.now();
+/** Phase timings, printed as test diagnostics (the guest is emulated: watch the budget of the VM suite). */
+function lap(what: string): void {
+  const now = Date.now();
+  console.log(`#   ${what}: ${now - lapT} ms`);
+  lapT = now;
+}
+
 interface Ctx {
   dir: string;
   sock: string;
@@ -108,9 +126,11 @@ async function withDevice(fn: (ctx: Ctx) => Promise<void>): Promise<void> {
       return c;
     },
   };
+  lap('(start)');
   try {
     await fn(ctx);
   } finally {
+    lap('test body');
     await closeClients(ctx);
     for (const p of ctx.procs) if (p.p.exitCode === null && p.p.signalCode === null) p.p.kill('SIGKILL');
     await Promise.all(ctx.procs.map((p) => p.exited));
@@ -118,6 +138,7 @@ async function withDevice(fn: (ctx: Ctx) => Promise<void>): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   await assertNvmeBack();
+  lap('cleanup and nvme back');
 }
 
 /**
@@ -134,13 +155,40 @@ async function inProcessHomid(sock: string, k: { queuePairs: number; perClient: 
   const d = srv.homid.listDevices()[0]!;
   assert.equal(d.state, 'live', `device did not come up: ${d.error}`);
   assert.equal(pciDriver(BDF), DRIVER);
+  lap('homid up (in process)');
   return srv;
 }
 
-function client(ctx: Ctx, args: { count: number; firstLba: number; seed: number; then: 'exit' | 'hold' | 'wait-go'; blockSize: number }): Proc {
-  const p = spawnNode([CLIENT, ctx.sock, 'nv', String(args.count), String(args.firstLba), String(PER_QUEUE_BYTES / args.blockSize), String(args.seed), args.then], { HOMI_RAW_CHILD: '1' });
+/**
+ * A client process (homid-raw-client.ts). It connects once homid listens, or, with `startFile`, once that file
+ * exists (started ahead: node itself takes seconds to start under TCG).
+ */
+function client(ctx: Ctx, args: { count: number; firstLba: number; seed: number; then: 'exit' | 'hold' | 'wait-go'; blockSize: number; startFile?: string }): Proc {
+  const env: Record<string, string> = { HOMI_RAW_CHILD: '1' };
+  if (args.startFile) env.HOMI_RAW_START_FILE = args.startFile;
+  const p = spawnNode([CLIENT, ctx.sock, 'nv', String(args.count), String(args.firstLba), String(PER_QUEUE_BYTES / args.blockSize), String(args.seed), args.then], env);
   ctx.procs.push(p);
   return p;
+}
+
+/** Write the pattern of `seed` over 8 KiB at `lba` through a raw lease of this process, or read it and compare. */
+async function rawPattern(l: RawLease, op: 'write' | 'verify', lba: number, seed: number): Promise<void> {
+  const qp = l.qp;
+  const bs = l.grant.blockSize;
+  const buf = qp.dma.alloc(8192);
+  const dp = dataPointer(qp.dma, buf);
+  try {
+    const words = new Uint32Array(buf.bytes.buffer, buf.bytes.byteOffset, 2048);
+    const want = new Uint32Array(2048);
+    fillPattern(want, lba, bs, seed);
+    if (op === 'write') words.set(want);
+    const c = await qp.exec({ opcode: op === 'write' ? NvmOpcode.Write : NvmOpcode.Read, nsid: l.grant.nsid, cdw10: lba, cdw11: 0, cdw12: 8192 / bs - 1, prp1: dp.prp1, prp2: dp.prp2, cid: 0 });
+    assert.equal(c.status, 0, `${op} at LBA ${lba} on qid ${qp.qid}`);
+    if (op === 'verify') assert.deepEqual(words, want, `pattern ${seed} at LBA ${lba} read on qid ${qp.qid}`);
+  } finally {
+    dp.release();
+    qp.dma.free(buf);
+  }
 }
 
 async function heldQids(c: HomidClient): Promise<number[]> {
@@ -169,15 +217,17 @@ async function connectWhenUp(ctx: Ctx, homid: Proc): Promise<HomidClient> {
 test(`${MODE}: client processes do verified raw I/O concurrently on their own queue pairs; budget refusals are clean`, async () => {
   await withDevice(async (ctx) => {
     const t0 = Date.now();
+    const blockSize = LBS;
+    const span = (PER_QUEUE_BYTES / blockSize) * 2;
+    // the clients start first (node takes seconds to start under TCG) and connect once homid listens
+    const kids = [0, 1, 2].map((i) => client(ctx, { count: 2, firstLba: (1 << 20) / blockSize + i * span, seed: 11 + i, then: 'wait-go', blockSize }));
     const srv = await inProcessHomid(ctx.sock, { queuePairs: 6, perClient: 3 });
     try {
       const me = await ctx.connect();
-      const bs = (await me.listDevices())[0]!.namespaces as { blockSize: number }[];
-      const blockSize = bs[0]!.blockSize;
-      const span = (PER_QUEUE_BYTES / blockSize) * 2;
-      const kids = [0, 1, 2].map((i) => client(ctx, { count: 2, firstLba: (1 << 20) / blockSize + i * span, seed: 11 + i, then: 'wait-go', blockSize }));
+      assert.equal(((await me.listDevices())[0]!.namespaces as { blockSize: number }[])[0]!.blockSize, blockSize);
       const ready = await Promise.all(kids.map((k) => nextJson(k)));
       for (const r of ready) assert.equal(r.ready, true, JSON.stringify(r));
+      lap('3 clients ready');
       // six queue pairs live at once, each its own qid, all on the controller
       const qids = ready.flatMap((r) => r.qids as number[]).sort((a, b) => a - b);
       assert.equal(new Set(qids).size, 6, `qids ${qids.join(',')}`);
@@ -205,9 +255,11 @@ test(`${MODE}: client processes do verified raw I/O concurrently on their own qu
       writeFileSync(`${ctx.sock}.go`, '');
       const done = await Promise.all(kids.map((k) => nextJson(k)));
       for (const r of done) assert.equal(r.ok, true, JSON.stringify(r));
+      lap('verified I/O');
       assert.ok(done.every((r) => Number(r.ios) === ((PER_QUEUE_BYTES / 8192) * 2) * 2));
       assert.deepEqual(await Promise.all(kids.map((k) => k.exited)), [0, 0, 0]);
       await until(async () => (await heldQids(me)).length === 0 && (await inUse(me)) === 0, 20_000, 'leases of exited clients reclaimed');
+      lap('clients exited, reclaimed');
 
       // the same session now gets queue pairs within its budget
       const mine = (await me.openQueuePairs({ device: 'nv', depth: 16, count: 3, dataBytes: 1 << 16 })) as RawLease[];
@@ -264,29 +316,32 @@ test(`${MODE}: client processes do verified raw I/O concurrently on their own qu
 test(`${MODE}: a client SIGKILLed mid-I/O has its queues reclaimed; the next client gets the same qids`, async () => {
   await withDevice(async (ctx) => {
     const t0 = Date.now();
+    const blockSize = LBS;
+    const k = client(ctx, { count: 2, firstLba: (8 << 20) / blockSize, seed: 5, then: 'hold', blockSize });
     const srv = await inProcessHomid(ctx.sock, { queuePairs: 4, perClient: 2 });
     try {
       const me = await ctx.connect();
-      const blockSize = ((await me.listDevices())[0]!.namespaces as { blockSize: number }[])[0]!.blockSize;
-      const k = client(ctx, { count: 2, firstLba: (8 << 20) / blockSize, seed: 5, then: 'hold', blockSize });
       const ready = await nextJson(k);
       assert.equal(ready.ready, true, JSON.stringify(ready));
       const qids = ready.qids as number[];
       const first = await nextJson(k); // one verified round done; the next is in flight
       assert.equal(first.ok, true, JSON.stringify(first));
       assert.deepEqual(await heldQids(me), qids);
+      lap('client ready, I/O in flight');
       k.p.kill('SIGKILL');
       assert.equal(await k.exited, null);
       await until(async () => (await heldQids(me)).length === 0 && (await inUse(me)) === 0, 20_000, 'the killed client\'s queues reclaimed');
       const ctrl = srv.homid.registry.live('nv').controller;
       assert.equal(ctrl.remoteQueuePairs.length, 0);
       assert.equal(ctrl.state, 'live');
-      const n = client(ctx, { count: 2, firstLba: (12 << 20) / blockSize, seed: 6, then: 'exit', blockSize });
-      const r1 = await nextJson(n);
-      assert.deepEqual(r1.qids, qids, 'the reclaimed qids are granted again');
-      const r2 = await nextJson(n);
-      assert.equal(r2.ok, true, JSON.stringify(r2));
-      assert.equal(await n.exited, 0);
+      // another client gets the same qids, and they work (what the killed client wrote reads back)
+      const again = (await me.openQueuePairs({ device: 'nv', depth: 16, count: 2, dataBytes: 1 << 16 })) as RawLease[];
+      assert.deepEqual(again.map((l) => l.qid).sort((a, b) => a - b), [...qids].sort((a, b) => a - b), 'the reclaimed qids are granted again');
+      for (const [i, l] of again.entries()) {
+        await rawPattern(l, 'verify', (8 << 20) / blockSize, 5);
+        await rawPattern(l, 'write', (12 << 20) / blockSize + i * 16, 6);
+        await rawPattern(l, 'verify', (12 << 20) / blockSize + i * 16, 6);
+      }
     } finally {
       await closeClients(ctx);
       await srv.close();
@@ -300,37 +355,53 @@ test(`${MODE}: homid SIGKILLed under clients holding raw queues; a new homid on 
     const t0 = Date.now();
     const cfg = join(ctx.dir, 'homid.toml');
     writeFileSync(cfg, tomlOf(configDoc(ctx.sock, { queuePairs: 64, perClient: 64 })));
-    const startHomid = (): Proc => {
-      const p = spawnNode([join(CLI_DIR, 'homid.js'), '--config', cfg]);
+    const ahead = join(ctx.dir, 'homid-ahead.mjs');
+    writeFileSync(ahead, HOMID_AHEAD);
+    const startHomid = (startFile?: string): Proc => {
+      // A homid process; with startFile, one started ahead that loads its code and waits for the file before it
+      // runs the daemon (node takes seconds to start under TCG): the daemon itself starts only after the go.
+      const args = startFile === undefined ? [join(CLI_DIR, 'homid.js'), '--config', cfg] : [ahead, startFile, cfg];
+      const p = spawnNode(args);
       ctx.procs.push(p);
       return p;
     };
+    const blockSize = LBS;
+    const span = (PER_QUEUE_BYTES / blockSize) * 2;
+    const base = (16 << 20) / blockSize;
+    const secondGo = join(ctx.dir, 'second.go');
     const first = startHomid();
+    // two clients: a process with I/O in flight when homid dies, and this process
+    const kids = [client(ctx, { count: 2, firstLba: base, seed: 21, then: 'hold', blockSize })];
+    const second = startHomid(secondGo);
     const probe = await connectWhenUp(ctx, first);
+    lap('homid up (child)');
     const dev = (await probe.listDevices())[0]!;
     assert.equal(dev.state, 'live', String(dev.error));
     const maxQ = dev.maxQueuePairs as number;
-    const blockSize = (dev.namespaces as { blockSize: number }[])[0]!.blockSize;
-    await closeClients(ctx);
     assert.ok(maxQ >= 4, `the controller grants ${maxQ} I/O queue pairs`);
-    const span = (PER_QUEUE_BYTES / blockSize) * 2;
-    const base = (16 << 20) / blockSize;
-    const kids = [0, 1].map((i) => client(ctx, { count: 2, firstLba: base + i * span, seed: 21 + i, then: 'hold', blockSize }));
+    const mine = (await probe.openQueuePairs({ device: 'nv', depth: 16, count: 2, dataBytes: 1 << 16 })) as RawLease[];
+    for (const [q, l] of mine.entries()) await rawPattern(l, 'write', base + span + q * (PER_QUEUE_BYTES / blockSize), 22);
     const ready = await Promise.all(kids.map((k) => nextJson(k)));
-    const oldQids = ready.flatMap((r) => r.qids as number[]).sort((a, b) => a - b);
+    const oldQids = [...ready.flatMap((r) => r.qids as number[]), ...mine.map((l) => l.qid)].sort((a, b) => a - b);
     assert.deepEqual(oldQids, [1, 2, 3, 4]);
+    lap('2 clients ready');
     const wrote = await Promise.all(kids.map((k) => nextJson(k)));
+    lap('verified I/O');
     for (const w of wrote) assert.equal(w.ok, true, JSON.stringify(w));
 
     first.p.kill('SIGKILL'); // the clients' queue pairs stay created on the controller, I/O in flight
     await first.exited;
     const gone = await Promise.all(kids.map((k) => nextJson(k)));
     for (const g of gone) assert.deepEqual(g, { closed: true, detached: true });
-    assert.deepEqual(await Promise.all(kids.map((k) => k.exited)), [0, 0]);
+    assert.deepEqual(await Promise.all(kids.map((k) => k.exited)), [0]);
+    await until(() => mine.every((l) => l.qp.isDetached), 10_000, 'this process\'s raw queues detached when homid died');
+    await closeClients(ctx);
     assert.equal(pciDriver(BDF), DRIVER, 'a SIGKILLed homid leaves the binding as it was');
 
-    const second = startHomid();
+    writeFileSync(secondGo, '');
+    lap('homid killed, clients gone');
     const c = await connectWhenUp(ctx, second);
+    lap('second homid up');
     assert.deepEqual(await heldQids(c), []);
     assert.equal(await inUse(c), 0);
     // every I/O queue pair the controller granted can be created again, the old qids included
@@ -340,22 +411,14 @@ test(`${MODE}: homid SIGKILLed under clients holding raw queues; a new homid on 
     // each works, and what the old clients wrote reads back
     for (const [i, l] of all.entries()) {
       const q = i % 4;
-      const lba = base + Math.floor(q / 2) * span + (q % 2) * (PER_QUEUE_BYTES / blockSize);
-      const buf = l.qp.dma.alloc(8192);
-      const dp = dataPointer(l.qp.dma, buf);
-      const r = await l.qp.exec({ opcode: NvmOpcode.Read, nsid: 1, cdw10: lba, cdw11: 0, cdw12: 8192 / blockSize - 1, prp1: dp.prp1, prp2: dp.prp2, cid: 0 });
-      assert.equal(r.status, 0, `read on qid ${l.qid}`);
-      const want = new Uint32Array(2048);
-      fillPattern(want, lba, blockSize, 21 + Math.floor(q / 2));
-      assert.deepEqual(new Uint32Array(buf.bytes.buffer, buf.bytes.byteOffset, 2048), want, `data written before the kill, read on qid ${l.qid}`);
-      dp.release();
-      l.qp.dma.free(buf);
+      await rawPattern(l, 'verify', base + Math.floor(q / 2) * span + (q % 2) * (PER_QUEUE_BYTES / blockSize), 21 + Math.floor(q / 2));
     }
     await closeClients(ctx);
     assert.ok(all.every((l) => l.qp.isDetached));
     const s = await ctx.connect();
     await until(async () => (await inUse(s)) === 0, 20_000, 'the new homid reclaimed every queue pair');
     await closeClients(ctx);
+    lap('all queue pairs read back');
     second.p.kill('SIGTERM');
     assert.equal(await second.exited, 0, 'the new homid stops cleanly');
     console.log(`# ${MODE}: homid SIGKILLed and restarted: ${Date.now() - t0} ms`);
