@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { attachQueuePair, GRANT_VERSION, provisionQueuePair, validateGrant, type QueuePairGrant } from '../../src/driver/attach.js';
 import { Controller } from '../../src/driver/controller.js';
 import { dataPointer } from '../../src/driver/dptr.js';
+import { HomidClient, type RawLease } from '../../src/client/index.js';
 import { startHomidServer, type HomidServer } from '../../src/daemon/server.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { REG_CC, REG_CSTS, REG_DOORBELL_BASE } from '../../src/nvme/registers.js';
@@ -202,6 +203,23 @@ describe('raw grants through homid: a client process maps no register page', () 
       k.p.kill('SIGKILL');
       await k.exited;
     }
+    const ctrl = srv.homid.registry.live('mem').controller;
+    const t0 = Date.now();
+    while (ctrl.remoteQueuePairs.length !== 0 && Date.now() - t0 < 10_000) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(ctrl.remoteQueuePairs.length, 0);
+  });
+
+  test('closing the connection detaches the raw queue pairs: their windows are unmapped, homid reclaims them', async () => {
+    const c = await HomidClient.connect(sock);
+    const [l] = (await c.openQueuePairs({ device: 'mem', depth: 16, dataBytes: 1 << 14 })) as RawLease[];
+    const data = await writeRead(l!.qp, 3, 0x77);
+    assert.ok(data.every((x) => x === 0x77));
+    const addrs = l!.qp.mappings.map((m) => m.address);
+    const mapped = (): MapLine[] => maps('self').filter((x) => addrs.includes(x.start) && x.path.includes('memfd:'));
+    assert.equal(mapped().length, 3);
+    await c.ipc.close();
+    assert.equal(l!.qp.isDetached, true);
+    assert.deepEqual(mapped(), [], 'no memfd left mapped at the windows');
     const ctrl = srv.homid.registry.live('mem').controller;
     const t0 = Date.now();
     while (ctrl.remoteQueuePairs.length !== 0 && Date.now() - t0 < 10_000) await new Promise((res) => setTimeout(res, 20));
