@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { MediatedQueuePair } from '../src/client/mediated-queue.js';
-import { configFromObject } from '../src/daemon/config.js';
+import type { HomidConfig } from '../src/daemon/config.js';
 import { HomidError } from '../src/daemon/errors.js';
 import { waitExtentTable, readExtentTable } from '../src/daemon/extent-table.js';
 import { Homid, type ClientSession, type HomidLogger } from '../src/daemon/homid.js';
@@ -150,6 +150,21 @@ async function assertRestored(): Promise<void> {
   await blockDevice();
 }
 
+/**
+ * homid's configuration, as config.ts would produce it from
+ *   [[device]] name = "nvme", uri = "pci:<BDF>?mode=<MODE>", extents = "decoder:ext4", extent_root = <tree>,
+ *   io_queues = 4; [class.default] queue_pairs = 4, per_client = 4, max_depth = 64, write = true
+ * built directly: loading the TOML and zod validators costs seconds under TCG.
+ */
+const CONFIG: HomidConfig = {
+  socket: join(work, 'homid.sock'),
+  socketMode: 0o600,
+  logLevel: 'info',
+  devices: [{ name: DEVICE, uri: `pci:${BDF}?mode=${MODE}`, extents: 'decoder:ext4', extentRoot: tree, ioQueues: 4 }],
+  classes: new Map([['default', { name: 'default', queuePairs: 4, perClient: 4, maxDepth: 64, users: [], groups: [], write: true }]]),
+  raw: { users: [0], groups: [] },
+};
+
 function logger(lines: string[]): HomidLogger {
   const rec = (lvl: string) => (o: object, m: string): void => void lines.push(`${lvl} ${m} ${JSON.stringify(o)}`);
   return { debug: () => undefined, info: rec('info'), warn: rec('warn'), error: rec('error') };
@@ -165,17 +180,7 @@ async function withHomid<T>(fn: (h: Homid) => Promise<T>): Promise<T> {
   let failed = false;
   const t0 = Date.now();
   try {
-    h = await Homid.start(
-      configFromObject(
-        {
-          device: [{ name: DEVICE, uri: `pci:${BDF}?mode=${MODE}`, extents: 'decoder:ext4', extent_root: tree, io_queues: 4 }],
-          class: { default: { queue_pairs: 4, per_client: 4, max_depth: 64, write: true } },
-          raw: { users: [0] },
-        },
-        'guest',
-      ),
-      { logger: logger(log) },
-    );
+    h = await Homid.start(CONFIG, { logger: logger(log) });
     const d = h.listDevices()[0]!;
     assert.equal(d.state, 'live', `homid could not bring up ${BDF}: ${d.error}\n${log.join('\n')}`);
     assert.equal(pciDriver(BDF), USER_DRIVER);
