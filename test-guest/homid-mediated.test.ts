@@ -22,6 +22,8 @@ import type { HomidConfig } from '../src/daemon/config.js';
 import { HomidError } from '../src/daemon/errors.js';
 import { waitExtentTable, readExtentTable } from '../src/daemon/extent-table.js';
 import { Homid, type ClientSession, type HomidLogger } from '../src/daemon/homid.js';
+import { startHomidServer, type HomidServer } from '../src/daemon/server.js';
+import { nextJson, spawnNode } from '../test/daemon/procs.js';
 import { STATUS_ACCESS_DENIED } from '../src/daemon/mediated.js';
 import type { Controller } from '../src/driver/controller.js';
 import { dataPointer } from '../src/driver/dptr.js';
@@ -174,13 +176,18 @@ function logger(lines: string[]): HomidLogger {
  * Start homid on the controller (decoder:ext4 over `tree`), run fn, stop homid; in every case the controller
  * goes back to nvme afterwards (rebound here if homid could not give it back), and that is checked.
  */
-async function withHomid<T>(fn: (h: Homid) => Promise<T>): Promise<T> {
+async function withHomid<T>(fn: (h: Homid) => Promise<T>, opts: { serve?: boolean } = {}): Promise<T> {
   const log: string[] = [];
   let h: Homid | undefined;
+  let srv: HomidServer | undefined;
   let failed = false;
   const t0 = Date.now();
   try {
-    h = await Homid.start(CONFIG, { logger: logger(log) });
+    if (opts.serve) {
+      // homid on its socket, for client processes
+      srv = await startHomidServer(CONFIG, { logger: logger(log) });
+      h = srv.homid;
+    } else h = await Homid.start(CONFIG, { logger: logger(log) });
     const d = h.listDevices()[0]!;
     assert.equal(d.state, 'live', `homid could not bring up ${BDF}: ${d.error}\n${log.join('\n')}`);
     assert.equal(pciDriver(BDF), USER_DRIVER);
@@ -194,7 +201,8 @@ async function withHomid<T>(fn: (h: Homid) => Promise<T>): Promise<T> {
     throw e;
   } finally {
     const problems: string[] = [];
-    if (h) await h.stop().catch((e: unknown) => problems.push(`homid stop: ${(e as Error).message}`));
+    if (srv) await srv.close().catch((e: unknown) => problems.push(`homid server close: ${(e as Error).message}`));
+    else if (h) await h.stop().catch((e: unknown) => problems.push(`homid stop: ${(e as Error).message}`));
     if (pciDriver(BDF) !== 'nvme') {
       problems.push(`${BDF} was left on ${pciDriver(BDF)}`);
       await rebind(BDF, null).catch((e: unknown) => problems.push(`rebind: ${(e as Error).message}`));
@@ -251,8 +259,11 @@ function readOps(map: FileMap, lbs: number): Op[] {
 /** A mediated lease and the client's view of it; `forwarded()` counts what homid submitted to its hardware queue. */
 async function mediated(h: Homid, s: ClientSession, write: boolean): Promise<{ mq: MediatedQueuePair; forwarded: () => number }> {
   const [lease] = await h.openQueuePairs(s, { device: DEVICE, depth: DEPTH, mode: 'mediated', write, dataBytes: DATA_BYTES });
-  const hw = lease!.qp!;
-  return { mq: new MediatedQueuePair(lease!.ring!.bytes, lease!.data!.bytes, lease!.id), forwarded: () => hw.stats.submitted };
+  const l = lease!;
+  // pci: transports export memory, so completions come straight from the hardware CQ (direct mode)
+  assert.ok(l.hwCq !== null, 'a PCIe mediated lease completes directly');
+  const stats = l.mediated!.stats;
+  return { mq: new MediatedQueuePair(l.ring!.bytes, l.data!.bytes, l.id, l.hwCq.bytes), forwarded: () => stats.forwarded };
 }
 
 const lbaSize = (h: Homid): number => h.registry.live(DEVICE).controller.namespace(1).blockSize;
@@ -412,4 +423,24 @@ test(`${MODE}: a file rewritten while cached is re-resolved from the device and 
   imageBytes = nextImage;
   files['a.bin'] = next;
   assert.ok((await kernelRead(0, nextImage.length)).equals(nextImage), 'the kernel reads another image than homid wrote');
+});
+
+test(`${MODE}: a mediated client in another process reads a granted file, its completions straight from the hardware CQ`, async () => {
+  const client = join(import.meta.dirname, 'homid-mediated-client.js');
+  await withHomid(
+    async (h) => {
+      const t0 = Date.now();
+      const p = spawnNode([client, CONFIG.socket, DEVICE, join(tree, 'a.bin')], { HOMI_MED_CHILD: '1' });
+      const r = await nextJson(p, 120_000);
+      await p.exited;
+      assert.equal(r.ok, true, String(r.error));
+      assert.deepEqual(Buffer.from(r.bytes as string, 'base64'), files['a.bin'], 'the bytes the client read are the file');
+      assert.equal(r.hwCq, true, 'the lease carried the hardware CQ');
+      assert.ok((r.direct as number) > 0, `completions reaped from the hardware CQ: ${String(r.direct)}`);
+      assert.equal(r.relayed, 0, 'nothing was denied, so nothing came through the ring CQ');
+      await waitFor('the client session gone and its queue reclaimed', () => (h.sessions.size === 0 ? true : undefined));
+      console.log(`# ${MODE}: mediated client process: ${files['a.bin']!.length} bytes in ${Date.now() - t0} ms (process start included)`);
+    },
+    { serve: true },
+  );
 });

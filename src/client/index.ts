@@ -65,7 +65,8 @@ function checkMediatedGrant(raw: unknown, fdCount: number): MediatedGrantInfo {
   if (g.dataOffset + g.dataBytes > g.segmentBytes) bad('data buffer lies outside its segment');
   if (g.hwCq !== null && g.hwCq !== undefined) {
     const c = g.hwCq;
-    if (!isCount(c.fd) || c.fd < 2 || c.fd >= fdCount || !isCount(c.offset) || !isCount(c.bytes) || c.bytes < g.entries * 16) bad('bad hardware CQ region');
+    if (!isCount(c.fd) || c.fd < 1 || c.fd >= fdCount || !isCount(c.offset) || !isCount(c.bytes) || c.bytes < g.entries * 16) bad('bad hardware CQ region');
+    if (c.fd === 1 && c.offset + c.bytes > g.segmentBytes) bad('hardware CQ lies outside its segment');
   }
   return g;
 }
@@ -182,8 +183,11 @@ export class HomidClient {
           const data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
           let hwCq: Uint8Array | null = null;
           if (gi.hwCq) {
-            const cq = mapShmFd(mine[gi.hwCq.fd]!, gi.hwCq.offset + gi.hwCq.bytes);
-            regions.push(cq);
+            let cq = seg;
+            if (gi.hwCq.fd !== 1) {
+              cq = mapShmFd(mine[gi.hwCq.fd]!, gi.hwCq.offset + gi.hwCq.bytes);
+              regions.push(cq);
+            }
             hwCq = new Uint8Array(cq.buffer, gi.hwCq.offset, gi.hwCq.bytes);
           }
           return { mode: 'mediated', grantId: g.grantId, qid: g.qid, grant: gi, regions, qp: new MediatedQueuePair(new Uint8Array(ring.buffer), data, g.qid, hwCq) } satisfies MediatedLease;

@@ -13,8 +13,7 @@ import { provisionQueuePair, type ProvisionedQueuePair } from '../driver/attach.
 import { InvalidArgumentError } from '../driver/errors.js';
 import { DmaAllocationError } from '../mem/dma.js';
 import { HugepageError } from '../mem/hugepage.js';
-import type { DedicatedSegment } from '../mem/shm-dma.js';
-import { EmuTransport } from '../transport/emu.js';
+import type { ExportedMemory } from '../transport/transport.js';
 
 /** The slice of a pino logger homid uses. */
 export interface HomidLogger {
@@ -337,81 +336,84 @@ export class Homid {
       return lease;
     }
     const ns = c.namespaces.find((n) => n.nsid === nsid)!;
-    const dma = dev.transport.dma;
     const t = dev.transport;
-    // Direct completions where the client can map the hardware CQ (a memfd-mode embedded controller): the CQ
-    // lives in a segment of its own the client maps, the SQ in homid's memory the client never sees.
-    const shared = t instanceof EmuTransport && t.sharedMemory === 'memfd' ? t : null;
-    let cqSegment: DedicatedSegment | null = null;
-    let direct: DirectHwQueue | null = null;
+    const dma = t.dma;
+    const page = dma.pageSize;
+    const name = `homid-mq-${s.id}-${base.id}`;
+    // Direct completions wherever the transport can export memory to another process (a memfd embedded
+    // controller, PCIe through vfio or uio): the data buffer and the hardware CQ share one exported region the
+    // client maps; the hardware SQ and the PRP lists stay in homid's own memory, which no client sees.
+    // Otherwise (an embedded controller over SharedArrayBuffers: in-process clients only) homid relays.
+    const x = t.queueExporter?.() ?? null;
+    const dataPart = Math.ceil(dataBytes / page) * page;
+    const cqPart = Math.ceil((req.depth * CQE_SIZE) / page) * page;
+    let exported: ExportedMemory | null = null;
     let hwSq: DmaBuffer | null = null;
+    let direct: DirectHwQueue | null = null;
     let qp: QueuePair | null = null;
-    if (shared) {
-      const page = dma.pageSize;
-      cqSegment = shared.shmDma.createDedicated(Math.ceil((req.depth * CQE_SIZE) / page) * page);
-      try {
-        hwSq = dma.alloc(Math.ceil((req.depth * SQE_SIZE) / page) * page, page);
-        const cq = cqSegment.allocator.alloc(cqSegment.size, page);
-        const sq = hwSq;
-        const remote = await this.serial(dev.config.name, () => c.createQueuePairOn({ sq, cq }, { entries: req.depth }));
-        direct = new DirectHwQueue(shared, remote);
-      } catch (e) {
-        if (hwSq) dma.free(hwSq);
-        cqSegment.release();
-        throw e;
-      }
-    } else qp = await this.serial(dev.config.name, () => c.createQueuePair({ entries: req.depth, timeoutMs: 0 }));
-    const hwQid = direct ? direct.qid : qp!.qid;
-    const deleteHw = async (): Promise<void> => {
-      if (direct) {
-        try {
-          if (direct.remote.state === 'live') await c.deleteQueuePair(direct.remote);
-        } finally {
-          dma.free(hwSq!);
-          cqSegment!.release();
-        }
-      } else await c.deleteQueuePair(qp!);
-    };
     let data: DmaBuffer | null = null;
     let ring: SharedRegion | null = null;
-    let segment: DedicatedSegment | null = null;
+    const releaseMemory = (): void => {
+      ring?.close();
+      if (exported) exported.release();
+      else if (data) dma.free(data);
+      if (hwSq) dma.free(hwSq);
+    };
     try {
-      const bytes = Math.ceil(dataBytes / dma.pageSize) * dma.pageSize;
-      if (t instanceof EmuTransport && t.sharedMemory === 'memfd') {
-        // a segment of its own, so the client can map exactly its data buffer
-        segment = t.shmDma.createDedicated(bytes);
-        data = segment.allocator.alloc(bytes, dma.pageSize);
-      } else data = dma.alloc(bytes, dma.pageSize);
-      ring = this.regions.create(ringBytes(req.depth), `mq-${s.id}-${base.id}`);
+      if (x) {
+        if (dataPart + cqPart > x.maxExportBytes) {
+          throw new HomidError('bad-request', `device '${dev.config.name}': a mediated queue of depth ${req.depth} with ${dataPart} bytes of data needs ${dataPart + cqPart} bytes of exported memory; this transport (${x.kind}) exports at most ${x.maxExportBytes}: ask for less dataBytes or depth`);
+        }
+        try {
+          exported = x.exportMemory(dataPart + cqPart, name);
+        } catch (e) {
+          const m = (e as Error).message;
+          if (e instanceof HugepageError) throw new HomidError('no-hugepages', `device '${dev.config.name}': ${m}`);
+          if (e instanceof DmaAllocationError) throw new HomidError('no-memory', `device '${dev.config.name}': ${m}`);
+          throw e;
+        }
+        const mem = exported;
+        data = { iova: mem.iova, size: dataPart, bytes: mem.view.subarray(0, dataPart) };
+        const cq: DmaBuffer = { iova: mem.iova + dataPart, size: cqPart, bytes: mem.view.subarray(dataPart, dataPart + cqPart) };
+        const sq = (hwSq = dma.alloc(Math.ceil((req.depth * SQE_SIZE) / page) * page, page));
+        const remote = await this.serial(dev.config.name, () => c.createQueuePairOn({ sq, cq }, { entries: req.depth }));
+        direct = new DirectHwQueue(t, remote);
+      } else {
+        data = dma.alloc(dataPart, page);
+        qp = await this.serial(dev.config.name, () => c.createQueuePair({ entries: req.depth, timeoutMs: 0 }));
+      }
+    } catch (e) {
+      releaseMemory();
+      throw e;
+    }
+    const hw = direct ?? qp!;
+    const hwQid = hw.qid;
+    const deleteHw = async (): Promise<void> => {
+      if (direct) {
+        if (direct.remote.state === 'live') await c.deleteQueuePair(direct.remote);
+      } else await c.deleteQueuePair(qp!);
+    };
+    try {
+      ring = this.regions.create(ringBytes(req.depth), name);
       const grant: MediatedGrant = {
         nsid,
         lbaSize: ns.blockSize,
-        maxTransfer: c.identity.mdts > 0 ? Math.min(c.identity.mdts, dma.pageSize * (dma.pageSize / 8)) : dma.pageSize * (dma.pageSize / 8),
+        maxTransfer: c.identity.mdts > 0 ? Math.min(c.identity.mdts, page * (page / 8)) : page * (page / 8),
         write: req.write === true,
         readable: new LbaSet(),
         writable: new LbaSet(),
       };
-      const mq = new MediatedQueue({
-        id: base.id,
-        entries: req.depth,
-        ring,
-        data,
-        hw: direct ?? qp!,
-        dma,
-        grant,
-        onDenied: (d) => this.onDenied(s, d),
-      });
-      const seg = segment;
-      const cqSeg = cqSegment;
+      const mq = new MediatedQueue({ id: base.id, entries: req.depth, ring, data, hw, dma, grant, onDenied: (d) => this.onDenied(s, d) });
+      const mem = exported;
       const grantJson = {
         version: 2,
         entries: req.depth,
         ringBytes: ring.size,
         dataBytes: data.size,
-        dataOffset: seg ? data.iova - seg.iovaBase : 0,
-        segmentBytes: seg ? seg.size : 0,
-        // direct mode: fd index 2 holds the hardware CQ (read it, never write it)
-        hwCq: cqSeg ? { fd: 2, offset: 0, bytes: cqSeg.size, qid: hwQid } : null,
+        dataOffset: 0,
+        segmentBytes: mem ? mem.bytes : 0,
+        // direct mode: the hardware CQ follows the data buffer in the same region (read it, never write it)
+        hwCq: mem ? { fd: 1, offset: dataPart, bytes: cqPart, qid: hwQid } : null,
         nsid,
         blockSize: ns.blockSize,
         blocks: ns.blocks,
@@ -428,19 +430,18 @@ export class Homid {
         data,
         hwCq: direct ? direct.remote.cq : null,
         grant: grantJson,
-        fds: ring.fd !== null && seg ? (cqSeg ? [ring.fd, seg.fd, cqSeg.fd] : [ring.fd, seg.fd]) : [],
-        releaseExtra: seg ? () => seg.release() : null,
+        // over the socket a client needs the ring and the exported region; in process it uses the views
+        fds: ring.fd !== null && mem ? [ring.fd, mem.fd] : [],
+        releaseExtra: releaseMemory,
       };
       s.leases.set(lease.id, lease);
       this.recomputeGrant(s, lease);
       this.poller.add(mq);
-      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode, write: grant.write }, 'mediated queue pair granted');
+      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode, write: grant.write, completions: direct ? 'direct' : 'relayed' }, 'mediated queue pair granted');
       return lease;
     } catch (e) {
-      ring?.close();
-      if (segment) segment.release();
-      else if (data) dma.free(data);
       await this.serial(dev.config.name, deleteHw).catch(() => undefined);
+      releaseMemory();
       throw e;
     }
   }
@@ -473,9 +474,11 @@ export class Homid {
       this.log.error({ lease: l.id, qid: l.qid, err: (e as Error).message }, 'deleting a reclaimed queue pair failed');
     }
     l.mediated?.free();
-    if (l.data && !l.releaseExtra && dev?.transport) dev.transport.dma.free(l.data);
-    l.ring?.close();
-    l.releaseExtra?.();
+    if (l.releaseExtra) l.releaseExtra();
+    else {
+      if (l.data && dev?.transport) dev.transport.dma.free(l.data);
+      l.ring?.close();
+    }
     this.counters.reclaimedQueuePairs++;
     this.log.info({ client: l.session.id, lease: l.id, device: l.device, qid: l.qid }, 'queue pair reclaimed');
   }
