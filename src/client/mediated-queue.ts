@@ -7,12 +7,10 @@
  * completions arrive on `hwCq`, the hardware CQ mapped from the grant, and poll() reaps both CQs. Every CQE
  * is checked (phase, queue id, a CID this client has in flight) before it counts.
  */
-import { CQE_CID_MASK, CQE_PHASE_BIT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
+import { CQE_CID_MASK, CQE_DWORDS, CQE_PHASE_BIT, CQE_SQID_SHIFT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
 import type { CompletionHandler } from '../driver/queue-pair.js';
 import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../daemon/mediated-ring.js';
 
-const CQE_DWORDS = 4;
-const CQE_SQID_SHIFT = 16;
 
 export class MediatedQueuePair {
   readonly entries: number;

@@ -12,23 +12,29 @@
  */
 import type { RemoteQueuePair } from '../driver/controller.js';
 import type { WakeFn } from '../driver/queue-pair.js';
-import { CQE_PHASE_BIT } from '../nvme/cqe.js';
+import { CQE_DWORDS, CQE_DW_STATUS, CQE_PHASE_BIT } from '../nvme/cqe.js';
 import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
+import {
+  SQE_DWORDS,
+  SQE_DW_CDW0,
+  SQE_DW_CDW2,
+  SQE_DW_CDW3,
+  SQE_DW_CDW10,
+  SQE_DW_CDW11,
+  SQE_DW_CDW12,
+  SQE_DW_CDW13,
+  SQE_DW_CDW14,
+  SQE_DW_CDW15,
+  SQE_DW_DPTR0,
+  SQE_DW_DPTR1,
+  SQE_DW_DPTR2,
+  SQE_DW_DPTR3,
+  SQE_DW_MPTR_HI,
+  SQE_DW_MPTR_LO,
+  SQE_DW_NSID,
+} from '../nvme/sqe.js';
 import { wakeDevice } from '../transport/transport.js';
 
-/** Dword indices inside a 64-byte SQE and a 16-byte CQE. */
-const SQE_DWORDS = 16;
-const CQE_DWORDS = 4;
-const CQE_DW3 = 3;
-const SQE_CDW0 = 0;
-const SQE_NSID = 1;
-const SQE_PRP1_LO = 6;
-const SQE_PRP1_HI = 7;
-const SQE_PRP2_LO = 8;
-const SQE_PRP2_HI = 9;
-const SQE_SLBA_LO = 10;
-const SQE_SLBA_HI = 11;
-const SQE_CDW12 = 12;
 const TWO_POW_32 = 0x1_0000_0000;
 
 export interface DirectHost {
@@ -82,22 +88,22 @@ export class DirectHwQueue {
   submit(cdw0: number, nsid: number, slba: number, nlb: number, prp1: number, prp2: number): void {
     const dw = this.sq;
     const at = this.sqTail * SQE_DWORDS;
-    dw[at + SQE_CDW0] = cdw0;
-    dw[at + SQE_NSID] = nsid;
-    dw[at + 2] = 0; // CDW2, CDW3
-    dw[at + 3] = 0;
-    dw[at + 4] = 0; // MPTR
-    dw[at + 5] = 0;
-    dw[at + SQE_PRP1_LO] = prp1 >>> 0;
-    dw[at + SQE_PRP1_HI] = (prp1 / TWO_POW_32) >>> 0;
-    dw[at + SQE_PRP2_LO] = prp2 >>> 0;
-    dw[at + SQE_PRP2_HI] = (prp2 / TWO_POW_32) >>> 0;
-    dw[at + SQE_SLBA_LO] = slba >>> 0;
-    dw[at + SQE_SLBA_HI] = (slba / TWO_POW_32) >>> 0;
-    dw[at + SQE_CDW12] = (nlb - 1) & 0xffff;
-    dw[at + 13] = 0; // CDW13..15
-    dw[at + 14] = 0;
-    dw[at + 15] = 0;
+    dw[at + SQE_DW_CDW0] = cdw0;
+    dw[at + SQE_DW_NSID] = nsid;
+    dw[at + SQE_DW_CDW2] = 0;
+    dw[at + SQE_DW_CDW3] = 0;
+    dw[at + SQE_DW_MPTR_LO] = 0;
+    dw[at + SQE_DW_MPTR_HI] = 0;
+    dw[at + SQE_DW_DPTR0] = prp1 >>> 0;
+    dw[at + SQE_DW_DPTR1] = (prp1 / TWO_POW_32) >>> 0;
+    dw[at + SQE_DW_DPTR2] = prp2 >>> 0;
+    dw[at + SQE_DW_DPTR3] = (prp2 / TWO_POW_32) >>> 0;
+    dw[at + SQE_DW_CDW10] = slba >>> 0;
+    dw[at + SQE_DW_CDW11] = (slba / TWO_POW_32) >>> 0;
+    dw[at + SQE_DW_CDW12] = (nlb - 1) & 0xffff;
+    dw[at + SQE_DW_CDW13] = 0;
+    dw[at + SQE_DW_CDW14] = 0;
+    dw[at + SQE_DW_CDW15] = 0;
     if (++this.sqTail === this.entries) this.sqTail = 0;
     this.outstanding++;
     this.pending++;
@@ -131,7 +137,7 @@ export class DirectHwQueue {
     // the last claimed entry must be posted with the phase of its lap (earlier ones were posted before it)
     const last = head === 0 ? this.entries - 1 : head - 1;
     const lastPhase = last >= this.cqHead ? this.phase : this.phase ^ CQE_PHASE_BIT;
-    if ((Atomics.load(this.cq, last * CQE_DWORDS + CQE_DW3) & CQE_PHASE_BIT) !== lastPhase) {
+    if ((Atomics.load(this.cq, last * CQE_DWORDS + CQE_DW_STATUS) & CQE_PHASE_BIT) !== lastPhase) {
       this.stats.badHeads++;
       return 0;
     }

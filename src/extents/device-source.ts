@@ -17,7 +17,7 @@ import type { QueuePair } from '../driver/queue-pair.js';
 import { STATUS_TIMEOUT, driverStatusName, isSuccess } from '../driver/status.js';
 import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
-import type { BlockSource } from './source.js';
+import { copyFromChunks, type BlockSource } from './source.js';
 import { ExtentError, ImageRangeError } from './types.js';
 
 /** Entries of the metadata queue pair (reads are issued one at a time). */
@@ -249,16 +249,7 @@ export class DeviceBlockSource implements BlockSource {
       this.reader.readInto(offset, out);
       return out;
     }
-    let pos = offset;
-    while (pos < offset + length) {
-      const idx = Math.floor(pos / cb);
-      const c = this.chunk(idx);
-      const o = pos - idx * cb;
-      const n = Math.min(c.length - o, offset + length - pos);
-      out.set(c.subarray(o, o + n), pos - offset);
-      pos += n;
-    }
-    return out;
+    return copyFromChunks(out, offset, cb, (i) => this.chunk(i));
   }
 
   /** Drops the cache; the reader (and its queue pair) belongs to whoever opened it. */

@@ -101,17 +101,7 @@ export class FileBlockSource implements BlockSource {
       }
       return out;
     }
-    const out = new Uint8Array(length);
-    let pos = offset;
-    while (pos < offset + length) {
-      const idx = Math.floor(pos / CHUNK);
-      const c = this.chunk(idx);
-      const o = pos - idx * CHUNK;
-      const n = Math.min(c.length - o, offset + length - pos);
-      out.set(c.subarray(o, o + n), pos - offset);
-      pos += n;
-    }
-    return out;
+    return copyFromChunks(new Uint8Array(length), offset, CHUNK, (i) => this.chunk(i));
   }
 
   close(): void {
@@ -119,4 +109,22 @@ export class FileBlockSource implements BlockSource {
     if (this.ownsFd && this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
   }
+}
+
+/**
+ * Fill `out` with the bytes at [offset, offset + out.length) of a source cached in chunks of `chunkBytes`
+ * (`chunk(i)` returns chunk i, shorter only at the end of the source). Returns `out`.
+ */
+export function copyFromChunks(out: Uint8Array, offset: number, chunkBytes: number, chunk: (index: number) => Uint8Array): Uint8Array {
+  const end = offset + out.length;
+  let pos = offset;
+  while (pos < end) {
+    const idx = Math.floor(pos / chunkBytes);
+    const c = chunk(idx);
+    const o = pos - idx * chunkBytes;
+    const n = Math.min(c.length - o, end - pos);
+    out.set(c.subarray(o, o + n), pos - offset);
+    pos += n;
+  }
+  return out;
 }
