@@ -110,6 +110,8 @@ export interface Lease {
   grant: unknown;
   fds: number[];
   releaseExtra: (() => void) | null;
+  /** Why the hardware queue is gone (a controller reset or removal destroyed it), or null. */
+  lost: string | null;
 }
 
 export interface FileGrant {
@@ -158,7 +160,7 @@ export class Homid {
   readonly poller = new MediatedPoller();
   readonly sessions = new Map<number, ClientSession>();
   readonly regions: RegionProvider;
-  readonly counters = { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0 };
+  readonly counters = { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0 };
   /** The latest denied commands (also logged). */
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
   readonly startedAt = Date.now();
@@ -173,6 +175,7 @@ export class Homid {
       { info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) },
       opts.opener,
     );
+    this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
     this.extents = new ExtentService(this.regions, { info: (o, m) => this.log.debug(o, m), warn: (o, m) => this.log.warn(o, m) });
   }
 
@@ -330,7 +333,7 @@ export class Homid {
         const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
         return { qid: qp.qid, qp, grant: null, fds: [], reclaim: () => c.deleteQueuePair(qp) };
       });
-      const lease: Lease = { ...base, qp: made.qp, qid: made.qid, reclaimQueue: made.reclaim, mediated: null, ring: null, data: null, hwCq: null, grant: made.grant, fds: made.fds, releaseExtra: null };
+      const lease: Lease = { ...base, qp: made.qp, qid: made.qid, reclaimQueue: made.reclaim, mediated: null, ring: null, data: null, hwCq: null, grant: made.grant, fds: made.fds, releaseExtra: null, lost: null };
       s.leases.set(lease.id, lease);
       this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
       return lease;
@@ -433,6 +436,7 @@ export class Homid {
         // over the socket a client needs the ring and the exported region; in process it uses the views
         fds: ring.fd !== null && mem ? [ring.fd, mem.fd] : [],
         releaseExtra: releaseMemory,
+        lost: null,
       };
       s.leases.set(lease.id, lease);
       this.recomputeGrant(s, lease);
@@ -443,6 +447,23 @@ export class Homid {
       await this.serial(dev.config.name, deleteHw).catch(() => undefined);
       releaseMemory();
       throw e;
+    }
+  }
+
+  /**
+   * A controller reset or removal destroyed a queue pair created for a lease (raw, or mediated with direct
+   * completions). It is not recreated: the client's queue state no longer matches a fresh queue. The lease is
+   * marked lost (status shows why; a mediated ring is revoked by the poller); the client closes it and opens
+   * another. homid's own queue pairs (relayed mediated leases) are recovered by the driver core.
+   */
+  private onQueueLost(device: string, qid: number, reason: string): void {
+    for (const s of this.sessions.values()) {
+      for (const l of s.leases.values()) {
+        if (l.device !== device || l.qid !== qid || l.lost !== null || l.qp !== null) continue;
+        l.lost = reason;
+        this.counters.lostQueuePairs++;
+        this.log.warn({ client: s.id, pid: s.peer.pid, lease: l.id, device, qid, reason }, 'a leased queue pair was destroyed with the controller; the client must close it and open another');
+      }
     }
   }
 
@@ -554,6 +575,7 @@ export class Homid {
         mode: l.mode,
         nsid: l.nsid,
         depth: l.depth,
+        lost: l.lost,
         io: (l.mediated
           ? { submitted: l.mediated.stats.submitted, forwarded: l.mediated.stats.forwarded, denied: l.mediated.stats.denied, completed: l.mediated.stats.completed }
           : l.qp
@@ -603,7 +625,7 @@ export interface StatusSnapshot {
     class: string;
     raw: boolean;
     files: number;
-    queuePairs: { lease: number; device: string; qid: number; mode: string; nsid: number; depth: number; io: Record<string, number> | null }[];
+    queuePairs: { lease: number; device: string; qid: number; mode: string; nsid: number; depth: number; lost: string | null; io: Record<string, number> | null }[];
   }[];
   extents: { device: string; path: string; ino: number; size: number; extents: number; generation: number; holders: number; refreshes: number; error: string | null }[];
   counters: Homid['counters'];

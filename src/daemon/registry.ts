@@ -56,8 +56,13 @@ export interface RegistryLog {
 /** How a device is opened (tests inject transports, e.g. an emu in shared-memory mode). */
 export type TransportOpener = (cfg: DeviceConfig) => Promise<Transport>;
 
+/** A queue pair created for another driver (a lease) was destroyed by a controller reset or removal. */
+export type QueueLostHandler = (device: string, qid: number, reason: string) => void;
+
 export class DeviceRegistry {
   readonly devices = new Map<string, DeviceEntry>();
+  /** Set by homid: told when a controller reset or removal destroys a leased queue pair. */
+  onQueueLost: QueueLostHandler | null = null;
   constructor(private readonly log: RegistryLog, private readonly opener: TransportOpener = (c) => openDevice(c.uri)) {}
 
   /** Bring up every device; never throws for one device's failure. */
@@ -75,7 +80,7 @@ export class DeviceRegistry {
         if (u.kind === 'emu' && u.file !== null) e.imagePath = u.file;
       }
       e.transport = await this.opener(cfg);
-      e.controller = await Controller.open(e.transport, { ioQueues: cfg.ioQueues });
+      e.controller = await Controller.open(e.transport, { ioQueues: cfg.ioQueues, onRemoteQueueLost: (rq, reason) => this.onQueueLost?.(cfg.name, rq.qid, reason) });
       const c = e.controller;
       if (decoder) {
         if (!c.namespaces.some((n) => n.nsid === METADATA_NSID)) {

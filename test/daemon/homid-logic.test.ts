@@ -11,6 +11,8 @@ import { STATUS_ACCESS_DENIED } from '../../src/daemon/mediated.js';
 import { MediatedQueuePair } from '../../src/client/mediated-queue.js';
 import type { EmuTransport } from '../../src/transport/emu.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
+import { memfdOpener } from '../../src/daemon/registry.js';
+import { memfdRegions } from '../../src/daemon/shared-region.js';
 import { toLbaRanges } from '../../src/extents/types.js';
 import { NOBODY_PEER, ROOT_PEER, config, ext4Fixture, haveTool, silent, tmpDir, type ImageFixture } from './fixtures.js';
 
@@ -319,6 +321,41 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
       assert.equal(h.status().extents.find((e) => e.path === fs.realpathSync(p))!.generation, snap.generation);
     } finally {
       await h.disconnect(s);
+    }
+  });
+});
+
+describe('controller resets under leases', () => {
+  test('a reset destroys leased queue pairs: the leases are marked lost, a mediated ring is revoked, new leases work', async () => {
+    const h = await Homid.start(config({ device: [{ name: 'r', uri: 'emu://?size=16MiB' }], raw: { users: [0] } }), { logger: silent(), opener: memfdOpener, regions: memfdRegions });
+    try {
+      const s = h.connect(ROOT_PEER);
+      const [raw] = await h.openQueuePairs(s, { device: 'r', depth: 16, mode: 'raw' });
+      const [med] = await h.openQueuePairs(s, { device: 'r', depth: 16, mode: 'mediated' });
+      assert.ok(raw!.qp === null && med!.hwCq !== null, 'a remote raw queue and a direct mediated queue');
+      const mq = new MediatedQueuePair(med!.ring!.bytes, med!.data!.bytes, med!.id, med!.hwCq!.bytes);
+      const ctrl = h.registry.live('r').controller;
+      await ctrl.reset('test: controller reset under leases');
+      const st = h.status();
+      const pairs = st.clients[0]!.queuePairs;
+      assert.equal(pairs.length, 2);
+      for (const p of pairs) assert.match(p.lost ?? '', /controller reset/, `lease ${p.lease} not marked lost`);
+      assert.equal(st.counters.lostQueuePairs, 2);
+      // the mediated ring is revoked on the poller's next pass
+      const t0 = Date.now();
+      while (!mq.revoked && Date.now() - t0 < 5000) await sleep(5);
+      assert.ok(mq.revoked, 'the mediated ring was revoked');
+      assert.equal(mq.submitIo(NvmOpcode.Read, 1, 0, 1, 0, 0, 0), -1);
+      // closing the lost leases deletes nothing on the controller (the queues are gone) and frees the budget
+      await h.closeQueuePair(s, raw!.id);
+      await h.closeQueuePair(s, med!.id);
+      const [again] = await h.openQueuePairs(s, { device: 'r', depth: 16, mode: 'raw' });
+      assert.equal(again!.lost, null);
+      assert.ok(ctrl.remoteQueuePairs.some((q) => q.qid === again!.qid && q.state === 'live'));
+      await h.disconnect(s);
+      assert.equal(ctrl.remoteQueuePairs.length, 0);
+    } finally {
+      await h.stop();
     }
   });
 });
