@@ -164,6 +164,22 @@ function installExitHook(): void {
  */
 export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned): Promise<GuestRunResult> {
   const p = provisioned ?? (await provision());
+  const retries = o.bootRetries ?? DEFAULT_BOOT_RETRIES;
+  const panics: string[] = [];
+  for (let attempt = 0; ; attempt++) {
+    const r = await runOnce(o, p);
+    if (!r.bootPanic || attempt >= retries) return panics.length > 0 ? { ...r, bootPanics: panics } : r;
+    // The guest kernel died before the command started (nothing of the command ran). Seen under multi-threaded
+    // TCG on a loaded host: an "Oops: int3" while a secondary vCPU came up. Boot again, and keep the console.
+    panics.push(r.consoleLog.split('\n').slice(-60).join('\n'));
+    progress(`the guest kernel panicked during boot (${r.error ?? 'no command started'}); booting again (${attempt + 1} of ${retries})`);
+  }
+}
+
+/** Boots that panic before the command starts are retried this many times (the command never ran in them). */
+export const DEFAULT_BOOT_RETRIES = 1;
+
+async function runOnce(o: GuestRunOptions, p: Provisioned): Promise<GuestRunResult> {
   const cwd = resolve(o.cwd ?? process.cwd());
   const timeoutMs = o.timeoutMs ?? 300_000;
   removeStaleTempDirs();
@@ -302,6 +318,7 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
     const exitCode = rc !== null && /^\d+\s*$/.test(rc) ? Number(rc.trim()) : null;
     const setupError = read('setup-error');
     let error: string | undefined;
+    let bootPanic = false;
     if (exitCode === null) {
       if (timedOut) error = `timed out after ${timeoutMs} ms (QEMU killed)`;
       else if (aborted) error = 'aborted (QEMU killed)';
@@ -309,6 +326,7 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
       else if (setupError) error = `guest setup failed: ${setupError.trim().replace(/\n/g, '; ')}`;
       else if (bootMs === null) {
         const fatal = consoleLines.find((l) => l.includes('FATAL') || l.includes('Kernel panic'));
+        bootPanic = consoleLines.some((l) => l.includes('Kernel panic'));
         error = `the guest never started the command (QEMU exit ${exit.code ?? exit.signal})${fatal ? `: ${fatal}` : ''}${qemuErr ? `; qemu: ${qemuErr.trim().slice(-500)}` : ''}`;
       } else error = `the command did not finish (QEMU exit ${exit.code ?? exit.signal})`;
     }
@@ -321,6 +339,7 @@ export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned):
       commandMs,
       totalMs,
       timedOut,
+      bootPanic,
       ...(error ? { error } : {}),
       qemuExit: { code: exit.code, signal: exit.signal },
       qemuCommand: plan.args,

@@ -93,6 +93,8 @@ export interface GuestRunOptions {
   net?: NetSpec;
   /** Hard limit for the whole run (boot included); QEMU is killed with SIGKILL when it passes. Default 300000. */
   timeoutMs?: number;
+  /** Boot again this many times when the guest kernel panics before the command starts (default 1). */
+  bootRetries?: number;
   /** Every serial console line (kernel messages, HOMI progress markers) as it arrives. */
   onConsole?: (line: string) => void;
   /** Every line of the command's output (stdout and stderr) as it arrives (followed through the job share). */
@@ -120,6 +122,10 @@ export interface GuestRunResult {
   totalMs: number;
   /** True when the hard timeout killed QEMU. */
   timedOut: boolean;
+  /** True when the guest kernel panicked before the command started (runInGuest boots again, bootRetries times). */
+  bootPanic: boolean;
+  /** The consoles of earlier boots of this run that panicked before the command started (then retried). */
+  bootPanics?: string[];
   /** Why there is no exit code (setup failure in the guest, timeout, QEMU failure), if so. */
   error?: string;
   /** QEMU's exit. */

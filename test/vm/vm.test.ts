@@ -149,3 +149,14 @@ test('the hard timeout kills QEMU and reports the console', { skip }, async () =
   assert.ok(r.totalMs < 10_000);
   assert.equal(existsSync(r.tempDir), false);
 });
+
+test('a guest kernel that panics before the command starts is booted again once, then reported with both consoles', { skip }, async () => {
+  // rdinit pointing nowhere: the kernel panics ("No working init found") before any command can start
+  const r = await guest({ command: 'echo SHOULD-NOT-RUN', modules: [], kernelArgs: ['rdinit=/homi-no-such-init'], timeoutMs: 60_000 });
+  assert.equal(r.exitCode, null);
+  assert.equal(r.bootPanic, true, describe(r));
+  assert.match(r.error ?? '', /never started the command.*Kernel panic/);
+  assert.equal(r.bootPanics?.length, 1, 'one retry, its predecessor kept');
+  assert.match(r.bootPanics![0]!, /Kernel panic/);
+  assert.doesNotMatch(r.output, /SHOULD-NOT-RUN/);
+});
