@@ -240,7 +240,6 @@ export class MediatedQueue {
     } else if (((d0 >>> 8) & 0xff) !== 0) {
       status = STATUS_INVALID_FIELD;
       reason = 'fused operations and SGLs are not supported on mediated queues';
-
     } else if (nsid !== g.nsid) {
       reason = `namespace ${nsid} is not granted (granted: ${g.nsid})`;
     } else if (opcode === NvmOpcode.Write && !g.write) {
