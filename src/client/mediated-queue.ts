@@ -122,15 +122,20 @@ export class MediatedQueuePair {
         continue;
       }
       n++;
-      this.busy[cid] = 0;
-      this.freeCids[this.freeTop++] = cid;
-      this.outstandingCount--;
-      this.stats.completed++;
-      onComplete(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, result);
+      this.finish(cid, d3, result, onComplete);
     }
     if (consumed > 0) Atomics.store(this.v.header, H_CQ_HEAD, this.cqHead);
     if (this.hwCq !== null && n < max && this.outstandingCount > 0) n += this.pollDirect(onComplete, max - n);
     return n;
+  }
+
+  /** A checked completion for an in-flight `cid`: free the CID, hand (tag, status, DW0) to the handler. */
+  private finish(cid: number, d3: number, result: number, onComplete: CompletionHandler): void {
+    this.busy[cid] = 0;
+    this.freeCids[this.freeTop++] = cid;
+    this.outstandingCount--;
+    this.stats.completed++;
+    onComplete(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, result);
   }
 
   private pollDirect(onComplete: CompletionHandler, max: number): number {
@@ -154,12 +159,8 @@ export class MediatedQueuePair {
         continue;
       }
       n++;
-      this.busy[cid] = 0;
-      this.freeCids[this.freeTop++] = cid;
-      this.outstandingCount--;
-      this.stats.completed++;
       this.stats.direct++;
-      onComplete(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, result);
+      this.finish(cid, d3, result, onComplete);
     }
     if (consumed > 0) Atomics.store(this.v.header, H_HWCQ_HEAD, this.hwHead);
     return n;

@@ -14,28 +14,9 @@ import type { RemoteQueuePair } from '../driver/controller.js';
 import type { WakeFn } from '../driver/queue-pair.js';
 import { CQE_DWORDS, CQE_DW_STATUS, CQE_PHASE_BIT } from '../nvme/cqe.js';
 import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
-import {
-  SQE_DWORDS,
-  SQE_DW_CDW0,
-  SQE_DW_CDW2,
-  SQE_DW_CDW3,
-  SQE_DW_CDW10,
-  SQE_DW_CDW11,
-  SQE_DW_CDW12,
-  SQE_DW_CDW13,
-  SQE_DW_CDW14,
-  SQE_DW_CDW15,
-  SQE_DW_DPTR0,
-  SQE_DW_DPTR1,
-  SQE_DW_DPTR2,
-  SQE_DW_DPTR3,
-  SQE_DW_MPTR_HI,
-  SQE_DW_MPTR_LO,
-  SQE_DW_NSID,
-} from '../nvme/sqe.js';
+import { SQE_DWORDS, writeIoSqe } from '../nvme/sqe.js';
 import { wakeDevice } from '../transport/transport.js';
 
-const TWO_POW_32 = 0x1_0000_0000;
 
 export interface DirectHost {
   readonly doorbells: Int32Array;
@@ -88,22 +69,7 @@ export class DirectHwQueue {
   submit(cdw0: number, nsid: number, slba: number, nlb: number, prp1: number, prp2: number): void {
     const dw = this.sq;
     const at = this.sqTail * SQE_DWORDS;
-    dw[at + SQE_DW_CDW0] = cdw0;
-    dw[at + SQE_DW_NSID] = nsid;
-    dw[at + SQE_DW_CDW2] = 0;
-    dw[at + SQE_DW_CDW3] = 0;
-    dw[at + SQE_DW_MPTR_LO] = 0;
-    dw[at + SQE_DW_MPTR_HI] = 0;
-    dw[at + SQE_DW_DPTR0] = prp1 >>> 0;
-    dw[at + SQE_DW_DPTR1] = (prp1 / TWO_POW_32) >>> 0;
-    dw[at + SQE_DW_DPTR2] = prp2 >>> 0;
-    dw[at + SQE_DW_DPTR3] = (prp2 / TWO_POW_32) >>> 0;
-    dw[at + SQE_DW_CDW10] = slba >>> 0;
-    dw[at + SQE_DW_CDW11] = (slba / TWO_POW_32) >>> 0;
-    dw[at + SQE_DW_CDW12] = (nlb - 1) & 0xffff;
-    dw[at + SQE_DW_CDW13] = 0;
-    dw[at + SQE_DW_CDW14] = 0;
-    dw[at + SQE_DW_CDW15] = 0;
+    writeIoSqe(dw, at, cdw0, nsid, slba, nlb, prp1, prp2);
     if (++this.sqTail === this.entries) this.sqTail = 0;
     this.outstanding++;
     this.pending++;

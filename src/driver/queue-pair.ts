@@ -340,6 +340,8 @@ export class QueuePair {
     const cid = this.freeCids[--this.freeTop]!;
     const dw = this.sq;
     const at = tail << 4;
+    // Written inline rather than through writeIoSqe (nvme/sqe.ts): as a call it measured ~5% more CPU per I/O
+    // (226 vs 238 ns median of 6 paired runs, perf on emu null qd 128, dev), past V8's inlining budget here.
     dw[at + SQE_DW_CDW0] = (opcode & 0xff) | (cid << SQE_CID_SHIFT);
     dw[at + SQE_DW_NSID] = nsid;
     dw[at + SQE_DW_CDW2] = 0;

@@ -123,3 +123,27 @@ export function decodeSqe(dw: Uint32Array, at = 0): Required<Omit<Sqe, 'dptr'>> 
     cdw15: dw[at + SQE_DW_CDW15]!,
   };
 }
+
+/**
+ * Write a data-transfer I/O command (Read, Write and the like: CDW0, NSID, PRP1, PRP2, SLBA in CDW10/11, the
+ * 0-based block count in CDW12; every other dword zero) into dwords [at, at + 16) of `dw`. Allocation-free: the
+ * driver's fast path and homid's mediated forwarding write SQEs with it.
+ */
+export function writeIoSqe(dw: Uint32Array, at: number, cdw0: number, nsid: number, slba: number, nlb: number, prp1: number, prp2: number): void {
+  dw[at + SQE_DW_CDW0] = cdw0;
+  dw[at + SQE_DW_NSID] = nsid;
+  dw[at + SQE_DW_CDW2] = 0;
+  dw[at + SQE_DW_CDW3] = 0;
+  dw[at + SQE_DW_MPTR_LO] = 0;
+  dw[at + SQE_DW_MPTR_HI] = 0;
+  dw[at + SQE_DW_DPTR0] = prp1 >>> 0;
+  dw[at + SQE_DW_DPTR1] = (prp1 / TWO_POW_32) >>> 0;
+  dw[at + SQE_DW_DPTR2] = prp2 >>> 0;
+  dw[at + SQE_DW_DPTR3] = (prp2 / TWO_POW_32) >>> 0;
+  dw[at + SQE_DW_CDW10] = slba >>> 0;
+  dw[at + SQE_DW_CDW11] = (slba / TWO_POW_32) >>> 0;
+  dw[at + SQE_DW_CDW12] = (nlb - 1) & 0xffff;
+  dw[at + SQE_DW_CDW13] = 0;
+  dw[at + SQE_DW_CDW14] = 0;
+  dw[at + SQE_DW_CDW15] = 0;
+}
