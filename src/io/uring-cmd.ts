@@ -14,7 +14,7 @@ import { IORING_SETUP_CQE32, IORING_SETUP_IOPOLL, IORING_SETUP_SQE128, IORING_UR
 import { allocHostMemory, freeHostMemory, type HostMemory } from '../sys/fileio.js';
 import { ioctl } from '../sys/libc.js';
 import { HostBufferPool, PromiseIoDevice, checkBufferFor, checkRange, kernelStatusName } from './common.js';
-import { UringRing } from './uring-ring.js';
+import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
 import type { EngineQueue } from '../bench/engine.js';
 
@@ -194,12 +194,7 @@ class UringCmdQueue implements IoQueue {
   ) {
     this.capacity = depth;
     this.ring_ = new UringRing({ entries: depth, flags: IORING_SETUP_SQE128 | IORING_SETUP_CQE32 | (dev.opts.hipri ? IORING_SETUP_IOPOLL : 0) });
-    this.fixedIndex = new Int32Array(dev.pool.maxId).fill(-1);
-    if (dev.opts.fixedBuffers) {
-      const allocs = dev.pool.allocations();
-      this.ring_.registerBuffers(allocs.map((b) => ({ address: b.h1, length: b.mem!.length })));
-      allocs.forEach((b, i) => (this.fixedIndex[b.h2] = i));
-    }
+    this.fixedIndex = registerPoolBuffers(this.ring_, dev.pool, dev.opts.fixedBuffers === true);
     this.ranges = allocHostMemory(Math.ceil((depth * 16) / 4096) * 4096);
     this.rangeView = new DataView(this.ranges.buffer);
     this.freeRanges = new Int32Array(depth);

@@ -32,6 +32,8 @@ import {
   type RingMapping,
 } from '../sys/uring.js';
 import { OsError } from '../sys/libc.js';
+import type { HostBufferPool } from './common.js';
+import { IoOpenError } from './types.js';
 
 const EINTR = 4;
 const EAGAIN = 11;
@@ -231,4 +233,23 @@ export class UringRing {
     this.releaseMaps();
     closeFd(this.fd);
   }
+}
+
+/**
+ * The registered-buffer index of every allocation of `pool` (by allocation id; -1: not registered). With
+ * `register`, the pool's live buffers are registered with `ring` first (IORING_REGISTER_BUFFERS); if that fails
+ * the ring is closed and an IoOpenError names the cause.
+ */
+export function registerPoolBuffers(ring: UringRing, pool: HostBufferPool, register: boolean): Int32Array {
+  const index = new Int32Array(pool.maxId).fill(-1);
+  if (!register) return index;
+  const allocs = pool.allocations();
+  try {
+    ring.registerBuffers(allocs.map((b) => ({ address: b.h1, length: b.mem!.length })));
+  } catch (e) {
+    ring.close();
+    throw new IoOpenError(`--fixed-buffers: IORING_REGISTER_BUFFERS failed: ${(e as Error).message}`);
+  }
+  allocs.forEach((b, i) => (index[b.h2] = i));
+  return index;
 }

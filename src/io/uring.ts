@@ -10,7 +10,7 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, falloc
 import { checkBufferFor, checkRange } from './common.js';
 import { KernelDevice } from './kernel-device.js';
 import type { KernelTarget } from './target.js';
-import { UringRing } from './uring-ring.js';
+import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, STATUS_LBA_OUT_OF_RANGE, type BackendName, type IoBuffer, type IoCompletionHandler, type IoOpcode, type IoQueue } from './types.js';
 import type { EngineQueue } from '../bench/engine.js';
 
@@ -121,17 +121,7 @@ class UringQueue implements IoQueue {
     this.blocks = dev.geometry.blocks;
     this.localTags = new Int32Array(depth);
     this.localStatus = new Int32Array(depth);
-    this.fixedIndex = new Int32Array(dev.pool.maxId).fill(-1);
-    if (dev.opts.fixedBuffers) {
-      const allocs = dev.pool.allocations();
-      try {
-        this.ring_.registerBuffers(allocs.map((b) => ({ address: b.h1, length: b.mem!.length })));
-      } catch (e) {
-        this.ring_.close();
-        throw new IoOpenError(`--fixed-buffers: IORING_REGISTER_BUFFERS failed: ${(e as Error).message}`);
-      }
-      allocs.forEach((b, i) => (this.fixedIndex[b.h2] = i));
-    }
+    this.fixedIndex = registerPoolBuffers(this.ring_, dev.pool, dev.opts.fixedBuffers === true);
   }
 
   get outstanding(): number {
