@@ -19,6 +19,7 @@ import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 import { copyFromChunks, type BlockSource } from './source.js';
 import { ExtentError, ImageRangeError } from './types.js';
+import { LruCache } from '../util/lru.js';
 
 /** Entries of the metadata queue pair (reads are issued one at a time). */
 export const METADATA_QUEUE_ENTRIES = 8;
@@ -208,27 +209,21 @@ export class DeviceReader {
 export class DeviceBlockSource implements BlockSource {
   readonly size: number;
   private readonly chunkBytes: number;
-  private readonly maxChunks: number;
-  private readonly cache = new Map<number, Uint8Array>();
+  private readonly cache: LruCache<number, Uint8Array>;
 
   constructor(private readonly reader: DeviceReader, opts: { cacheBytes?: number; size?: number } = {}) {
     this.size = Math.min(opts.size ?? reader.size, reader.size);
     this.chunkBytes = Math.max(reader.blockSize, Math.min(DEVICE_CACHE_CHUNK_BYTES, reader.maxReadBytes));
-    this.maxChunks = Math.max(4, Math.floor((opts.cacheBytes ?? DEVICE_CACHE_BYTES) / this.chunkBytes));
+    this.cache = new LruCache(Math.max(4, Math.floor((opts.cacheBytes ?? DEVICE_CACHE_BYTES) / this.chunkBytes)));
   }
 
   private chunk(index: number): Uint8Array {
     let c = this.cache.get(index);
-    if (c !== undefined) {
-      this.cache.delete(index);
-      this.cache.set(index, c);
-      return c;
-    }
+    if (c !== undefined) return c;
     const start = index * this.chunkBytes;
     c = new Uint8Array(Math.min(this.chunkBytes, this.size - start));
     this.reader.readInto(start, c);
     this.cache.set(index, c);
-    if (this.cache.size > this.maxChunks) this.cache.delete(this.cache.keys().next().value as number);
     return c;
   }
 

@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import { CorruptImageError, ImageRangeError } from './types.js';
 import { blockDeviceSize } from '../sys/index.js';
+import { LruCache } from '../util/lru.js';
 
 export interface BlockSource {
   /** Size in bytes. */
@@ -40,8 +41,7 @@ export class FileBlockSource implements BlockSource {
   readonly size: number;
   private fd: number;
   private readonly ownsFd: boolean;
-  private readonly cache = new Map<number, Uint8Array>();
-  private readonly maxChunks: number;
+  private readonly cache: LruCache<number, Uint8Array>;
 
   constructor(pathOrFd: string | number, opts: { cacheBytes?: number } = {}) {
     this.ownsFd = typeof pathOrFd === 'string';
@@ -53,16 +53,12 @@ export class FileBlockSource implements BlockSource {
       if (this.ownsFd) fs.closeSync(this.fd);
       throw e;
     }
-    this.maxChunks = Math.max(4, Math.floor((opts.cacheBytes ?? 64 * 1024 * 1024) / CHUNK));
+    this.cache = new LruCache(Math.max(4, Math.floor((opts.cacheBytes ?? 64 * 1024 * 1024) / CHUNK)));
   }
 
   private chunk(index: number): Uint8Array {
     let c = this.cache.get(index);
-    if (c !== undefined) {
-      this.cache.delete(index);
-      this.cache.set(index, c);
-      return c;
-    }
+    if (c !== undefined) return c;
     const start = index * CHUNK;
     const len = Math.min(CHUNK, this.size - start);
     c = new Uint8Array(len);
@@ -73,10 +69,6 @@ export class FileBlockSource implements BlockSource {
       done += n;
     }
     this.cache.set(index, c);
-    if (this.cache.size > this.maxChunks) {
-      const oldest = this.cache.keys().next().value as number;
-      this.cache.delete(oldest);
-    }
     return c;
   }
 

@@ -182,3 +182,6 @@ export class FiemapError extends ExtentError {
     this.unsupported = unsupported;
   }
 }
+
+/** Inodes a decoder keeps decoded (least recently used dropped first). */
+export const INODE_CACHE_ENTRIES = 256;

@@ -74,14 +74,5 @@ export async function until(f: () => boolean | Promise<boolean>, ms = 20_000, wh
   }
 }
 
-/** mulberry32: a small seeded PRNG. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG of the IPC tests (the daemon's fuzz run uses the same generator). */
+export { rng } from '../ipc/helpers.js';

@@ -3,8 +3,9 @@ import { Bin, decodeName } from '../bin.js';
 import { crc32cRaw, crc32cRawSkipField } from '../crc32c.js';
 import { FsImage, typeFromDirent, typeFromMode, type DirEntry, type InodeInfo } from '../fsimage.js';
 import type { BlockSource } from '../source.js';
-import { CorruptImageError, PathLookupError, type Extent, type ExtentFlag, type FileMap, type FileType } from '../types.js';
+import { CorruptImageError, INODE_CACHE_ENTRIES, PathLookupError, type Extent, type ExtentFlag, type FileMap, type FileType } from '../types.js';
 import { groupDescOffset, INCOMPAT, readExt4Superblock, type Ext4Superblock } from './superblock.js';
+import { LruCache } from '../../util/lru.js';
 
 export { readExt4Superblock, groupDescOffset, groupHasSuper, type Ext4Superblock } from './superblock.js';
 
@@ -56,7 +57,7 @@ export class Ext4Image extends FsImage {
   readonly rootIno = EXT4_ROOT_INO;
   readonly verifyCsum: boolean;
   private readonly itableCache = new Map<number, number>();
-  private inodeCache = new Map<number, Ext4Inode>();
+  private readonly inodeCache = new LruCache<number, Ext4Inode>(INODE_CACHE_ENTRIES);
 
   constructor(readonly source: BlockSource, opts: Ext4Options = {}) {
     super();
@@ -151,7 +152,6 @@ export class Ext4Image extends FsImage {
     if (flags & EXT4_FL.INLINE_DATA && !(this.sb.featureIncompat & INCOMPAT.INLINE_DATA)) b.fail(`inode ${ino}: inline data flag without the feature`, 32);
     const inode: Ext4Inode = { ino, mode, type, size, nlink: b.u16le(26), flags, generation, offset, raw: b };
     this.inodeCache.set(ino, inode);
-    if (this.inodeCache.size > 256) this.inodeCache.delete(this.inodeCache.keys().next().value as number);
     return inode;
   }
 

@@ -3,9 +3,10 @@ import { Bin, decodeName } from '../bin.js';
 import { crc32cSkipField } from '../crc32c.js';
 import { FsImage, typeFromDirent, typeFromMode, type DirEntry, type InodeInfo } from '../fsimage.js';
 import type { BlockSource } from '../source.js';
-import { CorruptImageError, PathLookupError, UnsupportedFeatureError, type Extent, type FileMap, type FileType } from '../types.js';
+import { CorruptImageError, INODE_CACHE_ENTRIES, PathLookupError, UnsupportedFeatureError, type Extent, type FileMap, type FileType } from '../types.js';
 import { readBmbtTree, readExtentList, type BmapContext, type BmbtRec } from './bmap.js';
 import { readXfsSuperblock, type XfsSuperblock } from './superblock.js';
+import { LruCache } from '../../util/lru.js';
 
 export { readXfsSuperblock, type XfsSuperblock } from './superblock.js';
 export { decodeBmbtRec, encodeBmbtRec, readBmbtTree, readExtentList, type BmbtRec, type BmapContext } from './bmap.js';
@@ -62,7 +63,7 @@ export class XfsImage extends FsImage {
   private readonly inoShift: number;
   private readonly bmapCtx: BmapContext;
   private readonly dirBlockSize: number;
-  private inodeCache = new Map<number, XfsInode>();
+  private readonly inodeCache = new LruCache<number, XfsInode>(INODE_CACHE_ENTRIES);
 
   constructor(readonly source: BlockSource, opts: XfsOptions = {}) {
     super();
@@ -165,7 +166,6 @@ export class XfsImage extends FsImage {
     if (type === 'symlink' && (size === 0 || size > SYMLINK_MAXLEN)) b.fail(`inode ${ino}: symlink length ${size}`, 56);
     const inode: XfsInode = { ino, mode, type, format, size, nlink: b.u32be(16), nextents, flags, flags2, fork, offset };
     this.inodeCache.set(ino, inode);
-    if (this.inodeCache.size > 256) this.inodeCache.delete(this.inodeCache.keys().next().value as number);
     return inode;
   }
 
