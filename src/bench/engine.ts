@@ -71,6 +71,40 @@ export interface LatencySummary {
   mean: number;
 }
 
+/** A latency histogram in nanoseconds, as the engine records it and mergeReports (perf.ts) merges them. */
+export function newLatencyHistogram(): hdr.Histogram {
+  return hdr.build({ bitBucketSize: 64, autoResize: true, lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+}
+
+/** p50, p99, p99.9, max and mean of a nanosecond histogram, in microseconds (ns resolution). */
+export function latencySummary(hist: hdr.Histogram): LatencySummary {
+  const us = (v: number): number => Math.round(v) / 1000;
+  return { p50: us(hist.getValueAtPercentile(50)), p99: us(hist.getValueAtPercentile(99)), p999: us(hist.getValueAtPercentile(99.9)), max: us(hist.maxValue), mean: us(hist.mean) };
+}
+
+/** The settings of a run that are the same for every thread of it. */
+export type EngineWorkload = Pick<EngineConfig, 'rw' | 'bs' | 'qd' | 'rwmixread' | 'timeSec' | 'ios' | 'warmupSec' | 'verify' | 'verifySpan' | 'seed'>;
+
+/** EngineConfig for thread `thread` of a run, working on LBAs [baseLba, baseLba + blocks) of namespace `ns`. */
+export function threadConfig(w: EngineWorkload, ns: { nsid: number; blockSize: number }, baseLba: number, blocks: number, thread: number): EngineConfig {
+  return {
+    rw: w.rw,
+    bs: w.bs,
+    qd: w.qd,
+    rwmixread: w.rwmixread,
+    nsid: ns.nsid,
+    blockSize: ns.blockSize,
+    blocks,
+    baseLba,
+    timeSec: w.timeSec,
+    ios: w.ios,
+    warmupSec: w.warmupSec,
+    verify: w.verify,
+    verifySpan: w.verifySpan,
+    seed: w.seed + thread,
+  };
+}
+
 export interface EngineResult {
   ios: number;
   reads: number;
@@ -148,7 +182,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
     }
   }
 
-  const hist = hdr.build({ bitBucketSize: 64, autoResize: true, lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  const hist = newLatencyHistogram();
   const rng = new Rng(cfg.seed);
   const nsid = cfg.nsid;
   const verify = cfg.verify;
@@ -324,7 +358,6 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   const cpu = threadCpuNs() - cpu0;
   const pcpu = processCpuNs() - pcpu0;
   const ios = done;
-  const us = (v: number): number => Math.round(v) / 1000;
   const result: EngineResult = {
     ios,
     reads,
@@ -334,13 +367,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
     elapsedSec,
     iops: ios / elapsedSec,
     bandwidthMiBps: (ios * cfg.bs) / elapsedSec / (1024 * 1024),
-    latencyUs: {
-      p50: us(hist.getValueAtPercentile(50)),
-      p99: us(hist.getValueAtPercentile(99)),
-      p999: us(hist.getValueAtPercentile(99.9)),
-      max: us(hist.maxValue),
-      mean: us(hist.mean),
-    },
+    latencyUs: latencySummary(hist),
     verified,
     verifyErrors,
     firstMismatch,

@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { attachQueuePair, type AttachedQueuePair } from '../driver/attach.js';
 import { dataPointer, type DataPointer } from '../driver/dptr.js';
 import type { DmaBuffer } from '../mem/dma.js';
-import { runEngine, type EngineBuffer } from './engine.js';
+import { runEngine, threadConfig, type EngineBuffer } from './engine.js';
 import type { AttachWorkerData } from './perf.js';
 
 const { opts: o, grants, fds, region, gate } = workerData as AttachWorkerData & { gate: Int32Array };
@@ -35,20 +35,7 @@ async function main(): Promise<void> {
     port.postMessage({ type: 'ready' });
     Atomics.wait(gate, 0, 0);
     const r = await runEngine(qps, engineBuffers, {
-      rw: o.rw,
-      bs: o.bs,
-      qd: o.qd,
-      rwmixread: o.rwmixread,
-      nsid: g.nsid,
-      blockSize: g.blockSize,
-      blocks: region.blocks,
-      baseLba: region.base,
-      timeSec: o.timeSec,
-      ios: o.ios,
-      warmupSec: o.warmupSec,
-      verify: o.verify,
-      verifySpan: o.verifySpan,
-      seed: o.seed + region.index,
+      ...threadConfig(o, g, region.base, region.blocks, region.index),
       exportHistogram: true,
       onProgress: (p) => port.postMessage({ type: 'progress', p }),
     });

@@ -17,7 +17,7 @@ import { openEmu } from '../transport/emu.js';
 import { Controller } from '../driver/controller.js';
 import { provisionQueuePair, type ProvisionedQueuePair, type QueuePairGrant } from '../driver/attach.js';
 import { prpListPagesNeeded } from '../nvme/prp.js';
-import { runEngine, type EngineBuffer, type EngineProgress, type EngineResult } from './engine.js';
+import { latencySummary, newLatencyHistogram, runEngine, threadConfig, type EngineBuffer, type EngineProgress, type EngineResult } from './engine.js';
 import type { RwMode } from './workload.js';
 
 export interface PerfOptions {
@@ -120,20 +120,7 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfRepo
       queues.map((q) => q.engineQueue),
       engineBuffers,
       {
-        rw: o.rw,
-        bs: o.bs,
-        qd: o.qd,
-        rwmixread: o.rwmixread,
-        nsid: g.nsid,
-        blockSize: g.blockSize,
-        blocks,
-        baseLba: base,
-        timeSec: o.timeSec,
-        ios: o.ios,
-        warmupSec: o.warmupSec,
-        verify: o.verify,
-        verifySpan: o.verifySpan,
-        seed: o.seed + (o.region?.index ?? 0),
+        ...threadConfig(o, g, base, blocks, o.region?.index ?? 0),
         statusName: (s) => dev.statusName(s),
         exportHistogram: o.exportHistogram ?? false,
         ...(o.onProgress ? { onProgress: o.onProgress } : {}),
@@ -309,7 +296,7 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
 
 export function mergeReports(rs: PerfReport[], o: PerfOptions): PerfReport {
   const first = rs[0]!;
-  const hist = hdr.build({ bitBucketSize: 64, autoResize: true, lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  const hist = newLatencyHistogram();
   for (const r of rs) {
     if (r.latencyHistogram) {
       const h = hdr.decodeFromCompressedBase64(r.latencyHistogram, 64, false);
@@ -321,7 +308,6 @@ export function mergeReports(rs: PerfReport[], o: PerfOptions): PerfReport {
   const ios = sum((r) => r.ios);
   const errorsByStatus: Record<string, number> = {};
   for (const r of rs) for (const [k, v] of Object.entries(r.errorsByStatus)) errorsByStatus[k] = (errorsByStatus[k] ?? 0) + v;
-  const us = (v: number): number => Math.round(v) / 1000;
   const merged: PerfReport = {
     ...first,
     threads: rs.length,
@@ -333,13 +319,7 @@ export function mergeReports(rs: PerfReport[], o: PerfOptions): PerfReport {
     elapsedSec: Math.max(...rs.map((r) => r.elapsedSec)),
     iops: sum((r) => r.iops),
     bandwidthMiBps: sum((r) => r.bandwidthMiBps),
-    latencyUs: {
-      p50: us(hist.getValueAtPercentile(50)),
-      p99: us(hist.getValueAtPercentile(99)),
-      p999: us(hist.getValueAtPercentile(99.9)),
-      max: us(hist.maxValue),
-      mean: us(hist.mean),
-    },
+    latencyUs: latencySummary(hist),
     verified: sum((r) => r.verified),
     verifyErrors: sum((r) => r.verifyErrors),
     firstMismatch: rs.find((r) => r.firstMismatch !== null)?.firstMismatch ?? null,
