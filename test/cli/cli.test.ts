@@ -1,17 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { assertUsageErrors, runHomi, type HomiRun } from './run.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-function homi(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const homi = (...args: string[]): HomiRun => runHomi(args, 60_000);
 
 test('identify --json prints the documented object', () => {
   const r = homi('identify', 'emu://?size=64MiB&namespaces=2&lbads=9&model=Test%20Model&serial=SN42', '--json');
@@ -77,13 +72,7 @@ test('bad input: one line naming the bad part, exit status 2', () => {
     [['perf', 'emu://?size=16MiB', '--bs', '1MiB', '--ios', '1'], /exceeds the controller's maximum transfer size/],
     [['frobnicate'], /unknown command 'frobnicate'/],
   ];
-  for (const [args, re] of cases) {
-    const r = homi(...args);
-    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-    assert.match(r.stderr, re, args.join(' '));
-    assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
-    assert.match(r.stderr, /^homi: /);
-  }
+  assertUsageErrors(homi, cases);
 });
 
 test('extents --image decodes a real ext4 image made by mkfs.ext4 -d; the bytes at the extents are the file', async () => {

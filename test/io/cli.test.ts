@@ -1,18 +1,12 @@
 /** `homi perf` with backends and `homi perf sweep`, through the real command line. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { assertUsageErrors, runHomi, type HomiRun } from '../cli/run.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-function homi(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const homi = (...args: string[]): HomiRun => runHomi(args, 120_000);
 
 test('perf on a file with each kernel backend: --json keeps its fields and adds backend, threads, cpuNsPerIo', () => {
   const dir = mkdtempSync(join(tmpdir(), 'homi-io-cli-'));
@@ -52,13 +46,7 @@ test('perf refuses what a backend cannot honour before the run: one line, exit 2
       [['perf', join(dir, 'missing.img')], /does not exist; give a size/],
       [['perf', 'sweep', img, '--backends', 'posix,driver', '--qd', '1'], /needs an emu:\/\/ or pci: URI/],
     ];
-    for (const [args, re] of cases) {
-      const r = homi(...args);
-      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-      assert.match(r.stderr, re, args.join(' '));
-      assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
-      assert.match(r.stderr, /^homi: /);
-    }
+    assertUsageErrors(homi, cases);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
