@@ -109,6 +109,8 @@ export interface Lease {
   /** Raw: what the client needs to drive the queue (from the RawQueueFactory), and fds to pass. */
   grant: unknown;
   fds: number[];
+  /** Mediated: frees homid's memory of the lease (ring, data buffer or exported region, hardware SQ) after the
+   * queues are deleted. Null for raw leases, whose reclaimQueue releases their memory. */
   releaseExtra: (() => void) | null;
   /** Why the hardware queue is gone (a controller reset or removal destroyed it), or null. */
   lost: string | null;
@@ -495,11 +497,7 @@ export class Homid {
       this.log.error({ lease: l.id, qid: l.qid, err: (e as Error).message }, 'deleting a reclaimed queue pair failed');
     }
     l.mediated?.free();
-    if (l.releaseExtra) l.releaseExtra();
-    else {
-      if (l.data && dev?.transport) dev.transport.dma.free(l.data);
-      l.ring?.close();
-    }
+    l.releaseExtra?.();
     this.counters.reclaimedQueuePairs++;
     this.log.info({ client: l.session.id, lease: l.id, device: l.device, qid: l.qid }, 'queue pair reclaimed');
   }

@@ -160,10 +160,12 @@ export class MediatedQueue {
     this.v = initRing(o.ring.bytes, o.entries, direct ? { hwQid: direct.qid } : null);
     // relay: one slot (and PRP list page) per hardware command; direct: one PRP list page per client CID
     const slots = direct ? o.entries : Math.min(o.entries, o.hw.capacity);
-    this.slotCid = new Int32Array(slots);
-    this.freeSlots = new Int32Array(slots);
-    for (let i = 0; i < slots; i++) this.freeSlots[i] = slots - 1 - i;
-    this.freeTop = slots;
+    // the slot stack tracks relayed commands only (direct mode uses the client's CIDs and direct.outstanding)
+    const relaySlots = direct ? 0 : slots;
+    this.slotCid = new Int32Array(relaySlots);
+    this.freeSlots = new Int32Array(relaySlots);
+    for (let i = 0; i < relaySlots; i++) this.freeSlots[i] = relaySlots - 1 - i;
+    this.freeTop = relaySlots;
     this.pageSize = o.dma.pageSize;
     this.prpPages = o.dma.alloc(slots * this.pageSize, this.pageSize);
     this.prpWords = new Uint32Array(this.prpPages.bytes.buffer, this.prpPages.bytes.byteOffset, (slots * this.pageSize) >>> 2);
