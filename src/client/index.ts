@@ -123,12 +123,17 @@ function check<T extends { ok: boolean }>(r: T): Extract<T, { ok: true }> {
 export class HomidClient {
   /** Raw leases still attached: detached (doorbells and memory unmapped) when the connection ends. */
   private readonly raws = new Set<RawLease>();
+  /** Mediated leases still open: abandoned (in-flight commands fail at once) when the connection ends. */
+  private readonly mediated = new Set<MediatedLease>();
   private constructor(readonly ipc: IpcClient) {
     // homid reclaims every queue pair of a closed connection (or is gone): stop touching them, and let go of
-    // the mappings (a VFIO device mapping would otherwise keep the device busy for the next owner).
-    ipc.onClose(() => {
+    // the mappings (a VFIO device mapping would otherwise keep the device busy for the next owner). Mediated
+    // queues are told at once, so their callers see STATUS_HOMID_GONE rather than waiting for a timeout.
+    ipc.onClose((reason) => {
       for (const l of this.raws) l.qp.detach();
       this.raws.clear();
+      for (const l of this.mediated) l.qp.abandon(`homid connection closed: ${reason}`);
+      this.mediated.clear();
     });
   }
 
@@ -190,7 +195,10 @@ export class HomidClient {
             }
             hwCq = new Uint8Array(cq.buffer, gi.hwCq.offset, gi.hwCq.bytes);
           }
-          return { mode: 'mediated', grantId: g.grantId, qid: g.qid, grant: gi, regions, qp: new MediatedQueuePair(new Uint8Array(ring.buffer), data, g.qid, hwCq) } satisfies MediatedLease;
+          const lease = { mode: 'mediated', grantId: g.grantId, qid: g.qid, grant: gi, regions, qp: new MediatedQueuePair(new Uint8Array(ring.buffer), data, g.qid, hwCq) } satisfies MediatedLease;
+          if (this.ipc.isClosed) lease.qp.abandon('homid connection closed');
+          else this.mediated.add(lease);
+          return lease;
         } catch (e) {
           for (const r of regions) r.close();
           throw e;
@@ -204,8 +212,10 @@ export class HomidClient {
   async closeQueuePair(l: Lease): Promise<void> {
     const { response } = await this.ipc.request({ type: 'closeQueuePair', grantId: l.grantId });
     check(response);
-    if (l.mode === 'mediated') for (const r of l.regions) r.close();
-    else {
+    if (l.mode === 'mediated') {
+      this.mediated.delete(l);
+      for (const r of l.regions) r.close();
+    } else {
       this.raws.delete(l);
       l.qp.detach();
     }
@@ -288,6 +298,7 @@ export async function readThrough(lease: Lease, snap: ExtentSnapshot): Promise<U
       q.ring();
       const t0 = Date.now();
       while (q.poll((_t, s) => (status = s)) === 0) {
+        if (q.abandoned !== null) throw new HomidClientError('homid-gone', `mediated read of LBA ${io.lba}: ${q.abandoned}`);
         if (Date.now() - t0 > 10_000) throw new HomidClientError('timeout', 'mediated read timed out');
         await new Promise((r) => setImmediate(r));
       }

@@ -7,7 +7,15 @@
  * completions arrive on `hwCq`, the hardware CQ mapped from the grant, and poll() reaps both CQs. Every CQE
  * is checked (phase, queue id, a CID this client has in flight) before it counts.
  */
-import { CQE_CID_MASK, CQE_DWORDS, CQE_PHASE_BIT, CQE_SQID_SHIFT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
+import { CQE_CID_MASK, CQE_DWORDS, CQE_PHASE_BIT, CQE_SQID_SHIFT, CQE_STATUS_SHIFT, makeStatus } from '../nvme/cqe.js';
+import { PathStatus, Sct } from '../nvme/status.js';
+
+/**
+ * The status every command still in flight completes with once homid is gone (the connection closed: homid
+ * stopped, crashed or was killed): SCT 3 / SC 71h, Command Aborted By Host, with Do Not Retry set (the queue
+ * no longer exists).
+ */
+export const STATUS_HOMID_GONE = makeStatus(Sct.PathRelated, PathStatus.CommandAbortedByHost, true);
 import type { CompletionHandler } from '../driver/queue-pair.js';
 import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../daemon/mediated-ring.js';
 
@@ -31,6 +39,8 @@ export class MediatedQueuePair {
   private freeTop: number;
   private readonly tags: Int32Array;
   private outstandingCount = 0;
+  /** Why the queue was abandoned (homid went away), or null. */
+  private abandonedReason: string | null = null;
 
   constructor(
     ring: Uint8Array,
@@ -68,9 +78,23 @@ export class MediatedQueuePair {
     const used = this.sqTail >= head ? this.sqTail - head : this.sqTail + this.entries - head;
     return Math.min(this.freeTop, this.capacity - used);
   }
-  /** homid ended the lease (closeQueuePair, or homid is stopping). */
+  /** homid ended the lease (closeQueuePair, homid stopping), or homid is gone (abandon()). */
   get revoked(): boolean {
-    return Atomics.load(this.v.header, H_STATE) === RING_STATE_REVOKED;
+    return this.abandonedReason !== null || Atomics.load(this.v.header, H_STATE) === RING_STATE_REVOKED;
+  }
+
+  /** Why the queue was abandoned, or null while homid serves it. */
+  get abandoned(): string | null {
+    return this.abandonedReason;
+  }
+
+  /**
+   * homid is gone (the client library calls this the moment the connection closes): nothing more is submitted,
+   * and the next poll() completes every command still in flight with STATUS_HOMID_GONE instead of leaving the
+   * caller to wait for a timeout. The shared memory stays mapped until the lease's regions are closed.
+   */
+  abandon(reason: string): void {
+    if (this.abandonedReason === null) this.abandonedReason = reason;
   }
 
   /** Queue a read/write/flush; prp1 = byte offset into `data`. Returns the CID or -1 when full. */
@@ -103,6 +127,7 @@ export class MediatedQueuePair {
 
   /** Reap completions: onComplete(tag, 15-bit status, DW0). */
   poll(onComplete: CompletionHandler, max: number = this.entries): number {
+    if (this.abandonedReason !== null) return this.failAll(onComplete, max);
     const cq = this.v.cq;
     let n = 0;
     let consumed = 0;
@@ -126,6 +151,17 @@ export class MediatedQueuePair {
     }
     if (consumed > 0) Atomics.store(this.v.header, H_CQ_HEAD, this.cqHead);
     if (this.hwCq !== null && n < max && this.outstandingCount > 0) n += this.pollDirect(onComplete, max - n);
+    return n;
+  }
+
+  /** homid is gone: complete (up to `max`) in-flight commands with STATUS_HOMID_GONE. */
+  private failAll(onComplete: CompletionHandler, max: number): number {
+    let n = 0;
+    for (let cid = 0; cid < this.capacity && n < max; cid++) {
+      if (this.busy[cid] === 0) continue;
+      n++;
+      this.finish(cid, STATUS_HOMID_GONE << CQE_STATUS_SHIFT, 0, onComplete);
+    }
     return n;
   }
 

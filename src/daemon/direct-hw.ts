@@ -12,7 +12,7 @@
  */
 import type { RemoteQueuePair } from '../driver/controller.js';
 import type { WakeFn } from '../driver/queue-pair.js';
-import { CQE_DWORDS, CQE_DW_STATUS, CQE_PHASE_BIT } from '../nvme/cqe.js';
+import { CQE_CID_MASK, CQE_DWORDS, CQE_DW_STATUS, CQE_PHASE_BIT } from '../nvme/cqe.js';
 import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
 import { SQE_DWORDS, writeIoSqe } from '../nvme/sqe.js';
 import { wakeDevice } from '../transport/transport.js';
@@ -88,8 +88,11 @@ export class DirectHwQueue {
    * The client says it consumed the CQ up to `head` (exclusive). Accept it only when every entry in between
    * carries the phase of a posted completion and there are no more of them than commands in flight; then
    * ring the CQ head doorbell. Returns the completions acknowledged (0 for a stale or bad claim).
+   * `cidBusy` (indexed by CID) has the CIDs of the acknowledged completions cleared. The client can write its CQ,
+   * so a lying client can at most reuse a CID of its own still in flight; every PRP homid writes stays inside
+   * the client's own data buffer either way.
    */
-  acknowledge(head: number): number {
+  acknowledge(head: number, cidBusy: Uint8Array | null = null): number {
     if (head === this.cqHead) return 0;
     if (!Number.isInteger(head) || head < 0 || head >= this.entries) {
       this.stats.badHeads++;
@@ -106,6 +109,14 @@ export class DirectHwQueue {
     if ((Atomics.load(this.cq, last * CQE_DWORDS + CQE_DW_STATUS) & CQE_PHASE_BIT) !== lastPhase) {
       this.stats.badHeads++;
       return 0;
+    }
+    if (cidBusy !== null) {
+      const cq = this.cq;
+      for (let i = this.cqHead, k = 0; k < n; k++) {
+        const cid = cq[i * CQE_DWORDS + CQE_DW_STATUS]! & CQE_CID_MASK;
+        if (cid < cidBusy.length) cidBusy[cid] = 0;
+        if (++i === this.entries) i = 0;
+      }
     }
     if (head <= this.cqHead) this.phase ^= CQE_PHASE_BIT;
     this.cqHead = head;

@@ -18,7 +18,11 @@ export type HomidErrorCode =
   | 'closed'
   | 'no-hugepages'
   | 'no-memory'
-  | 'bad-request';
+  | 'bad-request'
+  | 'identity'
+  | 'limit-file-grants'
+  | 'fd-access'
+  | 'wrong-device';
 
 export class HomidError extends Error {
   readonly code: HomidErrorCode;

@@ -190,8 +190,16 @@ export class Homid {
 
   // ---------------------------------------------------------------- sessions
 
+  /** A new session for `peer`; throws HomidError 'identity' (fail closed) when its class cannot be established. */
   connect(peer: Peer): ClientSession {
-    const id = identify(peer);
+    let id: ReturnType<typeof identify>;
+    try {
+      id = identify(peer);
+    } catch (e) {
+      this.counters.refusals++;
+      this.log.warn({ pid: peer.pid, uid: peer.uid, code: (e as HomidError).code }, (e as Error).message);
+      throw e;
+    }
     const s = new ClientSession(this.nextSession++, peer, classFor(this.config, id), mayHoldRaw(this.config, id));
     this.sessions.set(s.id, s);
     this.counters.clientsServed++;
@@ -556,10 +564,19 @@ export class Homid {
 
   // ---------------------------------------------------------------- status
 
-  status(): StatusSnapshot {
+  /**
+   * The status snapshot as `viewer` may see it: root (uid 0) and in-process callers (no viewer) see every
+   * session and every published file; any other client sees only its own session and the files it holds
+   * (other tenants' pids, uids, paths and queues are theirs).
+   */
+  status(viewer: ClientSession | null = null): StatusSnapshot {
+    const all = viewer === null || viewer.peer.uid === 0;
     const devices = this.listDevices();
     const classes = [...this.config.classes.values()].map((k) => ({ name: k.name, queuePairs: k.queuePairs, perClient: k.perClient, held: this.classHeld(k.name) }));
-    const clients = [...this.sessions.values()].map((s) => ({
+    const visible = all ? [...this.sessions.values()] : [viewer];
+    const held = new Set<ExtentEntry>();
+    if (!all) for (const f of viewer.files.values()) held.add(f.entry);
+    const clients = visible.map((s) => ({
       id: s.id,
       pid: s.peer.pid,
       uid: s.peer.uid,
@@ -581,7 +598,7 @@ export class Homid {
             : null) as Record<string, number> | null,
       })),
     }));
-    const extents = [...this.extents.entries.values()].map((e) => {
+    const extents = [...this.extents.entries.values()].filter((e) => all || held.has(e)).map((e) => {
       let generation = 0;
       try {
         generation = readExtentTable(e.region.bytes, 1000).generation;
@@ -598,6 +615,7 @@ export class Homid {
       classes,
       clients,
       extents,
+      // homid-wide counters say nothing about another tenant in particular
       counters: { ...this.counters },
     };
   }

@@ -21,6 +21,10 @@ import type { SharedRegion } from './shared-region.js';
 export const STATUS_ACCESS_DENIED = makeStatus(Sct.MediaDataIntegrity, 0x86);
 export const STATUS_INVALID_FIELD = makeStatus(Sct.Generic, GenericStatus.InvalidField);
 export const STATUS_INTERNAL = makeStatus(Sct.Generic, GenericStatus.InternalError);
+/** SCT 0 / SC 03h: Command ID Conflict (a command reused the identifier of one still in flight). */
+export const STATUS_CID_CONFLICT = makeStatus(Sct.Generic, GenericStatus.CommandIdConflict);
+/** Command identifiers are 16 bits wide. */
+const CID_SPACE = 0x1_0000;
 
 /** Sorted, merged half-open LBA intervals [start, end). */
 export class LbaSet {
@@ -145,6 +149,12 @@ export class MediatedQueue {
   private readonly pendResult: number[] = [];
   private readonly onHw: (tag: number, status: number, result: number) => void;
   private revoked = false;
+  /**
+   * 1 while a forwarded command with that client CID is in flight: a second command with the same CID is
+   * refused with Command ID Conflict before it reaches the device. Relay mode: any 16-bit CID; direct mode:
+   * CIDs below `entries` (checked first), cleared as the client acknowledges their completions.
+   */
+  private readonly cidBusy: Uint8Array;
 
   constructor(o: MediatedQueueOptions) {
     this.id = o.id;
@@ -169,10 +179,13 @@ export class MediatedQueue {
     this.pageSize = o.dma.pageSize;
     this.prpPages = o.dma.alloc(slots * this.pageSize, this.pageSize);
     this.prpWords = new Uint32Array(this.prpPages.bytes.buffer, this.prpPages.bytes.byteOffset, (slots * this.pageSize) >>> 2);
+    this.cidBusy = new Uint8Array(direct ? o.entries : CID_SPACE);
     this.onHw = (tag, status, result) => {
       this.freeSlots[this.freeTop++] = tag;
       this.stats.completed++;
-      this.post(this.slotCid[tag]!, status < 0 ? STATUS_INTERNAL : status, result);
+      const cid = this.slotCid[tag]!;
+      this.cidBusy[cid] = 0;
+      this.post(cid, status < 0 ? STATUS_INTERNAL : status, result);
     };
   }
 
@@ -193,7 +206,7 @@ export class MediatedQueue {
         return 0;
       }
       if (direct.outstanding !== 0) {
-        n = direct.acknowledge(Atomics.load(this.v.header, H_HWCQ_HEAD));
+        n = direct.acknowledge(Atomics.load(this.v.header, H_HWCQ_HEAD), this.cidBusy);
         this.stats.completed += n;
       }
     } else if (this.freeTop !== this.slotCid.length) n = this.hw!.poll(this.onHw);
@@ -234,6 +247,9 @@ export class MediatedQueue {
     if (this.direct !== null && cid >= this.entries) {
       status = STATUS_INVALID_FIELD;
       reason = `command identifier ${cid} is out of range (below ${this.entries} on this queue)`;
+    } else if (this.cidBusy[cid] !== 0) {
+      status = STATUS_CID_CONFLICT;
+      reason = `command identifier ${cid} is already in flight on this queue`;
     } else if (opcode === NvmOpcode.Flush) {
       if (nsid !== g.nsid) reason = `namespace ${nsid} is not granted (granted: ${g.nsid})`;
       else return this.forward(cid, opcode, nsid, 0, 1, -1);
@@ -268,6 +284,7 @@ export class MediatedQueue {
     // direct: the client's CID (checked < entries) is the hardware CID and names the PRP list page
     const slot = direct ? cid : this.freeSlots[--this.freeTop]!;
     if (!direct) this.slotCid[slot] = cid;
+    this.cidBusy[cid] = 1;
     let prp1 = 0;
     let prp2 = 0;
     if (off >= 0) {
@@ -300,6 +317,7 @@ export class MediatedQueue {
     const hwCid = this.hw!.submitIo(opcode, nsid, slba, nlb, prp1, prp2, slot);
     if (hwCid < 0) {
       this.freeSlots[this.freeTop++] = slot;
+      this.cidBusy[cid] = 0;
       this.post(cid, STATUS_INTERNAL, 0);
       return;
     }

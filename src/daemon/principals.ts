@@ -1,6 +1,14 @@
-/** Who a peer is (SO_PEERCRED uid/gid) in terms of the config: initiator class and raw-queue permission. */
+/**
+ * Who a peer is (SO_PEERCRED uid/gid) in terms of the config: initiator class and raw-queue permission.
+ *
+ * Fails closed: the user and group database (/etc/passwd, /etc/group) is read once and kept while both files
+ * are unchanged (stat needs no descriptor, so a homid short of descriptors keeps identifying peers); when it
+ * cannot be read, identify() throws 'identity' and the peer is refused. A peer is never put into the
+ * default class because its memberships could not be looked up.
+ */
 import * as fs from 'node:fs';
 import type { ClassConfig, HomidConfig } from './config.js';
+import { HomidError } from './errors.js';
 
 export interface Peer {
   pid: number;
@@ -13,26 +21,49 @@ interface Db {
   groups: { name: string; gid: number; members: string[] }[];
 }
 
-function readDb(): Db {
+export const PASSWD_PATH = '/etc/passwd';
+export const GROUP_PATH = '/etc/group';
+
+/** Where the database lives (tests point it elsewhere to show the refusal). */
+export const dbPaths = { passwd: PASSWD_PATH, group: GROUP_PATH };
+
+let cached: { key: string; db: Db } | null = null;
+
+function stamp(p: string): string {
+  const st = fs.statSync(p, { bigint: true });
+  return `${p}:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+}
+
+function parseDb(passwd: string, group: string): Db {
   const users = new Map<number, string>();
   const groups: Db['groups'] = [];
-  try {
-    for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
-      const f = line.split(':');
-      if (f.length >= 3) users.set(Number(f[2]), f[0]!);
-    }
-  } catch {
-    // no passwd: uids only
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 3 && /^\d+$/.test(f[2]!)) users.set(Number(f[2]), f[0]!);
   }
-  try {
-    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
-      const f = line.split(':');
-      if (f.length >= 4) groups.push({ name: f[0]!, gid: Number(f[2]), members: f[3]!.split(',').filter(Boolean) });
-    }
-  } catch {
-    // no group file
+  for (const line of group.split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 4 && /^\d+$/.test(f[2]!)) groups.push({ name: f[0]!, gid: Number(f[2]), members: f[3]!.split(',').filter(Boolean) });
   }
   return { users, groups };
+}
+
+/** The user and group database, or HomidError 'identity' when it cannot be read. */
+function readDb(): Db {
+  try {
+    const key = `${stamp(dbPaths.passwd)}|${stamp(dbPaths.group)}`;
+    if (cached !== null && cached.key === key) return cached.db;
+    const db = parseDb(fs.readFileSync(dbPaths.passwd, 'utf8'), fs.readFileSync(dbPaths.group, 'utf8'));
+    cached = { key, db };
+    return db;
+  } catch (e) {
+    throw new HomidError('identity', `cannot establish the client's identity: the user and group database is unreadable (${(e as Error).message}); refused rather than guessed`);
+  }
+}
+
+/** Forget the cached database (tests). */
+export function resetIdentityCache(): void {
+  cached = null;
 }
 
 export interface Identity {
@@ -42,6 +73,7 @@ export interface Identity {
   groupNames: Set<string>;
 }
 
+/** The peer's user name and groups. Throws HomidError 'identity' when they cannot be looked up. */
 export function identify(peer: Peer): Identity {
   const db = readDb();
   const user = db.users.get(peer.uid) ?? null;

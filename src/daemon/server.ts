@@ -3,6 +3,7 @@
  * catalogue of src/ipc/messages.ts mapped onto Homid's methods, and the lease tie: when a connection closes
  * (the client closed it, crashed or was killed) every queue pair and file grant of its session is reclaimed.
  */
+import { pino } from 'pino';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
 import { IpcServer, type IpcReply, type IpcRequest } from '../ipc/server.js';
 import { closeFd } from '../sys/shm.js';
@@ -23,9 +24,16 @@ export interface HomidServer {
   close(): Promise<void>;
 }
 
+/**
+ * Take the socket, then bring up the devices, then serve. The socket comes first: a second homid started while
+ * one is live fails on the socket ('another server is listening') before it touches (resets) any device.
+ * Requests that arrive while the devices come up wait for them.
+ */
 export async function startHomidServer(config: HomidConfig, opts: { logger?: HomidLogger; socket?: string } = {}): Promise<HomidServer> {
-  const homid = await Homid.start(config, { ...(opts.logger ? { logger: opts.logger } : {}), regions: memfdRegions, opener: memfdOpener });
-  const log = homid.log;
+  const log: HomidLogger = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
+  let homid!: Homid;
+  let markReady!: () => void;
+  const ready = new Promise<void>((r) => (markReady = r));
   const sessionOf = (req: IpcRequest): ClientSession => {
     let s = req.conn.state.get('session') as ClientSession | undefined;
     if (!s) {
@@ -35,7 +43,16 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
     return s;
   };
   const handler = async (req: IpcRequest): Promise<IpcReply> => {
-    const s = sessionOf(req);
+    await ready;
+    let s: ClientSession;
+    try {
+      s = sessionOf(req);
+    } catch (e) {
+      if (!(e instanceof HomidError)) throw e;
+      // fail closed: a peer whose identity or class cannot be established is refused and disconnected
+      setImmediate(() => req.conn.close());
+      return fail(e.code, e.message);
+    }
     const r = req.request;
     try {
       switch (r.type) {
@@ -89,7 +106,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
           }
         }
         case 'status':
-          return { response: { ok: true, ...homid.status() } };
+          return { response: { ok: true, ...homid.status(s) } };
       }
     } catch (e) {
       if (e instanceof HomidError) return fail(e.code, e.message);
@@ -109,6 +126,13 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
     onProtocolError: (e) => log.warn({ conn: e.conn.id, pid: e.conn.cred.pid, code: e.code }, e.message),
     onListenError: (m) => log.error({}, m),
   });
+  try {
+    homid = await Homid.start(config, { logger: log, regions: memfdRegions, opener: memfdOpener });
+  } catch (e) {
+    await ipc.close();
+    throw e;
+  }
+  markReady();
   log.info({ socket: ipc.path, devices: homid.listDevices().map((d) => `${d.name}:${d.state}`) }, 'homid listening');
   return {
     homid,

@@ -16,8 +16,15 @@ export interface Proc {
 }
 
 /** Spawn node with `args`; stdout is read as lines. */
-export function spawnNode(args: string[], env: Record<string, string> = {}, stderr: 'inherit' | 'ignore' = 'inherit'): Proc {
-  const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', stderr], env: { ...process.env, ...env } });
+export function spawnNode(
+  args: string[],
+  env: Record<string, string> = {},
+  stderr: 'inherit' | 'ignore' = 'inherit',
+  opts: { wrap?: string[]; stdin?: 'ignore' | 'pipe' } = {},
+): Proc {
+  const wrap = opts.wrap ?? [];
+  const [cmd, ...pre] = wrap.length > 0 ? [...wrap, process.execPath] : [process.execPath];
+  const p = spawn(cmd!, [...pre, ...args], { stdio: [opts.stdin ?? 'ignore', 'pipe', stderr], env: { ...process.env, ...env } });
   const q: string[] = [];
   let wake: (() => void) | null = null;
   let done = false;

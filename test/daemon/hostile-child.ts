@@ -1,0 +1,134 @@
+/**
+ * A hostile homid client for test/daemon/hostile-uid.test.ts, run as another uid (setpriv). argv: socket mode
+ * [args...]; prints one JSON line per result. Each mode is one attack; the test asserts on what it printed and on
+ * what homid did. Without HOMI_HOSTILE_CHILD=1 (the test runner loads every file under dist/test/) it does nothing.
+ */
+import * as fs from 'node:fs';
+import { HomidClient, HomidClientError, type MediatedLease } from '../../src/client/index.js';
+import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_TAIL, openRing } from '../../src/daemon/mediated-ring.js';
+import { NvmOpcode } from '../../src/nvme/opcodes.js';
+import { CQE_CID_MASK, CQE_PHASE_BIT, CQE_STATUS_SHIFT } from '../../src/nvme/cqe.js';
+
+if (process.env['HOMI_HOSTILE_CHILD'] !== '1') process.exit(0);
+const [socket, mode, ...rest] = process.argv.slice(2) as [string, string, ...string[]];
+const out = (o: Record<string, unknown>): void => {
+  process.stdout.write(JSON.stringify(o) + '\n');
+};
+const errOf = (e: unknown): { code: string; message: string } => ({ code: (e as HomidClientError).code ?? (e as Error).name, message: (e as Error).message });
+
+async function connect(): Promise<Awaited<ReturnType<typeof HomidClient.connect>>> {
+  return HomidClient.connect(socket);
+}
+
+/** A mediated lease over `file` (opened read-only by this uid): the map and the first LBA of the file. */
+async function leaseOver(c: HomidClient, device: string, file: string): Promise<{ l: MediatedLease; lba: number }> {
+  const fd = fs.openSync(file, 'r');
+  const map = await c.resolveExtents(fd, device);
+  fs.closeSync(fd);
+  const snap = map.read()!;
+  const [l] = await c.openQueuePairs({ device, depth: 16, mode: 'mediated', dataBytes: 1 << 16 });
+  const m = l as MediatedLease;
+  return { l: m, lba: snap.extents[0]!.physical / m.grant.blockSize };
+}
+
+switch (mode) {
+  case 'whoami': {
+    // identity and status as this uid sees them
+    try {
+      const c = await connect();
+      const st = await c.status();
+      out({ ok: true, uid: process.getuid!(), session: c.session, status: st });
+      c.close();
+    } catch (e) {
+      out({ ok: false, uid: process.getuid!(), ...errOf(e) });
+    }
+    break;
+  }
+  case 'status-after-resolve': {
+    // hold a grant of our own, then look at status: only our session and our file must be visible
+    const [device, file] = rest as [string, string];
+    const c = await connect();
+    const fd = fs.openSync(file, 'r');
+    await c.resolveExtents(fd, device);
+    fs.closeSync(fd);
+    const st = await c.status();
+    out({ ok: true, session: c.session, status: st });
+    c.close();
+    break;
+  }
+  case 'dup-cid': {
+    // two reads of our own file with the same command identifier, written straight into the ring
+    const [device, file] = rest as [string, string];
+    const c = await connect();
+    const { l, lba } = await leaseOver(c, device, file);
+    const v = openRing(new Uint8Array(l.regions[0]!.buffer));
+    const CID = 5;
+    for (let slot = 0; slot < 2; slot++) {
+      const at = slot << 4;
+      v.sq.fill(0, at, at + 16);
+      v.sq[at] = (NvmOpcode.Read | (CID << 16)) >>> 0;
+      v.sq[at + 1] = 1;
+      v.sq[at + 6] = slot * 4096;
+      v.sq[at + 10] = lba;
+      v.sq[at + 12] = 0;
+    }
+    Atomics.store(v.header, H_SQ_TAIL, 2);
+    // completions: ring CQ (answered by homid: denials) and the hardware CQ (forwarded commands)
+    const hw = l.grant.hwCq ? new Uint32Array(l.regions[1]!.buffer, l.grant.hwCq.offset, l.grant.entries * 4) : null;
+    const got: { where: string; cid: number; status: number }[] = [];
+    let ringHead = 0;
+    let hwHead = 0;
+    const t0 = Date.now();
+    while (got.length < 2 && Date.now() - t0 < 20_000) {
+      const d3 = Atomics.load(v.cq, ringHead * 4 + 3);
+      if ((d3 & CQE_PHASE_BIT) !== 0) {
+        got.push({ where: 'ring', cid: d3 & CQE_CID_MASK, status: d3 >>> CQE_STATUS_SHIFT });
+        Atomics.store(v.header, H_CQ_HEAD, ++ringHead);
+      }
+      if (hw) {
+        const h3 = Atomics.load(hw, hwHead * 4 + 3);
+        if ((h3 & CQE_PHASE_BIT) !== 0) {
+          got.push({ where: 'hw', cid: h3 & CQE_CID_MASK, status: h3 >>> CQE_STATUS_SHIFT });
+          Atomics.store(v.header, H_HWCQ_HEAD, ++hwHead);
+        }
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    out({ ok: true, lba, completions: got });
+    c.close();
+    break;
+  }
+  case 'pending-read': {
+    // a mediated read submitted while homid is stopped (SIGSTOP); report how the read ends once homid is gone
+    const [device, file] = rest as [string, string];
+    const c = await connect();
+    const { l, lba } = await leaseOver(c, device, file);
+    out({ ready: true, lba });
+    // the test stops homid, then says go on stdin
+    await new Promise<void>((r) => process.stdin.once('data', () => r()));
+    const q = l.qp;
+    if (q.submitIo(NvmOpcode.Read, 1, lba, 1, 0, 0, 7) < 0) {
+      out({ ok: false, code: 'submit', message: 'queue full or revoked' });
+      break;
+    }
+    q.ring();
+    out({ submitted: true });
+    const t0 = Date.now();
+    let status = -1;
+    let tag = -1;
+    const keep = setInterval(() => undefined, 1000);
+    while (status < 0 && Date.now() - t0 < 30_000) {
+      q.poll((t, s) => {
+        tag = t;
+        status = s;
+      });
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    clearInterval(keep);
+    out({ ok: true, tag, status, ms: Date.now() - t0, abandoned: q.abandoned });
+    break;
+  }
+  default:
+    out({ ok: false, code: 'usage', message: `unknown mode ${mode}` });
+}
+process.exit(0);

@@ -1,0 +1,212 @@
+/**
+ * The hostile-client suite: homid runs as root (this process, or a homid process it starts), every client is
+ * a separate process dropped to uid 65534 (setpriv). Each test is one attack from the security review and
+ * asserts what homid did about it: refused with a clear error, or contained (other tenants keep their
+ * service, nothing reaches the device, nothing leaks).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { HomidClient } from '../../src/client/index.js';
+import { STATUS_HOMID_GONE } from '../../src/client/mediated-queue.js';
+import { startHomidServer, type HomidServer } from '../../src/daemon/server.js';
+import { STATUS_CID_CONFLICT } from '../../src/daemon/mediated.js';
+import { dbPaths, resetIdentityCache } from '../../src/daemon/principals.js';
+import { mkExt4 } from '../extents/fixtures.js';
+import { config, haveTool, pattern, silent } from './fixtures.js';
+import { asNobody, hostileSkipReason, sharedTmpDir, NOBODY_UID } from './hostile.js';
+import { CLI_DIR, nextJson, until } from './procs.js';
+
+const skip = hostileSkipReason() ?? (!haveTool('mkfs.ext4') ? 'mkfs.ext4 is not installed' : null);
+
+interface Fixture {
+  dir: string;
+  tree: string;
+  image: string;
+  mine: string;
+  secret: string;
+}
+
+/** A tree with a world-readable file and a root-only one, and an ext4 image of it. */
+function fixture(): Fixture {
+  const dir = sharedTmpDir('homid-hostile-');
+  const tree = path.join(dir, 'tree');
+  fs.mkdirSync(tree, { mode: 0o755 });
+  fs.chmodSync(tree, 0o755);
+  const mine = path.join(tree, 'mine.bin');
+  const secret = path.join(tree, 'secret.bin');
+  fs.writeFileSync(mine, pattern(16_384, 1), { mode: 0o644 });
+  fs.writeFileSync(secret, pattern(12_288, 2), { mode: 0o600 });
+  fs.chmodSync(mine, 0o644);
+  fs.chmodSync(secret, 0o600);
+  const image = path.join(dir, 'disk.img');
+  mkExt4(image, tree, 16);
+  return { dir, tree, image, mine, secret };
+}
+
+describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? false }, () => {
+  let fx: Fixture;
+  let srv: HomidServer;
+  let sock: string;
+
+  before(async () => {
+    fx = fixture();
+    sock = path.join(fx.dir, 'homid.sock');
+    srv = await startHomidServer(
+      config({
+        socket: sock,
+        socket_mode: '0666',
+        device: [{ name: 'img', uri: `emu://${fx.image}?size=16MiB`, extents: 'decoder:ext4', extent_root: fx.tree }],
+        class: { default: { queue_pairs: 8, per_client: 4, write: false } },
+        raw: { users: [0] },
+      }),
+      { logger: silent() },
+    );
+  });
+  after(async () => {
+    await srv?.close();
+    if (fx) fs.rmSync(fx.dir, { recursive: true, force: true });
+  });
+
+  test('status shows a non-root client only its own session and files', { timeout: 60_000 }, async () => {
+    // root holds a grant on the secret file and a queue pair: none of it may show to uid 65534
+    const root = await HomidClient.connect(sock);
+    try {
+      const fd = fs.openSync(fx.secret, 'r');
+      await root.resolveExtents(fd, 'img');
+      fs.closeSync(fd);
+      await root.openQueuePairs({ device: 'img', depth: 8, mode: 'mediated', dataBytes: 1 << 16 });
+      const child = asNobody([sock, 'status-after-resolve', 'img', fx.mine]);
+      const r = await nextJson(child);
+      await child.exited;
+      assert.equal(r.ok, true, JSON.stringify(r));
+      const st = r.status as { clients: { id: number; uid: number; pid: number }[]; extents: { path: string }[] };
+      assert.deepEqual(st.clients.map((c) => c.id), [r.session], 'only its own session');
+      assert.equal(st.clients[0]!.uid, NOBODY_UID);
+      assert.deepEqual(st.extents.map((e) => e.path), [fx.mine], 'only the file it holds');
+      // root sees both sessions and both files
+      const all = (await root.status()) as unknown as typeof st;
+      assert.ok(all.clients.length >= 1 && all.extents.some((e) => e.path === fx.secret));
+    } finally {
+      root.close();
+    }
+  });
+
+  test('a command id reused while in flight is refused with Command ID Conflict, never forwarded twice', { timeout: 60_000 }, async () => {
+    const before = srv.homid.counters.deniedCommands;
+    const child = asNobody([sock, 'dup-cid', 'img', fx.mine]);
+    const r = await nextJson(child);
+    await child.exited;
+    assert.equal(r.ok, true, JSON.stringify(r));
+    const got = r.completions as { where: string; cid: number; status: number }[];
+    assert.equal(got.length, 2, JSON.stringify(got));
+    const ok = got.filter((c) => c.status === 0);
+    const conflict = got.filter((c) => c.status === STATUS_CID_CONFLICT);
+    assert.equal(ok.length, 1, `one of the two ran: ${JSON.stringify(got)}`);
+    assert.equal(conflict.length, 1, `the other was refused: ${JSON.stringify(got)}`);
+    assert.equal(conflict[0]!.where, 'ring', 'the refusal is homid’s own completion');
+    assert.equal(conflict[0]!.cid, 5);
+    assert.equal(srv.homid.counters.deniedCommands, before + 1);
+  });
+
+  test('a peer whose identity cannot be established is refused, never put into the default class', { timeout: 60_000 }, async () => {
+    const saved = dbPaths.passwd;
+    dbPaths.passwd = path.join(fx.dir, 'no-such-passwd');
+    resetIdentityCache();
+    try {
+      const child = asNobody([sock, 'whoami']);
+      const r = await nextJson(child);
+      await child.exited;
+      assert.equal(r.ok, false, JSON.stringify(r));
+      assert.equal(r.code, 'identity');
+      assert.match(String(r.message), /user and group database is unreadable/);
+      assert.equal(srv.homid.sessions.size, 0, 'no session was made for it');
+    } finally {
+      dbPaths.passwd = saved;
+      resetIdentityCache();
+    }
+    const child = asNobody([sock, 'whoami']);
+    const r = await nextJson(child);
+    await child.exited;
+    assert.equal(r.ok, true, JSON.stringify(r));
+  });
+});
+
+/** A homid process (root) on its own socket, for the attacks that stop or duplicate homid itself. */
+describe('hostile clients (uid 65534) and homid going away', { skip: skip ?? false }, () => {
+  let fx: Fixture;
+  let sock: string;
+  let cfg: string;
+  let homid: ReturnType<typeof spawn> | null = null;
+
+  before(async () => {
+    fx = fixture();
+    sock = path.join(fx.dir, 'homid.sock');
+    cfg = path.join(fx.dir, 'homid.toml');
+    fs.writeFileSync(
+      cfg,
+      [
+        `socket = "${sock}"`,
+        'socket_mode = "0666"',
+        'log_level = "warn"',
+        '[[device]]',
+        'name = "img"',
+        `uri = "emu://${fx.image}?size=16MiB"`,
+        'extents = "decoder:ext4"',
+        `extent_root = "${fx.tree}"`,
+        '[class.default]',
+        'write = false',
+      ].join('\n') + '\n',
+    );
+    homid = spawn(process.execPath, [path.join(CLI_DIR, 'homid.js'), '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await until(async () => {
+      try {
+        const c = await HomidClient.connect(sock);
+        c.close();
+        return true;
+      } catch {
+        return false;
+      }
+    }, 60_000, 'homid answering on its socket');
+  });
+  after(() => {
+    if (homid && homid.exitCode === null) {
+      homid.kill('SIGCONT');
+      homid.kill('SIGKILL');
+    }
+    if (fx) fs.rmSync(fx.dir, { recursive: true, force: true });
+  });
+
+  test('a second homid fails on the socket before it touches any device', { timeout: 60_000 }, async () => {
+    const never = path.join(fx.dir, 'never.img');
+    const cfg2 = path.join(fx.dir, 'second.toml');
+    fs.writeFileSync(cfg2, [`socket = "${sock}"`, '[[device]]', 'name = "x"', `uri = "emu://${never}?size=16MiB"`, 'extents = "none"'].join('\n') + '\n');
+    const p = spawn(process.execPath, [path.join(CLI_DIR, 'homid.js'), '--config', cfg2], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((r) => p.on('close', r));
+    assert.notEqual(code, 0);
+    assert.match(err, /another server is listening/);
+    assert.equal(fs.existsSync(never), false, 'the second homid never opened its device (the image file was never created)');
+  });
+
+  test('a mediated client is told at once when homid dies: its read in flight fails with Command Aborted By Host', { timeout: 90_000 }, async () => {
+    const child = asNobody([sock, 'pending-read', 'img', fx.mine], 'pipe');
+    const ready = await nextJson(child);
+    assert.equal(ready.ready, true, JSON.stringify(ready));
+    // homid stops serving (SIGSTOP): the read submitted now stays in the ring
+    homid!.kill('SIGSTOP');
+    child.p.stdin!.write('go\n');
+    const sub = await nextJson(child);
+    assert.equal(sub.submitted, true, JSON.stringify(sub));
+    homid!.kill('SIGKILL');
+    const r = await nextJson(child);
+    await child.exited;
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(r.tag, 7);
+    assert.equal(r.status, STATUS_HOMID_GONE, `status 0x${Number(r.status).toString(16)}`);
+    assert.match(String(r.abandoned), /homid connection closed/);
+  });
+});
