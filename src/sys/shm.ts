@@ -190,7 +190,9 @@ export interface MapShmOptions {
   ownFd?: boolean;
   /**
    * Refuse (ShmSealError) unless `fd` is a memfd sealed F_SEAL_SHRINK | F_SEAL_GROW that holds the whole mapped
-   * range: then no other holder of the fd can ever make an access to the mapping fault (SIGBUS).
+   * range: then no other holder of the fd can ever leave the mapping past the end of the file (SIGBUS). (A holder
+   * with write access can still punch holes: a shmem page refaults as zeros, a hugetlb page only while the pool
+   * has one free.)
    */
   requireSizeSeals?: boolean;
 }
@@ -234,7 +236,7 @@ export function getSeals(fd: number): number {
 
 /**
  * Throws ShmSealError unless `fd` carries F_SEAL_SHRINK and F_SEAL_GROW and is at least `bytes` long: a mapping
- * of its first `bytes` then stays backed whatever any other holder of the fd does.
+ * of its first `bytes` then never lies past the end of the file, whatever any other holder of the fd does.
  */
 export function requireSizeSealed(fd: number, bytes: number): void {
   let seals: number;
