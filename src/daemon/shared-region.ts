@@ -18,7 +18,10 @@ export interface SharedRegion {
 
 export interface RegionProvider {
   readonly kind: string;
-  /** A zeroed region of at least `size` bytes; `readOnlyForClients` regions are sealed against client writes. */
+  /**
+   * A zeroed region of at least `size` bytes whose size no client can change; `readOnlyForClients` regions are
+   * sealed against client writes (homid keeps writing through its own view).
+   */
   create(size: number, name: string, opts?: { readOnlyForClients?: boolean }): SharedRegion;
 }
 
@@ -33,14 +36,16 @@ export const sabRegions: RegionProvider = {
 };
 
 /**
- * Cross-process regions: memfds mapped MAP_SHARED. For regions read-only to clients the fd handed out is a
- * second, O_RDONLY descriptor of the same memfd (opened through /proc/self/fd), so a client cannot map it
- * writable.
+ * Cross-process regions: memfds mapped MAP_SHARED (createShm: sealed against shrinking and growing, so a client
+ * cannot truncate one under homid's mapping). A region read-only to clients is also sealed F_SEAL_FUTURE_WRITE
+ * after homid's own mapping exists: that is the guarantee (a client that reopens /proc/self/fd/N O_RDWR still
+ * cannot write, punch holes or map it writable). The fd handed out is besides a second, O_RDONLY descriptor of
+ * the same memfd (opened through /proc/self/fd).
  */
 export const memfdRegions: RegionProvider = {
   kind: 'memfd',
   create(size: number, name: string, opts: { readOnlyForClients?: boolean } = {}): SharedRegion {
-    const r = createShm(`homid-${name}`, shmPageRound(size));
+    const r = createShm(`homid-${name}`, shmPageRound(size), { readOnlyForOthers: opts.readOnlyForClients === true });
     let ro: number | null = null;
     try {
       if (opts.readOnlyForClients) ro = fs.openSync(`/proc/self/fd/${r.fd}`, 'r');

@@ -15,7 +15,9 @@ try {
   let shmOps: EmuShmOps | null = null;
   if (init.shm) {
     const shm = await import('../sys/shm.js');
-    shmOps = { mapShmFd: (fd, size) => shm.mapShmFd(fd, size), futexWait: shm.futexWait };
+    // The controller runs in the owner's process (homid): it maps only memfds whose size no holder can change,
+    // so nothing another process does to one can fault this one.
+    shmOps = { mapShmFd: (fd, size) => shm.mapShmFd(fd, size, { requireSizeSeals: true }), futexWait: shm.futexWait };
   }
   controller = new Controller(init, shmOps);
 } catch (e) {

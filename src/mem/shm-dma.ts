@@ -7,7 +7,8 @@
  * - `createDedicated(bytes)` makes a segment of its own, outside the pool, for memory handed to one client
  *   (its SQ, CQ and data region): the client maps that one fd and sees nothing else.
  * - `registerFd(fd, bytes)` makes memory someone else created DMA-visible at runtime (e.g. a data region a
- *   client made and passed over): it is mapped here and announced to the controller like any other segment.
+ *   client made and passed over): it is mapped here and announced to the controller like any other segment,
+ *   provided it is a memfd sealed against shrinking and growing (a truncation could not fault this process).
  * - `location(buf)` names, for any DmaBuffer, the segment fd and offset another process needs to map it.
  *
  * `RegionAllocator` is a DmaAllocator over one window of a segment: a dedicated segment's sub-allocator here,
@@ -205,13 +206,15 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
 
   /**
    * Make `bytes` of shared memory behind `fd` (created elsewhere) DMA-visible: map it here and announce it to
-   * the controller. The fd stays the caller's unless `ownFd`.
+   * the controller. The fd stays the caller's unless `ownFd`. Refused (ShmSealError) unless `fd` is a memfd sealed
+   * against shrinking and growing (createShm makes them so): whoever else holds it could otherwise truncate it
+   * and fault this process and the controller on their next access.
    */
   registerFd(fd: number, bytes: number, opts: { ownFd?: boolean } = {}): DedicatedSegment {
     if (this.closed) throw new DmaAllocationError('DMA memory is closed');
     if (bytes % this.pageSize !== 0) throw new RangeError(`registered memory must be a multiple of ${this.pageSize} bytes`);
     const index = this.reserveIndex();
-    const r = mapShmFd(fd, bytes, { ownFd: opts.ownFd ?? false });
+    const r = mapShmFd(fd, bytes, { ownFd: opts.ownFd ?? false, requireSizeSeals: true });
     return this.adopt(index, r);
   }
 

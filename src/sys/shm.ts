@@ -7,7 +7,18 @@
  * Atomics.load/store work on it but Atomics.wait/notify do not: use futexWait/futexWake instead). Like the
  * mappings of mman.ts, a closed region is never plainly unmapped: it is replaced by inert anonymous memory,
  * so a late access through an old view reads zeros instead of faulting the process.
+ *
+ * Seals (memfd_create(2), fcntl(2) "File seals"). Every memfd created here is made with MFD_ALLOW_SEALING and
+ * sealed F_SEAL_SHRINK | F_SEAL_GROW as soon as its size is set, then F_SEAL_SEAL once its seal set is final:
+ * whoever holds the fd (a client that received it by SCM_RIGHTS, or reopened /proc/<pid>/fd/N) can never change
+ * its size, so no mapping of it can ever reach past the end of the file (the SIGBUS a shrink would cause), and
+ * nobody can add a seal either. A region created `readOnlyForOthers` also carries F_SEAL_FUTURE_WRITE, added
+ * after this process's own writable mapping exists: this process keeps writing through that mapping, while no
+ * one (this process included, and a reopen of the fd O_RDWR) can write(2), punch a hole, or make a new writable
+ * shared mapping. Mapping memory someone else created can require the size seals (mapShmFd requireSizeSeals),
+ * which is how a process that must survive the other holder maps it.
  */
+import * as fs from 'node:fs';
 import koffi from 'koffi';
 import { ERRNO, OsError } from './libc.js';
 import { MAP_POPULATE, MAP_SHARED, Mapping, PROT_READ, PROT_WRITE, mlock, mmap } from './mman.js';
@@ -21,6 +32,21 @@ const HUGE_2MB_BYTES = 2 * 1024 * 1024;
 const SYS_FUTEX = process.arch === 'arm64' ? 98 : 202;
 export const FUTEX_WAIT = 0;
 export const FUTEX_WAKE = 1;
+/** fcntl(2) commands on file seals (F_LINUX_SPECIFIC_BASE + 9 and + 10). */
+export const F_ADD_SEALS = 1024 + 9;
+export const F_GET_SEALS = 1024 + 10;
+/** No further seal can be added. */
+export const F_SEAL_SEAL = 0x0001;
+/** The file cannot shrink. */
+export const F_SEAL_SHRINK = 0x0002;
+/** The file cannot grow. */
+export const F_SEAL_GROW = 0x0004;
+/** No write at all (refused while a writable shared mapping exists). */
+export const F_SEAL_WRITE = 0x0008;
+/** No new write: write(2), hole punching and new writable shared mappings fail; existing mappings keep working. */
+export const F_SEAL_FUTURE_WRITE = 0x0010;
+/** The seals that fix a memfd's size: what every memfd of this project carries. */
+export const SIZE_SEALS = F_SEAL_SHRINK | F_SEAL_GROW;
 const ETIMEDOUT = 110;
 const EAGAIN = 11;
 const EINTR = 4;
@@ -69,6 +95,15 @@ export class ShmRegion {
     readonly readOnly: boolean,
   ) {}
 
+  /** The fd's seals (F_GET_SEALS; F_SEAL_* bits). Throws OsError when the fd is closed or cannot be sealed. */
+  get seals(): number {
+    return getSeals(this.fdValue);
+  }
+  /** Whether the memory is sealed read-only for every other holder (F_SEAL_FUTURE_WRITE; createShm readOnlyForOthers). */
+  get readOnlyForOthers(): boolean {
+    return (this.seals & F_SEAL_FUTURE_WRITE) !== 0;
+  }
+
   get fd(): number {
     return this.fdValue;
   }
@@ -104,29 +139,40 @@ export interface CreateShmOptions {
    * populated and locked at once, and never move (their physical addresses stay valid).
    */
   hugetlb?: boolean;
+  /**
+   * Read-only for everyone else: F_SEAL_FUTURE_WRITE is added once this region's own writable mapping exists.
+   * This process writes through `buffer`; every other holder of the fd (and any reopen of it, O_RDWR included)
+   * can only read: write(2), hole punching and writable shared mappings fail with EPERM.
+   */
+  readOnlyForOthers?: boolean;
 }
 
 /**
- * Create `size` bytes of shared memory: memfd_create(name, MFD_CLOEXEC), ftruncate, mmap(MAP_SHARED). The memory
- * is zeroed. The fd is close-on-exec (pass it to a child explicitly: spawn's stdio array or SCM_RIGHTS).
+ * Create `size` bytes of shared memory: memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), ftruncate, seal
+ * its size (F_SEAL_SHRINK | F_SEAL_GROW), mmap(MAP_SHARED), then (`readOnlyForOthers`) F_SEAL_FUTURE_WRITE, and
+ * finally F_SEAL_SEAL: the seal set never changes afterwards. The memory is zeroed. The fd is close-on-exec (pass
+ * it to a child explicitly: spawn's stdio array or SCM_RIGHTS).
  */
 export function createShm(name: string, size: number, opts: CreateShmOptions = {}): ShmRegion {
   if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`shared memory size must be a positive integer, got ${size}`);
   const huge = opts.hugetlb === true;
   if (huge && size % HUGE_2MB_BYTES !== 0) throw new RangeError(`hugetlb shared memory must be a multiple of 2 MiB, got ${size}`);
   const l = libc();
-  const fd = l.memfdCreate(name, MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+  // Hugetlb memfds accept MFD_ALLOW_SEALING since Linux 4.16.
+  const fd = l.memfdCreate(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
   if (fd < 0) throw new OsError(`memfd_create(${name}${huge ? ', MFD_HUGETLB' : ''})`, koffi.errno());
   try {
     if (l.ftruncate(fd, BigInt(size)) !== 0) throw new OsError(`ftruncate(memfd ${name}, ${size})`, koffi.errno());
+    addSeals(fd, SIZE_SEALS);
     const m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge ? MAP_POPULATE : 0), fd, 0, `memfd ${name}`);
-    if (huge) {
-      try {
-        mlock(m);
-      } catch (e) {
-        m.retire();
-        throw e;
-      }
+    try {
+      if (huge) mlock(m);
+      // After our own writable mapping: it stays writable, no later one can be.
+      if (opts.readOnlyForOthers === true) addSeals(fd, F_SEAL_FUTURE_WRITE);
+      addSeals(fd, F_SEAL_SEAL);
+    } catch (e) {
+      m.retire();
+      throw e;
     }
     return new ShmRegion(fd, size, m.buffer, m, true, false);
   } catch (e) {
@@ -142,6 +188,13 @@ export interface MapShmOptions {
   offset?: number;
   /** Whether close() closes `fd` (default false: the caller keeps owning it). */
   ownFd?: boolean;
+  /**
+   * Refuse (ShmSealError) unless `fd` is a memfd sealed F_SEAL_SHRINK | F_SEAL_GROW that holds the whole mapped
+   * range: then no other holder of the fd can ever leave the mapping past the end of the file (SIGBUS). (A holder
+   * with write access can still punch holes: a shmem page refaults as zeros, a hugetlb page only while the pool
+   * has one free.)
+   */
+  requireSizeSeals?: boolean;
 }
 
 /** Map `size` bytes of a shared memory fd received from another process (SCM_RIGHTS, inheritance) or this one. */
@@ -150,6 +203,7 @@ export function mapShmFd(fd: number, size: number, opts: MapShmOptions = {}): Sh
   if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`mapping size must be a positive integer, got ${size}`);
   const offset = opts.offset ?? 0;
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4096 !== 0) throw new RangeError(`mapping offset ${offset} is not a page-aligned file offset`);
+  if (opts.requireSizeSeals === true) requireSizeSealed(fd, offset + size);
   const prot = opts.readOnly ? PROT_READ : PROT_READ | PROT_WRITE;
   const m = mmap(size, prot, MAP_SHARED, fd, offset, `shm fd ${fd}`);
   return new ShmRegion(fd, size, m.buffer, m, opts.ownFd ?? false, opts.readOnly ?? false);
@@ -158,6 +212,44 @@ export function mapShmFd(fd: number, size: number, opts: MapShmOptions = {}): Sh
 /** close(fd). */
 export function closeFd(fd: number): void {
   if (libc().close(fd) !== 0) throw new OsError(`close(${fd})`, koffi.errno());
+}
+
+/** Memory that cannot be mapped safely: not a memfd sealed against size changes, or smaller than the mapping. */
+export class ShmSealError extends Error {
+  constructor(readonly fd: number, message: string) {
+    super(message);
+    this.name = 'ShmSealError';
+  }
+}
+
+/** fcntl(fd, F_ADD_SEALS, seals). Throws OsError (EPERM: F_SEAL_SEAL is set; EBUSY: F_SEAL_WRITE with a writable mapping). */
+export function addSeals(fd: number, seals: number): void {
+  if (libc().fcntl(fd, F_ADD_SEALS, seals) < 0) throw new OsError(`fcntl(${fd}, F_ADD_SEALS, 0x${seals.toString(16)})`, koffi.errno());
+}
+
+/** fcntl(fd, F_GET_SEALS): the fd's F_SEAL_* bits. Throws OsError (EINVAL: the file does not support sealing). */
+export function getSeals(fd: number): number {
+  const r = libc().fcntl(fd, F_GET_SEALS, 0);
+  if (r < 0) throw new OsError(`fcntl(${fd}, F_GET_SEALS)`, koffi.errno());
+  return r;
+}
+
+/**
+ * Throws ShmSealError unless `fd` carries F_SEAL_SHRINK and F_SEAL_GROW and is at least `bytes` long: a mapping
+ * of its first `bytes` then never lies past the end of the file, whatever any other holder of the fd does.
+ */
+export function requireSizeSealed(fd: number, bytes: number): void {
+  let seals: number;
+  try {
+    seals = getSeals(fd);
+  } catch (e) {
+    throw new ShmSealError(fd, `fd ${fd} is not sealable shared memory (${(e as Error).message}); only a memfd sealed against shrinking and growing is mapped`);
+  }
+  if ((seals & SIZE_SEALS) !== SIZE_SEALS) {
+    throw new ShmSealError(fd, `fd ${fd} is not sealed against shrinking and growing (seals 0x${seals.toString(16)}); its holder could truncate it under the mapping`);
+  }
+  const have = fs.fstatSync(fd).size;
+  if (have < bytes) throw new ShmSealError(fd, `fd ${fd} holds ${have} bytes, fewer than the ${bytes} to map`);
 }
 
 const F_GETFD = 1;

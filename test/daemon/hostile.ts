@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawnNode, type Proc } from './procs.js';
+import { spawnProc, type Proc } from './procs.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const HOSTILE_CHILD = path.join(HERE, 'hostile-child.js');
@@ -44,5 +44,5 @@ export function sharedTmpDir(prefix: string): string {
 
 /** Run hostile-child.js as uid 65534. */
 export function asNobody(args: string[], stdin: 'ignore' | 'pipe' = 'ignore'): Proc {
-  return spawnNode([HOSTILE_CHILD, ...args], { HOMI_HOSTILE_CHILD: '1' }, 'inherit', { wrap: ['setpriv', ...SETPRIV], stdin });
+  return spawnProc('setpriv', [...SETPRIV, process.execPath, HOSTILE_CHILD, ...args], { env: { HOMI_HOSTILE_CHILD: '1' }, stdin });
 }

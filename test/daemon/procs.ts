@@ -16,15 +16,22 @@ export interface Proc {
 }
 
 /** Spawn node with `args`; stdout is read as lines. */
-export function spawnNode(
-  args: string[],
-  env: Record<string, string> = {},
-  stderr: 'inherit' | 'ignore' = 'inherit',
-  opts: { wrap?: string[]; stdin?: 'ignore' | 'pipe' } = {},
-): Proc {
-  const wrap = opts.wrap ?? [];
-  const [cmd, ...pre] = wrap.length > 0 ? [...wrap, process.execPath] : [process.execPath];
-  const p = spawn(cmd!, [...pre, ...args], { stdio: [opts.stdin ?? 'ignore', 'pipe', stderr], env: { ...process.env, ...env } });
+export function spawnNode(args: string[], env: Record<string, string> = {}, stderr: 'inherit' | 'ignore' = 'inherit'): Proc {
+  return spawnProc(process.execPath, args, { env, stderr });
+}
+
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  stderr?: 'inherit' | 'ignore';
+  /** 'pipe': the child reads stdin until p.stdin is ended (default 'ignore'). */
+  stdin?: 'ignore' | 'pipe';
+  /** Descriptors the child inherits as fd 3, 4, ... */
+  fds?: number[];
+}
+
+/** Spawn `command` with `args`; stdout is read as lines. */
+export function spawnProc(command: string, args: string[], o: SpawnOptions = {}): Proc {
+  const p = spawn(command, args, { stdio: [o.stdin ?? 'ignore', 'pipe', o.stderr ?? 'inherit', ...(o.fds ?? [])], env: { ...process.env, ...o.env } });
   const q: string[] = [];
   let wake: (() => void) | null = null;
   let done = false;
