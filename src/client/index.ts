@@ -183,14 +183,15 @@ export class HomidClient {
         try {
           const ring = mapShmFd(mine[0]!, gi.ringBytes);
           regions.push(ring);
-          const seg = mapShmFd(mine[1]!, gi.segmentBytes);
+          // without a write grant homid passes a read-only descriptor: the data buffer and hardware CQ are read-only
+          const seg = mapShmFd(mine[1]!, gi.segmentBytes, { readOnly: !gi.write });
           regions.push(seg);
           const data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
           let hwCq: Uint8Array | null = null;
           if (gi.hwCq) {
             let cq = seg;
             if (gi.hwCq.fd !== 1) {
-              cq = mapShmFd(mine[gi.hwCq.fd]!, gi.hwCq.offset + gi.hwCq.bytes);
+              cq = mapShmFd(mine[gi.hwCq.fd]!, gi.hwCq.offset + gi.hwCq.bytes, { readOnly: true });
               regions.push(cq);
             }
             hwCq = new Uint8Array(cq.buffer, gi.hwCq.offset, gi.hwCq.bytes);

@@ -14,6 +14,7 @@ import { InvalidArgumentError } from '../driver/errors.js';
 import { DmaAllocationError } from '../mem/dma.js';
 import { HugepageError } from '../mem/hugepage.js';
 import type { ExportedMemory } from '../transport/transport.js';
+import { closeFd, openReadOnly } from '../sys/shm.js';
 
 /** The slice of a pino logger homid uses. */
 export interface HomidLogger {
@@ -361,6 +362,8 @@ export class Homid {
     const dataPart = Math.ceil(dataBytes / page) * page;
     const cqPart = Math.ceil((req.depth * CQE_SIZE) / page) * page;
     let exported: ExportedMemory | null = null;
+    /** Without a write grant the client gets a read-only descriptor of the exported memory (openReadOnly). */
+    let clientFd: number | null = null;
     let hwSq: DmaBuffer | null = null;
     let direct: DirectHwQueue | null = null;
     let qp: QueuePair | null = null;
@@ -368,12 +371,17 @@ export class Homid {
     let ring: SharedRegion | null = null;
     const releaseMemory = (): void => {
       ring?.close();
+      if (clientFd !== null) closeFd(clientFd);
+      clientFd = null;
       if (exported) exported.release();
       else if (data) dma.free(data);
       if (hwSq) dma.free(hwSq);
     };
     try {
       if (x) {
+        if (req.write === true && !x.writableExportSafe && s.peer.uid !== 0) {
+          throw new HomidError('write-denied', `device '${dev.config.name}' (${x.kind}): mediated writes need a data buffer the client can write, and on this transport a client could release that memory under the device (a hugetlb hole punch); only root gets one here: use vfio, or ask without write`);
+        }
         if (dataPart + cqPart > x.maxExportBytes) {
           throw new HomidError('bad-request', `device '${dev.config.name}': a mediated queue of depth ${req.depth} with ${dataPart} bytes of data needs ${dataPart + cqPart} bytes of exported memory; this transport (${x.kind}) exports at most ${x.maxExportBytes}: ask for less dataBytes or depth`);
         }
@@ -386,6 +394,7 @@ export class Homid {
           throw e;
         }
         const mem = exported;
+        if (req.write !== true) clientFd = openReadOnly(mem.fd);
         data = { iova: mem.iova, size: dataPart, bytes: mem.view.subarray(0, dataPart) };
         const cq: DmaBuffer = { iova: mem.iova + dataPart, size: cqPart, bytes: mem.view.subarray(dataPart, dataPart + cqPart) };
         const sq = (hwSq = dma.alloc(Math.ceil((req.depth * SQE_SIZE) / page) * page, page));
@@ -444,7 +453,7 @@ export class Homid {
         hwCq: direct ? direct.remote.cq : null,
         grant: grantJson,
         // over the socket a client needs the ring and the exported region; in process it uses the views
-        fds: ring.fd !== null && mem ? [ring.fd, mem.fd] : [],
+        fds: ring.fd !== null && mem ? [ring.fd, clientFd ?? mem.fd] : [],
         releaseExtra: releaseMemory,
         lost: null,
       };

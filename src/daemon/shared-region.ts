@@ -4,7 +4,7 @@
  * A provider is chosen when homid starts.
  */
 import * as fs from 'node:fs';
-import { createShm, shmPageRound } from '../sys/shm.js';
+import { createShm, openReadOnly, shmPageRound } from '../sys/shm.js';
 
 export interface SharedRegion {
   /** The whole region (length = size). */
@@ -48,7 +48,7 @@ export const memfdRegions: RegionProvider = {
     const r = createShm(`homid-${name}`, shmPageRound(size), { readOnlyForOthers: opts.readOnlyForClients === true });
     let ro: number | null = null;
     try {
-      if (opts.readOnlyForClients) ro = fs.openSync(`/proc/self/fd/${r.fd}`, 'r');
+      if (opts.readOnlyForClients) ro = openReadOnly(r.fd);
     } catch (e) {
       r.close();
       throw e;

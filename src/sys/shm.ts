@@ -57,6 +57,7 @@ interface ShmLibc {
   ftruncate: (fd: number, len: number | bigint) => number;
   close: (fd: number) => number;
   fcntl: (fd: number, cmd: number, arg: number) => number;
+  fchmod: (fd: number, mode: number) => number;
   futex: (nr: number, addr: number | bigint, op: number, val: number, timeout: Uint8Array | null, addr2: Ptr | null, val3: number) => number | bigint;
 }
 let lib: ShmLibc | null = null;
@@ -72,6 +73,7 @@ function libc(): ShmLibc {
       // fcntl and syscall are variadic in C; with integer/pointer arguments only, the x86-64 and arm64 Linux ABIs
       // pass fixed arguments identically.
       fcntl: l.func('fcntl', 'int', ['int', 'int', 'int']) as ShmLibc['fcntl'],
+      fchmod: l.func('int fchmod(int fd, unsigned int mode)') as ShmLibc['fchmod'],
       futex: l.func('syscall', 'long', ['long', 'uintptr_t', 'int', 'int', 'void *', 'void *', 'int']) as ShmLibc['futex'],
     };
   }
@@ -162,6 +164,9 @@ export function createShm(name: string, size: number, opts: CreateShmOptions = {
   const fd = l.memfdCreate(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
   if (fd < 0) throw new OsError(`memfd_create(${name}${huge ? ', MFD_HUGETLB' : ''})`, koffi.errno());
   try {
+    // Owner-only: a memfd is born 0777, so anyone handed even a read-only descriptor could reopen it read-write
+    // through /proc/self/fd/N. At 0600 only the creator's uid can reopen it (openReadOnly).
+    if (l.fchmod(fd, MEMFD_MODE) !== 0) throw new OsError(`fchmod(memfd ${name}, 0${MEMFD_MODE.toString(8)})`, koffi.errno());
     if (l.ftruncate(fd, BigInt(size)) !== 0) throw new OsError(`ftruncate(memfd ${name}, ${size})`, koffi.errno());
     addSeals(fd, SIZE_SEALS);
     const m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED | (huge ? MAP_POPULATE : 0), fd, 0, `memfd ${name}`);
@@ -179,6 +184,19 @@ export function createShm(name: string, size: number, opts: CreateShmOptions = {
     l.close(fd);
     throw e;
   }
+}
+
+/** The mode of every memfd createShm makes: read and write for the creating uid only. */
+export const MEMFD_MODE = 0o600;
+
+/**
+ * A second, read-only descriptor of the memfd `fd` (created here, so mode 0600 and this uid's): open of
+ * /proc/self/fd/N with O_RDONLY | O_CLOEXEC. Whoever receives it can map the memory PROT_READ only, cannot write(),
+ * fallocate (punch holes) or mmap it writable (the descriptor is not open for writing), and cannot reopen it
+ * read-write (another uid fails the 0600 permission check). The caller owns the new descriptor.
+ */
+export function openReadOnly(fd: number): number {
+  return fs.openSync(`/proc/self/fd/${fd}`, 'r');
 }
 
 export interface MapShmOptions {

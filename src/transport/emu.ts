@@ -315,6 +315,7 @@ export class EmuTransport implements Transport {
     return {
       kind: 'emu-memfd',
       maxExportBytes: 2 ** 32,
+      writableExportSafe: true,
       exportMemory: (bytes: number, name: string): ExportedMemory => {
         const seg = dma.createDedicated(bytes, name);
         return { fd: seg.fd, bytes: seg.size, iova: seg.iovaBase, view: new Uint8Array(seg.region.buffer, 0, seg.size), release: () => seg.release() };

@@ -136,6 +136,7 @@ export class PcieTransport implements Transport {
       this.exporter = {
         kind: 'pcie-vfio',
         maxExportBytes: 1 << 30,
+        writableExportSafe: true,
         exportMemory: (bytes: number, name: string): ExportedMemory => {
           if (this.closed) throw new PciError(`${this.address} is closed`);
           const m = exportVfioMemory(vfio, iovas, bytes, name);
@@ -152,6 +153,7 @@ export class PcieTransport implements Transport {
       this.exporter = {
         kind: 'pcie-uio',
         maxExportBytes: HUGEPAGE_SIZE,
+        writableExportSafe: false,
         exportMemory: (bytes: number, name: string): ExportedMemory => {
           if (this.closed) throw new PciError(`${this.address} is closed`);
           if (bytes > HUGEPAGE_SIZE) throw new RangeError(`${this.address} (uio): a queue pair's SQ, CQ and data must fit one 2 MiB hugepage, asked for ${bytes} bytes`);

@@ -66,6 +66,13 @@ export interface QueueExporter {
   readonly kind: string;
   /** Largest `exportMemory` this transport can supply (uio: one 2 MiB hugepage). */
   readonly maxExportBytes: number;
+  /**
+   * Whether exported memory stays safe when a client that may write it punches holes in it (fallocate): true where
+   * the freed page is only the client's loss (an emulated controller's shmem refaults as zeros; VFIO keeps the
+   * pages it mapped pinned), false for uio, whose hugetlb page goes back to the pool while the device still holds
+   * its physical address. Where false, homid hands writable exported memory to root only.
+   */
+  readonly writableExportSafe: boolean;
   /** Fresh zeroed memory of at least `bytes` (rounded up to the mapping granularity). Throws with the reason. */
   exportMemory(bytes: number, name: string): ExportedMemory;
   /**

@@ -15,7 +15,11 @@ import { startHomidServer, type HomidServer } from '../../src/daemon/server.js';
 import { STATUS_CID_CONFLICT } from '../../src/daemon/mediated.js';
 import { dbPaths, resetIdentityCache } from '../../src/daemon/principals.js';
 import { mkExt4 } from '../extents/fixtures.js';
-import { config, haveTool, pattern, silent } from './fixtures.js';
+import { Homid } from '../../src/daemon/homid.js';
+import type { HomidError } from '../../src/daemon/errors.js';
+import { memfdOpener, type TransportOpener } from '../../src/daemon/registry.js';
+import { memfdRegions } from '../../src/daemon/shared-region.js';
+import { config, haveTool, NOBODY_PEER, pattern, ROOT_PEER, silent } from './fixtures.js';
 import { asNobody, hostileSkipReason, sharedTmpDir, NOBODY_UID } from './hostile.js';
 import { CLI_DIR, nextJson, until } from './procs.js';
 
@@ -208,5 +212,36 @@ describe('hostile clients (uid 65534) and homid going away', { skip: skip ?? fal
     assert.equal(r.tag, 7);
     assert.equal(r.status, STATUS_HOMID_GONE, `status 0x${Number(r.status).toString(16)}`);
     assert.match(String(r.abandoned), /homid connection closed/);
+  });
+});
+
+describe('writable exported memory where a hole punch would free it under the device (uio)', () => {
+  test('a non-root client gets no mediated write lease there; root does; read leases come as read-only descriptors', { timeout: 60_000 }, async () => {
+    // the embedded controller's exporter, marked as uio's is (hugetlb pages return to the pool when punched)
+    const opener: TransportOpener = async (cfg) => {
+      const t = await memfdOpener(cfg);
+      const real = t.queueExporter!.bind(t);
+      t.queueExporter = () => {
+        const x = real();
+        return x === null ? null : { ...x, kind: 'pcie-uio (stand-in)', writableExportSafe: false };
+      };
+      return t;
+    };
+    const h = await Homid.start(config({ device: [{ name: 'u', uri: 'emu://?size=16MiB' }], class: { default: { write: true } } }), { logger: silent(), opener, regions: memfdRegions });
+    try {
+      const nobody = h.connect(NOBODY_PEER);
+      await assert.rejects(h.openQueuePairs(nobody, { device: 'u', depth: 8, mode: 'mediated', write: true, dataBytes: 1 << 16 }), (e: Error) => (e as HomidError).code === 'write-denied' && /hole punch/.test(e.message));
+      // without write: granted, and the data memory it would receive is a read-only descriptor
+      const [l] = await h.openQueuePairs(nobody, { device: 'u', depth: 8, mode: 'mediated', dataBytes: 1 << 16 });
+      const flags = fs.readFileSync(`/proc/self/fdinfo/${l!.fds[1]}`, 'utf8');
+      assert.equal(parseInt(/flags:\s*([0-7]+)/.exec(flags)![1]!, 8) & 3, fs.constants.O_RDONLY, 'data descriptor handed out O_RDONLY');
+      const root = h.connect(ROOT_PEER);
+      const [w] = await h.openQueuePairs(root, { device: 'u', depth: 8, mode: 'mediated', write: true, dataBytes: 1 << 16 });
+      assert.equal((w!.grant as { write: boolean }).write, true);
+      await h.disconnect(nobody);
+      await h.disconnect(root);
+    } finally {
+      await h.stop();
+    }
   });
 });

@@ -97,6 +97,10 @@ if (rw >= 0) {
   ro.retire();
 }
 out.tableReopen = t;
+// The data memory of a lease without a write grant comes as a read-only descriptor of a 0600 memfd: no
+// reopen for writing, no writable mapping, no hole punching.
+out.dataReopen = attempt(() => fs.closeSync(fs.openSync(`/proc/self/fd/${data}`, 'r+')));
+out.dataMmapWritable = attempt(() => mmap(fs.fstatSync(data).size, PROT_READ | PROT_WRITE, MAP_SHARED, data, 0, 'data (writable)').retire());
 // Seals cannot forbid hole punching on memory the client must write: it only ever zeroes its own pages.
 out.punchRing = punch(ring);
 out.punchData = punch(data);
