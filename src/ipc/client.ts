@@ -130,7 +130,8 @@ export class IpcClient {
   ): Promise<{ response: ResponseOf<M['type']>; fds: number[] }> {
     const type: RequestType = msg.type;
     if (this.closedReason !== null) {
-      return Promise.reject(new IpcError(IpcErrorCode.ConnectionClosed, `connection to ${this.path} is closed: ${this.closedReason}`));
+      const code = this.serverError?.code ?? IpcErrorCode.ConnectionClosed;
+      return Promise.reject(new IpcError(code, `connection to ${this.path} is closed: ${this.closedReason}`));
     }
     if (!Object.prototype.hasOwnProperty.call(catalogue, type)) {
       return Promise.reject(new IpcError(IpcErrorCode.UnknownType, `unknown request type ${JSON.stringify(type)}`));

@@ -634,6 +634,11 @@ function refuseWithSpare(l: Listener): 'again' | 'empty' | 'stuck' {
   spareFd = -1;
   const fd = accept4(l.fd);
   if (fd >= 0) {
+    try {
+      fdLimit = getNofileLimit().soft;
+    } catch {
+      // keep the last known limit for the message
+    }
     let cred: PeerCred | null = null;
     try {
       cred = peerCred(fd);
