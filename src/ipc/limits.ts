@@ -17,6 +17,9 @@
  *                      maxHeldFdsPerUid, maxHeldFds in total
  *   requests in flight maxInFlight per connection (IpcServerOptions), maxInFlightPerUid per uid: reading
  *                      pauses at a frame boundary (back-pressure, not an error)
+ *   queued output      replies a uid's connections have not read yet: while they reach maxQueuedBytesPerUid,
+ *                      that uid's connections are not read (back-pressure; a request read before the pause is
+ *                      still answered, so the output stays below this plus maxInFlightPerUid replies)
  *   descriptor reserve new connections (and descriptors arriving) are refused while fewer than fdReserve
  *                      descriptors remain below homid's RLIMIT_NOFILE soft limit
  *
@@ -57,6 +60,8 @@ export interface IpcLimits {
   maxHeldFdsPerUid: number;
   /** Requests of one uid awaiting a reply before its connections are no longer read. */
   maxInFlightPerUid: number;
+  /** Bytes of replies queued for one uid's connections (unread by the peer) before they are no longer read. */
+  maxQueuedBytesPerUid: number;
   /** Descriptors kept free below RLIMIT_NOFILE: new connections are refused inside this margin (0: none). */
   fdReserve: number;
 }
@@ -71,6 +76,7 @@ export const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_HELD_FDS = 4096;
 export const DEFAULT_MAX_HELD_FDS_PER_UID = 512;
 export const DEFAULT_MAX_IN_FLIGHT_PER_UID = 256;
+export const DEFAULT_MAX_QUEUED_BYTES_PER_UID = 16 * 1024 * 1024;
 export const DEFAULT_FD_RESERVE = 64;
 
 /** Completed frames at least this large count in transitBytes until the main thread takes them. */
@@ -88,6 +94,7 @@ export const DEFAULT_LIMITS: Readonly<IpcLimits> = Object.freeze({
   maxHeldFds: DEFAULT_MAX_HELD_FDS,
   maxHeldFdsPerUid: DEFAULT_MAX_HELD_FDS_PER_UID,
   maxInFlightPerUid: DEFAULT_MAX_IN_FLIGHT_PER_UID,
+  maxQueuedBytesPerUid: DEFAULT_MAX_QUEUED_BYTES_PER_UID,
   fdReserve: DEFAULT_FD_RESERVE,
 });
 
@@ -167,6 +174,8 @@ export interface IpcUidUsage {
   heldFds: number;
   /** Requests awaiting their reply. */
   inFlight: number;
+  /** Bytes of replies queued, not yet read by the peer. */
+  queuedBytes: number;
 }
 
 /** A snapshot of the IPC worker's accounting (IpcServer.stats()). */

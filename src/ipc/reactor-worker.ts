@@ -94,8 +94,10 @@ interface Usage {
   transitFds: number;
   /** Frames read and not yet answered. */
   inflight: number;
+  /** Bytes of output queued (replies the peer has not read yet). */
+  queuedBytes: number;
 }
-type Counter = 'conns' | 'partialBytes' | 'transitBytes' | 'partialFds' | 'transitFds' | 'inflight';
+type Counter = 'conns' | 'partialBytes' | 'transitBytes' | 'partialFds' | 'transitFds' | 'inflight' | 'queuedBytes';
 
 interface Conn {
   id: number;
@@ -144,7 +146,16 @@ let stopping = false;
 
 // ---- accounting ----
 
-const newUsage = (uid: number): Usage => ({ uid, conns: 0, partialBytes: 0, transitBytes: 0, partialFds: 0, transitFds: 0, inflight: 0 });
+const newUsage = (uid: number): Usage => ({
+  uid,
+  conns: 0,
+  partialBytes: 0,
+  transitBytes: 0,
+  partialFds: 0,
+  transitFds: 0,
+  inflight: 0,
+  queuedBytes: 0,
+});
 const uids = new Map<number, Usage>();
 const total = newUsage(-1);
 /** Frames posted with a token: what they hold until the main thread says 'taken'. */
@@ -177,6 +188,7 @@ function charge(u: Usage | null, k: Counter, delta: number): void {
     u.partialFds === 0 &&
     u.transitFds === 0 &&
     u.inflight === 0 &&
+    u.queuedBytes === 0 &&
     uids.get(u.uid) === u
   ) {
     uids.delete(u.uid);
@@ -282,7 +294,10 @@ function closeConn(c: Conn, reason: string): void {
   shutdownFd(c.fd);
   closeFd(c.fd);
   dropPartial(c);
-  for (const o of c.out) closeAll(o.fds);
+  for (const o of c.out) {
+    closeAll(o.fds);
+    charge(c.usage, 'queuedBytes', -o.data.length);
+  }
   c.out = [];
   charge(c.usage, 'inflight', -c.inflight);
   c.inflight = 0;
@@ -309,7 +324,7 @@ function limitClose(c: Conn, reason: IpcLimitReason, message: string): void {
   c.closeReason = `${code}: ${message}`;
   const deadline = Date.now() + LIMIT_CLOSE_FLUSH_MS;
   c.closeAt = c.closeAt === null ? deadline : Math.min(c.closeAt, deadline);
-  c.out.push({ data: errorFrame(code, message), off: 0, fds: [], reply: false });
+  queue(c, { data: errorFrame(code, message), off: 0, fds: [], reply: false });
   post({ ev: 'limit', conn: c.id, code, reason, message });
   flush(c);
 }
@@ -336,7 +351,7 @@ function handle(cmd: Command): void {
         closeAll(cmd.fds);
         break;
       }
-      c.out.push({ data: cmd.data, off: 0, fds: cmd.fds, reply: cmd.reply });
+      queue(c, { data: cmd.data, off: 0, fds: cmd.fds, reply: cmd.reply });
       flush(c);
       break;
     }
@@ -368,6 +383,11 @@ function handle(cmd: Command): void {
   }
 }
 
+function queue(c: Conn, o: Out): void {
+  c.out.push(o);
+  charge(c.usage, 'queuedBytes', o.data.length);
+}
+
 /** Write queued frames until done or the socket is full. */
 function flush(c: Conn): void {
   while (c.out.length > 0) {
@@ -391,6 +411,7 @@ function flush(c: Conn): void {
     o.off += r;
     if (o.off >= o.data.length) {
       c.out.shift();
+      charge(c.usage, 'queuedBytes', -o.data.length);
       if (o.reply && c.inflight > 0) {
         c.inflight--;
         charge(c.usage, 'inflight', -1);
@@ -409,6 +430,7 @@ function readPaused(c: Conn): boolean {
   if (u !== null && limits !== null) {
     if (u.inflight >= limits.maxInFlightPerUid) return true;
     if (u.transitBytes >= limits.maxPartialBytesPerUid) return true;
+    if (u.queuedBytes >= limits.maxQueuedBytesPerUid) return true;
   }
   return false;
 }
@@ -704,6 +726,7 @@ function usageView(u: Usage): IpcUidUsage {
     transitBytes: u.transitBytes,
     heldFds: heldFds(u),
     inFlight: u.inflight,
+    queuedBytes: u.queuedBytes,
   };
 }
 

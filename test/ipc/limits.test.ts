@@ -18,6 +18,7 @@ import {
   IpcError,
   IpcErrorCode,
   IpcServer,
+  encodeFrame,
   frameHeader,
   type IpcHandler,
   type IpcLimitStats,
@@ -26,6 +27,7 @@ import {
   type IpcUidUsage,
 } from '../../src/ipc/index.js';
 import { getNofileLimit, raiseNofileLimit, setNofileLimit } from '../../src/sys/rlimit.js';
+import { MsgIo, closeFd, connectUnix, unixSocket } from '../../src/sys/socket.js';
 import { openFdCount, socketPath, waitFor, within } from './helpers.js';
 
 const T = 30_000;
@@ -151,7 +153,7 @@ async function waitStats(server: IpcServer, pred: (s: IpcLimitStats) => boolean,
 /** (d) Nothing is held any more, and a fresh client is served. */
 async function assertAllReleased(server: IpcServer, path: string): Promise<void> {
   const s = await waitStats(server, (x) => x.uids.length === 0 && x.total.connections === 0, 'all connections gone');
-  assert.deepEqual(s.total, { uid: -1, connections: 0, partialBytes: 0, transitBytes: 0, heldFds: 0, inFlight: 0 });
+  assert.deepEqual(s.total, { uid: -1, connections: 0, partialBytes: 0, transitBytes: 0, heldFds: 0, inFlight: 0, queuedBytes: 0 });
   const c = await IpcClient.connect(path);
   const r = await c.call({ type: 'hello', version: 1 });
   assert.equal(r.response.server, 'limits');
@@ -444,6 +446,55 @@ test('requests in flight per uid: reading pauses at the limit and resumes as rep
     assert.equal(entered, 4);
     await a.close();
     await b.close();
+    await assertAllReleased(server, path);
+  });
+});
+
+test('queued replies per uid: a client that does not read stops being read, and is read again once it drains', { timeout: T }, async () => {
+  const LIMIT = 256 * 1024;
+  const BLOB = 'x'.repeat(100_000);
+  const BATCH = 10;
+  let entered = 0;
+  const h: IpcHandler = async (req) => {
+    if (req.request.type !== 'status') return handler(req);
+    entered++;
+    return { response: { ok: true, blob: BLOB } };
+  };
+  await withServer({ handler: h, maxQueuedBytesPerUid: LIMIT }, async (server, path) => {
+    // A raw socket, so that nothing reads the replies until the test does.
+    const fd = unixSocket();
+    const io = new MsgIo(64 * 1024);
+    try {
+      assert.equal(connectUnix(fd, path), 0);
+      const send = (first: number): void => {
+        for (let i = first; i < first + BATCH; i++) {
+          const f = encodeFrame({ id: i, type: 'status' }, false);
+          assert.equal(io.send(fd, f, 0, f.length), f.length);
+        }
+      };
+      send(1);
+      const handlersDone = (): boolean => entered === BATCH && [...server.connections].every((c) => c.inFlight === 0);
+      const s1 = await waitStats(server, (x) => handlersDone() && (usage(x, ME)?.queuedBytes ?? 0) >= LIMIT, 'the first batch answered into the queue');
+      // Unread replies hold their requests in flight; the kernel took some, the worker queues the rest.
+      assert.ok(usage(s1, ME)!.inFlight > 0 && usage(s1, ME)!.inFlight <= BATCH);
+      send(1 + BATCH);
+      await sleep(300);
+      assert.equal(entered, BATCH, 'no request is read while the replies queued for the uid are over the limit');
+      // Read everything: the queue drains, reading resumes, the second batch is answered too.
+      let got = 0;
+      const deadline = Date.now() + W;
+      for (;;) {
+        const r = io.recv(fd);
+        if (typeof r !== 'number' && r.n > 0) got += r.n;
+        else await sleep(5);
+        if (entered === 2 * BATCH && (await server.stats()).total.queuedBytes === 0) break;
+        assert.ok(Date.now() < deadline, `draining: ${got} bytes read, ${entered} requests seen`);
+      }
+      assert.ok(got >= BATCH * BLOB.length, `${got} bytes of replies read`);
+    } finally {
+      io.free();
+      closeFd(fd);
+    }
     await assertAllReleased(server, path);
   });
 });
