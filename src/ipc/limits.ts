@@ -50,7 +50,10 @@ export interface IpcLimits {
   maxConnectionsRoot: number;
   /** Bytes held for incomplete frames, all uids together. */
   maxPartialBytes: number;
-  /** Bytes held for one uid's incomplete frames. */
+  /**
+   * Bytes held for one uid's incomplete frames (a value below maxFrame also lowers the largest frame that uid can
+   * send; while completed frames not yet taken reach it, the uid's connections are not read).
+   */
   maxPartialBytesPerUid: number;
   /** How long one frame may stay incomplete after its first byte arrived (ms). */
   frameTimeoutMs: number;
