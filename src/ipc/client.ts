@@ -11,6 +11,8 @@ import { errnoName } from '../sys/libc.js';
 import { DEFAULT_MAX_FRAME, FLAG_FDS, PROTOCOL_VERSION, decodePayload, encodeFrame } from './frame.js';
 import { IpcError } from './errors.js';
 import {
+  CLOSING_ERROR_CODES,
+  ErrorResponse,
   IpcErrorCode,
   catalogue,
   describeIssues,
@@ -58,6 +60,8 @@ export class IpcClient {
   private nextId = 1;
   private conn = -1;
   private closedReason: string | null = null;
+  /** The error the server sent (id null) before closing the connection (e.g. TOO_MANY_CONNECTIONS). */
+  private serverError: { code: string; message: string } | null = null;
   private closedPromise: Promise<void>;
   private resolveClosed!: () => void;
   private readonly timeoutMs: number;
@@ -126,7 +130,8 @@ export class IpcClient {
   ): Promise<{ response: ResponseOf<M['type']>; fds: number[] }> {
     const type: RequestType = msg.type;
     if (this.closedReason !== null) {
-      return Promise.reject(new IpcError(IpcErrorCode.ConnectionClosed, `connection to ${this.path} is closed: ${this.closedReason}`));
+      const code = this.serverError?.code ?? IpcErrorCode.ConnectionClosed;
+      return Promise.reject(new IpcError(code, `connection to ${this.path} is closed: ${this.closedReason}`));
     }
     if (!Object.prototype.hasOwnProperty.call(catalogue, type)) {
       return Promise.reject(new IpcError(IpcErrorCode.UnknownType, `unknown request type ${JSON.stringify(type)}`));
@@ -235,10 +240,19 @@ export class IpcClient {
     }
   }
 
+  /** Why the server closed this connection, when it said so before closing (e.g. a limit); else null. */
+  get closedByServer(): { code: string; message: string } | null {
+    return this.serverError === null ? null : { ...this.serverError };
+  }
+
   private closed(reason: string): void {
     if (this.closedReason !== null) return;
+    const se = this.serverError;
+    // Pending requests fail with the server's own reason when it gave one before closing.
+    if (se !== null) reason = `${se.code}: ${se.message}`;
     this.closedReason = reason;
-    this.failAll(IpcErrorCode.ConnectionClosed, `connection to ${this.path} lost: ${reason}`);
+    if (se !== null) this.failAll(se.code, `connection to ${this.path} closed by the server: ${reason}`);
+    else this.failAll(IpcErrorCode.ConnectionClosed, `connection to ${this.path} lost: ${reason}`);
     for (const fn of this.closeListeners.splice(0)) fn(reason);
     this.resolveClosed();
   }
@@ -248,12 +262,20 @@ export class IpcClient {
     for (const fn of [...this.unmatchedListeners]) fn(m);
   }
 
+  /** Remember an id-less error after which the server closes the connection. */
+  private noteServerError(value: unknown): void {
+    const e = ErrorResponse.safeParse(value);
+    if (!e.success || e.data.id !== null || !CLOSING_ERROR_CODES.has(e.data.error.code)) return;
+    this.serverError = { code: e.data.error.code, message: e.data.error.message };
+  }
+
   private frame(version: number, flags: number, payload: Uint8Array, fds: number[]): void {
     const decoded = decodePayload(payload);
     const value = decoded.ok ? decoded.value : null;
     const id = version === PROTOCOL_VERSION ? peekId(value) : null;
     const p = id === null ? undefined : this.pending.get(id);
     if (id === null || p === undefined) {
+      if (id === null && version === PROTOCOL_VERSION) this.noteServerError(value);
       this.unmatched({ message: value, version, flags }, fds);
       return;
     }

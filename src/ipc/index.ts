@@ -2,6 +2,7 @@
 export * from './frame.js';
 export * from './messages.js';
 export { IpcError } from './errors.js';
+export * from './limits.js';
 export {
   IpcServer,
   IpcConnection,

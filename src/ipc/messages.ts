@@ -14,6 +14,7 @@
  */
 import { z } from 'zod';
 import { PROTOCOL_VERSION } from './frame.js';
+import { LimitErrorCode } from './limits.js';
 
 export { PROTOCOL_VERSION };
 
@@ -45,8 +46,25 @@ export const IpcErrorCode = {
   BadResponse: 'BAD_RESPONSE',
   /** Client side: could not connect. */
   ConnectFailed: 'CONNECT_FAILED',
+  /** Connection refused at accept: maxConnections, or the uid's maxConnectionsPerUid / maxConnectionsRoot, reached. */
+  TooManyConnections: LimitErrorCode.TooManyConnections,
+  /** Connection refused (or closed as descriptors arrived): homid is within fdReserve of its descriptor limit. */
+  DescriptorsExhausted: LimitErrorCode.DescriptorsExhausted,
+  /** Connection closed: its uid (or all clients together) holds too many partial-frame bytes or descriptors. */
+  LimitExceeded: LimitErrorCode.LimitExceeded,
+  /** Connection closed: a frame stayed incomplete longer than frameTimeoutMs. */
+  FrameTimeout: LimitErrorCode.FrameTimeout,
 } as const;
 export type IpcErrorCodeValue = (typeof IpcErrorCode)[keyof typeof IpcErrorCode];
+
+/** Error codes after which the server closes the connection (sent with id null). */
+export const CLOSING_ERROR_CODES: ReadonlySet<string> = new Set([
+  IpcErrorCode.FrameTooLarge,
+  IpcErrorCode.TooManyConnections,
+  IpcErrorCode.DescriptorsExhausted,
+  IpcErrorCode.LimitExceeded,
+  IpcErrorCode.FrameTimeout,
+]);
 
 const MAX_STRING = 4096;
 

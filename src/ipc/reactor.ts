@@ -6,22 +6,29 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { closeFd, eventFd, eventFdSignal, type PeerCred } from '../sys/socket.js';
 import { DEFAULT_MAX_FRAME } from './frame.js';
+import type { IpcLimitReason, IpcLimitStats, IpcLimits } from './limits.js';
 import type { Command, ReactorEvent, ReactorInit } from './reactor-protocol.js';
 
 export interface ConnHandlers {
   onFrame(version: number, flags: number, payload: Uint8Array, fds: number[]): void;
   onBadFrame(length: number, message: string): void;
+  /** The connection went over a limit (it got an error frame and is closing; onClosed follows). */
+  onLimit?(code: string, reason: IpcLimitReason, message: string): void;
   onClosed(reason: string): void;
 }
 
 export interface ListenHandlers {
   onAccept(conn: number, cred: PeerCred): ConnHandlers;
+  /** A connection was refused at accept (already closed). */
+  onRefused?(e: { cred: PeerCred | null; code: string; reason: IpcLimitReason; message: string; unreported: number }): void;
   onError(message: string): void;
 }
 
 export interface ReactorOptions {
   maxFrame?: number;
   maxInFlight?: number;
+  /** Limits on accepted connections (none when absent). */
+  limits?: IpcLimits;
 }
 
 export class Reactor {
@@ -32,6 +39,8 @@ export class Reactor {
   private readonly listeners = new Map<number, ListenHandlers>();
   private nextConn = 1;
   private nextListener = 1;
+  private nextStats = 1;
+  private readonly statsWaiters = new Map<number, { resolve: (s: IpcLimitStats) => void; reject: (e: Error) => void }>();
   private refs = 0;
   private stopped: Promise<void> | null = null;
   private dead = false;
@@ -42,7 +51,12 @@ export class Reactor {
     this.wakeFd = eventFd();
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    const init: ReactorInit = { wakeFd: this.wakeFd, maxFrame: this.maxFrame, maxInFlight: opts.maxInFlight ?? 0 };
+    const init: ReactorInit = {
+      wakeFd: this.wakeFd,
+      maxFrame: this.maxFrame,
+      maxInFlight: opts.maxInFlight ?? 0,
+      limits: opts.limits === undefined ? null : { ...opts.limits },
+    };
     this.worker = new Worker(new URL('./reactor-worker.js', import.meta.url), {
       workerData: { init, port: port2 },
       transferList: [port2],
@@ -106,6 +120,16 @@ export class Reactor {
     if (this.alive && this.conns.has(conn)) this.post({ op: 'close', conn, flush });
   }
 
+  /** A snapshot of the worker's accounting (limits.ts). Rejects when the reactor is stopped. */
+  stats(): Promise<IpcLimitStats> {
+    if (!this.alive) return Promise.reject(new Error('IPC reactor is stopped'));
+    const seq = this.nextStats++;
+    return new Promise<IpcLimitStats>((resolve, reject) => {
+      this.statsWaiters.set(seq, { resolve, reject });
+      this.post({ op: 'stats', seq });
+    });
+  }
+
   /** Close every connection and listener, end the worker. */
   stop(): Promise<void> {
     if (this.stopped !== null) return this.stopped;
@@ -133,17 +157,34 @@ export class Reactor {
         return;
       }
       case 'frame': {
-        const h = this.conns.get(e.conn);
-        if (h === undefined) {
-          for (const fd of e.fds) closeFd(fd);
-          return;
+        try {
+          const h = this.conns.get(e.conn);
+          if (h === undefined) {
+            for (const fd of e.fds) closeFd(fd);
+            return;
+          }
+          h.onFrame(e.version, e.flags, e.payload, e.fds);
+        } finally {
+          // The frame's bytes and descriptors are the main thread's now: they leave the worker's accounting.
+          if (e.token !== 0 && this.alive) this.post({ op: 'taken', token: e.token });
         }
-        h.onFrame(e.version, e.flags, e.payload, e.fds);
         return;
       }
       case 'badFrame':
         this.conns.get(e.conn)?.onBadFrame(e.length, e.message);
         return;
+      case 'limit':
+        this.conns.get(e.conn)?.onLimit?.(e.code, e.reason, e.message);
+        return;
+      case 'refused':
+        this.listeners.get(e.listener)?.onRefused?.({ cred: e.cred, code: e.code, reason: e.reason, message: e.message, unreported: e.unreported });
+        return;
+      case 'stats': {
+        const w = this.statsWaiters.get(e.seq);
+        this.statsWaiters.delete(e.seq);
+        w?.resolve(e.stats);
+        return;
+      }
       case 'closed': {
         const h = this.conns.get(e.conn);
         this.conns.delete(e.conn);
@@ -154,14 +195,22 @@ export class Reactor {
         this.listeners.get(e.listener)?.onError(e.message);
         return;
       case 'stopped':
+        this.failStats('IPC reactor stopped');
         return;
     }
+  }
+
+  private failStats(reason: string): void {
+    const ws = [...this.statsWaiters.values()];
+    this.statsWaiters.clear();
+    for (const w of ws) w.reject(new Error(reason));
   }
 
   private fail(reason: string): void {
     if (this.dead) return;
     this.dead = true;
     closeFd(this.wakeFd);
+    this.failStats(reason);
     const hs = [...this.conns.values()];
     this.conns.clear();
     for (const h of hs) h.onClosed(reason);

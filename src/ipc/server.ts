@@ -8,6 +8,11 @@
  * takes (`req.takeFds()`), the rest are closed once the handler has settled. Descriptors in a reply are
  * duplicated before the handler's promise settles into the send, so the handler may close its own at once
  * (or pass `closeFds: true` to have the server close them).
+ *
+ * Limits (limits.ts): connections, partial-frame bytes and age, held descriptors and requests in flight are
+ * bounded per peer uid and in total by the I/O worker; the options named as IpcLimits set them (defaults in
+ * DEFAULT_LIMITS). At listen() the soft RLIMIT_NOFILE is raised to the hard limit (raiseFdLimit), and new
+ * connections are refused while fewer than fdReserve descriptors remain. stats() returns the accounting.
  */
 import * as fs from 'node:fs';
 import {
@@ -21,6 +26,8 @@ import {
   type PeerCred,
 } from '../sys/socket.js';
 import { OsError, errnoName } from '../sys/libc.js';
+import { raiseNofileLimit, type Rlimit } from '../sys/rlimit.js';
+import { resolveLimits, type IpcLimitStats, type IpcLimits, type IpcRefusal } from './limits.js';
 import { DEFAULT_MAX_FRAME, FLAG_FDS, KNOWN_FLAGS, MAX_FDS_PER_FRAME, PROTOCOL_VERSION, decodePayload, encodeFrame } from './frame.js';
 import {
   IpcErrorCode,
@@ -104,7 +111,7 @@ export interface IpcProtocolEvent {
   message: string;
 }
 
-export interface IpcServerOptions {
+export interface IpcServerOptions extends Partial<IpcLimits> {
   /** Socket path (a leading NUL: abstract namespace). A stale socket file nobody listens on is replaced. */
   path: string;
   handler: IpcHandler;
@@ -120,6 +127,10 @@ export interface IpcServerOptions {
   /** Rejected frames and requests, handler failures, accept errors. */
   onProtocolError?: (e: IpcProtocolEvent) => void;
   onListenError?: (message: string) => void;
+  /** Connections refused at accept by a limit (at most 20 reports a second; the rest are counted in stats()). */
+  onRefused?: (e: IpcRefusal) => void;
+  /** Raise the soft RLIMIT_NOFILE to the hard limit at listen() (default true). */
+  raiseFdLimit?: boolean;
 }
 
 export class IpcServer {
@@ -132,23 +143,49 @@ export class IpcServer {
   private readonly maxFrame: number;
   private readonly ino: number | null;
   private closing: Promise<void> | null = null;
+  /** The limits in force (the defaults overridden by the options). */
+  readonly limits: Readonly<IpcLimits>;
+  /** RLIMIT_NOFILE before and after listen() raised it (null: not raised, or the kernel refused). */
+  readonly fdLimit: { before: Rlimit; after: Rlimit } | null;
 
-  private constructor(private readonly opts: IpcServerOptions, fd: number, ino: number | null) {
+  private constructor(
+    private readonly opts: IpcServerOptions,
+    fd: number,
+    ino: number | null,
+    limits: IpcLimits,
+    fdLimit: { before: Rlimit; after: Rlimit } | null,
+  ) {
     this.path = opts.path;
     this.ino = ino;
+    this.limits = Object.freeze({ ...limits });
+    this.fdLimit = fdLimit;
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     if (opts.onClose) this.closeListeners.add(opts.onClose);
     if (opts.onConnection) this.connectionListeners.add(opts.onConnection);
-    this.reactor = new Reactor({ maxFrame: this.maxFrame, maxInFlight: opts.maxInFlight ?? 64 });
+    this.reactor = new Reactor({ maxFrame: this.maxFrame, maxInFlight: opts.maxInFlight ?? 64, limits });
     this.reactor.ref();
     this.listener = this.reactor.listen(fd, {
       onAccept: (id, cred) => this.accepted(id, cred),
+      onRefused: (e) => {
+        const fn = this.opts.onRefused;
+        if (fn) safely(() => fn({ ...e }));
+      },
       onError: (message) => this.opts.onListenError?.(message),
     });
   }
 
-  /** Bind, chmod and listen on `opts.path`, and start serving. */
+  /** Bind, chmod and listen on `opts.path`, and start serving. Throws RangeError on an invalid limit. */
   static async listen(opts: IpcServerOptions): Promise<IpcServer> {
+    const limits = resolveLimits(opts);
+    let fdLimit: { before: Rlimit; after: Rlimit } | null = null;
+    if (opts.raiseFdLimit ?? true) {
+      try {
+        fdLimit = raiseNofileLimit();
+      } catch (e) {
+        // Serving goes on under the current limit; the descriptor reserve still applies to it.
+        opts.onListenError?.(`cannot raise RLIMIT_NOFILE: ${(e as Error).message}`);
+      }
+    }
     const fd = unixSocket();
     let ino: number | null = null;
     try {
@@ -162,7 +199,15 @@ export class IpcServer {
       closeFd(fd);
       throw e;
     }
-    return new IpcServer(opts, fd, ino);
+    return new IpcServer(opts, fd, ino, limits, fdLimit);
+  }
+
+  /**
+   * What clients hold now, per uid and in total (connections, partial-frame bytes, held descriptors, requests
+   * in flight), refusals by reason, and the descriptor table estimate. Rejects once the server is closed.
+   */
+  stats(): Promise<IpcLimitStats> {
+    return this.reactor.stats();
   }
 
   /** Open connections. */
@@ -223,6 +268,7 @@ export class IpcServer {
         this.sendRaw(conn, { id: null, ...errorBody(IpcErrorCode.FrameTooLarge, message) }, [], false);
         this.reactor.close(conn.id, true);
       },
+      onLimit: (code, _reason, message) => this.protocolError(conn, code, message),
       onClosed: (reason) => {
         this.conns.delete(id);
         const fns = conn.markClosed(reason);
