@@ -205,7 +205,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
     const s = h.connect(NOBODY_PEER);
     try {
       const fd = fs.openSync(path.join(fx.tree, 'a.bin'), 'r');
-      const { grant, region } = h.resolveExtents(s, 'img', fd);
+      const { grant, region } = await h.resolveExtents(s, 'img', fd);
       fs.closeSync(fd);
       const snap = readExtentTable(region.bytes);
       assert.equal(snap.size, 40_000);
@@ -224,7 +224,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
       const other = h.extents; // resolve secret.bin in homid to learn its LBAs without granting it
       const sfd = fs.openSync(path.join(fx.tree, 'secret.bin'), 'r');
       const probe = h.connect(NOBODY_PEER);
-      const sec = h.resolveExtents(probe, 'img', sfd).grant.entry.map;
+      const sec = (await h.resolveExtents(probe, 'img', sfd)).grant.entry.map;
       fs.closeSync(sfd);
       const secretLba = toLbaRanges(sec, LBA)[0]!.lba;
       void other;
@@ -270,7 +270,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
     const s = h.connect(NOBODY_PEER);
     try {
       const fd = fs.openSync(path.join(fx.tree, 'b.bin'), 'r+');
-      const { grant } = h.resolveExtents(s, 'img', fd);
+      const { grant } = await h.resolveExtents(s, 'img', fd);
       fs.closeSync(fd);
       const [lease] = await h.openQueuePairs(s, { device: 'img', depth: 8, mode: 'mediated', write: true });
       const mq = new MediatedQueuePair(lease!.ring!.bytes, lease!.data!.bytes, lease!.id);
@@ -292,7 +292,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
     try {
       const p = path.join(fx.tree, 'a.bin');
       const fd = fs.openSync(p, 'r');
-      const { region } = h.resolveExtents(s, 'img', fd);
+      const { region } = await h.resolveExtents(s, 'img', fd);
       fs.closeSync(fd);
       const g0 = readExtentTable(region.bytes).generation;
       // new content: rebuild the image first, then the watched file changes
@@ -369,7 +369,7 @@ describe('extent service over FIEMAP', () => {
       const p = path.join(dir, 'f.bin');
       fs.writeFileSync(p, new Uint8Array(8192).fill(1));
       const fd = fs.openSync(p, 'r');
-      const { region } = h.resolveExtents(s, 'm', fd);
+      const { region } = await h.resolveExtents(s, 'm', fd);
       const g0 = readExtentTable(region.bytes);
       assert.equal(g0.size, 8192);
       fs.writeFileSync(p, new Uint8Array(65536).fill(2));

@@ -193,7 +193,7 @@ describe('device-backed metadata source', { skip }, () => {
             const fd = fs.openSync(path.join(tree, rel), 'r');
             let map: FileMap;
             try {
-              map = h.resolveExtents(s, dev, fd).grant.entry.map;
+              map = (await h.resolveExtents(s, dev, fd)).grant.entry.map;
             } finally {
               fs.closeSync(fd);
             }
@@ -201,7 +201,7 @@ describe('device-backed metadata source', { skip }, () => {
           }
           // read medium.bin through a mediated queue, with the LBAs homid resolved from the device
           const fd = fs.openSync(path.join(tree, 'medium.bin'), 'r');
-          const { grant } = h.resolveExtents(s, dev, fd);
+          const { grant } = await h.resolveExtents(s, dev, fd);
           fs.closeSync(fd);
           const [lease] = await h.openQueuePairs(s, { device: dev, depth: 16, mode: 'mediated' });
           const mq = new MediatedQueuePair(lease!.ring!.bytes, lease!.data!.bytes, lease!.id);
@@ -240,10 +240,10 @@ describe('device-backed metadata source', { skip }, () => {
       const reader = d.metadata!;
       const s = h.connect(NOBODY_PEER);
       const p = path.join(tree, 'odd4097');
-      const resolve = (): FileMap => {
+      const resolve = async (): Promise<FileMap> => {
         const fd = fs.openSync(p, 'r');
         try {
-          const { grant } = h.resolveExtents(s, 'e4', fd);
+          const { grant } = await h.resolveExtents(s, 'e4', fd);
           const m = grant.entry.map;
           h.releaseFile(s, grant.id);
           return m;
@@ -251,7 +251,7 @@ describe('device-backed metadata source', { skip }, () => {
           fs.closeSync(fd);
         }
       };
-      const good = resolve();
+      const good = await resolve();
       try {
         emu.inject({ qid: reader.qp.qid, opcode: NvmOpcode.Read, count: Infinity, action: { kind: 'status', sct: Sct.MediaDataIntegrity, sc: MediaStatus.UnrecoveredReadError } });
         const e1 = await refused(resolve, 'device-io');
@@ -268,7 +268,7 @@ describe('device-backed metadata source', { skip }, () => {
         assert.equal(reader.stats.timeouts, 1);
         assert.ok(h.counters.refusals >= 2);
         emu.clearFaults();
-        assert.deepEqual(resolve(), good, 'the map after the errors');
+        assert.deepEqual(await resolve(), good, 'the map after the errors');
       } finally {
         emu.clearFaults();
         await h.disconnect(s);
@@ -287,13 +287,13 @@ describe('device-backed metadata source', { skip }, () => {
       const s = h.connect(NOBODY_PEER);
       try {
         const fd = fs.openSync(path.join(tree, 'medium.bin'), 'r');
-        const { grant } = h.resolveExtents(s, 'e4', fd);
+        const { grant } = await h.resolveExtents(s, 'e4', fd);
         fs.closeSync(fd);
         assert.equal(grant.entry.map.size, 300_000);
         const d = h.registry.live('e4');
         const [lease] = await h.openQueuePairs(root, { device: 'e4', depth: 16, mode: 'raw' });
         await writeImage(lease!.qp!, d.transport.dma, 1, d.controller.namespace(1).blockSize, new Uint8Array(fs.readFileSync(img2)));
-        h.extents.refresh(grant.entry, d);
+        await h.extents.refresh(grant.entry, d);
         assert.equal(grant.entry.lastError, null);
         assert.equal(grant.entry.map.size, next.length);
         const want = openImage(img2, { fs: 'ext4' });
