@@ -195,7 +195,7 @@ export class ExtentService {
     let pending = this.creating.get(key);
     if (pending) pending.waiters++;
     else {
-      const p: PendingCreate = { promise: Promise.resolve(null as unknown as ExtentEntry), waiters: 1 };
+      const p = { waiters: 1 } as PendingCreate;
       p.promise = this.create(fd, key, st, device, () => p.waiters);
       this.creating.set(key, p);
       const done = (): void => {
