@@ -20,9 +20,10 @@ import { STATUS_ACCESS_DENIED } from '../../src/daemon/mediated.js';
 import { devNumber, fiemapPlacement, SYSFS_SECTOR_BYTES, type PlacementTarget } from '../../src/daemon/placement.js';
 import { startHomidServer } from '../../src/daemon/server.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
+import type { EmuTransport } from '../../src/transport/emu.js';
 import { O_PATH } from '../../src/sys/fileio.js';
 import { toLbaRanges } from '../../src/extents/types.js';
-import { NOBODY_PEER, ROOT_PEER, config, ext4Fixture, haveTool, silent, tmpDir, type ImageFixture } from './fixtures.js';
+import { NOBODY_PEER, ROOT_PEER, config, ext4Fixture, haveTool, silent, tmpDir, writeImage, type ImageFixture } from './fixtures.js';
 import { fsTypeOf, loopExt4 } from './loop.js';
 import { until } from './procs.js';
 
@@ -399,6 +400,7 @@ describe('a resolve flushing hundreds of MiB does not hold up other clients', ()
         at['a resolved'] = performance.now() - t0;
         return m;
       });
+      pa.catch(() => undefined); // awaited below; a failure before that must not surface as an unhandled rejection
       await until(() => srv.homid.extents.pool.pending > 0 || events.length > 0, 30_000, "a's resolve on a resolver thread");
       assert.equal(events.length, 0, `a's resolve finished before b asked anything (${DIRTY_MIB} MiB flushed too fast to observe)`);
       const st = await b.status();
@@ -422,6 +424,73 @@ describe('a resolve flushing hundreds of MiB does not hold up other clients', ()
       b.close();
       await srv.close();
       lm.unmount();
+    }
+  });
+});
+
+describe('a decode through the metadata queue pair does not hold up the main thread', { skip: !haveTool('mkfs.ext4') && 'no mkfs.ext4' }, () => {
+  /** Each of the first metadata reads of the slow resolve is held this long by the controller. */
+  const DELAY_MS = 150;
+  const DELAYED_READS = 4;
+
+  test("while a decode waits on slow metadata reads, another client's mediated reads complete", { timeout: 60_000 }, async () => {
+    const fx = ext4Fixture({ 'a.bin': 40_000, 'b.bin': 8192 });
+    const h = await Homid.start(
+      config({
+        device: [{ name: 'e4', uri: `emu://?size=${fx.sizeMiB}MiB`, extents: 'decoder:ext4', extent_root: fx.tree }],
+        class: { default: { queue_pairs: 8, per_client: 4 } },
+        raw: { users: [ROOT_PEER.uid] },
+      }),
+      { logger: silent() },
+    );
+    const root = h.connect(ROOT_PEER);
+    const a = h.connect(NOBODY_PEER);
+    const b = h.connect(NOBODY_PEER);
+    try {
+      const d = h.registry.live('e4');
+      const [raw] = await h.openQueuePairs(root, { device: 'e4', depth: 16, mode: 'raw' });
+      await writeImage(raw!.qp!, d.transport.dma, 1, LBA, new Uint8Array(fs.readFileSync(fx.image)));
+      // b: a file resolved and readable before anything is slow
+      const gb = await (async () => {
+        const fd = fs.openSync(path.join(fx.tree, 'b.bin'), 'r');
+        try {
+          return (await h.resolveExtents(b, 'e4', fd)).grant;
+        } finally {
+          fs.closeSync(fd);
+        }
+      })();
+      const lba = toLbaRanges(gb.entry.map, LBA)[0]!.lba;
+      const [bl] = await h.openQueuePairs(b, { device: 'e4', depth: 8, mode: 'mediated' });
+      const mq = new MediatedQueuePair(bl!.ring!.bytes, bl!.data!.bytes, bl!.id);
+      assert.deepEqual(await statuses(mq, [[NvmOpcode.Read, lba]]), [0]);
+      // a: a resolve whose metadata reads the controller holds back
+      const emu = d.transport as EmuTransport;
+      emu.inject({ qid: d.metadata!.qp.qid, opcode: NvmOpcode.Read, count: DELAYED_READS, action: { kind: 'delay', ms: DELAY_MS } });
+      const events: string[] = [];
+      const fd = fs.openSync(path.join(fx.tree, 'a.bin'), 'r');
+      const pa = h.resolveExtents(a, 'e4', fd).then((r) => {
+        events.push('a resolved');
+        return r;
+      });
+      pa.catch(() => undefined); // awaited below; a failure before that must not surface as an unhandled rejection
+      await until(() => h.extents.pool.stats.reads > 0 || events.length > 0, 10_000, "a's decoder reading the device");
+      assert.equal(events.length, 0, "a's resolve finished before b read");
+      for (let i = 0; i < 3; i++) {
+        mq.data.fill(0);
+        assert.deepEqual(await statuses(mq, [[NvmOpcode.Read, lba]]), [0]);
+        assert.deepEqual(mq.data.subarray(0, LBA), fx.files['b.bin']!.subarray(0, LBA), "b's mediated read returns its file");
+        events.push('b read');
+      }
+      const { grant } = await pa;
+      fs.closeSync(fd);
+      assert.equal(grant.entry.map.size, 40_000);
+      assert.deepEqual(events, ['b read', 'b read', 'b read', 'a resolved'], "b's reads were served while a's decode waited on the device");
+    } finally {
+      await h.disconnect(a);
+      await h.disconnect(b);
+      await h.disconnect(root);
+      await h.stop();
+      fs.rmSync(fx.dir, { recursive: true, force: true });
     }
   });
 });
