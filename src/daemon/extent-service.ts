@@ -26,8 +26,8 @@
  * device homid brings up (PCIe, emu:// in memory; a file-backed emu:// device's image file is read directly,
  * see registry.ts). The descriptor must name a file under the
  * device's `extent_root` (the host directory the image was built from, e.g. with mkfs.ext4 -d); its path
- * relative to that root is looked up on the device. The descriptor proves the client may read the file; the
- * decoder says where the bytes are on the device. A device read that fails or times out refuses with
+ * relative to that root is looked up on the device. The descriptor proves the client's access to the file;
+ * the decoder says where the bytes are on the device. A device read that fails or times out refuses with
  * 'device-io'.
  *
  * Every map is checked against the namespace before it is published: an extent outside it, or not aligned to
