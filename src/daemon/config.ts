@@ -14,6 +14,8 @@
  *                                   # decoder:*: the unmounted file system on namespace 1, read from the
  *                                   # device itself (pci: and emu:// alike) on a queue pair homid keeps
  * # extent_root = "/srv/tree"       # decoder only: the host directory the image was built from
+ * # block_device = "/dev/sdb"       # fiemap only: the kernel block device that IS namespace 1 of this device
+ *                                   # (see below)
  * io_queues = 16
  *
  * [class.default]                   # initiator classes: budgets; membership by user / group
@@ -27,7 +29,18 @@
  * [raw]                             # who may hold raw (unmediated) queues
  * users = ["root"]
  * groups = ["homi"]
+ *
+ * [limits]                          # optional
+ * file_grants_per_client = 4096     # file grants (resolveExtents) one client connection may hold
+ * file_grants_per_uid = 16384       # file grants all connections of one uid may hold together
  * ```
+ *
+ * extents = "fiemap" maps a file with FIEMAP, whose physical offsets are byte offsets on the kernel block
+ * device holding the file's file system (its st_dev). homid grants them as LBAs of namespace 1 only when that
+ * block device is the namespace: a loop device whose backing file is the image of a file-backed emu:// device
+ * (the same file by st_dev and st_ino; the loop offset, and a partition's start, are added), or the
+ * `block_device` configured here (the file's st_dev is that device, or one of its partitions: the partition's
+ * start is added). Any other file is refused ('wrong-device').
  */
 import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
@@ -58,6 +71,7 @@ const deviceSchema = z
     }),
     extents: z.enum(['fiemap', 'decoder:ext4', 'decoder:xfs', 'none']).default('fiemap'),
     extent_root: z.string().min(1).optional(),
+    block_device: z.string().regex(/^\/[^\0]*$/, 'an absolute path of a block device such as "/dev/sdb"').optional(),
     io_queues: z.number().int().min(1).max(65535).default(16),
   })
   .strict()
@@ -65,7 +79,24 @@ const deviceSchema = z
     if (d.extents.startsWith('decoder:') && d.extent_root === undefined) {
       ctx.addIssue({ code: 'custom', path: ['extent_root'], message: `required when extents = "${d.extents}" (the host directory the image was built from)` });
     }
+    if (d.block_device !== undefined && d.extents !== 'fiemap') {
+      ctx.addIssue({ code: 'custom', path: ['block_device'], message: `only used with extents = "fiemap" (this device has extents = "${d.extents}")` });
+    }
   });
+
+/** Default of [limits] file_grants_per_client: file grants one client connection may hold. */
+export const DEFAULT_FILE_GRANTS_PER_CLIENT = 4096;
+/** Default of [limits] file_grants_per_uid: file grants all connections of one uid may hold together. */
+export const DEFAULT_FILE_GRANTS_PER_UID = 16384;
+/** Largest value either limit accepts. */
+const MAX_FILE_GRANTS = 1 << 24;
+
+const limitsSchema = z
+  .object({
+    file_grants_per_client: z.number().int().min(0).max(MAX_FILE_GRANTS).default(DEFAULT_FILE_GRANTS_PER_CLIENT),
+    file_grants_per_uid: z.number().int().min(0).max(MAX_FILE_GRANTS).default(DEFAULT_FILE_GRANTS_PER_UID),
+  })
+  .strict();
 
 const classSchema = z
   .object({
@@ -95,6 +126,7 @@ const configSchema = z
       .object({ users: z.array(principal).default(['root']), groups: z.array(principal).default([]) })
       .strict()
       .default({ users: ['root'], groups: [] }),
+    limits: limitsSchema.default({ file_grants_per_client: DEFAULT_FILE_GRANTS_PER_CLIENT, file_grants_per_uid: DEFAULT_FILE_GRANTS_PER_UID }),
   })
   .strict();
 
@@ -103,7 +135,14 @@ export interface DeviceConfig {
   uri: string;
   extents: 'fiemap' | 'decoder:ext4' | 'decoder:xfs' | 'none';
   extentRoot?: string;
+  /** extents = "fiemap": the kernel block device that is namespace 1 of this device (config `block_device`). */
+  blockDevice?: string;
   ioQueues: number;
+}
+
+export interface LimitsConfig {
+  fileGrantsPerClient: number;
+  fileGrantsPerUid: number;
 }
 
 export interface ClassConfig {
@@ -124,6 +163,7 @@ export interface HomidConfig {
   /** Always holds "default". */
   classes: Map<string, ClassConfig>;
   raw: { users: (string | number)[]; groups: (string | number)[] };
+  limits: LimitsConfig;
 }
 
 function issuePath(p: readonly PropertyKey[]): string {
@@ -150,6 +190,7 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
     names.add(name);
     const out: DeviceConfig = { name, uri: d.uri, extents: d.extents, ioQueues: d.io_queues };
     if (d.extent_root !== undefined) out.extentRoot = d.extent_root;
+    if (d.block_device !== undefined) out.blockDevice = d.block_device;
     return out;
   });
   const classes = new Map<string, ClassConfig>();
@@ -157,7 +198,8 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
   for (const [name, k] of Object.entries({ default: dflt, ...c.class })) {
     classes.set(name, { name, queuePairs: k.queue_pairs, perClient: k.per_client, maxDepth: k.max_depth, users: k.users, groups: k.groups, write: k.write });
   }
-  return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, classes, raw: c.raw };
+  const limits: LimitsConfig = { fileGrantsPerClient: c.limits.file_grants_per_client, fileGrantsPerUid: c.limits.file_grants_per_uid };
+  return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, classes, raw: c.raw, limits };
 }
 
 /** Parse TOML text. */

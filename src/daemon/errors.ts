@@ -15,6 +15,14 @@ export type HomidErrorCode =
   | 'not-a-file'
   | 'extent-source'
   | 'device-io'
+  /** The descriptor grants neither read nor write access (O_PATH, or an access mode that allows neither). */
+  | 'fd-access'
+  /** FIEMAP: the file does not live on the namespace of the device (another file system or block device). */
+  | 'wrong-device'
+  /** The file's extents run outside the namespace, or are not aligned to its LBA size. */
+  | 'extent-range'
+  /** The client (or its uid) holds as many file grants as [limits] allows. */
+  | 'limit-file-grants'
   | 'closed'
   | 'no-hugepages'
   | 'no-memory'

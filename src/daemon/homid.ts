@@ -7,7 +7,6 @@
  * closed, crashed or was killed: the socket closes), homid stops the queues: Delete I/O SQ (the controller
  * aborts what is outstanding), Delete I/O CQ, and frees their memory. Queue ids and memory are reused.
  */
-import * as fs from 'node:fs';
 import { pino } from 'pino';
 import { provisionQueuePair, type ProvisionedQueuePair } from '../driver/attach.js';
 import { InvalidArgumentError } from '../driver/errors.js';
@@ -121,12 +120,16 @@ export interface FileGrant {
   readonly id: number;
   readonly device: string;
   readonly entry: ExtentEntry;
+  /** What the client's own descriptor proved (descriptorAccess): never taken from the shared entry. */
+  readonly readable: boolean;
   readonly writable: boolean;
 }
 
 export class ClientSession {
   readonly leases = new Map<number, Lease>();
   readonly files = new Map<number, FileGrant>();
+  /** File grants being resolved (counted against the file grant limits). */
+  pendingFiles = 0;
   reserved = 0;
   closed = false;
   readonly connectedAt = Date.now();
@@ -142,18 +145,6 @@ export interface HomidOptions {
   logger?: HomidLogger;
   regions?: RegionProvider;
   opener?: TransportOpener;
-}
-
-function fdIsWritable(fd: number): boolean {
-  try {
-    const info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
-    const m = /flags:\s*([0-7]+)/.exec(info);
-    if (!m) return false;
-    const acc = parseInt(m[1]!, 8) & 3;
-    return acc === 1 || acc === 2;
-  } catch {
-    return false;
-  }
 }
 
 export class Homid {
@@ -214,8 +205,7 @@ export class Homid {
     s.closed = true;
     const leases = [...s.leases.values()];
     for (const l of leases) await this.reclaim(l);
-    for (const f of s.files.values()) this.extents.release(f.entry);
-    s.files.clear();
+    for (const f of [...s.files.values()]) this.dropFile(s, f);
     this.sessions.delete(s.id);
     this.log.info({ client: s.id, pid: s.peer.pid, reclaimed: leases.length }, 'client disconnected; its queues were reclaimed');
   }
@@ -521,41 +511,92 @@ export class Homid {
 
   // ---------------------------------------------------------------- files and extents
 
+  /** File grants (held and being resolved) per uid, for [limits] file_grants_per_uid. */
+  private readonly fileGrantsByUid = new Map<number, number>();
+
+  private countFileGrant(uid: number, delta: number): void {
+    const n = (this.fileGrantsByUid.get(uid) ?? 0) + delta;
+    if (n > 0) this.fileGrantsByUid.set(uid, n);
+    else this.fileGrantsByUid.delete(uid);
+  }
+
   /**
    * Resolve the extents of the file open on `fd` (the client's descriptor, received by SCM_RIGHTS) for
-   * `device`, publish them, and add the file's LBAs to the client's mediated grants on that device.
-   * A path string is refused.
+   * `device`, publish them, and add the file's LBAs to the client's mediated grants on that device: readable
+   * when the descriptor allows reads (O_RDONLY, O_RDWR), writable when it allows writes in place (O_WRONLY,
+   * O_RDWR without O_APPEND). An O_WRONLY descriptor thus gives a write-only grant. A path string, an O_PATH
+   * descriptor, a file on another device (FIEMAP) and a grant beyond [limits] are refused. The flush and the
+   * mapping run on a resolver thread: the main thread keeps serving everyone else meanwhile.
    */
-  resolveExtents(s: ClientSession, device: string, fd: unknown): { grant: FileGrant; region: SharedRegion } {
+  async resolveExtents(s: ClientSession, device: string, fd: unknown): Promise<{ grant: FileGrant; region: SharedRegion }> {
     if (s.closed) throw new HomidError('closed', 'the session is closed');
-    let dev: ReturnType<DeviceRegistry['live']>;
-    let entry: ExtentEntry;
+    const lim = this.config.limits;
+    const mine = s.files.size + s.pendingFiles;
+    if (mine >= lim.fileGrantsPerClient) {
+      this.refuse(s, new HomidError('limit-file-grants', `client ${s.id} holds ${mine} of ${lim.fileGrantsPerClient} file grants ([limits] file_grants_per_client); release one first`));
+    }
+    const uid = s.peer.uid;
+    const ofUid = this.fileGrantsByUid.get(uid) ?? 0;
+    if (ofUid >= lim.fileGrantsPerUid) {
+      this.refuse(s, new HomidError('limit-file-grants', `uid ${uid} holds ${ofUid} of ${lim.fileGrantsPerUid} file grants over all its connections ([limits] file_grants_per_uid); release one first`));
+    }
+    s.pendingFiles++;
+    this.countFileGrant(uid, 1);
+    let acquired: Awaited<ReturnType<ExtentService['acquire']>>;
     try {
-      dev = this.registry.live(device);
-      entry = this.extents.acquire(fd, dev);
+      const dev = this.registry.live(device);
+      acquired = await this.extents.acquire(fd, dev);
     } catch (e) {
+      this.countFileGrant(uid, -1);
       if (e instanceof HomidError) this.refuse(s, e);
       throw e;
+    } finally {
+      s.pendingFiles--;
     }
-    const grant: FileGrant = { id: this.nextFile++, device, entry, writable: fdIsWritable(fd as number) };
+    const { entry, access } = acquired;
+    if (s.closed) {
+      // the client went away while its file was being resolved
+      this.countFileGrant(uid, -1);
+      this.extents.release(entry);
+      throw new HomidError('closed', 'the session closed while its file was being resolved');
+    }
+    const grant: FileGrant = { id: this.nextFile++, device, entry, readable: access.read, writable: access.write };
     s.files.set(grant.id, grant);
     const listener = (): void => {
       for (const l of s.leases.values()) if (l.device === device) this.recomputeGrant(s, l);
     };
+    this.fileListeners.set(grant, listener);
     entry.listeners.add(listener);
     listener();
     return { grant, region: entry.region };
   }
 
+  /** Each grant's listener on its (shared) entry, removed with the grant. */
+  private readonly fileListeners = new Map<FileGrant, () => void>();
+
+  /** Drop a file grant: its entry hold, its listener and its count against the limits. */
+  private dropFile(s: ClientSession, f: FileGrant): void {
+    if (!s.files.delete(f.id)) return;
+    const listener = this.fileListeners.get(f);
+    if (listener) f.entry.listeners.delete(listener);
+    this.fileListeners.delete(f);
+    this.countFileGrant(s.peer.uid, -1);
+    this.extents.release(f.entry);
+  }
+
   releaseFile(s: ClientSession, fileId: number): void {
     const f = s.files.get(fileId);
     if (!f) throw new HomidError('bad-request', `no file grant ${fileId}`);
-    s.files.delete(fileId);
-    this.extents.release(f.entry);
+    this.dropFile(s, f);
     for (const l of s.leases.values()) if (l.device === f.device) this.recomputeGrant(s, l);
   }
 
-  /** The LBAs a mediated lease may touch: the extents of the client's files on that device and namespace. */
+  /**
+   * The LBAs a mediated lease may touch: the extents of the client's files on that device and namespace.
+   * Readable: the block-addressed extents of files whose descriptor allowed reads, less unwritten extents (the
+   * file reads zeros there; the blocks still hold whatever was there before). Writable: those of files whose
+   * descriptor allowed writes, less shared extents (reflinked blocks belong to other files too).
+   */
   private recomputeGrant(s: ClientSession, l: Lease): void {
     const mq = l.mediated;
     if (!mq) return;
@@ -564,8 +605,8 @@ export class Homid {
     for (const f of s.files.values()) {
       if (f.device !== l.device || l.nsid !== 1) continue; // extents address namespace 1 of the device
       const ranges = toLbaRanges(f.entry.map, mq.grant.lbaSize).filter((r) => !r.flags.includes('unknown') && !r.flags.includes('encoded'));
-      readable.push(...ranges);
-      if (f.writable) writable.push(...ranges);
+      if (f.readable) readable.push(...ranges.filter((r) => !r.flags.includes('unwritten')));
+      if (f.writable) writable.push(...ranges.filter((r) => !r.flags.includes('shared')));
     }
     mq.grant.readable.set(readable);
     mq.grant.writable.set(writable);
@@ -632,7 +673,7 @@ export class Homid {
   async stop(): Promise<void> {
     for (const s of [...this.sessions.values()]) await this.disconnect(s);
     this.poller.stop();
-    this.extents.closeAll();
+    await this.extents.closeAll();
     await this.registry.close();
   }
 }

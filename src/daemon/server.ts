@@ -91,11 +91,12 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
           await homid.closeQueuePair(s, Number(r.grantId));
           return { response: { ok: true } };
         case 'resolveExtents': {
+          // homid resolves through its own duplicate of the descriptor: this one closes when the request is done
           const [fd] = req.takeFds();
           try {
             const device = r.device ?? homid.listDevices().find((d) => d.state === 'live' && d.extents !== 'none')?.name;
             if (device === undefined) return fail('extent-source', 'no live device has an extent source');
-            const { grant, region } = homid.resolveExtents(s, device, fd);
+            const { grant, region } = await homid.resolveExtents(s, device, fd);
             const snap = readExtentTable(region.bytes);
             return {
               response: { ok: true, fileId: grant.id, device, size: snap.size, generation: snap.generation, extents: snap.extents, tableBytes: region.size },

@@ -3,13 +3,18 @@
  * the embedded controller): the XFS and ext4 decoders then read the device itself, not an image file.
  *
  * DeviceReader owns one I/O queue pair dedicated to metadata reads and one DMA buffer. The decoders are
- * synchronous, so a read is synchronous too: submitIo, ring, then spin on poll until the completion arrives or
- * a deadline passes. A read that fails or times out throws one DeviceReadError naming the device, the byte
- * range, the queue and the status. After a timeout the buffer is retired (the device may still write it) and
- * a fresh one is used; the timed-out command's late completion carries an old tag and is ignored.
+ * synchronous, so `readInto` is synchronous too: submitIo, ring, then spin on poll until the completion arrives
+ * or a deadline passes. `readAsync` reads the same way without ever blocking its thread: it submits, then polls
+ * from setImmediate / timer callbacks, each step a few polls long (homid serves the decoders of its resolver
+ * threads with it, from the main thread that also serves every tenant's I/O). Reads are one at a time: async
+ * reads queue behind each other, and a synchronous read while an async one is in flight is refused. A read that
+ * fails or times out throws one DeviceReadError naming the device, the byte range, the queue and the status.
+ * After a timeout the buffer is retired (the device may still write it) and a fresh one is used; the timed-out
+ * command's late completion carries an old tag and is ignored.
  *
  * DeviceBlockSource is a per-use view with a small LRU block cache (decoders make many small reads of
- * neighbouring metadata). Make a new one for each decode: its cache is never invalidated.
+ * neighbouring metadata) over any NamespaceReader (a DeviceReader, or a proxy of one in another thread). Make a
+ * new one for each decode: its cache is never invalidated.
  */
 import type { Controller } from '../driver/controller.js';
 import { dataPointer, type DataPointer } from '../driver/dptr.js';
@@ -40,6 +45,23 @@ const SPINS_BEFORE_NAP = 256;
 /** Length of one nap, in ms (Atomics.wait on a private word: gives the CPU away without an event loop). */
 const NAP_MS = 0.05;
 const napWord = new Int32Array(new SharedArrayBuffer(4));
+/** readAsync: polls per event-loop step (each a few microseconds: the step stays short). */
+const ASYNC_POLLS_PER_STEP = 16;
+/** readAsync: poll from setImmediate this long after submitting, then from 1 ms timers. */
+const ASYNC_SPIN_MS = 2;
+/** readAsync: the timer period once the read is slow. */
+const ASYNC_TIMER_MS = 1;
+
+/** What DeviceBlockSource reads through: a namespace read synchronously in byte ranges. */
+export interface NamespaceReader {
+  /** Namespace size in bytes. */
+  readonly size: number;
+  readonly blockSize: number;
+  /** Bytes one command reads at most (a multiple of blockSize). */
+  readonly maxReadBytes: number;
+  /** Exactly `out.length` bytes at byte `offset` of the namespace, into `out`. */
+  readInto(offset: number, out: Uint8Array): void;
+}
 
 /** A metadata read on the device failed: an error status, a timeout, or a queue that takes no commands. */
 export class DeviceReadError extends ExtentError {
@@ -63,8 +85,8 @@ export interface DeviceReaderOptions {
   label?: string;
 }
 
-/** One namespace read synchronously through a dedicated queue pair. Create with DeviceReader.open(). */
-export class DeviceReader {
+/** One namespace read through a dedicated queue pair. Create with DeviceReader.open(). */
+export class DeviceReader implements NamespaceReader {
   /** Namespace size in bytes. */
   readonly size: number;
   readonly blockSize: number;
@@ -137,8 +159,8 @@ export class DeviceReader {
     throw new DeviceReadError(reason, status, `metadata read of ${length} bytes at byte ${offset} of '${this.label}' namespace ${this.nsid} (queue ${this.qp.qid}) ${what}`);
   }
 
-  /** Read blocks [lba, lba + nlb) into the DMA buffer (nlb * blockSize <= maxReadBytes). */
-  private readBlocks(lba: number, nlb: number): void {
+  /** Submit a read of blocks [lba, lba + nlb) into the DMA buffer (nlb * blockSize <= maxReadBytes). */
+  private submit(lba: number, nlb: number): void {
     const offset = lba * this.blockSize;
     const length = nlb * this.blockSize;
     if (this.closed) this.fail('queue', -1, offset, length, 'failed: the reader is closed');
@@ -149,19 +171,21 @@ export class DeviceReader {
       this.fail('queue', -1, offset, length, `failed: the queue takes no commands (${qp.state}, ${qp.outstanding} outstanding, ${qp.quarantined} timed out)`);
     }
     qp.ring();
-    const deadline = performance.now() + this.timeoutMs;
-    let spins = 0;
-    while (this.doneTag !== this.tag) {
-      qp.poll(this.onComplete);
-      if (this.doneTag === this.tag) break;
-      if (++spins % SPINS_PER_CLOCK === 0 && performance.now() > deadline) {
-        this.doneStatus = STATUS_TIMEOUT;
-        break;
-      }
-      if (spins > SPINS_BEFORE_NAP) Atomics.wait(napWord, 0, 0, NAP_MS);
-    }
+  }
+
+  /** Poll once; true when the submitted read has completed. */
+  private pollDone(): boolean {
+    if (this.doneTag === this.tag) return true;
+    this.qp.poll(this.onComplete);
+    return this.doneTag === this.tag;
+  }
+
+  /** Account for the submitted read of blocks [lba, lba + nlb): throws its error, if any. */
+  private finish(lba: number, nlb: number, timedOut: boolean): void {
+    const offset = lba * this.blockSize;
+    const length = nlb * this.blockSize;
     this.stats.reads++;
-    const st = this.doneStatus;
+    const st = timedOut ? STATUS_TIMEOUT : this.doneStatus;
     if (st === STATUS_TIMEOUT) {
       this.stats.timeouts++;
       // The device may still write the buffer: never reuse it.
@@ -174,10 +198,67 @@ export class DeviceReader {
     this.stats.bytes += length;
   }
 
-  /** Exactly `out.length` bytes at byte `offset` of the namespace, into `out`. */
+  /** Read blocks [lba, lba + nlb) into the DMA buffer, spinning until done (nlb * blockSize <= maxReadBytes). */
+  private readBlocks(lba: number, nlb: number): void {
+    this.submit(lba, nlb);
+    const deadline = performance.now() + this.timeoutMs;
+    let spins = 0;
+    let timedOut = false;
+    while (!this.pollDone()) {
+      if (++spins % SPINS_PER_CLOCK === 0 && performance.now() > deadline) {
+        timedOut = true;
+        break;
+      }
+      if (spins > SPINS_BEFORE_NAP) Atomics.wait(napWord, 0, 0, NAP_MS);
+    }
+    this.finish(lba, nlb, timedOut);
+  }
+
+  /** The same read without blocking the thread: polls from setImmediate, then from 1 ms timers. */
+  private readBlocksAsync(lba: number, nlb: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      try {
+        this.submit(lba, nlb);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      const start = performance.now();
+      const deadline = start + this.timeoutMs;
+      const step = (): void => {
+        try {
+          if (this.closed) this.fail('queue', -1, lba * this.blockSize, nlb * this.blockSize, 'failed: the reader was closed during the read');
+          for (let i = 0; i < ASYNC_POLLS_PER_STEP; i++) {
+            if (this.pollDone()) {
+              this.finish(lba, nlb, false);
+              resolve();
+              return;
+            }
+          }
+          const now = performance.now();
+          if (now > deadline) {
+            this.finish(lba, nlb, true);
+            return; // finish throws on a timeout
+          }
+          if (now - start < ASYNC_SPIN_MS) setImmediate(step);
+          else setTimeout(step, ASYNC_TIMER_MS);
+        } catch (e) {
+          reject(e);
+        }
+      };
+      step();
+    });
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) throw new ImageRangeError(offset, length, this.size);
+  }
+
+  /** Exactly `out.length` bytes at byte `offset` of the namespace, into `out` (blocks the thread). */
   readInto(offset: number, out: Uint8Array): void {
     const length = out.length;
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) throw new ImageRangeError(offset, length, this.size);
+    this.checkRange(offset, length);
+    if (this.asyncBusy) this.fail('queue', -1, offset, length, 'failed: an asynchronous read is in flight on the queue');
     const bs = this.blockSize;
     let pos = offset;
     const end = offset + length;
@@ -190,6 +271,40 @@ export class DeviceReader {
       out.set(this.buf.bytes.subarray(skip, skip + n), pos - offset);
       pos += n;
     }
+  }
+
+  private asyncBusy = false;
+  private asyncTail: Promise<void> = Promise.resolve();
+
+  /**
+   * Exactly `out.length` bytes at byte `offset` of the namespace, into `out`, without blocking the thread.
+   * Reads queue behind each other (one command at a time on the queue pair).
+   */
+  readAsync(offset: number, out: Uint8Array): Promise<void> {
+    const run = async (): Promise<void> => {
+      const length = out.length;
+      this.checkRange(offset, length);
+      this.asyncBusy = true;
+      try {
+        const bs = this.blockSize;
+        let pos = offset;
+        const end = offset + length;
+        while (pos < end) {
+          const lba = Math.floor(pos / bs);
+          const skip = pos - lba * bs;
+          const nlb = Math.min(this.maxReadBytes / bs, Math.ceil((end - lba * bs) / bs));
+          await this.readBlocksAsync(lba, nlb);
+          const n = Math.min(nlb * bs - skip, end - pos);
+          out.set(this.buf.bytes.subarray(skip, skip + n), pos - offset);
+          pos += n;
+        }
+      } finally {
+        this.asyncBusy = false;
+      }
+    };
+    const p = this.asyncTail.then(run, run);
+    this.asyncTail = p.catch(() => undefined);
+    return p;
   }
 
   /** Delete the queue pair and free the buffers (the controller stays up). */
@@ -205,13 +320,13 @@ export class DeviceReader {
   }
 }
 
-/** A BlockSource over a DeviceReader, with an LRU cache of DEVICE_CACHE_CHUNK_BYTES chunks. */
+/** A BlockSource over a NamespaceReader (a DeviceReader), with an LRU cache of DEVICE_CACHE_CHUNK_BYTES chunks. */
 export class DeviceBlockSource implements BlockSource {
   readonly size: number;
   private readonly chunkBytes: number;
   private readonly cache: LruCache<number, Uint8Array>;
 
-  constructor(private readonly reader: DeviceReader, opts: { cacheBytes?: number; size?: number } = {}) {
+  constructor(private readonly reader: NamespaceReader, opts: { cacheBytes?: number; size?: number } = {}) {
     this.size = Math.min(opts.size ?? reader.size, reader.size);
     this.chunkBytes = Math.max(reader.blockSize, Math.min(DEVICE_CACHE_CHUNK_BYTES, reader.maxReadBytes));
     this.cache = new LruCache(Math.max(4, Math.floor((opts.cacheBytes ?? DEVICE_CACHE_BYTES) / this.chunkBytes)));

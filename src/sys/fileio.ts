@@ -1,7 +1,8 @@
 /**
  * File I/O below Node's fs API, through koffi: pread/pwrite on raw addresses (for page-aligned, O_DIRECT-able
- * memory that Node cannot allocate), fallocate, fdatasync, anonymous page-aligned memory, and the block device
- * ioctls for discard / zero-out. One FFI call per operation; callers keep these out of loops where they can.
+ * memory that Node cannot allocate), fallocate, fdatasync, a descriptor's status flags (fcntl F_GETFL),
+ * anonymous page-aligned memory, and the block device ioctls for discard / zero-out. One FFI call per
+ * operation; callers keep these out of loops where they can.
  */
 import koffi from 'koffi';
 import { ERRNO, OsError } from './libc.js';
@@ -15,6 +16,7 @@ interface FileLib {
   mmap: (addr: null, len: number, prot: number, flags: number, fd: number, off: number) => Ptr;
   munmap: (addr: Ptr, len: number) => number;
   ioctlRange: (fd: number, req: number, arg: BigUint64Array) => number;
+  fcntlInt: (fd: number, cmd: number, arg: number) => number;
 }
 let lib: FileLib | null = null;
 
@@ -31,6 +33,8 @@ function fileLib(): FileLib {
       mmap: l.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)') as FileLib['mmap'],
       munmap: l.func('int munmap(void *addr, size_t len)') as FileLib['munmap'],
       ioctlRange: l.func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as FileLib['ioctlRange'],
+      // fcntl is variadic in C; an int third argument is passed identically on the Linux LP64 ABIs.
+      fcntlInt: l.func('fcntl', 'int', ['int', 'int', 'int']) as FileLib['fcntlInt'],
     };
   }
   return lib;
@@ -62,6 +66,27 @@ export function fallocateRange(fd: number, mode: number, off: number, len: numbe
 export function fdatasyncFd(fd: number): number {
   return fileLib().fdatasync(fd) < 0 ? -koffi.errno() : 0;
 }
+/** fcntl F_GETFL: a descriptor's file access mode and status flags (open(2) flags as the kernel keeps them). */
+export const F_GETFL = 3;
+/** The access-mode bits of the status flags (open(2)): O_RDONLY, O_WRONLY or O_RDWR. */
+export const O_ACCMODE = 0o3;
+export const O_RDONLY = 0o0;
+export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_APPEND = 0o2000;
+/**
+ * O_PATH (Linux, the same value on x86-64 and arm64): a descriptor that only names a file. It grants neither
+ * read nor write access; open(2) needs no permission on the file itself to make one.
+ */
+export const O_PATH = 0o10000000;
+
+/** fcntl(fd, F_GETFL): the status flags of the open file description behind `fd`. Throws OsError (EBADF). */
+export function fdStatusFlags(fd: number): number {
+  const r = fileLib().fcntlInt(fd, F_GETFL, 0);
+  if (r < 0) throw new OsError(`fcntl(${fd}, F_GETFL)`, koffi.errno());
+  return r;
+}
+
 /** BLKDISCARD / BLKZEROOUT on [off, off + len); returns 0 or -errno. */
 export function blockRangeIoctl(fd: number, request: number, off: number, len: number): number {
   return fileLib().ioctlRange(fd, request, new BigUint64Array([BigInt(off), BigInt(len)])) < 0 ? -koffi.errno() : 0;

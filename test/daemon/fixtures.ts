@@ -1,9 +1,16 @@
-/** Shared fixtures of the homid tests: an ext4 image built from a host directory, configs, silent loggers. */
+/**
+ * Shared fixtures of the homid tests: an ext4 image built from a host directory, an image written onto a
+ * namespace, configs, silent loggers.
+ */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pino } from 'pino';
 import { configFromObject, type HomidConfig } from '../../src/daemon/config.js';
+import { dataPointer } from '../../src/driver/dptr.js';
+import type { QueuePair } from '../../src/driver/queue-pair.js';
+import type { DmaAllocator } from '../../src/mem/dma.js';
+import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { mkExt4, tmpDir } from '../extents/fixtures.js';
 
 export { haveTool, tmpDir } from '../extents/fixtures.js';
@@ -68,3 +75,29 @@ export function config(doc: Record<string, unknown>): HomidConfig {
 export const ROOT_PEER = { pid: process.pid, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
 /** A peer that matches no raw user or group (nobody). */
 export const NOBODY_PEER = { pid: process.pid, uid: 65534, gid: 65534 };
+
+/** Bytes written per Write command when putting an image on a namespace (the emulator's default MDTS). */
+const WRITE_CHUNK = 128 * 1024;
+
+/** Write `image` at LBA 0 of `nsid` through `qp` (all-zero chunks skipped: a fresh namespace reads zeros). */
+export async function writeImage(qp: QueuePair, dma: DmaAllocator, nsid: number, lbaSize: number, image: Uint8Array): Promise<void> {
+  const buf = dma.alloc(WRITE_CHUNK, dma.pageSize);
+  try {
+    for (let off = 0; off < image.length; off += WRITE_CHUNK) {
+      const n = Math.min(WRITE_CHUNK, image.length - off);
+      const part = image.subarray(off, off + n);
+      if (part.every((b) => b === 0)) continue;
+      buf.bytes.fill(0);
+      buf.bytes.set(part);
+      const dp = dataPointer(dma, buf, 0, Math.ceil(n / lbaSize) * lbaSize);
+      try {
+        const lba = off / lbaSize;
+        await qp.exec({ opcode: NvmOpcode.Write, nsid, cdw10: lba >>> 0, cdw11: Math.floor(lba / 2 ** 32), cdw12: Math.ceil(n / lbaSize) - 1, prp1: dp.prp1, prp2: dp.prp2, cid: 0 });
+      } finally {
+        dp.release();
+      }
+    }
+  } finally {
+    dma.free(buf);
+  }
+}

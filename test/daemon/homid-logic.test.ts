@@ -15,6 +15,7 @@ import { memfdOpener } from '../../src/daemon/registry.js';
 import { memfdRegions } from '../../src/daemon/shared-region.js';
 import { toLbaRanges } from '../../src/extents/types.js';
 import { NOBODY_PEER, ROOT_PEER, config, ext4Fixture, haveTool, silent, tmpDir, type ImageFixture } from './fixtures.js';
+import { loopExt4 } from './loop.js';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -205,7 +206,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
     const s = h.connect(NOBODY_PEER);
     try {
       const fd = fs.openSync(path.join(fx.tree, 'a.bin'), 'r');
-      const { grant, region } = h.resolveExtents(s, 'img', fd);
+      const { grant, region } = await h.resolveExtents(s, 'img', fd);
       fs.closeSync(fd);
       const snap = readExtentTable(region.bytes);
       assert.equal(snap.size, 40_000);
@@ -224,7 +225,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
       const other = h.extents; // resolve secret.bin in homid to learn its LBAs without granting it
       const sfd = fs.openSync(path.join(fx.tree, 'secret.bin'), 'r');
       const probe = h.connect(NOBODY_PEER);
-      const sec = h.resolveExtents(probe, 'img', sfd).grant.entry.map;
+      const sec = (await h.resolveExtents(probe, 'img', sfd)).grant.entry.map;
       fs.closeSync(sfd);
       const secretLba = toLbaRanges(sec, LBA)[0]!.lba;
       void other;
@@ -270,7 +271,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
     const s = h.connect(NOBODY_PEER);
     try {
       const fd = fs.openSync(path.join(fx.tree, 'b.bin'), 'r+');
-      const { grant } = h.resolveExtents(s, 'img', fd);
+      const { grant } = await h.resolveExtents(s, 'img', fd);
       fs.closeSync(fd);
       const [lease] = await h.openQueuePairs(s, { device: 'img', depth: 8, mode: 'mediated', write: true });
       const mq = new MediatedQueuePair(lease!.ring!.bytes, lease!.data!.bytes, lease!.id);
@@ -292,7 +293,7 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
     try {
       const p = path.join(fx.tree, 'a.bin');
       const fd = fs.openSync(p, 'r');
-      const { region } = h.resolveExtents(s, 'img', fd);
+      const { region } = await h.resolveExtents(s, 'img', fd);
       fs.closeSync(fd);
       const g0 = readExtentTable(region.bytes).generation;
       // new content: rebuild the image first, then the watched file changes
@@ -361,7 +362,7 @@ describe('controller resets under leases', () => {
 });
 
 describe('extent service over FIEMAP', () => {
-  test('publishes a host file and refreshes it when it changes', async () => {
+  test('a file on another file system is refused: its FIEMAP offsets are no LBAs of the device', async () => {
     const h = await Homid.start(config({ device: [{ name: 'm', uri: 'emu://?size=16MiB' }] }), { logger: silent() });
     const dir = tmpDir('homid-fiemap-');
     try {
@@ -369,18 +370,56 @@ describe('extent service over FIEMAP', () => {
       const p = path.join(dir, 'f.bin');
       fs.writeFileSync(p, new Uint8Array(8192).fill(1));
       const fd = fs.openSync(p, 'r');
-      const { region } = h.resolveExtents(s, 'm', fd);
+      try {
+        const e = await refused(h.resolveExtents(s, 'm', fd), 'wrong-device');
+        assert.match(e.message, /^the file lives on .*device \d+:\d+.*, not on namespace 1 of device 'm'/);
+      } finally {
+        fs.closeSync(fd);
+      }
+      assert.equal(s.files.size, 0, 'no file grant was made');
+      assert.equal(h.extents.entries.size, 0);
+      await h.disconnect(s);
+    } finally {
+      await h.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('publishes a file of a loop-mounted image that backs the device, and refreshes it when it changes', async (t) => {
+    const lm = loopExt4(32);
+    if (typeof lm === 'string') {
+      t.skip(lm);
+      return;
+    }
+    const h = await Homid.start(config({ device: [{ name: 'm', uri: `emu://${lm.image}?size=${lm.sizeMiB}MiB` }] }), { logger: silent() });
+    try {
+      const s = h.connect(ROOT_PEER);
+      const p = path.join(lm.mnt, 'f.bin');
+      fs.writeFileSync(p, new Uint8Array(8192).fill(1));
+      const fd = fs.openSync(p, 'r');
+      const { region } = await h.resolveExtents(s, 'm', fd);
       const g0 = readExtentTable(region.bytes);
       assert.equal(g0.size, 8192);
+      // the offsets are offsets of the namespace: the device holds the file's bytes there
+      const onDevice = Buffer.alloc(8192);
+      const ifd = fs.openSync(lm.image, 'r');
+      try {
+        for (const e of g0.extents) fs.readSync(ifd, onDevice, e.logical, Math.min(e.length, 8192 - e.logical), e.physical);
+      } finally {
+        fs.closeSync(ifd);
+      }
+      assert.ok(onDevice.every((b) => b === 1), 'the namespace holds the file at the published offsets');
+      const jobs = h.extents.pool.stats.jobs;
       fs.writeFileSync(p, new Uint8Array(65536).fill(2));
       const g1 = await waitExtentTable(region.bytes, { notGeneration: g0.generation });
       assert.equal(g1.size, 65536);
+      assert.ok(h.extents.pool.stats.jobs > jobs, 'the refresh ran on a resolver thread');
       fs.closeSync(fd);
       await h.disconnect(s);
       assert.equal(h.extents.entries.size, 0, 'entry dropped with its last holder');
     } finally {
       await h.stop();
-      fs.rmSync(dir, { recursive: true, force: true });
+      lm.unmount();
     }
   });
 });

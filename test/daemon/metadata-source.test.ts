@@ -14,50 +14,22 @@ import { MediatedQueuePair } from '../../src/client/mediated-queue.js';
 import { HomidError } from '../../src/daemon/errors.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { Controller } from '../../src/driver/controller.js';
-import { dataPointer } from '../../src/driver/dptr.js';
-import type { QueuePair } from '../../src/driver/queue-pair.js';
 import { DeviceBlockSource, DeviceReadError, DeviceReader, METADATA_QUEUE_ENTRIES } from '../../src/extents/device-source.js';
 import { openImage, openSource } from '../../src/extents/open.js';
 import type { FsImage, WalkEntry } from '../../src/extents/fsimage.js';
 import { toLbaRanges, type FileMap } from '../../src/extents/types.js';
-import type { DmaAllocator } from '../../src/mem/dma.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { MediaStatus, Sct } from '../../src/nvme/status.js';
 import { openEmu, type EmuTransport } from '../../src/transport/emu.js';
 import { buildTree, mkExt4, mkXfs, readByExtents, rmTree } from '../extents/fixtures.js';
-import { NOBODY_PEER, ROOT_PEER, config, haveTool, silent, tmpDir } from './fixtures.js';
+import { NOBODY_PEER, ROOT_PEER, config, haveTool, silent, tmpDir, writeImage } from './fixtures.js';
 
 const MiB = 1024 * 1024;
 const EXT4_MIB = 48;
 const XFS_MIB = 48;
-/** Bytes written per Write command when putting an image on a namespace (the emulator's default MDTS). */
-const WRITE_CHUNK = 128 * 1024;
 const SHORT_TIMEOUT_MS = 300;
 
 const skip = (!haveTool('mkfs.ext4') && 'no mkfs.ext4') || (!haveTool('mkfs.xfs') && 'no mkfs.xfs') || false;
-
-/** Write `image` at LBA 0 of `nsid` through `qp` (all-zero chunks skipped: a fresh namespace reads zeros). */
-async function writeImage(qp: QueuePair, dma: DmaAllocator, nsid: number, lbaSize: number, image: Uint8Array): Promise<void> {
-  const buf = dma.alloc(WRITE_CHUNK, dma.pageSize);
-  try {
-    for (let off = 0; off < image.length; off += WRITE_CHUNK) {
-      const n = Math.min(WRITE_CHUNK, image.length - off);
-      const part = image.subarray(off, off + n);
-      if (part.every((b) => b === 0)) continue;
-      buf.bytes.fill(0);
-      buf.bytes.set(part);
-      const dp = dataPointer(dma, buf, 0, Math.ceil(n / lbaSize) * lbaSize);
-      try {
-        const lba = off / lbaSize;
-        await qp.exec({ opcode: NvmOpcode.Write, nsid, cdw10: lba >>> 0, cdw11: Math.floor(lba / 2 ** 32), cdw12: Math.ceil(n / lbaSize) - 1, prp1: dp.prp1, prp2: dp.prp2, cid: 0 });
-      } finally {
-        dp.release();
-      }
-    }
-  } finally {
-    dma.free(buf);
-  }
-}
 
 /** Every inode of an image with its map, in walk order. */
 function walkAll(img: FsImage): WalkEntry[] {
@@ -193,7 +165,7 @@ describe('device-backed metadata source', { skip }, () => {
             const fd = fs.openSync(path.join(tree, rel), 'r');
             let map: FileMap;
             try {
-              map = h.resolveExtents(s, dev, fd).grant.entry.map;
+              map = (await h.resolveExtents(s, dev, fd)).grant.entry.map;
             } finally {
               fs.closeSync(fd);
             }
@@ -201,7 +173,7 @@ describe('device-backed metadata source', { skip }, () => {
           }
           // read medium.bin through a mediated queue, with the LBAs homid resolved from the device
           const fd = fs.openSync(path.join(tree, 'medium.bin'), 'r');
-          const { grant } = h.resolveExtents(s, dev, fd);
+          const { grant } = await h.resolveExtents(s, dev, fd);
           fs.closeSync(fd);
           const [lease] = await h.openQueuePairs(s, { device: dev, depth: 16, mode: 'mediated' });
           const mq = new MediatedQueuePair(lease!.ring!.bytes, lease!.data!.bytes, lease!.id);
@@ -240,10 +212,10 @@ describe('device-backed metadata source', { skip }, () => {
       const reader = d.metadata!;
       const s = h.connect(NOBODY_PEER);
       const p = path.join(tree, 'odd4097');
-      const resolve = (): FileMap => {
+      const resolve = async (): Promise<FileMap> => {
         const fd = fs.openSync(p, 'r');
         try {
-          const { grant } = h.resolveExtents(s, 'e4', fd);
+          const { grant } = await h.resolveExtents(s, 'e4', fd);
           const m = grant.entry.map;
           h.releaseFile(s, grant.id);
           return m;
@@ -251,7 +223,7 @@ describe('device-backed metadata source', { skip }, () => {
           fs.closeSync(fd);
         }
       };
-      const good = resolve();
+      const good = await resolve();
       try {
         emu.inject({ qid: reader.qp.qid, opcode: NvmOpcode.Read, count: Infinity, action: { kind: 'status', sct: Sct.MediaDataIntegrity, sc: MediaStatus.UnrecoveredReadError } });
         const e1 = await refused(resolve, 'device-io');
@@ -268,7 +240,7 @@ describe('device-backed metadata source', { skip }, () => {
         assert.equal(reader.stats.timeouts, 1);
         assert.ok(h.counters.refusals >= 2);
         emu.clearFaults();
-        assert.deepEqual(resolve(), good, 'the map after the errors');
+        assert.deepEqual(await resolve(), good, 'the map after the errors');
       } finally {
         emu.clearFaults();
         await h.disconnect(s);
@@ -287,13 +259,13 @@ describe('device-backed metadata source', { skip }, () => {
       const s = h.connect(NOBODY_PEER);
       try {
         const fd = fs.openSync(path.join(tree, 'medium.bin'), 'r');
-        const { grant } = h.resolveExtents(s, 'e4', fd);
+        const { grant } = await h.resolveExtents(s, 'e4', fd);
         fs.closeSync(fd);
         assert.equal(grant.entry.map.size, 300_000);
         const d = h.registry.live('e4');
         const [lease] = await h.openQueuePairs(root, { device: 'e4', depth: 16, mode: 'raw' });
         await writeImage(lease!.qp!, d.transport.dma, 1, d.controller.namespace(1).blockSize, new Uint8Array(fs.readFileSync(img2)));
-        h.extents.refresh(grant.entry, d);
+        await h.extents.refresh(grant.entry, d);
         assert.equal(grant.entry.lastError, null);
         assert.equal(grant.entry.map.size, next.length);
         const want = openImage(img2, { fs: 'ext4' });
