@@ -165,6 +165,7 @@ const CONFIG: HomidConfig = {
   devices: [{ name: DEVICE, uri: `pci:${BDF}?mode=${MODE}`, extents: 'decoder:ext4', extentRoot: tree, ioQueues: 4 }],
   classes: new Map([['default', { name: 'default', queuePairs: 4, perClient: 4, maxDepth: 64, users: [], groups: [], write: true }]]),
   raw: { users: [0], groups: [] },
+  limits: { fileGrantsPerClient: 4096, fileGrantsPerUid: 16384 }, // config.ts's defaults (importing it would load zod)
 };
 
 function logger(lines: string[]): HomidLogger {
@@ -223,10 +224,10 @@ async function hostCommands(c: Controller): Promise<{ reads: number; writes: num
 }
 
 /** Pass `rel` (under the tree) to homid as an open descriptor; returns the grant. */
-function grantFile(h: Homid, s: ClientSession, rel: string, flags: 'r' | 'r+' = 'r') {
+async function grantFile(h: Homid, s: ClientSession, rel: string, flags: 'r' | 'r+' = 'r') {
   const fd = fs.openSync(join(tree, rel), flags);
   try {
-    return h.resolveExtents(s, DEVICE, fd);
+    return await h.resolveExtents(s, DEVICE, fd);
   } finally {
     fs.closeSync(fd);
   }
@@ -275,7 +276,7 @@ test(`${MODE}: reads inside a granted file return its bytes; other LBAs, writes 
     const c = h.registry.live(DEVICE).controller;
     const lbs = lbaSize(h);
     const s = h.connect(NOBODY);
-    const { grant, region } = grantFile(h, s, 'a.bin');
+    const { grant, region } = await grantFile(h, s, 'a.bin');
     // homid decoded the map from the device: it equals the decode of the image file
     assert.deepEqual(grant.entry.map, fileMaps.get('a.bin'));
     assert.equal(readExtentTable(region.bytes).size, files['a.bin']!.length);
@@ -307,22 +308,22 @@ test(`${MODE}: reads inside a granted file return its bytes; other LBAs, writes 
     assert.ok(h.denied.length >= 6);
 
     // a forged grant: a path string, a descriptor number homid does not hold, a file outside the extent root
-    const refusal = (f: () => unknown): string => {
+    const refusal = async (f: () => unknown): Promise<string> => {
       try {
-        f();
+        await f();
       } catch (e) {
         assert.ok(e instanceof HomidError, String(e));
         return e.code;
       }
       return 'granted';
     };
-    assert.equal(refusal(() => h.resolveExtents(s, DEVICE, join(tree, 'secret.bin'))), 'needs-fd');
-    assert.equal(refusal(() => h.resolveExtents(s, DEVICE, 99_999)), 'needs-fd');
+    assert.equal(await refusal(() => h.resolveExtents(s, DEVICE, join(tree, 'secret.bin'))), 'needs-fd');
+    assert.equal(await refusal(() => h.resolveExtents(s, DEVICE, 99_999)), 'needs-fd');
     const outside = join(work, 'outside.bin');
     fs.writeFileSync(outside, 'x');
     const ofd = fs.openSync(outside, 'r');
     try {
-      assert.equal(refusal(() => h.resolveExtents(s, DEVICE, ofd)), 'outside-root');
+      assert.equal(await refusal(() => h.resolveExtents(s, DEVICE, ofd)), 'outside-root');
     } finally {
       fs.closeSync(ofd);
     }
@@ -343,7 +344,7 @@ test(`${MODE}: a write with a write grant reaches the device and reads back (thr
     const c = h.registry.live(DEVICE).controller;
     const lbs = lbaSize(h);
     const s = h.connect(NOBODY);
-    const { grant } = grantFile(h, s, 'b.bin', 'r+');
+    const { grant } = await grantFile(h, s, 'b.bin', 'r+');
     assert.equal(grant.writable, true);
     assert.equal(grant.entry.map.extents[0]!.physical, target);
     const { mq } = await mediated(h, s, true);
@@ -383,7 +384,7 @@ test(`${MODE}: a file rewritten while cached is re-resolved from the device and 
     const d = h.registry.live(DEVICE);
     const lbs = lbaSize(h);
     const s = h.connect(NOBODY);
-    const { grant, region } = grantFile(h, s, 'a.bin');
+    const { grant, region } = await grantFile(h, s, 'a.bin');
     const g0 = readExtentTable(region.bytes);
     assert.equal(g0.size, files['a.bin']!.length);
     const { mq } = await mediated(h, s, false);
