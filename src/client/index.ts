@@ -71,6 +71,11 @@ function checkMediatedGrant(raw: unknown, fdCount: number): MediatedGrantInfo {
   return g;
 }
 
+/**
+ * A mediated queue pair. Without a write grant, homid passes its data memory as a read-only descriptor and the
+ * client maps it read-only: `qp.data` is then for reading (the device's reads land there); storing into it
+ * faults the process. Read into distinct offsets (prp1) instead of clearing it.
+ */
 export interface MediatedLease {
   mode: 'mediated';
   grantId: string;
