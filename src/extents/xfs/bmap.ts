@@ -14,8 +14,11 @@ export const LBLOCK_CRC_LEN = 72;
 const LBLOCK_CRC_OFF = 64;
 /** No real bmap btree is this deep (the maximum for 2^64 records in 4 KiB blocks is 9). */
 export const MAX_BMBT_LEVELS = 10;
-/** The largest file offset in blocks a mapping may reach (XFS_MAX_FILEOFF: the 54-bit startoff field all ones). */
-export const XFS_MAX_FILEOFF = 2 ** 54 - 1;
+/**
+ * The largest file offset in blocks a mapping may reach (XFS_MAX_FILEOFF: the 54-bit startoff field all ones).
+ * A bigint: 2^54 - 1 has no exact JavaScript number.
+ */
+export const XFS_MAX_FILEOFF = (1n << 54n) - 1n;
 
 export interface BmbtRec {
   /** Logical offset in file system blocks. */
@@ -39,6 +42,12 @@ export function decodeBmbtRec(b: Bin, o: number): BmbtRec {
     startblock: (w1 & 0x1ff) * 2 ** 43 + w2 * 2048 + (w3 >>> 21),
     blockcount: w3 & 0x1fffff,
   };
+}
+
+/** The startoff of the record in `rec` (16 bytes) exactly, for values a number would round (2^53 and above). */
+export function bmbtStartoffExact(rec: Uint8Array): bigint {
+  const dv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+  return (BigInt(dv.getUint32(0, false) & 0x7fffffff) << 23n) | BigInt(dv.getUint32(4, false) >>> 9);
 }
 
 /** Encode one record (for tests and synthetic images). */

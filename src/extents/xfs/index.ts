@@ -5,12 +5,12 @@ import { FsImage, typeFromDirent, typeFromMode, type DirEntry, type InodeInfo } 
 import type { BlockSource } from '../source.js';
 import { blockBytes, blockSpan, isExact, plural, type ExtentSite } from '../bounds.js';
 import { BadExtentError, CorruptImageError, INODE_CACHE_ENTRIES, PathLookupError, UnsupportedFeatureError, type Extent, type ExtentRule, type FileMap, type FileType } from '../types.js';
-import { BMBT_REC_LEN, readBmbtTree, readExtentList, XFS_MAX_FILEOFF, type BmapContext, type BmbtRec } from './bmap.js';
+import { BMBT_REC_LEN, bmbtStartoffExact, readBmbtTree, readExtentList, XFS_MAX_FILEOFF, type BmapContext, type BmbtRec } from './bmap.js';
 import { readXfsSuperblock, type XfsSuperblock } from './superblock.js';
 import { LruCache } from '../../util/lru.js';
 
 export { readXfsSuperblock, XFS_AGFL_SECTOR, XFS_SB, type XfsSuperblock } from './superblock.js';
-export { decodeBmbtRec, encodeBmbtRec, readBmbtTree, readExtentList, XFS_MAX_FILEOFF, type BmbtRec, type BmapContext } from './bmap.js';
+export { bmbtStartoffExact, decodeBmbtRec, encodeBmbtRec, readBmbtTree, readExtentList, XFS_MAX_FILEOFF, type BmbtRec, type BmapContext } from './bmap.js';
 
 const INODE_MAGIC = 0x494e; // 'IN'
 const DINODE_CORE_V3 = 176;
@@ -155,8 +155,13 @@ export class XfsImage extends FsImage {
     };
     if (r.blockcount === 0) bad('zero length', 'br_blockcount is 0');
     const end = r.startoff + r.blockcount;
-    if (end > XFS_MAX_FILEOFF) bad('beyond the format limit', `ends at file block ${exactOrNot(end)}, past the limit of 2^54 - 1`);
-    if (!isExact(r.startoff) || !isExact(end * bs)) bad('not an exact integer', `ends at file byte ${exactOrNot(end * bs)}, past 2^53`);
+    if (!isExact(r.startoff) || !isExact(end)) {
+      // a number has rounded the offset: judge it from the record's bytes
+      const exactEnd = bmbtStartoffExact(this.source.read(at, BMBT_REC_LEN)) + BigInt(r.blockcount);
+      if (exactEnd > XFS_MAX_FILEOFF) bad('beyond the format limit', `ends at file block ${exactEnd}, past the limit of 2^54 - 1`);
+      bad('not an exact integer', `ends at file block ${exactEnd}, file byte ${exactEnd * BigInt(bs)}, past 2^53`);
+    }
+    if (!isExact(end * bs)) bad('not an exact integer', `ends at file byte ${BigInt(end) * BigInt(bs)}, past 2^53`);
     this.dataBlocks(r.startblock, r.blockcount, { structure, at, ino, what });
   }
 
