@@ -98,10 +98,10 @@ export class Ext4Image extends FsImage {
     if (!isExact(pblk) || !isExact(count) || !isExact(pblk + count)) bad('not an exact integer', `physical block ${pblk}, ${count} blocks`);
     if (count === 0) bad('zero length', `no blocks at physical block ${pblk}`);
     if (pblk < sb.firstDataBlock || pblk + count > sb.blocksCount) {
-      bad('outside the data area', `${blockSpan(pblk, count)} not inside blocks ${sb.firstDataBlock}..${sb.blocksCount - 1} of the file system`);
+      bad('outside the data area', `${blockSpan(pblk, count)} not all inside the data area (blocks ${sb.firstDataBlock}..${sb.blocksCount - 1})`);
     }
     const m = this.geometry().metadata.overlap(pblk, count);
-    if (m !== undefined) bad('overlaps metadata', `${blockSpan(pblk, count)} overlap the ${m.label} (${blockSpan(m.start, m.count)})`);
+    if (m !== undefined) bad('overlaps metadata', `${m.label} (${blockSpan(m.start, m.count)})`);
     return blockBytes(pblk, this.blockSize, site);
   }
 

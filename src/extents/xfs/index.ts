@@ -49,11 +49,6 @@ export interface XfsOptions {
   verifyCrc?: boolean;
 }
 
-/** A number as text, marked when it is not exact (a rounded value of 2^53 or more). */
-function exactOrNot(n: number): string {
-  return Number.isSafeInteger(n) ? String(n) : `~${n} (not exact)`;
-}
-
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -119,16 +114,16 @@ export class XfsImage extends FsImage {
     const agLen = this.agSize(agno);
     if (agbno + count > agLen) {
       bad('outside the data area', agno === sb.agCount - 1
-        ? `AG ${agno} ${blockSpan(agbno, count)} run past the end of the file system (${sb.dblocks} blocks)`
-        : `AG ${agno} ${blockSpan(agbno, count)} run past the end of the AG (${agLen} blocks; an extent never spans AGs)`);
+        ? `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the file system (${sb.dblocks} blocks)`
+        : `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the AG (${agLen} blocks; an extent never spans AGs)`);
     }
     const linear = agno * sb.agBlocks + agbno;
     if (linear + count > sb.dblocks) bad('outside the data area', `blocks ${linear}..${linear + count - 1} end past sb_dblocks ${sb.dblocks}`);
     if (agbno < sb.agHeaderBlocks) {
-      bad('overlaps metadata', `AG ${agno} ${blockSpan(agbno, count)} overlap the AG headers (superblock, AGF, AGI, AGFL: ${blockSpan(0, sb.agHeaderBlocks)})`);
+      bad('overlaps metadata', `headers of AG ${agno} (superblock, AGF, AGI, AGFL: AG ${blockSpan(0, sb.agHeaderBlocks)})`);
     }
     if (this.logLinear >= 0 && linear < this.logLinear + sb.logBlocks && linear + count > this.logLinear) {
-      bad('overlaps metadata', `AG ${agno} ${blockSpan(agbno, count)} overlap the internal log (${plural(sb.logBlocks)} from block ${sb.logStart})`);
+      bad('overlaps metadata', `internal log (${plural(sb.logBlocks)} from block ${sb.logStart}; this extent is at AG ${agno} block ${agbno})`);
     }
     return blockBytes(linear, this.blockSize, site);
   }
@@ -149,15 +144,16 @@ export class XfsImage extends FsImage {
    */
   checkRecord(ino: number, r: BmbtRec, index: number, at: number, structure: string): void {
     const bs = this.blockSize;
-    const what = `extent ${index} (file block ${exactOrNot(r.startoff)}, block ${r.startblock}, ${plural(r.blockcount)})`;
+    // a number has rounded offsets of 2^53 blocks and more: those are read exactly from the record's bytes
+    const exactStart = (): bigint => bmbtStartoffExact(this.source.read(at, BMBT_REC_LEN));
+    const what = `extent ${index} (file block ${isExact(r.startoff) ? r.startoff : exactStart()}, block ${r.startblock}, ${plural(r.blockcount)})`;
     const bad = (rule: ExtentRule, detail: string): never => {
       throw new BadExtentError(structure, at, ino, what, rule, detail);
     };
     if (r.blockcount === 0) bad('zero length', 'br_blockcount is 0');
     const end = r.startoff + r.blockcount;
     if (!isExact(r.startoff) || !isExact(end)) {
-      // a number has rounded the offset: judge it from the record's bytes
-      const exactEnd = bmbtStartoffExact(this.source.read(at, BMBT_REC_LEN)) + BigInt(r.blockcount);
+      const exactEnd = exactStart() + BigInt(r.blockcount);
       if (exactEnd > XFS_MAX_FILEOFF) bad('beyond the format limit', `ends at file block ${exactEnd}, past the limit of 2^54 - 1`);
       bad('not an exact integer', `ends at file block ${exactEnd}, file byte ${exactEnd * BigInt(bs)}, past 2^53`);
     }
