@@ -123,7 +123,9 @@ export class DeviceReader implements NamespaceReader {
   ) {
     this.nsid = nsid;
     this.blockSize = blockSize;
-    this.size = blocks * blockSize;
+    // a namespace of 2^53 bytes or more has no exact size as a number: expose the exact part below that
+    // (the decoders refuse file systems that large anyway, so nothing past it is ever read)
+    this.size = Math.min(blocks, Math.floor(Number.MAX_SAFE_INTEGER / blockSize)) * blockSize;
     this.maxReadBytes = maxReadBytes;
     this.label = opts.label ?? controller.transport.description;
     this.timeoutMs = opts.timeoutMs ?? METADATA_READ_TIMEOUT_MS;

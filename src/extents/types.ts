@@ -53,6 +53,10 @@ export function toLbaRanges(map: FileMap, lbaSize: number, includeInline = false
   if (!Number.isInteger(lbaSize) || lbaSize <= 0) throw new RangeError(`bad LBA size ${lbaSize}`);
   const out: LbaRange[] = [];
   for (const e of map.extents) {
+    // never round: an inexact offset would name LBAs that are not the file's
+    if (!isByteCount(e.logical) || !isByteCount(e.physical) || !isByteCount(e.length) || !Number.isSafeInteger(e.physical + e.length)) {
+      throw new RangeError(`${map.path}: extent at logical ${e.logical} (physical ${e.physical}, ${e.length} bytes) is not made of exact non-negative integers`);
+    }
     if (e.flags.includes('inline') && !includeInline) continue;
     if (e.flags.includes('delalloc') || e.length === 0) continue;
     const first = Math.floor(e.physical / lbaSize);
@@ -60,6 +64,10 @@ export function toLbaRanges(map: FileMap, lbaSize: number, includeInline = false
     out.push({ lba: first, count: end - first, logical: e.logical, flags: [...e.flags] });
   }
   return out;
+}
+
+function isByteCount(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
 }
 
 /** The holes implied by gaps between extents, before the first and after the last one (up to `size`). */
@@ -118,6 +126,38 @@ export class CorruptImageError extends ExtentError {
     this.structure = structure;
     this.offset = offset;
     this.detail = detail;
+  }
+}
+
+/** Which geometry rule an extent (or a block a decoder was about to read) broke. */
+export type ExtentRule =
+  /** A run of zero blocks. */
+  | 'zero length'
+  /** A block number, count or byte value that is not a non-negative safe integer (it would be rounded). */
+  | 'not an exact integer'
+  /** A logical offset or length past what the on-disk format allows for a file. */
+  | 'beyond the format limit'
+  /** Physical blocks before the first data block, past the end of the file system, or past the end of an allocation group. */
+  | 'outside the data area'
+  /** Physical blocks that hold the file system's fixed metadata (superblocks, descriptors, bitmaps, inode tables, AG headers, log). */
+  | 'overlaps metadata';
+
+/**
+ * A decoded extent, or a mapping block about to be read, failed the geometry checks: refused rather than handed
+ * out, since a wrong physical range would give a client blocks that are not its file's.
+ */
+export class BadExtentError extends CorruptImageError {
+  /** Inode whose map holds the extent (-1 when not tied to one). */
+  readonly ino: number;
+  /** What was refused, e.g. 'extent 3 (logical block 0, physical block 0, 1 block)'. */
+  readonly what: string;
+  readonly rule: ExtentRule;
+  constructor(structure: string, offset: number, ino: number, what: string, rule: ExtentRule, detail: string) {
+    super(structure, offset, `${ino >= 0 ? `inode ${ino}, ` : ''}${what}: ${rule}: ${detail}`);
+    this.name = 'BadExtentError';
+    this.ino = ino;
+    this.what = what;
+    this.rule = rule;
   }
 }
 

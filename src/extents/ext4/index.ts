@@ -3,16 +3,24 @@ import { Bin, decodeName } from '../bin.js';
 import { crc32cRaw, crc32cRawSkipField } from '../crc32c.js';
 import { FsImage, typeFromDirent, typeFromMode, type DirEntry, type InodeInfo } from '../fsimage.js';
 import type { BlockSource } from '../source.js';
-import { CorruptImageError, INODE_CACHE_ENTRIES, PathLookupError, type Extent, type ExtentFlag, type FileMap, type FileType } from '../types.js';
+import { blockBytes, blockSpan, isExact, plural, type ExtentSite } from '../bounds.js';
+import { BadExtentError, CorruptImageError, INODE_CACHE_ENTRIES, PathLookupError, type Extent, type ExtentFlag, type ExtentRule, type FileMap, type FileType } from '../types.js';
+import { BG_INODE_UNINIT, Ext4Geometry, GD } from './geometry.js';
 import { groupDescOffset, INCOMPAT, readExt4Superblock, type Ext4Superblock } from './superblock.js';
 import { LruCache } from '../../util/lru.js';
 
-export { readExt4Superblock, groupDescOffset, groupHasSuper, type Ext4Superblock } from './superblock.js';
+export { readExt4Superblock, groupDescOffset, groupHasSuper, groupBaseMetadata, groupFirstBlock, type Ext4Superblock } from './superblock.js';
+export { Ext4Geometry } from './geometry.js';
 
 export const EXT4_ROOT_INO = 2;
 const EXTENT_MAGIC = 0xf30a;
 const EXT_INIT_MAX_LEN = 32768;
 const MAX_EXTENT_DEPTH = 5;
+/**
+ * Logical block numbers are 32 bits and 0xffffffff is the kernel's "no block" sentinel (EXT_MAX_BLOCKS), so a
+ * run must end at or below it; the largest file is this many blocks (s_maxbytes).
+ */
+export const EXT4_MAX_LOGICAL_BLOCKS = 0xffff_ffff;
 export const EXT4_FL = {
   ENCRYPT: 0x800,
   INDEX: 0x1000,
@@ -30,6 +38,8 @@ export interface BlockRun {
   pblk: number;
   len: number;
   unwritten: boolean;
+  /** Image byte offset of the record that maps it (-1 when unknown). */
+  at?: number;
 }
 
 export interface Ext4Inode {
@@ -56,7 +66,7 @@ export class Ext4Image extends FsImage {
   readonly blockSize: number;
   readonly rootIno = EXT4_ROOT_INO;
   readonly verifyCsum: boolean;
-  private readonly itableCache = new Map<number, number>();
+  private geo: Ext4Geometry | undefined;
   private readonly inodeCache = new LruCache<number, Ext4Inode>(INODE_CACHE_ENTRIES);
 
   constructor(readonly source: BlockSource, opts: Ext4Options = {}) {
@@ -70,43 +80,50 @@ export class Ext4Image extends FsImage {
     return this.sb.metadataCsum && this.verifyCsum;
   }
 
-  /** Validate a run of physical blocks and return its byte offset. */
-  blockToByte(pblk: number, count: number, structure: string): number {
-    if (!Number.isSafeInteger(pblk) || pblk < this.sb.firstDataBlock || count < 0 || pblk + count > this.sb.blocksCount) {
-      throw new CorruptImageError(structure, -1, `block ${pblk} (+${count}) lies outside the file system (${this.sb.blocksCount} blocks)`);
-    }
-    return pblk * this.blockSize;
+  /** Group descriptors and the fixed metadata they place (read and validated on first use, then kept). */
+  geometry(): Ext4Geometry {
+    this.geo ??= new Ext4Geometry(this.source, this.sb, this.verifyCsum);
+    return this.geo;
   }
 
-  readBlock(pblk: number, structure: string): Bin {
-    const off = this.blockToByte(pblk, 1, structure);
+  /**
+   * Refuse `count` physical blocks at `pblk` unless they are exact, non-empty, inside the data area
+   * [s_first_data_block, s_blocks_count) and clear of every group's fixed metadata; their byte offset.
+   */
+  dataBlocks(pblk: number, count: number, site: ExtentSite): number {
+    const sb = this.sb;
+    const bad = (rule: ExtentRule, detail: string): never => {
+      throw new BadExtentError(site.structure, site.at, site.ino, site.what, rule, detail);
+    };
+    if (!isExact(pblk) || !isExact(count) || !isExact(pblk + count)) bad('not an exact integer', `physical block ${pblk}, ${count} blocks`);
+    if (count === 0) bad('zero length', `no blocks at physical block ${pblk}`);
+    if (pblk < sb.firstDataBlock || pblk + count > sb.blocksCount) {
+      bad('outside the data area', `${blockSpan(pblk, count)} not all inside the data area (blocks ${sb.firstDataBlock}..${sb.blocksCount - 1})`);
+    }
+    const m = this.geometry().metadata.overlap(pblk, count);
+    if (m !== undefined) bad('overlaps metadata', `${m.label} (${blockSpan(m.start, m.count)})`);
+    return blockBytes(pblk, this.blockSize, site);
+  }
+
+  /** Validate a run of data blocks and return its byte offset (dataBlocks without an inode to name). */
+  blockToByte(pblk: number, count: number, structure: string): number {
+    return this.dataBlocks(pblk, count, { structure, at: -1, ino: -1, what: `${plural(count)} at block ${pblk}` });
+  }
+
+  /** One data-area block (an extent tree, indirect or directory block). */
+  readBlock(pblk: number, structure: string, site?: ExtentSite): Bin {
+    const off = this.dataBlocks(pblk, 1, site ?? { structure, at: -1, ino: -1, what: `block ${pblk}` });
     return new Bin(this.source.read(off, this.blockSize), structure, off);
   }
 
-  /** First block of group `g`'s inode table (validated, cached). */
+  /** First block of group `g`'s inode table (validated with the rest of the geometry). */
   inodeTable(g: number): number {
-    const c = this.itableCache.get(g);
-    if (c !== undefined) return c;
-    const off = groupDescOffset(this.sb, g);
-    const S = 'ext4 group descriptor';
-    if (off + this.sb.descSize > this.source.size) throw new CorruptImageError(S, off, 'beyond the end of the image');
-    const d = new Bin(this.source.read(off, this.sb.descSize), S, off);
-    if (this.csum) {
-      const gbuf = new Uint8Array(4);
-      new DataView(gbuf.buffer).setUint32(0, g, true);
-      let c2 = crc32cRaw(this.sb.csumSeed, gbuf);
-      c2 = crc32cRawSkipField(c2, d.buf, 0x1e, 2);
-      const want = d.u16le(0x1e);
-      if ((c2 & 0xffff) !== want) d.fail(`group ${g}: checksum mismatch (stored ${want.toString(16)}, computed ${(c2 & 0xffff).toString(16)})`, 0x1e);
+    const geo = this.geometry();
+    if (!Number.isSafeInteger(g) || g < 0 || g >= this.sb.groupCount) throw new CorruptImageError('ext4 group descriptor', -1, `group ${g} out of range 0..${this.sb.groupCount - 1}`);
+    if (geo.flags[g]! & BG_INODE_UNINIT) {
+      throw new CorruptImageError('ext4 group descriptor', groupDescOffset(this.sb, g) + GD.FLAGS, `group ${g}: inode table is uninitialised but an inode in it is in use`);
     }
-    const lo = d.u32le(8);
-    const hi = this.sb.descSize >= 64 ? d.u32le(0x28) : 0;
-    const itable = hi * 0x1_0000_0000 + lo;
-    const itBlocks = Math.ceil((this.sb.inodesPerGroup * this.sb.inodeSize) / this.blockSize);
-    if (itable < 1 || itable + itBlocks > this.sb.blocksCount) d.fail(`group ${g}: inode table at block ${itable} lies outside the file system`, 8);
-    if (d.u16le(0x12) & 0x1) d.fail(`group ${g}: inode table is uninitialised but an inode in it is in use`, 0x12);
-    this.itableCache.set(g, itable);
-    return itable;
+    return geo.inodeTables[g]!;
   }
 
   readInode(ino: number): Ext4Inode {
@@ -117,7 +134,7 @@ export class Ext4Image extends FsImage {
     }
     const g = Math.floor((ino - 1) / this.sb.inodesPerGroup);
     const idx = (ino - 1) % this.sb.inodesPerGroup;
-    const offset = this.inodeTable(g) * this.blockSize + idx * this.sb.inodeSize;
+    const offset = blockBytes(this.inodeTable(g), this.blockSize, { structure: 'ext4 inode', at: -1, ino, what: `inode table of group ${g}` }) + idx * this.sb.inodeSize;
     const b = new Bin(this.source.read(offset, this.sb.inodeSize), 'ext4 inode', offset);
     const extra = this.sb.inodeSize > 128 ? b.u16le(128) : 0;
     if (this.sb.inodeSize > 128 && (extra < 4 && extra !== 0 || 128 + extra > this.sb.inodeSize || extra % 4 !== 0)) b.fail(`inode ${ino}: i_extra_isize ${extra} out of range`, 128);
@@ -147,7 +164,7 @@ export class Ext4Image extends FsImage {
     const type = typeFromMode(mode);
     if (type === 'unknown') b.fail(`inode ${ino}: bad mode 0${mode.toString(8)}`);
     const size = b.u32le(4) + b.u32le(108) * 0x1_0000_0000;
-    if (!Number.isSafeInteger(size)) b.fail(`inode ${ino}: size too large`, 108);
+    if (!Number.isSafeInteger(size) || size > EXT4_MAX_LOGICAL_BLOCKS * this.blockSize) b.fail(`inode ${ino}: size ${size} exceeds the format limit of ${EXT4_MAX_LOGICAL_BLOCKS} blocks`, 108);
     const flags = b.u32le(32);
     if (flags & EXT4_FL.INLINE_DATA && !(this.sb.featureIncompat & INCOMPAT.INLINE_DATA)) b.fail(`inode ${ino}: inline data flag without the feature`, 32);
     const inode: Ext4Inode = { ino, mode, type, size, nlink: b.u16le(26), flags, generation, offset, raw: b };
@@ -173,14 +190,24 @@ export class Ext4Image extends FsImage {
     return inode.type === 'symlink' && !(inode.flags & EXT4_FL.INLINE_DATA) && inode.size < I_BLOCK_LEN;
   }
 
-  /** The block runs of an inode (extent tree or indirect block map), validated and sorted. */
+  /**
+   * The block runs of an inode (extent tree or indirect block map), sorted, each checked against the geometry:
+   * logical blocks below EXT4_MAX_LOGICAL_BLOCKS, physical blocks in the data area clear of metadata.
+   */
   blockRuns(inode: Ext4Inode): BlockRun[] {
-    const runs = inode.flags & EXT4_FL.EXTENTS ? this.extentTree(inode) : this.indirectMap(inode);
+    const extents = (inode.flags & EXT4_FL.EXTENTS) !== 0;
+    const runs = extents ? this.extentTree(inode) : this.indirectMap(inode);
+    const S = extents ? 'ext4 extent' : 'ext4 block map';
     let end = 0;
-    for (const r of runs) {
-      if (r.lblk < end) throw new CorruptImageError('ext4 extent', inode.offset, `inode ${inode.ino}: extents overlap or are out of order at block ${r.lblk}`);
+    for (const [i, r] of runs.entries()) {
+      const site: ExtentSite = { structure: S, at: r.at ?? inode.offset, ino: inode.ino, what: `${extents ? 'extent' : 'block run'} ${i} (logical block ${r.lblk}, physical block ${r.pblk}, ${plural(r.len)})` };
+      if (!isExact(r.lblk) || !isExact(r.len)) throw new BadExtentError(S, site.at, inode.ino, site.what, 'not an exact integer', `logical block ${r.lblk}, ${r.len} blocks`);
+      if (r.lblk + r.len > EXT4_MAX_LOGICAL_BLOCKS) {
+        throw new BadExtentError(S, site.at, inode.ino, site.what, 'beyond the format limit', `ends at logical block ${r.lblk + r.len}, past the 32-bit limit of ${EXT4_MAX_LOGICAL_BLOCKS}`);
+      }
+      if (r.lblk < end) throw new CorruptImageError(S, site.at, `inode ${inode.ino}: extents overlap or are out of order at block ${r.lblk}`);
       end = r.lblk + r.len;
-      this.blockToByte(r.pblk, r.len, 'ext4 extent');
+      this.dataBlocks(r.pblk, r.len, site);
     }
     return runs;
   }
@@ -218,15 +245,18 @@ export class Ext4Image extends FsImage {
             len -= EXT_INIT_MAX_LEN;
             unwritten = true;
           }
-          if (len === 0) h.fail(`inode ${inode.ino}: zero-length extent`, o + 4);
           const pblk = h.u16le(o + 6) * 0x1_0000_0000 + h.u32le(o + 8);
-          out.push({ lblk, pblk, len, unwritten });
+          if (len === 0) {
+            throw new BadExtentError(S, h.base + o, inode.ino, `extent ${out.length} (logical block ${lblk}, physical block ${pblk})`, 'zero length', 'ee_len is 0');
+          }
+          out.push({ lblk, pblk, len, unwritten, at: h.base + o });
           prev = lblk + len;
         } else {
           const child = h.u16le(o + 8) * 0x1_0000_0000 + h.u32le(o + 4);
           if (visited.has(child)) h.fail(`inode ${inode.ino}: extent block ${child} reached twice (cycle)`, o + 4);
           visited.add(child);
-          node(this.readBlock(child, 'ext4 extent block'), depth - 1, false, lblk);
+          const site: ExtentSite = { structure: 'ext4 extent index', at: h.base + o, ino: inode.ino, what: `extent tree block ${child} (index entry ${i} at depth ${depth}, logical block ${lblk})` };
+          node(this.readBlock(child, 'ext4 extent block', site), depth - 1, false, lblk);
           prev = lblk;
         }
       }
@@ -242,35 +272,37 @@ export class Ext4Image extends FsImage {
     const per = bs / 4;
     const nblocks = Math.ceil(inode.size / bs);
     const out: BlockRun[] = [];
-    const add = (lblk: number, pblk: number): void => {
+    // runs are merged pointer by pointer and checked against the geometry once each, in blockRuns
+    const add = (lblk: number, pblk: number, at: number): void => {
       const last = out[out.length - 1];
       if (last !== undefined && last.lblk + last.len === lblk && last.pblk + last.len === pblk) last.len++;
-      else out.push({ lblk, pblk, len: 1, unwritten: false });
+      else out.push({ lblk, pblk, len: 1, unwritten: false, at });
     };
     const visited = new Set<number>();
-    const walk = (pblk: number, level: number, base: number): void => {
-      if (visited.has(pblk)) throw new CorruptImageError('ext4 indirect block', -1, `inode ${inode.ino}: block ${pblk} reached twice (cycle)`);
+    const walk = (pblk: number, level: number, base: number, at: number): void => {
+      if (visited.has(pblk)) throw new CorruptImageError('ext4 indirect block', at, `inode ${inode.ino}: block ${pblk} reached twice (cycle)`);
       visited.add(pblk);
-      const b = this.readBlock(pblk, 'ext4 indirect block');
+      const site: ExtentSite = { structure: 'ext4 block map', at, ino: inode.ino, what: `level-${level} indirect block ${pblk} (for logical block ${base})` };
+      const b = this.readBlock(pblk, 'ext4 indirect block', site);
       const span = per ** (level - 1);
       for (let i = 0; i < per; i++) {
         const lblk = base + i * span;
         if (lblk >= nblocks) break;
         const p = b.u32le(i * 4);
         if (p === 0) continue;
-        if (level === 1) add(lblk, p);
-        else walk(p, level - 1, lblk);
+        if (level === 1) add(lblk, p, b.base + i * 4);
+        else walk(p, level - 1, lblk, b.base + i * 4);
       }
     };
     const ib = inode.raw.sub(I_BLOCK, I_BLOCK_LEN, 'ext4 inode block map');
     for (let i = 0; i < 12 && i < nblocks; i++) {
       const p = ib.u32le(i * 4);
-      if (p !== 0) add(i, p);
+      if (p !== 0) add(i, p, ib.base + i * 4);
     }
     let base = 12;
     for (let level = 1; level <= 3 && base < nblocks; level++) {
       const p = ib.u32le((11 + level) * 4);
-      if (p !== 0) walk(p, level, base);
+      if (p !== 0) walk(p, level, base, ib.base + (11 + level) * 4);
       base += per ** level;
     }
     return out;
@@ -324,11 +356,12 @@ export class Ext4Image extends FsImage {
       } else {
         const bs = this.blockSize;
         const enc = (inode.flags & EXT4_FL.ENCRYPT) !== 0;
-        for (const r of this.blockRuns(inode)) {
+        for (const [i, r] of this.blockRuns(inode).entries()) {
           const flags: ExtentFlag[] = [];
           if (r.unwritten) flags.push('unwritten');
           if (enc) flags.push('encoded');
-          extents.push({ logical: r.lblk * bs, physical: r.pblk * bs, length: r.len * bs, flags });
+          const site: ExtentSite = { structure: 'ext4 extent', at: r.at ?? inode.offset, ino, what: `extent ${i}` };
+          extents.push({ logical: blockBytes(r.lblk, bs, site), physical: blockBytes(r.pblk, bs, site), length: blockBytes(r.len, bs, site), flags });
         }
       }
       if (extents.length > 0) extents[extents.length - 1]!.flags.push('last');

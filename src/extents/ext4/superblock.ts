@@ -25,6 +25,7 @@ export const INCOMPAT = {
   ENCRYPT: 0x10000,
   CASEFOLD: 0x20000,
 } as const;
+export const COMPAT = { RESIZE_INODE: 0x10, SPARSE_SUPER2: 0x200 } as const;
 export const RO_COMPAT = { SPARSE_SUPER: 0x1, LARGE_FILE: 0x2, HUGE_FILE: 0x8, GDT_CSUM: 0x10, METADATA_CSUM: 0x400 } as const;
 
 export interface Ext4Superblock {
@@ -37,7 +38,17 @@ export interface Ext4Superblock {
   inodeSize: number;
   groupCount: number;
   descSize: number;
+  /** Group descriptors per block. */
+  descPerBlock: number;
+  /** Blocks of one full group descriptor table (ceil(groups / descPerBlock)). */
+  gdtBlocks: number;
   firstMetaBg: number;
+  /** s_reserved_gdt_blocks. */
+  reservedGdtBlocks: number;
+  /** With sparse_super2: the (up to two, 0 = none) groups that hold backups besides group 0; else null. */
+  backupGroups: [number, number] | null;
+  /** The MMP block with the mmp feature, else -1. */
+  mmpBlock: number;
   featureCompat: number;
   featureIncompat: number;
   featureRoCompat: number;
@@ -46,6 +57,18 @@ export interface Ext4Superblock {
   csumSeed: number;
   uuid: Uint8Array;
 }
+
+/** Superblock field offsets (bytes from the start of the superblock). */
+export const SB = {
+  /** s_reserved_gdt_blocks (u16): GDT blocks kept after each GDT copy for online resize. */
+  RESERVED_GDT_BLOCKS: 0xce,
+  /** s_first_meta_bg (u32). */
+  FIRST_META_BG: 0x104,
+  /** s_mmp_block (u64). */
+  MMP_BLOCK: 0x168,
+  /** s_backup_bgs[2] (u32 each): the only backup groups with sparse_super2. */
+  BACKUP_BGS: 0x24c,
+} as const;
 
 const isPow2 = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
 
@@ -92,11 +115,25 @@ export function readExt4Superblock(src: BlockSource, verifyCsum: boolean): Ext4S
   if (blocksCount * blockSize > src.size) {
     throw new CorruptImageError('ext4 superblock', EXT4_SB_OFFSET + 4, `file system of ${blocksCount * blockSize} bytes is larger than the image (${src.size} bytes)`);
   }
+  const descPerBlock = blockSize / descSize;
+  const gdtBlocks = Math.ceil(groupCount / descPerBlock);
+  const firstMetaBg = b.u32le(SB.FIRST_META_BG);
+  if (incompat & INCOMPAT.META_BG && firstMetaBg > gdtBlocks) b.fail(`s_first_meta_bg ${firstMetaBg} exceeds the ${gdtBlocks} group descriptor blocks`, SB.FIRST_META_BG);
+  const reservedGdtBlocks = b.u16le(SB.RESERVED_GDT_BLOCKS);
+  if (reservedGdtBlocks > blockSize / 4) b.fail(`s_reserved_gdt_blocks ${reservedGdtBlocks} exceeds ${blockSize / 4}`, SB.RESERVED_GDT_BLOCKS);
+  const metaBg = (incompat & INCOMPAT.META_BG) !== 0;
+  if (1 + (metaBg ? firstMetaBg : gdtBlocks) + reservedGdtBlocks >= blocksPerGroup) b.fail(`a superblock, ${metaBg ? firstMetaBg : gdtBlocks} descriptor blocks and ${reservedGdtBlocks} reserved GDT blocks do not fit a group of ${blocksPerGroup} blocks`, SB.RESERVED_GDT_BLOCKS);
+  const backupGroups: [number, number] | null = compat & COMPAT.SPARSE_SUPER2 ? [b.u32le(SB.BACKUP_BGS), b.u32le(SB.BACKUP_BGS + 4)] : null;
+  let mmpBlock = -1;
+  if (incompat & INCOMPAT.MMP) {
+    mmpBlock = b.u32le(SB.MMP_BLOCK) + b.u32le(SB.MMP_BLOCK + 4) * 0x1_0000_0000;
+    if (mmpBlock < firstDataBlock || mmpBlock >= blocksCount) b.fail(`s_mmp_block ${mmpBlock} lies outside the file system`, SB.MMP_BLOCK);
+  }
   const uuid = b.bytes(104, 16).slice();
   const csumSeed = incompat & INCOMPAT.CSUM_SEED ? b.u32le(0x270) : crc32cRaw(0xffffffff, uuid);
   return {
     inodesCount, blocksCount, firstDataBlock, blockSize, blocksPerGroup, inodesPerGroup, inodeSize, groupCount, descSize,
-    firstMetaBg: b.u32le(260),
+    descPerBlock, gdtBlocks, firstMetaBg, reservedGdtBlocks, backupGroups, mmpBlock,
     featureCompat: compat, featureIncompat: incompat, featureRoCompat: roCompat,
     metadataCsum, csumSeed, uuid,
   };
@@ -107,16 +144,52 @@ function isPowerOf(n: number, base: number): boolean {
   return n === 1;
 }
 
-/** Does group `g` hold a superblock backup (and so a GDT copy)? */
+/** Does group `g` hold a superblock (primary or backup, and so a GDT copy outside meta_bg)? */
 export function groupHasSuper(sb: Ext4Superblock, g: number): boolean {
-  if (g <= 1) return true;
+  if (g === 0) return true;
+  if (sb.backupGroups !== null) return g === sb.backupGroups[0] || g === sb.backupGroups[1];
+  if (g === 1) return true;
   if (!(sb.featureRoCompat & RO_COMPAT.SPARSE_SUPER)) return true;
   return isPowerOf(g, 3) || isPowerOf(g, 5) || isPowerOf(g, 7);
 }
 
+/** First block of group `g`. */
+export function groupFirstBlock(sb: Ext4Superblock, g: number): number {
+  return sb.firstDataBlock + g * sb.blocksPerGroup;
+}
+
+/**
+ * The blocks at the start of group `g` that hold a superblock copy, group descriptor blocks and reserved GDT
+ * blocks (the layout the kernel's ext4_num_base_meta_clusters describes): outside meta_bg, groups with a
+ * superblock hold the whole table (s_first_meta_bg blocks of it with meta_bg) and the reserved blocks; in the
+ * meta_bg part, the first, second and last group of each meta group hold that meta group's one descriptor block.
+ */
+export function groupBaseMetadata(sb: Ext4Superblock, g: number): { start: number; count: number; label: string }[] {
+  const first = groupFirstBlock(sb, g);
+  const hasSuper = groupHasSuper(sb, g);
+  const out: { start: number; count: number; label: string }[] = [];
+  if (hasSuper) out.push({ start: first, count: 1, label: `superblock ${g === 0 ? '' : 'backup '}of group ${g}` });
+  const metaBg = (sb.featureIncompat & INCOMPAT.META_BG) !== 0;
+  let at = first + (hasSuper ? 1 : 0);
+  if (!metaBg || g < sb.firstMetaBg * sb.descPerBlock) {
+    if (hasSuper) {
+      const gdt = metaBg ? sb.firstMetaBg : sb.gdtBlocks;
+      if (gdt > 0) out.push({ start: at, count: gdt, label: `group descriptors of group ${g}` });
+      at += gdt;
+      if (sb.reservedGdtBlocks > 0) out.push({ start: at, count: sb.reservedGdtBlocks, label: `reserved GDT blocks of group ${g}` });
+    }
+  } else {
+    const metaFirst = g - (g % sb.descPerBlock);
+    if (g === metaFirst || g === metaFirst + 1 || g === metaFirst + sb.descPerBlock - 1) {
+      out.push({ start: at, count: 1, label: `meta_bg group descriptors in group ${g}` });
+    }
+  }
+  return out;
+}
+
 /** Image byte offset of group descriptor `g`. */
 export function groupDescOffset(sb: Ext4Superblock, g: number): number {
-  const perBlock = sb.blockSize / sb.descSize;
+  const perBlock = sb.descPerBlock;
   const gdtBlock = Math.floor(g / perBlock);
   if (sb.featureIncompat & INCOMPAT.META_BG && gdtBlock >= sb.firstMetaBg) {
     const first = gdtBlock * perBlock;

@@ -3,6 +3,7 @@
  * 'BMA3' blocks below it).
  */
 import { Bin } from '../bin.js';
+import type { ExtentSite } from '../bounds.js';
 import { crc32cSkipField } from '../crc32c.js';
 import { CorruptImageError } from '../types.js';
 
@@ -13,6 +14,11 @@ export const LBLOCK_CRC_LEN = 72;
 const LBLOCK_CRC_OFF = 64;
 /** No real bmap btree is this deep (the maximum for 2^64 records in 4 KiB blocks is 9). */
 export const MAX_BMBT_LEVELS = 10;
+/**
+ * The largest file offset in blocks a mapping may reach (XFS_MAX_FILEOFF: the 54-bit startoff field all ones).
+ * A bigint: 2^54 - 1 has no exact JavaScript number.
+ */
+export const XFS_MAX_FILEOFF = (1n << 54n) - 1n;
 
 export interface BmbtRec {
   /** Logical offset in file system blocks. */
@@ -38,6 +44,12 @@ export function decodeBmbtRec(b: Bin, o: number): BmbtRec {
   };
 }
 
+/** The startoff of the record in `rec` (16 bytes) exactly, for values a number would round (2^53 and above). */
+export function bmbtStartoffExact(rec: Uint8Array): bigint {
+  const dv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+  return (BigInt(dv.getUint32(0, false) & 0x7fffffff) << 23n) | BigInt(dv.getUint32(4, false) >>> 9);
+}
+
 /** Encode one record (for tests and synthetic images). */
 export function encodeBmbtRec(r: BmbtRec, out: Uint8Array, o: number): void {
   const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
@@ -58,8 +70,10 @@ export interface BmapContext {
   blockSize: number;
   metaUuid: Uint8Array;
   verifyCrc: boolean;
-  /** Validate `fsb` and read that block; the Bin's base is its image byte offset. */
-  readFsBlock(fsb: number, structure: string): Bin;
+  /** Validate `fsb` and read that block; the Bin's base is its image byte offset. `site` says who points at it. */
+  readFsBlock(fsb: number, structure: string, site?: ExtentSite): Bin;
+  /** Called for every leaf record as it is read (`at`: its image byte offset); throws to refuse it. */
+  checkRecord?(rec: BmbtRec, index: number, at: number): void;
 }
 
 /** Records of an extents-format fork: `n` records packed from offset 0. */
@@ -93,10 +107,10 @@ export function readBmbtTree(root: Bin, ino: number, ctx: BmapContext, expected:
   const blockMax = Math.floor((ctx.blockSize - LBLOCK_CRC_LEN) / 16);
   const leafMax = Math.floor((ctx.blockSize - LBLOCK_CRC_LEN) / BMBT_REC_LEN);
 
-  const visit = (fsb: number, wantLevel: number, minKey: number): void => {
-    if (visited.has(fsb)) throw new CorruptImageError('xfs bmbt block', -1, `block ${fsb} visited twice (cycle)`);
+  const visit = (fsb: number, wantLevel: number, minKey: number, at: number): void => {
+    if (visited.has(fsb)) throw new CorruptImageError('xfs bmbt block', at, `block ${fsb} visited twice (cycle)`);
     visited.add(fsb);
-    const b = ctx.readFsBlock(fsb, 'xfs bmbt block');
+    const b = ctx.readFsBlock(fsb, 'xfs bmbt block', { structure: 'xfs bmbt pointer', at, ino, what: `bmap btree block ${fsb} (level ${wantLevel})` });
     if (b.u32be(0) !== XFS_BMAP_CRC_MAGIC) b.fail(`bad magic 0x${b.u32be(0).toString(16)}`);
     if (ctx.verifyCrc) {
       const want = b.u32le(LBLOCK_CRC_OFF);
@@ -115,6 +129,7 @@ export function readBmbtTree(root: Bin, ino: number, ctx: BmapContext, expected:
       for (let i = 0; i < n; i++) {
         const r = decodeBmbtRec(b, LBLOCK_CRC_LEN + i * BMBT_REC_LEN);
         if (i === 0 && r.startoff < minKey) b.fail(`first record offset ${r.startoff} below its key ${minKey}`, LBLOCK_CRC_LEN);
+        ctx.checkRecord?.(r, out.length, b.base + LBLOCK_CRC_LEN + i * BMBT_REC_LEN);
         out.push(r);
       }
       return;
@@ -125,7 +140,7 @@ export function readBmbtTree(root: Bin, ino: number, ctx: BmapContext, expected:
       const key = b.u64be(LBLOCK_CRC_LEN + i * 8, 'bmbt key');
       if (key < minKey) b.fail(`keys out of order at ${i}`, LBLOCK_CRC_LEN + i * 8);
       minKey = key;
-      visit(b.u64be(ptrOff + i * 8, 'bmbt pointer'), lvl - 1, key);
+      visit(b.u64be(ptrOff + i * 8, 'bmbt pointer'), lvl - 1, key, b.base + ptrOff + i * 8);
     }
   };
 
@@ -135,7 +150,7 @@ export function readBmbtTree(root: Bin, ino: number, ctx: BmapContext, expected:
     const key = root.u64be(4 + i * 8, 'bmbt key');
     if (key < minKey) throw new CorruptImageError(RS, root.base + 4 + i * 8, `keys out of order at ${i}`);
     minKey = key;
-    visit(root.u64be(ptrOff + i * 8, 'bmbt pointer'), level - 1, key);
+    visit(root.u64be(ptrOff + i * 8, 'bmbt pointer'), level - 1, key, root.base + ptrOff + i * 8);
   }
   if (out.length !== expected) throw new CorruptImageError(RS, root.base, `btree holds ${out.length} records, inode says ${expected}`);
   return out;

@@ -3,13 +3,14 @@ import { Bin, decodeName } from '../bin.js';
 import { crc32cSkipField } from '../crc32c.js';
 import { FsImage, typeFromDirent, typeFromMode, type DirEntry, type InodeInfo } from '../fsimage.js';
 import type { BlockSource } from '../source.js';
-import { CorruptImageError, INODE_CACHE_ENTRIES, PathLookupError, UnsupportedFeatureError, type Extent, type FileMap, type FileType } from '../types.js';
-import { readBmbtTree, readExtentList, type BmapContext, type BmbtRec } from './bmap.js';
+import { blockBytes, blockSpan, isExact, plural, type ExtentSite } from '../bounds.js';
+import { BadExtentError, CorruptImageError, INODE_CACHE_ENTRIES, PathLookupError, UnsupportedFeatureError, type Extent, type ExtentRule, type FileMap, type FileType } from '../types.js';
+import { BMBT_REC_LEN, bmbtStartoffExact, readBmbtTree, readExtentList, XFS_MAX_FILEOFF, type BmapContext, type BmbtRec } from './bmap.js';
 import { readXfsSuperblock, type XfsSuperblock } from './superblock.js';
 import { LruCache } from '../../util/lru.js';
 
-export { readXfsSuperblock, type XfsSuperblock } from './superblock.js';
-export { decodeBmbtRec, encodeBmbtRec, readBmbtTree, readExtentList, type BmbtRec, type BmapContext } from './bmap.js';
+export { readXfsSuperblock, XFS_AGFL_SECTOR, XFS_SB, type XfsSuperblock } from './superblock.js';
+export { bmbtStartoffExact, decodeBmbtRec, encodeBmbtRec, readBmbtTree, readExtentList, XFS_MAX_FILEOFF, type BmbtRec, type BmapContext } from './bmap.js';
 
 const INODE_MAGIC = 0x494e; // 'IN'
 const DINODE_CORE_V3 = 176;
@@ -64,6 +65,8 @@ export class XfsImage extends FsImage {
   private readonly bmapCtx: BmapContext;
   private readonly dirBlockSize: number;
   private readonly inodeCache = new LruCache<number, XfsInode>(INODE_CACHE_ENTRIES);
+  /** First block of the internal log counted linearly (agno * agblocks + agbno), or -1 when the log is external. */
+  private readonly logLinear: number;
 
   constructor(readonly source: BlockSource, opts: XfsOptions = {}) {
     super();
@@ -76,9 +79,14 @@ export class XfsImage extends FsImage {
       blockSize: this.blockSize,
       metaUuid: this.sb.metaUuid,
       verifyCrc: this.verifyCrc,
-      readFsBlock: (fsb, structure) => this.readFsBlock(fsb, structure),
+      readFsBlock: (fsb, structure, site) => this.readFsBlock(fsb, structure, 1, site),
     };
     this.rootIno = this.sb.rootIno;
+    if (this.sb.logStart === 0) this.logLinear = -1;
+    else {
+      const agno = Math.floor(this.sb.logStart / 2 ** this.sb.agBlockLog);
+      this.logLinear = agno * this.sb.agBlocks + (this.sb.logStart - agno * 2 ** this.sb.agBlockLog);
+    }
     this.checkIno(this.rootIno, 'xfs superblock');
   }
 
@@ -87,19 +95,70 @@ export class XfsImage extends FsImage {
     return agno === this.sb.agCount - 1 ? this.sb.dblocks - agno * this.sb.agBlocks : this.sb.agBlocks;
   }
 
-  /** Byte offset of file system block `fsb` (agno << agblklog | agbno); validates the range. */
-  fsbToByte(fsb: number, count: number, structure: string): number {
-    const agno = Math.floor(fsb / 2 ** this.sb.agBlockLog);
-    const agbno = fsb - agno * 2 ** this.sb.agBlockLog;
-    if (agno >= this.sb.agCount || agbno + count > this.agSize(agno)) {
-      throw new CorruptImageError(structure, -1, `block ${fsb} (+${count}) lies outside the file system (AG ${agno} block ${agbno})`);
+  /**
+   * Refuse `count` blocks at file system block `fsb` (agno << agblklog | agbno) unless they are exact and
+   * non-empty, lie inside one existing AG and inside sb_dblocks, and overlap neither the AG headers nor the
+   * internal log; their byte offset.
+   */
+  dataBlocks(fsb: number, count: number, site: ExtentSite): number {
+    const sb = this.sb;
+    const bad = (rule: ExtentRule, detail: string): never => {
+      throw new BadExtentError(site.structure, site.at, site.ino, site.what, rule, detail);
+    };
+    if (!isExact(fsb) || !isExact(count)) bad('not an exact integer', `block ${fsb}, ${count} blocks`);
+    if (count === 0) bad('zero length', `no blocks at block ${fsb}`);
+    const agno = Math.floor(fsb / 2 ** sb.agBlockLog);
+    const agbno = fsb - agno * 2 ** sb.agBlockLog;
+    if (agno >= sb.agCount) bad('outside the data area', `AG ${agno} does not exist (sb_agcount ${sb.agCount})`);
+    if (agbno >= sb.agBlocks) bad('outside the data area', `AG block ${agbno} is past the ${sb.agBlocks} blocks of an AG`);
+    const agLen = this.agSize(agno);
+    if (agbno + count > agLen) {
+      bad('outside the data area', agno === sb.agCount - 1
+        ? `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the file system (${sb.dblocks} blocks)`
+        : `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the AG (${agLen} blocks; an extent never spans AGs)`);
     }
-    return (agno * this.sb.agBlocks + agbno) * this.blockSize;
+    const linear = agno * sb.agBlocks + agbno;
+    if (linear + count > sb.dblocks) bad('outside the data area', `blocks ${linear}..${linear + count - 1} end past sb_dblocks ${sb.dblocks}`);
+    if (agbno < sb.agHeaderBlocks) {
+      bad('overlaps metadata', `headers of AG ${agno} (superblock, AGF, AGI, AGFL: AG ${blockSpan(0, sb.agHeaderBlocks)})`);
+    }
+    if (this.logLinear >= 0 && linear < this.logLinear + sb.logBlocks && linear + count > this.logLinear) {
+      bad('overlaps metadata', `internal log (${plural(sb.logBlocks)} from block ${sb.logStart}; this extent is at AG ${agno} block ${agbno})`);
+    }
+    return blockBytes(linear, this.blockSize, site);
   }
 
-  readFsBlock(fsb: number, structure: string, count = 1): Bin {
-    const off = this.fsbToByte(fsb, count, structure);
+  /** Byte offset of file system block `fsb`; validates it as dataBlocks does (without an inode to name). */
+  fsbToByte(fsb: number, count: number, structure: string): number {
+    return this.dataBlocks(fsb, count, { structure, at: -1, ino: -1, what: `${plural(count)} at block ${fsb}` });
+  }
+
+  readFsBlock(fsb: number, structure: string, count = 1, site?: ExtentSite): Bin {
+    const off = this.dataBlocks(fsb, count, site ?? { structure, at: -1, ino: -1, what: `${plural(count)} at block ${fsb}` });
     return new Bin(this.source.read(off, count * this.blockSize), structure, off);
+  }
+
+  /**
+   * Refuse a mapping record unless its file range stays within XFS_MAX_FILEOFF blocks with exact byte values,
+   * and its blocks pass dataBlocks. `index` and `at` (the record's byte offset) are for the message.
+   */
+  checkRecord(ino: number, r: BmbtRec, index: number, at: number, structure: string): void {
+    const bs = this.blockSize;
+    // a number has rounded offsets of 2^53 blocks and more: those are read exactly from the record's bytes
+    const exactStart = (): bigint => bmbtStartoffExact(this.source.read(at, BMBT_REC_LEN));
+    const what = `extent ${index} (file block ${isExact(r.startoff) ? r.startoff : exactStart()}, block ${r.startblock}, ${plural(r.blockcount)})`;
+    const bad = (rule: ExtentRule, detail: string): never => {
+      throw new BadExtentError(structure, at, ino, what, rule, detail);
+    };
+    if (r.blockcount === 0) bad('zero length', 'br_blockcount is 0');
+    const end = r.startoff + r.blockcount;
+    if (!isExact(r.startoff) || !isExact(end)) {
+      const exactEnd = exactStart() + BigInt(r.blockcount);
+      if (exactEnd > XFS_MAX_FILEOFF) bad('beyond the format limit', `ends at file block ${exactEnd}, past the limit of 2^54 - 1`);
+      bad('not an exact integer', `ends at file block ${exactEnd}, file byte ${exactEnd * BigInt(bs)}, past 2^53`);
+    }
+    if (!isExact(end * bs)) bad('not an exact integer', `ends at file byte ${BigInt(end) * BigInt(bs)}, past 2^53`);
+    this.dataBlocks(r.startblock, r.blockcount, { structure, at, ino, what });
   }
 
   /** Where inode `ino` lives (AG, AG block, index in block, byte offset). */
@@ -108,15 +167,20 @@ export class XfsImage extends FsImage {
     const agino = ino - agno * 2 ** this.inoShift;
     const agbno = Math.floor(agino / this.sb.inoPerBlock);
     const index = agino - agbno * this.sb.inoPerBlock;
-    const offset = (agno * this.sb.agBlocks + agbno) * this.blockSize + index * this.sb.inodeSize;
+    const offset = blockBytes(agno * this.sb.agBlocks + agbno, this.blockSize, { structure: 'xfs inode', at: -1, ino, what: `inode ${ino}'s block` }) + index * this.sb.inodeSize;
     return { agno, agbno, index, offset };
   }
 
   private checkIno(ino: number, structure: string): void {
     if (!Number.isSafeInteger(ino) || ino <= 0) throw new CorruptImageError(structure, -1, `bad inode number ${ino}`);
-    const { agno, agbno } = this.inodeLocation(ino);
+    const agno = Math.floor(ino / 2 ** this.inoShift);
+    const agbno = Math.floor((ino - agno * 2 ** this.inoShift) / this.sb.inoPerBlock);
     if (agno >= this.sb.agCount || agbno >= this.agSize(agno)) {
       throw new CorruptImageError(structure, -1, `inode number ${ino} lies outside the file system`);
+    }
+    const linear = agno * this.sb.agBlocks + agbno;
+    if (agbno < this.sb.agHeaderBlocks || (this.logLinear >= 0 && linear >= this.logLinear && linear < this.logLinear + this.sb.logBlocks)) {
+      throw new CorruptImageError(structure, -1, `inode number ${ino} lies in the ${agbno < this.sb.agHeaderBlocks ? `headers of AG ${agno}` : 'internal log'}`);
     }
   }
 
@@ -178,23 +242,24 @@ export class XfsImage extends FsImage {
   blockMap(inode: XfsInode): BmbtRec[] {
     let recs: BmbtRec[];
     if (inode.format === XFS_FORMAT.EXTENTS) {
-      recs = readExtentList(new Bin(inode.fork.buf, 'xfs inode extent list', inode.fork.base), inode.nextents);
+      const S = 'xfs inode extent list';
+      recs = readExtentList(new Bin(inode.fork.buf, S, inode.fork.base), inode.nextents);
+      for (const [i, r] of recs.entries()) this.checkRecord(inode.ino, r, i, inode.fork.base + i * BMBT_REC_LEN, S);
     } else if (inode.format === XFS_FORMAT.BTREE) {
       const maxInFork = Math.floor(inode.fork.length / 16);
       if (inode.nextents <= maxInFork) {
         throw new CorruptImageError('xfs bmbt root', inode.fork.base, `btree format with only ${inode.nextents} extents`);
       }
-      recs = readBmbtTree(new Bin(inode.fork.buf, 'xfs bmbt root', inode.fork.base), inode.ino, this.bmapCtx, inode.nextents);
+      const ctx: BmapContext = { ...this.bmapCtx, checkRecord: (r, i, at) => this.checkRecord(inode.ino, r, i, at, 'xfs bmbt block') };
+      recs = readBmbtTree(new Bin(inode.fork.buf, 'xfs bmbt root', inode.fork.base), inode.ino, ctx, inode.nextents);
     } else {
       return [];
     }
     let end = 0;
     const S = inode.format === XFS_FORMAT.BTREE ? 'xfs bmbt block' : 'xfs inode extent list';
     for (const r of recs) {
-      if (r.blockcount === 0) throw new CorruptImageError(S, inode.offset, `inode ${inode.ino}: zero-length extent at ${r.startoff}`);
       if (r.startoff < end) throw new CorruptImageError(S, inode.offset, `inode ${inode.ino}: extents overlap or are out of order at ${r.startoff}`);
       end = r.startoff + r.blockcount;
-      this.fsbToByte(r.startblock, r.blockcount, S);
     }
     return recs;
   }
@@ -207,11 +272,12 @@ export class XfsImage extends FsImage {
       if (inode.size > 0) extents.push({ logical: 0, physical: inode.fork.base, length: inode.size, flags: ['inline', 'last'] });
     } else if (inode.format === XFS_FORMAT.EXTENTS || inode.format === XFS_FORMAT.BTREE) {
       const bs = this.blockSize;
-      for (const r of this.blockMap(inode)) {
+      for (const [i, r] of this.blockMap(inode).entries()) {
+        const site: ExtentSite = { structure: 'xfs extent', at: -1, ino, what: `extent ${i}` };
         extents.push({
-          logical: r.startoff * bs,
-          physical: this.fsbToByte(r.startblock, r.blockcount, 'xfs extent'),
-          length: r.blockcount * bs,
+          logical: blockBytes(r.startoff, bs, site),
+          physical: this.dataBlocks(r.startblock, r.blockcount, site),
+          length: blockBytes(r.blockcount, bs, site),
           flags: r.unwritten ? ['unwritten'] : [],
         });
       }

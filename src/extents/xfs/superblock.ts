@@ -19,6 +19,16 @@ export const XFS_INCOMPAT = {
 } as const;
 const KNOWN_INCOMPAT = 0xff;
 
+/** Superblock field offsets used by the geometry checks. */
+export const XFS_SB = {
+  /** sb_logstart (u64): first block of the internal log, 0 when the log is external. */
+  LOGSTART: 48,
+  /** sb_logblocks (u32). */
+  LOGBLOCKS: 96,
+} as const;
+/** Sector of the AGFL in every AG (superblock 0, AGF 1, AGI 2, AGFL 3); the blocks up to it hold the AG headers. */
+export const XFS_AGFL_SECTOR = 3;
+
 export interface XfsSuperblock {
   blockSize: number;
   blockLog: number;
@@ -37,6 +47,12 @@ export interface XfsSuperblock {
   roCompat: number;
   ftype: boolean;
   nrext64: boolean;
+  /** Blocks at the start of every AG holding its headers (superblock, AGF, AGI, AGFL sectors). */
+  agHeaderBlocks: number;
+  /** First block (agno << agblklog | agbno) of the internal log; 0 when the log is external. */
+  logStart: number;
+  /** Blocks of the internal log (0 when external). */
+  logBlocks: number;
   /** UUID stamped in metadata (sb_meta_uuid with META_UUID, else sb_uuid). */
   metaUuid: Uint8Array;
 }
@@ -92,11 +108,23 @@ export function readXfsSuperblock(src: BlockSource, verifyCrc: boolean): XfsSupe
   if (dblocks * blockSize > src.size) {
     throw new CorruptImageError(S, 8, `file system of ${dblocks * blockSize} bytes is larger than the image (${src.size} bytes)`);
   }
+  const agHeaderBlocks = Math.floor((XFS_AGFL_SECTOR * sectSize) / blockSize) + 1;
+  const logStart = b.u64be(XFS_SB.LOGSTART, 'sb_logstart');
+  let logBlocks = 0;
+  if (logStart !== 0) {
+    logBlocks = b.u32be(XFS_SB.LOGBLOCKS);
+    const agno = Math.floor(logStart / 2 ** agBlockLog);
+    const agbno = logStart - agno * 2 ** agBlockLog;
+    const agLen = agno === agCount - 1 ? dblocks - agno * agBlocks : agBlocks;
+    if (logBlocks === 0 || agno >= agCount || agbno < agHeaderBlocks || agbno + logBlocks > agLen) {
+      b.fail(`internal log of ${logBlocks} blocks at AG ${agno} block ${agbno} does not lie inside one AG past its headers`, XFS_SB.LOGSTART);
+    }
+  }
   const rootIno = b.u64be(56, 'sb_rootino');
   const metaUuid = (incompat & XFS_INCOMPAT.META_UUID ? b.bytes(248, 16) : b.bytes(32, 16)).slice();
   return {
     blockSize, blockLog, dblocks, rootIno, agBlocks, agCount, sectSize, inodeSize, inodeLog, inoPerBlock, inoPerBlockLog,
-    agBlockLog, dirBlockLog, incompat, roCompat,
+    agBlockLog, dirBlockLog, incompat, roCompat, agHeaderBlocks, logStart, logBlocks,
     ftype: (incompat & XFS_INCOMPAT.FTYPE) !== 0,
     nrext64: (incompat & XFS_INCOMPAT.NREXT64) !== 0,
     metaUuid,
