@@ -33,6 +33,18 @@
  * [limits]                          # optional
  * file_grants_per_client = 4096     # file grants (resolveExtents) one client connection may hold
  * file_grants_per_uid = 16384       # file grants all connections of one uid may hold together
+ * # the socket (src/ipc/limits.ts has the meaning of each; defaults shown):
+ * connections = 1024                # open connections, all uids
+ * connections_per_uid = 64          # per uid (root: connections_root, 0 = only the total)
+ * connections_root = 0
+ * partial_bytes = 67108864          # bytes of incomplete frames, all uids
+ * partial_bytes_per_uid = 8388608
+ * frame_timeout_ms = 10000          # a frame must complete this long after its first byte
+ * held_fds = 4096                   # descriptors received and not yet processed, all uids
+ * held_fds_per_uid = 512
+ * in_flight_per_uid = 256           # requests awaiting replies (reading pauses)
+ * queued_bytes_per_uid = 16777216   # unread replies (reading pauses)
+ * fd_reserve = 64                   # refuse new connections this close to RLIMIT_NOFILE
  * ```
  *
  * extents = "fiemap" maps a file with FIEMAP, whose physical offsets are byte offsets on the kernel block
@@ -46,6 +58,7 @@ import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseDeviceUri } from '../device/uri.js';
+import type { IpcLimits } from '../ipc/limits.js';
 
 export const DEFAULT_SOCKET = '/run/homi/homid.sock';
 export const DEFAULT_CONFIG_PATH = '/etc/homi/homid.toml';
@@ -91,10 +104,32 @@ export const DEFAULT_FILE_GRANTS_PER_UID = 16384;
 /** Largest value either limit accepts. */
 const MAX_FILE_GRANTS = 1 << 24;
 
+/** [limits] keys of the socket's limits (src/ipc/limits.ts) and the IpcLimits field each sets. */
+export const IPC_LIMIT_KEYS = {
+  connections: 'maxConnections',
+  connections_per_uid: 'maxConnectionsPerUid',
+  connections_root: 'maxConnectionsRoot',
+  partial_bytes: 'maxPartialBytes',
+  partial_bytes_per_uid: 'maxPartialBytesPerUid',
+  frame_timeout_ms: 'frameTimeoutMs',
+  held_fds: 'maxHeldFds',
+  held_fds_per_uid: 'maxHeldFdsPerUid',
+  in_flight_per_uid: 'maxInFlightPerUid',
+  queued_bytes_per_uid: 'maxQueuedBytesPerUid',
+  fd_reserve: 'fdReserve',
+} as const satisfies Record<string, keyof IpcLimits>;
+/** Keys that may be 0 (connections_root: no per-uid cap for root; fd_reserve: no reserve). */
+const IPC_ZERO_ALLOWED = new Set(['connections_root', 'fd_reserve']);
+
+const ipcLimitShape = Object.fromEntries(
+  Object.keys(IPC_LIMIT_KEYS).map((k) => [k, z.number().int().min(IPC_ZERO_ALLOWED.has(k) ? 0 : 1).max(Number.MAX_SAFE_INTEGER).optional()]),
+) as Record<keyof typeof IPC_LIMIT_KEYS, z.ZodOptional<z.ZodNumber>>;
+
 const limitsSchema = z
   .object({
     file_grants_per_client: z.number().int().min(0).max(MAX_FILE_GRANTS).default(DEFAULT_FILE_GRANTS_PER_CLIENT),
     file_grants_per_uid: z.number().int().min(0).max(MAX_FILE_GRANTS).default(DEFAULT_FILE_GRANTS_PER_UID),
+    ...ipcLimitShape,
   })
   .strict();
 
@@ -143,6 +178,8 @@ export interface DeviceConfig {
 export interface LimitsConfig {
   fileGrantsPerClient: number;
   fileGrantsPerUid: number;
+  /** The socket's limits set in [limits] (the rest keep src/ipc/limits.ts's defaults). */
+  ipc?: Partial<IpcLimits>;
 }
 
 export interface ClassConfig {
@@ -198,7 +235,12 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
   for (const [name, k] of Object.entries({ default: dflt, ...c.class })) {
     classes.set(name, { name, queuePairs: k.queue_pairs, perClient: k.per_client, maxDepth: k.max_depth, users: k.users, groups: k.groups, write: k.write });
   }
-  const limits: LimitsConfig = { fileGrantsPerClient: c.limits.file_grants_per_client, fileGrantsPerUid: c.limits.file_grants_per_uid };
+  const ipc: Partial<IpcLimits> = {};
+  for (const [key, field] of Object.entries(IPC_LIMIT_KEYS)) {
+    const v = c.limits[key as keyof typeof IPC_LIMIT_KEYS];
+    if (v !== undefined) ipc[field] = v;
+  }
+  const limits: LimitsConfig = { fileGrantsPerClient: c.limits.file_grants_per_client, fileGrantsPerUid: c.limits.file_grants_per_uid, ipc };
   return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, classes, raw: c.raw, limits };
 }
 

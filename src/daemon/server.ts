@@ -107,7 +107,8 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
           }
         }
         case 'status':
-          return { response: { ok: true, ...homid.status(s) } };
+          // the socket's accounting (per-uid connections, refusals) is homid-wide: root only
+          return { response: { ok: true, ...homid.status(s), ...(s.peer.uid === 0 ? { ipc: await ipc.stats() } : {}) } };
       }
     } catch (e) {
       if (e instanceof HomidError) return fail(e.code, e.message);
@@ -126,6 +127,8 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
     },
     onProtocolError: (e) => log.warn({ conn: e.conn.id, pid: e.conn.cred.pid, code: e.code }, e.message),
     onListenError: (m) => log.error({}, m),
+    onRefused: (e) => log.warn({ pid: e.cred?.pid ?? null, uid: e.cred?.uid ?? null, code: e.code, reason: e.reason, unreported: e.unreported }, e.message),
+    ...(config.limits.ipc ?? {}),
   });
   try {
     homid = await Homid.start(config, { logger: log, regions: memfdRegions, opener: memfdOpener });

@@ -128,6 +128,15 @@ switch (mode) {
     out({ ok: true, tag, status, ms: Date.now() - t0, abandoned: q.abandoned });
     break;
   }
+  case 'connections': {
+    // open N connections at once and keep them; report which were served
+    const n = Number(rest[0]);
+    const got = await Promise.allSettled(Array.from({ length: n }, () => connect()));
+    const codes = got.map((g) => (g.status === 'fulfilled' ? 'ok' : errOf(g.reason).code));
+    out({ ok: true, codes });
+    for (const g of got) if (g.status === 'fulfilled') g.value.close();
+    break;
+  }
   default:
     out({ ok: false, code: 'usage', message: `unknown mode ${mode}` });
 }

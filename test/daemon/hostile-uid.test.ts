@@ -65,6 +65,7 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
         device: [{ name: 'img', uri: `emu://${fx.image}?size=16MiB`, extents: 'decoder:ext4', extent_root: fx.tree }],
         class: { default: { queue_pairs: 8, per_client: 4, write: false } },
         raw: { users: [0] },
+        limits: { connections_per_uid: 3 },
       }),
       { logger: silent() },
     );
@@ -90,12 +91,27 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
       assert.deepEqual(st.clients.map((c) => c.id), [r.session], 'only its own session');
       assert.equal(st.clients[0]!.uid, NOBODY_UID);
       assert.deepEqual(st.extents.map((e) => e.path), [fx.mine], 'only the file it holds');
-      // root sees both sessions and both files
-      const all = (await root.status()) as unknown as typeof st;
+      assert.equal('ipc' in (r.status as object), false, 'the socket accounting is root’s');
+      // root sees both sessions and both files, and the socket's accounting
+      const all = (await root.status()) as unknown as typeof st & { ipc: { limits: { maxConnectionsPerUid: number }; total: { connections: number } } };
       assert.ok(all.clients.length >= 1 && all.extents.some((e) => e.path === fx.secret));
+      assert.equal(all.ipc.limits.maxConnectionsPerUid, 3, '[limits] connections_per_uid reached the socket');
+      assert.ok(all.ipc.total.connections >= 1);
     } finally {
       root.close();
     }
+  });
+
+  test('connections per uid are bounded by [limits]: the one over gets TOO_MANY_CONNECTIONS, root is still served', { timeout: 60_000 }, async () => {
+    const child = asNobody([sock, 'connections', '5']);
+    const r = await nextJson(child);
+    await child.exited;
+    const codes = r.codes as string[];
+    assert.equal(codes.filter((c) => c === 'ok').length, 3, JSON.stringify(codes));
+    assert.deepEqual(codes.filter((c) => c !== 'ok'), ['TOO_MANY_CONNECTIONS', 'TOO_MANY_CONNECTIONS'], JSON.stringify(codes));
+    const root = await HomidClient.connect(sock);
+    assert.equal((await root.status()).ok, true);
+    root.close();
   });
 
   test('a command id reused while in flight is refused with Command ID Conflict, never forwarded twice', { timeout: 60_000 }, async () => {
