@@ -196,6 +196,9 @@ export class MediatedQueuePair {
       }
       n++;
       this.stats.direct++;
+      // publish the head before the CID is freed: the handler may reuse it at once, and homid refuses a CID it
+      // still counts in flight (Command ID Conflict) unless this head is visible by the time the new SQE is
+      Atomics.store(this.v.header, H_HWCQ_HEAD, this.hwHead);
       this.finish(cid, d3, result, onComplete);
     }
     if (consumed > 0) Atomics.store(this.v.header, H_HWCQ_HEAD, this.hwHead);

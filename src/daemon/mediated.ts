@@ -247,7 +247,7 @@ export class MediatedQueue {
     if (this.direct !== null && cid >= this.entries) {
       status = STATUS_INVALID_FIELD;
       reason = `command identifier ${cid} is out of range (below ${this.entries} on this queue)`;
-    } else if (this.cidBusy[cid] !== 0) {
+    } else if (this.cidBusy[cid] !== 0 && !this.reacknowledged(cid)) {
       status = STATUS_CID_CONFLICT;
       reason = `command identifier ${cid} is already in flight on this queue`;
     } else if (opcode === NvmOpcode.Flush) {
@@ -277,6 +277,18 @@ export class MediatedQueue {
     this.stats.denied++;
     this.post(cid, status, 0);
     this.onDenied({ queue: this.id, cid, opcode, nsid, slba, nlb, reason });
+  }
+
+  /**
+   * Direct mode: the client may have reaped the command that held `cid` and published its CQ head after this
+   * pass read it (the client publishes the head before it reuses a CID, so the head is visible now that the new
+   * SQE is). Acknowledge again and say whether `cid` is free.
+   */
+  private reacknowledged(cid: number): boolean {
+    const direct = this.direct;
+    if (direct === null || direct.outstanding === 0) return false;
+    this.stats.completed += direct.acknowledge(Atomics.load(this.v.header, H_HWCQ_HEAD), this.cidBusy);
+    return this.cidBusy[cid] === 0;
   }
 
   private forward(cid: number, opcode: number, nsid: number, slba: number, nlb: number, off: number): void {
