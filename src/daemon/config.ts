@@ -240,7 +240,8 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
     const v = c.limits[key as keyof typeof IPC_LIMIT_KEYS];
     if (v !== undefined) ipc[field] = v;
   }
-  const limits: LimitsConfig = { fileGrantsPerClient: c.limits.file_grants_per_client, fileGrantsPerUid: c.limits.file_grants_per_uid, ipc };
+  const limits: LimitsConfig = { fileGrantsPerClient: c.limits.file_grants_per_client, fileGrantsPerUid: c.limits.file_grants_per_uid };
+  if (Object.keys(ipc).length > 0) limits.ipc = ipc;
   return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, classes, raw: c.raw, limits };
 }
 

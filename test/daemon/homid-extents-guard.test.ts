@@ -76,6 +76,10 @@ describe('config: block_device and [limits]', () => {
     assert.equal(c.devices[0]!.blockDevice, '/dev/loop7');
     assert.deepEqual(c.limits, { fileGrantsPerClient: 2, fileGrantsPerUid: 9 });
     assert.deepEqual(parseConfig('[limits]\nfile_grants_per_uid = 3\n').limits, { fileGrantsPerClient: DEFAULT_FILE_GRANTS_PER_CLIENT, fileGrantsPerUid: 3 });
+    // the socket's limits: snake_case keys onto IpcLimits fields; 0 only where it means "none"
+    assert.deepEqual(parseConfig('[limits]\nconnections_per_uid = 8\nframe_timeout_ms = 500\nfd_reserve = 0\n').limits.ipc, { maxConnectionsPerUid: 8, frameTimeoutMs: 500, fdReserve: 0 });
+    assert.throws(() => parseConfig('[limits]\nconnections_per_uid = 0\n'), /limits\.connections_per_uid/);
+    assert.throws(() => parseConfig('[limits]\nheld_fds = 2.5\n'), /limits\.held_fds/);
     const bad: [string, RegExp][] = [
       ['[[device]]\nuri = "emu://?size=1MiB"\nextents = "decoder:ext4"\nextent_root = "/t"\nblock_device = "/dev/sdb"', /device\[0\]\.block_device: only used with extents = "fiemap"/],
       ['[[device]]\nuri = "emu://?size=1MiB"\nblock_device = "sdb"', /device\[0\]\.block_device/],

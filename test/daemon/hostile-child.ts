@@ -128,6 +128,22 @@ switch (mode) {
     out({ ok: true, tag, status, ms: Date.now() - t0, abandoned: q.abandoned });
     break;
   }
+  case 'resolve': {
+    // pass a descriptor of `file` (opened read-only by this uid) for `device`; report the grant or the refusal
+    const [device, file] = rest as [string, string];
+    const c = await connect();
+    const fd = fs.openSync(file, 'r');
+    try {
+      const map = await c.resolveExtents(fd, device);
+      out({ ok: true, extents: map.read()?.extents ?? null });
+    } catch (e) {
+      out({ ok: false, ...errOf(e) });
+    } finally {
+      fs.closeSync(fd);
+      c.close();
+    }
+    break;
+  }
   case 'connections': {
     // open N connections at once and keep them; report which were served
     const n = Number(rest[0]);

@@ -62,7 +62,11 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
       config({
         socket: sock,
         socket_mode: '0666',
-        device: [{ name: 'img', uri: `emu://${fx.image}?size=16MiB`, extents: 'decoder:ext4', extent_root: fx.tree }],
+        device: [
+          { name: 'img', uri: `emu://${fx.image}?size=16MiB`, extents: 'decoder:ext4', extent_root: fx.tree },
+          // FIEMAP over a memory namespace: no file lives on it, so every file must be refused
+          { name: 'mem', uri: 'emu://?size=16MiB', extents: 'fiemap' },
+        ],
         class: { default: { queue_pairs: 8, per_client: 4, write: false } },
         raw: { users: [0] },
         limits: { connections_per_uid: 3 },
@@ -100,6 +104,21 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
     } finally {
       root.close();
     }
+  });
+
+  test('FIEMAP extents of a file on another file system are refused, not mapped onto the device', { timeout: 60_000 }, async () => {
+    const child = asNobody([sock, 'resolve', 'mem', fx.mine]);
+    const r = await nextJson(child);
+    await child.exited;
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.equal(r.code, 'wrong-device');
+    assert.match(String(r.message), /not on namespace 1 of device 'mem'/);
+    // the same file through the device it lives on is granted
+    const ok = asNobody([sock, 'resolve', 'img', fx.mine]);
+    const g = await nextJson(ok);
+    await ok.exited;
+    assert.equal(g.ok, true, JSON.stringify(g));
+    assert.ok((g.extents as unknown[]).length > 0);
   });
 
   test('connections per uid are bounded by [limits]: the one over gets TOO_MANY_CONNECTIONS, root is still served', { timeout: 60_000 }, async () => {
