@@ -5,7 +5,7 @@
  */
 import * as hdr from 'hdr-histogram-js';
 import { NvmOpcode } from '../nvme/opcodes.js';
-import { statusFieldName } from '../nvme/status.js';
+import { statusName } from '../nvme/status.js';
 import { threadCpuNs, processCpuNs } from '../util/cputime.js';
 import { checkPattern, describeMismatch, fillPattern, type PatternMismatch } from './pattern.js';
 import { isRandom, readPercent, Rng, type RwMode } from './workload.js';
@@ -45,7 +45,7 @@ export interface EngineConfig {
   seed: number;
   onProgress?: (p: EngineProgress) => void;
   progressIntervalMs?: number;
-  /** Names a non-zero completion status for errorsByStatus (default: NVMe status fields and driver codes). */
+  /** Names a non-zero completion status for errorsByStatus (default: statusName, src/nvme/status.ts). */
   statusName?: (status: number) => string;
   /** First LBA of the region this engine works on (default 0; threads of one run get disjoint regions). */
   baseLba?: number;
@@ -188,7 +188,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   const verify = cfg.verify;
   const blockSize = cfg.blockSize;
   const base = cfg.baseLba ?? 0;
-  const nameOf = cfg.statusName ?? ((status: number): string => (status < 0 ? (status === -1 ? 'Command Timeout' : 'Aborted by Controller Reset') : statusFieldName(status)));
+  const nameOf = cfg.statusName ?? statusName;
 
   // Counters (reset at the end of prefill and warm-up).
   let done = 0;

@@ -31,11 +31,11 @@ function commandLabel(ctx: CommandContext): string {
 
 /** The controller completed a command with a non-success status. */
 export class NvmeStatusError extends NvmeError {
-  /** The 15-bit CQE status field. */
+  /** The completion status (src/nvme/status.ts): the 15-bit CQE status field, or a host outcome above it. */
   readonly status: number;
   readonly sct: number;
   readonly sc: number;
-  /** Spec name of (SCT, SC), e.g. "LBA Out of Range". */
+  /** Name of the status, e.g. "LBA Out of Range" (statusName). */
   readonly statusName: string;
   /** Do Not Retry. */
   readonly dnr: boolean;
@@ -50,7 +50,7 @@ export class NvmeStatusError extends NvmeError {
     const sct = statusSct(status);
     const sc = statusSc(status);
     const dnr = statusDnr(status);
-    const name = statusName(sct, sc);
+    const name = statusName(status);
     super(
       `${commandLabel(ctx)} failed: ${name} (SCT ${hex(sct, 1)} SC ${hex(sc)}${dnr ? ', DNR' : ''})`,
     );

@@ -19,7 +19,7 @@
 import type { Controller } from '../driver/controller.js';
 import { dataPointer, type DataPointer } from '../driver/dptr.js';
 import type { QueuePair } from '../driver/queue-pair.js';
-import { STATUS_TIMEOUT, driverStatusName, isSuccess } from '../driver/status.js';
+import { STATUS_TIMEOUT, isSuccess, statusName } from '../nvme/status.js';
 import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 import { copyFromChunks, type BlockSource } from './source.js';
@@ -196,7 +196,7 @@ export class DeviceReader implements NamespaceReader {
       this.dptr = dataPointer(this.dma, this.buf);
       this.fail('timeout', st, offset, length, `timed out after ${this.timeoutMs} ms`);
     }
-    if (!isSuccess(st)) this.fail('status', st, offset, length, `failed: ${driverStatusName(st)} (status 0x${st.toString(16)})`);
+    if (!isSuccess(st)) this.fail('status', st, offset, length, `failed: ${statusName(st)} (status 0x${st.toString(16)})`);
     this.stats.bytes += length;
   }
 

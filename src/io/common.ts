@@ -3,8 +3,6 @@
  * Promise helpers over any IoQueue, and status names.
  */
 import { allocHostMemory, freeHostMemory, type HostMemory } from '../sys/fileio.js';
-import { errnoName } from '../sys/libc.js';
-import { statusFieldName } from '../nvme/status.js';
 import { IoError, IoOp, IoRangeError, ioOpName, type IoBuffer, type IoDevice, type IoOpcode, type IoQueue } from './types.js';
 
 /** One allocation of host memory, or a slice of one. h1 = virtual address, h2 = allocation id. */
@@ -65,13 +63,6 @@ export class HostBufferPool {
     for (const b of this.live.values()) freeHostMemory(b.mem!);
     this.live.clear();
   }
-}
-
-/** Status names of the kernel paths: NVMe status fields (> 0) and negative errnos. */
-export function kernelStatusName(status: number): string {
-  if (status === 0) return 'Successful Completion';
-  if (status > 0) return statusFieldName(status);
-  return `${errnoName(-status)} (errno ${-status})`;
 }
 
 export function checkRange(op: IoOpcode, lba: number, nlb: number, blocks: number): void {

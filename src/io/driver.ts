@@ -6,11 +6,10 @@
 import { Controller } from '../driver/controller.js';
 import { dataPointer, type DataPointer } from '../driver/dptr.js';
 import type { QueuePair } from '../driver/queue-pair.js';
-import { driverStatusName } from '../driver/status.js';
 import { openDevice } from '../device/open.js';
 import { parseDeviceUri } from '../device/uri.js';
 import type { DmaBuffer } from '../mem/dma.js';
-import { statusFieldName } from '../nvme/status.js';
+import { statusName } from '../nvme/status.js';
 import type { Transport } from '../transport/transport.js';
 import type { EngineQueue } from '../bench/engine.js';
 import { PromiseIoDevice, checkBufferFor, checkRange, checkSlice } from './common.js';
@@ -142,8 +141,7 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
   }
 
   override statusName(status: number): string {
-    if (status === 0) return 'Successful Completion';
-    return status > 0 ? statusFieldName(status) : driverStatusName(status);
+    return statusName(status);
   }
 
   async close(): Promise<void> {

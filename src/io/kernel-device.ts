@@ -1,6 +1,7 @@
 /** The part of the posix and io_uring devices they share: the target, the host buffer pool, Promise helpers. */
 import * as fs from 'node:fs';
-import { HostBufferPool, PromiseIoDevice, kernelStatusName } from './common.js';
+import { statusName } from '../nvme/status.js';
+import { HostBufferPool, PromiseIoDevice } from './common.js';
 import type { KernelTarget } from './target.js';
 import { IoOp, type BackendName, type IoBuffer, type IoDevice, type IoFeatures, type IoGeometry, type IoQueue } from './types.js';
 
@@ -39,7 +40,7 @@ export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
     this.pool.free(buf);
   }
   override statusName(status: number): string {
-    return kernelStatusName(status);
+    return statusName(status);
   }
   protected checkOpen(): void {
     if (this.closed) throw new Error(`${this.uri}: device is closed`);

@@ -9,9 +9,18 @@ import { KernelDevice } from './kernel-device.js';
 import type { KernelTarget } from './target.js';
 import { IoOp, STATUS_LBA_OUT_OF_RANGE, type BackendName, type IoBuffer, type IoOpcode, type IoQueue, type IoCompletionHandler } from './types.js';
 import type { EngineQueue } from '../bench/engine.js';
+import { errnoStatus } from '../nvme/status.js';
 
 const EIO = 5;
 const EINVAL = 22;
+/** A short transfer (the kernel moved fewer bytes than asked): EIO, as the block layer reports it. */
+const STATUS_EIO = errnoStatus(EIO);
+const STATUS_EINVAL = errnoStatus(EINVAL);
+
+/** A system call's "0 or -errno" as a completion status (src/nvme/status.ts). */
+function sysStatus(r: number): number {
+  return r < 0 ? errnoStatus(-r) : 0;
+}
 
 export class PosixDevice extends KernelDevice {
   readonly backend: BackendName = 'posix';
@@ -29,7 +38,7 @@ export class PosixDevice extends KernelDevice {
     return q;
   }
 
-  /** Perform one operation now; returns its status (0, an NVMe status field, or -errno). */
+  /** Perform one operation now; returns its completion status (0, an NVMe status field, or errnoStatus(errno)). */
   execNow(opcode: number, slba: number, nlb: number, addr: number): number {
     const g = this.geometry;
     const fd = this.target.fd;
@@ -40,18 +49,18 @@ export class PosixDevice extends KernelDevice {
     switch (opcode) {
       case IoOp.Read:
         r = preadAt(fd, addr, len, off);
-        return r === len ? 0 : r < 0 ? r : -EIO;
+        return r === len ? 0 : r < 0 ? errnoStatus(-r) : STATUS_EIO;
       case IoOp.Write:
         r = pwriteAt(fd, addr, len, off);
-        return r === len ? 0 : r < 0 ? r : -EIO;
+        return r === len ? 0 : r < 0 ? errnoStatus(-r) : STATUS_EIO;
       case IoOp.Flush:
-        return fdatasyncFd(fd);
+        return sysStatus(fdatasyncFd(fd));
       case IoOp.WriteZeroes:
-        return fallocateRange(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+        return sysStatus(fallocateRange(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len));
       case IoOp.Deallocate:
-        return fallocateRange(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+        return sysStatus(fallocateRange(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len));
       default:
-        return -EINVAL;
+        return STATUS_EINVAL;
     }
   }
 }

@@ -7,9 +7,10 @@
  * batch; poll(onComplete) delivers (tag, status, result) without allocating. Slow path: IoQueue.submit with an
  * IoBuffer, or the Promise helpers on IoDevice (read/write/flush/writeZeroes/deallocate).
  *
- * Status values: 0 success; > 0 an NVMe status field (SCT/SC, as in a CQE); < 0 a negative errno from the kernel
- * paths, or, on the driver path, the driver's own codes (-1 timeout, -2 aborted by reset, -3 removed). The device's
- * statusName() turns any of them into words.
+ * Status values: HOMI's one completion status space (src/nvme/status.ts): 0 success; an NVMe status field
+ * (SCT/SC, as in a CQE); or a host outcome (timeout, reset, removal, a kernel errno from the kernel paths), an
+ * SCT 3 path-related status with its cause (and errno) in the bits above the field. Never negative. The device's
+ * statusName() (the same statusName) turns any of them into words.
  */
 import type { EngineQueue } from '../bench/engine.js';
 

@@ -7,16 +7,18 @@
  *   metadata_len 32, data_len 36, cdw10 40, cdw11 44, cdw12 48, cdw13 52, cdw14 56, cdw15 60, timeout_ms 64,
  *   rsvd2 68.
  * sqe.cmd_op (offset 8) = NVME_URING_CMD_IO = _IOWR('N', 0x80, struct nvme_uring_cmd).
- * Completion: cqe.res = 0, a positive NVMe status field, or -errno; big_cqe[0] = the command's result (DW0).
+ * Completion: cqe.res = 0, a positive NVMe status field, or -errno (delivered as errnoStatus(errno), see
+ * src/nvme/status.ts); big_cqe[0] = the command's result (DW0).
  */
 import * as fs from 'node:fs';
 import { IORING_SETUP_CQE32, IORING_SETUP_IOPOLL, IORING_SETUP_SQE128, IORING_URING_CMD_FIXED, IoringOp, Sqe } from '../sys/uring.js';
 import { allocHostMemory, freeHostMemory, type HostMemory } from '../sys/fileio.js';
 import { ioctl } from '../sys/libc.js';
-import { HostBufferPool, PromiseIoDevice, checkBufferFor, checkRange, kernelStatusName } from './common.js';
+import { HostBufferPool, PromiseIoDevice, checkBufferFor, checkRange } from './common.js';
 import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
 import type { EngineQueue } from '../bench/engine.js';
+import { STATUS_FIELD_MASK, errnoStatus, statusName } from '../nvme/status.js';
 
 export const NVME_URING_CMD_SIZE = 72;
 /** _IOWR(type, nr, size) = (3 << 30) | (size << 16) | (type << 8) | nr. */
@@ -165,7 +167,7 @@ export class UringCmdDevice extends PromiseIoDevice implements IoDevice {
     return q;
   }
   override statusName(status: number): string {
-    return kernelStatusName(status);
+    return statusName(status);
   }
   async close(): Promise<void> {
     await this.promises.close();
@@ -260,7 +262,7 @@ class UringCmdQueue implements IoQueue {
       head = (head + 1) >>> 0;
       this.outstanding_--;
       n++;
-      onComplete(tag, res, result);
+      onComplete(tag, res < 0 ? errnoStatus(-res) : res & STATUS_FIELD_MASK, result);
     }
     r.advanceCq(head);
     return n;

@@ -13,10 +13,19 @@ import type { KernelTarget } from './target.js';
 import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, STATUS_LBA_OUT_OF_RANGE, type BackendName, type IoBuffer, type IoCompletionHandler, type IoOpcode, type IoQueue } from './types.js';
 import type { EngineQueue } from '../bench/engine.js';
+import { errnoStatus, statusErrno } from '../nvme/status.js';
 
 const EIO = 5;
 const EINVAL = 22;
 const EOPNOTSUPP = 95;
+/** A short transfer (fewer bytes than asked): EIO, as the block layer reports it. */
+const STATUS_EIO = errnoStatus(EIO);
+const STATUS_EINVAL = errnoStatus(EINVAL);
+
+/** A system call's "0 or -errno" as a completion status (src/nvme/status.ts). */
+function sysStatus(r: number): number {
+  return r < 0 ? errnoStatus(-r) : 0;
+}
 const TWO32 = 4294967296;
 const MAX_RING_ENTRIES = 32768;
 /**
@@ -78,9 +87,10 @@ export class UringDevice extends KernelDevice {
       // Writes that allocate may complete without polling, so read the now-allocated block once more.
       if (status === 0 && this.target.type === 'file') status = once(IoOp.Write);
       if (status === 0 && this.target.type === 'file') status = once(IoOp.Read);
-      if (status === -EOPNOTSUPP || status === -EINVAL) {
+      const errno = statusErrno(status);
+      if (errno === EOPNOTSUPP || errno === EINVAL) {
         throw new IoOpenError(
-          `--hipri: '${this.target.path}' cannot do polled I/O (IORING_SETUP_IOPOLL read failed with ${status === -EINVAL ? 'EINVAL' : 'EOPNOTSUPP'}): ${this.target.type === 'file' ? 'a regular file is served by its block device, and that one has no poll queues' : 'the block device has no poll queues (e.g. nvme.poll_queues=0)'}`,
+          `--hipri: '${this.target.path}' cannot do polled I/O (IORING_SETUP_IOPOLL read failed with ${errno === EINVAL ? 'EINVAL' : 'EOPNOTSUPP'}): ${this.target.type === 'file' ? 'a regular file is served by its block device, and that one has no poll queues' : 'the block device has no poll queues (e.g. nvme.poll_queues=0)'}`,
         );
       }
       if (status !== 0) throw new IoOpenError(`--hipri: a polled probe read of '${this.target.path}' failed: ${this.statusName(status)}`);
@@ -204,19 +214,19 @@ class UringQueue implements IoQueue {
     return 0;
   }
 
-  /** Flush / write zeroes / deallocate done at once (for IOPOLL rings); returns 0 or -errno. */
+  /** Flush / write zeroes / deallocate done at once (for IOPOLL rings); returns their completion status. */
   private syncOp(opcode: number, slba: number, nlb: number): number {
     const off = slba * this.blockSize;
     const len = nlb * this.blockSize;
     switch (opcode) {
       case IoOp.Flush:
-        return fdatasyncFd(this.fd);
+        return sysStatus(fdatasyncFd(this.fd));
       case IoOp.WriteZeroes:
-        return fallocateRange(this.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+        return sysStatus(fallocateRange(this.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len));
       case IoOp.Deallocate:
-        return fallocateRange(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+        return sysStatus(fallocateRange(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len));
       default:
-        return -EINVAL;
+        return STATUS_EINVAL;
     }
   }
 
@@ -258,7 +268,7 @@ class UringQueue implements IoQueue {
       head = (head + 1) >>> 0;
       this.outstanding_--;
       n++;
-      onComplete(tag, res < 0 ? res : expect !== 0 && res !== expect ? -EIO : 0, res);
+      onComplete(tag, res < 0 ? errnoStatus(-res) : expect !== 0 && res !== expect ? STATUS_EIO : 0, res);
     }
     r.advanceCq(head);
     return n;

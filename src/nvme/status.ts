@@ -2,6 +2,7 @@
  * NVMe status codes with their spec names (NVMe Base 2.0 section 4.6.1.2; NVM Command Set 1.0 section 4.1.1).
  * A status is identified by its Status Code Type (SCT) and Status Code (SC).
  */
+import { constants as osConstants } from 'node:os';
 import { makeStatus, statusSc, statusSct } from './cqe.js';
 
 export const Sct = {
@@ -277,7 +278,7 @@ const NAMES = new Map<number, string>([
 const SCT_NAMES = ['Generic Command Status', 'Command Specific Status', 'Media and Data Integrity Errors', 'Path Related Status'];
 
 /** Spec name of a status given by SCT and SC, e.g. "LBA Out of Range". */
-export function statusName(sct: number, sc: number): string {
+function codeName(sct: number, sc: number): string {
   const n = NAMES.get(((sct & 0x7) << 8) | (sc & 0xff));
   if (n) return n;
   if (sct === Sct.VendorSpecific) return `Vendor Specific status 0x${sc.toString(16).padStart(2, '0')}`;
@@ -285,9 +286,22 @@ export function statusName(sct: number, sc: number): string {
   return `Reserved ${t} 0x${sc.toString(16).padStart(2, '0')}`;
 }
 
-/** Spec name of a 15-bit CQE status field. */
+/**
+ * The one name function of HOMI's status space.
+ * - `statusName(status)`: any completion status (see "The completion status space" below): a status a
+ *   controller posted gets its spec name, a host outcome its own ("Command Timeout", "EIO (errno 5)", ...).
+ * - `statusName(sct, sc)`: the spec name of a Status Code Type / Status Code pair, e.g. "LBA Out of Range".
+ */
+export function statusName(status: number): string;
+export function statusName(sct: number, sc: number): string;
+export function statusName(a: number, b?: number): string {
+  if (b !== undefined) return codeName(a, b);
+  return completionStatusName(a);
+}
+
+/** Spec name of a 15-bit CQE status field (the host-outcome bits above it, if any, are ignored). */
 export function statusFieldName(status: number): string {
-  return statusName(statusSct(status), statusSc(status));
+  return codeName(statusSct(status), statusSc(status));
 }
 
 /** All known (sct, sc, name) triples, for tables and tests. */
@@ -298,3 +312,133 @@ export function allStatusCodes(): Array<{ sct: number; sc: number; name: string 
 /** Convenience: 15-bit status fields for the statuses controllers and drivers use most. */
 export const STATUS_SUCCESS = 0;
 export const status = (sct: number, sc: number, dnr = false): number => makeStatus(sct, sc, dnr);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The completion status space
+//
+// Every completion HOMI delivers (driver queue pairs, the mediated client, homid's relay, every io/ backend, the
+// benchmark) carries one status number from this space. It is a non-negative integer below 2^31, so it fits an
+// Int32Array cell and `status === 0` is success everywhere:
+//
+//   bits 14:0   the NVMe status field, exactly as a CQE carries it (SC 7:0, SCT 10:8, CRD 12:11, M 13, DNR 14)
+//   bit  15     always 0
+//   bits 19:16  the host cause (HostCause): 0 when a controller posted the status; otherwise what the host saw
+//   bits 30:20  the kernel errno (HostCause.Errno only; 1..2047), so it stays recoverable for diagnostics
+//
+// A host outcome always carries an SCT 3 path-related status in bits 14:0, the choice Linux makes for the same
+// outcomes: 71h Command Aborted By Host for a command the host stopped waiting for or took back (a timeout, a
+// controller reset, the daemon serving the queue gone), 70h Host Pathing Error for a path that failed (the
+// device removed, a kernel errno). So `status & STATUS_FIELD_MASK` is always a status any NVMe consumer
+// understands (homid's mediated relay posts exactly that into the client's CQE, and the cause into CQE DW1), and
+// the bits above it say which host outcome it was. No negative status exists: nothing encodes an outcome as a
+// private negative, and a kernel's -errno is converted with errnoStatus() where it enters HOMI (src/io/*).
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Bits 14:0 of a completion status: the NVMe status field. */
+export const STATUS_FIELD_MASK = 0x7fff;
+/** SCT and SC bits of the status field (zero means success). */
+export const STATUS_CODE_MASK = 0x7ff;
+export const HOST_CAUSE_SHIFT = 16;
+export const HOST_CAUSE_MASK = 0xf;
+export const HOST_ERRNO_SHIFT = 20;
+/** Largest errno the space keeps (11 bits; Linux's largest, kernel-internal ones included, is far below). */
+export const HOST_ERRNO_MAX = 0x7ff;
+
+/** What the host saw, bits 19:16 of a completion status. */
+export const HostCause = {
+  /** A controller posted the status. */
+  None: 0,
+  /** No completion within the command's timeout (its CID stays quarantined until the controller answers). */
+  Timeout: 1,
+  /** Lost to a controller reset (the command may or may not have executed). */
+  ControllerReset: 2,
+  /** The device disappeared (registers read all ones); the command's fate is unknown. */
+  DeviceRemoved: 3,
+  /** The daemon serving the queue (homid) is gone: the connection closed; the queue no longer exists. */
+  Disconnected: 4,
+  /** A kernel path failed the operation with an errno (bits 30:20). */
+  Errno: 5,
+} as const;
+export type HostCause = (typeof HostCause)[keyof typeof HostCause];
+
+/** SCT 3 / SC 70h: Host Pathing Error. */
+export const STATUS_HOST_PATH_ERROR = makeStatus(Sct.PathRelated, PathStatus.HostPathingError);
+/** SCT 3 / SC 71h: Command Aborted By Host. */
+export const STATUS_ABORTED_BY_HOST = makeStatus(Sct.PathRelated, PathStatus.CommandAbortedByHost);
+
+/** A host outcome: `cause` in bits 19:16 over the NVMe status field `field`. */
+export function hostStatus(cause: number, field: number): number {
+  return ((cause & HOST_CAUSE_MASK) << HOST_CAUSE_SHIFT) | (field & STATUS_FIELD_MASK);
+}
+
+/** The command timed out: Command Aborted By Host. */
+export const STATUS_TIMEOUT = hostStatus(HostCause.Timeout, STATUS_ABORTED_BY_HOST);
+/** The command was lost to a controller reset: Command Aborted By Host. */
+export const STATUS_ABORTED_BY_RESET = hostStatus(HostCause.ControllerReset, STATUS_ABORTED_BY_HOST);
+/** The device disappeared: Host Pathing Error, Do Not Retry. */
+export const STATUS_DEVICE_REMOVED = hostStatus(HostCause.DeviceRemoved, makeStatus(Sct.PathRelated, PathStatus.HostPathingError, true));
+/** homid is gone (the connection closed): Command Aborted By Host, Do Not Retry (the queue no longer exists). */
+export const STATUS_DISCONNECTED = hostStatus(HostCause.Disconnected, makeStatus(Sct.PathRelated, PathStatus.CommandAbortedByHost, true));
+
+/** A kernel errno (positive, as errno(3) has it) as a completion status: Host Pathing Error with the errno kept. */
+export function errnoStatus(errno: number): number {
+  const e = errno > 0 && errno <= HOST_ERRNO_MAX ? errno : HOST_ERRNO_MAX;
+  return (e << HOST_ERRNO_SHIFT) | (HostCause.Errno << HOST_CAUSE_SHIFT) | STATUS_HOST_PATH_ERROR;
+}
+
+/** The NVMe status field of a completion status (what a CQE would carry). */
+export function statusField(status: number): number {
+  return status & STATUS_FIELD_MASK;
+}
+/** The host cause of a completion status (HostCause.None for one a controller posted). */
+export function statusCause(status: number): number {
+  return (status >>> HOST_CAUSE_SHIFT) & HOST_CAUSE_MASK;
+}
+/** The kernel errno a completion status carries, or 0. */
+export function statusErrno(status: number): number {
+  return statusCause(status) === HostCause.Errno ? (status >>> HOST_ERRNO_SHIFT) & HOST_ERRNO_MAX : 0;
+}
+/** True for a successful completion (SCT and SC both zero, no host outcome). */
+export function isSuccess(status: number): boolean {
+  return (status & STATUS_CODE_MASK) === 0 && status >>> HOST_CAUSE_SHIFT === 0;
+}
+/** True when `status` is a well-formed member of the space (no bit 15, no bit 31, a known cause with its field). */
+export function isCompletionStatus(status: number): boolean {
+  if (!Number.isInteger(status) || status < 0 || status > 0x7fffffff || (status & 0x8000) !== 0) return false;
+  const cause = statusCause(status);
+  if (cause === HostCause.None) return status >>> HOST_CAUSE_SHIFT === 0;
+  if (cause > HostCause.Errno) return false;
+  if (cause !== HostCause.Errno && status >>> HOST_ERRNO_SHIFT !== 0) return false;
+  return statusSct(status) === Sct.PathRelated;
+}
+
+let errnoNames: Map<number, string> | null = null;
+/** errno(3) name of a number (from Node's own table: no I/O), or "errnoN". */
+export function errnoName(errno: number): string {
+  if (errnoNames === null) {
+    errnoNames = new Map();
+    for (const [name, value] of Object.entries(osConstants.errno)) if (!errnoNames.has(value)) errnoNames.set(value, name);
+  }
+  return errnoNames.get(errno) ?? `errno${errno}`;
+}
+
+function completionStatusName(status: number): string {
+  switch (statusCause(status)) {
+    case HostCause.None:
+      return statusFieldName(status);
+    case HostCause.Timeout:
+      return 'Command Timeout';
+    case HostCause.ControllerReset:
+      return 'Command Aborted by Controller Reset';
+    case HostCause.DeviceRemoved:
+      return 'Device Removed';
+    case HostCause.Disconnected:
+      return 'homid Gone (connection closed)';
+    case HostCause.Errno: {
+      const e = statusErrno(status);
+      return `${errnoName(e)} (errno ${e})`;
+    }
+    default:
+      return `${statusFieldName(status)} (host cause ${statusCause(status)})`;
+  }
+}
