@@ -10,6 +10,7 @@ import { dataPointer } from '../driver/dptr.js';
 import { IpcClient } from '../ipc/client.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
+import { statusName } from '../nvme/status.js';
 import { mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
 import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../daemon/extent-table.js';
 import { DEFAULT_SOCKET } from '../daemon/config.js';
@@ -310,7 +311,7 @@ export async function readThrough(lease: Lease, snap: ExtentSnapshot): Promise<U
       }
       bytes = q.data.slice(0, io.nlb * bs);
     }
-    if (status !== 0) throw new HomidClientError('io', `read of LBA ${io.lba} failed with status 0x${status.toString(16)}`);
+    if (status !== 0) throw new HomidClientError('io', `read of LBA ${io.lba} failed: ${statusName(status)} (status 0x${status.toString(16)})`);
     const n = Math.min(bytes.length, snap.size - io.fileOff);
     out.set(bytes.subarray(0, n), io.fileOff);
   }

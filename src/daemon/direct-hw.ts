@@ -9,11 +9,15 @@
  * Flow control without reading CQEs: every command in flight holds at most one SQ slot until the controller
  * fetched it, and a completion exists only for a fetched command, so keeping `outstanding` below the queue
  * size keeps the SQ tail from overrunning the controller's head.
+ *
+ * The ring mechanics are src/nvme/ring.ts: an SqWriter for the hardware SQ (its head is the bound that count
+ * gives) and a CqReader that is never used to reap here, only to check and follow the client's claims.
  */
 import type { RemoteQueuePair } from '../driver/controller.js';
 import type { WakeFn } from '../driver/queue-pair.js';
-import { CQE_CID_MASK, CQE_DWORDS, CQE_DW_STATUS, CQE_PHASE_BIT } from '../nvme/cqe.js';
+import { CQE_CID_MASK, CQE_DWORDS, CQE_DW_STATUS } from '../nvme/cqe.js';
 import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
+import { CqReader, SqWriter } from '../nvme/ring.js';
 import { SQE_DWORDS, writeIoSqe } from '../nvme/sqe.js';
 import { wakeDevice } from '../transport/transport.js';
 
@@ -30,17 +34,14 @@ export class DirectHwQueue {
   /** Most commands in flight at once (entries - 1). */
   readonly capacity: number;
   readonly stats = { submitted: 0, acknowledged: 0, badHeads: 0 };
-  private readonly sq: Uint32Array;
-  private readonly cq: Uint32Array;
+  private readonly sq: SqWriter;
+  /** The CQ as far as the client's verified claims took it. */
+  private readonly cq: CqReader;
   private readonly doorbells: Int32Array;
   private readonly wake: Int32Array | null;
   private readonly wakeFn: WakeFn;
   private readonly sqDoorbell: number;
   private readonly cqDoorbell: number;
-  private sqTail = 0;
-  private cqHead = 0;
-  private phase = CQE_PHASE_BIT;
-  private pending = 0;
   /** Commands submitted whose completion the client has not acknowledged. */
   outstanding = 0;
 
@@ -48,8 +49,8 @@ export class DirectHwQueue {
     this.qid = remote.qid;
     this.entries = remote.entries;
     this.capacity = remote.entries - 1;
-    this.sq = new Uint32Array(remote.sq.bytes.buffer, remote.sq.bytes.byteOffset, remote.entries * SQE_DWORDS);
-    this.cq = new Uint32Array(remote.cq.bytes.buffer, remote.cq.bytes.byteOffset, remote.entries * CQE_DWORDS);
+    this.sq = new SqWriter(new Uint32Array(remote.sq.bytes.buffer, remote.sq.bytes.byteOffset, remote.entries * SQE_DWORDS), remote.entries);
+    this.cq = new CqReader(new Uint32Array(remote.cq.bytes.buffer, remote.cq.bytes.byteOffset, remote.entries * CQE_DWORDS), remote.entries);
     this.doorbells = host.doorbells;
     this.wake = host.wake;
     this.wakeFn = host.wakeFn ?? wakeDevice;
@@ -67,21 +68,20 @@ export class DirectHwQueue {
 
   /** Write one checked read/write/flush SQE with the client's CID. The caller checked `full`. */
   submit(cdw0: number, nsid: number, slba: number, nlb: number, prp1: number, prp2: number): void {
-    const dw = this.sq;
-    const at = this.sqTail * SQE_DWORDS;
-    writeIoSqe(dw, at, cdw0, nsid, slba, nlb, prp1, prp2);
-    if (++this.sqTail === this.entries) this.sqTail = 0;
+    const sq = this.sq;
+    // the controller has fetched every slot but the last `outstanding` ones (at most): that is the head to respect
+    const head = sq.tail - this.outstanding;
+    sq.head = head < 0 ? head + this.entries : head;
+    const at = sq.claim();
+    if (at < 0) throw new RangeError(`hardware queue ${this.qid} is full (${this.outstanding} in flight): check full before submit`);
+    writeIoSqe(sq.ring, at, cdw0, nsid, slba, nlb, prp1, prp2);
     this.outstanding++;
-    this.pending++;
     this.stats.submitted++;
   }
 
   /** Publish the SQEs written since the last ring. */
   ring(): void {
-    if (this.pending === 0) return;
-    this.pending = 0;
-    Atomics.store(this.doorbells, this.sqDoorbell, this.sqTail);
-    this.wakeFn(this.wake);
+    if (this.sq.publish(this.doorbells, this.sqDoorbell)) this.wakeFn(this.wake);
   }
 
   /**
@@ -93,36 +93,34 @@ export class DirectHwQueue {
    * the client's own data buffer either way.
    */
   acknowledge(head: number, cidBusy: Uint8Array | null = null): number {
-    if (head === this.cqHead) return 0;
+    const cq = this.cq;
+    if (head === cq.head) return 0;
     if (!Number.isInteger(head) || head < 0 || head >= this.entries) {
       this.stats.badHeads++;
       return 0;
     }
-    const n = head > this.cqHead ? head - this.cqHead : head + this.entries - this.cqHead;
+    const n = cq.distanceTo(head);
     if (n > this.outstanding) {
       this.stats.badHeads++;
       return 0;
     }
     // the last claimed entry must be posted with the phase of its lap (earlier ones were posted before it)
-    const last = head === 0 ? this.entries - 1 : head - 1;
-    const lastPhase = last >= this.cqHead ? this.phase : this.phase ^ CQE_PHASE_BIT;
-    if ((Atomics.load(this.cq, last * CQE_DWORDS + CQE_DW_STATUS) & CQE_PHASE_BIT) !== lastPhase) {
+    if (!cq.isPosted(head === 0 ? this.entries - 1 : head - 1)) {
       this.stats.badHeads++;
       return 0;
     }
     if (cidBusy !== null) {
-      const cq = this.cq;
-      for (let i = this.cqHead, k = 0; k < n; k++) {
-        const cid = cq[i * CQE_DWORDS + CQE_DW_STATUS]! & CQE_CID_MASK;
+      const dw = cq.ring;
+      for (let i = cq.head, k = 0; k < n; k++) {
+        const cid = dw[i * CQE_DWORDS + CQE_DW_STATUS]! & CQE_CID_MASK;
         if (cid < cidBusy.length) cidBusy[cid] = 0;
         if (++i === this.entries) i = 0;
       }
     }
-    if (head <= this.cqHead) this.phase ^= CQE_PHASE_BIT;
-    this.cqHead = head;
+    cq.advanceTo(head);
     this.outstanding -= n;
     this.stats.acknowledged += n;
-    Atomics.store(this.doorbells, this.cqDoorbell, head);
+    cq.publish(this.doorbells, this.cqDoorbell);
     this.wakeFn(this.wake);
     return n;
   }

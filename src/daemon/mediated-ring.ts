@@ -40,6 +40,12 @@ export const H_FLAGS = 96;
 /** homid writes (direct mode): the hardware queue id (CQE SQID of direct completions). */
 export const H_HW_QID = 112;
 export const RING_FLAG_DIRECT_CQ = 1;
+/**
+ * CQEs homid posts to the ring's CQ carry, in DW1 (reserved for reads and writes), the part of the completion
+ * status above the 15-bit field (src/nvme/status.ts: status >>> 16, the host cause and errno) so that a host
+ * outcome on homid's hardware queue (a timeout, a reset) reaches the client whole; 0 for a controller's status.
+ */
+export const RING_CQE_DW_HOST = 1;
 
 export function ringCqOffset(entries: number): number {
   return RING_SQ_OFFSET + Math.ceil((entries * 64) / RING_PAGE) * RING_PAGE;

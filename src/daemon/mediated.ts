@@ -7,11 +7,19 @@
  * hardware queue pair homid owns, then relays the completion with the client's CID. A command outside the
  * grant completes with SCT 2 / SC 86h (Access Denied) and is reported through onDenied; nothing reaches the
  * device.
+ *
+ * The ring mechanics are src/nvme/ring.ts (an SqReader over the client's SQ, a CqWriter posting to its CQ) and
+ * the PRPs come from src/nvme/prp.ts (writePrps, the driver's writer too). A completion status from the hardware
+ * queue is relayed as the client's CQE status field (bits 14:0); a host outcome on homid's side (timeout, reset,
+ * removal: SCT 3 path-related statuses, src/nvme/status.ts) keeps its cause in the CQE's DW1 (RING_CQE_DW_HOST).
  */
 import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
-import { CQE_PHASE_BIT, CQE_STATUS_SHIFT, makeStatus } from '../nvme/cqe.js';
+import { makeStatus } from '../nvme/cqe.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
-import { GenericStatus, Sct } from '../nvme/status.js';
+import { writePrps } from '../nvme/prp.js';
+import { CqWriter, SqReader } from '../nvme/ring.js';
+import { SQE_CID_SHIFT, SQE_DW_CDW0, SQE_DW_CDW10, SQE_DW_CDW11, SQE_DW_CDW12, SQE_DW_DPTR0, SQE_DW_DPTR1, SQE_DW_NSID, SQE_FUSE_SHIFT, TWO_POW_32, sqeCdw0 } from '../nvme/sqe.js';
+import { GenericStatus, HOST_CAUSE_SHIFT, STATUS_FIELD_MASK, Sct } from '../nvme/status.js';
 import type { QueuePair } from '../driver/queue-pair.js';
 import type { DirectHwQueue } from './direct-hw.js';
 import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from './mediated-ring.js';
@@ -25,6 +33,10 @@ export const STATUS_INTERNAL = makeStatus(Sct.Generic, GenericStatus.InternalErr
 export const STATUS_CID_CONFLICT = makeStatus(Sct.Generic, GenericStatus.CommandIdConflict);
 /** Command identifiers are 16 bits wide. */
 const CID_SPACE = 0x1_0000;
+/** CDW12 bits 15:0: number of logical blocks, 0's based. */
+const NLB_MASK = 0xffff;
+/** CDW0 bits 15:8: FUSE (9:8) and PSDT (15:14); mediated queues take neither fused commands nor SGLs. */
+const CDW0_FUSE_PSDT_MASK = 0xff << SQE_FUSE_SHIFT;
 
 /** Sorted, merged half-open LBA intervals [start, end). */
 export class LbaSet {
@@ -129,14 +141,14 @@ export class MediatedQueue {
   private readonly v: RingViews;
   private readonly dma: DmaAllocator;
   private readonly onDenied: (d: DeniedCommand) => void;
-  private sqHead = 0;
-  private cqTail = 0;
+  /** The client's SQ, consumed here. */
+  private readonly sq: SqReader;
   /**
-   * The client's CQ head as last read. The client writes H_CQ_HEAD on every poll, so reading it per completion
-   * would pull that cache line across cores each time; it is re-read only when the cached value says full.
+   * The client's CQ, posted here. Its `head` is the client's CQ head as last read: the client writes H_CQ_HEAD
+   * on every poll, so reading it per completion would pull that cache line across cores each time; it is
+   * re-read only when the cached value says full.
    */
-  private cqHeadSeen = 0;
-  private phase = CQE_PHASE_BIT;
+  private readonly cq: CqWriter;
   private readonly slotCid: Int32Array;
   private readonly freeSlots: Int32Array;
   private freeTop: number;
@@ -168,6 +180,8 @@ export class MediatedQueue {
     this.grant = o.grant;
     this.onDenied = o.onDenied;
     this.v = initRing(o.ring.bytes, o.entries, direct ? { hwQid: direct.qid } : null);
+    this.sq = new SqReader(this.v.sq, o.entries);
+    this.cq = new CqWriter(this.v.cq, o.entries);
     // relay: one slot (and PRP list page) per hardware command; direct: one PRP list page per client CID
     const slots = direct ? o.entries : Math.min(o.entries, o.hw.capacity);
     // the slot stack tracks relayed commands only (direct mode uses the client's CIDs and direct.outstanding)
@@ -185,7 +199,7 @@ export class MediatedQueue {
       this.stats.completed++;
       const cid = this.slotCid[tag]!;
       this.cidBusy[cid] = 0;
-      this.post(cid, status < 0 ? STATUS_INTERNAL : status, result);
+      this.post(cid, status, result);
     };
   }
 
@@ -214,23 +228,25 @@ export class MediatedQueue {
     const h = this.v.header;
     const tail = Atomics.load(h, H_SQ_TAIL);
     if (tail < 0 || tail >= this.entries) return n; // a corrupt tail: ignore until the client fixes it
-    const sq = this.v.sq;
+    const sq = this.sq;
+    sq.tail = tail;
+    const dw = sq.ring;
     let consumed = 0;
-    while (this.sqHead !== tail && (direct ? !direct.full : this.freeTop > 0) && this.pendCid.length < this.entries) {
-      const at = this.sqHead << 4;
+    while ((direct ? !direct.full : this.freeTop > 0) && this.pendCid.length < this.entries) {
+      const at = sq.take();
+      if (at < 0) break;
       // Copy the fields out once; everything below uses the copies.
-      const d0 = sq[at]!;
-      const nsid = sq[at + 1]!;
-      const off = sq[at + 6]! + sq[at + 7]! * 0x1_0000_0000;
-      const slba = sq[at + 10]! + sq[at + 11]! * 0x1_0000_0000;
-      const nlb = (sq[at + 12]! & 0xffff) + 1;
-      this.sqHead = this.sqHead + 1 === this.entries ? 0 : this.sqHead + 1;
+      const d0 = dw[at + SQE_DW_CDW0]!;
+      const nsid = dw[at + SQE_DW_NSID]!;
+      const off = dw[at + SQE_DW_DPTR0]! + dw[at + SQE_DW_DPTR1]! * TWO_POW_32;
+      const slba = dw[at + SQE_DW_CDW10]! + dw[at + SQE_DW_CDW11]! * TWO_POW_32;
+      const nlb = (dw[at + SQE_DW_CDW12]! & NLB_MASK) + 1;
       consumed++;
       this.stats.submitted++;
       this.check(d0, nsid, off, slba, nlb);
     }
     if (consumed > 0) {
-      Atomics.store(h, H_SQ_HEAD, this.sqHead);
+      sq.publish(h, H_SQ_HEAD);
       if (direct) direct.ring();
       else this.hw!.ring();
       n += consumed;
@@ -240,7 +256,7 @@ export class MediatedQueue {
 
   private check(d0: number, nsid: number, off: number, slba: number, nlb: number): void {
     const opcode = d0 & 0xff;
-    const cid = d0 >>> 16;
+    const cid = d0 >>> SQE_CID_SHIFT;
     const g = this.grant;
     let reason: string | null = null;
     let status = STATUS_ACCESS_DENIED;
@@ -255,7 +271,7 @@ export class MediatedQueue {
       else return this.forward(cid, opcode, nsid, 0, 1, -1);
     } else if (opcode !== NvmOpcode.Read && opcode !== NvmOpcode.Write) {
       reason = `opcode 0x${opcode.toString(16).padStart(2, '0')} is not granted (read, write, flush only)`;
-    } else if (((d0 >>> 8) & 0xff) !== 0) {
+    } else if ((d0 & CDW0_FUSE_PSDT_MASK) !== 0) {
       status = STATUS_INVALID_FIELD;
       reason = 'fused operations and SGLs are not supported on mediated queues';
     } else if (nsid !== g.nsid) {
@@ -303,26 +319,11 @@ export class MediatedQueue {
       // PRPs without allocation: the data buffer is one IOVA range; a transfer is at most one list page long
       // (maxTransfer <= pageSize * pageSize / 8, checked above), and every hardware slot owns one list page.
       const ps = this.pageSize;
-      const addr = this.data.iova + off;
-      const len = nlb * this.grant.lbaSize;
-      // the data buffer is page aligned and smaller than 2^31 bytes: integer ops on the offset (no float modulo)
-      const inFirst = ps - (off & (ps - 1));
-      prp1 = addr;
-      if (len > inFirst) {
-        if (len <= inFirst + ps) prp2 = addr + inFirst;
-        else {
-          const w = this.prpWords;
-          let at = (slot * ps) >>> 2;
-          for (let a = addr + inFirst, end = addr + len; a < end; a += ps, at += 2) {
-            w[at] = a >>> 0;
-            w[at + 1] = Math.floor(a / 0x1_0000_0000);
-          }
-          prp2 = this.prpPages.iova + slot * ps;
-        }
-      }
+      prp1 = this.data.iova + off;
+      prp2 = writePrps(prp1, nlb * this.grant.lbaSize, ps, this.prpWords, (slot * ps) >>> 2, this.prpPages.iova + slot * ps);
     }
     if (direct) {
-      direct.submit((opcode | (cid << 16)) >>> 0, nsid, slba, nlb, prp1, prp2);
+      direct.submit(sqeCdw0(opcode, cid), nsid, slba, nlb, prp1, prp2);
       this.stats.forwarded++;
       return;
     }
@@ -336,6 +337,7 @@ export class MediatedQueue {
     this.stats.forwarded++;
   }
 
+  /** Complete the client's command `cid` with a completion status (src/nvme/status.ts) and DW0. */
   private post(cid: number, status: number, result: number): void {
     if (this.pendCid.length > 0 || !this.cqHasRoom()) {
       this.pendCid.push(cid);
@@ -347,25 +349,17 @@ export class MediatedQueue {
   }
 
   private cqHasRoom(): boolean {
-    const next = this.cqTail + 1 === this.entries ? 0 : this.cqTail + 1;
-    if (next !== this.cqHeadSeen) return true;
+    const cq = this.cq;
+    if (cq.hasRoom()) return true;
     const head = Atomics.load(this.v.header, H_CQ_HEAD);
     // a corrupt head (out of range) reads as full: completions wait in the pending list, nothing is overwritten
-    this.cqHeadSeen = head >= 0 && head < this.entries ? head : next;
-    return next !== this.cqHeadSeen;
+    if (head >= 0 && head < this.entries) cq.head = head;
+    return cq.hasRoom();
   }
 
+  /** The status field goes to DW3, the host part of the status (cause, errno) to DW1. */
   private write(cid: number, status: number, result: number): void {
-    const cq = this.v.cq;
-    const at = this.cqTail << 2;
-    cq[at] = result >>> 0;
-    cq[at + 1] = 0;
-    cq[at + 2] = (this.sqHead | (this.id << 16)) >>> 0;
-    Atomics.store(cq, at + 3, ((cid & 0xffff) | this.phase | ((status & 0x7fff) << CQE_STATUS_SHIFT)) >>> 0);
-    if (++this.cqTail === this.entries) {
-      this.cqTail = 0;
-      this.phase ^= CQE_PHASE_BIT;
-    }
+    this.cq.post(result, this.sq.head, this.id, cid, status & STATUS_FIELD_MASK, status >>> HOST_CAUSE_SHIFT);
   }
 
   private flushPending(): void {

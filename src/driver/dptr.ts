@@ -4,7 +4,7 @@
  * Build one per buffer slot up front and reuse it for every I/O on that slot; release() when done.
  */
 import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
-import { buildPrps, prpListPagesNeeded, type PrpListPage } from '../nvme/prp.js';
+import { prpListPagesNeeded, writePrps } from '../nvme/prp.js';
 import { InvalidArgumentError } from './errors.js';
 
 export interface DataPointer {
@@ -19,6 +19,9 @@ export interface DataPointer {
   /** Free the PRP list memory (idempotent). The data buffer itself is not touched. */
   release(): void;
 }
+
+/** No list memory: writePrps never touches it when the transfer spans at most two pages. */
+const NO_WORDS = new Uint32Array(0);
 
 const NO_LIST: DataPointer = Object.freeze({ prp1: 0, prp2: 0, length: 0, list: null, release: () => undefined });
 
@@ -43,26 +46,22 @@ export function dataPointer(dma: DmaAllocator, buf: DmaBuffer, offset = 0, lengt
   const firstOffset = (iova >>> 0) & (pageSize - 1);
   const pages = prpListPagesNeeded(firstOffset, length, pageSize);
   let list: DmaBuffer | null = null;
-  if (pages > 0) list = dma.alloc(pages * pageSize, pageSize);
-  let next = 0;
-  const allocListPage = (): PrpListPage => {
-    if (list === null || next >= pages) throw new InvalidArgumentError('PRP builder asked for more list pages than computed');
-    const p = { iova: list.iova + next * pageSize, view: list.bytes.subarray(next * pageSize, (next + 1) * pageSize) };
-    next++;
-    return p;
-  };
-  let prp: { prp1: number; prp2: number };
-  try {
-    prp = buildPrps({ iova, length }, pageSize, allocListPage);
-  } catch (e) {
-    if (list) dma.free(list);
-    throw e;
+  let prp2: number;
+  if (pages === 0) prp2 = writePrps(iova, length, pageSize, NO_WORDS, 0, 0);
+  else {
+    list = dma.alloc(pages * pageSize, pageSize);
+    const bytes = list.bytes;
+    if (list.iova % pageSize !== 0 || bytes.byteOffset % 4 !== 0) {
+      dma.free(list);
+      throw new InvalidArgumentError(`PRP list memory at 0x${list.iova.toString(16)} is not page aligned`);
+    }
+    prp2 = writePrps(iova, length, pageSize, new Uint32Array(bytes.buffer, bytes.byteOffset, (pages * pageSize) >>> 2), 0, list.iova);
   }
   let released = false;
   const held = list;
   return {
-    prp1: prp.prp1,
-    prp2: prp.prp2,
+    prp1: iova,
+    prp2,
     length,
     list: held,
     release(): void {

@@ -9,6 +9,7 @@ import type { QueuePair } from '../driver/queue-pair.js';
 import { openDevice } from '../device/open.js';
 import { parseDeviceUri } from '../device/uri.js';
 import type { DmaBuffer } from '../mem/dma.js';
+import { writeCmdSqe } from '../nvme/sqe.js';
 import { statusName } from '../nvme/status.js';
 import type { Transport } from '../transport/transport.js';
 import type { EngineQueue } from '../bench/engine.js';
@@ -213,15 +214,8 @@ class DriverQueue implements IoQueue {
     v.setUint32(8, slba >>> 0, true);
     v.setUint32(12, Math.floor(slba / 4294967296) >>> 0, true);
     const prp1 = page.iova + slot * 16;
-    const cid = this.qp.submitSqe((dw, at) => {
-      for (let i = 0; i < 16; i++) dw[at + i] = 0;
-      dw[at] = IoOp.Deallocate;
-      dw[at + 1] = nsid >>> 0;
-      dw[at + 6] = prp1 >>> 0;
-      dw[at + 7] = Math.floor(prp1 / 4294967296) >>> 0;
-      dw[at + 10] = 0; // NR: one range (0's based)
-      dw[at + 11] = DSM_ATTR_DEALLOCATE;
-    }, tag);
+    // CDW10 NR = 0: one range (0's based); CDW11: the Deallocate attribute
+    const cid = this.qp.submitSqe((dw, at) => writeCmdSqe(dw, at, IoOp.Deallocate, nsid >>> 0, prp1, 0, 0, DSM_ATTR_DEALLOCATE, 0), tag);
     if (cid < 0) {
       this.dsmFree.push(slot);
       return -1;

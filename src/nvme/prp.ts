@@ -193,6 +193,45 @@ export function buildPrps(
 }
 
 /**
+ * The one PRP list writer of the data paths (the driver's data pointers, homid's mediated forwarding): PRP1/PRP2
+ * for one IOVA-contiguous transfer of `length` bytes at `addr`, with no allocation. PRP1 is `addr` (dword
+ * aligned); the return value is PRP2: 0 when the transfer ends in its first memory page, the second page's
+ * address when it ends there, else `listIova`, the PRP list. The list is written as little-endian qwords into
+ * `list` (32-bit words of the list memory) from word `listAt` on; that memory is `listIova` (page aligned) and
+ * the pages after it, one after another: when a list page fills up with entries still to come, its last entry
+ * points to the next page. Size the memory with prpListPagesNeeded(). Arguments are not checked here (the
+ * callers check them once, off the fast path).
+ */
+export function writePrps(addr: number, length: number, pageSize: number, list: Uint32Array, listAt: number, listIova: number): number {
+  const inFirst = pageSize - ((addr >>> 0) & (pageSize - 1));
+  if (length <= inFirst) return 0;
+  const second = addr + inFirst;
+  if (length <= inFirst + pageSize) return second;
+  const lastSlot = (pageSize >>> 3) - 1;
+  const pageWords = pageSize >>> 2;
+  let at = listAt;
+  let slot = 0;
+  let pageIova = listIova;
+  let remaining = length - inFirst;
+  for (let a = second; remaining > 0; a += pageSize, remaining -= pageSize) {
+    if (slot === lastSlot && remaining > pageSize) {
+      // the page is full and more than this one entry remains: chain to the next list page
+      pageIova += pageSize;
+      list[at] = pageIova >>> 0;
+      list[at + 1] = (pageIova / TWO_POW_32) >>> 0;
+      listAt += pageWords;
+      at = listAt;
+      slot = 0;
+    }
+    list[at] = a >>> 0;
+    list[at + 1] = (a / TWO_POW_32) >>> 0;
+    at += 2;
+    slot++;
+  }
+  return listIova;
+}
+
+/**
  * Read the 64-bit PRP entry number `index` of the list that starts at `listIova`
  * (i.e. the little-endian qword at listIova + 8 * index).
  */

@@ -147,3 +147,31 @@ export function writeIoSqe(dw: Uint32Array, at: number, cdw0: number, nsid: numb
   dw[at + SQE_DW_CDW14] = 0;
   dw[at + SQE_DW_CDW15] = 0;
 }
+
+/**
+ * Write any command that needs no more than CDW0, NSID, PRP1/PRP2 and CDW10..CDW12 (every other dword zero) into
+ * dwords [at, at + 16) of `dw`: Dataset Management, Flush and the like. Allocation-free.
+ */
+export function writeCmdSqe(dw: Uint32Array, at: number, cdw0: number, nsid: number, prp1: number, prp2: number, cdw10: number, cdw11: number, cdw12: number): void {
+  dw[at + SQE_DW_CDW0] = cdw0;
+  dw[at + SQE_DW_NSID] = nsid;
+  dw[at + SQE_DW_CDW2] = 0;
+  dw[at + SQE_DW_CDW3] = 0;
+  dw[at + SQE_DW_MPTR_LO] = 0;
+  dw[at + SQE_DW_MPTR_HI] = 0;
+  dw[at + SQE_DW_DPTR0] = prp1 >>> 0;
+  dw[at + SQE_DW_DPTR1] = (prp1 / TWO_POW_32) >>> 0;
+  dw[at + SQE_DW_DPTR2] = prp2 >>> 0;
+  dw[at + SQE_DW_DPTR3] = (prp2 / TWO_POW_32) >>> 0;
+  dw[at + SQE_DW_CDW10] = cdw10;
+  dw[at + SQE_DW_CDW11] = cdw11;
+  dw[at + SQE_DW_CDW12] = cdw12;
+  dw[at + SQE_DW_CDW13] = 0;
+  dw[at + SQE_DW_CDW14] = 0;
+  dw[at + SQE_DW_CDW15] = 0;
+}
+
+/** CDW0 of a command: opcode (bits 7:0) and command identifier (bits 31:16); FUSE 0, PSDT 0 (PRPs). */
+export function sqeCdw0(opcode: number, cid: number): number {
+  return ((opcode & 0xff) | ((cid & 0xffff) << SQE_CID_SHIFT)) >>> 0;
+}
