@@ -207,8 +207,8 @@ export function writePrps(addr: number, length: number, pageSize: number, list: 
   if (length <= inFirst) return 0;
   const second = addr + inFirst;
   if (length <= inFirst + pageSize) return second;
-  const lastSlot = (pageSize >>> 3) - 1;
-  const pageWords = pageSize >>> 2;
+  const lastSlot = pageSize / PRP_ENTRY_SIZE - 1;
+  const pageWords = pageSize / Uint32Array.BYTES_PER_ELEMENT;
   let at = listAt;
   let slot = 0;
   let pageIova = listIova;

@@ -343,6 +343,10 @@ export const HOST_CAUSE_MASK = 0xf;
 export const HOST_ERRNO_SHIFT = 20;
 /** Largest errno the space keeps (11 bits; Linux's largest, kernel-internal ones included, is far below). */
 export const HOST_ERRNO_MAX = 0x7ff;
+/** Bit 15: never set in a completion status (the CQE's status field has 15 bits). */
+const STATUS_BIT15 = 0x8000;
+/** The largest completion status: bit 31 is never set, so every status is a non-negative int32. */
+const STATUS_MAX = 0x7fffffff;
 
 /** What the host saw, bits 19:16 of a completion status. */
 export const HostCause = {
@@ -404,7 +408,7 @@ export function isSuccess(status: number): boolean {
 }
 /** True when `status` is a well-formed member of the space (no bit 15, no bit 31, a known cause with its field). */
 export function isCompletionStatus(status: number): boolean {
-  if (!Number.isInteger(status) || status < 0 || status > 0x7fffffff || (status & 0x8000) !== 0) return false;
+  if (!Number.isInteger(status) || status < 0 || status > STATUS_MAX || (status & STATUS_BIT15) !== 0) return false;
   const cause = statusCause(status);
   if (cause === HostCause.None) return status >>> HOST_CAUSE_SHIFT === 0;
   if (cause > HostCause.Errno) return false;
