@@ -37,7 +37,7 @@ import {
   encodeCap,
 } from '../nvme/registers.js';
 import { SQE_CID_SHIFT, SQE_DW_CDW10, SQE_DW_CDW11, SQE_DW_NSID, TWO_POW_32 } from '../nvme/sqe.js';
-import { WAKE_AWAKE, WAKE_SLEEPING } from '../transport/transport.js';
+import { WAKE_AWAKE, WAKE_SLEEPING } from './wake.js';
 import { adminCommand } from './admin.js';
 import {
   AER_INFO_INVALID_DOORBELL_VALUE,
