@@ -59,9 +59,9 @@ import { DEFAULT_IO_TIMEOUT_MS, QueuePair, type Completion, type MalformedComple
 import { QueueTable, ringsOf, type QueueRow, type RemoteQueuePair, type RemoteRow } from './queue-table.js';
 import { ALL_ONES, readReg, readReg64 } from './registers.js';
 import { failOutstandingForReset, reinitializeAfterReset, takeQueuesDown, type ResetHost } from './reset.js';
+import { STATUS_ABORTED_BY_RESET, STATUS_DEVICE_REMOVED } from './status.js';
 
 export type { RemoteQueuePair } from './queue-table.js';
-import { STATUS_ABORTED_BY_RESET, STATUS_DEVICE_REMOVED } from './status.js';
 
 export interface ControllerOptions {
   /** I/O queue pairs to request with Set Features Number of Queues (default 16). */

@@ -4,6 +4,11 @@
  * follows it. Shared by the PCIe and emu transports and by queue pairs attached in another process
  * (src/driver/attach.ts). Each notifier is bound to one queue's two cells at creation, so a notification is one
  * Atomics.store (plus one Atomics.load of the wake word where there is one) and allocates nothing.
+ *
+ * Shadow doorbells (Doorbell Buffer Config, with EventIdx) would be one more QueueNotifier here: store the value
+ * into the queue's shadow cell, and store into the doorbell register only when the controller's EventIdx for
+ * that queue says it is waiting for a value in (old, new]; the buffers would be set up by the transport right
+ * after the controller is enabled. Not implemented yet.
  */
 import { WAKE_AWAKE, WAKE_SLEEPING } from '../emu/wake.js';
 import { REG_CAP, REG_DOORBELL_BASE, cqHeadDoorbellOffset, decodeCap, sqTailDoorbellOffset } from '../nvme/registers.js';
@@ -94,7 +99,13 @@ export function doorbellNotifier(cells: Int32Array, qid: number, stride: number,
   return waker === null ? new MmioDoorbells(cells, sqCell, cqCell) : new WakingDoorbells(cells, sqCell, cqCell, waker);
 }
 
-/** The doorbell stride in bytes from CAP.DSTRD, read through `read32`. */
+/** What a register reads on a device that is gone. */
+const ALL_ONES = 0xffffffff;
+
+/** The doorbell stride in bytes from CAP.DSTRD, read through `read32`. Throws RangeError when CAP reads all ones. */
 export function doorbellStrideOf(read32: (offset: number) => number): number {
-  return decodeCap(read32(REG_CAP), read32(REG_CAP + 4)).doorbellStride;
+  const lo = read32(REG_CAP) >>> 0;
+  const hi = read32(REG_CAP + 4) >>> 0;
+  if (lo === ALL_ONES && hi === ALL_ONES) throw new RangeError('CAP reads all ones (the device is gone): no doorbell stride');
+  return decodeCap(lo, hi).doorbellStride;
 }
