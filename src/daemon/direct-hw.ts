@@ -11,17 +11,13 @@
  * size keeps the SQ tail from overrunning the controller's head.
  */
 import type { RemoteQueuePair } from '../driver/controller.js';
-import type { WakeFn } from '../driver/queue-pair.js';
 import { CQE_CID_MASK, CQE_DWORDS, CQE_DW_STATUS, CQE_PHASE_BIT } from '../nvme/cqe.js';
-import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
 import { SQE_DWORDS, writeIoSqe } from '../nvme/sqe.js';
-import { wakeDevice } from '../transport/transport.js';
+import type { QueueNotifier } from '../transport/transport.js';
 
-
+/** Where the hardware queue's doorbells are rung: the transport (its notifier for the queue's qid). */
 export interface DirectHost {
-  readonly doorbells: Int32Array;
-  readonly wake: Int32Array | null;
-  readonly wakeFn?: WakeFn;
+  notifier(qid: number): QueueNotifier;
 }
 
 export class DirectHwQueue {
@@ -32,11 +28,7 @@ export class DirectHwQueue {
   readonly stats = { submitted: 0, acknowledged: 0, badHeads: 0 };
   private readonly sq: Uint32Array;
   private readonly cq: Uint32Array;
-  private readonly doorbells: Int32Array;
-  private readonly wake: Int32Array | null;
-  private readonly wakeFn: WakeFn;
-  private readonly sqDoorbell: number;
-  private readonly cqDoorbell: number;
+  private readonly notify: QueueNotifier;
   private sqTail = 0;
   private cqHead = 0;
   private phase = CQE_PHASE_BIT;
@@ -50,11 +42,7 @@ export class DirectHwQueue {
     this.capacity = remote.entries - 1;
     this.sq = new Uint32Array(remote.sq.bytes.buffer, remote.sq.bytes.byteOffset, remote.entries * SQE_DWORDS);
     this.cq = new Uint32Array(remote.cq.bytes.buffer, remote.cq.bytes.byteOffset, remote.entries * CQE_DWORDS);
-    this.doorbells = host.doorbells;
-    this.wake = host.wake;
-    this.wakeFn = host.wakeFn ?? wakeDevice;
-    this.sqDoorbell = (sqTailDoorbellOffset(remote.qid, remote.doorbellStride) - REG_DOORBELL_BASE) >>> 2;
-    this.cqDoorbell = (cqHeadDoorbellOffset(remote.qid, remote.doorbellStride) - REG_DOORBELL_BASE) >>> 2;
+    this.notify = host.notifier(remote.qid);
   }
 
   get live(): boolean {
@@ -80,8 +68,7 @@ export class DirectHwQueue {
   ring(): void {
     if (this.pending === 0) return;
     this.pending = 0;
-    Atomics.store(this.doorbells, this.sqDoorbell, this.sqTail);
-    this.wakeFn(this.wake);
+    this.notify.sqTail(this.sqTail);
   }
 
   /**
@@ -122,8 +109,7 @@ export class DirectHwQueue {
     this.cqHead = head;
     this.outstanding -= n;
     this.stats.acknowledged += n;
-    Atomics.store(this.doorbells, this.cqDoorbell, head);
-    this.wakeFn(this.wake);
+    this.notify.cqHead(head);
     return n;
   }
 }

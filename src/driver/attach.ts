@@ -22,7 +22,8 @@ import type { DmaBuffer } from '../mem/dma.js';
 import { RegionAllocator } from '../mem/shm-dma.js';
 import { CQE_SIZE, REG_DOORBELL_BASE, SQE_SIZE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
 import { futexWake, mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
-import { WAKE_AWAKE, WAKE_SLEEPING, type ExportedMemory, type QueueExporter, type Transport } from '../transport/transport.js';
+import { FutexWaker, doorbellNotifier } from '../transport/doorbell.js';
+import type { ExportedMemory, QueueExporter, Transport } from '../transport/transport.js';
 import type { Controller, RemoteQueuePair } from './controller.js';
 import { InvalidArgumentError } from './errors.js';
 import { STATUS_ABORTED_BY_RESET } from './status.js';
@@ -236,7 +237,7 @@ export class AttachedQueuePair extends QueuePair {
     ownedFds: number[],
     opts: AttachOptions,
   ) {
-    super(host, { qid: grant.qid, entries: grant.entries, timeoutMs: opts.timeoutMs ?? DEFAULT_IO_TIMEOUT_MS, doorbellStride: grant.doorbell.stride, memory }, opts.hooks ?? {});
+    super(host, { qid: grant.qid, entries: grant.entries, timeoutMs: opts.timeoutMs ?? DEFAULT_IO_TIMEOUT_MS, memory }, opts.hooks ?? {});
     this.dma = host.dma as RegionAllocator;
     this.grant = grant;
     this.regions = regions.map((r) => r.region);
@@ -380,29 +381,19 @@ export function attachQueuePair(input: QueuePairGrant, fds: readonly number[], o
     const dbMap = map('doorbells', db.map);
     // Cell 0 is BAR0 offset 0x1000 (db.barOffset), as QueuePair expects.
     const doorbells = new Int32Array(dbMap.buffer, 0, dbMap.size >>> 2);
-    let wake: Int32Array | null = null;
-    let wakeAddress = 0;
+    let waker: FutexWaker | null = null;
     if (grant.wake !== null) {
       const wm = map('wake', grant.wake.map);
-      wake = new Int32Array(wm.buffer, grant.wake.offset, 1);
-      wakeAddress = wm.address + grant.wake.offset;
+      waker = new FutexWaker(new Int32Array(wm.buffer, grant.wake.offset, 1), wm.address + grant.wake.offset, futexWake);
     }
     const mem = map('memory', grant.memory);
     // SQ/CQ IOVAs are the controller's business; the client only needs CPU views.
     const sq: DmaBuffer = { iova: 0, size: grant.sq.bytes, bytes: new Uint8Array(mem.buffer, grant.sq.offset, grant.sq.bytes) };
     const cq: DmaBuffer = { iova: 0, size: grant.cq.bytes, bytes: new Uint8Array(mem.buffer, grant.cq.offset, grant.cq.bytes) };
     const dma = new RegionAllocator(mem.buffer, grant.data.offset, grant.data.bytes, grant.data.iova, grant.pageSize);
-    const host: QueueHost = {
-      doorbells,
-      wake,
-      dma,
-      wakeFn: (w) => {
-        if (w !== null && Atomics.load(w, 0) === WAKE_SLEEPING) {
-          Atomics.store(w, 0, WAKE_AWAKE);
-          futexWake(wakeAddress, 1);
-        }
-      },
-    };
+    // The granted doorbells, and the controller's futex wake where it sleeps: the same notifiers as the owner's.
+    const stride = db.stride;
+    const host: QueueHost = { dma, notifier: (qid) => doorbellNotifier(doorbells, qid, stride, waker) };
     const owned = closeFds ? [...new Set(fds.slice(0, grant.fds.length))] : [];
     return new AttachedQueuePair(host, grant, { sq, cq }, regions, owned, opts);
   } catch (e) {
