@@ -11,7 +11,7 @@ import { IpcClient } from '../ipc/client.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 import { mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
-import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../daemon/extent-table.js';
+import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../ipc/extent-table.js';
 import { DEFAULT_SOCKET } from '../daemon/config.js';
 import { MediatedQueuePair } from './mediated-queue.js';
 

@@ -9,7 +9,7 @@ import { IpcServer, type IpcReply, type IpcRequest } from '../ipc/server.js';
 import { closeFd } from '../sys/shm.js';
 import type { HomidConfig } from './config.js';
 import { HomidError } from './errors.js';
-import { readExtentTable } from './extent-table.js';
+import { readExtentTable } from '../ipc/extent-table.js';
 import { HOMID_VERSION, Homid, type ClientSession, type HomidLogger } from './homid.js';
 import { memfdOpener } from './registry.js';
 import { memfdRegions } from './shared-region.js';
