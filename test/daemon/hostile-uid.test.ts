@@ -16,6 +16,7 @@ import { STATUS_CID_CONFLICT } from '../../src/daemon/mediated.js';
 import { dbPaths, resetIdentityCache } from '../../src/daemon/principals.js';
 import { mkExt4 } from '../extents/fixtures.js';
 import { Homid } from '../../src/daemon/homid.js';
+import { IpcErrorCode } from '../../src/ipc/errors.js';
 import type { HomidError } from '../../src/daemon/errors.js';
 import { memfdOpener, type TransportOpener } from '../../src/daemon/registry.js';
 import { memfdRegions } from '../../src/daemon/shared-region.js';
@@ -127,7 +128,7 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
     await child.exited;
     const codes = r.codes as string[];
     assert.equal(codes.filter((c) => c === 'ok').length, 3, JSON.stringify(codes));
-    assert.deepEqual(codes.filter((c) => c !== 'ok'), ['TOO_MANY_CONNECTIONS', 'TOO_MANY_CONNECTIONS'], JSON.stringify(codes));
+    assert.deepEqual(codes.filter((c) => c !== 'ok'), [IpcErrorCode.TooManyConnections, IpcErrorCode.TooManyConnections], JSON.stringify(codes));
     const root = await HomidClient.connect(sock);
     assert.equal((await root.status()).ok, true);
     root.close();
