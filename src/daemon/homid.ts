@@ -3,9 +3,11 @@
  * mediated queues, the extent service and the status snapshot. The IPC server (server.ts) maps messages
  * onto these methods; tests drive them directly.
  *
- * Leases: every queue pair a client holds is a lease tied to its session. When the session ends (the client
- * closed, crashed or was killed: the socket closes), homid stops the queues: Delete I/O SQ (the controller
- * aborts what is outstanding), Delete I/O CQ, and frees their memory. Queue ids and memory are reused.
+ * Leases: every queue pair a client holds is a lease tied to its session. Each kind (raw, mediated) is a module
+ * of leases/ that makes the lease and implements LeaseOps; homid checks budgets, registers the lease and
+ * handles it through those operations only. When the session ends (the client closed, crashed or was killed:
+ * the socket closes), homid stops the queues: revoke, Delete I/O SQ (the controller aborts what is
+ * outstanding), Delete I/O CQ, and frees their memory. Queue ids and memory are reused.
  */
 import { pino } from 'pino';
 import { toLbaRanges } from '../extents/types.js';

@@ -122,7 +122,7 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
     assert.ok((g.extents as unknown[]).length > 0);
   });
 
-  test('connections per uid are bounded by [limits]: the one over gets TOO_MANY_CONNECTIONS, root is still served', { timeout: 60_000 }, async () => {
+  test('connections per uid are bounded by [limits]: the one over gets too-many-connections, root is still served', { timeout: 60_000 }, async () => {
     const child = asNobody([sock, 'connections', '5']);
     const r = await nextJson(child);
     await child.exited;

@@ -164,7 +164,7 @@ async function assertAllReleased(server: IpcServer<TestCatalogue>, path: string)
 const isIpcError = (code: string, message: RegExp) => (e: unknown) =>
   e instanceof IpcError && e.code === code && message.test(e.message);
 
-test('(a) connections over the per-uid limit are refused with TOO_MANY_CONNECTIONS and closed; the others keep working', { timeout: T }, async () => {
+test('(a) connections over the per-uid limit are refused with too-many-connections and closed; the others keep working', { timeout: T }, async () => {
   const refused: IpcRefusal[] = [];
   await withServer({ maxConnectionsPerUid: 3, maxConnectionsRoot: 3, onRefused: (e) => refused.push(e) }, async (server, path) => {
     const clients: IpcClient<TestCatalogue>[] = [];
@@ -245,7 +245,7 @@ test('(a) maxConnections bounds all uids together', { timeout: T }, async () => 
   });
 });
 
-test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with FRAME_TIMEOUT at the age limit', { timeout: T }, async () => {
+test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with frame-timeout at the age limit', { timeout: T }, async () => {
   const serverCloses: string[] = [];
   const protocolErrors: string[] = [];
   const FRAME_TIMEOUT_MS = 1500;
@@ -288,7 +288,7 @@ test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with FRAM
   );
 });
 
-test('(b) several partial frames over the per-uid byte limit: the one over it is closed with LIMIT_EXCEEDED', { timeout: T }, async () => {
+test('(b) several partial frames over the per-uid byte limit: the one over it is closed with limit-exceeded', { timeout: T }, async () => {
   const LIMIT = 256 * 1024;
   const BODY = 90_000;
   await withServer({ maxPartialBytesPerUid: LIMIT }, async (server, path) => {
@@ -350,7 +350,7 @@ test('(c) descriptors in partial frames never completed: bounded per uid, all cl
   });
 });
 
-test('descriptor reserve: new connections are refused with DESCRIPTORS_EXHAUSTED near RLIMIT_NOFILE, served again after', { timeout: T }, async () => {
+test('descriptor reserve: new connections are refused with descriptors-exhausted near RLIMIT_NOFILE, served again after', { timeout: T }, async () => {
   const { after } = raiseNofileLimit();
   const base = openFdCount();
   // Refuse once more than base + MARGIN descriptors are open.
