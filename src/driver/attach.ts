@@ -24,7 +24,7 @@ import { CQE_SIZE, REG_DOORBELL_BASE, SQE_SIZE, cqHeadDoorbellOffset, sqTailDoor
 import { futexWake, mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
 import { WAKE_AWAKE, WAKE_SLEEPING, type ExportedMemory, type QueueExporter, type Transport } from '../transport/transport.js';
 import type { Controller, RemoteQueuePair } from './controller.js';
-import { GRANT_MAP_PAGE, GRANT_VERSION, validateRawGrant, type GrantWindow, type RawQueueGrant } from '../ipc/raw-grant.js';
+import { GRANT_FD_DOORBELLS, GRANT_FD_MEMORY, GRANT_MAP_PAGE, GRANT_VERSION, validateRawGrant, type GrantWindow, type RawQueueGrant } from '../ipc/raw-grant.js';
 import { WireFormatError } from '../ipc/validate.js';
 import { ExportLimitError, InvalidArgumentError } from './errors.js';
 import { STATUS_ABORTED_BY_RESET } from './status.js';
@@ -112,16 +112,16 @@ export async function provisionQueuePair(ctrl: Controller, transport: QueueExpor
     qid: remote.qid,
     entries,
     pageSize: page,
-    fds: fds.map((_, i) => ({ role: i === 1 ? 'memory' : 'bar' })),
+    fds: fds.map((_, i) => ({ role: i === GRANT_FD_MEMORY ? 'memory' : 'bar' })),
     doorbell: {
-      map: { fd: 0, offset: doorbells.offset, bytes: doorbells.bytes },
+      map: { fd: GRANT_FD_DOORBELLS, offset: doorbells.offset, bytes: doorbells.bytes },
       barOffset: REG_DOORBELL_BASE,
       sqTailOffset: sqTailDoorbellOffset(remote.qid, stride),
       cqHeadOffset: cqHeadDoorbellOffset(remote.qid, stride),
       stride,
     },
     wake: wake === null ? null : { map: { fd: fds.indexOf(wake.fd), offset: wake.offset, bytes: wake.bytes }, offset: wake.word },
-    memory: { fd: 1, offset: 0, bytes: memory.bytes },
+    memory: { fd: GRANT_FD_MEMORY, offset: 0, bytes: memory.bytes },
     sq: { offset: remote.sq.iova - memory.iova, bytes: sqBytes },
     cq: { offset: remote.cq.iova - memory.iova, bytes: cqBytes },
     data: { offset: dataOffset, bytes: dataBytes, iova: memory.iova + dataOffset },

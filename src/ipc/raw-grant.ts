@@ -19,6 +19,10 @@ export const GRANT_VERSION = 2;
 export const GRANT_MAP_PAGE = 4096;
 /** Upper bound of one window (sanity check on what a grant asks the client to map). */
 export const GRANT_MAX_WINDOW_BYTES = 1 << 30;
+/** Descriptor indices an owner's grant uses: the doorbells' 'bar' fd, then the queue memory; a wake page on
+ * another fd (a 'bar' role too) comes after. */
+export const GRANT_FD_DOORBELLS = 0;
+export const GRANT_FD_MEMORY = 1;
 /** Descriptors one grant may name. */
 export const GRANT_MIN_FDS = 2;
 export const GRANT_MAX_FDS = 8;
