@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { MediatedQueuePair } from '../src/client/mediated-queue.js';
 import type { HomidConfig } from '../src/daemon/config.js';
 import { HomidError } from '../src/daemon/errors.js';
-import { waitExtentTable, readExtentTable } from '../src/daemon/extent-table.js';
+import { waitExtentTable, readExtentTable } from '../src/ipc/extent-table.js';
 import { Homid, type ClientSession, type HomidLogger } from '../src/daemon/homid.js';
 import { startHomidServer, type HomidServer } from '../src/daemon/server.js';
 import { nextJson, spawnNode } from '../test/daemon/procs.js';

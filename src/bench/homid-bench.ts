@@ -144,7 +144,7 @@ function runClients(srv: HomidServer, sock: string, mode: 'raw' | 'mediated', n:
               // grant the whole namespace (no file system on a null device; see the header)
               for (const s of srv.homid.sessions.values())
                 for (const l of s.leases.values())
-                  if (l.mediated && l.qid === m.qid) {
+                  if (l.kind === 'mediated' && l.qid === m.qid) {
                     l.mediated.grant.readable.set([{ lba: 0, count: srv.homid.registry.live('bench').controller.namespaces[0]!.blocks }]);
                   }
             }

@@ -17,7 +17,7 @@ import { PathStatus, Sct } from '../nvme/status.js';
  */
 export const STATUS_HOMID_GONE = makeStatus(Sct.PathRelated, PathStatus.CommandAbortedByHost, true);
 import type { CompletionHandler } from '../driver/queue-pair.js';
-import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../daemon/mediated-ring.js';
+import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../ipc/mediated-ring.js';
 
 
 export class MediatedQueuePair {

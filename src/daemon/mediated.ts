@@ -14,7 +14,7 @@ import { NvmOpcode } from '../nvme/opcodes.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
 import type { QueuePair } from '../driver/queue-pair.js';
 import type { DirectHwQueue } from './direct-hw.js';
-import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from './mediated-ring.js';
+import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from '../ipc/mediated-ring.js';
 import type { SharedRegion } from './shared-region.js';
 
 /** SCT 2 (Media and Data Integrity Errors) / SC 86h: Access Denied. */

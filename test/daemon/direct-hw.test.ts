@@ -9,7 +9,7 @@ import { MediatedQueuePair } from '../../src/client/mediated-queue.js';
 import type { RemoteQueuePair } from '../../src/driver/controller.js';
 import { DirectHwQueue } from '../../src/daemon/direct-hw.js';
 import { LbaSet, MediatedQueue, STATUS_ACCESS_DENIED, STATUS_INVALID_FIELD } from '../../src/daemon/mediated.js';
-import { H_HWCQ_HEAD, ringBytes } from '../../src/daemon/mediated-ring.js';
+import { H_HWCQ_HEAD, ringBytes } from '../../src/ipc/mediated-ring.js';
 import type { DmaAllocator, DmaBuffer } from '../../src/mem/dma.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../../src/nvme/registers.js';
