@@ -81,6 +81,8 @@ async function withMount<T>(img: string, fsType: string, mnt: string, opts: { re
       }
       await sleep(100);
     }
+    // Only when the body itself did not throw (failed), so no error of the body is swallowed.
+    // eslint-disable-next-line no-unsafe-finally
     if (problems.length > 0 && !failed) throw new Error(`cleanup of ${img}: ${problems.join('\n')}`);
   }
 }

@@ -28,7 +28,11 @@ test('the checker finds upward imports, peer imports and loops (on a made-up gra
     ['upward a/x.ts -> b/y.ts', 'peer c/w.ts -> d/v.ts'],
   );
   assert.deepEqual(importCycles(g), [['b/y.ts', 'b/z.ts'], ['e/u.ts']]);
-  assert.deepEqual(specifiersOf("// import x from './not-this.js'\nimport type { A } from '../a.js';\nexport { b } from './b.js';\nconst c = await import('./c.js');\nimport 'node:fs';"), ['../a.js', './b.js', './c.js']);
+  assert.deepEqual(specifiersOf("// import x from './not-this.js'\nimport type { A } from '../a.js';\nexport { b } from './b.js';\nconst c = await import('./c.js');\nimport 'node:fs';"), [
+    '../a.js',
+    './b.js',
+    './c.js',
+  ]);
 });
 
 test('the scan sees every source file and every import resolves', () => {
