@@ -54,7 +54,6 @@ const IO_TIMEOUT_MS = 20_000;
 const DEVICE = 'nvme';
 /** uid/gid of a client that may not hold raw queues. */
 const NOBODY = { pid: process.pid, uid: 65534, gid: 65534 };
-const ROOT = { pid: process.pid, uid: 0, gid: 0 };
 
 const spec = expectedNvme()[0]!;
 const kctrl = await waitFor(`controller ${spec.serial}`, () => controllerBySerial(spec.serial));
@@ -213,6 +212,8 @@ async function withHomid<T>(fn: (h: Homid) => Promise<T>, opts: { serve?: boolea
     } catch (e) {
       problems.push((e as Error).message);
     }
+    // Only when the body itself did not throw (failed), so no error of the body is swallowed.
+    // eslint-disable-next-line no-unsafe-finally
     if (problems.length > 0 && !failed) throw new Error(problems.join('; '));
   }
 }

@@ -64,7 +64,11 @@ async function client(): Promise<void> {
       prp1[i] = dp.prp1;
       prp2[i] = dp.prp2;
     }
-  } else for (let i = 0; i < qd; i++) ((prp1[i] = i * BS), (prp2[i] = 0));
+  } else
+    for (let i = 0; i < qd; i++) {
+      prp1[i] = i * BS;
+      prp2[i] = 0;
+    }
   const q = l.qp;
   let seed = (process.pid * 2654435761) >>> 0;
   const rand = (): number => {

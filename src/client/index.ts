@@ -274,8 +274,9 @@ export class HomidClient {
     }
   }
 
+  /** Close the connection (homid reclaims every lease). */
   close(): void {
-    this.ipc.close();
+    void this.ipc.close();
   }
 }
 

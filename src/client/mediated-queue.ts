@@ -16,11 +16,11 @@ import { PathStatus, Sct } from '../nvme/status.js';
  * no longer exists).
  */
 export const STATUS_HOMID_GONE = makeStatus(Sct.PathRelated, PathStatus.CommandAbortedByHost, true);
-import type { CompletionHandler } from '../driver/queue-pair.js';
+import type { CompletionHandler, QueueContract } from '../queue/contract.js';
 import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../ipc/mediated-ring.js';
 
 
-export class MediatedQueuePair {
+export class MediatedQueuePair implements QueueContract {
   readonly entries: number;
   readonly capacity: number;
   readonly stats = { submitted: 0, completed: 0, direct: 0, malformed: 0 };

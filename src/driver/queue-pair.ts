@@ -44,10 +44,10 @@ import {
 import type { QueueNotifier, Transport } from '../transport/transport.js';
 import { InvalidArgumentError, NvmeError, NvmeStatusError, NvmeTimeoutError, QueueFullError, type CommandContext } from './errors.js';
 import { STATUS_TIMEOUT, isSuccess } from './status.js';
+import type { CompletionHandler, QueueContract } from '../queue/contract.js';
 
-/** Called once per completed command: the caller's tag, the 15-bit status (0 = success) or a negative
- * STATUS_* sentinel from status.ts, and CQE DW0. */
-export type CompletionHandler = (tag: number, status: number, result: number) => void;
+/** The queue contract's completion handler (src/queue/contract.ts): the caller's tag, the status, CQE DW0. */
+export type { CompletionHandler } from '../queue/contract.js';
 
 /** What exec() resolves with. */
 export interface Completion {
@@ -162,7 +162,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-export class QueuePair {
+export class QueuePair implements QueueContract {
   readonly qid: number;
   readonly entries: number;
   /** Usable SQ slots (entries - 1). */

@@ -12,7 +12,7 @@ import { parseDeviceUri } from '../device/uri.js';
 import type { DmaBuffer } from '../mem/dma.js';
 import { statusFieldName } from '../nvme/status.js';
 import type { Transport } from '../transport/transport.js';
-import type { EngineQueue } from '../bench/engine.js';
+import type { QueueContract } from '../queue/contract.js';
 import { PromiseIoDevice, checkBufferFor, checkRange, checkSlice } from './common.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
 
@@ -164,7 +164,7 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
 
 /** An I/O queue pair behind the unified interface. Deallocate (DSM) uses a per-queue page of range slots. */
 class DriverQueue implements IoQueue {
-  readonly engineQueue: EngineQueue;
+  readonly engineQueue: QueueContract;
   private dsmPage: DmaBuffer | null = null;
   private readonly dsmFree: number[] = [];
   private readonly dsmByTag = new Map<number, number>();

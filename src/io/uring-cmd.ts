@@ -16,7 +16,7 @@ import { ioctl } from '../sys/libc.js';
 import { HostBufferPool, PromiseIoDevice, checkBufferFor, checkRange, kernelStatusName } from './common.js';
 import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
-import type { EngineQueue } from '../bench/engine.js';
+import type { QueueContract } from '../queue/contract.js';
 
 export const NVME_URING_CMD_SIZE = 72;
 /** _IOWR(type, nr, size) = (3 << 30) | (size << 16) | (type << 8) | nr. */
@@ -177,7 +177,7 @@ export class UringCmdDevice extends PromiseIoDevice implements IoDevice {
 
 class UringCmdQueue implements IoQueue {
   readonly capacity: number;
-  readonly engineQueue: EngineQueue = this;
+  readonly engineQueue: QueueContract = this;
   private readonly ring_: UringRing;
   private readonly fixedIndex: Int32Array;
   private readonly ranges: HostMemory;
