@@ -1,4 +1,4 @@
-// The I/O interface's conformance checks (src/io/conformance.ts, the same ones test/io runs on files and the
+// The I/O interface's conformance checks (test/io/conformance.ts, the same ones test/io runs on files and the
 // embedded controller) on a real kernel and QEMU's NVMe controller, run INSIDE the VM harness's guest:
 //   posix (buffered, O_DIRECT) and io_uring (buffered, O_DIRECT, fixed buffers) on /dev/nvmeXnY;
 //   io_uring_cmd (plain, fixed buffers) on /dev/ngXnY;
@@ -13,10 +13,10 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { conformanceSuite, type ConformanceTarget } from '../src/io/conformance.js';
+import { conformanceSuite, type ConformanceTarget } from '../test/io/conformance.js';
 import { openIo } from '../src/io/open.js';
 import type { IoOpenOptions } from '../src/io/types.js';
-import { allZero } from '../src/io/conformance.js';
+import { allZero } from '../test/io/conformance.js';
 import { assertInGuest, controllerBySerial, expectedNvme, namespacesOf, pciDriver, rebind, sys, waitFor } from './helpers.js';
 
 assertInGuest();

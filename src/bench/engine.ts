@@ -1,23 +1,25 @@
 /**
- * The benchmark engine: drives queue pairs from one thread with a closed loop of fixed depth per queue.
- * The loop allocates nothing per I/O: slots, buffers and data pointers are prepared up front, completions come
- * through one handler, latencies go into an HDR histogram, and the clock is read once per loop iteration.
+ * The benchmark engine: drives queues (the queue contract, src/queue/contract.ts) from one thread with a closed
+ * loop of fixed depth per queue. It has to cost less than the driver it measures, so the loop allocates nothing
+ * per I/O and calls nothing it need not: slots, buffers and data pointers are prepared up front; completions come
+ * through one handler (a lean one without --verify); the clock is read once per loop iteration that completed
+ * something, and that one reading stamps both the completions it ends and the submissions it starts; latencies
+ * go into a flat count array with the HDR histogram's buckets (./latency.ts), moved into the HDR histogram once
+ * per run. Per-I/O state lives in typed arrays, never in captured variables that would box a double.
  */
 import * as hdr from 'hdr-histogram-js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 import { statusName } from '../nvme/status.js';
+import type { CompletionHandler, QueueContract } from '../queue/contract.js';
 import { threadCpuNs, processCpuNs } from '../util/cputime.js';
+import { LatencyRecorder, newLatencyHistogram } from './latency.js';
 import { checkPattern, describeMismatch, fillPattern, type PatternMismatch } from './pattern.js';
 import { isRandom, readPercent, Rng, type RwMode } from './workload.js';
 
-/** The slice of a queue pair the engine needs (src/driver/queue-pair.ts implements it). */
-export interface EngineQueue {
-  readonly capacity: number;
-  readonly outstanding: number;
-  submitIo(opcode: number, nsid: number, slba: number, nlb: number, prp1: number, prp2: number, tag: number): number;
-  ring(): void;
-  poll(onComplete: (tag: number, status: number, result: number) => void, max?: number): number;
-}
+export { newLatencyHistogram } from './latency.js';
+
+/** The queues the engine drives: the queue contract. */
+export type EngineQueue = QueueContract;
 
 /** One I/O buffer with its prebuilt data pointer. */
 export interface EngineBuffer {
@@ -69,11 +71,6 @@ export interface LatencySummary {
   p999: number;
   max: number;
   mean: number;
-}
-
-/** A latency histogram in nanoseconds, as the engine records it and mergeReports (perf.ts) merges them. */
-export function newLatencyHistogram(): hdr.Histogram {
-  return hdr.build({ bitBucketSize: 64, autoResize: true, lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: 3, useWebAssembly: false });
 }
 
 /** p50, p99, p99.9, max and mean of a nanosecond histogram, in microseconds (ns resolution). */
@@ -129,14 +126,32 @@ export interface EngineResult {
 }
 
 const UNKNOWN_GEN = 0xffffffff;
-/** Empty polling iterations (with I/O outstanding) before the loop yields the CPU briefly. */
-const SPIN_BEFORE_YIELD = 4096;
+/**
+ * With I/O outstanding and nothing completing for this long, the loop starts giving the CPU away (YIELD_MS at a
+ * time, every 64 empty polls) until something completes: on a machine where the device (the embedded
+ * controller's thread) shares a core with this loop, pure spinning starves the device; on a free core this
+ * point is never reached. The same rule as the lean client of homid-bench.ts (spin 100 us, then 20 us naps).
+ */
+const SPIN_BEFORE_YIELD_MS = 0.1;
 /** How long a yield lasts, in ms (Atomics.wait timeout). */
 const YIELD_MS = 0.02;
 const yieldCell = new Int32Array(new SharedArrayBuffer(4));
 const DRAIN_TIMEOUT_MS = 30_000;
 
-export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][], cfg: EngineConfig): Promise<EngineResult> {
+// Indices of the engine's counters (a Float64Array: counts may pass 2^31 in a long run, and a captured variable
+// holding a double would be boxed on every update).
+const C_DONE = 0;
+const C_WRITES = 1;
+const C_ERRORS = 2;
+const C_VERIFIED = 3;
+const C_VERIFY_ERRORS = 4;
+const C_COUNT = 5;
+
+// Indices of a phase's state (Float64Array): the clock and the last time something completed, in ms.
+const P_NOW = 0;
+const P_LAST_DONE = 1;
+
+export async function runEngine(queues: QueueContract[], buffers: EngineBuffer[][], cfg: EngineConfig): Promise<EngineResult> {
   const nq = queues.length;
   const qd = cfg.qd;
   if (nq < 1) throw new RangeError('at least one queue is needed');
@@ -171,8 +186,11 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   const unitGen = cfg.verify ? new Uint32Array(units) : new Uint32Array(0);
   const unitBusy = cfg.verify ? new Uint8Array(units) : new Uint8Array(0);
   const slotWords: Uint32Array[] = [];
-  const slotPrp1 = new Float64Array(slotsTotal);
-  const slotPrp2 = new Float64Array(slotsTotal);
+  // Data pointers in arrays of tagged values (the array starts with a non-number, so V8 keeps generic elements):
+  // an IOVA above 2^30 read from a Float64Array or a double array is boxed anew for every submitIo call that is
+  // not inlined (measured: one allocation per I/O); here each is boxed once, up front.
+  const slotPrp1: number[] = new Array<number>(slotsTotal).fill(null as unknown as number);
+  const slotPrp2: number[] = new Array<number>(slotsTotal).fill(null as unknown as number);
   for (let q = 0; q < nq; q++) {
     for (let s = 0; s < qd; s++) {
       const b = buffers[q]![s]!;
@@ -182,7 +200,7 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
     }
   }
 
-  const hist = newLatencyHistogram();
+  const lat = new LatencyRecorder();
   const rng = new Rng(cfg.seed);
   const nsid = cfg.nsid;
   const verify = cfg.verify;
@@ -191,96 +209,114 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   const nameOf = cfg.statusName ?? statusName;
 
   // Counters (reset at the end of prefill and warm-up).
-  let done = 0;
-  let reads = 0;
-  let writes = 0;
-  let errors = 0;
-  let verified = 0;
-  let verifyErrors = 0;
+  const C = new Float64Array(C_COUNT);
   let firstMismatch: PatternMismatch | null = null;
   const errorsByStatus: Record<string, number> = {};
   let recordLatency = false;
-  let now = performance.now();
   // Tags completed in the current loop iteration; their latency is recorded after one clock read.
   const doneTags = new Int32Array(slotsTotal);
   let nDone = 0;
-  let seqCursor = 0;
 
-  const onComplete = (tag: number, status: number, _result: number): void => {
-    const q = (tag / qd) | 0;
-    const unit = slotUnit[tag]!;
-    const isWrite = slotWrite[tag] === 1;
-    if (status !== 0) {
-      errors++;
-      const name = nameOf(status);
-      errorsByStatus[name] = (errorsByStatus[name] ?? 0) + 1;
-      if (verify && isWrite) unitGen[unit] = UNKNOWN_GEN;
-    } else if (verify) {
-      if (isWrite) {
-        unitGen[unit] = slotGen[tag]!;
-      } else {
-        const gen = slotGen[tag]!;
-        if (gen !== UNKNOWN_GEN && gen !== 0) {
-          const bad = checkPattern(slotWords[tag]!, 0, base + unit * nlb, nlb, blockSize, gen, nsid);
-          if (bad < 0) verified += nlb;
-          else {
-            verifyErrors++;
-            if (firstMismatch === null) firstMismatch = describeMismatch(slotWords[tag]!, 0, base + unit * nlb, bad, blockSize, gen);
-          }
-        }
-      }
-    }
-    if (verify) unitBusy[unit] = 0;
-    if (isWrite) writes++;
-    else reads++;
-    done++;
+  /** A failed command (off the fast path). */
+  const noteError = (tag: number, status: number): void => {
+    C[C_ERRORS]++;
+    const name = nameOf(status);
+    errorsByStatus[name] = (errorsByStatus[name] ?? 0) + 1;
+    if (verify && slotWrite[tag] === 1) unitGen[slotUnit[tag]!] = UNKNOWN_GEN;
+  };
+
+  /** The completion handler without --verify: count, free the slot, remember the tag for its latency. */
+  const onComplete: CompletionHandler = (tag, status) => {
+    if (status !== 0) noteError(tag, status);
+    if (slotWrite[tag] === 1) C[C_WRITES]++;
     doneTags[nDone++] = tag;
+    const q = (tag / qd) | 0;
     freeStack[q * qd + freeTop[q]!] = tag;
     freeTop[q]!++;
   };
 
+  /** The completion handler with --verify: also track each unit's generation and check what reads return. */
+  const onCompleteVerify: CompletionHandler = (tag, status) => {
+    const unit = slotUnit[tag]!;
+    const isWrite = slotWrite[tag] === 1;
+    if (status !== 0) noteError(tag, status);
+    else if (isWrite) {
+      unitGen[unit] = slotGen[tag]!;
+    } else {
+      const gen = slotGen[tag]!;
+      if (gen !== UNKNOWN_GEN && gen !== 0) {
+        const bad = checkPattern(slotWords[tag]!, 0, base + unit * nlb, nlb, blockSize, gen, nsid);
+        if (bad < 0) C[C_VERIFIED] += nlb;
+        else {
+          C[C_VERIFY_ERRORS]++;
+          if (firstMismatch === null) firstMismatch = describeMismatch(slotWords[tag]!, 0, base + unit * nlb, bad, blockSize, gen);
+        }
+      }
+    }
+    unitBusy[unit] = 0;
+    if (isWrite) C[C_WRITES]++;
+    doneTags[nDone++] = tag;
+    const q = (tag / qd) | 0;
+    freeStack[q * qd + freeTop[q]!] = tag;
+    freeTop[q]!++;
+  };
+  const handler = verify ? onCompleteVerify : onComplete;
+
   const random = isRandom(cfg.rw);
   const readPct = readPercent(cfg.rw, cfg.rwmixread);
+  const P = new Float64Array(2);
+  P[P_NOW] = performance.now();
 
-  /** One closed-loop phase. Returns measured elapsed seconds. */
-  const phase = async (
-    name: EngineProgress['phase'],
-    forceWrite: boolean,
-    sequentialAll: boolean,
-    limitIos: number,
-    limitMs: number,
-  ): Promise<number> => {
-    done = 0;
-    let issued = 0;
-    const t0 = performance.now();
-    const interval = cfg.progressIntervalMs ?? 1000;
-    let nextProgress = t0 + interval;
-    let iter = 0;
-    let stop = false;
-    seqCursor = 0;
-    let idle = 0;
-    while (true) {
+  /** Where a phase stands between two runs of its loop (the loop returns to let the event loop in). */
+  interface PhaseState {
+    forceWrite: boolean;
+    sequential: boolean;
+    limitIos: number;
+    limitMs: number;
+    t0: number;
+    issued: number;
+    seqCursor: number;
+    stop: boolean;
+    idle: number;
+    iter: number;
+    nextProgress: number;
+  }
+
+  /**
+   * The closed loop of a phase, run until the phase is over (returns true) or a progress report is due (false).
+   * Fill every queue's free slots, ring each queue once, poll each queue once; stamp what completed.
+   */
+  const loop = (st: PhaseState): boolean => {
+    const { forceWrite, limitIos, limitMs, t0 } = st;
+    const sequential = st.sequential || !random;
+    let issued = st.issued;
+    let seqCursor = st.seqCursor;
+    let stop = st.stop;
+    let idle = st.idle;
+    let iter = st.iter;
+    let now = P[P_NOW]!;
+    let finished = false;
+    for (;;) {
       if (!stop && ((limitMs > 0 && now - t0 >= limitMs) || (limitIos > 0 && issued >= limitIos))) stop = true;
-      let inflight = 0;
-      for (let q = 0; q < nq; q++) {
-        const qp = queues[q]!;
-        if (!stop) {
-          while (freeTop[q]! > 0 && (limitIos === 0 || issued < limitIos)) {
-            const tag = freeStack[q * qd + freeTop[q]! - 1]!;
+      if (!stop) {
+        for (let q = 0; q < nq; q++) {
+          const qp = queues[q]!;
+          let top = freeTop[q]!;
+          const fbase = q * qd;
+          while (top > 0 && (limitIos === 0 || issued < limitIos)) {
+            const tag = freeStack[fbase + top - 1]!;
             let unit: number;
-            if (sequentialAll || !random) {
+            if (sequential) {
               unit = seqCursor;
               seqCursor = seqCursor + 1 >= units ? 0 : seqCursor + 1;
             } else unit = rng.below(units);
+            const write = forceWrite || (readPct < 100 && (readPct === 0 || rng.below(100) >= readPct));
             if (verify) {
               let tries = 0;
               while (unitBusy[unit] === 1 && tries < units) {
                 unit = unit + 1 >= units ? 0 : unit + 1;
                 tries++;
               }
-            }
-            const write = forceWrite || (readPct < 100 && (readPct === 0 || rng.below(100) >= readPct));
-            if (verify) {
               unitBusy[unit] = 1;
               if (write) {
                 const g = unitGen[unit] === UNKNOWN_GEN ? 1 : unitGen[unit]! + 1;
@@ -288,51 +324,72 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
                 fillPattern(slotWords[tag]!, 0, base + unit * nlb, nlb, blockSize, g, nsid);
               } else slotGen[tag] = unitGen[unit]!;
             }
-            const cid = qp.submitIo(write ? NvmOpcode.Write : NvmOpcode.Read, nsid, base + unit * nlb, nlb, slotPrp1[tag]!, slotPrp2[tag]!, tag);
-            if (cid < 0) {
+            if (qp.submitIo(write ? NvmOpcode.Write : NvmOpcode.Read, nsid, base + unit * nlb, nlb, slotPrp1[tag]!, slotPrp2[tag]!, tag) < 0) {
               if (verify) unitBusy[unit] = 0;
               break;
             }
             slotUnit[tag] = unit;
             slotWrite[tag] = write ? 1 : 0;
             slotStart[tag] = now;
-            freeTop[q]!--;
+            top--;
             issued++;
           }
+          freeTop[q] = top;
           qp.ring();
         }
       }
       nDone = 0;
+      let inflight = 0;
       for (let q = 0; q < nq; q++) {
         const qp = queues[q]!;
-        qp.poll(onComplete);
+        qp.poll(handler);
         inflight += qp.outstanding;
       }
-      // The clock (about 40 ns a read here) is read once per iteration that completed something, and every
-      // 64 idle iterations otherwise. Completions are stamped with it; the next submissions reuse it.
+      // The clock is read once per iteration that completed something (it stamps those completions and the
+      // submissions of the next iteration), and every 64 empty iterations otherwise.
       if (nDone > 0) {
         now = performance.now();
-        if (recordLatency) for (let i = 0; i < nDone; i++) hist.recordValue(Math.max(1, Math.round((now - slotStart[doneTags[i]!]!) * 1e6)));
+        P[P_NOW] = now;
+        P[P_LAST_DONE] = now;
+        C[C_DONE] += nDone;
+        if (recordLatency) lat.recordBatch(P, P_NOW, slotStart, doneTags, nDone);
         idle = 0;
       } else if ((++idle & 63) === 0) {
         now = performance.now();
-        // Hybrid polling: after a spin budget with I/O outstanding and nothing completing, give the CPU away for
-        // a few microseconds. On a machine where the device (the embedded controller's thread) shares a core with
-        // this loop, pure spinning starves the device; on a free core this point is never reached.
-        if (idle >= SPIN_BEFORE_YIELD && inflight > 0) {
-          Atomics.wait(yieldCell, 0, 0, YIELD_MS);
-          idle = 0;
-        }
+        if (inflight > 0 && now - P[P_LAST_DONE]! >= SPIN_BEFORE_YIELD_MS) Atomics.wait(yieldCell, 0, 0, YIELD_MS);
       }
-      if (stop && inflight === 0) break;
-      if (stop && now - t0 > limitMs + DRAIN_TIMEOUT_MS && limitMs > 0) throw new Error(`${inflight} I/Os still outstanding ${DRAIN_TIMEOUT_MS} ms after the run ended`);
-      if ((++iter & 0x3ff) === 0 && now >= nextProgress) {
-        nextProgress = now + interval;
-        const el = (now - t0) / 1000;
-        cfg.onProgress?.({ phase: name, elapsedSec: el, totalSec: limitMs > 0 ? limitMs / 1000 : null, ios: done, totalIos: limitIos > 0 ? limitIos : null, iops: done / el, errors });
-        // Let timers, signals and the worker's messages run once a second.
-        await new Promise<void>((r) => setImmediate(r));
+      if (stop && inflight === 0) {
+        finished = true;
+        break;
       }
+      if (stop && limitMs > 0 && now - t0 > limitMs + DRAIN_TIMEOUT_MS) throw new Error(`${inflight} I/Os still outstanding ${DRAIN_TIMEOUT_MS} ms after the run ended`);
+      if ((++iter & 0x3ff) === 0 && now >= st.nextProgress) break;
+    }
+    P[P_NOW] = now;
+    st.issued = issued;
+    st.seqCursor = seqCursor;
+    st.stop = stop;
+    st.idle = idle;
+    st.iter = iter;
+    return finished;
+  };
+
+  /** One closed-loop phase. Returns measured elapsed seconds. */
+  const phase = async (name: EngineProgress['phase'], forceWrite: boolean, sequential: boolean, limitIos: number, limitMs: number): Promise<number> => {
+    C[C_DONE] = 0;
+    const t0 = performance.now();
+    P[P_NOW] = t0;
+    P[P_LAST_DONE] = t0;
+    const interval = cfg.progressIntervalMs ?? 1000;
+    const st: PhaseState = { forceWrite, sequential, limitIos, limitMs, t0, issued: 0, seqCursor: 0, stop: false, idle: 0, iter: 0, nextProgress: t0 + interval };
+    while (!loop(st)) {
+      const now = P[P_NOW]!;
+      st.nextProgress = now + interval;
+      const el = (now - t0) / 1000;
+      const done = C[C_DONE]!;
+      cfg.onProgress?.({ phase: name, elapsedSec: el, totalSec: limitMs > 0 ? limitMs / 1000 : null, ios: done, totalIos: limitIos > 0 ? limitIos : null, iops: done / el, errors: C[C_ERRORS]! });
+      // Let timers, signals and the worker's messages run once a second.
+      await new Promise<void>((r) => setImmediate(r));
     }
     return (performance.now() - t0) / 1000;
   };
@@ -341,14 +398,14 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   if (verify) {
     await phase('prefill', true, true, units, 0);
     prefilledBlocks = units * nlb;
-    if (errors > 0) throw new Error(`prefill for --verify failed: ${errors} write errors (${Object.keys(errorsByStatus).join(', ')})`);
+    if (C[C_ERRORS]! > 0) throw new Error(`prefill for --verify failed: ${C[C_ERRORS]} write errors (${Object.keys(errorsByStatus).join(', ')})`);
   }
   if (cfg.warmupSec > 0) await phase('warmup', false, false, 0, cfg.warmupSec * 1000);
   // Measured phase.
-  reads = writes = errors = verified = verifyErrors = 0;
+  C.fill(0);
   firstMismatch = null;
   for (const k of Object.keys(errorsByStatus)) delete errorsByStatus[k];
-  hist.reset();
+  lat.reset();
   recordLatency = true;
   const cpu0 = threadCpuNs();
   const pcpu0 = processCpuNs();
@@ -357,19 +414,22 @@ export async function runEngine(queues: EngineQueue[], buffers: EngineBuffer[][]
   const elapsedSec = await phase('run', false, false, limitIos, limitMs);
   const cpu = threadCpuNs() - cpu0;
   const pcpu = processCpuNs() - pcpu0;
-  const ios = done;
+  const ios = C[C_DONE]!;
+  const writes = C[C_WRITES]!;
+  const hist = newLatencyHistogram();
+  lat.addTo(hist);
   const result: EngineResult = {
     ios,
-    reads,
+    reads: ios - writes,
     writes,
-    errors,
+    errors: C[C_ERRORS]!,
     errorsByStatus: { ...errorsByStatus },
     elapsedSec,
     iops: ios / elapsedSec,
     bandwidthMiBps: (ios * cfg.bs) / elapsedSec / (1024 * 1024),
     latencyUs: latencySummary(hist),
-    verified,
-    verifyErrors,
+    verified: C[C_VERIFIED]!,
+    verifyErrors: C[C_VERIFY_ERRORS]!,
     firstMismatch,
     cpuNsPerIo: ios > 0 ? cpu / ios : 0,
     processCpuNsPerIo: ios > 0 ? pcpu / ios : 0,

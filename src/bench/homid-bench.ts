@@ -64,7 +64,11 @@ async function client(): Promise<void> {
       prp1[i] = dp.prp1;
       prp2[i] = dp.prp2;
     }
-  } else for (let i = 0; i < qd; i++) ((prp1[i] = i * BS), (prp2[i] = 0));
+  } else
+    for (let i = 0; i < qd; i++) {
+      prp1[i] = i * BS;
+      prp2[i] = 0;
+    }
   const q = l.qp;
   let seed = (process.pid * 2654435761) >>> 0;
   const rand = (): number => {
@@ -144,7 +148,7 @@ function runClients(srv: HomidServer, sock: string, mode: 'raw' | 'mediated', n:
               // grant the whole namespace (no file system on a null device; see the header)
               for (const s of srv.homid.sessions.values())
                 for (const l of s.leases.values())
-                  if (l.mediated && l.qid === m.qid) {
+                  if (l.kind === 'mediated' && l.qid === m.qid) {
                     l.mediated.grant.readable.set([{ lba: 0, count: srv.homid.registry.live('bench').controller.namespaces[0]!.blocks }]);
                   }
             }

@@ -12,10 +12,9 @@ import { resolveBackend } from '../io/open.js';
 import type { BackendName, IoBuffer, IoDevice, IoQueue } from '../io/types.js';
 import { DriverDevice } from '../io/driver.js';
 import { parseDeviceUri } from '../device/uri.js';
-import { emuOptionsFor } from '../device/open.js';
-import { openEmu } from '../transport/emu.js';
-import { Controller } from '../driver/controller.js';
-import { provisionQueuePair, type ProvisionedQueuePair, type QueuePairGrant } from '../driver/attach.js';
+import { openController } from '../device/controller.js';
+import { provisionQueuePair, type ProvisionedQueuePair } from '../driver/attach.js';
+import type { RawQueueGrant as QueuePairGrant } from '../ipc/raw-grant.js';
 import { prpListPagesNeeded } from '../nvme/prp.js';
 import { latencySummary, newLatencyHistogram, runEngine, threadConfig, type EngineBuffer, type EngineProgress, type EngineResult } from './engine.js';
 import type { RwMode } from './workload.js';
@@ -239,11 +238,11 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
   const n = o.threads!;
   const u = parseDeviceUri(o.uri);
   if (u.kind !== 'emu') throw new RangeError(`--threads ${n}: the ${backend} backend needs an emu:// URI for worker threads`);
-  const emu = await openEmu({ ...emuOptionsFor(u), sharedMemory: 'memfd' });
-  let ctrl: Controller | null = null;
+  const opened = await openController(u, { ioQueues: n * o.nqueues, sharedMemory: 'memfd' });
+  const ctrl = opened.controller;
+  const transport = opened.transport;
   const provisioned: ProvisionedQueuePair[] = [];
   try {
-    ctrl = await Controller.open(emu, { ioQueues: n * o.nqueues });
     const ns = ctrl.namespace(o.nsid);
     if (ctrl.maxIoQueuePairs < n * o.nqueues) {
       throw new RangeError(`--threads ${n} --nqueues ${o.nqueues}: needs ${n * o.nqueues} I/O queue pairs; the controller grants only ${ctrl.maxIoQueuePairs}`);
@@ -254,7 +253,7 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
     if (o.bs % ns.blockSize !== 0) throw new RangeError(`--bs ${o.bs} is not a multiple of the ${ns.blockSize}-byte block size of ${o.uri}`);
     if (o.qd + 1 > ctrl.cap.maxQueueEntries) throw new RangeError(`--qd ${o.qd} needs ${o.qd + 1} queue entries; the controller allows ${ctrl.cap.maxQueueEntries}`);
     // Data region per queue pair: qd slots of bs bytes (one page-aligned buffer) plus each slot's PRP list pages.
-    const page = emu.shmDma.pageSize;
+    const page = transport.dma.pageSize;
     let listPages = 0;
     for (let s = 0; s < o.qd; s++) listPages += prpListPagesNeeded((s * o.bs) % page, o.bs, page);
     const dataBytes = Math.ceil((o.qd * o.bs) / page) * page + listPages * page;
@@ -264,7 +263,7 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
       grants.push([]);
       fds.push([]);
       for (let q = 0; q < o.nqueues; q++) {
-        const p = await provisionQueuePair(ctrl, emu, { entries: o.qd + 1, dataBytes, nsid: o.nsid });
+        const p = await provisionQueuePair(ctrl, transport, { entries: o.qd + 1, dataBytes, nsid: o.nsid });
         provisioned.push(p);
         grants[i]!.push(p.grant);
         fds[i]!.push(p.fds);
@@ -279,17 +278,13 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
       (i): AttachWorkerData => ({ opts: { ...plain, backend, threads: 1 }, grants: grants[i]!, fds: fds[i]!, region: { base: o.verify ? i * span : 0, blocks: span, index: i, count: n } }),
       onProgress,
     );
-    const head = { device: o.uri, transport: emu.kind, backend, threads: 1, rw: o.rw, bs: o.bs, qd: o.qd, nqueues: o.nqueues, nsid: o.nsid, blockSize: ns.blockSize, model: ctrl.identity.model };
+    const head = { device: o.uri, transport: transport.kind, backend, threads: 1, rw: o.rw, bs: o.bs, qd: o.qd, nqueues: o.nqueues, nsid: o.nsid, blockSize: ns.blockSize, model: ctrl.identity.model };
     return mergeReports(results.map((r) => ({ ...head, ...r })), o);
   } finally {
     try {
       for (const p of provisioned) await p.reclaim();
     } finally {
-      try {
-        if (ctrl) await ctrl.close();
-      } finally {
-        await emu.close();
-      }
+      await opened.close();
     }
   }
 }

@@ -1,6 +1,5 @@
 /** `homi identify <uri> [--json]`: bring the controller up and print what Identify reports. */
-import { Controller } from '../driver/controller.js';
-import { openDevice } from '../device/open.js';
+import { withController } from '../device/controller.js';
 import { formatSize } from '../util/size.js';
 import { renderTable } from '../util/table.js';
 
@@ -21,34 +20,29 @@ export interface IdentifyReport {
   namespaces: Array<{ nsid: number; blockSize: number; blocks: number; capacityBytes: number; metadataSize: number }>;
 }
 
+/** Ask for every I/O queue the Number of Queues feature can express: the report shows what is granted. */
+const ALL_IO_QUEUES = 0xffff;
+
 export async function identifyReport(uri: string): Promise<IdentifyReport> {
-  const t = await openDevice(uri);
-  try {
-    const c = await Controller.open(t, { ioQueues: 0xffff });
-    try {
-      const id = c.identity;
-      return {
-        controller: {
-          vid: id.vid,
-          ssvid: id.ssvid,
-          model: id.model,
-          serial: id.serial,
-          firmware: id.firmware,
-          cntlid: id.cntlid,
-          version: `${c.version.major}.${c.version.minor}.${c.version.tertiary}`,
-          maxQueuePairs: c.maxIoQueuePairs,
-          maxQueueEntries: c.cap.maxQueueEntries,
-          mdtsBytes: Number.isFinite(id.mdts) ? id.mdts : null,
-          transport: t.kind,
-        },
-        namespaces: c.namespaces.map((n) => ({ nsid: n.nsid, blockSize: n.blockSize, blocks: n.blocks, capacityBytes: n.capacityBytes, metadataSize: n.metadataSize })),
-      };
-    } finally {
-      await c.close();
-    }
-  } finally {
-    await t.close();
-  }
+  return withController(uri, { ioQueues: ALL_IO_QUEUES }, ({ controller: c, transport: t }) => {
+    const id = c.identity;
+    return {
+      controller: {
+        vid: id.vid,
+        ssvid: id.ssvid,
+        model: id.model,
+        serial: id.serial,
+        firmware: id.firmware,
+        cntlid: id.cntlid,
+        version: `${c.version.major}.${c.version.minor}.${c.version.tertiary}`,
+        maxQueuePairs: c.maxIoQueuePairs,
+        maxQueueEntries: c.cap.maxQueueEntries,
+        mdtsBytes: Number.isFinite(id.mdts) ? id.mdts : null,
+        transport: t.kind,
+      },
+      namespaces: c.namespaces.map((n) => ({ nsid: n.nsid, blockSize: n.blockSize, blocks: n.blocks, capacityBytes: n.capacityBytes, metadataSize: n.metadataSize })),
+    };
+  });
 }
 
 export function formatIdentify(r: IdentifyReport): string {

@@ -1,6 +1,6 @@
 /** `homi status [--json] [--socket S]`: devices, queue pairs per client and class, I/O counters, extent cache. */
 import { HomidClient } from '../client/index.js';
-import type { StatusSnapshot } from '../daemon/homid.js';
+import type { StatusSnapshot } from '../ipc/messages.js';
 import { renderTable } from '../util/table.js';
 
 export function formatStatus(s: StatusSnapshot): string {
@@ -40,9 +40,10 @@ export function formatStatus(s: StatusSnapshot): string {
 export async function statusCommand(o: { json?: boolean; socket?: string }): Promise<number> {
   const c = await HomidClient.connect(o.socket);
   try {
-    const s = (await c.status()) as unknown as StatusSnapshot & { ok?: boolean; id?: number };
-    delete s.ok;
-    delete s.id;
+    // the status without the response envelope (ok, id)
+    const { ok, id, ...s } = await c.status();
+    void ok;
+    void id;
     process.stdout.write(o.json ? `${JSON.stringify(s)}\n` : `${formatStatus(s)}\n`);
     return 0;
   } finally {

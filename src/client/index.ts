@@ -5,21 +5,49 @@
  * status, close. Closing the connection (or dying) gives every queue pair back.
  */
 import * as fs from 'node:fs';
-import { attachQueuePair, type AttachedQueuePair, type QueuePairGrant } from '../driver/attach.js';
+import { attachQueuePair, type AttachedQueuePair } from '../driver/attach.js';
 import { dataPointer } from '../driver/dptr.js';
 import { IpcClient } from '../ipc/client.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
+import { MEDIATED_FD_RING, MEDIATED_FD_SEGMENT, validateMediatedGrant, type MediatedQueueGrant } from '../ipc/mediated-grant.js';
+import { DEFAULT_SOCKET, type DeviceInfo, type ErrorResponse, type LeaseGrant, type OkResponse, type RequestType, type StatusResult } from '../ipc/messages.js';
+import type { RawQueueGrant } from '../ipc/raw-grant.js';
+import { WireFormatError } from '../ipc/validate.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 import { statusName } from '../nvme/status.js';
 import { mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
-import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../daemon/extent-table.js';
-import { DEFAULT_SOCKET } from '../daemon/config.js';
+import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../ipc/extent-table.js';
 import { MediatedQueuePair } from './mediated-queue.js';
 
 export { MediatedQueuePair } from './mediated-queue.js';
 
+/**
+ * Codes of failures that happen in this library rather than in homid (same style as the wire's codes, see
+ * src/ipc/errors.ts, and none of them on the wire). A HomidClientError carries one of these, or the code of
+ * homid's error response.
+ */
+export const ClientErrorCode = {
+  /** A mediated grant did not come with the descriptors it names. */
+  BadGrant: 'bad-grant',
+  /** The extent map stayed busy (homid kept rebuilding it). */
+  Busy: 'busy',
+  /** The mediated queue had no free slot. */
+  QueueFull: 'queue-full',
+  /** homid went away while a mediated command was in flight. */
+  HomidGone: 'homid-gone',
+  /** A mediated read did not complete in time. */
+  ReadTimeout: 'read-timeout',
+  /** A read completed with an error status. */
+  ReadFailed: 'read-failed',
+} as const;
+export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode];
+
 export class HomidClientError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    /** homid's error code (src/ipc/errors.ts), or a ClientErrorCode. */
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'HomidClientError';
   }
@@ -30,47 +58,11 @@ export interface RawLease {
   grantId: string;
   qid: number;
   qp: AttachedQueuePair;
-  grant: QueuePairGrant;
+  grant: RawQueueGrant;
 }
 
-export interface MediatedGrantInfo {
-  version: 2;
-  entries: number;
-  ringBytes: number;
-  dataBytes: number;
-  dataOffset: number;
-  segmentBytes: number;
-  nsid: number;
-  blockSize: number;
-  blocks: number;
-  maxTransferBytes: number;
-  write: boolean;
-  /** Direct completions: the hardware CQ (fd index, byte range, hardware queue id); null in relay mode. */
-  hwCq: { fd: number; offset: number; bytes: number; qid: number } | null;
-}
-
-function isCount(x: unknown): x is number {
-  return Number.isSafeInteger(x) && (x as number) >= 0;
-}
-
-/** Validate a mediated grant from homid before mapping anything it names. */
-function checkMediatedGrant(raw: unknown, fdCount: number): MediatedGrantInfo {
-  const g = raw as MediatedGrantInfo;
-  const bad = (why: string): never => {
-    throw new HomidClientError('bad-grant', `mediated grant from homid: ${why}`);
-  };
-  if (typeof g !== 'object' || g === null) bad('not an object');
-  if (g.version !== 2) bad(`unsupported version ${String(g.version)}`);
-  for (const k of ['entries', 'ringBytes', 'dataBytes', 'dataOffset', 'segmentBytes'] as const) if (!isCount(g[k])) bad(`${k} is not a count`);
-  if (fdCount < 2) bad(`expected at least 2 descriptors, got ${fdCount}`);
-  if (g.dataOffset + g.dataBytes > g.segmentBytes) bad('data buffer lies outside its segment');
-  if (g.hwCq !== null && g.hwCq !== undefined) {
-    const c = g.hwCq;
-    if (!isCount(c.fd) || c.fd < 1 || c.fd >= fdCount || !isCount(c.offset) || !isCount(c.bytes) || c.bytes < g.entries * 16) bad('bad hardware CQ region');
-    if (c.fd === 1 && c.offset + c.bytes > g.segmentBytes) bad('hardware CQ lies outside its segment');
-  }
-  return g;
-}
+/** A mediated grant as homid sends it (src/ipc/mediated-grant.ts). */
+export type MediatedGrantInfo = MediatedQueueGrant;
 
 /**
  * A mediated queue pair. Without a write grant, homid passes its data memory as a read-only descriptor and the
@@ -87,6 +79,17 @@ export interface MediatedLease {
 }
 
 export type Lease = RawLease | MediatedLease;
+
+/** What openQueuePairs asks for (the fields of the openQueuePair request). */
+export interface OpenOptions {
+  device: string;
+  nsid?: number;
+  depth: number;
+  count?: number;
+  mode?: 'raw' | 'mediated';
+  write?: boolean;
+  dataBytes?: number;
+}
 
 /** A published extent map: re-read it when `changed` (the generation moved). */
 export class ExtentMapHandle {
@@ -118,12 +121,10 @@ export class ExtentMapHandle {
   }
 }
 
-function check<T extends { ok: boolean }>(r: T): Extract<T, { ok: true }> {
-  if (!r.ok) {
-    const e = (r as unknown as { error: { code: string; message: string } }).error;
-    throw new HomidClientError(e.code, e.message);
-  }
-  return r as Extract<T, { ok: true }>;
+/** The result of a response, or HomidClientError with homid's code and message. */
+function check<T extends RequestType>(r: OkResponse<T> | ErrorResponse): OkResponse<T> {
+  if (r.ok === false) throw new HomidClientError(r.error.code, r.error.message);
+  return r;
 }
 
 export class HomidClient {
@@ -143,26 +144,30 @@ export class HomidClient {
     });
   }
 
-  static async connect(socket = process.env.HOMID_SOCKET ?? DEFAULT_SOCKET, opts: { client?: string } = {}): Promise<HomidClient & { session: number; raw: boolean }> {
+  static async connect(socket = process.env.HOMID_SOCKET ?? DEFAULT_SOCKET, opts: { client?: string } = {}): Promise<HomidClient & { session: number; raw: boolean; class: string }> {
     const ipc = await IpcClient.connect(socket);
     const c = new HomidClient(ipc);
     const { response } = await ipc.request({ type: 'hello', version: PROTOCOL_VERSION, client: opts.client ?? `pid ${process.pid}` });
-    const r = check(response) as Record<string, unknown>;
-    return Object.assign(c, { session: Number(r.session), raw: r.raw === true });
+    const r = check(response);
+    return Object.assign(c, { session: r.session, raw: r.raw, class: r.class });
   }
 
-  async listDevices(): Promise<Array<Record<string, unknown> & { device: string }>> {
+  async listDevices(): Promise<DeviceInfo[]> {
     const { response } = await this.ipc.request({ type: 'listDevices' });
-    return check(response).devices as Array<Record<string, unknown> & { device: string }>;
+    return check(response).devices;
   }
 
-  async status(): Promise<Record<string, unknown>> {
+  /** homid's status as this client may see it (root: everything, with the socket's accounting in `ipc`). */
+  async status(): Promise<StatusResult & { ok: true; id: number }> {
     const { response } = await this.ipc.request({ type: 'status' });
-    return check(response) as Record<string, unknown>;
+    return check(response);
   }
 
-  /** Open `count` queue pairs on `device`. */
-  async openQueuePairs(o: { device: string; nsid?: number; depth: number; count?: number; mode?: 'raw' | 'mediated'; write?: boolean; dataBytes?: number }): Promise<Lease[]> {
+  /** Open `count` queue pairs on `device` (raw unless `mode` says 'mediated'). */
+  async openQueuePairs(o: OpenOptions & { mode: 'mediated' }): Promise<MediatedLease[]>;
+  async openQueuePairs(o: OpenOptions & { mode?: 'raw' }): Promise<RawLease[]>;
+  async openQueuePairs(o: OpenOptions): Promise<Lease[]>;
+  async openQueuePairs(o: OpenOptions): Promise<Lease[]> {
     const { response, fds } = await this.ipc.request({
       type: 'openQueuePair',
       device: o.device,
@@ -174,29 +179,34 @@ export class HomidClient {
       ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
     });
     try {
-      const r = check(response) as Record<string, unknown>;
-      const grants = r.grants as Array<{ grantId: string; qid: number; mode: 'raw' | 'mediated'; grant: unknown; fdBase: number; fdCount: number }>;
-      return grants.map((g) => {
+      const r = check(response);
+      return r.grants.map((g: LeaseGrant): Lease => {
         const mine = fds.slice(g.fdBase, g.fdBase + g.fdCount);
         if (g.mode === 'raw') {
-          const qp = attachQueuePair(g.grant as QueuePairGrant, mine, { closeFds: false });
+          const qp = attachQueuePair(g.grant, mine, { closeFds: false });
           const lease = { mode: 'raw', grantId: g.grantId, qid: g.qid, grant: qp.grant, qp } satisfies RawLease;
           this.raws.add(lease);
           return lease;
         }
-        const gi = checkMediatedGrant(g.grant, mine.length);
+        let gi: MediatedQueueGrant;
+        try {
+          gi = validateMediatedGrant(g.grant, mine.length);
+        } catch (e) {
+          if (e instanceof WireFormatError) throw new HomidClientError(ClientErrorCode.BadGrant, `${e.message} (from homid)`);
+          throw e;
+        }
         const regions: ShmRegion[] = [];
         try {
-          const ring = mapShmFd(mine[0]!, gi.ringBytes);
+          const ring = mapShmFd(mine[MEDIATED_FD_RING]!, gi.ringBytes);
           regions.push(ring);
           // without a write grant homid passes a read-only descriptor: the data buffer and hardware CQ are read-only
-          const seg = mapShmFd(mine[1]!, gi.segmentBytes, { readOnly: !gi.write });
+          const seg = mapShmFd(mine[MEDIATED_FD_SEGMENT]!, gi.segmentBytes, { readOnly: !gi.write });
           regions.push(seg);
           const data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
           let hwCq: Uint8Array | null = null;
           if (gi.hwCq) {
             let cq = seg;
-            if (gi.hwCq.fd !== 1) {
+            if (gi.hwCq.fd !== MEDIATED_FD_SEGMENT) {
               cq = mapShmFd(mine[gi.hwCq.fd]!, gi.hwCq.offset + gi.hwCq.bytes, { readOnly: true });
               regions.push(cq);
             }
@@ -231,13 +241,13 @@ export class HomidClient {
   /** Resolve the extents of an open file (the descriptor travels by SCM_RIGHTS). */
   async resolveExtents(fd: number, device?: string): Promise<ExtentMapHandle> {
     const { response, fds } = await this.ipc.request({ type: 'resolveExtents', ...(device ? { device } : {}) }, [fd]);
-    const r = check(response) as Record<string, unknown>;
+    const r = check(response);
     let region: ShmRegion | null = null;
     if (fds.length === 1) {
-      region = mapShmFd(fds[0]!, Number(r.tableBytes), { readOnly: true, ownFd: true });
+      region = mapShmFd(fds[0]!, r.tableBytes, { readOnly: true, ownFd: true });
     }
-    const first = region ? readExtentTable(new Uint8Array(region.buffer)) : { generation: Number(r.generation), valid: true, size: Number(r.size), ino: 0, dev: 0, extents: r.extents as ExtentSnapshot['extents'] };
-    return new ExtentMapHandle(Number(r.fileId), String(r.device), region, first);
+    const first: ExtentSnapshot = region ? readExtentTable(new Uint8Array(region.buffer)) : { generation: r.generation, valid: true, size: r.size, ino: 0, dev: 0, extents: r.extents };
+    return new ExtentMapHandle(r.fileId, r.device, region, first);
   }
 
   /**
@@ -258,15 +268,16 @@ export class HomidClient {
         await new Promise((r) => setTimeout(r, 5));
         snap = map.read();
       }
-      if (!snap) throw new HomidClientError('busy', 'the extent map stayed busy');
+      if (!snap) throw new HomidClientError(ClientErrorCode.Busy, 'the extent map stayed busy');
       return await readThrough(lease, snap);
     } finally {
       map.close();
     }
   }
 
+  /** Close the connection (homid reclaims every lease). */
   close(): void {
-    this.ipc.close();
+    void this.ipc.close();
   }
 }
 
@@ -301,17 +312,17 @@ export async function readThrough(lease: Lease, snap: ExtentSnapshot): Promise<U
       }
     } else {
       const q = lease.qp;
-      if (q.submitIo(NvmOpcode.Read, nsid, io.lba, io.nlb, 0, 0, 0) < 0) throw new HomidClientError('queue-full', 'mediated queue full');
+      if (q.submitIo(NvmOpcode.Read, nsid, io.lba, io.nlb, 0, 0, 0) < 0) throw new HomidClientError(ClientErrorCode.QueueFull, 'mediated queue full');
       q.ring();
       const t0 = Date.now();
       while (q.poll((_t, s) => (status = s)) === 0) {
-        if (q.abandoned !== null) throw new HomidClientError('homid-gone', `mediated read of LBA ${io.lba}: ${q.abandoned}`);
-        if (Date.now() - t0 > 10_000) throw new HomidClientError('timeout', 'mediated read timed out');
+        if (q.abandoned !== null) throw new HomidClientError(ClientErrorCode.HomidGone, `mediated read of LBA ${io.lba}: ${q.abandoned}`);
+        if (Date.now() - t0 > 10_000) throw new HomidClientError(ClientErrorCode.ReadTimeout, 'mediated read timed out');
         await new Promise((r) => setImmediate(r));
       }
       bytes = q.data.slice(0, io.nlb * bs);
     }
-    if (status !== 0) throw new HomidClientError('io', `read of LBA ${io.lba} failed: ${statusName(status)} (status 0x${status.toString(16)})`);
+    if (status !== 0) throw new HomidClientError(ClientErrorCode.ReadFailed, `read of LBA ${io.lba} failed: ${statusName(status)} (status 0x${status.toString(16)})`);
     const n = Math.min(bytes.length, snap.size - io.fileOff);
     out.set(bytes.subarray(0, n), io.fileOff);
   }

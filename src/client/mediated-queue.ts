@@ -14,8 +14,8 @@ import { CQE_CID_MASK, CQE_DWORDS, CQE_DW_RESULT, CQE_DW_SQ, CQE_DW_STATUS, CQE_
 import { CqReader, SqWriter } from '../nvme/ring.js';
 import { writeIoSqe, sqeCdw0 } from '../nvme/sqe.js';
 import { HOST_CAUSE_SHIFT, STATUS_DISCONNECTED, STATUS_FIELD_MASK } from '../nvme/status.js';
-import type { CompletionHandler } from '../driver/queue-pair.js';
-import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_CQE_DW_HOST, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../daemon/mediated-ring.js';
+import type { CompletionHandler, QueueContract } from '../queue/contract.js';
+import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_CQE_DW_HOST, RING_FLAG_DIRECT_CQ, RING_STATE_REVOKED, openRing, type RingViews } from '../ipc/mediated-ring.js';
 
 /**
  * The status every command still in flight completes with once homid is gone (the connection closed: homid
@@ -24,7 +24,7 @@ import { H_CQ_HEAD, H_FLAGS, H_HWCQ_HEAD, H_HW_QID, H_SQ_HEAD, H_SQ_TAIL, H_STAT
  */
 export const STATUS_HOMID_GONE = STATUS_DISCONNECTED;
 
-export class MediatedQueuePair {
+export class MediatedQueuePair implements QueueContract {
   readonly entries: number;
   readonly capacity: number;
   readonly stats = { submitted: 0, completed: 0, direct: 0, malformed: 0 };
@@ -121,7 +121,7 @@ export class MediatedQueuePair {
 
   /** Publish the SQ tail to homid. */
   ring(): void {
-    this.sq.publish(this.v.header, H_SQ_TAIL);
+    this.sq.publishTo(this.v.header, H_SQ_TAIL);
   }
 
   /** Reap completions: onComplete(tag, completion status, DW0). */
@@ -146,7 +146,7 @@ export class MediatedQueuePair {
       const status = (d3 >>> CQE_STATUS_SHIFT) | ((dw[at + RING_CQE_DW_HOST]! & STATUS_FIELD_MASK) << HOST_CAUSE_SHIFT);
       this.finish(cid, status, dw[at + CQE_DW_RESULT]!, onComplete);
     }
-    if (consumed > 0) cq.publish(this.v.header, H_CQ_HEAD);
+    if (consumed > 0) cq.publishTo(this.v.header, H_CQ_HEAD);
     if (this.hwCq !== null && n < max && this.outstandingCount > 0) n += this.pollDirect(onComplete, max - n);
     return n;
   }
@@ -197,10 +197,10 @@ export class MediatedQueuePair {
       this.stats.direct++;
       // publish the head before the CID is freed: the handler may reuse it at once, and homid refuses a CID it
       // still counts in flight (Command ID Conflict) unless this head is visible by the time the new SQE is
-      cq.publish(header, H_HWCQ_HEAD);
+      cq.publishTo(header, H_HWCQ_HEAD);
       this.finish(cid, d3 >>> CQE_STATUS_SHIFT, dw[at + CQE_DW_RESULT]!, onComplete);
     }
-    if (consumed > 0) cq.publish(header, H_HWCQ_HEAD);
+    if (consumed > 0) cq.publishTo(header, H_HWCQ_HEAD);
     return n;
   }
 }

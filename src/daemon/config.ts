@@ -59,8 +59,10 @@ import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseDeviceUri } from '../device/uri.js';
 import type { IpcLimits } from '../ipc/limits.js';
+import { DEFAULT_SOCKET } from '../ipc/messages.js';
 
-export const DEFAULT_SOCKET = '/run/homi/homid.sock';
+/** Where homid listens by default (the wire's well-known address, src/ipc/messages.ts). */
+export { DEFAULT_SOCKET };
 export const DEFAULT_CONFIG_PATH = '/etc/homi/homid.toml';
 
 export class ConfigError extends Error {

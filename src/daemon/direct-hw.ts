@@ -14,18 +14,14 @@
  * gives) and a CqReader that is never used to reap here, only to check and follow the client's claims.
  */
 import type { RemoteQueuePair } from '../driver/controller.js';
-import type { WakeFn } from '../driver/queue-pair.js';
 import { CQE_CID_MASK, CQE_DWORDS, CQE_DW_STATUS } from '../nvme/cqe.js';
-import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
 import { CqReader, SqWriter } from '../nvme/ring.js';
 import { SQE_DWORDS, writeIoSqe } from '../nvme/sqe.js';
-import { wakeDevice } from '../transport/transport.js';
+import type { QueueNotifier } from '../transport/transport.js';
 
-
+/** Where the hardware queue's doorbells are rung: the transport (its notifier for the queue's qid). */
 export interface DirectHost {
-  readonly doorbells: Int32Array;
-  readonly wake: Int32Array | null;
-  readonly wakeFn?: WakeFn;
+  notifier(qid: number): QueueNotifier;
 }
 
 export class DirectHwQueue {
@@ -37,11 +33,7 @@ export class DirectHwQueue {
   private readonly sq: SqWriter;
   /** The CQ as far as the client's verified claims took it. */
   private readonly cq: CqReader;
-  private readonly doorbells: Int32Array;
-  private readonly wake: Int32Array | null;
-  private readonly wakeFn: WakeFn;
-  private readonly sqDoorbell: number;
-  private readonly cqDoorbell: number;
+  private readonly notify: QueueNotifier;
   /** Commands submitted whose completion the client has not acknowledged. */
   outstanding = 0;
 
@@ -51,11 +43,7 @@ export class DirectHwQueue {
     this.capacity = remote.entries - 1;
     this.sq = new SqWriter(new Uint32Array(remote.sq.bytes.buffer, remote.sq.bytes.byteOffset, remote.entries * SQE_DWORDS), remote.entries);
     this.cq = new CqReader(new Uint32Array(remote.cq.bytes.buffer, remote.cq.bytes.byteOffset, remote.entries * CQE_DWORDS), remote.entries);
-    this.doorbells = host.doorbells;
-    this.wake = host.wake;
-    this.wakeFn = host.wakeFn ?? wakeDevice;
-    this.sqDoorbell = (sqTailDoorbellOffset(remote.qid, remote.doorbellStride) - REG_DOORBELL_BASE) >>> 2;
-    this.cqDoorbell = (cqHeadDoorbellOffset(remote.qid, remote.doorbellStride) - REG_DOORBELL_BASE) >>> 2;
+    this.notify = host.notifier(remote.qid);
   }
 
   get live(): boolean {
@@ -81,7 +69,8 @@ export class DirectHwQueue {
 
   /** Publish the SQEs written since the last ring. */
   ring(): void {
-    if (this.sq.publish(this.doorbells, this.sqDoorbell)) this.wakeFn(this.wake);
+    const tail = this.sq.publish();
+    if (tail >= 0) this.notify.sqTail(tail);
   }
 
   /**
@@ -120,8 +109,7 @@ export class DirectHwQueue {
     cq.advanceTo(head);
     this.outstanding -= n;
     this.stats.acknowledged += n;
-    cq.publish(this.doorbells, this.cqDoorbell);
-    this.wakeFn(this.wake);
+    this.notify.cqHead(cq.publish());
     return n;
   }
 }

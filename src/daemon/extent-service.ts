@@ -42,7 +42,7 @@ import { fdStatusFlags, O_ACCMODE, O_APPEND, O_PATH, O_RDONLY, O_RDWR, O_WRONLY 
 import { closeFd, dupCloexec } from '../sys/socket.js';
 import { METADATA_NSID, type DeviceEntry } from './registry.js';
 import { HomidError } from './errors.js';
-import { ExtentTableWriter, extentTableBytes } from './extent-table.js';
+import { ExtentTableWriter, extentTableBytes } from '../ipc/extent-table.js';
 import { CH_DATA_BYTES, type ResolveJob } from './resolve-protocol.js';
 import { ResolverPool } from './resolver.js';
 import type { RegionProvider, SharedRegion } from './shared-region.js';

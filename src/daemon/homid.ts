@@ -3,17 +3,27 @@
  * mediated queues, the extent service and the status snapshot. The IPC server (server.ts) maps messages
  * onto these methods; tests drive them directly.
  *
- * Leases: every queue pair a client holds is a lease tied to its session. When the session ends (the client
- * closed, crashed or was killed: the socket closes), homid stops the queues: Delete I/O SQ (the controller
- * aborts what is outstanding), Delete I/O CQ, and frees their memory. Queue ids and memory are reused.
+ * Leases: every queue pair a client holds is a lease tied to its session. Each kind (raw, mediated) is a module
+ * of leases/ that makes the lease and implements LeaseOps; homid checks budgets, registers the lease and
+ * handles it through those operations only. When the session ends (the client closed, crashed or was killed:
+ * the socket closes), homid stops the queues: revoke, Delete I/O SQ (the controller aborts what is
+ * outstanding), Delete I/O CQ, and frees their memory. Queue ids and memory are reused.
  */
 import { pino } from 'pino';
-import { provisionQueuePair, type ProvisionedQueuePair } from '../driver/attach.js';
-import { InvalidArgumentError } from '../driver/errors.js';
-import { DmaAllocationError } from '../mem/dma.js';
-import { HugepageError } from '../mem/hugepage.js';
-import type { ExportedMemory } from '../transport/transport.js';
-import { closeFd, openReadOnly } from '../sys/shm.js';
+import { toLbaRanges } from '../extents/types.js';
+import { readExtentTable } from '../ipc/extent-table.js';
+import type { DeviceStatus, LeaseStatus, StatusSnapshot } from '../ipc/messages.js';
+import type { HomidConfig, ClassConfig } from './config.js';
+import { HomidError } from './errors.js';
+import { ExtentService, type ExtentEntry } from './extent-service.js';
+import { createMediatedLease, createRawLease, type Lease, type LeaseContext, type LiveDevice, type MediatedLease, type RawLease } from './leases/index.js';
+import { MediatedPoller, type DeniedCommand } from './mediated.js';
+import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
+import { DeviceRegistry, type TransportOpener } from './registry.js';
+import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
+
+export type { StatusSnapshot } from '../ipc/messages.js';
+export type { Lease, MediatedLease, RawLease } from './leases/index.js';
 
 /** The slice of a pino logger homid uses. */
 export interface HomidLogger {
@@ -22,20 +32,6 @@ export interface HomidLogger {
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
 }
-import type { DmaBuffer } from '../mem/dma.js';
-import type { QueuePair } from '../driver/queue-pair.js';
-import { toLbaRanges } from '../extents/types.js';
-import type { HomidConfig, ClassConfig } from './config.js';
-import { HomidError } from './errors.js';
-import { ExtentService, type ExtentEntry } from './extent-service.js';
-import { readExtentTable } from './extent-table.js';
-import { DirectHwQueue } from './direct-hw.js';
-import { CQE_SIZE, SQE_SIZE } from '../nvme/registers.js';
-import { LbaSet, MediatedPoller, MediatedQueue, type DeniedCommand, type MediatedGrant } from './mediated.js';
-import { ringBytes } from './mediated-ring.js';
-import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
-import { DeviceRegistry, type DeviceEntry, type TransportOpener } from './registry.js';
-import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
 
 export const HOMID_VERSION = '0.1.0';
 const DEFAULT_DATA_BYTES = 1 << 20;
@@ -51,69 +47,6 @@ export interface OpenQueuePairsRequest {
   write?: boolean;
   /** Mediated: size of the data buffer (default 1 MiB). */
   dataBytes?: number;
-}
-
-/** What a raw lease hands the client, and how homid takes it back. */
-export interface RawQueue {
-  qid: number;
-  /** Set when homid itself holds the QueuePair object (in-process clients, tests). */
-  qp: QueuePair | null;
-  /** Plain-JSON grant for the client (attachQueuePair), or null in process. */
-  grant: unknown;
-  fds: number[];
-  /** Abort known commands, Delete I/O SQ, Delete I/O CQ, free the memory. */
-  reclaim(): Promise<void>;
-}
-
-/**
- * Raw queues over memory another process maps, on any transport that can export queues (driver/attach.ts):
- * a memfd-mode embedded controller, or a PCIe controller (vfio: a memfd in the IOMMU; uio: a hugetlb memfd at its
- * physical address). Null when the transport cannot (an embedded controller over SharedArrayBuffers: in-process
- * only). Failures to get memory become typed refusals.
- */
-async function provisionRaw(dev: LiveDevice, depth: number, nsid: number, dataBytes: number, name: string): Promise<RawQueue | null> {
-  const x = dev.transport.queueExporter?.() ?? null;
-  if (x === null) return null;
-  let p: ProvisionedQueuePair;
-  try {
-    p = await provisionQueuePair(dev.controller, x, { entries: depth, nsid, dataBytes, name });
-  } catch (e) {
-    const m = (e as Error).message;
-    if (e instanceof HugepageError) throw new HomidError('no-hugepages', `device '${dev.config.name}': ${m}`);
-    if (e instanceof DmaAllocationError) throw new HomidError('no-memory', `device '${dev.config.name}': ${m}`);
-    if (e instanceof InvalidArgumentError && / exceed the /.test(m)) throw new HomidError('bad-request', `device '${dev.config.name}': ${m}; ask for less dataBytes or depth`);
-    throw e;
-  }
-  return { qid: p.grant.qid, qp: null, grant: p.grant, fds: p.fds, reclaim: () => p.reclaim() };
-}
-
-type LiveDevice = ReturnType<DeviceRegistry['live']>;
-
-export interface Lease {
-  readonly id: number;
-  readonly session: ClientSession;
-  readonly device: string;
-  readonly mode: 'raw' | 'mediated';
-  readonly nsid: number;
-  readonly depth: number;
-  /** The hardware queue pair when homid drives it (mediated, or raw in process); null for a remote raw queue. */
-  readonly qp: QueuePair | null;
-  readonly qid: number;
-  reclaimQueue: () => Promise<void>;
-  readonly createdAt: number;
-  mediated: MediatedQueue | null;
-  ring: SharedRegion | null;
-  data: DmaBuffer | null;
-  /** Mediated, direct mode: the hardware CQ the client reaps (in-process view); null otherwise. */
-  hwCq: DmaBuffer | null;
-  /** Raw: what the client needs to drive the queue (from the RawQueueFactory), and fds to pass. */
-  grant: unknown;
-  fds: number[];
-  /** Mediated: frees homid's memory of the lease (ring, data buffer or exported region, hardware SQ) after the
-   * queues are deleted. Null for raw leases, whose reclaimQueue releases their memory. */
-  releaseExtra: (() => void) | null;
-  /** Why the hardware queue is gone (a controller reset or removal destroyed it), or null. */
-  lost: string | null;
 }
 
 export interface FileGrant {
@@ -189,7 +122,7 @@ export class Homid {
       id = identify(peer);
     } catch (e) {
       this.counters.refusals++;
-      this.log.warn({ pid: peer.pid, uid: peer.uid, code: (e as HomidError).code }, (e as Error).message);
+      this.log.warn({ pid: peer.pid, uid: peer.uid, code: e instanceof HomidError ? e.code : undefined }, e instanceof Error ? e.message : String(e));
       throw e;
     }
     const s = new ClientSession(this.nextSession++, peer, classFor(this.config, id), mayHoldRaw(this.config, id));
@@ -204,7 +137,7 @@ export class Homid {
     if (s.closed) return;
     s.closed = true;
     const leases = [...s.leases.values()];
-    for (const l of leases) await this.reclaim(l);
+    for (const l of leases) await this.reclaim(s, l);
     for (const f of [...s.files.values()]) this.dropFile(s, f);
     this.sessions.delete(s.id);
     this.log.info({ client: s.id, pid: s.peer.pid, reclaimed: leases.length }, 'client disconnected; its queues were reclaimed');
@@ -218,7 +151,7 @@ export class Homid {
 
   // ---------------------------------------------------------------- devices
 
-  listDevices(): { name: string; uri: string; state: string; error: string | null; model: string | null; serial: string | null; namespaces: { nsid: number; blockSize: number; blocks: number }[]; maxQueuePairs: number; queuePairsInUse: number; extents: string }[] {
+  listDevices(): DeviceStatus[] {
     return [...this.registry.devices.values()].map((d) => ({
       name: d.config.name,
       uri: d.config.uri,
@@ -241,7 +174,10 @@ export class Homid {
     return n;
   }
 
-  /** Open `count` queue pairs (all or none). */
+  /** Open `count` queue pairs (all or none): leases of the kind `mode` names (raw by default). */
+  async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode: 'mediated' }): Promise<MediatedLease[]>;
+  async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode?: 'raw' }): Promise<RawLease[]>;
+  async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]> {
     if (s.closed) throw new HomidError('closed', 'the session is closed');
     const count = req.count ?? 1;
@@ -254,11 +190,12 @@ export class Homid {
     }
     if (mode === 'raw' && !s.raw) this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold raw queues (config [raw] users/groups); ask for mode 'mediated'`));
     if (mode === 'mediated' && req.write && !k.write) this.refuse(s, new HomidError('write-denied', `class '${k.name}' does not grant writes on mediated queues`));
-    let dev: ReturnType<DeviceRegistry['live']>;
+    let dev: LiveDevice;
     try {
       dev = this.registry.live(req.device);
     } catch (e) {
-      this.refuse(s, e as HomidError);
+      if (e instanceof HomidError) this.refuse(s, e);
+      throw e;
     }
     const c = dev.controller;
     if (req.depth > c.cap.maxQueueEntries) this.refuse(s, new HomidError('bad-depth', `depth ${req.depth} exceeds the controller's ${c.cap.maxQueueEntries} entries (CAP.MQES + 1)`));
@@ -283,7 +220,7 @@ export class Homid {
     try {
       for (let i = 0; i < count; i++) made.push(await this.createLease(s, dev, mode, nsid, req));
     } catch (e) {
-      for (const l of made) await this.reclaim(l).catch(() => undefined);
+      for (const l of made) await this.reclaim(s, l).catch(() => undefined);
       if (e instanceof HomidError) this.refuse(s, e);
       throw e;
     } finally {
@@ -292,7 +229,7 @@ export class Homid {
     }
     if (s.closed) {
       // the client went away while we were creating its queues
-      for (const l of made) await this.reclaim(l).catch(() => undefined);
+      for (const l of made) await this.reclaim(s, l).catch(() => undefined);
       throw new HomidError('closed', 'the session closed while its queue pairs were being created');
     }
     return made;
@@ -320,143 +257,36 @@ export class Homid {
     return this.deviceReserved.get(device) ?? 0;
   }
 
-  private async createLease(s: ClientSession, dev: ReturnType<DeviceRegistry['live']>, mode: 'raw' | 'mediated', nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
-    const c = dev.controller;
-    const base = { id: this.nextLease++, session: s, device: dev.config.name, mode, nsid, depth: req.depth, createdAt: Date.now() };
+  /** One lease of kind `mode`, registered in the session and serving. */
+  private async createLease(s: ClientSession, dev: LiveDevice, mode: 'raw' | 'mediated', nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
     const dataBytes = req.dataBytes ?? DEFAULT_DATA_BYTES;
     if (!Number.isInteger(dataBytes) || dataBytes < 4096 || dataBytes > MAX_DATA_BYTES) {
       throw new HomidError('bad-request', `dataBytes must be an integer in 4096..${MAX_DATA_BYTES}, got ${dataBytes}`);
     }
-    if (mode === 'raw') {
-      const made = await this.serial(dev.config.name, async (): Promise<RawQueue> => {
-        const remote = await provisionRaw(dev, req.depth, nsid, dataBytes, `homid-${s.id}-${base.id}`);
-        if (remote) return remote;
-        const qp = await c.createQueuePair({ entries: req.depth, timeoutMs: 0 });
-        return { qid: qp.qid, qp, grant: null, fds: [], reclaim: () => c.deleteQueuePair(qp) };
-      });
-      const lease: Lease = { ...base, qp: made.qp, qid: made.qid, reclaimQueue: made.reclaim, mediated: null, ring: null, data: null, hwCq: null, grant: made.grant, fds: made.fds, releaseExtra: null, lost: null };
-      s.leases.set(lease.id, lease);
-      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
-      return lease;
-    }
-    const ns = c.namespaces.find((n) => n.nsid === nsid)!;
-    const t = dev.transport;
-    const dma = t.dma;
-    const page = dma.pageSize;
-    const name = `homid-mq-${s.id}-${base.id}`;
-    // Direct completions wherever the transport can export memory to another process (a memfd embedded
-    // controller, PCIe through vfio or uio): the data buffer and the hardware CQ share one exported region the
-    // client maps; the hardware SQ and the PRP lists stay in homid's own memory, which no client sees.
-    // Otherwise (an embedded controller over SharedArrayBuffers: in-process clients only) homid relays.
-    const x = t.queueExporter?.() ?? null;
-    const dataPart = Math.ceil(dataBytes / page) * page;
-    const cqPart = Math.ceil((req.depth * CQE_SIZE) / page) * page;
-    let exported: ExportedMemory | null = null;
-    /** Without a write grant the client gets a read-only descriptor of the exported memory (openReadOnly). */
-    let clientFd: number | null = null;
-    let hwSq: DmaBuffer | null = null;
-    let direct: DirectHwQueue | null = null;
-    let qp: QueuePair | null = null;
-    let data: DmaBuffer | null = null;
-    let ring: SharedRegion | null = null;
-    const releaseMemory = (): void => {
-      ring?.close();
-      if (clientFd !== null) closeFd(clientFd);
-      clientFd = null;
-      if (exported) exported.release();
-      else if (data) dma.free(data);
-      if (hwSq) dma.free(hwSq);
+    const device = dev.config.name;
+    const ctx: LeaseContext = {
+      id: this.nextLease++,
+      client: s.id,
+      uid: s.peer.uid,
+      dev,
+      nsid,
+      depth: req.depth,
+      dataBytes,
+      write: req.write === true,
+      serial: (fn) => this.serial(device, fn),
+      regions: this.regions,
+      onDenied: (d) => this.onDenied(s, d),
     };
-    try {
-      if (x) {
-        if (req.write === true && !x.writableExportSafe && s.peer.uid !== 0) {
-          throw new HomidError('write-denied', `device '${dev.config.name}' (${x.kind}): mediated writes need a data buffer the client can write, and on this transport a client could release that memory under the device (a hugetlb hole punch); only root gets one here: use vfio, or ask without write`);
-        }
-        if (dataPart + cqPart > x.maxExportBytes) {
-          throw new HomidError('bad-request', `device '${dev.config.name}': a mediated queue of depth ${req.depth} with ${dataPart} bytes of data needs ${dataPart + cqPart} bytes of exported memory; this transport (${x.kind}) exports at most ${x.maxExportBytes}: ask for less dataBytes or depth`);
-        }
-        try {
-          exported = x.exportMemory(dataPart + cqPart, name);
-        } catch (e) {
-          const m = (e as Error).message;
-          if (e instanceof HugepageError) throw new HomidError('no-hugepages', `device '${dev.config.name}': ${m}`);
-          if (e instanceof DmaAllocationError) throw new HomidError('no-memory', `device '${dev.config.name}': ${m}`);
-          throw e;
-        }
-        const mem = exported;
-        if (req.write !== true) clientFd = openReadOnly(mem.fd);
-        data = { iova: mem.iova, size: dataPart, bytes: mem.view.subarray(0, dataPart) };
-        const cq: DmaBuffer = { iova: mem.iova + dataPart, size: cqPart, bytes: mem.view.subarray(dataPart, dataPart + cqPart) };
-        const sq = (hwSq = dma.alloc(Math.ceil((req.depth * SQE_SIZE) / page) * page, page));
-        const remote = await this.serial(dev.config.name, () => c.createQueuePairOn({ sq, cq }, { entries: req.depth }));
-        direct = new DirectHwQueue(t, remote);
-      } else {
-        data = dma.alloc(dataPart, page);
-        qp = await this.serial(dev.config.name, () => c.createQueuePair({ entries: req.depth, timeoutMs: 0 }));
-      }
-    } catch (e) {
-      releaseMemory();
-      throw e;
+    const lease = mode === 'raw' ? await createRawLease(ctx) : await createMediatedLease(ctx, this.poller);
+    s.leases.set(lease.id, lease);
+    this.recomputeGrant(s, lease);
+    lease.start();
+    if (lease.kind === 'mediated') {
+      this.log.info({ client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode, write: lease.grant.write, completions: lease.hwCq !== null ? 'direct' : 'relayed' }, 'mediated queue pair granted');
+    } else {
+      this.log.info({ client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
     }
-    const hw = direct ?? qp!;
-    const hwQid = hw.qid;
-    const deleteHw = async (): Promise<void> => {
-      if (direct) {
-        if (direct.remote.state === 'live') await c.deleteQueuePair(direct.remote);
-      } else await c.deleteQueuePair(qp!);
-    };
-    try {
-      ring = this.regions.create(ringBytes(req.depth), name);
-      const grant: MediatedGrant = {
-        nsid,
-        lbaSize: ns.blockSize,
-        maxTransfer: c.identity.mdts > 0 ? Math.min(c.identity.mdts, page * (page / 8)) : page * (page / 8),
-        write: req.write === true,
-        readable: new LbaSet(),
-        writable: new LbaSet(),
-      };
-      const mq = new MediatedQueue({ id: base.id, entries: req.depth, ring, data, hw, dma, grant, onDenied: (d) => this.onDenied(s, d) });
-      const mem = exported;
-      const grantJson = {
-        version: 2,
-        entries: req.depth,
-        ringBytes: ring.size,
-        dataBytes: data.size,
-        dataOffset: 0,
-        segmentBytes: mem ? mem.bytes : 0,
-        // direct mode: the hardware CQ follows the data buffer in the same region (read it, never write it)
-        hwCq: mem ? { fd: 1, offset: dataPart, bytes: cqPart, qid: hwQid } : null,
-        nsid,
-        blockSize: ns.blockSize,
-        blocks: ns.blocks,
-        maxTransferBytes: grant.maxTransfer,
-        write: grant.write,
-      };
-      const lease: Lease = {
-        ...base,
-        qp,
-        qid: hwQid,
-        reclaimQueue: deleteHw,
-        mediated: mq,
-        ring,
-        data,
-        hwCq: direct ? direct.remote.cq : null,
-        grant: grantJson,
-        // over the socket a client needs the ring and the exported region; in process it uses the views
-        fds: ring.fd !== null && mem ? [ring.fd, clientFd ?? mem.fd] : [],
-        releaseExtra: releaseMemory,
-        lost: null,
-      };
-      s.leases.set(lease.id, lease);
-      this.recomputeGrant(s, lease);
-      this.poller.add(mq);
-      this.log.info({ client: s.id, lease: lease.id, device: lease.device, qid: lease.qid, depth: req.depth, mode, write: grant.write, completions: direct ? 'direct' : 'relayed' }, 'mediated queue pair granted');
-      return lease;
-    } catch (e) {
-      await this.serial(dev.config.name, deleteHw).catch(() => undefined);
-      releaseMemory();
-      throw e;
-    }
+    return lease;
   }
 
   /**
@@ -468,7 +298,7 @@ export class Homid {
   private onQueueLost(device: string, qid: number, reason: string): void {
     for (const s of this.sessions.values()) {
       for (const l of s.leases.values()) {
-        if (l.device !== device || l.qid !== qid || l.lost !== null || l.qp !== null) continue;
+        if (l.device !== device || l.qid !== qid || l.lost !== null || !l.lostWithController) continue;
         l.lost = reason;
         this.counters.lostQueuePairs++;
         this.log.warn({ client: s.id, pid: s.peer.pid, lease: l.id, device, qid, reason }, 'a leased queue pair was destroyed with the controller; the client must close it and open another');
@@ -487,26 +317,22 @@ export class Homid {
   async closeQueuePair(s: ClientSession, leaseId: number): Promise<void> {
     const l = s.leases.get(leaseId);
     if (!l) throw new HomidError('no-lease', `client ${s.id} holds no queue pair lease ${leaseId}`);
-    await this.reclaim(l);
+    await this.reclaim(s, l);
   }
 
-  /** Stop a lease's queues: Delete SQ (the controller aborts what is outstanding), Delete CQ, free memory. */
-  private async reclaim(l: Lease): Promise<void> {
-    if (!l.session.leases.delete(l.id)) return;
-    if (l.mediated) {
-      l.mediated.revoke();
-      this.poller.remove(l.mediated);
-    }
+  /** Stop a lease's queues: revoke, Delete SQ (the controller aborts what is outstanding), Delete CQ, free memory. */
+  private async reclaim(s: ClientSession, l: Lease): Promise<void> {
+    if (!s.leases.delete(l.id)) return;
+    l.revoke();
     const dev = this.registry.devices.get(l.device);
     try {
-      if (dev?.controller && dev.state === 'live') await this.serial(l.device, () => l.reclaimQueue());
+      if (dev?.controller && dev.state === 'live') await this.serial(l.device, () => l.deleteQueues());
     } catch (e) {
       this.log.error({ lease: l.id, qid: l.qid, err: (e as Error).message }, 'deleting a reclaimed queue pair failed');
     }
-    l.mediated?.free();
-    l.releaseExtra?.();
+    l.release();
     this.counters.reclaimedQueuePairs++;
-    this.log.info({ client: l.session.id, lease: l.id, device: l.device, qid: l.qid }, 'queue pair reclaimed');
+    this.log.info({ client: s.id, lease: l.id, device: l.device, qid: l.qid }, 'queue pair reclaimed');
   }
 
   // ---------------------------------------------------------------- files and extents
@@ -598,8 +424,8 @@ export class Homid {
    * descriptor allowed writes, less shared extents (reflinked blocks belong to other files too).
    */
   private recomputeGrant(s: ClientSession, l: Lease): void {
+    if (l.kind !== 'mediated') return;
     const mq = l.mediated;
-    if (!mq) return;
     const readable: { lba: number; count: number }[] = [];
     const writable: { lba: number; count: number }[] = [];
     for (const f of s.files.values()) {
@@ -637,16 +463,12 @@ export class Homid {
         lease: l.id,
         device: l.device,
         qid: l.qid,
-        mode: l.mode,
+        mode: l.kind,
         nsid: l.nsid,
         depth: l.depth,
         lost: l.lost,
-        io: (l.mediated
-          ? { submitted: l.mediated.stats.submitted, forwarded: l.mediated.stats.forwarded, denied: l.mediated.stats.denied, completed: l.mediated.stats.completed }
-          : l.qp
-            ? { submitted: l.qp.stats.submitted, completed: l.qp.stats.completed }
-            : null) as Record<string, number> | null,
-      })),
+        io: l.io(),
+      }) satisfies LeaseStatus),
     }));
     const extents = [...this.extents.entries.values()].filter((e) => all || held.has(e)).map((e) => {
       let generation = 0;
@@ -676,23 +498,4 @@ export class Homid {
     await this.extents.closeAll();
     await this.registry.close();
   }
-}
-
-export interface StatusSnapshot {
-  version: string;
-  pid: number;
-  uptimeS: number;
-  devices: ReturnType<Homid['listDevices']>;
-  classes: { name: string; queuePairs: number; perClient: number; held: number }[];
-  clients: {
-    id: number;
-    pid: number;
-    uid: number;
-    class: string;
-    raw: boolean;
-    files: number;
-    queuePairs: { lease: number; device: string; qid: number; mode: string; nsid: number; depth: number; lost: string | null; io: Record<string, number> | null }[];
-  }[];
-  extents: { device: string; path: string; ino: number; size: number; extents: number; generation: number; holders: number; refreshes: number; error: string | null }[];
-  counters: Homid['counters'];
 }

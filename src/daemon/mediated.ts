@@ -22,7 +22,7 @@ import { SQE_CID_SHIFT, SQE_DW_CDW0, SQE_DW_CDW10, SQE_DW_CDW11, SQE_DW_CDW12, S
 import { GenericStatus, HOST_CAUSE_SHIFT, STATUS_FIELD_MASK, Sct } from '../nvme/status.js';
 import type { QueuePair } from '../driver/queue-pair.js';
 import type { DirectHwQueue } from './direct-hw.js';
-import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from './mediated-ring.js';
+import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_HEAD, H_SQ_TAIL, H_STATE, RING_STATE_REVOKED, initRing, type RingViews } from '../ipc/mediated-ring.js';
 import type { SharedRegion } from './shared-region.js';
 
 /** SCT 2 (Media and Data Integrity Errors) / SC 86h: Access Denied. */
@@ -246,7 +246,7 @@ export class MediatedQueue {
       this.check(d0, nsid, off, slba, nlb);
     }
     if (consumed > 0) {
-      sq.publish(h, H_SQ_HEAD);
+      sq.publishTo(h, H_SQ_HEAD);
       if (direct) direct.ring();
       else this.hw!.ring();
       n += consumed;

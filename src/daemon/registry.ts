@@ -1,5 +1,6 @@
 /**
- * The devices homid serves: each configured device is brought up through the driver core (Controller.open).
+ * The devices homid serves: each configured device is opened and brought up with openController
+ * (src/device/controller.ts).
  * A device that fails to come up is kept in the registry as 'failed' with its error (reported by status);
  * the others are served. homid keeps every admin queue to itself.
  *
@@ -9,10 +10,10 @@
  * device, the image file itself (the same bytes: the embedded controller reads and writes the file with
  * pread/pwrite; reading it directly is 2 to 4 times faster, measured, and needs no queue pair).
  */
-import { emuOptionsFor, openDevice } from '../device/open.js';
-import { openEmu } from '../transport/emu.js';
+import { openController, type OpenedController } from '../device/controller.js';
+import { openDevice } from '../device/open.js';
 import { parseDeviceUri } from '../device/uri.js';
-import { Controller } from '../driver/controller.js';
+import type { Controller } from '../driver/controller.js';
 import type { Transport } from '../transport/transport.js';
 import { DeviceBlockSource, DeviceReader } from '../extents/device-source.js';
 import { detectFs } from '../extents/open.js';
@@ -28,6 +29,8 @@ export interface DeviceEntry {
   error: string | null;
   transport: Transport | null;
   controller: Controller | null;
+  /** The transport with its controller, as opened (closes both). */
+  opened: OpenedController | null;
   /** For decoder extent sources on a file-backed emu:// device: the image its namespace 1 is backed by. */
   imagePath: string | null;
   /** For decoder extent sources without an image file: namespace 1 read through homid's metadata queue pair. */
@@ -71,7 +74,7 @@ export class DeviceRegistry {
   }
 
   private async bringUp(cfg: DeviceConfig): Promise<void> {
-    const e: DeviceEntry = { config: cfg, state: 'starting', error: null, transport: null, controller: null, imagePath: null, metadata: null };
+    const e: DeviceEntry = { config: cfg, state: 'starting', error: null, transport: null, controller: null, opened: null, imagePath: null, metadata: null };
     this.devices.set(cfg.name, e);
     try {
       const decoder = cfg.extents.startsWith('decoder:');
@@ -79,9 +82,15 @@ export class DeviceRegistry {
         const u = parseDeviceUri(cfg.uri);
         if (u.kind === 'emu' && u.file !== null) e.imagePath = u.file;
       }
-      e.transport = await this.opener(cfg);
-      e.controller = await Controller.open(e.transport, { ioQueues: cfg.ioQueues, onRemoteQueueLost: (rq, reason) => this.onQueueLost?.(cfg.name, rq.qid, reason) });
-      const c = e.controller;
+      const opened = await openController(cfg.uri, {
+        ioQueues: cfg.ioQueues,
+        onRemoteQueueLost: (rq, reason) => this.onQueueLost?.(cfg.name, rq.qid, reason),
+        openTransport: () => this.opener(cfg),
+      });
+      e.opened = opened;
+      e.transport = opened.transport;
+      e.controller = opened.controller;
+      const c = opened.controller;
       if (decoder) {
         if (!c.namespaces.some((n) => n.nsid === METADATA_NSID)) {
           throw new HomidError('extent-source', `extents = "${cfg.extents}" reads namespace ${METADATA_NSID}, which is not active on '${cfg.uri}'`);
@@ -95,15 +104,14 @@ export class DeviceRegistry {
       e.state = 'failed';
       e.error = (err as Error).message;
       this.log.error({ device: cfg.name, uri: cfg.uri, err: e.error }, 'device failed to come up; serving the others');
-      const t = e.transport;
-      const c = e.controller;
+      const opened = e.opened;
       const m = e.metadata;
+      e.opened = null;
       e.transport = null;
       e.controller = null;
       e.metadata = null;
       if (m) await m.close().catch(() => undefined);
-      if (c) await c.close().catch(() => undefined);
-      if (t) await t.close().catch(() => undefined);
+      if (opened) await opened.close().catch(() => undefined);
     }
   }
 
@@ -136,8 +144,8 @@ export class DeviceRegistry {
       [...this.devices.values()].map(async (e) => {
         if (e.metadata) await e.metadata.close().catch(() => undefined);
         e.metadata = null;
-        if (e.controller) await e.controller.close().catch(() => undefined);
-        if (e.transport) await e.transport.close().catch(() => undefined);
+        if (e.opened) await e.opened.close().catch(() => undefined);
+        e.opened = null;
         e.controller = null;
         e.transport = null;
         if (e.state === 'live') e.state = 'closed';
@@ -150,8 +158,4 @@ export class DeviceRegistry {
  * The daemon's opener: embedded controllers in memfd mode, so their queue and data memory can be mapped by
  * client processes (raw grants, mediated data buffers); PCIe devices as usual.
  */
-export const memfdOpener: TransportOpener = async (cfg) => {
-  const u = parseDeviceUri(cfg.uri);
-  if (u.kind !== 'emu') return openDevice(u);
-  return openEmu({ ...emuOptionsFor(u), sharedMemory: 'memfd' });
-};
+export const memfdOpener: TransportOpener = (cfg) => openDevice(cfg.uri, { sharedMemory: 'memfd' });

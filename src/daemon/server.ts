@@ -4,17 +4,19 @@
  * (the client closed it, crashed or was killed) every queue pair and file grant of its session is reclaimed.
  */
 import { pino } from 'pino';
+import { HomidErrorCode, IpcErrorCode, type WireErrorCode } from '../ipc/errors.js';
+import { readExtentTable } from '../ipc/extent-table.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
-import { IpcServer, type IpcReply, type IpcRequest } from '../ipc/server.js';
+import type { LeaseGrant } from '../ipc/messages.js';
+import { IpcServer, type IpcConnection, type IpcReply, type IpcRequest } from '../ipc/server.js';
 import { closeFd } from '../sys/shm.js';
 import type { HomidConfig } from './config.js';
 import { HomidError } from './errors.js';
-import { readExtentTable } from './extent-table.js';
 import { HOMID_VERSION, Homid, type ClientSession, type HomidLogger } from './homid.js';
 import { memfdOpener } from './registry.js';
 import { memfdRegions } from './shared-region.js';
 
-function fail(code: string, message: string): IpcReply {
+function fail(code: WireErrorCode, message: string): IpcReply {
   return { response: { ok: false, error: { code, message } } };
 }
 
@@ -34,11 +36,13 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
   let homid!: Homid;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => (markReady = r));
+  /** Each connection's session, made at its first request. */
+  const sessions = new WeakMap<IpcConnection, ClientSession>();
   const sessionOf = (req: IpcRequest): ClientSession => {
-    let s = req.conn.state.get('session') as ClientSession | undefined;
+    let s = sessions.get(req.conn);
     if (!s) {
       s = homid.connect({ pid: req.cred.pid, uid: req.cred.uid, gid: req.cred.gid });
-      req.conn.state.set('session', s);
+      sessions.set(req.conn, s);
     }
     return s;
   };
@@ -57,7 +61,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
     try {
       switch (r.type) {
         case 'hello':
-          if (r.version !== PROTOCOL_VERSION) return fail('UNSUPPORTED_VERSION', `homid speaks protocol ${PROTOCOL_VERSION}, the client ${r.version}`);
+          if (r.version !== PROTOCOL_VERSION) return fail(IpcErrorCode.UnsupportedVersion, `homid speaks protocol ${PROTOCOL_VERSION}, the client ${r.version}`);
           return { response: { ok: true, version: PROTOCOL_VERSION, server: `homid ${HOMID_VERSION}`, session: s.id, class: s.klass.name, raw: s.raw } };
         case 'listDevices':
           return {
@@ -79,11 +83,18 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
           };
         case 'openQueuePair': {
           const leases = await homid.openQueuePairs(s, { device: r.device, nsid: r.nsid, depth: r.depth, count: r.count, mode: r.mode, write: r.write === true, ...(r.dataBytes !== undefined ? { dataBytes: r.dataBytes } : {}) });
+          const wires = leases.map((l) => l.wire());
+          if (wires.some((w) => w === null)) {
+            // a transport that exports no memory serves callers in homid's own process only
+            for (const l of leases) await homid.closeQueuePair(s, l.id);
+            return fail(HomidErrorCode.BadRequest, `device '${r.device}' cannot hand ${r.mode} queues to another process (its transport exports no memory)`);
+          }
           const fds: number[] = [];
-          const grants = leases.map((l) => {
+          const grants = leases.map((l, i): LeaseGrant => {
+            const w = wires[i]!;
             const fdBase = fds.length;
-            fds.push(...l.fds);
-            return { grantId: String(l.id), qid: l.qid, mode: l.mode, grant: l.grant, fdBase, fdCount: l.fds.length };
+            fds.push(...w.fds);
+            return { ...w.grant, grantId: String(l.id), qid: l.qid, fdBase, fdCount: w.fds.length };
           });
           return { response: { ok: true, grantId: grants[0]!.grantId, grants }, fds };
         }
@@ -95,7 +106,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
           const [fd] = req.takeFds();
           try {
             const device = r.device ?? homid.listDevices().find((d) => d.state === 'live' && d.extents !== 'none')?.name;
-            if (device === undefined) return fail('extent-source', 'no live device has an extent source');
+            if (device === undefined) return fail(HomidErrorCode.ExtentSource, 'no live device has an extent source');
             const { grant, region } = await homid.resolveExtents(s, device, fd);
             const snap = readExtentTable(region.bytes);
             return {
@@ -114,16 +125,15 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
       if (e instanceof HomidError) return fail(e.code, e.message);
       throw e;
     }
-    return fail('UNKNOWN_TYPE', 'unhandled request');
+    return fail(IpcErrorCode.UnknownType, 'unhandled request');
   };
   const ipc = await IpcServer.listen({
     path: opts.socket ?? config.socket,
     mode: config.socketMode,
     handler,
-    onClose: (conn, reason) => {
-      const s = conn.state.get('session') as ClientSession | undefined;
+    onClose: (conn) => {
+      const s = sessions.get(conn);
       if (s) void homid.disconnect(s).catch((e: unknown) => log.error({ client: s.id, err: (e as Error).message }, 'reclaim failed'));
-      void reason;
     },
     onProtocolError: (e) => log.warn({ conn: e.conn.id, pid: e.conn.cred.pid, code: e.code }, e.message),
     onListenError: (m) => log.error({}, m),

@@ -1,5 +1,6 @@
 /**
- * Open a device URI as a Transport for the driver core.
+ * Open a device URI as a Transport for the driver core. To bring a controller up on it as well (and take both
+ * down again), use openController (src/device/controller.ts).
  */
 import { resolve } from 'node:path';
 import type { Transport } from '../transport/transport.js';
@@ -28,11 +29,20 @@ export function emuOptionsFor(u: EmuUri): EmuOptions {
   return opts;
 }
 
-export async function openDevice(uriOrParsed: string | DeviceUri): Promise<Transport> {
+export interface OpenDeviceOptions {
+  /**
+   * Where an embedded controller (emu://) keeps BAR0 and its DMA memory: 'sab' (default) SharedArrayBuffers,
+   * this process only; 'memfd' shared memory other processes can map (raw grants, mediated data buffers,
+   * worker threads). Ignored for pci: URIs.
+   */
+  sharedMemory?: 'sab' | 'memfd';
+}
+
+export async function openDevice(uriOrParsed: string | DeviceUri, opts: OpenDeviceOptions = {}): Promise<Transport> {
   const u = typeof uriOrParsed === 'string' ? parseDeviceUri(uriOrParsed) : uriOrParsed;
   if (u.kind === 'emu') {
     try {
-      return await openEmu(emuOptionsFor(u));
+      return await openEmu({ ...emuOptionsFor(u), sharedMemory: opts.sharedMemory ?? 'sab' });
     } catch (e) {
       throw new DeviceOpenError(`cannot start the embedded controller for '${u.uri}': ${(e as Error).message}`);
     }

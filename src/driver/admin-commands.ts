@@ -1,7 +1,7 @@
 /**
  * The admin command SQEs the driver core issues, as thin wrappers over the shared builders in
- * src/nvme/commands.ts (the CID is assigned by the queue pair). Queues are always physically contiguous with
- * interrupts disabled: the driver polls.
+ * src/nvme/commands.ts (the CID is assigned by the queue pair). The commands that create and delete I/O queues
+ * are the transport's (src/transport/pcie-queues.ts).
  */
 import * as cmd from '../nvme/commands.js';
 import { Cns } from '../nvme/opcodes.js';
@@ -14,11 +14,6 @@ export const identifyControllerSqe = (prp1: number, prp2 = 0): Sqe => cmd.identi
 export const identifyNamespaceSqe = (nsid: number, prp1: number, prp2 = 0): Sqe => cmd.identify(Cns.Namespace, nsid, prp1, { prp2 });
 export const activeNamespaceListSqe = (afterNsid: number, prp1: number, prp2 = 0): Sqe =>
   cmd.identify(Cns.ActiveNamespaceList, afterNsid, prp1, { prp2 });
-
-export const createIoCqSqe = (qid: number, entries: number, iova: number): Sqe => cmd.createIoCq(qid, entries, iova, true, false, 0);
-export const createIoSqSqe = (qid: number, entries: number, iova: number, cqid: number): Sqe => cmd.createIoSq(qid, entries, iova, cqid);
-export const deleteIoSqSqe = (qid: number): Sqe => cmd.deleteIoSq(qid);
-export const deleteIoCqSqe = (qid: number): Sqe => cmd.deleteIoCq(qid);
 
 export const getFeaturesSqe = (fid: number, cdw11 = 0, nsid = 0): Sqe => cmd.getFeatures(fid, { nsid, cdw11 });
 export const setFeaturesSqe = (fid: number, cdw11: number, nsid = 0, save = false): Sqe => cmd.setFeatures(fid, cdw11, { nsid, save });

@@ -11,20 +11,16 @@ import {
   CC_SHN_SHIFT,
   CQES_LOG2,
   CSTS_RDY,
-  REG_ACQ,
-  REG_AQA,
-  REG_ASQ,
   REG_CC,
   REG_CSTS,
   SQES_LOG2,
-  encodeAqa,
   encodeCc,
   type Capabilities,
 } from '../nvme/registers.js';
 import type { Transport } from '../transport/transport.js';
 import { InvalidArgumentError, NvmeError } from './errors.js';
 import type { QueuePair } from './queue-pair.js';
-import { readReg, waitReady, waitShutdown, writeReg64 } from './registers.js';
+import { readReg, waitReady, waitShutdown } from './registers.js';
 
 /** CC.MPS for a memory page size: page size = 2^(12 + MPS). Checked against CAP.MPSMIN/MPSMAX. */
 export function mpsFor(pageSize: number, cap: Capabilities): number {
@@ -49,14 +45,12 @@ export async function disableController(t: Transport, timeoutMs: number, log: (m
 }
 
 /**
- * Program AQA/ASQ/ACQ for `admin`, write CC (NVM command set, MPS for `pageSize`, round robin, 64-byte SQEs,
- * 16-byte CQEs), then set CC.EN and wait for CSTS.RDY=1. The controller must be disabled.
+ * Have the transport set up `admin` (PCIe: AQA/ASQ/ACQ), write CC (NVM command set, MPS for `pageSize`, round
+ * robin, 64-byte SQEs, 16-byte CQEs), then set CC.EN and wait for CSTS.RDY=1. The controller must be disabled.
  */
 export async function enableController(t: Transport, cap: Capabilities, admin: QueuePair, pageSize: number, timeoutMs: number): Promise<void> {
   if ((cap.commandSets & CAP_CSS_NVM) === 0) throw new NvmeError(`controller does not support the NVM command set (CAP.CSS 0x${cap.commandSets.toString(16)})`);
-  t.write32(REG_AQA, encodeAqa(admin.entries, admin.entries));
-  writeReg64(t, REG_ASQ, admin.sqIova);
-  writeReg64(t, REG_ACQ, admin.cqIova);
+  await t.setupAdminQueue({ qid: admin.qid, entries: admin.entries, sqIova: admin.sqIova, cqIova: admin.cqIova });
   const cc = encodeCc({ enable: false, css: CC_CSS_NVM, mps: mpsFor(pageSize, cap), ams: 0, shn: 0, iosqes: SQES_LOG2, iocqes: CQES_LOG2 });
   t.write32(REG_CC, cc);
   t.write32(REG_CC, (cc | CC_EN) >>> 0);

@@ -29,16 +29,12 @@ import {
 } from '../nvme/registers.js';
 import type { Sqe } from '../nvme/sqe.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
-import type { Transport } from '../transport/transport.js';
+import type { AdminChannel, Transport } from '../transport/transport.js';
 import {
   ABORT_RESULT_NOT_ABORTED,
   abortSqe,
   activeNamespaceListSqe,
-  createIoCqSqe,
-  createIoSqSqe,
   decodeNumberOfQueues,
-  deleteIoCqSqe,
-  deleteIoSqSqe,
   getFeaturesSqe,
   getLogPageSqe,
   identifyControllerSqe,
@@ -60,9 +56,12 @@ import {
 } from './errors.js';
 import { toIdentity, toNamespaceInfo, type ControllerIdentity, type NamespaceInfo } from './identity.js';
 import { DEFAULT_IO_TIMEOUT_MS, QueuePair, type Completion, type MalformedCompletion, type QueuePairHooks } from './queue-pair.js';
+import { QueueTable, ringsOf, type QueueRow, type RemoteQueuePair, type RemoteRow } from './queue-table.js';
 import { ALL_ONES, readReg, readReg64 } from './registers.js';
-import { failOutstandingForReset, reinitializeAfterReset, type ResetHost } from './reset.js';
+import { failOutstandingForReset, reinitializeAfterReset, takeQueuesDown, type ResetHost } from './reset.js';
 import { STATUS_ABORTED_BY_RESET, STATUS_DEVICE_REMOVED } from './status.js';
+
+export type { RemoteQueuePair } from './queue-table.js';
 
 export interface ControllerOptions {
   /** I/O queue pairs to request with Set Features Number of Queues (default 16). */
@@ -95,22 +94,6 @@ export interface CreateQueuePairOnOptions {
   entries: number;
   /** The qid to use (default the lowest free one). */
   qid?: number;
-}
-
-/**
- * An I/O queue pair created on the controller over memory the caller supplied, and driven by someone else
- * (a client process of a daemon): this controller issued Create I/O CQ/SQ and will issue the deletes, but
- * never writes its doorbells nor reads its CQ.
- */
-export interface RemoteQueuePair {
-  readonly qid: number;
-  readonly entries: number;
-  readonly sq: DmaBuffer;
-  readonly cq: DmaBuffer;
-  /** Doorbell stride in bytes (CAP.DSTRD). */
-  readonly doorbellStride: number;
-  /** 'live'; 'deleted' by deleteQueuePair or close; 'lost' when a controller reset or removal destroyed it. */
-  state: 'live' | 'deleted' | 'lost';
 }
 
 export type ControllerState = 'initializing' | 'live' | 'resetting' | 'failed' | 'removed' | 'closing' | 'closed';
@@ -150,14 +133,14 @@ export class Controller {
   readonly counters: ControllerCounters = { resets: 0, timeouts: 0, aborts: 0, malformed: 0 };
 
   private readonly opts: Required<Omit<ControllerOptions, 'log' | 'readyTimeoutMs' | 'onRemoteQueueLost'>> & { readyTimeoutMs?: number };
-  private readonly remoteQueues = new Map<number, RemoteQueuePair>();
   private readonly onRemoteQueueLost: ((rq: RemoteQueuePair, reason: string) => void) | undefined;
   private readonly log: (msg: string) => void;
   private _state: ControllerState = 'initializing';
   private adminQueue: QueuePair | null = null;
-  private readonly ioQueues = new Map<number, QueuePair>();
-  /** Qids whose Delete I/O SQ / CQ are in flight: not free yet. */
-  private readonly deletingQids = new Set<number>();
+  /** Every I/O queue pair given out, local and remote, by qid (queue-table.ts). */
+  private readonly table = new QueueTable();
+  /** How the transport runs the admin commands that create and delete queues. */
+  private readonly adminChannel: AdminChannel;
   private resetPromise: Promise<void> | null = null;
   private closePromise: Promise<void> | null = null;
   private lastHealth = 0;
@@ -188,6 +171,7 @@ export class Controller {
       onMalformed: (qp, info) => this.onMalformed(qp, info),
       onTick: (_qp, now) => this.onTick(now),
     };
+    this.adminChannel = { run: (sqe) => this.adminRaw(sqe), log: this.log };
   }
 
   /**
@@ -213,10 +197,6 @@ export class Controller {
   get adminQueuePair(): QueuePair {
     if (!this.adminQueue) throw new ControllerStateError('controller has no admin queue');
     return this.adminQueue;
-  }
-  /** Live I/O queue pairs, by qid. */
-  get queuePairs(): QueuePair[] {
-    return [...this.ioQueues.values()].sort((a, b) => a.qid - b.qid);
   }
   /** The CAP.TO bound (or the readyTimeoutMs option). */
   get readyTimeoutMs(): number {
@@ -244,7 +224,7 @@ export class Controller {
     const adminEntries = Math.min(this.opts.adminEntries, this.cap.maxQueueEntries);
     this.adminQueue = new QueuePair(
       t,
-      { qid: 0, entries: adminEntries, timeoutMs: this.opts.adminTimeoutMs, doorbellStride: this.cap.doorbellStride },
+      { qid: 0, entries: adminEntries, timeoutMs: this.opts.adminTimeoutMs },
       this.hooks,
     );
     await this.enableAndIdentify(this.opts.ioQueues);
@@ -396,63 +376,26 @@ export class Controller {
 
   // ---------------------------------------------------------------- I/O queue pairs
 
-  /** Create an I/O queue pair on the lowest free qid: Create I/O CQ, then Create I/O SQ (contiguous, no interrupts). */
+  /** Create an I/O queue pair on the lowest free qid, driven by this process (the transport creates its queues). */
   async createQueuePair(opts: CreateQueuePairOptions = {}): Promise<QueuePair> {
     await this.whenUsable();
-    const entries = opts.entries ?? Math.min(DEFAULT_IO_QUEUE_ENTRIES, this.cap.maxQueueEntries);
-    if (!Number.isInteger(entries) || entries < 2 || entries > this.cap.maxQueueEntries) {
-      throw new InvalidArgumentError(`queue entries must be an integer in 2..${this.cap.maxQueueEntries} (CAP.MQES + 1), got ${entries}`);
-    }
+    const entries = this.checkEntries(opts.entries ?? Math.min(DEFAULT_IO_QUEUE_ENTRIES, this.cap.maxQueueEntries));
     const qid = this.freeQid();
-    const qp = new QueuePair(
-      this.transport,
-      { qid, entries, timeoutMs: opts.timeoutMs ?? this.opts.ioTimeoutMs, doorbellStride: this.cap.doorbellStride },
-      this.hooks,
-    );
-    this.ioQueues.set(qid, qp);
-    try {
-      await this.createOnController(qp);
-    } catch (e) {
-      this.ioQueues.delete(qid);
-      qp._delete(STATUS_ABORTED_SQ_DELETION, (ctx) => new ControllerResetError(ctx, 'queue creation failed'));
-      throw e;
-    }
-    qp._activate();
+    const qp = new QueuePair(this.transport, { qid, entries, timeoutMs: opts.timeoutMs ?? this.opts.ioTimeoutMs }, this.hooks);
+    await this.createRow({ kind: 'local', qid, queue: qp });
     this.log(`created I/O queue pair ${qid} (${entries} entries)`);
     return qp;
   }
 
   /**
-   * The lowest qid used by neither a local nor a remote queue pair nor one being deleted (a qid is free only
-   * once its Delete I/O SQ and CQ have completed, so a new queue can never collide with the old one's deletion);
-   * throws when all granted qids are used.
-   */
-  private freeQid(): number {
-    for (let q = 1; q <= this.maxIoQueuePairs; q++) {
-      if (!this.ioQueues.has(q) && !this.remoteQueues.has(q) && !this.deletingQids.has(q)) return q;
-    }
-    throw new NvmeError(
-      `cannot create another I/O queue pair: all ${this.maxIoQueuePairs} queue pairs the controller granted (Number of Queues) are in use`,
-    );
-  }
-
-  /** Queue pairs created with createQueuePairOn and not yet deleted, by qid. */
-  get remoteQueuePairs(): RemoteQueuePair[] {
-    return [...this.remoteQueues.values()].sort((a, b) => a.qid - b.qid);
-  }
-
-  /**
    * Create an I/O queue pair over `memory` (page-aligned SQ of entries * 64 bytes, CQ of entries * 16 bytes,
-   * both zeroed, typically in shared memory a client maps) for another party to drive: Create I/O CQ, then
-   * Create I/O SQ. This controller never touches the queues afterwards; reclaim with deleteQueuePair. A
-   * controller reset destroys such queues (state 'lost', onRemoteQueueLost): they are not recreated.
+   * both zeroed, typically in shared memory a client maps) for another party to drive. This controller never
+   * touches the queues afterwards; reclaim with deleteQueuePair. A controller reset destroys such queues (state
+   * 'lost', onRemoteQueueLost): they are not recreated.
    */
   async createQueuePairOn(memory: { sq: DmaBuffer; cq: DmaBuffer }, opts: CreateQueuePairOnOptions): Promise<RemoteQueuePair> {
     await this.whenUsable();
-    const { entries } = opts;
-    if (!Number.isInteger(entries) || entries < 2 || entries > this.cap.maxQueueEntries) {
-      throw new InvalidArgumentError(`queue entries must be an integer in 2..${this.cap.maxQueueEntries} (CAP.MQES + 1), got ${entries}`);
-    }
+    const entries = this.checkEntries(opts.entries);
     const page = this.transport.dma.pageSize;
     const { sq, cq } = memory;
     if (sq.size < entries * 64 || cq.size < entries * 16) {
@@ -465,123 +408,131 @@ export class Controller {
       if (!Number.isInteger(qid) || qid < 1 || qid > this.maxIoQueuePairs) {
         throw new InvalidArgumentError(`qid must be in 1..${this.maxIoQueuePairs}, got ${qid}`);
       }
-      if (this.ioQueues.has(qid) || this.remoteQueues.has(qid)) throw new InvalidArgumentError(`qid ${qid} is in use`);
+      if (this.table.has(qid)) throw new InvalidArgumentError(`qid ${qid} is in use`);
     } else {
       qid = this.freeQid();
     }
     const rq: RemoteQueuePair = { qid, entries, sq, cq, doorbellStride: this.cap.doorbellStride, state: 'live' };
-    this.remoteQueues.set(qid, rq);
-    try {
-      await this.adminRaw(createIoCqSqe(qid, entries, cq.iova));
-      try {
-        await this.adminRaw(createIoSqSqe(qid, entries, sq.iova, qid));
-      } catch (e) {
-        await this.adminRaw(deleteIoCqSqe(qid)).catch((e2: Error) => this.log(`cleanup after failed Create I/O SQ ${qid}: ${e2.message}`));
-        throw e;
-      }
-    } catch (e) {
-      this.remoteQueues.delete(qid);
-      rq.state = 'deleted';
-      throw e;
-    }
+    await this.createRow({ kind: 'remote', qid, queue: rq });
     this.log(`created I/O queue pair ${qid} (${entries} entries) for another driver`);
     return rq;
   }
 
-  /** Mark every remote queue pair lost (a reset or removal destroyed it). */
-  private loseRemoteQueues(reason: string): void {
-    for (const rq of this.remoteQueues.values()) {
-      rq.state = 'lost';
-      this.log(`remote I/O queue pair ${rq.qid} lost: ${reason}`);
-      try {
-        this.onRemoteQueueLost?.(rq, reason);
-      } catch (e) {
-        this.log(`onRemoteQueueLost threw: ${(e as Error).message}`);
-      }
-    }
-    this.remoteQueues.clear();
+  /** Live I/O queue pairs this process drives, by qid. */
+  get queuePairs(): QueuePair[] {
+    return this.table.localRows().map((r) => r.queue);
+  }
+
+  /** Queue pairs created with createQueuePairOn and not yet deleted, by qid. */
+  get remoteQueuePairs(): RemoteQueuePair[] {
+    return this.table.remoteRows().map((r) => r.queue);
   }
 
   /**
-   * Reclaim a remote queue pair: Abort for each of `abortCids` (best effort, results ignored), Delete I/O SQ
-   * (the controller completes whatever is still outstanding with "Command Aborted due to SQ Deletion" into
-   * the CQ, which nobody reads any more), then Delete I/O CQ. The memory stays the caller's.
+   * Delete an I/O queue pair (the transport deletes its queues: Delete I/O SQ, then Delete I/O CQ).
+   *
+   * Local: commands still outstanding complete (through the queue pair's next poll()) with the controller's
+   * "Command Aborted due to SQ Deletion", or with that status locally if the controller posted nothing. The
+   * QueuePair object is unusable afterwards except for poll().
+   *
+   * Remote: first an Abort for each of `abortCids` (best effort, results ignored); the controller completes
+   * whatever is still outstanding into the CQ, which nobody reads any more. The memory stays the caller's.
    */
-  private async deleteRemote(rq: RemoteQueuePair, abortCids: readonly number[]): Promise<void> {
-    if (rq.state !== 'live' || this.remoteQueues.get(rq.qid) !== rq) return;
+  async deleteQueuePair(queue: QueuePair | RemoteQueuePair, opts: { abortCids?: readonly number[] } = {}): Promise<void> {
+    const row = this.table.rowOf(queue);
+    if (row === undefined) {
+      if (queue.state === 'deleted' || !(queue instanceof QueuePair)) return;
+      throw new InvalidArgumentError(`queue pair ${queue.qid} does not belong to this controller`);
+    }
+    if (row.kind === 'remote' && row.queue.state !== 'live') return;
     await this.whenUsable();
-    for (const cid of abortCids) {
+    for (const cid of opts.abortCids ?? []) {
       try {
-        await this.abort(rq.qid, cid);
+        await this.abort(row.qid, cid);
       } catch (e) {
-        this.log(`abort of cid ${cid} on queue ${rq.qid} failed: ${(e as Error).message}`);
+        this.log(`abort of cid ${cid} on queue ${row.qid} failed: ${(e as Error).message}`);
       }
     }
-    this.remoteQueues.delete(rq.qid);
-    this.deletingQids.add(rq.qid);
-    rq.state = 'deleted';
-    let failure: unknown = null;
-    try {
-      await this.adminRaw(deleteIoSqSqe(rq.qid));
-      await this.adminRaw(deleteIoCqSqe(rq.qid));
-    } catch (e) {
-      failure = e;
-    } finally {
-      this.deletingQids.delete(rq.qid);
-    }
-    if (failure) {
-      if (this._state === 'live') this.startReset(`deleting I/O queue pair ${rq.qid} failed: ${(failure as Error).message}`);
+    if (this.table.rowOf(queue) !== row) return; // a reset or removal took it meanwhile
+    const failure = await this.deleteRow(row, (ctx) => new NvmeStatusError(STATUS_ABORTED_SQ_DELETION, ctx));
+    if (failure !== null) {
+      if (this._state === 'live') this.startReset(`deleting I/O queue pair ${row.qid} failed: ${failure.message}`);
       throw failure;
     }
-    this.log(`deleted remote I/O queue pair ${rq.qid}`);
+    this.log(row.kind === 'local' ? `deleted I/O queue pair ${row.qid}` : `deleted remote I/O queue pair ${row.qid}`);
   }
 
-  private async createOnController(qp: QueuePair): Promise<void> {
-    await this.adminRaw(createIoCqSqe(qp.qid, qp.entries, qp.cqIova));
+  private checkEntries(entries: number): number {
+    if (!Number.isInteger(entries) || entries < 2 || entries > this.cap.maxQueueEntries) {
+      throw new InvalidArgumentError(`queue entries must be an integer in 2..${this.cap.maxQueueEntries} (CAP.MQES + 1), got ${entries}`);
+    }
+    return entries;
+  }
+
+  /**
+   * The lowest qid the table does not hold (a qid is free only once its Delete I/O SQ and CQ have completed, so
+   * a new queue can never collide with the old one's deletion); throws when all granted qids are used.
+   */
+  private freeQid(): number {
+    const qid = this.table.freeQid(this.maxIoQueuePairs);
+    if (qid !== 0) return qid;
+    throw new NvmeError(
+      `cannot create another I/O queue pair: all ${this.maxIoQueuePairs} queue pairs the controller granted (Number of Queues) are in use`,
+    );
+  }
+
+  /** Put `row` in the table and have the transport create its queues; on failure the row is gone again. */
+  private async createRow(row: QueueRow): Promise<void> {
+    this.table.add(row);
     try {
-      await this.adminRaw(createIoSqSqe(qp.qid, qp.entries, qp.sqIova, qp.qid));
+      await this.transport.createIoQueues(this.adminChannel, ringsOf(row));
     } catch (e) {
-      try {
-        await this.adminRaw(deleteIoCqSqe(qp.qid));
-      } catch (e2) {
-        this.log(`cleanup after failed Create I/O SQ ${qp.qid}: Delete I/O CQ failed: ${(e2 as Error).message}`);
-      }
+      this.dropRow(row, (ctx) => new ControllerResetError(ctx, 'queue creation failed'));
       throw e;
     }
+    if (row.kind === 'local') row.queue._activate();
   }
 
   /**
-   * Delete an I/O queue pair: Delete I/O SQ, then Delete I/O CQ. Commands still outstanding complete (through
-   * the queue pair's next poll()) with the controller's "Command Aborted due to SQ Deletion", or with that status
-   * locally if the controller posted nothing. The QueuePair object is unusable afterwards except for poll().
+   * Take `row` out of the table (its qid stays taken until the deletion is over) and have the transport delete
+   * its queues; a local queue pair reaps what the controller completed while its SQ was deleted, and fails what
+   * is left with STATUS_ABORTED_SQ_DELETION (exec() callers with `makeErr`). Returns the deletion's failure, or
+   * null.
    */
-  async deleteQueuePair(qp: QueuePair | RemoteQueuePair, opts: { abortCids?: readonly number[] } = {}): Promise<void> {
-    if (!(qp instanceof QueuePair)) return this.deleteRemote(qp, opts.abortCids ?? []);
-    if (this.ioQueues.get(qp.qid) !== qp) {
-      if (qp.state === 'deleted') return;
-      throw new InvalidArgumentError(`queue pair ${qp.qid} does not belong to this controller`);
-    }
-    await this.whenUsable();
-    qp._stopAccepting();
-    this.ioQueues.delete(qp.qid);
-    this.deletingQids.add(qp.qid);
-    const ctxErr = (ctx: CommandContext): Error => new NvmeStatusError(STATUS_ABORTED_SQ_DELETION, ctx);
-    let failure: unknown = null;
+  private async deleteRow(row: QueueRow, makeErr: (ctx: CommandContext) => Error): Promise<Error | null> {
+    const local = row.kind === 'local' ? row.queue : null;
+    local?._stopAccepting();
+    this.table.beginDelete(row);
+    if (row.kind === 'remote') row.queue.state = 'deleted';
+    let failure: Error | null = null;
     try {
-      await this.adminRaw(deleteIoSqSqe(qp.qid));
-      qp._drain();
-      await this.adminRaw(deleteIoCqSqe(qp.qid));
+      await this.transport.deleteIoQueues(this.adminChannel, row.qid, local === null ? undefined : () => local._drain());
     } catch (e) {
-      failure = e;
+      failure = e as Error;
     } finally {
-      this.deletingQids.delete(qp.qid);
+      this.table.endDelete(row.qid);
     }
-    qp._delete(STATUS_ABORTED_SQ_DELETION, ctxErr);
-    if (failure) {
-      if (this._state === 'live') this.startReset(`deleting I/O queue pair ${qp.qid} failed: ${(failure as Error).message}`);
-      throw failure;
+    this.dropRow(row, makeErr);
+    return failure;
+  }
+
+  /** `row` is gone: out of the table; a local queue pair fails what is left and frees its memory. */
+  private dropRow(row: QueueRow, makeErr: (ctx: CommandContext) => Error): void {
+    this.table.remove(row);
+    if (row.kind === 'local') row.queue._delete(STATUS_ABORTED_SQ_DELETION, makeErr);
+    else row.queue.state = 'deleted';
+  }
+
+  /** A remote row died with the controller's state (reset or removal): mark it lost and tell its owner. */
+  private loseRemote(row: RemoteRow, reason: string): void {
+    this.table.remove(row);
+    row.queue.state = 'lost';
+    this.log(`remote I/O queue pair ${row.qid} lost: ${reason}`);
+    try {
+      this.onRemoteQueueLost?.(row.queue, reason);
+    } catch (e) {
+      this.log(`onRemoteQueueLost threw: ${(e as Error).message}`);
     }
-    this.log(`deleted I/O queue pair ${qp.qid}`);
   }
 
   // ---------------------------------------------------------------- health, timeouts, reset
@@ -670,7 +621,6 @@ export class Controller {
     this._state = 'resetting';
     this.counters.resets++;
     const host = this.resetHost();
-    this.loseRemoteQueues(`controller reset (${reason})`);
     const lost = failOutstandingForReset(host, reason);
     this.log(`controller reset (${reason}): ${lost} outstanding command(s) aborted`);
     try {
@@ -686,15 +636,16 @@ export class Controller {
 
   private resetHost(): ResetHost {
     return {
-      adminQueue: this.adminQueuePair,
-      ioQueues: this.ioQueues,
+      adminQueue: this.adminQueue,
+      table: this.table,
       requestedIoQueues: this.opts.ioQueues,
       log: this.log,
       enableAndIdentify: async (wanted) => {
         await this.enableAndIdentify(wanted);
         return this.maxIoQueuePairs;
       },
-      createOnController: (qp) => this.createOnController(qp),
+      createIoQueues: (row) => this.transport.createIoQueues(this.adminChannel, ringsOf(row)),
+      lose: (row, reason) => this.loseRemote(row, reason),
     };
   }
 
@@ -702,10 +653,7 @@ export class Controller {
     if (this._state === 'removed' || this._state === 'closed') return;
     this._state = 'removed';
     this.log(`device removed (${register} read all ones): failing every outstanding command`);
-    this.loseRemoteQueues('device removed');
-    const makeErr = (): Error => new DeviceRemovedError(register);
-    this.adminQueue?._suspend(STATUS_DEVICE_REMOVED, makeErr);
-    for (const qp of this.ioQueues.values()) qp._suspend(STATUS_DEVICE_REMOVED, makeErr);
+    takeQueuesDown(this.resetHost(), STATUS_DEVICE_REMOVED, () => new DeviceRemovedError(register), 'device removed');
   }
 
   /** Wait for a reset in progress; throw if the controller cannot take commands. */
@@ -743,30 +691,13 @@ export class Controller {
     const wasLive = this._state === 'live';
     this._state = 'closing';
     const makeErr = (ctx: CommandContext): Error => new ControllerStateError(`${opcodeName(ctx.opcode, ctx.qid === 0)} on queue ${ctx.qid} (cid ${ctx.cid}) lost: controller closed`);
-    for (const rq of this.remoteQueuePairs) {
-      this.remoteQueues.delete(rq.qid);
-      rq.state = 'deleted';
-      if (!wasLive) continue;
-      try {
-        await this.adminRaw(deleteIoSqSqe(rq.qid));
-        await this.adminRaw(deleteIoCqSqe(rq.qid));
-      } catch (e) {
-        this.log(`close: deleting remote queue ${rq.qid} failed: ${(e as Error).message}`);
+    for (const row of this.table.all()) {
+      if (!wasLive) {
+        this.dropRow(row, makeErr);
+        continue;
       }
-    }
-    for (const qp of this.queuePairs) {
-      if (wasLive) {
-        try {
-          qp._stopAccepting();
-          await this.adminRaw(deleteIoSqSqe(qp.qid));
-          qp._drain();
-          await this.adminRaw(deleteIoCqSqe(qp.qid));
-        } catch (e) {
-          this.log(`close: deleting queue ${qp.qid} failed: ${(e as Error).message}`);
-        }
-      }
-      this.ioQueues.delete(qp.qid);
-      qp._delete(STATUS_ABORTED_SQ_DELETION, makeErr);
+      const failure = await this.deleteRow(row, makeErr);
+      if (failure !== null) this.log(`close: deleting ${row.kind === 'remote' ? 'remote queue' : 'queue'} ${row.qid} failed: ${failure.message}`);
     }
     try {
       if (this.adminQueue && this.cap && this.transport.read32(REG_CSTS) >>> 0 !== ALL_ONES) {

@@ -133,6 +133,20 @@ export class QueueFullError extends NvmeError {
 /** A caller passed an argument the driver cannot use. */
 export class InvalidArgumentError extends NvmeError {}
 
+/** A queue pair for another process needs more memory than one export of the transport can hold. */
+export class ExportLimitError extends InvalidArgumentError {
+  constructor(
+    /** The exporter (QueueExporter.kind). */
+    readonly exporter: string,
+    /** Bytes the queue pair needs (SQ, CQ and data). */
+    readonly bytes: number,
+    /** The most one export holds (QueueExporter.maxExportBytes). */
+    readonly limit: number,
+  ) {
+    super(`${exporter}: a queue pair's SQ, CQ and data (${bytes} bytes) exceed the ${limit} bytes one export can hold`);
+  }
+}
+
 /** Registers read all ones (0xffffffff): the device is gone (surprise removal, link down). */
 export class DeviceRemovedError extends NvmeError {
   readonly register: string;

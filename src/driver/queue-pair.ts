@@ -4,8 +4,9 @@
  * Fast path (submitIo / ring / poll): plain code over typed arrays. It allocates nothing, creates no Promise or
  * closure, makes no FFI call, and reads the clock on one poll() call in CLOCK_EVERY_POLLS (never per I/O). The
  * ring mechanics are src/nvme/ring.ts: submitIo claims and fills an SQ slot (SqWriter, writeIoSqe), ring()
- * publishes the tail to the doorbell once per batch and then wakes the device, poll() reaps by phase tag
- * (CqReader: DW3 read with Atomics.load before the rest of the CQE) and publishes the CQ head once per call.
+ * publishes the tail once per batch, poll() reaps by phase tag (CqReader: DW3 read with Atomics.load before the
+ * rest of the CQE) and publishes the CQ head once per call; both go through the transport's notifier for this
+ * queue (QueueNotifier: a doorbell store, plus a wake for the embedded controller).
  *
  * Command identifiers: a preallocated stack of free CIDs; per CID the user's tag (Int32Array), opcode, state and
  * submit stamp (the queue's epoch, refreshed once per poll call). A command that times out is completed to the
@@ -17,17 +18,19 @@
  */
 import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
 import { CQE_CID_MASK, CQE_DW_RESULT, CQE_DW_RESULT_HI, CQE_DW_SQ, CQE_DW_STATUS, CQE_DWORDS, CQE_SQHD_MASK, CQE_SQID_SHIFT, CQE_STATUS_SHIFT } from '../nvme/cqe.js';
-import { CQE_SIZE, REG_DOORBELL_BASE, SQE_SIZE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../nvme/registers.js';
+import { CQE_SIZE, SQE_SIZE } from '../nvme/registers.js';
 import { CqReader, SqWriter } from '../nvme/ring.js';
 import { SQE_CID_SHIFT, SQE_DW_CDW0, SQE_DWORDS, encodeSqe, writeIoSqe, type Sqe } from '../nvme/sqe.js';
 import { STATUS_TIMEOUT, isSuccess } from '../nvme/status.js';
-import type { Transport } from '../transport/transport.js';
-import { wakeDevice } from '../transport/transport.js';
+import type { QueueNotifier, Transport } from '../transport/transport.js';
 import { InvalidArgumentError, NvmeError, NvmeStatusError, NvmeTimeoutError, QueueFullError, type CommandContext } from './errors.js';
+import type { CompletionHandler, QueueContract } from '../queue/contract.js';
 
-/** Called once per completed command: the caller's tag, the completion status (src/nvme/status.ts: 0 =
- * success, the CQE's 15-bit status field, or a host outcome such as STATUS_TIMEOUT), and CQE DW0. */
-export type CompletionHandler = (tag: number, status: number, result: number) => void;
+/**
+ * The queue contract's completion handler (src/queue/contract.ts): the caller's tag, the completion status
+ * (src/nvme/status.ts: 0 = success, the CQE's 15-bit status field, or a host outcome such as STATUS_TIMEOUT), CQE DW0.
+ */
+export type { CompletionHandler } from '../queue/contract.js';
 
 /** What exec() resolves with. */
 export interface Completion {
@@ -65,19 +68,14 @@ export interface QueuePairStats {
   resets: number;
 }
 
-/** Wakes a sleeping software device after doorbell writes (default: wakeDevice from transport.ts). */
-export type WakeFn = (wake: Int32Array | null) => void;
-
 /**
- * What a queue pair needs from its transport: doorbells, the wake word, DMA memory. A Transport is one; a
+ * What a queue pair needs from its transport: DMA memory and the notifier of its qid. A Transport is one; a
  * client process that drives a queue pair granted by a daemon supplies its own (src/driver/attach.ts).
  */
 export interface QueueHost {
-  readonly doorbells: Int32Array;
-  readonly wake: Int32Array | null;
   readonly dma: DmaAllocator;
-  /** How to wake the device when `wake` says it sleeps (e.g. a process-shared futex); default wakeDevice. */
-  readonly wakeFn?: WakeFn;
+  /** The notifier of queue `qid`; throws RangeError when there is no doorbell for it. */
+  notifier(qid: number): QueueNotifier;
 }
 
 export interface QueuePairOptions {
@@ -86,8 +84,6 @@ export interface QueuePairOptions {
   entries: number;
   /** Per-command timeout in ms for fast-path commands (0 disables). Default 5000. */
   timeoutMs?: number;
-  /** Doorbell stride in bytes (CAP.DSTRD), default 4. */
-  doorbellStride?: number;
   /**
    * SQ and CQ memory allocated elsewhere (e.g. shared memory a daemon granted): at least entries * 64 and
    * entries * 16 bytes. The queue pair uses it but never frees it. Default: allocated from host.dma and freed
@@ -149,7 +145,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-export class QueuePair {
+export class QueuePair implements QueueContract {
   readonly qid: number;
   readonly entries: number;
   /** Usable SQ slots (entries - 1). */
@@ -166,7 +162,8 @@ export class QueuePair {
 
   private readonly transport: QueueHost;
   private readonly hooks: QueuePairHooks;
-  private readonly wakeFn: WakeFn;
+  /** Publishes SQ tails and CQ heads to the controller (the transport's, bound to this qid). */
+  private readonly notify: QueueNotifier;
   /** The SQ/CQ memory came from options.memory (not ours to free). */
   private readonly borrowedMemory: boolean;
   private readonly sqBuf: DmaBuffer;
@@ -177,10 +174,6 @@ export class QueuePair {
   private readonly sqw: SqWriter;
   /** The CQ's consumer side. */
   private readonly cqr: CqReader;
-  private readonly doorbells: Int32Array;
-  private readonly wake: Int32Array | null;
-  private readonly sqDoorbell: number;
-  private readonly cqDoorbell: number;
 
   private readonly freeCids: Uint16Array;
   private freeTop = 0;
@@ -217,7 +210,6 @@ export class QueuePair {
     }
     const timeoutMs = options.timeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
     if (!(timeoutMs >= 0)) throw new InvalidArgumentError(`queue ${qid}: timeoutMs must be >= 0, got ${timeoutMs}`);
-    const stride = options.doorbellStride ?? 4;
     this.transport = transport;
     this.hooks = hooks;
     this.qid = qid;
@@ -226,7 +218,6 @@ export class QueuePair {
     this.timeoutMs = timeoutMs;
     this.cidCount = Math.min(MAX_CIDS, this.capacity + Math.max(8, this.capacity >>> 2));
     const page = transport.dma.pageSize;
-    this.wakeFn = (transport as QueueHost).wakeFn ?? wakeDevice;
     if (options.memory !== undefined) {
       const { sq, cq } = options.memory;
       if (sq.size < entries * SQE_SIZE || cq.size < entries * CQE_SIZE) {
@@ -250,13 +241,11 @@ export class QueuePair {
     this.cq = new Uint32Array(this.cqBuf.bytes.buffer, this.cqBuf.bytes.byteOffset, entries * CQE_DWORDS);
     this.sqw = new SqWriter(this.sq, entries);
     this.cqr = new CqReader(this.cq, entries);
-    this.doorbells = transport.doorbells;
-    this.wake = transport.wake;
-    this.sqDoorbell = (sqTailDoorbellOffset(qid, stride) - REG_DOORBELL_BASE) >>> 2;
-    this.cqDoorbell = (cqHeadDoorbellOffset(qid, stride) - REG_DOORBELL_BASE) >>> 2;
-    if (this.cqDoorbell >= this.doorbells.length) {
+    try {
+      this.notify = transport.notifier(qid);
+    } catch (e) {
       this.free_();
-      throw new InvalidArgumentError(`queue ${qid}: doorbell index ${this.cqDoorbell} is beyond the transport's ${this.doorbells.length} doorbell cells`);
+      throw new InvalidArgumentError(`queue ${qid}: ${(e as Error).message}`);
     }
     const n = this.cidCount;
     this.freeCids = new Uint16Array(n);
@@ -358,14 +347,16 @@ export class QueuePair {
     return cid;
   }
 
-  /** Publish the SQ tail to its doorbell once if anything was queued since the last ring, then wake the device. */
+  /** Publish the SQ tail once if anything was queued since the last ring (the transport's notifier). */
   ring(): void {
-    if (this.live && this.sqw.publish(this.doorbells, this.sqDoorbell)) this.wakeFn(this.wake);
+    if (!this.live) return;
+    const tail = this.sqw.publish();
+    if (tail >= 0) this.notify.sqTail(tail);
   }
 
   /**
    * Reap up to `max` completions in phase order and deliver each to `onComplete(tag, status, result)`; also
-   * delivers completions made locally (timeouts, reset aborts, deletion). Writes the CQ head doorbell once.
+   * delivers completions made locally (timeouts, reset aborts, deletion). Publishes the CQ head once.
    * Returns the number of completions delivered.
    */
   poll(onComplete: CompletionHandler, max: number = this.entries): number {
@@ -515,7 +506,7 @@ export class QueuePair {
       handler(this.tags[cid]!, d3 >>> CQE_STATUS_SHIFT, d0);
       if (!this.live) break;
     }
-    if (consumed !== 0 && this.live && cqr.publish(this.doorbells, this.cqDoorbell)) this.wakeFn(this.wake);
+    if (consumed !== 0 && this.live) this.notify.cqHead(cqr.publish());
     return delivered;
   }
 

@@ -1,11 +1,11 @@
 /**
  * Admin command set of the embedded controller: Identify, queue management, features, log pages, Abort,
- * Asynchronous Event Request, Keep Alive. Each handler returns a 15-bit status (0 = success), or DEFERRED, and
- * leaves the result dword in c.result.
+ * Asynchronous Event Request, Keep Alive. Each handler returns a 15-bit status (0 = success) or DEFERRED, puts
+ * the result dword in its CommandOutcome, and changes controller state only through AdminTarget's operations
+ * (src/emu/command.ts).
  */
 import { makeStatus } from '../nvme/cqe.js';
 import {
-
   ONCS_DSM,
   ONCS_WRITE_ZEROES,
   SGLS_SUPPORTED,
@@ -24,12 +24,13 @@ import {
   SQE_DW_CDW13,
   SQE_DW_DPTR0,
   SQE_DW_DPTR1,
+  SQE_CID_SHIFT,
   SQE_DW_NSID,
   SQE_PSDT_SHIFT,
   TWO_POW_32,
 } from '../nvme/sqe.js';
 import { CommandSpecificStatus, GenericStatus, Sct } from '../nvme/status.js';
-import type { Controller } from './controller.js';
+import type { AdminTarget, CommandOutcome } from './command.js';
 import { AER_LIMIT, DEFERRED, ERROR_LOG_ENTRIES, NVME_VERSION } from './constants.js';
 import { encodeErrorLog, encodeSmartLog } from './logs.js';
 import { CompletionQueue, SubmissionQueue } from './queues.js';
@@ -49,6 +50,8 @@ const ST_INVALID_QDELETE = cs(CommandSpecificStatus.InvalidQueueDeletion);
 const ST_INVALID_LOG_PAGE = cs(CommandSpecificStatus.InvalidLogPage);
 const ST_AER_LIMIT = cs(CommandSpecificStatus.AsyncEventRequestLimitExceeded);
 
+/** Abort result dword 0 bit 0: the command was not aborted. */
+const ABORT_NOT_ABORTED = 1;
 /** Create I/O queue CDW11 bit 0: Physically Contiguous. */
 const QUEUE_PC = 1;
 /** Set Features CDW10 bit 31: Save. Get Features CDW10 bits 10:8: Select. */
@@ -72,7 +75,8 @@ function cdw(q: Uint32Array, b: number, i: number): number {
   return q[b + i]!;
 }
 
-export function adminCommand(c: Controller, sq: SubmissionQueue, q: Uint32Array, b: number): number {
+/** Execute the admin command at dword `b` of `q`; returns its status, the result dword in `out`. */
+export function adminCommand(c: AdminTarget, q: Uint32Array, b: number, out: CommandOutcome): number {
   const opc = q[b]! & 0xff;
   if (((q[b]! >>> SQE_PSDT_SHIFT) & 0x3) !== PSDT_PRP && opcUsesData(opc)) return ST_INVALID_FIELD; // admin: PRPs only
   switch (opc) {
@@ -87,25 +91,24 @@ export function adminCommand(c: Controller, sq: SubmissionQueue, q: Uint32Array,
     case AdminOpcode.DeleteIoCq:
       return deleteCq(c, q, b);
     case AdminOpcode.SetFeatures:
-      return setFeatures(c, q, b);
+      return setFeatures(c, q, b, out);
     case AdminOpcode.GetFeatures:
-      return getFeatures(c, q, b);
+      return getFeatures(c, q, b, out);
     case AdminOpcode.GetLogPage:
       return getLogPage(c, q, b);
     case AdminOpcode.Abort: {
       const v = cdw(q, b, SQE_DW_CDW10);
-      c.result = c.abortCommand(v & 0xffff, v >>> 16) ? 0 : 1;
+      out.result = c.abortCommand(v & 0xffff, v >>> 16) ? 0 : ABORT_NOT_ABORTED;
       return 0;
     }
-    case AdminOpcode.AsyncEventRequest:
-      if (c.aerEvents.length !== 0) {
-        c.result = c.aerEvents.shift()!;
+    case AdminOpcode.AsyncEventRequest: {
+      const event = c.takeAsyncEvent();
+      if (event >= 0) {
+        out.result = event;
         return 0;
       }
-      if (c.aerCids.length >= AER_LIMIT) return ST_AER_LIMIT;
-      c.aerCids.push(q[b]! >>> 16);
-
-      return DEFERRED;
+      return c.parkAsyncEventRequest(q[b]! >>> SQE_CID_SHIFT) ? DEFERRED : ST_AER_LIMIT;
+    }
     case AdminOpcode.KeepAlive:
       return 0;
     default:
@@ -118,14 +121,14 @@ function opcUsesData(opc: number): boolean {
 }
 
 /** Copy `len` bytes of scratch to the command's PRPs. */
-function toHost(c: Controller, q: Uint32Array, b: number, len: number): number {
+function toHost(c: AdminTarget, q: Uint32Array, b: number, len: number): number {
   const st = c.dp.map(q, b, len, true);
   if (st !== 0) return st;
   c.dp.copyToHost(scratch, 0);
   return 0;
 }
 
-function identify(c: Controller, q: Uint32Array, b: number): number {
+function identify(c: AdminTarget, q: Uint32Array, b: number): number {
   const cns = cdw(q, b, SQE_DW_CDW10) & 0xff;
   const nsid = cdw(q, b, SQE_DW_NSID);
   switch (cns) {
@@ -190,7 +193,7 @@ function identify(c: Controller, q: Uint32Array, b: number): number {
 }
 
 /** Common checks of Create I/O CQ/SQ; returns 0 or a status. Leaves the queue's segment in c.dma.offset. */
-function queueBase(c: Controller, q: Uint32Array, b: number, entries: number, entrySize: number): number {
+function queueBase(c: AdminTarget, q: Uint32Array, b: number, entries: number, entrySize: number): number {
   const base = cdw(q, b, SQE_DW_DPTR0) + cdw(q, b, SQE_DW_DPTR1) * TWO_POW_32;
   if (base % c.pageSize !== 0) return -ST_PRP_OFFSET;
   const seg = c.dma.locate(base, entries * entrySize);
@@ -198,7 +201,7 @@ function queueBase(c: Controller, q: Uint32Array, b: number, entries: number, en
   return seg;
 }
 
-function createCq(c: Controller, q: Uint32Array, b: number): number {
+function createCq(c: AdminTarget, q: Uint32Array, b: number): number {
   const d10 = cdw(q, b, SQE_DW_CDW10);
   const d11 = cdw(q, b, SQE_DW_CDW11);
   const qid = d10 & 0xffff;
@@ -214,7 +217,7 @@ function createCq(c: Controller, q: Uint32Array, b: number): number {
   return 0;
 }
 
-function createSq(c: Controller, q: Uint32Array, b: number): number {
+function createSq(c: AdminTarget, q: Uint32Array, b: number): number {
   const d10 = cdw(q, b, SQE_DW_CDW10);
   const d11 = cdw(q, b, SQE_DW_CDW11);
   const qid = d10 & 0xffff;
@@ -233,7 +236,7 @@ function createSq(c: Controller, q: Uint32Array, b: number): number {
   return 0;
 }
 
-function deleteSq(c: Controller, q: Uint32Array, b: number): number {
+function deleteSq(c: AdminTarget, q: Uint32Array, b: number): number {
   const qid = cdw(q, b, SQE_DW_CDW10) & 0xffff;
   const sq = qid === 0 || qid > c.cfg.maxQueuePairs ? undefined : c.sqs[qid];
   if (sq === undefined) return ST_INVALID_QID;
@@ -241,7 +244,7 @@ function deleteSq(c: Controller, q: Uint32Array, b: number): number {
   return 0;
 }
 
-function deleteCq(c: Controller, q: Uint32Array, b: number): number {
+function deleteCq(c: AdminTarget, q: Uint32Array, b: number): number {
   const qid = cdw(q, b, SQE_DW_CDW10) & 0xffff;
   const cq = qid === 0 || qid > c.cfg.maxQueuePairs ? undefined : c.cqs[qid];
   if (cq === undefined) return ST_INVALID_QID;
@@ -250,7 +253,7 @@ function deleteCq(c: Controller, q: Uint32Array, b: number): number {
   return 0;
 }
 
-function setFeatures(c: Controller, q: Uint32Array, b: number): number {
+function setFeatures(c: AdminTarget, q: Uint32Array, b: number, out: CommandOutcome): number {
   const fid = cdw(q, b, SQE_DW_CDW10) & 0xff;
   const d11 = cdw(q, b, SQE_DW_CDW11);
   switch (fid) {
@@ -260,25 +263,22 @@ function setFeatures(c: Controller, q: Uint32Array, b: number): number {
       if (nsqr === 0xffff || ncqr === 0xffff) return ST_INVALID_FIELD;
       for (let i = 1; i < c.sqs.length; i++) if (c.sqs[i] !== undefined || c.cqs[i] !== undefined) return ST_SEQUENCE;
       const max = c.cfg.maxQueuePairs - 1;
-      c.nsqa = Math.min(nsqr, max);
-      c.ncqa = Math.min(ncqr, max);
-      c.numQueuesSet = true;
-      c.result = (c.nsqa | (c.ncqa << 16)) >>> 0;
+      c.setQueueCounts(Math.min(nsqr, max), Math.min(ncqr, max));
+      out.result = (c.nsqa | (c.ncqa << 16)) >>> 0;
       return 0;
     }
     case FeatureId.VolatileWriteCache:
-      c.volatileWriteCache = d11 & 1;
-      if (c.volatileWriteCache === 0) c.flushAll();
+      c.setVolatileWriteCache(d11 & 1);
       return 0;
     case FeatureId.Arbitration:
-      c.arbitration = d11;
+      c.setArbitration(d11);
       return 0;
     default:
       return ST_INVALID_FIELD;
   }
 }
 
-function getFeatures(c: Controller, q: Uint32Array, b: number): number {
+function getFeatures(c: AdminTarget, q: Uint32Array, b: number, out: CommandOutcome): number {
   const d10 = cdw(q, b, SQE_DW_CDW10);
   const fid = d10 & 0xff;
   const sel = (d10 >>> GET_FEATURES_SEL_SHIFT) & 0x7;
@@ -286,25 +286,25 @@ function getFeatures(c: Controller, q: Uint32Array, b: number): number {
     return ST_INVALID_FIELD;
   }
   if (sel === GET_FEATURES_SEL_SUPPORTED) {
-    c.result = FEATURE_CAP_CHANGEABLE;
+    out.result = FEATURE_CAP_CHANGEABLE;
     return 0;
   }
   if (sel > GET_FEATURES_SEL_SUPPORTED) return ST_INVALID_FIELD;
   switch (fid) {
     case FeatureId.NumberOfQueues:
-      c.result = (c.nsqa | (c.ncqa << 16)) >>> 0;
+      out.result = (c.nsqa | (c.ncqa << 16)) >>> 0;
       break;
     case FeatureId.VolatileWriteCache:
-      c.result = c.volatileWriteCache;
+      out.result = c.volatileWriteCache;
       break;
     case FeatureId.Arbitration:
-      c.result = c.arbitration >>> 0;
+      out.result = c.arbitration >>> 0;
       break;
   }
   return 0;
 }
 
-function getLogPage(c: Controller, q: Uint32Array, b: number): number {
+function getLogPage(c: AdminTarget, q: Uint32Array, b: number): number {
   const d10 = cdw(q, b, SQE_DW_CDW10);
   const d11 = cdw(q, b, SQE_DW_CDW11);
   const lid = d10 & 0xff;
@@ -319,19 +319,7 @@ function getLogPage(c: Controller, q: Uint32Array, b: number): number {
       size = encodeErrorLog(c.errorLog, scratch, ERROR_LOG_ENTRIES);
       break;
     case LogPageId.SmartHealth:
-      size = encodeSmartLog(
-        {
-          unitsRead512: c.unitsRead,
-          unitsWritten512: c.unitsWritten,
-          hostReads: c.hostReads,
-          hostWrites: c.hostWrites,
-          powerCycles: c.powerCycles,
-          powerOnHours: Math.floor((performance.now() - c.startTime) / 3_600_000),
-          unsafeShutdowns: c.unsafeShutdowns,
-          errorLogEntries: c.errorCount,
-        },
-        scratch,
-      );
+      size = encodeSmartLog(c.smart(), scratch);
       break;
     default:
       return ST_INVALID_LOG_PAGE;

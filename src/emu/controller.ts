@@ -1,6 +1,8 @@
 /**
  * The embedded NVMe controller: register state machine (CC/CSTS), queue polling, command fetch and completion,
- * error injection, error log and health counters. Admin and NVM command sets live in admin.ts and io.ts.
+ * error injection, error log and health counters. Admin and NVM command sets live in admin.ts and io.ts: they
+ * see this controller through AdminTarget / IoTarget (command.ts), return their status, and leave the rest of
+ * their outcome (result dword, failing LBA, data moved) in a CommandOutcome the controller applies.
  *
  * Runs inside the worker thread (worker.ts calls run()). The host side sees only the BAR SharedArrayBuffer,
  * the control block and DMA memory, exactly like a driver sees a PCIe device.
@@ -37,9 +39,11 @@ import {
   encodeCap,
 } from '../nvme/registers.js';
 import { SQE_CID_SHIFT, SQE_DW_CDW10, SQE_DW_CDW11, SQE_DW_NSID, TWO_POW_32 } from '../nvme/sqe.js';
-import { WAKE_AWAKE, WAKE_SLEEPING } from '../transport/transport.js';
+import { WAKE_AWAKE, WAKE_SLEEPING } from './wake.js';
 import { adminCommand } from './admin.js';
+import { CommandOutcome, TRANSFER_NONE, TRANSFER_READ, type AdminTarget } from './command.js';
 import {
+  AER_LIMIT,
   AER_INFO_INVALID_DOORBELL_VALUE,
   AER_INFO_SHIFT,
   AER_LOG_PAGE_SHIFT,
@@ -82,6 +86,7 @@ import {
 import { DataPath } from './datapath.js';
 import { faultMatches, type FaultRule } from './faults.js';
 import { ioCommand } from './io.js';
+import type { ErrorEntry, SmartCounters } from './logs.js';
 import { createNamespaces, type Namespace, type SharedFile } from './namespace.js';
 import { CompletionQueue, SubmissionQueue } from './queues.js';
 
@@ -102,6 +107,12 @@ export interface EmuShmOps {
 
 /** No sooner than this many idle polls is the clock read. */
 const IDLE_CLOCK_EVERY = 64;
+/** SMART power-on hours: milliseconds per hour. */
+const MS_PER_HOUR = 3_600_000;
+/** Queued asynchronous events kept while no request is outstanding. */
+const AER_EVENTS_KEPT = 16;
+/** takeAsyncEvent(): no event queued. */
+const NO_EVENT = -1;
 
 /** A fetched command whose completion is held back (delay / drop fault). Holds a reserved CQ slot. */
 export interface Pending {
@@ -113,16 +124,7 @@ export interface Pending {
   due: number;
 }
 
-export interface ErrorEntry {
-  count: number;
-  sqid: number;
-  cid: number;
-  status: number;
-  lba: number;
-  nsid: number;
-}
-
-export class Controller {
+export class Controller implements AdminTarget {
   readonly cfg: EmuConfig;
   readonly regs: Int32Array;
   readonly db: Int32Array;
@@ -139,54 +141,52 @@ export class Controller {
   readonly mdtsBytes: number;
   private readonly mailbox: MessagePort;
 
-  readonly sqs: Array<SubmissionQueue | undefined>;
-  readonly cqs: Array<CompletionQueue | undefined>;
+  /** Queues by qid. */
+  private readonly sqById: Array<SubmissionQueue | undefined>;
+  private readonly cqById: Array<CompletionQueue | undefined>;
   /** Existing SQs in qid order (admin first), polled every round. */
-  sqList: SubmissionQueue[] = [];
-  cqList: CompletionQueue[] = [];
+  private sqList: SubmissionQueue[] = [];
+  private cqList: CompletionQueue[] = [];
 
   // Register state
   private lastCc = 0;
   private csts = 0;
-  enabled = false;
-  ready = false;
-  fatal = false;
-  shutdownDone = false;
+  private enabled = false;
+  private ready = false;
+  private fatal = false;
+  private shutdownDone = false;
   private readyAt = 0;
   /** Host page size (CC.MPS). */
-  pageSize = 4096;
-  iosqes = 0;
-  iocqes = 0;
+  private hostPageSize = 4096;
+  private sqEntrySizeLog2 = 0;
+  private cqEntrySizeLog2 = 0;
 
   // Features
-  numQueuesSet = false;
-  nsqa: number;
-  ncqa: number;
-  volatileWriteCache = 1;
-  arbitration = 0;
+  private allocatedSqs: number;
+  private allocatedCqs: number;
+  private writeCache = 1;
+  private arbitrationValue = 0;
 
   // Held completions, aborts of unfetched commands, asynchronous events
-  pending: Pending[] = [];
-  abortOnFetch: Array<{ sqid: number; cid: number }> = [];
-  aerCids: number[] = [];
-  aerEvents: number[] = [];
-  faults: FaultRule[] = [];
+  private pending: Pending[] = [];
+  private abortOnFetch: Array<{ sqid: number; cid: number }> = [];
+  private aerCids: number[] = [];
+  private aerEvents: number[] = [];
+  private readonly faults: FaultRule[] = [];
 
-  /** Result dword 0 of the command being executed. */
-  result = 0;
-  /** LBA for the error log of the command being executed (set by handlers that fail on an LBA). */
-  errLba = 0;
+  /** The outcome of the command being executed (cleared before each; handlers fill it). */
+  private readonly out = new CommandOutcome();
 
   // Error log and health counters
-  errorCount = 0;
-  readonly errorLog: ErrorEntry[] = [];
-  unitsRead = 0; // 512-byte units
-  unitsWritten = 0;
-  hostReads = 0;
-  hostWrites = 0;
-  powerCycles = 1;
-  unsafeShutdowns = 0;
-  readonly startTime = performance.now();
+  private errorCount = 0;
+  private readonly errors: ErrorEntry[] = [];
+  private unitsRead = 0; // 512-byte units
+  private unitsWritten = 0;
+  private hostReads = 0;
+  private hostWrites = 0;
+  private readonly powerCycles = 1;
+  private unsafeShutdowns = 0;
+  private readonly startTime = performance.now();
 
   /** Current idle spin before sleeping, ms (adaptive between spinUs and spinMaxUs). */
   private spinMs: number;
@@ -232,10 +232,10 @@ export class Controller {
     this.file = file;
     this.nullMode = this.cfg.backing === 'null';
     this.mdtsBytes = this.cfg.mdts === 0 ? Number.POSITIVE_INFINITY : 2 ** this.cfg.mdts * (4096 << MPSMIN);
-    this.sqs = new Array<SubmissionQueue | undefined>(this.cfg.maxQueuePairs + 1).fill(undefined);
-    this.cqs = new Array<CompletionQueue | undefined>(this.cfg.maxQueuePairs + 1).fill(undefined);
-    this.nsqa = this.cfg.maxQueuePairs - 1;
-    this.ncqa = this.cfg.maxQueuePairs - 1;
+    this.sqById = new Array<SubmissionQueue | undefined>(this.cfg.maxQueuePairs + 1).fill(undefined);
+    this.cqById = new Array<CompletionQueue | undefined>(this.cfg.maxQueuePairs + 1).fill(undefined);
+    this.allocatedSqs = this.cfg.maxQueuePairs - 1;
+    this.allocatedCqs = this.cfg.maxQueuePairs - 1;
     const [capLo, capHi] = encodeCap({
       mqes: this.cfg.mqes,
       cqr: true,
@@ -457,8 +457,8 @@ export class Controller {
 
   private enable(cc: number): void {
     this.enabled = true;
-    this.iosqes = (cc >>> 16) & 0xf;
-    this.iocqes = (cc >>> 20) & 0xf;
+    this.sqEntrySizeLog2 = (cc >>> 16) & 0xf;
+    this.cqEntrySizeLog2 = (cc >>> 20) & 0xf;
     const mps = (cc >>> CC_MPS_SHIFT) & 0xf;
     const css = (cc >>> CC_CSS_SHIFT) & 0x7;
     const aqa = Atomics.load(this.regs, REG_AQA >> 2);
@@ -467,9 +467,9 @@ export class Controller {
     const asq = this.reg64(REG_ASQ);
     const acq = this.reg64(REG_ACQ);
     if (mps < MPSMIN || mps > MPSMAX || css !== CC_CSS_NVM || asqs < 2 || acqs < 2) return this.enterFatal();
-    this.pageSize = 4096 << mps;
-    this.dp.pageSize = this.pageSize;
-    if (asq % this.pageSize !== 0 || acq % this.pageSize !== 0) return this.enterFatal();
+    this.hostPageSize = 4096 << mps;
+    this.dp.pageSize = this.hostPageSize;
+    if (asq % this.hostPageSize !== 0 || acq % this.hostPageSize !== 0) return this.enterFatal();
     const cqSeg = this.dma.locate(acq, acqs * CQE_SIZE);
     if (cqSeg < 0) return this.enterFatal();
     const cq = new CompletionQueue(0, acqs, acq, this.dma.sab[cqSeg]!, this.dma.offset, 1);
@@ -496,8 +496,8 @@ export class Controller {
   /** Controller reset (CC.EN 1 → 0): drop all queues and outstanding work, clear CSTS. */
   private reset(): void {
     if (!this.shutdownDone && this.ready) this.unsafeShutdowns++;
-    for (const q of this.sqList) this.sqs[q.qid] = undefined;
-    for (const q of this.cqList) this.cqs[q.qid] = undefined;
+    for (const q of this.sqList) this.sqById[q.qid] = undefined;
+    for (const q of this.cqList) this.cqById[q.qid] = undefined;
     this.sqList = [];
     this.cqList = [];
     this.pending = [];
@@ -509,9 +509,8 @@ export class Controller {
     this.fatal = false;
     this.shutdownDone = false;
     this.readyAt = 0;
-    this.numQueuesSet = false;
-    this.nsqa = this.cfg.maxQueuePairs - 1;
-    this.ncqa = this.cfg.maxQueuePairs - 1;
+    this.allocatedSqs = this.cfg.maxQueuePairs - 1;
+    this.allocatedCqs = this.cfg.maxQueuePairs - 1;
     for (let i = 0; i < this.db.length; i++) Atomics.store(this.db, i, 0);
     this.setCsts(0);
   }
@@ -536,21 +535,21 @@ export class Controller {
   // ---------------------------------------------------------------- queues
 
   addSq(sq: SubmissionQueue): void {
-    this.sqs[sq.qid] = sq;
+    this.sqById[sq.qid] = sq;
     sq.cq.sqRefs++;
     // A new queue starts empty: whatever the host wrote to this doorbell cell before the queue existed is void.
     Atomics.store(this.db, sq.dbIndex, 0);
     sq.rawTail = 0;
     sq.tail = 0;
-    this.sqList = this.sqs.filter((q): q is SubmissionQueue => q !== undefined);
+    this.sqList = this.sqById.filter((q): q is SubmissionQueue => q !== undefined);
   }
 
   addCq(cq: CompletionQueue): void {
-    this.cqs[cq.qid] = cq;
+    this.cqById[cq.qid] = cq;
     Atomics.store(this.db, cq.dbIndex, 0);
     cq.rawHead = 0;
     cq.head = 0;
-    this.cqList = this.cqs.filter((q): q is CompletionQueue => q !== undefined);
+    this.cqList = this.cqById.filter((q): q is CompletionQueue => q !== undefined);
   }
 
   /** Delete an SQ: its outstanding commands complete with "Command Aborted due to SQ Deletion". */
@@ -572,14 +571,14 @@ export class Controller {
     }
     this.abortOnFetch = this.abortOnFetch.filter((a) => a.sqid !== sq.qid);
     cq.sqRefs--;
-    this.sqs[sq.qid] = undefined;
-    this.sqList = this.sqs.filter((q): q is SubmissionQueue => q !== undefined);
+    this.sqById[sq.qid] = undefined;
+    this.sqList = this.sqById.filter((q): q is SubmissionQueue => q !== undefined);
     Atomics.store(this.db, sq.dbIndex, 0);
   }
 
   deleteCq(cq: CompletionQueue): void {
-    this.cqs[cq.qid] = undefined;
-    this.cqList = this.cqs.filter((q): q is CompletionQueue => q !== undefined);
+    this.cqById[cq.qid] = undefined;
+    this.cqList = this.cqById.filter((q): q is CompletionQueue => q !== undefined);
     Atomics.store(this.db, cq.dbIndex, 0);
   }
 
@@ -600,7 +599,7 @@ export class Controller {
     for (let i = 0; i < sqs.length; i++) {
       const sq = sqs[i]!;
       // An admin command earlier in this round may have deleted this SQ (its doorbell cell is now 0).
-      if (this.sqs[sq.qid] !== sq) continue;
+      if (this.sqById[sq.qid] !== sq) continue;
       const raw = Atomics.load(db, sq.dbIndex);
       if (raw !== sq.rawTail) this.sqTailWrite(sq, raw);
       if (sq.tail !== sq.head) work += this.drain(sq);
@@ -647,7 +646,7 @@ export class Controller {
       sq.head = slot + 1 === sq.size ? 0 : slot + 1;
       done++;
       this.execute(sq, slot << 4, admin);
-      if (this.fatal || !this.ready || this.sqs[sq.qid] !== sq) break;
+      if (this.fatal || !this.ready || this.sqById[sq.qid] !== sq) break;
     }
     this.commands += done;
     if (admin) this.adminCommands += done;
@@ -659,7 +658,7 @@ export class Controller {
     const q = sq.ring;
     const cid = q[b]! >>> SQE_CID_SHIFT;
     let st: number;
-    this.result = 0;
+    this.out.clear();
     if (this.faults.length !== 0 || this.abortOnFetch.length !== 0) {
       st = this.hooks(sq, b, cid, admin);
       if (st !== DEFERRED - 1) {
@@ -667,18 +666,40 @@ export class Controller {
         return;
       }
     }
-    try {
-      st = admin ? adminCommand(this, sq, q, b) : ioCommand(this, q, b);
-    } catch (e) {
-      st = ST_INTERNAL;
-    }
+    st = this.runHandler(q, b, admin);
     if (st === DEFERRED) return;
     this.complete(sq, cid, st, q, b);
   }
 
+  /**
+   * Run the handler of the command at dword `b` of `q`: its status (or DEFERRED), the rest in this.out. A handler
+   * that throws completes with Internal Error. The data it moved is counted for the SMART log here.
+   */
+  private runHandler(q: Uint32Array, b: number, admin: boolean): number {
+    const out = this.out;
+    let st: number;
+    try {
+      st = admin ? adminCommand(this, q, b, out) : ioCommand(this, q, b, out);
+    } catch {
+      st = ST_INTERNAL;
+    }
+    if (out.transfer !== TRANSFER_NONE) this.countTransfer(out);
+    return st;
+  }
+
+  private countTransfer(out: CommandOutcome): void {
+    if (out.transfer === TRANSFER_READ) {
+      this.hostReads++;
+      this.unitsRead += out.units512;
+    } else {
+      this.hostWrites++;
+      this.unitsWritten += out.units512;
+    }
+  }
+
   private complete(sq: SubmissionQueue, cid: number, st: number, q: Uint32Array, b: number): void {
-    if (st !== 0) this.logError(sq.qid, cid, st, q[b + SQE_DW_NSID]!, this.errLba);
-    sq.cq.post(this.result, sq.head, sq.qid, cid, st);
+    if (st !== 0) this.logError(sq.qid, cid, st, q[b + SQE_DW_NSID]!, this.out.errorLba);
+    sq.cq.post(this.out.result, sq.head, sq.qid, cid, st);
   }
 
   /**
@@ -713,20 +734,16 @@ export class Controller {
         case 'drop': {
           let st = 0;
           if (a.kind === 'delay' || admin) {
-            try {
-              st = admin ? adminCommand(this, sq, q, b) : ioCommand(this, q, b);
-            } catch {
-              st = ST_INTERNAL;
-            }
+            st = this.runHandler(q, b, admin);
             if (st === DEFERRED) return DEFERRED;
           }
-          if (st !== 0) this.logError(sq.qid, cid, st, nsid, this.errLba);
+          if (st !== 0) this.logError(sq.qid, cid, st, nsid, this.out.errorLba);
           sq.cq.reserved++;
           this.pending.push({
             sq,
             cid,
             status: st,
-            result: this.result,
+            result: this.out.result,
             due: a.kind === 'delay' ? performance.now() + a.ms : Number.POSITIVE_INFINITY,
           });
           return DEFERRED;
@@ -765,7 +782,7 @@ export class Controller {
         return true;
       }
     }
-    const sq = this.sqs[sqid];
+    const sq = this.sqById[sqid];
     if (sq === undefined) return false;
     for (let h = sq.head; h !== sq.tail; h = h + 1 === sq.size ? 0 : h + 1) {
       if (sq.ring[h << 4]! >>> SQE_CID_SHIFT === cid) {
@@ -778,23 +795,92 @@ export class Controller {
 
   /** Complete an outstanding Asynchronous Event Request, or queue the event for the next one. */
   asyncEvent(result: number): void {
-    const acq = this.cqs[0];
-    const asq = this.sqs[0];
+    const acq = this.cqById[0];
+    const asq = this.sqById[0];
     if (this.aerCids.length !== 0 && acq !== undefined && asq !== undefined && acq.free() > 0) {
       const cid = this.aerCids.shift()!;
       acq.post(result, asq.head, 0, cid, 0);
       return;
     }
-    if (this.aerEvents.length < 16) this.aerEvents.push(result);
+    if (this.aerEvents.length < AER_EVENTS_KEPT) this.aerEvents.push(result);
+  }
+
+  takeAsyncEvent(): number {
+    return this.aerEvents.length !== 0 ? this.aerEvents.shift()! : NO_EVENT;
+  }
+
+  parkAsyncEventRequest(cid: number): boolean {
+    if (this.aerCids.length >= AER_LIMIT) return false;
+    this.aerCids.push(cid);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- what the command handlers see (AdminTarget)
+
+  get sqs(): ReadonlyArray<SubmissionQueue | undefined> {
+    return this.sqById;
+  }
+  get cqs(): ReadonlyArray<CompletionQueue | undefined> {
+    return this.cqById;
+  }
+  get pageSize(): number {
+    return this.hostPageSize;
+  }
+  get iosqes(): number {
+    return this.sqEntrySizeLog2;
+  }
+  get iocqes(): number {
+    return this.cqEntrySizeLog2;
+  }
+  get nsqa(): number {
+    return this.allocatedSqs;
+  }
+  get ncqa(): number {
+    return this.allocatedCqs;
+  }
+  get volatileWriteCache(): number {
+    return this.writeCache;
+  }
+  get arbitration(): number {
+    return this.arbitrationValue;
+  }
+  get errorLog(): readonly ErrorEntry[] {
+    return this.errors;
+  }
+
+  setQueueCounts(nsqa: number, ncqa: number): void {
+    this.allocatedSqs = nsqa;
+    this.allocatedCqs = ncqa;
+  }
+
+  setVolatileWriteCache(enabled: number): void {
+    this.writeCache = enabled;
+    if (enabled === 0) this.flushAll();
+  }
+
+  setArbitration(value: number): void {
+    this.arbitrationValue = value;
+  }
+
+  smart(): SmartCounters {
+    return {
+      unitsRead512: this.unitsRead,
+      unitsWritten512: this.unitsWritten,
+      hostReads: this.hostReads,
+      hostWrites: this.hostWrites,
+      powerCycles: this.powerCycles,
+      powerOnHours: Math.floor((performance.now() - this.startTime) / MS_PER_HOUR),
+      unsafeShutdowns: this.unsafeShutdowns,
+      errorLogEntries: this.errorCount,
+    };
   }
 
   // ---------------------------------------------------------------- error log
 
   logError(sqid: number, cid: number, status: number, nsid: number, lba: number): void {
     this.errorCount++;
-    this.errorLog.unshift({ count: this.errorCount, sqid, cid, status, lba, nsid });
-    if (this.errorLog.length > ERROR_LOG_ENTRIES) this.errorLog.length = ERROR_LOG_ENTRIES;
-    this.errLba = 0;
+    this.errors.unshift({ count: this.errorCount, sqid, cid, status, lba, nsid });
+    if (this.errors.length > ERROR_LOG_ENTRIES) this.errors.length = ERROR_LOG_ENTRIES;
   }
 
   /** Read the LBA dwords of an I/O command (for the error log). */

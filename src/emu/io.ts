@@ -1,6 +1,7 @@
 /**
  * NVM command set of the embedded controller: Read, Write, Flush, Write Zeroes, Dataset Management.
- * The Read/Write path is the hot path: dwords straight from the SQ ring, no allocation.
+ * The Read/Write path is the hot path: dwords straight from the SQ ring, no allocation. A handler returns its
+ * status; the failing LBA and the data it moved go into the CommandOutcome (src/emu/command.ts).
  */
 import { makeStatus } from '../nvme/cqe.js';
 import { DSM_ATTR_DEALLOCATE, DSM_RANGE_SIZE, NvmOpcode } from '../nvme/opcodes.js';
@@ -13,7 +14,7 @@ import {
   TWO_POW_32,
 } from '../nvme/sqe.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
-import type { Controller } from './controller.js';
+import { TRANSFER_READ, TRANSFER_WRITE, type CommandOutcome, type IoTarget } from './command.js';
 import type { Namespace } from './namespace.js';
 
 const gen = (sc: number): number => makeStatus(Sct.Generic, sc, true);
@@ -32,19 +33,23 @@ const NSID_ALL = 0xffffffff;
 const DSM_MAX_RANGES = 256;
 const dsmBuf = Buffer.alloc(DSM_MAX_RANGES * DSM_RANGE_SIZE);
 
+/** log2 of the 512-byte unit the SMART data counters use. */
+const UNIT_512_SHIFT = 9;
+
 /** The namespace `nsid` names, or undefined when it is 0, beyond NN, or inactive. */
-function activeNs(c: Controller, nsid: number): Namespace | undefined {
+function activeNs(c: IoTarget, nsid: number): Namespace | undefined {
   return nsid !== 0 && nsid <= c.nn ? c.ns[nsid] : undefined;
 }
 
 /** 0 when [slba, slba + nlb) lies inside the namespace; else LBA Out of Range, with the LBA for the error log. */
-function rangeStatus(c: Controller, ns: Namespace, slba: number, nlb: number): number {
+function rangeStatus(ns: Namespace, slba: number, nlb: number, out: CommandOutcome): number {
   if (slba + nlb <= ns.nlba) return 0;
-  c.errLba = slba;
+  out.errorLba = slba;
   return ST_LBA_RANGE;
 }
 
-export function ioCommand(c: Controller, q: Uint32Array, b: number): number {
+/** Execute the NVM command at dword `b` of `q`; returns its status, the rest of the outcome in `out`. */
+export function ioCommand(c: IoTarget, q: Uint32Array, b: number, out: CommandOutcome): number {
   const d0 = q[b]!;
   const opc = d0 & 0xff;
   if ((d0 & FUSE_MASK) !== 0) return ST_INVALID_FIELD;
@@ -56,19 +61,14 @@ export function ioCommand(c: Controller, q: Uint32Array, b: number): number {
       if (ns === undefined) return ST_INVALID_NS;
       const slba = q[b + SQE_DW_CDW10]! + q[b + SQE_DW_CDW11]! * TWO_POW_32;
       const nlb = (q[b + SQE_DW_CDW12]! & NLB_MASK) + 1;
-      const rs = rangeStatus(c, ns, slba, nlb);
+      const rs = rangeStatus(ns, slba, nlb, out);
       if (rs !== 0) return rs;
       const lbads = ns.lbads;
       const bytes = nlb << lbads;
       if (bytes > c.mdtsBytes) return ST_INVALID_FIELD;
       const read = opc === NvmOpcode.Read;
-      if (read) {
-        c.hostReads++;
-        c.unitsRead += nlb << (lbads - 9);
-      } else {
-        c.hostWrites++;
-        c.unitsWritten += nlb << (lbads - 9);
-      }
+      out.transfer = read ? TRANSFER_READ : TRANSFER_WRITE;
+      out.units512 = nlb << (lbads - UNIT_512_SHIFT);
       if (c.nullMode) return 0;
       const st = c.dp.map(q, b, bytes, read);
       if (st !== 0) return st;
@@ -89,19 +89,19 @@ export function ioCommand(c: Controller, q: Uint32Array, b: number): number {
       if (ns === undefined) return ST_INVALID_NS;
       const slba = q[b + SQE_DW_CDW10]! + q[b + SQE_DW_CDW11]! * TWO_POW_32;
       const nlb = (q[b + SQE_DW_CDW12]! & NLB_MASK) + 1;
-      const rs = rangeStatus(c, ns, slba, nlb);
+      const rs = rangeStatus(ns, slba, nlb, out);
       if (rs !== 0) return rs;
       ns.store.zero(slba * 2 ** ns.lbads, nlb * 2 ** ns.lbads);
       return 0;
     }
     case NvmOpcode.DatasetManagement:
-      return datasetManagement(c, q, b, nsid);
+      return datasetManagement(c, q, b, nsid, out);
     default:
       return ST_INVALID_OPCODE;
   }
 }
 
-function datasetManagement(c: Controller, q: Uint32Array, b: number, nsid: number): number {
+function datasetManagement(c: IoTarget, q: Uint32Array, b: number, nsid: number, out: CommandOutcome): number {
   const ns = activeNs(c, nsid);
   if (ns === undefined) return ST_INVALID_NS;
   const nr = (q[b + SQE_DW_CDW10]! & 0xff) + 1;
@@ -116,7 +116,7 @@ function datasetManagement(c: Controller, q: Uint32Array, b: number, nsid: numbe
     const at = i * DSM_RANGE_SIZE;
     const nlb = dsmBuf.readUInt32LE(at + 4);
     const slba = dsmBuf.readUInt32LE(at + 8) + dsmBuf.readUInt32LE(at + 12) * TWO_POW_32;
-    const rs = rangeStatus(c, ns, slba, nlb);
+    const rs = rangeStatus(ns, slba, nlb, out);
     if (rs !== 0) return rs;
   }
   for (let i = 0; i < nr; i++) {

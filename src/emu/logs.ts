@@ -9,7 +9,16 @@ import {
   encodeErrorLogEntry,
   encodeSmartLog as encodeSmart,
 } from '../nvme/logpages.js';
-import type { ErrorEntry } from './controller.js';
+
+/** One Error Information log entry as the controller records it. */
+export interface ErrorEntry {
+  count: number;
+  sqid: number;
+  cid: number;
+  status: number;
+  lba: number;
+  nsid: number;
+}
 
 /** Temperature reported, Kelvin (40 °C). */
 export const EMU_TEMPERATURE_K = 313;

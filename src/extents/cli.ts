@@ -111,7 +111,10 @@ export function parseExtentsArgs(args: string[]): ExtentsCommandOptions {
       const v = val();
       if (v !== 'xfs' && v !== 'ext4') throw `--fs must be xfs or ext4, not '${v}'`;
       o.fs = v;
-    } else if (a === '--') pos.push(...args.slice(i + 1)), (i = args.length);
+    } else if (a === '--') {
+      pos.push(...args.slice(i + 1));
+      i = args.length;
+    }
     else if (a.startsWith('-') && a !== '-') throw `unknown option ${a}`;
     else pos.push(a);
   }

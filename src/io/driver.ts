@@ -3,16 +3,16 @@
  * URIs today, PCIe for pci: later). Buffers come from the transport's DMA allocator with prebuilt PRPs
  * (h1 = PRP1, h2 = PRP2); queue sets are I/O queue pairs, and the benchmark engine drives the QueuePair itself.
  */
-import { Controller } from '../driver/controller.js';
+import type { Controller } from '../driver/controller.js';
+import { openController, type OpenedController } from '../device/controller.js';
 import { dataPointer, type DataPointer } from '../driver/dptr.js';
 import type { QueuePair } from '../driver/queue-pair.js';
-import { openDevice } from '../device/open.js';
 import { parseDeviceUri } from '../device/uri.js';
 import type { DmaBuffer } from '../mem/dma.js';
 import { writeCmdSqe } from '../nvme/sqe.js';
 import { statusName } from '../nvme/status.js';
 import type { Transport } from '../transport/transport.js';
-import type { EngineQueue } from '../bench/engine.js';
+import type { QueueContract } from '../queue/contract.js';
 import { PromiseIoDevice, checkBufferFor, checkRange, checkSlice } from './common.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
 
@@ -59,43 +59,41 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
   private readonly buffers = new Map<DmaBuffer, DriverBuffer[]>();
   private closed = false;
 
+  readonly t: Transport;
+  readonly c: Controller;
+
   private constructor(
     readonly backend: BackendName,
     readonly uri: string,
-    readonly t: Transport,
-    readonly c: Controller,
+    private readonly opened: OpenedController,
     nsid: number,
   ) {
     super();
+    const c = opened.controller;
+    this.t = opened.transport;
+    this.c = c;
     const ns = c.namespace(nsid);
     const mdts = Number.isFinite(c.identity.mdts) ? c.identity.mdts : 65536 * ns.blockSize;
     this.geometry = { blockSize: ns.blockSize, blocks: ns.blocks, maxTransferBytes: Math.min(mdts, 65536 * ns.blockSize), nsid, maxQueueDepth: c.cap.maxQueueEntries - 1 };
     this.model = c.identity.model;
-    this.transport = t.kind;
+    this.transport = this.t.kind;
     this.features = { flush: true, writeZeroes: true, deallocate: true };
   }
 
   static async open(uri: string, backend: BackendName, nsid: number, maxQueues: number): Promise<DriverDevice> {
     const parsed = parseDeviceUri(uri);
     if (backend === 'emu' && parsed.kind !== 'emu') throw new IoOpenError(`--backend emu needs an emu:// URI; '${uri}' is not one`);
-    const t = await openDevice(parsed);
-    let c: Controller | null = null;
-    try {
-      c = await Controller.open(t, { ioQueues: maxQueues });
-      try {
-        c.namespace(nsid);
-      } catch (e) {
-        throw new IoOpenError(`${uri}: namespace ${nsid}: ${(e as Error).message}`);
-      }
-      return new DriverDevice(backend, uri, t, c, nsid);
-    } catch (e) {
-      try {
-        if (c) await c.close();
-      } finally {
-        await t.close();
-      }
-      throw e;
-    }
+    const opened = await openController(parsed, {
+      ioQueues: maxQueues,
+      check: (c) => {
+        try {
+          c.namespace(nsid);
+        } catch (e) {
+          throw new IoOpenError(`${uri}: namespace ${nsid}: ${(e as Error).message}`);
+        }
+      },
+    });
+    return new DriverDevice(backend, uri, opened, nsid);
   }
 
   get maxQueuePairs(): number {
@@ -158,14 +156,14 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
         this.t.dma.free(dma);
       }
       this.buffers.clear();
-      await this.t.close();
+      await this.opened.close();
     }
   }
 }
 
 /** An I/O queue pair behind the unified interface. Deallocate (DSM) uses a per-queue page of range slots. */
 class DriverQueue implements IoQueue {
-  readonly engineQueue: EngineQueue;
+  readonly engineQueue: QueueContract;
   private dsmPage: DmaBuffer | null = null;
   private readonly dsmFree: number[] = [];
   private readonly dsmByTag = new Map<number, number>();

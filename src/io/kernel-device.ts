@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { statusName } from '../nvme/status.js';
 import { HostBufferPool, PromiseIoDevice } from './common.js';
 import type { KernelTarget } from './target.js';
-import { IoOp, type BackendName, type IoBuffer, type IoDevice, type IoFeatures, type IoGeometry, type IoQueue } from './types.js';
+import type { BackendName, IoBuffer, IoDevice, IoFeatures, IoGeometry, IoQueue } from './types.js';
 
 export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
   abstract readonly backend: BackendName;

@@ -8,7 +8,7 @@ import { checkBufferFor, checkRange } from './common.js';
 import { KernelDevice } from './kernel-device.js';
 import type { KernelTarget } from './target.js';
 import { IoOp, STATUS_LBA_OUT_OF_RANGE, type BackendName, type IoBuffer, type IoOpcode, type IoQueue, type IoCompletionHandler } from './types.js';
-import type { EngineQueue } from '../bench/engine.js';
+import type { QueueContract } from '../queue/contract.js';
 import { errnoStatus } from '../nvme/status.js';
 
 const EIO = 5;
@@ -67,7 +67,7 @@ export class PosixDevice extends KernelDevice {
 
 class PosixQueue implements IoQueue {
   readonly capacity: number;
-  readonly engineQueue: EngineQueue = this;
+  readonly engineQueue: QueueContract = this;
   private readonly tags: Int32Array;
   private readonly statuses: Int32Array;
   private head = 0;

@@ -12,7 +12,7 @@
  * SCT 3 path-related status with its cause (and errno) in the bits above the field. Never negative. The device's
  * statusName() (the same statusName) turns any of them into words.
  */
-import type { EngineQueue } from '../bench/engine.js';
+import type { CompletionHandler, QueueContract } from '../queue/contract.js';
 
 export const BACKENDS = ['posix', 'io_uring', 'io_uring_cmd', 'driver', 'emu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -93,12 +93,13 @@ export interface IoBuffer {
   slice(offset: number, length: number): IoBuffer;
 }
 
-export type IoCompletionHandler = (tag: number, status: number, result: number) => void;
+/** The completion handler of the queue contract (src/queue/contract.ts). */
+export type IoCompletionHandler = CompletionHandler;
 
 /** One queue set: a submission/completion pair owned by one thread. */
-export interface IoQueue extends EngineQueue {
+export interface IoQueue extends QueueContract {
   /** The object the benchmark engine drives (the queue itself, or the driver's raw QueuePair). */
-  readonly engineQueue: EngineQueue;
+  readonly engineQueue: QueueContract;
   /**
    * Queue one operation on `buf` (null for flush / write-zeroes / deallocate). Returns >= 0 when queued, -1 when
    * the queue is full. Validates its arguments (throws IoRangeError for an LBA range beyond the device).

@@ -17,7 +17,7 @@ import { ioctl } from '../sys/libc.js';
 import { HostBufferPool, PromiseIoDevice, checkBufferFor, checkRange } from './common.js';
 import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
-import type { EngineQueue } from '../bench/engine.js';
+import type { QueueContract } from '../queue/contract.js';
 import { STATUS_FIELD_MASK, errnoStatus, statusName } from '../nvme/status.js';
 
 export const NVME_URING_CMD_SIZE = 72;
@@ -179,7 +179,7 @@ export class UringCmdDevice extends PromiseIoDevice implements IoDevice {
 
 class UringCmdQueue implements IoQueue {
   readonly capacity: number;
-  readonly engineQueue: EngineQueue = this;
+  readonly engineQueue: QueueContract = this;
   private readonly ring_: UringRing;
   private readonly fixedIndex: Int32Array;
   private readonly ranges: HostMemory;

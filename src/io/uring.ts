@@ -12,7 +12,7 @@ import { KernelDevice } from './kernel-device.js';
 import type { KernelTarget } from './target.js';
 import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, STATUS_LBA_OUT_OF_RANGE, type BackendName, type IoBuffer, type IoCompletionHandler, type IoOpcode, type IoQueue } from './types.js';
-import type { EngineQueue } from '../bench/engine.js';
+import type { QueueContract } from '../queue/contract.js';
 import { errnoStatus, statusErrno } from '../nvme/status.js';
 
 const EIO = 5;
@@ -103,7 +103,7 @@ export class UringDevice extends KernelDevice {
 
 class UringQueue implements IoQueue {
   readonly capacity: number;
-  readonly engineQueue: EngineQueue = this;
+  readonly engineQueue: QueueContract = this;
   private readonly ring_: UringRing;
   private readonly w: Uint32Array;
   private readonly fd: number;

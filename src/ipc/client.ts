@@ -1,7 +1,7 @@
 /**
  * IpcClient: a connection to homid. Requests get unique ids, travel as frames (with descriptors through
  * SCM_RIGHTS when given), and resolve with their validated response and the descriptors that came with it
- * (the caller owns those). Timeouts and connection loss reject with IpcError (TIMEOUT, CONNECTION_CLOSED).
+ * (the caller owns those). Timeouts and connection loss reject with IpcError (timeout, connection-closed).
  *
  * All clients of a process share one I/O thread (sharedReactor). Request descriptors are duplicated at once,
  * so the caller may close its own as soon as request() returns.
@@ -9,15 +9,15 @@
 import { closeFd, connectUnix, dupCloexec, unixSocket } from '../sys/socket.js';
 import { errnoName } from '../sys/libc.js';
 import { DEFAULT_MAX_FRAME, FLAG_FDS, PROTOCOL_VERSION, decodePayload, encodeFrame } from './frame.js';
-import { IpcError } from './errors.js';
+import { CLOSING_ERROR_CODES, IpcError, IpcErrorCode } from './errors.js';
 import {
-  CLOSING_ERROR_CODES,
   ErrorResponse,
-  IpcErrorCode,
-  catalogue,
+  catalogue as homidCatalogue,
   describeIssues,
   peekId,
   responseSchema,
+  type Catalogue,
+  type HomidCatalogue,
   type OkResponse,
   type RequestInput,
   type RequestType,
@@ -25,7 +25,9 @@ import {
 } from './messages.js';
 import { sharedReactor, type Reactor } from './reactor.js';
 
-export interface IpcClientOptions {
+export interface IpcClientOptions<C extends Catalogue = HomidCatalogue> {
+  /** The messages spoken (default: homid's catalogue, messages.ts). */
+  catalogue?: C;
   /** Default per-request timeout in ms (default 30 000; 0: none). */
   timeoutMs?: number;
   /** How long connect() retries while the server's backlog is full (default 5000 ms). */
@@ -39,7 +41,7 @@ export interface RequestOptions {
 }
 
 interface Pending {
-  type: RequestType;
+  type: string;
   resolve: (v: { response: unknown; fds: number[] }) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout | null;
@@ -53,14 +55,14 @@ export interface UnmatchedMessage {
   flags: number;
 }
 
-export class IpcClient {
+export class IpcClient<C extends Catalogue = HomidCatalogue> {
   private readonly pending = new Map<number, Pending>();
   private readonly closeListeners: Array<(reason: string) => void> = [];
   private readonly unmatchedListeners: Array<(m: UnmatchedMessage) => void> = [];
   private nextId = 1;
   private conn = -1;
   private closedReason: string | null = null;
-  /** The error the server sent (id null) before closing the connection (e.g. TOO_MANY_CONNECTIONS). */
+  /** The error the server sent (id null) before closing the connection (e.g. too-many-connections). */
   private serverError: { code: string; message: string } | null = null;
   private closedPromise: Promise<void>;
   private resolveClosed!: () => void;
@@ -70,15 +72,19 @@ export class IpcClient {
   private constructor(
     readonly path: string,
     private readonly reactor: Reactor,
-    opts: IpcClientOptions,
+    private readonly catalogue: C,
+    opts: IpcClientOptions<C>,
   ) {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxFrame = opts.maxFrame ?? DEFAULT_MAX_FRAME;
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
   }
 
-  /** Connect to a homid socket. Rejects with IpcError CONNECT_FAILED (e.g. ENOENT, ECONNREFUSED, EACCES). */
-  static async connect(path: string, opts: IpcClientOptions = {}): Promise<IpcClient> {
+  /** Connect to a homid socket. Rejects with IpcError connect-failed (e.g. ENOENT, ECONNREFUSED, EACCES). */
+  static connect(path: string, opts?: IpcClientOptions<HomidCatalogue> & { catalogue?: undefined }): Promise<IpcClient<HomidCatalogue>>;
+  static connect<C extends Catalogue>(path: string, opts: IpcClientOptions<C> & { catalogue: C }): Promise<IpcClient<C>>;
+  static async connect<C extends Catalogue>(path: string, opts: IpcClientOptions<C> = {}): Promise<IpcClient<C>> {
+    const cat = (opts.catalogue ?? homidCatalogue) as C;
     const deadline = Date.now() + (opts.connectTimeoutMs ?? 5000);
     const fd = unixSocket();
     try {
@@ -97,7 +103,7 @@ export class IpcClient {
       throw e;
     }
     const reactor = sharedReactor();
-    const c = new IpcClient(path, reactor, opts);
+    const c = new IpcClient<C>(path, reactor, cat, opts);
     c.conn = reactor.adopt(fd, {
       onFrame: (version, flags, payload, fds) => c.frame(version, flags, payload, fds),
       onBadFrame: (_length, message) => {
@@ -123,17 +129,17 @@ export class IpcClient {
    * `{ok: true, ...}` or `{ok: false, error}` (both resolve), validated against the catalogue. Descriptors in the
    * response belong to the caller. Rejects with IpcError on timeout, connection loss or an invalid response.
    */
-  request<M extends RequestInput>(
-    msg: M,
+  request<T extends RequestType<C>>(
+    msg: RequestInput<C, T> & { type: T },
     fds: readonly number[] = [],
     opts: RequestOptions = {},
-  ): Promise<{ response: ResponseOf<M['type']>; fds: number[] }> {
-    const type: RequestType = msg.type;
+  ): Promise<{ response: ResponseOf<T, C>; fds: number[] }> {
+    const type: string = msg.type;
     if (this.closedReason !== null) {
       const code = this.serverError?.code ?? IpcErrorCode.ConnectionClosed;
       return Promise.reject(new IpcError(code, `connection to ${this.path} is closed: ${this.closedReason}`));
     }
-    if (!Object.prototype.hasOwnProperty.call(catalogue, type)) {
+    if (!Object.prototype.hasOwnProperty.call(this.catalogue, type)) {
       return Promise.reject(new IpcError(IpcErrorCode.UnknownType, `unknown request type ${JSON.stringify(type)}`));
     }
     let id = (msg as { id?: number }).id;
@@ -177,17 +183,17 @@ export class IpcClient {
   }
 
   /** request(), resolving with the success response only; an error response rejects with IpcError(code). */
-  async call<M extends RequestInput>(
-    msg: M,
+  async call<T extends RequestType<C>>(
+    msg: RequestInput<C, T> & { type: T },
     fds: readonly number[] = [],
     opts: RequestOptions = {},
-  ): Promise<{ response: OkResponse<M['type']>; fds: number[] }> {
+  ): Promise<{ response: OkResponse<T, C>; fds: number[] }> {
     const r = await this.request(msg, fds, opts);
-    if (!r.response.ok) {
-      const err = r.response.error;
-      throw new IpcError(err.code, err.message, r.response.id);
+    const response: ResponseOf<T, C> = r.response;
+    if (response.ok === false) {
+      throw new IpcError(response.error.code, response.error.message, response.id);
     }
-    return { response: r.response as OkResponse<M['type']>, fds: r.fds };
+    return { response, fds: r.fds };
   }
 
   /**
@@ -215,7 +221,7 @@ export class IpcClient {
     else this.closeListeners.push(fn);
   }
 
-  /** Close the connection; pending requests reject with CONNECTION_CLOSED. Resolves once closed. */
+  /** Close the connection; pending requests reject with connection-closed. Resolves once closed. */
   close(): Promise<void> {
     if (this.closedReason === null) {
       this.failAll(IpcErrorCode.ConnectionClosed, `connection to ${this.path} closed by the client`);
@@ -285,10 +291,10 @@ export class IpcClient {
       p.reject(new IpcError(IpcErrorCode.BadResponse, `${p.type} request ${id}: ${message}`, id));
     };
     if (((flags & FLAG_FDS) !== 0) !== fds.length > 0) return fail('descriptor flag and descriptors disagree');
-    const checked = responseSchema(p.type).safeParse(value);
+    const checked = responseSchema(p.type, this.catalogue).safeParse(value);
     if (!checked.success) return fail(`invalid response: ${describeIssues(checked.error)}`);
     const response = checked.data as { ok: boolean };
-    const allowed = response.ok ? catalogue[p.type].resultFds : { min: 0, max: 0 };
+    const allowed = response.ok ? this.catalogue[p.type]!.resultFds : { min: 0, max: 0 };
     if (fds.length < allowed.min || fds.length > allowed.max) {
       return fail(`${fds.length} descriptor(s) with the response, ${allowed.min}..${allowed.max} expected`);
     }

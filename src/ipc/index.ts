@@ -1,8 +1,13 @@
-/** homid IPC: framing, the message catalogue, the server and the client (see each module's header). */
+/** homid IPC: framing, the message catalogue and every wire layout, the server and the client (see each module's header). */
 export * from './frame.js';
+export * from './errors.js';
 export * from './messages.js';
-export { IpcError } from './errors.js';
 export * from './limits.js';
+export { WireFormatError } from './validate.js';
+export * from './raw-grant.js';
+export * from './mediated-grant.js';
+export * from './mediated-ring.js';
+export * from './extent-table.js';
 export {
   IpcServer,
   IpcConnection,

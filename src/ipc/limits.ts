@@ -32,14 +32,15 @@
 /** The error codes of limit refusals (also in IpcErrorCode; defined here so that the worker needs no schemas). */
 export const LimitErrorCode = {
   /** Refused at accept: maxConnections or the uid's connection limit reached. */
-  TooManyConnections: 'TOO_MANY_CONNECTIONS',
+  TooManyConnections: 'too-many-connections',
   /** Refused: homid is within fdReserve of its descriptor limit (or out of descriptors). */
-  DescriptorsExhausted: 'DESCRIPTORS_EXHAUSTED',
+  DescriptorsExhausted: 'descriptors-exhausted',
   /** Closed: the connection's uid (or everyone together) holds too many partial-frame bytes or descriptors. */
-  LimitExceeded: 'LIMIT_EXCEEDED',
+  LimitExceeded: 'limit-exceeded',
   /** Closed: a frame stayed incomplete longer than frameTimeoutMs. */
-  FrameTimeout: 'FRAME_TIMEOUT',
+  FrameTimeout: 'frame-timeout',
 } as const;
+export type LimitErrorCodeValue = (typeof LimitErrorCode)[keyof typeof LimitErrorCode];
 
 export interface IpcLimits {
   /** Connections open at once, all uids together. */
@@ -146,7 +147,7 @@ export const LIMIT_REASONS = [
 export type IpcLimitReason = (typeof LIMIT_REASONS)[number];
 
 /** The error code a client receives for each reason. */
-export function limitErrorCode(reason: IpcLimitReason): string {
+export function limitErrorCode(reason: IpcLimitReason): LimitErrorCodeValue {
   switch (reason) {
     case 'connections':
     case 'connectionsPerUid':

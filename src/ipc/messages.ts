@@ -1,70 +1,36 @@
 /**
  * The homid message catalogue: every request type with its zod schema, the schema of its successful result,
  * and how many file descriptors it carries each way. Both ends validate every message against these schemas
- * before using it.
+ * (the server its own responses too, so that a handler cannot send what the catalogue does not say).
  *
  * To add a request type: define `XRequest` (with `...requestBase` and a literal `type`) and `XResult`, add an
  * entry to `catalogue`, and add `XRequest` to the list in `RequestSchema`. To add a field, add it to the
- * schema: requests drop unknown fields (so a newer client's extra fields are ignored, never trusted), results
- * are loose objects (a client keeps fields it does not know yet).
+ * schema. Requests drop unknown fields (a client's extra fields are ignored, never trusted). Results are exact
+ * (strict objects, every field declared, unknown fields refused): a result means the same thing at both ends
+ * of one protocol version, and a client never has to cast one. Changing a result is a protocol change.
+ *
+ * The layouts inside messages live beside this file: raw-grant.ts and mediated-grant.ts (openQueuePair's
+ * grants), extent-table.ts (resolveExtents' shared table), mediated-ring.ts (the ring a mediated grant maps).
  *
  * Envelope: every request has a numeric `id` (non-negative safe integer), echoed by its one response.
  * Responses are `{id, ok: true, ...result}` or `{id, ok: false, error: {code, message}}`; `id` is null when the
- * server could not read one from the frame.
+ * server could not read one from the frame. Error codes: errors.ts.
+ *
+ * The IPC server and client are generic over a Catalogue (tests of the IPC layer bring their own); homid's is
+ * `catalogue` below, their default.
  */
 import { z } from 'zod';
 import { PROTOCOL_VERSION } from './frame.js';
-import { LimitErrorCode } from './limits.js';
+import { IpcErrorCode, type IpcErrorCodeValue } from './errors.js';
+import { EXTENT_FLAG_BITS } from './extent-table.js';
+import { LIMIT_REASONS, type IpcLimitStats } from './limits.js';
+import { MediatedQueueGrant } from './mediated-grant.js';
+import { RawQueueGrant } from './raw-grant.js';
 
 export { PROTOCOL_VERSION };
 
-/** Error codes of the IPC layer itself (handlers may use their own codes as well: any non-empty string). */
-export const IpcErrorCode = {
-  /** Frame header invalid: reserved flag bits set. */
-  BadFrame: 'BAD_FRAME',
-  /** Frame length field beyond the limit or below the header (the connection is closed after this reply). */
-  FrameTooLarge: 'FRAME_TOO_LARGE',
-  /** Frame version byte is not a supported protocol version. */
-  UnsupportedVersion: 'UNSUPPORTED_VERSION',
-  /** Payload is not UTF-8 JSON. */
-  BadJson: 'BAD_JSON',
-  /** `type` names no known request. */
-  UnknownType: 'UNKNOWN_TYPE',
-  /** Payload fails its request schema. */
-  InvalidRequest: 'INVALID_REQUEST',
-  /** Descriptors attached that the request does not take (or the fds flag without descriptors, or too many). */
-  UnexpectedFds: 'UNEXPECTED_FDS',
-  /** The request needs descriptors and has none (or too few). */
-  MissingFds: 'MISSING_FDS',
-  /** The handler failed or produced an invalid response. */
-  Internal: 'INTERNAL',
-  /** Client side: no response within the timeout. */
-  Timeout: 'TIMEOUT',
-  /** Client side: the connection closed before the response came. */
-  ConnectionClosed: 'CONNECTION_CLOSED',
-  /** Client side: the server's response failed its schema. */
-  BadResponse: 'BAD_RESPONSE',
-  /** Client side: could not connect. */
-  ConnectFailed: 'CONNECT_FAILED',
-  /** Connection refused at accept: maxConnections, or the uid's maxConnectionsPerUid / maxConnectionsRoot, reached. */
-  TooManyConnections: LimitErrorCode.TooManyConnections,
-  /** Connection refused (or closed as descriptors arrived): homid is within fdReserve of its descriptor limit. */
-  DescriptorsExhausted: LimitErrorCode.DescriptorsExhausted,
-  /** Connection closed: its uid (or all clients together) holds too many partial-frame bytes or descriptors. */
-  LimitExceeded: LimitErrorCode.LimitExceeded,
-  /** Connection closed: a frame stayed incomplete longer than frameTimeoutMs. */
-  FrameTimeout: LimitErrorCode.FrameTimeout,
-} as const;
-export type IpcErrorCodeValue = (typeof IpcErrorCode)[keyof typeof IpcErrorCode];
-
-/** Error codes after which the server closes the connection (sent with id null). */
-export const CLOSING_ERROR_CODES: ReadonlySet<string> = new Set([
-  IpcErrorCode.FrameTooLarge,
-  IpcErrorCode.TooManyConnections,
-  IpcErrorCode.DescriptorsExhausted,
-  IpcErrorCode.LimitExceeded,
-  IpcErrorCode.FrameTimeout,
-]);
+/** Where homid listens unless configured otherwise ([socket] in homid.toml, HOMID_SOCKET for clients). */
+export const DEFAULT_SOCKET = '/run/homi/homid.sock';
 
 const MAX_STRING = 4096;
 
@@ -131,45 +97,214 @@ export const StatusRequest = z.object({
 
 // ---- results (the fields of a successful response besides id and ok) ----
 
-export const HelloResult = z.looseObject({
+const int = z.number().int();
+const count = z.number().int().nonnegative();
+
+export const HelloResult = z.strictObject({
   /** The protocol version the server speaks. */
   version: z.number().int().positive(),
   /** Server name and version. */
   server: z.string(),
+  /** The client's session id (status lists sessions by it). */
+  session: count,
+  /** The client's class ([[class]] in homid.toml). */
+  class: z.string(),
+  /** Whether this client may hold raw queues. */
+  raw: z.boolean(),
 });
 
-export const DeviceInfo = z.looseObject({
+/** Device states (daemon/registry.ts). */
+export const DeviceState = z.enum(['starting', 'live', 'failed', 'closed']);
+/** Where a device's file extents come from ([[device]] extents in homid.toml). */
+export const ExtentSourceKind = z.enum(['fiemap', 'decoder:ext4', 'decoder:xfs', 'none']);
+
+export const DeviceInfo = z.strictObject({
   /** What OpenQueuePair's `device` takes. */
   device: z.string(),
+  uri: z.string(),
+  state: DeviceState,
+  /** Why the device is not live, or null. */
+  error: z.string().nullable(),
   model: z.string().optional(),
   serial: z.string().optional(),
-  namespaces: z.array(z.looseObject({ nsid: z.number().int(), size: z.number().nonnegative().optional() })).optional(),
+  namespaces: z.array(z.strictObject({ nsid: count, size: count, blockSize: count, blocks: count })),
+  maxQueuePairs: count,
+  queuePairsInUse: count,
+  extents: ExtentSourceKind,
 });
+export type DeviceInfo = z.infer<typeof DeviceInfo>;
 
-export const ListDevicesResult = z.looseObject({
+export const ListDevicesResult = z.strictObject({
   devices: z.array(DeviceInfo),
 });
 
-export const OpenQueuePairResult = z.looseObject({
-  /** Names the grant in closeQueuePair; the grant is also released when the connection closes. */
+/** Fields of every lease in an openQueuePair result: `fdBase`, `fdCount` slice the response's descriptors. */
+const leaseGrantBase = {
+  /** Names the lease in closeQueuePair. */
   grantId: z.string(),
+  /** The hardware queue id. */
+  qid: int.min(0).max(0xffff),
+  fdBase: count,
+  fdCount: count,
+};
+export const RawLeaseGrant = z.strictObject({ ...leaseGrantBase, mode: z.literal('raw'), grant: RawQueueGrant });
+export const MediatedLeaseGrant = z.strictObject({ ...leaseGrantBase, mode: z.literal('mediated'), grant: MediatedQueueGrant });
+/** One lease of an openQueuePair result, by mode (a new lease kind is a new member). */
+export const LeaseGrant = z.discriminatedUnion('mode', [RawLeaseGrant, MediatedLeaseGrant]);
+export type LeaseGrant = z.infer<typeof LeaseGrant>;
+
+export const OpenQueuePairResult = z.strictObject({
+  /** The first lease's grantId (`grants[0].grantId`). */
+  grantId: z.string(),
+  /** One per queue pair asked for. The grant is also released when the connection closes. */
+  grants: z.array(LeaseGrant).min(1),
 });
 
-export const CloseQueuePairResult = z.looseObject({});
+export const CloseQueuePairResult = z.strictObject({});
 
-export const Extent = z.looseObject({
+export const Extent = z.strictObject({
   logical: z.number().nonnegative(),
   physical: z.number().nonnegative(),
   length: z.number().nonnegative(),
-  flags: z.array(z.string()).optional(),
+  flags: z.array(z.enum(EXTENT_FLAG_BITS)),
 });
 
-export const ResolveExtentsResult = z.looseObject({
+export const ResolveExtentsResult = z.strictObject({
+  /** Names the file grant. */
+  fileId: count,
+  /** The device whose namespace the extents address. */
+  device: z.string(),
   size: z.number().nonnegative(),
+  /** The extent table's generation when this answer was made. */
+  generation: int,
   extents: z.array(Extent),
+  /** Bytes of the shared extent table (the one descriptor of the response); map this many. */
+  tableBytes: count,
 });
 
-export const StatusResult = z.looseObject({});
+// ---- status ----
+
+/** A device as status shows it (Homid.listDevices). */
+export const DeviceStatus = z.strictObject({
+  name: z.string(),
+  uri: z.string(),
+  state: DeviceState,
+  error: z.string().nullable(),
+  model: z.string().nullable(),
+  serial: z.string().nullable(),
+  namespaces: z.array(z.strictObject({ nsid: count, blockSize: count, blocks: count })),
+  maxQueuePairs: count,
+  queuePairsInUse: count,
+  extents: ExtentSourceKind,
+});
+export type DeviceStatus = z.infer<typeof DeviceStatus>;
+
+export const ClassStatus = z.strictObject({ name: z.string(), queuePairs: count, perClient: count, held: count });
+
+/** I/O counters of a queue homid drives: mediated (every command checked), or homid's own queue pair. */
+export const MediatedIo = z.strictObject({ submitted: count, forwarded: count, denied: count, completed: count });
+export const QueueIo = z.strictObject({ submitted: count, completed: count });
+
+export const LeaseStatus = z.strictObject({
+  lease: count,
+  device: z.string(),
+  qid: count,
+  mode: z.enum(['raw', 'mediated']),
+  nsid: count,
+  depth: count,
+  /** Why the hardware queue is gone (a controller reset or removal), or null. */
+  lost: z.string().nullable(),
+  /** What homid counted, or null where the client drives the queue itself (raw, in its own process). */
+  io: z.union([MediatedIo, QueueIo]).nullable(),
+});
+export type LeaseStatus = z.infer<typeof LeaseStatus>;
+
+export const ClientStatus = z.strictObject({
+  id: count,
+  pid: int,
+  uid: int,
+  class: z.string(),
+  raw: z.boolean(),
+  files: count,
+  queuePairs: z.array(LeaseStatus),
+});
+
+export const ExtentEntryStatus = z.strictObject({
+  device: z.string(),
+  path: z.string(),
+  ino: count,
+  size: count,
+  extents: count,
+  /** The table's generation (-1: unreadable). */
+  generation: int,
+  holders: count,
+  refreshes: count,
+  error: z.string().nullable(),
+});
+
+export const HomidCounters = z.strictObject({
+  reclaimedQueuePairs: count,
+  deniedCommands: count,
+  refusals: count,
+  clientsServed: count,
+  lostQueuePairs: count,
+});
+
+const IpcUidUsage = z.strictObject({
+  uid: int,
+  connections: count,
+  partialBytes: count,
+  transitBytes: count,
+  heldFds: count,
+  inFlight: count,
+  queuedBytes: count,
+});
+/** The socket's accounting (limits.ts IpcLimitStats): root only. */
+export const IpcStats = z.strictObject({
+  limits: z.strictObject({
+    maxConnections: count,
+    maxConnectionsPerUid: count,
+    maxConnectionsRoot: count,
+    maxPartialBytes: count,
+    maxPartialBytesPerUid: count,
+    frameTimeoutMs: count,
+    maxHeldFds: count,
+    maxHeldFdsPerUid: count,
+    maxInFlightPerUid: count,
+    maxQueuedBytesPerUid: count,
+    fdReserve: count,
+  }),
+  total: IpcUidUsage,
+  uids: z.array(IpcUidUsage),
+  refusals: z.record(z.enum(LIMIT_REASONS), count),
+  refusalsUnreported: count,
+  fds: z.strictObject({ open: count, limit: z.number(), reserve: count, sampledAt: z.number() }),
+});
+/** IpcStats is IpcLimitStats, field for field (a compile error here means one of them changed alone). */
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const ipcStatsMatch: Same<z.infer<typeof IpcStats>, IpcLimitStats> = true;
+void ipcStatsMatch;
+
+/**
+ * homid's status as `viewer` may see it: root sees every session and published file and the socket's
+ * accounting (`ipc`); any other client only its own session and the files it holds, and no `ipc`.
+ */
+export const StatusResult = z.strictObject({
+  version: z.string(),
+  pid: int,
+  uptimeS: count,
+  devices: z.array(DeviceStatus),
+  classes: z.array(ClassStatus),
+  clients: z.array(ClientStatus),
+  extents: z.array(ExtentEntryStatus),
+  counters: HomidCounters,
+  ipc: IpcStats.optional(),
+});
+export type StatusResult = z.infer<typeof StatusResult>;
+/** The snapshot Homid.status() builds (the socket adds `ipc` for root). */
+export type StatusSnapshot = Omit<StatusResult, 'ipc'>;
+
+// ---- the catalogue ----
 
 /** How many descriptors a message may carry. */
 export interface FdCount {
@@ -178,7 +313,18 @@ export interface FdCount {
 }
 const NO_FDS: FdCount = { min: 0, max: 0 };
 
-/** Per request type: schemas and descriptor counts (request: client to server; result: server to client). */
+/** One request type: its schemas and descriptor counts (request: client to server; result: server to client). */
+export interface MessageSpec {
+  /** An object schema with `id` (requestBase) and a literal `type`. */
+  request: z.ZodType<{ id: number; type: string }>;
+  result: z.ZodObject;
+  requestFds: FdCount;
+  resultFds: FdCount;
+}
+/** A message catalogue: request type -> its spec. */
+export type Catalogue = { readonly [type: string]: MessageSpec };
+
+/** homid's catalogue. */
 export const catalogue = {
   hello: { request: HelloRequest, result: HelloResult, requestFds: NO_FDS, resultFds: NO_FDS },
   listDevices: { request: ListDevicesRequest, result: ListDevicesResult, requestFds: NO_FDS, resultFds: NO_FDS },
@@ -198,7 +344,8 @@ export const catalogue = {
     resultFds: { min: 0, max: 1 },
   },
   status: { request: StatusRequest, result: StatusResult, requestFds: NO_FDS, resultFds: NO_FDS },
-} as const;
+} as const satisfies Catalogue;
+export type HomidCatalogue = typeof catalogue;
 
 export const RequestSchema = z.discriminatedUnion('type', [
   HelloRequest,
@@ -209,16 +356,21 @@ export const RequestSchema = z.discriminatedUnion('type', [
   StatusRequest,
 ]);
 
-export type Request = z.infer<typeof RequestSchema>;
-export type RequestType = keyof typeof catalogue;
-export type RequestOf<T extends RequestType> = z.infer<(typeof catalogue)[T]['request']>;
-export type ResultOf<T extends RequestType> = z.infer<(typeof catalogue)[T]['result']>;
+export type RequestType<C extends Catalogue = HomidCatalogue> = keyof C & string;
+export type RequestOf<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = z.infer<C[T]['request']>;
+/** z.infer of a result schema; zod types an empty object as Record<string, never>, here it has no fields. */
+type Fields<T> = [T] extends [Record<string, never>] ? Record<never, never> : T;
+export type ResultOf<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = Fields<z.infer<C[T]['result']>>;
+/** Any request of catalogue C (validated). */
+export type AnyRequest<C extends Catalogue = HomidCatalogue> = { [T in RequestType<C>]: RequestOf<T, C> }[RequestType<C>];
+/** Any request of homid's catalogue. */
+export type Request = AnyRequest<HomidCatalogue>;
 /** A request as a client writes it: the client assigns `id`. */
-export type RequestInput<T extends RequestType = RequestType> = T extends RequestType
-  ? Omit<RequestOf<T>, 'id'> & { id?: number }
+export type RequestInput<C extends Catalogue = HomidCatalogue, T extends RequestType<C> = RequestType<C>> = T extends RequestType<C>
+  ? Omit<RequestOf<T, C>, 'id'> & { id?: number }
   : never;
 
-export const IpcErrorBody = z.looseObject({
+export const IpcErrorBody = z.strictObject({
   code: z.string().min(1).max(256),
   message: z.string().max(64 * 1024),
 });
@@ -231,28 +383,30 @@ export const ErrorResponse = z.object({
 });
 export type ErrorResponse = z.infer<typeof ErrorResponse>;
 
-export type OkResponse<T extends RequestType> = ResultOf<T> & { id: number; ok: true };
-export type ResponseOf<T extends RequestType> = OkResponse<T> | ErrorResponse;
+export type OkResponse<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = ResultOf<T, C> & { id: number; ok: true };
+export type ResponseOf<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = OkResponse<T, C> | ErrorResponse;
 /** What a handler returns as the response (the server adds `id`). */
-export type ResponseBody<T extends RequestType = RequestType> =
-  | (ResultOf<T> & { ok: true })
+export type ResponseBody<C extends Catalogue = HomidCatalogue> =
+  | { [T in RequestType<C>]: ResultOf<T, C> & { ok: true } }[RequestType<C>]
   | { ok: false; error: IpcErrorBody };
 
-const responseSchemas = new Map<string, z.ZodType>();
-/** The schema of a response to a request of type `type` (success or error). */
-export function responseSchema(type: RequestType): z.ZodType {
-  let s = responseSchemas.get(type);
+const responseSchemas = new WeakMap<Catalogue, Map<string, z.ZodType>>();
+/** The schema of a response to a request of type `type` in `cat` (success or error). */
+export function responseSchema(type: string, cat: Catalogue = catalogue): z.ZodType {
+  let byType = responseSchemas.get(cat);
+  if (byType === undefined) responseSchemas.set(cat, (byType = new Map()));
+  let s = byType.get(type);
   if (s === undefined) {
-    const ok = catalogue[type].result.extend({ id: requestBase.id, ok: z.literal(true) });
+    const ok = cat[type]!.result.extend({ id: requestBase.id, ok: z.literal(true) });
     s = z.union([ok, ErrorResponse]);
-    responseSchemas.set(type, s);
+    byType.set(type, s);
   }
   return s;
 }
 
-/** Is `type` a request type in the catalogue? */
-export function isRequestType(type: unknown): type is RequestType {
-  return typeof type === 'string' && Object.prototype.hasOwnProperty.call(catalogue, type);
+/** Is `type` a request type in `cat`? */
+export function isRequestType<C extends Catalogue = HomidCatalogue>(type: unknown, cat: C = catalogue as Catalogue as C): type is RequestType<C> {
+  return typeof type === 'string' && Object.prototype.hasOwnProperty.call(cat, type);
 }
 
 /** The request id in an unvalidated payload, or null when it has no valid one. */
@@ -270,26 +424,26 @@ export function describeIssues(error: z.ZodError): string {
   return s.length > 1000 ? `${s.slice(0, 1000)}…` : s;
 }
 
-export type ValidatedRequest =
-  | { ok: true; request: Request }
+export type ValidatedRequest<C extends Catalogue = HomidCatalogue> =
+  | { ok: true; request: AnyRequest<C> }
   | { ok: false; id: number | null; code: IpcErrorCodeValue; message: string };
 
-/** Validate a decoded payload as a request of the catalogue. */
-export function validateRequest(value: unknown): ValidatedRequest {
+/** Validate a decoded payload as a request of `cat` (homid's catalogue by default). */
+export function validateRequest<C extends Catalogue = HomidCatalogue>(value: unknown, cat: C = catalogue as Catalogue as C): ValidatedRequest<C> {
   const id = peekId(value);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { ok: false, id, code: IpcErrorCode.InvalidRequest, message: 'a request must be a JSON object' };
   }
   const type = (value as { type?: unknown }).type;
-  if (!isRequestType(type)) {
+  if (!isRequestType(type, cat)) {
     const shown = typeof type === 'string' ? JSON.stringify(type.slice(0, 64)) : typeof type;
     return { ok: false, id, code: IpcErrorCode.UnknownType, message: `unknown request type ${shown}` };
   }
-  const r = catalogue[type].request.safeParse(value);
+  const r = cat[type]!.request.safeParse(value);
   if (!r.success) {
     return { ok: false, id, code: IpcErrorCode.InvalidRequest, message: `invalid ${type} request: ${describeIssues(r.error)}` };
   }
-  return { ok: true, request: r.data as Request };
+  return { ok: true, request: r.data as AnyRequest<C> };
 }
 
 /** An error response body. */

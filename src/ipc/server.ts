@@ -30,20 +30,20 @@ import { raiseNofileLimit, type Rlimit } from '../sys/rlimit.js';
 import { resolveLimits, type IpcLimitStats, type IpcLimits, type IpcRefusal } from './limits.js';
 import { DEFAULT_MAX_FRAME, FLAG_FDS, KNOWN_FLAGS, MAX_FDS_PER_FRAME, PROTOCOL_VERSION, decodePayload, encodeFrame } from './frame.js';
 import {
-  IpcErrorCode,
-  catalogue,
+  catalogue as homidCatalogue,
   describeIssues,
   errorBody,
   peekId,
   responseSchema,
   validateRequest,
+  type AnyRequest,
+  type Catalogue,
+  type HomidCatalogue,
   type IpcErrorBody,
-  type Request,
-  type RequestType,
   type ResponseBody,
 } from './messages.js';
 import { Reactor, type ConnHandlers } from './reactor.js';
-import { IpcError } from './errors.js';
+import { IpcError, IpcErrorCode } from './errors.js';
 
 /** A client connection. `closed` turns true before the close listeners run. */
 export class IpcConnection {
@@ -60,7 +60,7 @@ export class IpcConnection {
     readonly id: number,
     /** The peer's credentials as of connect(), from the kernel (SO_PEERCRED). */
     readonly cred: Readonly<PeerCred>,
-    private readonly server: IpcServer,
+    private readonly server: { closeConnection(conn: IpcConnection): void },
   ) {}
 
   /** Close the connection (responses still queued are sent first, within a bounded wait). */
@@ -83,7 +83,7 @@ export class IpcConnection {
 }
 
 /** One validated request as the handler sees it. */
-export interface IpcRequest<R extends Request = Request> {
+export interface IpcRequest<C extends Catalogue = HomidCatalogue, R extends AnyRequest<C> = AnyRequest<C>> {
   conn: IpcConnection;
   cred: Readonly<PeerCred>;
   request: R;
@@ -93,16 +93,16 @@ export interface IpcRequest<R extends Request = Request> {
   takeFds(): number[];
 }
 
-export interface IpcReply {
+export interface IpcReply<C extends Catalogue = HomidCatalogue> {
   /** The response without `id` (the server echoes the request's): `{ok: true, ...}` or `{ok: false, error}`. */
-  response: ResponseBody | { ok: false; error: IpcErrorBody };
+  response: ResponseBody<C> | { ok: false; error: IpcErrorBody };
   /** Descriptors to pass with the response (duplicated at once; the handler keeps its own). */
   fds?: number[];
   /** Close the handler's `fds` after duplicating them. */
   closeFds?: boolean;
 }
 
-export type IpcHandler = (req: IpcRequest) => Promise<IpcReply> | IpcReply;
+export type IpcHandler<C extends Catalogue = HomidCatalogue> = (req: IpcRequest<C>) => Promise<IpcReply<C>> | IpcReply<C>;
 
 /** Something the server rejected or noticed, for logs. */
 export interface IpcProtocolEvent {
@@ -111,10 +111,12 @@ export interface IpcProtocolEvent {
   message: string;
 }
 
-export interface IpcServerOptions extends Partial<IpcLimits> {
+export interface IpcServerOptions<C extends Catalogue = HomidCatalogue> extends Partial<IpcLimits> {
   /** Socket path (a leading NUL: abstract namespace). A stale socket file nobody listens on is replaced. */
   path: string;
-  handler: IpcHandler;
+  handler: IpcHandler<C>;
+  /** The messages served (default: homid's catalogue, messages.ts). */
+  catalogue?: C;
   /** chmod of the socket file (default 0o660), applied before listen(). */
   mode?: number;
   /** Limit on a frame's length field (default 1 MiB), both ways. */
@@ -133,8 +135,9 @@ export interface IpcServerOptions extends Partial<IpcLimits> {
   raiseFdLimit?: boolean;
 }
 
-export class IpcServer {
+export class IpcServer<C extends Catalogue = HomidCatalogue> {
   readonly path: string;
+  private readonly catalogue: C;
   private readonly reactor: Reactor;
   private readonly listener: number;
   private readonly conns = new Map<number, IpcConnection>();
@@ -149,13 +152,15 @@ export class IpcServer {
   readonly fdLimit: { before: Rlimit; after: Rlimit } | null;
 
   private constructor(
-    private readonly opts: IpcServerOptions,
+    private readonly opts: IpcServerOptions<C>,
+    catalogue: C,
     fd: number,
     ino: number | null,
     limits: IpcLimits,
     fdLimit: { before: Rlimit; after: Rlimit } | null,
   ) {
     this.path = opts.path;
+    this.catalogue = catalogue;
     this.ino = ino;
     this.limits = Object.freeze({ ...limits });
     this.fdLimit = fdLimit;
@@ -175,7 +180,10 @@ export class IpcServer {
   }
 
   /** Bind, chmod and listen on `opts.path`, and start serving. Throws RangeError on an invalid limit. */
-  static async listen(opts: IpcServerOptions): Promise<IpcServer> {
+  static listen(opts: IpcServerOptions<HomidCatalogue> & { catalogue?: undefined }): Promise<IpcServer<HomidCatalogue>>;
+  static listen<C extends Catalogue>(opts: IpcServerOptions<C> & { catalogue: C }): Promise<IpcServer<C>>;
+  static async listen<C extends Catalogue>(opts: IpcServerOptions<C>): Promise<IpcServer<C>> {
+    const cat = opts.catalogue ?? homidCatalogue;
     const limits = resolveLimits(opts);
     let fdLimit: { before: Rlimit; after: Rlimit } | null = null;
     if (opts.raiseFdLimit ?? true) {
@@ -199,7 +207,7 @@ export class IpcServer {
       closeFd(fd);
       throw e;
     }
-    return new IpcServer(opts, fd, ino, limits, fdLimit);
+    return new IpcServer<C>(opts, cat as C, fd, ino, limits, fdLimit);
   }
 
   /**
@@ -311,13 +319,13 @@ export class IpcServer {
       this.reject(conn, id, hasFlag ? IpcErrorCode.MissingFds : IpcErrorCode.UnexpectedFds, msg, fds);
       return;
     }
-    const v = validateRequest(decoded.value);
+    const v = validateRequest(decoded.value, this.catalogue);
     if (!v.ok) {
       this.reject(conn, v.id, v.code, v.message, fds);
       return;
     }
     const request = v.request;
-    const want = catalogue[request.type].requestFds;
+    const want = this.catalogue[request.type]!.requestFds;
     if (fds.length > want.max || fds.length > MAX_FDS_PER_FRAME) {
       this.reject(conn, request.id, IpcErrorCode.UnexpectedFds, `${request.type} takes at most ${want.max} descriptor(s), ${fds.length} came`, fds);
       return;
@@ -329,9 +337,9 @@ export class IpcServer {
     void this.dispatch(conn, request, fds);
   }
 
-  private async dispatch(conn: IpcConnection, request: Request, fds: number[]): Promise<void> {
+  private async dispatch(conn: IpcConnection, request: AnyRequest<C>, fds: number[]): Promise<void> {
     let owned = fds;
-    const req: IpcRequest = {
+    const req: IpcRequest<C> = {
       conn,
       cred: conn.cred,
       request,
@@ -343,7 +351,7 @@ export class IpcServer {
       },
     };
     conn.inFlight++;
-    let reply: IpcReply;
+    let reply: IpcReply<C>;
     try {
       reply = await this.opts.handler(req);
     } catch (e) {
@@ -361,7 +369,7 @@ export class IpcServer {
     this.respond(conn, request.type, request.id, reply);
   }
 
-  private respond(conn: IpcConnection, type: RequestType, id: number, reply: IpcReply): void {
+  private respond(conn: IpcConnection, type: string, id: number, reply: IpcReply<C>): void {
     if (typeof reply !== 'object' || reply === null || typeof reply.response !== 'object' || reply.response === null) {
       const problem = `${type} handler returned no response object`;
       this.protocolError(conn, IpcErrorCode.Internal, problem);
@@ -370,9 +378,9 @@ export class IpcServer {
     }
     const handlerFds = Array.isArray(reply.fds) ? reply.fds : [];
     let dups: number[] = [];
-    let message: Record<string, unknown> = { ...(reply.response as Record<string, unknown>), id };
-    const checked = responseSchema(type).safeParse(message);
-    const wantFds = catalogue[type].resultFds;
+    let message: object = { ...reply.response, id };
+    const checked = responseSchema(type, this.catalogue).safeParse(message);
+    const wantFds = this.catalogue[type]!.resultFds;
     let problem: string | null = null;
     if (!checked.success) problem = `invalid ${type} response from the handler: ${describeIssues(checked.error)}`;
     else if (reply.response.ok && (handlerFds.length < wantFds.min || handlerFds.length > wantFds.max)) {

@@ -2,20 +2,22 @@
  * NVMe queue rings: the one implementation of the ring mechanics every initiator and target in HOMI uses (the
  * driver's queue pair, the mediated client, homid's direct forwarding and mediated relay, the embedded
  * controller). Protocol only: no I/O, no notification; the owner decides where a published index goes (a
- * doorbell register, a cell of a shared header) and whether anyone must be woken afterwards.
+ * transport's QueueNotifier: a doorbell register and a wake; or a cell of a shared header, publishTo) and whether
+ * anyone must be woken afterwards.
  *
  * An SQ has 64-byte entries (16 dwords), a CQ 16-byte entries (4 dwords); both are `entries` slots in
  * preallocated memory, seen through a Uint32Array. The four operations, and who does them:
  *
  *   write a slot      SqWriter.claim() / claimBatch(n) hand out SQ slots; anyone holding a view of the ring
  *                     fills them (writeIoSqe / writeCmdSqe in sqe.ts, or a GPU thread, a worker).
- *   publish a tail    SqWriter.publish(cells, index): one Atomics.store of the tail, once per batch.
+ *   publish a tail    SqWriter.publish(): the tail to hand to the doorbell once per batch (-1: nothing new), or
+ *                     publishTo(cells, index): one Atomics.store of it into a shared cell.
  *   reap by phase     CqReader.take(): the next CQE whose phase tag shows it was posted in the current lap
  *                     (DW3 read with Atomics.load), consumed locally.
- *   publish a head    CqReader.publish(cells, index): one Atomics.store of the head, once per batch.
+ *   publish a head    CqReader.publish() / publishTo(cells, index): the head, once per batch.
  *   post a CQE        CqWriter.post(...): DW0-DW2 written plainly, then DW3 (CID, phase tag, status) with
  *                     Atomics.store; the phase tag is the publication, so a reader that sees it sees the entry.
- *   (consume SQEs)    SqReader.take() / publish(): the target side of an SQ (homid reading a mediated ring).
+ *   (consume SQEs)    SqReader.take() / publishTo(): the target side of an SQ (homid reading a mediated ring).
  *
  * Slot fill is kept apart from tail publish, and reaping apart from head publish: a batch (or a GPU thread
  * block, as in uPCIe's CUDA queue) claims slots, fills them in any order or in parallel, and one publisher makes
@@ -120,14 +122,20 @@ export class SqWriter {
   }
 
   /**
-   * Publish the tail: store it into `cells[index]` (a doorbell, or a shared header cell) with Atomics.store when
-   * slots were claimed since the last publish. Returns true when it stored (the owner then notifies the consumer
-   * if it has to).
+   * Publish the tail: when slots were claimed since the last publish, returns the tail for the owner to hand to
+   * the consumer (a doorbell write through the transport's notifier) and counts it as published; else -1.
    */
-  publish(cells: Int32Array, index: number): boolean {
+  publish(): number {
     const t = this.tail;
-    if (t === this.published) return false;
+    if (t === this.published) return -1;
     this.published = t;
+    return t;
+  }
+
+  /** Publish the tail into `cells[index]` (a shared header cell) with Atomics.store; true when it stored. */
+  publishTo(cells: Int32Array, index: number): boolean {
+    const t = this.publish();
+    if (t < 0) return false;
     Atomics.store(cells, index, t);
     return true;
   }
@@ -174,11 +182,18 @@ export class SqReader {
     return h << SQE_DW_LOG2;
   }
 
-  /** Publish the head into `cells[index]` with Atomics.store when it moved since the last publish. */
-  publish(cells: Int32Array, index: number): boolean {
+  /** The head to hand to the producer when it moved since the last publish (counted as published), else -1. */
+  publish(): number {
     const h = this.head;
-    if (h === this.published) return false;
+    if (h === this.published) return -1;
     this.published = h;
+    return h;
+  }
+
+  /** Publish the head into `cells[index]` (a shared header cell) with Atomics.store; true when it stored. */
+  publishTo(cells: Int32Array, index: number): boolean {
+    const h = this.publish();
+    if (h < 0) return false;
     Atomics.store(cells, index, h);
     return true;
   }
@@ -229,13 +244,20 @@ export class CqReader {
   }
 
   /**
-   * Publish the head into `cells[index]` (the CQ head doorbell, or a shared header cell) with Atomics.store when
-   * entries were consumed since the last publish. Returns true when it stored.
+   * Publish the head: when entries were consumed since the last publish, returns the head for the owner to hand
+   * to the producer (the CQ head doorbell, through the transport's notifier) and counts it as published; else -1.
    */
-  publish(cells: Int32Array, index: number): boolean {
-    if (this.unpublished === 0) return false;
+  publish(): number {
+    if (this.unpublished === 0) return -1;
     this.unpublished = 0;
-    Atomics.store(cells, index, this.head);
+    return this.head;
+  }
+
+  /** Publish the head into `cells[index]` (a shared header cell) with Atomics.store; true when it stored. */
+  publishTo(cells: Int32Array, index: number): boolean {
+    const h = this.publish();
+    if (h < 0) return false;
+    Atomics.store(cells, index, h);
     return true;
   }
 

@@ -48,7 +48,9 @@ import {
   REG_INTMS,
   REG_NSSR,
 } from '../nvme/registers.js';
-import { WAKE_AWAKE, WAKE_SLEEPING, wakeDevice, type ExportedMemory, type QueueExporter, type Transport } from './transport.js';
+import { AtomicsWaker, FutexWaker, doorbellNotifier, type Waker } from './doorbell.js';
+import { createIoQueuePair, deleteIoQueuePair, programAdminQueue } from './pcie-queues.js';
+import type { AdminChannel, ExportedMemory, QueueExporter, QueueNotifier, QueueRings, Transport } from './transport.js';
 
 export type { EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
 export type { FaultRule, FaultAction } from '../emu/faults.js';
@@ -96,7 +98,7 @@ export interface EmuBarShm {
   bytes: number;
   /** Bytes of BAR0 proper (registers + doorbells) at the start of the mapping. */
   barBytes: number;
-  /** Byte offset of the 32-bit wake word (futex; see src/transport/transport.ts for the protocol). */
+  /** Byte offset of the 32-bit wake word (futex; see src/emu/wake.ts for the protocol). */
   wakeOffset: number;
   /** Doorbell stride in bytes (CAP.DSTRD). */
   doorbellStride: number;
@@ -124,6 +126,8 @@ export interface EmuStats {
 
 /** Registers the host may write; everything else below the doorbells is read-only. */
 const WRITABLE = new Set([REG_CC, REG_AQA, REG_ASQ, REG_ASQ + 4, REG_ACQ, REG_ACQ + 4, REG_INTMS, REG_INTMC, REG_NSSR]);
+/** Doorbell stride in bytes: the embedded controller reports CAP.DSTRD = 0. */
+const EMU_DOORBELL_STRIDE = 4;
 /** How long synchronous control calls wait for the worker before declaring it dead. */
 const CONTROL_TIMEOUT_MS = 5000;
 const DEAD = 0xffffffff;
@@ -131,19 +135,17 @@ const DEAD = 0xffffffff;
 export class EmuTransport implements Transport {
   readonly kind = 'emu';
   readonly description: string;
+  /** The doorbell registers as 32-bit cells from REG_DOORBELL_BASE on (what the notifiers store into). */
   readonly doorbells: Int32Array;
+  /** The controller's wake word (src/emu/wake.ts): the control block's, or the BAR memfd's in memfd mode. */
   readonly wake: Int32Array;
   readonly dma: SharedDmaMemory | ShmDmaMemory;
   readonly config: EmuConfig;
   /** 'sab' or 'memfd' (EmuOptions.sharedMemory). */
   readonly sharedMemory: 'sab' | 'memfd';
-  /**
-   * How a queue pair wakes this controller after ringing (read by QueuePair): Atomics.notify on the
-   * SharedArrayBuffer wake word, or a process-shared futex wake in memfd mode.
-   */
-  readonly wakeFn: (wake: Int32Array | null) => void;
+  /** Wakes the controller thread: Atomics.notify on the SharedArrayBuffer word, or a futex wake in memfd mode. */
+  private readonly waker: Waker;
   private readonly barRegion: ShmRegion | null = null;
-  private readonly wakeAddress: number = 0;
   private readonly shmMods: ShmModules | null;
   private readonly regs: Int32Array;
   private readonly ctl: Int32Array;
@@ -178,7 +180,7 @@ export class EmuTransport implements Transport {
       this.regs = new Int32Array(bar);
       this.doorbells = new Int32Array(bar, REG_DOORBELL_BASE, doorbellCells(config.maxQueuePairs));
       this.wake = new Int32Array(control, CTL_WAKE * 4, 1);
-      this.wakeFn = wakeDevice;
+      this.waker = new AtomicsWaker(this.wake);
       this.dma = new SharedDmaMemory({
         segmentSize: dmaSegmentSize,
         maxTotalBytes: dmaMaxBytes,
@@ -192,15 +194,7 @@ export class EmuTransport implements Transport {
       this.regs = new Int32Array(region.buffer, 0, layout.barBytes >>> 2);
       this.doorbells = new Int32Array(region.buffer, REG_DOORBELL_BASE, doorbellCells(config.maxQueuePairs));
       this.wake = new Int32Array(region.buffer, layout.wakeOffset, 1);
-      const wakeAddress = region.address + layout.wakeOffset;
-      this.wakeAddress = wakeAddress;
-      const futexWake = shmMods.shm.futexWake;
-      this.wakeFn = (w) => {
-        if (w !== null && Atomics.load(w, 0) === WAKE_SLEEPING) {
-          Atomics.store(w, 0, WAKE_AWAKE);
-          futexWake(wakeAddress, 1);
-        }
-      };
+      this.waker = new FutexWaker(this.wake, region.address + layout.wakeOffset, shmMods.shm.futexWake);
       // Segments are announced synchronously: the worker maps the fd before the call returns, so the fd can
       // never be closed (and its number reused) before the worker mapped it.
       this.dma = new shmMods.dma.ShmDmaMemory({
@@ -290,9 +284,25 @@ export class EmuTransport implements Transport {
 
   /** Wake the controller if it sleeps (after register writes). */
   private kick(): void {
-    Atomics.store(this.wake, 0, WAKE_AWAKE);
-    if (this.shmMods === null) Atomics.notify(this.wake, 0);
-    else this.shmMods.shm.futexWake(this.wakeAddress, 1);
+    this.waker.wake();
+  }
+
+  setupAdminQueue(rings: QueueRings): Promise<void> {
+    programAdminQueue((off, v) => this.write32(off, v), rings);
+    return Promise.resolve();
+  }
+
+  createIoQueues(admin: AdminChannel, rings: QueueRings): Promise<void> {
+    return createIoQueuePair(admin, rings);
+  }
+
+  deleteIoQueues(admin: AdminChannel, qid: number, afterSq?: () => void): Promise<void> {
+    return deleteIoQueuePair(admin, qid, afterSq);
+  }
+
+  /** The doorbell store, then a wake when the controller thread sleeps (the wake stays out of the core's way). */
+  notifier(qid: number): QueueNotifier {
+    return doorbellNotifier(this.doorbells, qid, EMU_DOORBELL_STRIDE, this.waker);
   }
 
   /** memfd mode: the BAR0 memfd another process maps to ring doorbells and wake the controller. */
@@ -300,7 +310,7 @@ export class EmuTransport implements Transport {
     const r = this.barRegion;
     if (r === null) throw new Error('the embedded controller is not in memfd mode (openEmu({ sharedMemory: "memfd" }))');
     const layout = shmBarLayout(this.config.maxQueuePairs);
-    return { fd: r.fd, bytes: r.size, barBytes: layout.barBytes, wakeOffset: layout.wakeOffset, doorbellStride: 4 };
+    return { fd: r.fd, bytes: r.size, barBytes: layout.barBytes, wakeOffset: layout.wakeOffset, doorbellStride: EMU_DOORBELL_STRIDE };
   }
 
   /**

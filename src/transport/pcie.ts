@@ -21,7 +21,9 @@ import { PCI_CLASS_NVME, pciFunction, type PciFunction } from '../pci/discover.j
 import { deviceDir, driverDir, sysPaths, type SysPathOptions, type SysPaths } from '../pci/sysfs.js';
 import { assertGroupViable, VfioDevice, VfioError } from '../pci/vfio.js';
 import type { Mapping } from '../sys/mman.js';
-import type { ExportedMemory, FdWindow, QueueExporter, Transport } from './transport.js';
+import { doorbellNotifier, doorbellStrideOf } from './doorbell.js';
+import { createIoQueuePair, deleteIoQueuePair, programAdminQueue } from './pcie-queues.js';
+import type { AdminChannel, ExportedMemory, FdWindow, QueueExporter, QueueNotifier, QueueRings, Transport } from './transport.js';
 
 export type PcieMode = 'uio' | 'vfio' | 'auto';
 
@@ -75,8 +77,8 @@ export function resolvePcieMode(p: SysPaths, f: PciFunction, mode: PcieMode): 'u
 export class PcieTransport implements Transport {
   readonly kind: string;
   readonly description: string;
+  /** BAR0's doorbell registers as 32-bit cells from REG_DOORBELL_BASE on (what the notifiers store into). */
   readonly doorbells: Int32Array;
-  readonly wake: Int32Array | null = null;
   readonly dma: ChunkedDmaAllocator;
   readonly mode: 'uio' | 'vfio';
   readonly address: string;
@@ -88,6 +90,8 @@ export class PcieTransport implements Transport {
   /** uio: resource0 opened for clients to map the doorbell page(s) from (lazily, kept until close). */
   private resourceFd = -1;
   private exporter: QueueExporter | null = null;
+  /** CAP.DSTRD in bytes, read at the first notifier (0 until then). */
+  private stride = 0;
 
   /** Use openPcie(). */
   constructor(
@@ -183,6 +187,25 @@ export class PcieTransport implements Transport {
       this.resourceFd = -1;
       closeSync(fd);
     }
+  }
+
+  setupAdminQueue(rings: QueueRings): Promise<void> {
+    programAdminQueue((off, v) => this.write32(off, v), rings);
+    return Promise.resolve();
+  }
+
+  createIoQueues(admin: AdminChannel, rings: QueueRings): Promise<void> {
+    return createIoQueuePair(admin, rings);
+  }
+
+  deleteIoQueues(admin: AdminChannel, qid: number, afterSq?: () => void): Promise<void> {
+    return deleteIoQueuePair(admin, qid, afterSq);
+  }
+
+  /** A doorbell store into BAR0; nothing else (hardware never sleeps). */
+  notifier(qid: number): QueueNotifier {
+    if (this.stride === 0) this.stride = doorbellStrideOf((off) => this.read32(off));
+    return doorbellNotifier(this.doorbells, qid, this.stride, null);
   }
 
   read32(offset: number): number {

@@ -1,31 +1,97 @@
 /**
- * The one small interface every transport implements for the driver core (src/driver):
- * register access to BAR0, a doorbell view, and DMA-visible memory.
- * Implementations: src/transport/emu.ts (embedded controller in a worker thread), later pcie (uio/vfio).
+ * The interface every transport implements for the driver core (src/driver): register access, DMA-visible
+ * memory, and the queues themselves: a transport sets up the admin queue, creates and deletes I/O queue pairs,
+ * and owns how a queue tells the controller about new submissions and consumed completions (the notifier).
+ * The core decides what queues exist (qid, size, the ring memory from `dma`) and drives them; the transport
+ * decides how they come to exist on the controller and how their doorbells are rung.
+ *
+ * Implementations: src/transport/pcie.ts (uio / vfio: registers and doorbells in BAR0, queues made with Create
+ * I/O CQ / SQ at the rings' IOVAs) and src/transport/emu.ts (the embedded controller: the same, plus waking its
+ * thread when it sleeps). The PCIe-style queue commands they share are in src/transport/pcie-queues.ts.
+ *
+ * How NVMe over TCP plugs in (no code yet; the shape is what matters):
+ *
+ * - Registers: `read32` / `write32` become Fabrics Property Get / Set on the admin queue. They are synchronous
+ *   here, so a TCP transport keeps its sockets in a worker thread (as the embedded controller keeps its state
+ *   machine) and waits on a shared word for the property's response; the core reads CSTS only at bring-up,
+ *   shutdown and in rate-limited health checks, which the worker can answer from a CSTS it refreshes with its
+ *   Keep Alive traffic.
+ * - `setupAdminQueue`: open the admin connection (ICReq / ICResp) and send Fabrics Connect for qid 0 with the
+ *   admin queue's size. It runs before CC.EN, as AQA / ASQ / ACQ do on PCIe.
+ * - `createIoQueues` / `deleteIoQueues`: one connection per I/O queue pair, Fabrics Connect with qid and SQ
+ *   size; deletion closes the connection (after `afterSq`, the drain of what the target already answered). No
+ *   Create / Delete I/O SQ / CQ admin command, no IOVA reaches the target.
+ * - The rings stay where the core put them (memory from `dma`): the worker reads the SQ entries between the old
+ *   and the new tail when `notifier(qid).sqTail` is called and sends them as command capsules; it writes each
+ *   response capsule's completion into the CQ with the phase tag, as a controller would. `cqHead` only frees CQ
+ *   room (TCP has no CQ head doorbell; the target learns the SQ head from SQHD). The core's fast path
+ *   (submitIo / ring / poll) is then unchanged.
+ * - Data: `dma` hands out host memory with addresses the transport itself assigned; the worker resolves PRP1 /
+ *   PRP2 (and PRP lists) of an outgoing command through that table into in-capsule data or an SGL Transport
+ *   Data Block, and moves the bytes with H2CData / C2HData PDUs.
+ * - `queueExporter`: null (queues cannot be mapped by another process).
  */
 import type { DmaAllocator } from '../mem/dma.js';
+import type { Sqe } from '../nvme/sqe.js';
+
+/** Where a queue pair's rings live: what the core allocated, in the transport's address space (IOVAs). */
+export interface QueueRings {
+  readonly qid: number;
+  /** SQ and CQ entries (the same for both). */
+  readonly entries: number;
+  readonly sqIova: number;
+  readonly cqIova: number;
+}
+
+/**
+ * How a queue publishes to the controller. Called on the fast path, once per batch: implementations allocate
+ * nothing. PCIe: a doorbell store; the embedded controller: the store plus a wake when it sleeps.
+ */
+export interface QueueNotifier {
+  /** Entries up to (not including) slot `tail` of the SQ are ready. */
+  sqTail(tail: number): void;
+  /** Entries up to (not including) slot `head` of the CQ were consumed. */
+  cqHead(head: number): void;
+}
+
+/** What a transport needs from the core to manage queues: running admin commands, and a log. */
+export interface AdminChannel {
+  /** Run one admin command on the admin queue; resolves on success, rejects with the core's typed error. */
+  run(sqe: Sqe): Promise<unknown>;
+  log(msg: string): void;
+}
 
 export interface Transport {
   /** Short kind, e.g. "emu", "pcie-uio", "pcie-vfio". */
   readonly kind: string;
   /** Human description of the device (URI or PCI address). */
   readonly description: string;
-  /** Read a 32-bit controller register at byte offset `offset` of BAR0. */
+  /** Read a 32-bit controller register (byte offset into BAR0 on PCIe, a property on fabrics). */
   read32(offset: number): number;
-  /** Write a 32-bit controller register at byte offset `offset` of BAR0. */
+  /** Write a 32-bit controller register. */
   write32(offset: number, value: number): void;
-  /**
-   * Doorbell registers as 32-bit cells starting at BAR0 offset 0x1000 (REG_DOORBELL_BASE):
-   * cell index = (doorbellOffset - 0x1000) / 4. Written with Atomics.store on the fast path.
-   */
-  readonly doorbells: Int32Array;
-  /**
-   * Wake word for software controllers that sleep when idle (null for hardware). After writing a batch of
-   * doorbells the driver calls wakeDevice(transport.wake) (see below).
-   */
-  readonly wake: Int32Array | null;
   /** DMA-visible memory for queues, PRP lists and data buffers. */
   readonly dma: DmaAllocator;
+  /**
+   * Tell the disabled controller where the admin queue lives, before CC.EN is set (PCIe: AQA, ASQ, ACQ). Called
+   * again after every controller reset.
+   */
+  setupAdminQueue(rings: QueueRings): Promise<void>;
+  /**
+   * Create I/O queue pair `rings.qid` on the enabled controller (PCIe: Create I/O CQ, then Create I/O SQ bound
+   * to it, at the rings' IOVAs). On failure nothing of it is left on the controller.
+   */
+  createIoQueues(admin: AdminChannel, rings: QueueRings): Promise<void>;
+  /**
+   * Delete I/O queue pair `qid` (PCIe: Delete I/O SQ, then `afterSq` (the core reaps what the controller
+   * completed while deleting the SQ), then Delete I/O CQ). Rejects with the first failure.
+   */
+  deleteIoQueues(admin: AdminChannel, qid: number, afterSq?: () => void): Promise<void>;
+  /**
+   * The notifier of queue `qid` (0: the admin queue). Throws RangeError when the transport has no doorbell for
+   * it (e.g. a BAR too small for that many queues).
+   */
+  notifier(qid: number): QueueNotifier;
   /** Release the transport (stop the emulator, unmap BARs, restore drivers). Idempotent. */
   close(): Promise<void>;
   /**
@@ -82,20 +148,4 @@ export interface QueueExporter {
   doorbellWindow(bytes: number): FdWindow;
   /** The 4096-byte page holding the wake word and the word's offset in it; null when the device never sleeps. */
   wakeWindow(): (FdWindow & { word: number }) | null;
-}
-
-/** Value of wake[0] while the device sleeps waiting for a doorbell. */
-export const WAKE_SLEEPING = 1;
-export const WAKE_AWAKE = 0;
-
-/**
- * Wake a sleeping software device after doorbell writes. Costs one Atomics.load when the device is awake.
- * Protocol: the device stores WAKE_SLEEPING, re-checks its doorbells, then Atomics.wait(wake, 0, WAKE_SLEEPING);
- * the driver stores WAKE_AWAKE before notifying, so a wake that races the wait is never lost.
- */
-export function wakeDevice(wake: Int32Array | null): void {
-  if (wake !== null && Atomics.load(wake, 0) === WAKE_SLEEPING) {
-    Atomics.store(wake, 0, WAKE_AWAKE);
-    Atomics.notify(wake, 0);
-  }
 }

@@ -9,10 +9,11 @@ import { MediatedQueuePair } from '../../src/client/mediated-queue.js';
 import type { RemoteQueuePair } from '../../src/driver/controller.js';
 import { DirectHwQueue } from '../../src/daemon/direct-hw.js';
 import { LbaSet, MediatedQueue, STATUS_ACCESS_DENIED, STATUS_INVALID_FIELD } from '../../src/daemon/mediated.js';
-import { H_HWCQ_HEAD, ringBytes } from '../../src/daemon/mediated-ring.js';
+import { H_HWCQ_HEAD, ringBytes } from '../../src/ipc/mediated-ring.js';
 import type { DmaAllocator, DmaBuffer } from '../../src/mem/dma.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { REG_DOORBELL_BASE, cqHeadDoorbellOffset, sqTailDoorbellOffset } from '../../src/nvme/registers.js';
+import { doorbellNotifier } from '../../src/transport/doorbell.js';
 
 const PAGE = 4096;
 const ENTRIES = 8;
@@ -25,7 +26,7 @@ function buffer(bytes: number, iova: number): DmaBuffer {
 function setup() {
   const doorbells = new Int32Array(new SharedArrayBuffer(4096));
   const remote: RemoteQueuePair = { qid: QID, entries: ENTRIES, sq: buffer(ENTRIES * 64, 0x10000), cq: buffer(PAGE, 0x20000), doorbellStride: 4, state: 'live' };
-  const hw = new DirectHwQueue({ doorbells, wake: null }, remote);
+  const hw = new DirectHwQueue({ notifier: (qid) => doorbellNotifier(doorbells, qid, 4, null) }, remote);
   const sqTailDb = (sqTailDoorbellOffset(QID, 4) - REG_DOORBELL_BASE) >>> 2;
   const cqHeadDb = (cqHeadDoorbellOffset(QID, 4) - REG_DOORBELL_BASE) >>> 2;
   const sq = new Uint32Array(remote.sq.bytes.buffer);

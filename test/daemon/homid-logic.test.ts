@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, parseConfig } from '../../src/daemon/config.js';
 import { HomidError } from '../../src/daemon/errors.js';
-import { readExtentTable, waitExtentTable } from '../../src/daemon/extent-table.js';
+import { readExtentTable, waitExtentTable } from '../../src/ipc/extent-table.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { STATUS_ACCESS_DENIED } from '../../src/daemon/mediated.js';
 import { MediatedQueuePair } from '../../src/client/mediated-queue.js';

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { HomidClient, type RawLease } from '../../src/client/index.js';
 import { dataPointer } from '../../src/driver/dptr.js';
+import { IpcErrorCode } from '../../src/ipc/errors.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { tmpDir } from './fixtures.js';
 import { CLI_DIR, clientChild, nextJson, spawnNode, until, type Proc } from './procs.js';
@@ -115,11 +116,11 @@ describe('homid restarted under its clients', () => {
     const gone = await nextJson(watcher);
     assert.equal(gone.closed, true);
     const err = gone.err as { code: string; message: string };
-    assert.equal(err.code, 'CONNECTION_CLOSED');
+    assert.equal(err.code, IpcErrorCode.ConnectionClosed);
     assert.match(err.message, /closed|lost/);
     await watcher.exited;
     await until(() => aClosed !== null, 10_000, 'in-process client sees the close');
-    await assert.rejects(a.status(), (e: Error & { code?: string }) => e.code === 'CONNECTION_CLOSED' && /lost|closed/.test(e.message));
+    await assert.rejects(a.status(), (e: Error & { code?: string }) => e.code === IpcErrorCode.ConnectionClosed && /lost|closed/.test(e.message));
     a.close();
 
     // the same configuration again: the stale socket file is replaced, the device comes up, nothing is leased

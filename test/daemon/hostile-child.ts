@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { HomidClient, HomidClientError, type MediatedLease } from '../../src/client/index.js';
-import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_TAIL, openRing } from '../../src/daemon/mediated-ring.js';
+import { H_CQ_HEAD, H_HWCQ_HEAD, H_SQ_TAIL, openRing } from '../../src/ipc/mediated-ring.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { CQE_CID_MASK, CQE_PHASE_BIT, CQE_STATUS_SHIFT } from '../../src/nvme/cqe.js';
 

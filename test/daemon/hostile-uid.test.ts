@@ -16,6 +16,7 @@ import { STATUS_CID_CONFLICT } from '../../src/daemon/mediated.js';
 import { dbPaths, resetIdentityCache } from '../../src/daemon/principals.js';
 import { mkExt4 } from '../extents/fixtures.js';
 import { Homid } from '../../src/daemon/homid.js';
+import { IpcErrorCode } from '../../src/ipc/errors.js';
 import type { HomidError } from '../../src/daemon/errors.js';
 import { memfdOpener, type TransportOpener } from '../../src/daemon/registry.js';
 import { memfdRegions } from '../../src/daemon/shared-region.js';
@@ -121,13 +122,13 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
     assert.ok((g.extents as unknown[]).length > 0);
   });
 
-  test('connections per uid are bounded by [limits]: the one over gets TOO_MANY_CONNECTIONS, root is still served', { timeout: 60_000 }, async () => {
+  test('connections per uid are bounded by [limits]: the one over gets too-many-connections, root is still served', { timeout: 60_000 }, async () => {
     const child = asNobody([sock, 'connections', '5']);
     const r = await nextJson(child);
     await child.exited;
     const codes = r.codes as string[];
     assert.equal(codes.filter((c) => c === 'ok').length, 3, JSON.stringify(codes));
-    assert.deepEqual(codes.filter((c) => c !== 'ok'), ['TOO_MANY_CONNECTIONS', 'TOO_MANY_CONNECTIONS'], JSON.stringify(codes));
+    assert.deepEqual(codes.filter((c) => c !== 'ok'), [IpcErrorCode.TooManyConnections, IpcErrorCode.TooManyConnections], JSON.stringify(codes));
     const root = await HomidClient.connect(sock);
     assert.equal((await root.status()).ok, true);
     root.close();

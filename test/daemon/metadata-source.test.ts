@@ -14,7 +14,7 @@ import { MediatedQueuePair } from '../../src/client/mediated-queue.js';
 import { HomidError } from '../../src/daemon/errors.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { Controller } from '../../src/driver/controller.js';
-import { DeviceBlockSource, DeviceReadError, DeviceReader, METADATA_QUEUE_ENTRIES } from '../../src/extents/device-source.js';
+import { DeviceBlockSource, DeviceReader, METADATA_QUEUE_ENTRIES } from '../../src/extents/device-source.js';
 import { openImage, openSource } from '../../src/extents/open.js';
 import type { FsImage, WalkEntry } from '../../src/extents/fsimage.js';
 import { toLbaRanges, type FileMap } from '../../src/extents/types.js';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MediatedQueuePair } from '../../src/client/mediated-queue.js';
 import { LbaSet, MediatedQueue } from '../../src/daemon/mediated.js';
-import { ringBytes } from '../../src/daemon/mediated-ring.js';
+import { ringBytes } from '../../src/ipc/mediated-ring.js';
 import type { QueuePair } from '../../src/driver/queue-pair.js';
 import type { DmaAllocator, DmaBuffer } from '../../src/mem/dma.js';
 import { makeStatus } from '../../src/nvme/cqe.js';
@@ -58,10 +58,16 @@ test('relay: host outcomes and controller statuses reach the client whole', () =
   complete = submitted.map((slot, i) => [slot, statuses[i]!, 40 + i]);
   mq.pump();
   const got: Array<[number, number, number]> = [];
-  assert.equal(client.poll((t, s, r) => void got.push([t, s, r])), statuses.length);
+  assert.equal(
+    client.poll((t, s, r) => void got.push([t, s, r])),
+    statuses.length,
+  );
   assert.deepEqual(
     got.map(([t, s, r]) => [t, statusName(s), r]),
     statuses.map((s, i) => [100 + i, statusName(s), 40 + i]),
   );
-  assert.deepEqual(got.map(([, s]) => s), statuses);
+  assert.deepEqual(
+    got.map(([, s]) => s),
+    statuses,
+  );
 });

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Controller } from '../../src/driver/controller.js';
 import { DeviceRemovedError, ControllerStateError } from '../../src/driver/errors.js';
 import type { Transport } from '../../src/transport/transport.js';
+import { doorbellNotifier } from '../../src/transport/doorbell.js';
 import { CC_EN, CSTS_RDY, CSTS_SHST_COMPLETE, CSTS_SHST_MASK, CSTS_SHST_SHIFT, REG_CC, REG_CSTS } from '../../src/nvme/registers.js';
 import { FeatureId, LogPageId, SMART_LOG_SIZE } from '../../src/nvme/opcodes.js';
 import { openEmu } from '../../src/transport/emu.js';
@@ -123,8 +124,10 @@ test('registers reading all ones fail bring-up with DeviceRemovedError', async (
     description: 'removed device',
     read32: () => 0xffffffff,
     write32: () => undefined,
-    doorbells: new Int32Array(64),
-    wake: null,
+    setupAdminQueue: async () => undefined,
+    createIoQueues: async () => undefined,
+    deleteIoQueues: async () => undefined,
+    notifier: (qid) => doorbellNotifier(new Int32Array(64), qid, 4, null),
     dma: { pageSize: 4096, alloc: () => { throw new Error('no'); }, free: () => undefined, allocatedBytes: 0 },
     close: async () => undefined,
   };

@@ -20,7 +20,7 @@ import {
 } from '../../src/nvme/registers.js';
 import { encodeSqe, hi32, lo32, type Sqe } from '../../src/nvme/sqe.js';
 import { statusSc, statusSct } from '../../src/nvme/cqe.js';
-import { wakeDevice } from '../../src/transport/transport.js';
+import { wakeDevice } from '../../src/emu/wake.js';
 import { openEmu, type EmuOptions, type EmuTransport } from '../../src/transport/emu.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { TestHost } from './helper.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { CQE_DW_STATUS, CQE_PHASE_BIT, CQE_STATUS_SHIFT } from '../../src/nvme/cqe.js';
-import { wakeDevice } from '../../src/transport/transport.js';
+import { wakeDevice } from '../../src/emu/wake.js';
 
 const QD = 128;
 const QSIZE = 256;

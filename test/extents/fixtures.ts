@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { FsImage } from '../../src/extents/fsimage.js';
 import type { BlockSource } from '../../src/extents/source.js';
-import type { FileMap } from '../../src/extents/types.js';
+import { fiemapPath } from '../../src/extents/fiemap.js';
+import { FiemapError, type FileMap } from '../../src/extents/types.js';
 
 /** xorshift32: a small deterministic PRNG. */
 export class Rng {
@@ -55,6 +56,38 @@ export interface SourceEntry {
 
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/**
+ * A new temporary directory on a file system that answers FIEMAP, for the tests that need real extents: the OS
+ * temporary directory when its file system does (tmpfs does not), else /var/tmp, else one in the current
+ * directory. `dir` is null and `skip` says why when none of them does.
+ */
+export function fiemapTmpDir(prefix: string): { dir: string; skip: false } | { dir: null; skip: string } {
+  const tried: string[] = [];
+  for (const parent of [os.tmpdir(), '/var/tmp', process.cwd()]) {
+    let dir: string;
+    try {
+      dir = fs.mkdtempSync(path.join(parent, prefix));
+    } catch (e) {
+      tried.push(`${parent}: ${(e as Error).message}`);
+      continue;
+    }
+    const probe = path.join(dir, 'probe');
+    try {
+      fs.writeFileSync(probe, new Uint8Array(65536).fill(1));
+      if (fiemapPath(probe, { sync: true }).extents.length > 0) {
+        fs.rmSync(probe);
+        return { dir, skip: false };
+      }
+      tried.push(`${parent}: FIEMAP gave no extent for a written file`);
+    } catch (e) {
+      if (!(e instanceof FiemapError && e.unsupported)) throw e;
+      tried.push(`${parent}: ${e.message}`);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return { dir: null, skip: `no file system here answers FIEMAP (${tried.join('; ')})` };
 }
 
 /** Build the standard test tree under `root`. Returns every entry (relative paths, '/'-rooted). */
@@ -165,6 +198,15 @@ export function mkExt4(img: string, srcdir: string, sizeMiB: number, extra: stri
 }
 
 /** Build an XFS image from `srcdir` with mkfs.xfs -p (small images allowed through the fstests variables). */
+/** `mkfs.xfs -V`'s version line, for skip reasons. */
+export function mkfsXfsVersion(): string {
+  try {
+    return execFileSync('mkfs.xfs', ['-V'], { stdio: 'pipe' }).toString().trim();
+  } catch (e) {
+    return `mkfs.xfs -V failed: ${(e as Error).message}`;
+  }
+}
+
 export function mkXfs(img: string, srcdir: string, sizeMiB: number, extra: string[] = []): void {
   const proto = img + '.proto';
   fs.writeFileSync(proto, protofile(srcdir));

@@ -16,11 +16,12 @@ import {
 } from '../../src/ipc/index.js';
 import { createShm } from '../../src/sys/shm.js';
 import { fdTarget, socketPath, tempFile, waitFor, within } from './helpers.js';
+import { testCatalogue, type TestCatalogue } from './catalogue.js';
 
 const T = 15_000;
 
 /** A handler for the catalogue: echoes enough for the tests to check. */
-const handler: IpcHandler = async (req) => {
+const handler: IpcHandler<TestCatalogue> = async (req) => {
   const r = req.request;
   switch (r.type) {
     case 'hello':
@@ -44,11 +45,11 @@ const handler: IpcHandler = async (req) => {
 };
 
 async function withServer(
-  opts: Partial<IpcServerOptions>,
-  fn: (server: IpcServer, path: string) => Promise<void>,
+  opts: Partial<IpcServerOptions<TestCatalogue>>,
+  fn: (server: IpcServer<TestCatalogue>, path: string) => Promise<void>,
 ): Promise<void> {
   const path = socketPath('t');
-  const server = await IpcServer.listen({ path, handler, ...opts });
+  const server = await IpcServer.listen({ catalogue: testCatalogue, path, handler, ...opts });
   try {
     await fn(server, path);
   } finally {
@@ -58,7 +59,7 @@ async function withServer(
 
 test('round trips for every request type; ids echoed; errors as responses', { timeout: T }, async () => {
   await withServer({}, async (_server, path) => {
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     try {
       const hello = await c.request({ type: 'hello', version: 1, client: 'unit' });
       assert.equal(hello.response.ok, true);
@@ -112,7 +113,7 @@ test('schemas: requests drop unknown fields, reject wrong types', () => {
 test('20 concurrent clients x 50 requests each', { timeout: T }, async () => {
   const closed: number[] = [];
   await withServer({ onClose: (conn) => closed.push(conn.id) }, async (server, path) => {
-    const clients = await Promise.all(Array.from({ length: 20 }, () => IpcClient.connect(path)));
+    const clients = await Promise.all(Array.from({ length: 20 }, () => IpcClient.connect(path, { catalogue: testCatalogue })));
     await waitFor(() => server.connections.size === 20, T, '20 connections');
     const seen = new Set<number>();
     await Promise.all(
@@ -134,7 +135,7 @@ test('20 concurrent clients x 50 requests each', { timeout: T }, async () => {
 test('SO_PEERCRED of an in-process client', { timeout: T }, async () => {
   const conns: IpcConnection[] = [];
   await withServer({ onConnection: (c) => conns.push(c) }, async (_server, path) => {
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     const r = await c.call({ type: 'hello', version: 1 });
     assert.deepEqual(r.response.cred, { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
     await waitFor(() => conns.length === 1, T, 'onConnection');
@@ -203,12 +204,12 @@ test('a SIGKILLed client: onClose fires, with its credentials and reason', { tim
 test('fd passing client -> server: the server reads the file through the descriptor', { timeout: T }, async () => {
   const file = tempFile('pass', 'content seen through the fd');
   let seenFd = -1;
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     seenFd = req.fds[0];
     return handler(req);
   };
   await withServer({ handler: h }, async (_server, path) => {
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     const fd = fs.openSync(file, 'r');
     const p = c.call({ type: 'resolveExtents', sync: false }, [fd]);
     fs.closeSync(fd); // the client duplicated it
@@ -225,12 +226,12 @@ test('fd passing client -> server: the server reads the file through the descrip
 test('fd passing: a handler that takes the descriptor keeps it open', { timeout: T }, async () => {
   const file = tempFile('take', 'kept');
   const taken: number[] = [];
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     taken.push(...req.takeFds());
     return { response: { ok: true, size: 4, extents: [] } };
   };
   await withServer({ handler: h }, async (_server, path) => {
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     const fd = fs.openSync(file, 'r');
     await c.call({ type: 'resolveExtents' }, [fd]);
     fs.closeSync(fd);
@@ -247,14 +248,14 @@ test('fd passing server -> client: a memfd and a file descriptor', { timeout: T 
   const file = tempFile('back', 'file from the server');
   const shm = createShm('homi-ipc-test', 4096);
   new Uint8Array(shm.buffer).set(Buffer.from('queue memory'), 0);
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     if (req.request.type !== 'openQueuePair') return handler(req);
     const f = fs.openSync(file, 'r');
     // The memfd stays the server's (duplicated for the send); the file fd is closed by the server.
     return { response: { ok: true, grantId: 'g1', sizes: [4096] }, fds: [shm.fd, f], closeFds: false };
   };
   await withServer({ handler: h }, async (_server, path) => {
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     const r = await c.call({ type: 'openQueuePair', device: 'emu0', nsid: 1, depth: 16, count: 1, mode: 'raw', write: true });
     assert.equal(r.fds.length, 2);
     assert.notEqual(r.fds[0], shm.fd);
@@ -272,13 +273,13 @@ test('fd passing server -> client: a memfd and a file descriptor', { timeout: T 
 
 test('handler failures and invalid handler responses become error responses', { timeout: T }, async () => {
   const errors: string[] = [];
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     if (req.request.type === 'status') throw new Error('boom');
     if (req.request.type === 'listDevices') return { response: { ok: true, devices: 'not an array' } } as never;
     return handler(req);
   };
   await withServer({ handler: h, onProtocolError: (e) => errors.push(e.code) }, async (_server, path) => {
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     const s = await c.request({ type: 'status' });
     assert.equal(s.response.ok, false);
     if (!s.response.ok) {
@@ -297,13 +298,13 @@ test('handler failures and invalid handler responses become error responses', { 
 test('client: request timeout, connection loss, connect failure', { timeout: T }, async () => {
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     if (req.request.type === 'status') await gate;
     return handler(req);
   };
   const path = socketPath('t');
-  const server = await IpcServer.listen({ path, handler: h });
-  const c = await IpcClient.connect(path);
+  const server = await IpcServer.listen({ catalogue: testCatalogue, path, handler: h });
+  const c = await IpcClient.connect(path, { catalogue: testCatalogue });
   await assert.rejects(c.request({ type: 'status' }, [], { timeoutMs: 100 }), (e: unknown) => e instanceof IpcError && e.code === IpcErrorCode.Timeout && /no response within 100 ms/.test(e.message));
   // A late response is dropped; the connection keeps working.
   release();
@@ -314,13 +315,14 @@ test('client: request timeout, connection loss, connect failure', { timeout: T }
   const gate2 = new Promise<void>((r) => (release2 = r));
   const server2Path = socketPath('t');
   const server2 = await IpcServer.listen({
+    catalogue: testCatalogue,
     path: server2Path,
     handler: async (req) => {
       await gate2;
       return handler(req);
     },
   });
-  const c2 = await IpcClient.connect(server2Path);
+  const c2 = await IpcClient.connect(server2Path, { catalogue: testCatalogue });
   const pending = c2.request({ type: 'status' });
   await waitFor(() => server2.connections.size === 1, T, 'connection');
   const closing = server2.close();
@@ -331,23 +333,23 @@ test('client: request timeout, connection loss, connect failure', { timeout: T }
   await assert.rejects(c2.request({ type: 'status' }), (e: unknown) => e instanceof IpcError && e.code === IpcErrorCode.ConnectionClosed);
   assert.equal(fs.existsSync(server2Path), false, 'socket file removed');
 
-  await assert.rejects(IpcClient.connect(server2Path), (e: unknown) => e instanceof IpcError && e.code === IpcErrorCode.ConnectFailed && /ENOENT|ECONNREFUSED/.test(e.message));
+  await assert.rejects(IpcClient.connect(server2Path, { catalogue: testCatalogue }), (e: unknown) => e instanceof IpcError && e.code === IpcErrorCode.ConnectFailed && /ENOENT|ECONNREFUSED/.test(e.message));
   await c.close();
   await server.close();
 });
 
 test('server: socket mode, stale socket replaced, live socket refused', { timeout: T }, async () => {
   const path = socketPath('mode');
-  const s1 = await IpcServer.listen({ path, handler, mode: 0o600 });
+  const s1 = await IpcServer.listen({ catalogue: testCatalogue, path, handler, mode: 0o600 });
   assert.equal(fs.statSync(path).mode & 0o777, 0o600);
-  await assert.rejects(IpcServer.listen({ path, handler }), /another server is listening/);
+  await assert.rejects(IpcServer.listen({ catalogue: testCatalogue, path, handler }), /another server is listening/);
   // Simulate a crashed server: the socket file stays, nobody listens.
   const ino = fs.statSync(path).ino;
   const s1Close = s1.close();
   await s1Close;
   assert.equal(fs.existsSync(path), false);
   fs.writeFileSync(path, 'not a socket');
-  await assert.rejects(IpcServer.listen({ path, handler }), /not a socket/);
+  await assert.rejects(IpcServer.listen({ catalogue: testCatalogue, path, handler }), /not a socket/);
   fs.unlinkSync(path);
   void ino;
   // A stale socket file (bound, never listened, closed).
@@ -356,20 +358,20 @@ test('server: socket mode, stale socket replaced, live socket refused', { timeou
   bindUnix(fd, path);
   closeFd(fd);
   assert.equal(fs.statSync(path).isSocket(), true);
-  const s2 = await IpcServer.listen({ path, handler });
-  const c = await IpcClient.connect(path);
+  const s2 = await IpcServer.listen({ catalogue: testCatalogue, path, handler });
+  const c = await IpcClient.connect(path, { catalogue: testCatalogue });
   assert.equal((await c.request({ type: 'status' })).response.ok, true);
   await c.close();
   await s2.close();
 });
 
 test('frames: oversized responses and requests are refused cleanly', { timeout: T }, async () => {
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     if (req.request.type === 'status') return { response: { ok: true, blob: 'x'.repeat(4096) } };
     return handler(req);
   };
   await withServer({ handler: h, maxFrame: 2048 }, async (_server, path) => {
-    const c = await IpcClient.connect(path, { maxFrame: 2048 });
+    const c = await IpcClient.connect(path, { maxFrame: 2048, catalogue: testCatalogue });
     const r = await c.request({ type: 'status' });
     assert.equal(r.response.ok, false);
     if (!r.response.ok) assert.match(r.response.error.message, /too large/);
@@ -384,7 +386,7 @@ test('frames: oversized responses and requests are refused cleanly', { timeout: 
 test('large frames both ways (partial writes, multi-read bodies) with a descriptor', { timeout: T }, async () => {
   const file = tempFile('large', 'small file');
   const big = 'z'.repeat(900 * 1024);
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     if (req.request.type === 'resolveExtents') {
       const b = Buffer.alloc(10);
       fs.readSync(req.fds[0], b, 0, 10, 0);
@@ -393,7 +395,7 @@ test('large frames both ways (partial writes, multi-read bodies) with a descript
     return handler(req);
   };
   await withServer({ handler: h }, async (_server, path) => {
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     const fd = fs.openSync(file, 'r');
     const rs = await Promise.all(
       Array.from({ length: 4 }, () => c.call({ type: 'resolveExtents', padding: big } as never, [fd])),

@@ -15,6 +15,7 @@
  */
 import * as fs from 'node:fs';
 import { IpcClient, IpcError, frameHeader } from '../../src/ipc/index.js';
+import { testCatalogue } from './catalogue.js';
 
 const print = (v: unknown): void => {
   process.stdout.write(`${JSON.stringify(v)}\n`);
@@ -23,7 +24,7 @@ const print = (v: unknown): void => {
 async function connect(socket: string, n: number): Promise<void> {
   const results: unknown[] = [];
   for (let i = 0; i < n; i++) {
-    const c = await IpcClient.connect(socket);
+    const c = await IpcClient.connect(socket, { catalogue: testCatalogue });
     try {
       const r = await c.call({ type: 'hello', version: 1, client: `limits-child-${i}` }, [], { timeoutMs: 10_000 });
       results.push({ ok: true, uid: (r.response.cred as { uid: number }).uid });
@@ -38,7 +39,7 @@ async function partial(socket: string, n: number, declared: number, bodyBytes: n
   const devnull = fs.openSync('/dev/null', 'r');
   const fds = Array.from({ length: nfds }, () => devnull);
   for (let i = 0; i < n; i++) {
-    const c = await IpcClient.connect(socket);
+    const c = await IpcClient.connect(socket, { catalogue: testCatalogue });
     c.onClose((reason) => print({ closed: i, code: c.closedByServer?.code ?? null, reason }));
     const bytes = new Uint8Array(6 + bodyBytes);
     bytes.set(frameHeader(declared, 1, nfds > 0 ? 1 : 0));

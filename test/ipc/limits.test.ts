@@ -29,6 +29,7 @@ import {
 import { getNofileLimit, raiseNofileLimit, setNofileLimit } from '../../src/sys/rlimit.js';
 import { MsgIo, closeFd, connectUnix, unixSocket } from '../../src/sys/socket.js';
 import { openFdCount, socketPath, waitFor, within } from './helpers.js';
+import { testCatalogue, type TestCatalogue } from './catalogue.js';
 
 const T = 30_000;
 /** Longest wait for one thing inside a test (well below T, so that a failure says what it waited for). */
@@ -43,7 +44,7 @@ const BODY_STEP_MIN = 16 * 1024;
 
 const childScript = fileURLToPath(new URL('./limits-child.js', import.meta.url));
 
-const handler: IpcHandler = async (req) => {
+const handler: IpcHandler<TestCatalogue> = async (req) => {
   switch (req.request.type) {
     case 'hello':
       return { response: { ok: true, version: 1, server: 'limits', cred: req.cred } };
@@ -107,9 +108,9 @@ function spawnChild(args: string[], uid?: number) {
   };
 }
 
-async function withServer(opts: Partial<IpcServerOptions>, fn: (server: IpcServer, path: string) => Promise<void>): Promise<void> {
+async function withServer(opts: Partial<IpcServerOptions<TestCatalogue>>, fn: (server: IpcServer<TestCatalogue>, path: string) => Promise<void>): Promise<void> {
   const path = socketPath('lim');
-  const server = await IpcServer.listen({ path, handler, ...opts });
+  const server = await IpcServer.listen({ catalogue: testCatalogue, path, handler, ...opts });
   try {
     await fn(server, path);
   } finally {
@@ -140,7 +141,7 @@ function clientFds(): { sockets: number; devnull: number } {
 const usage = (s: IpcLimitStats, uid: number): IpcUidUsage | undefined => s.uids.find((u) => u.uid === uid);
 
 /** Poll stats() until `pred` holds. */
-async function waitStats(server: IpcServer, pred: (s: IpcLimitStats) => boolean, what: string): Promise<IpcLimitStats> {
+async function waitStats(server: IpcServer<TestCatalogue>, pred: (s: IpcLimitStats) => boolean, what: string): Promise<IpcLimitStats> {
   const deadline = Date.now() + W;
   for (;;) {
     const s = await server.stats();
@@ -151,10 +152,10 @@ async function waitStats(server: IpcServer, pred: (s: IpcLimitStats) => boolean,
 }
 
 /** (d) Nothing is held any more, and a fresh client is served. */
-async function assertAllReleased(server: IpcServer, path: string): Promise<void> {
+async function assertAllReleased(server: IpcServer<TestCatalogue>, path: string): Promise<void> {
   const s = await waitStats(server, (x) => x.uids.length === 0 && x.total.connections === 0, 'all connections gone');
   assert.deepEqual(s.total, { uid: -1, connections: 0, partialBytes: 0, transitBytes: 0, heldFds: 0, inFlight: 0, queuedBytes: 0 });
-  const c = await IpcClient.connect(path);
+  const c = await IpcClient.connect(path, { catalogue: testCatalogue });
   const r = await c.call({ type: 'hello', version: 1 });
   assert.equal(r.response.server, 'limits');
   await c.close();
@@ -163,17 +164,17 @@ async function assertAllReleased(server: IpcServer, path: string): Promise<void>
 const isIpcError = (code: string, message: RegExp) => (e: unknown) =>
   e instanceof IpcError && e.code === code && message.test(e.message);
 
-test('(a) connections over the per-uid limit are refused with TOO_MANY_CONNECTIONS and closed; the others keep working', { timeout: T }, async () => {
+test('(a) connections over the per-uid limit are refused with too-many-connections and closed; the others keep working', { timeout: T }, async () => {
   const refused: IpcRefusal[] = [];
   await withServer({ maxConnectionsPerUid: 3, maxConnectionsRoot: 3, onRefused: (e) => refused.push(e) }, async (server, path) => {
-    const clients: IpcClient[] = [];
+    const clients: IpcClient<TestCatalogue>[] = [];
     for (let i = 0; i < 3; i++) {
-      const c = await IpcClient.connect(path);
+      const c = await IpcClient.connect(path, { catalogue: testCatalogue });
       clients.push(c);
       assert.equal((await c.call({ type: 'hello', version: 1 })).response.ok, true);
     }
     const limitName = ME === 0 ? 'maxConnectionsRoot' : 'maxConnectionsPerUid';
-    const extra = await IpcClient.connect(path);
+    const extra = await IpcClient.connect(path, { catalogue: testCatalogue });
     await assert.rejects(
       extra.request({ type: 'hello', version: 1 }),
       isIpcError(IpcErrorCode.TooManyConnections, new RegExp(`uid ${ME} has 3 connections open, ${limitName} is 3`)),
@@ -194,7 +195,7 @@ test('(a) connections over the per-uid limit are refused with TOO_MANY_CONNECTIO
     // A slot given back is available again.
     await clients[0].close();
     await waitStats(server, (x) => x.total.connections === 2, 'two connections');
-    const again = await IpcClient.connect(path);
+    const again = await IpcClient.connect(path, { catalogue: testCatalogue });
     assert.equal((await again.call({ type: 'hello', version: 1 })).response.ok, true);
     await again.close();
     for (const c of clients) await c.close();
@@ -204,9 +205,9 @@ test('(a) connections over the per-uid limit are refused with TOO_MANY_CONNECTIO
 
 test('(a) another uid (65534) is accepted while root is at its limit, and has its own limit', { timeout: T, skip: nobodySkip ?? false }, async () => {
   await withServer({ maxConnectionsPerUid: 3, maxConnectionsRoot: 2, mode: 0o666 }, async (server, path) => {
-    const mine = [await IpcClient.connect(path), await IpcClient.connect(path)];
+    const mine = [await IpcClient.connect(path, { catalogue: testCatalogue }), await IpcClient.connect(path, { catalogue: testCatalogue })];
     for (const c of mine) assert.equal((await c.call({ type: 'hello', version: 1 })).response.ok, true);
-    const over = await IpcClient.connect(path);
+    const over = await IpcClient.connect(path, { catalogue: testCatalogue });
     await assert.rejects(over.request({ type: 'hello', version: 1 }), isIpcError(IpcErrorCode.TooManyConnections, /uid 0 has 2 connections open, maxConnectionsRoot is 2/));
     const child = spawnChild([path, 'connect', '4'], NOBODY);
     try {
@@ -232,10 +233,10 @@ test('(a) another uid (65534) is accepted while root is at its limit, and has it
 
 test('(a) maxConnections bounds all uids together', { timeout: T }, async () => {
   await withServer({ maxConnections: 2 }, async (server, path) => {
-    const a = await IpcClient.connect(path);
-    const b = await IpcClient.connect(path);
+    const a = await IpcClient.connect(path, { catalogue: testCatalogue });
+    const b = await IpcClient.connect(path, { catalogue: testCatalogue });
     for (const c of [a, b]) assert.equal((await c.call({ type: 'hello', version: 1 })).response.ok, true);
-    const c = await IpcClient.connect(path);
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     await assert.rejects(c.request({ type: 'hello', version: 1 }), isIpcError(IpcErrorCode.TooManyConnections, /2 connections open, maxConnections is 2; connection from uid \d+ refused/));
     assert.equal((await server.stats()).refusals.connections, 1);
     await a.close();
@@ -244,14 +245,14 @@ test('(a) maxConnections bounds all uids together', { timeout: T }, async () => 
   });
 });
 
-test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with FRAME_TIMEOUT at the age limit', { timeout: T }, async () => {
+test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with frame-timeout at the age limit', { timeout: T }, async () => {
   const serverCloses: string[] = [];
   const protocolErrors: string[] = [];
   const FRAME_TIMEOUT_MS = 1500;
   await withServer(
     { frameTimeoutMs: FRAME_TIMEOUT_MS, onClose: (_c, reason) => serverCloses.push(reason), onProtocolError: (e) => protocolErrors.push(e.code) },
     async (server, path) => {
-      const c = await IpcClient.connect(path);
+      const c = await IpcClient.connect(path, { catalogue: testCatalogue });
       const started = Date.now();
       c.sendRaw(frameHeader(DECLARED_1MIB));
       let sent = 0;
@@ -278,7 +279,7 @@ test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with FRAM
       assert.equal(c.closedByServer?.code, IpcErrorCode.FrameTimeout);
       assert.match(c.closedByServer?.message ?? '', new RegExp(`a frame of uid ${ME} stayed incomplete for \\d+ ms, over frameTimeoutMs ${FRAME_TIMEOUT_MS}`));
       await waitFor(() => serverCloses.length === 1, W, 'server onClose');
-      assert.match(serverCloses[0], /^FRAME_TIMEOUT: /);
+      assert.match(serverCloses[0], new RegExp(`^${IpcErrorCode.FrameTimeout}: `));
       assert.ok(protocolErrors.includes(IpcErrorCode.FrameTimeout));
       const s = await waitStats(server, (x) => x.total.connections === 0, 'connection gone');
       assert.equal(s.refusals.frameTimeout, 1);
@@ -287,13 +288,13 @@ test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with FRAM
   );
 });
 
-test('(b) several partial frames over the per-uid byte limit: the one over it is closed with LIMIT_EXCEEDED', { timeout: T }, async () => {
+test('(b) several partial frames over the per-uid byte limit: the one over it is closed with limit-exceeded', { timeout: T }, async () => {
   const LIMIT = 256 * 1024;
   const BODY = 90_000;
   await withServer({ maxPartialBytesPerUid: LIMIT }, async (server, path) => {
-    const clients: IpcClient[] = [];
+    const clients: IpcClient<TestCatalogue>[] = [];
     for (let i = 0; i < 3; i++) {
-      const c = await IpcClient.connect(path);
+      const c = await IpcClient.connect(path, { catalogue: testCatalogue });
       clients.push(c);
       const before = usage(await server.stats(), ME)?.partialBytes ?? 0;
       const bytes = new Uint8Array(6 + BODY);
@@ -349,19 +350,19 @@ test('(c) descriptors in partial frames never completed: bounded per uid, all cl
   });
 });
 
-test('descriptor reserve: new connections are refused with DESCRIPTORS_EXHAUSTED near RLIMIT_NOFILE, served again after', { timeout: T }, async () => {
+test('descriptor reserve: new connections are refused with descriptors-exhausted near RLIMIT_NOFILE, served again after', { timeout: T }, async () => {
   const { after } = raiseNofileLimit();
   const base = openFdCount();
   // Refuse once more than base + MARGIN descriptors are open.
   const MARGIN = 40;
   const EXTRA = 60;
   await withServer({ fdReserve: after.soft - (base + MARGIN) }, async (server, path) => {
-    const c1 = await IpcClient.connect(path);
+    const c1 = await IpcClient.connect(path, { catalogue: testCatalogue });
     assert.equal((await c1.call({ type: 'hello', version: 1 })).response.ok, true);
     const files = Array.from({ length: EXTRA }, () => fs.openSync('/dev/null', 'r'));
     try {
       await sleep(1100); // older than the worker's sample period: the next accept counts afresh
-      const c2 = await IpcClient.connect(path);
+      const c2 = await IpcClient.connect(path, { catalogue: testCatalogue });
       await assert.rejects(c2.request({ type: 'hello', version: 1 }), isIpcError(IpcErrorCode.DescriptorsExhausted, /descriptors open, fewer than fdReserve \d+ left; connection from uid \d+ refused/));
       // The connection already in is still served.
       assert.equal((await c1.request({ type: 'status' })).response.ok, true);
@@ -375,7 +376,7 @@ test('descriptor reserve: new connections are refused with DESCRIPTORS_EXHAUSTED
     // Back under the reserve: accepted again (once the count is resampled).
     let served = false;
     for (const deadline = Date.now() + 5000; !served && Date.now() < deadline; await sleep(150)) {
-      const c = await IpcClient.connect(path);
+      const c = await IpcClient.connect(path, { catalogue: testCatalogue });
       served = (await c.request({ type: 'hello', version: 1 }).catch(() => null))?.response.ok === true;
       await c.close();
     }
@@ -388,7 +389,7 @@ test('descriptor reserve: new connections are refused with DESCRIPTORS_EXHAUSTED
 test('out of descriptors (EMFILE): connections are still accepted with the spare descriptor, told why and closed', { timeout: T }, async () => {
   const original = getNofileLimit();
   await withServer({ fdReserve: 0, raiseFdLimit: false }, async (server, path) => {
-    const bystander = await IpcClient.connect(path);
+    const bystander = await IpcClient.connect(path, { catalogue: testCatalogue });
     assert.equal((await bystander.call({ type: 'hello', version: 1 })).response.ok, true);
     const child = spawnChild([path, 'connect', '12']);
     let out: Array<{ ok: boolean; code?: string; message?: string }>;
@@ -424,7 +425,7 @@ test('requests in flight per uid: reading pauses at the limit and resumes as rep
   let entered = 0;
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     if (req.request.type === 'status') {
       entered++;
       await gate;
@@ -432,8 +433,8 @@ test('requests in flight per uid: reading pauses at the limit and resumes as rep
     return handler(req);
   };
   await withServer({ handler: h, maxInFlightPerUid: 3 }, async (server, path) => {
-    const a = await IpcClient.connect(path);
-    const b = await IpcClient.connect(path);
+    const a = await IpcClient.connect(path, { catalogue: testCatalogue });
+    const b = await IpcClient.connect(path, { catalogue: testCatalogue });
     const pending = [a, a, b, b].map((c) => c.call({ type: 'status' }));
     await waitFor(() => entered === 3, W, 'three requests in the handler');
     await sleep(200);
@@ -455,7 +456,7 @@ test('queued replies per uid: a client that does not read stops being read, and 
   const BLOB = 'x'.repeat(100_000);
   const BATCH = 10;
   let entered = 0;
-  const h: IpcHandler = async (req) => {
+  const h: IpcHandler<TestCatalogue> = async (req) => {
     if (req.request.type !== 'status') return handler(req);
     entered++;
     return { response: { ok: true, blob: BLOB } };
@@ -501,10 +502,10 @@ test('queued replies per uid: a client that does not read stops being read, and 
 
 test('limits: listen raises RLIMIT_NOFILE to the hard limit and rejects invalid limits before binding', { timeout: T }, async () => {
   const path = socketPath('lim');
-  await assert.rejects(IpcServer.listen({ path, handler, maxConnectionsPerUid: 0 }), /maxConnectionsPerUid must be an integer >= 1/);
-  await assert.rejects(IpcServer.listen({ path, handler, frameTimeoutMs: 1.5 }), /frameTimeoutMs must be an integer >= 1/);
+  await assert.rejects(IpcServer.listen({ catalogue: testCatalogue, path, handler, maxConnectionsPerUid: 0 }), /maxConnectionsPerUid must be an integer >= 1/);
+  await assert.rejects(IpcServer.listen({ catalogue: testCatalogue, path, handler, frameTimeoutMs: 1.5 }), /frameTimeoutMs must be an integer >= 1/);
   assert.equal(fs.existsSync(path), false);
-  const server = await IpcServer.listen({ path, handler, maxConnectionsRoot: 0 });
+  const server = await IpcServer.listen({ catalogue: testCatalogue, path, handler, maxConnectionsRoot: 0 });
   try {
     const lim = getNofileLimit();
     assert.equal(lim.soft, lim.hard);

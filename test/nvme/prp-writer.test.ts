@@ -53,7 +53,10 @@ test('writePrps writes the list from the word it is given, and nothing when two 
   const words = new Uint32Array(4096 / 2).fill(7); // two list pages' worth of words
   assert.equal(writePrps(0x10000, 4096, 4096, words, 0, 0), 0);
   assert.equal(writePrps(0x10200, 4096, 4096, words, 0, 0), 0x11000);
-  assert.ok(words.every((w) => w === 7), 'no list written');
+  assert.ok(
+    words.every((w) => w === 7),
+    'no list written',
+  );
   assert.equal(writePrps(0x10000, 3 * 4096, 4096, words, 1024, 0x9000), 0x9000);
   assert.deepEqual([...words.subarray(1024, 1028)], [0x11000, 0, 0x12000, 0]);
   assert.equal(words[0], 7);

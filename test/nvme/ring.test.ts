@@ -20,9 +20,9 @@ test('SqWriter: claims up to entries - 1 slots, publishes the tail once per batc
   assert.equal(sq.claim(), -1, 'full: one slot always stays free');
   assert.equal(sq.unpublished, 3);
   assert.equal(cells[2], 0, 'claiming publishes nothing');
-  assert.equal(sq.publish(cells, 2), true);
+  assert.equal(sq.publishTo(cells, 2), true);
   assert.equal(cells[2], 3);
-  assert.equal(sq.publish(cells, 2), false, 'nothing new: no store');
+  assert.equal(sq.publishTo(cells, 2), false, 'nothing new: no store');
   sq.head = 2; // the consumer took two
   assert.equal(sq.space, 2);
   assert.equal(sq.claim(), 48);
@@ -30,10 +30,15 @@ test('SqWriter: claims up to entries - 1 slots, publishes the tail once per batc
   sq.unclaim();
   assert.equal(sq.tail, 0);
   assert.equal(sq.claim(), 0);
-  assert.equal(sq.publish(cells, 2), true);
+  assert.equal(sq.publishTo(cells, 2), true);
   assert.equal(cells[2], 1);
+  assert.equal(sq.publish(), -1, 'publish() for a notifier: nothing new');
   sq.reset();
   assert.deepEqual([sq.tail, sq.head, sq.published], [0, 0, 0]);
+  assert.equal(sq.claim(), 0);
+  assert.equal(sq.claim(), 16);
+  assert.equal(sq.publish(), 2, 'the tail to hand to the doorbell');
+  assert.equal(sq.publish(), -1);
   assert.throws(() => new SqWriter(sqMem(4), 5), /too small/);
   assert.throws(() => new SqWriter(sqMem(1), 1), /entries/);
 });
@@ -56,15 +61,15 @@ test('SqWriter.claimBatch: slots filled out of order (as a thread block would) b
   for (const i of [4, 0, 5, 2, 1, 3]) writeIoSqe(ring, sq.slotOffset(first + i), sqeCdw0(0x02, 100 + i), 1, 1000 + i, 1, 0x1000, 0);
   reader.tail = Atomics.load(cells, 0);
   assert.equal(reader.take(), -1, 'nothing published yet');
-  sq.publish(cells, 0);
+  sq.publishTo(cells, 0);
   reader.tail = Atomics.load(cells, 0);
   assert.equal(reader.pending, 6);
   const cids: number[] = [];
   for (let at = reader.take(); at >= 0; at = reader.take()) cids.push(decodeSqe(ring, at).cid);
   assert.deepEqual(cids, [100, 101, 102, 103, 104, 105]);
-  assert.equal(reader.publish(cells, 1), true);
+  assert.equal(reader.publishTo(cells, 1), true);
   assert.equal(cells[1], 3);
-  assert.equal(reader.publish(cells, 1), false);
+  assert.equal(reader.publishTo(cells, 1), false);
 });
 
 test('writeIoSqe / writeCmdSqe write every dword of the slot', () => {
@@ -108,8 +113,12 @@ test('CqWriter posts, CqReader reaps by phase over many laps; the head is publis
     }
     assert.equal(batch, entries - 1);
     assert.equal(r.unpublished, batch);
-    assert.equal(r.publish(cells, 0), true);
-    assert.equal(r.publish(cells, 0), false);
+    if (lap % 2 === 1) {
+      const h = r.publish();
+      assert.equal(h, r.head, 'publish() hands the head to a notifier');
+      Atomics.store(cells, 0, h);
+    } else assert.equal(r.publishTo(cells, 0), true);
+    assert.equal(r.publishTo(cells, 0), false);
     w.head = Atomics.load(cells, 0);
   }
   assert.equal(expect, next);
@@ -148,8 +157,8 @@ test('CqReader.isPosted / advanceTo follow a head claimed by someone else (direc
   w.post(0, 0, 1, 4, 0); // slot 3
   w.post(0, 0, 1, 5, 0); // slot 0 of the second lap
   assert.equal(r.distanceTo(1), 3);
-  assert.equal(r.isPosted(0), true, 'slot 0 carries the next lap\'s phase');
-  assert.equal(r.isPosted(1), false, 'slot 1 still has the first lap\'s entry');
+  assert.equal(r.isPosted(0), true, "slot 0 carries the next lap's phase");
+  assert.equal(r.isPosted(1), false, "slot 1 still has the first lap's entry");
   r.advanceTo(1);
   assert.deepEqual([r.head, r.phase], [1, 0]);
   assert.equal(r.take(), -1);
@@ -170,7 +179,10 @@ test('property: any interleaving of posts and reaps delivers every CQE once, in 
       let reaped = 0;
       for (const [i, k] of steps.entries()) {
         if (i % 2 === 0) {
-          for (let j = 0; j < k && w.hasRoom(); j++) w.post(posted, 0, 0, posted & 0xffff, 0), posted++;
+          for (let j = 0; j < k && w.hasRoom(); j++) {
+            w.post(posted, 0, 0, posted & 0xffff, 0);
+            posted++;
+          }
         } else {
           for (let j = 0; j < k; j++) {
             const at = r.take();
@@ -178,7 +190,7 @@ test('property: any interleaving of posts and reaps delivers every CQE once, in 
             if (ring[at + CQE_DW_RESULT] !== reaped) return false;
             reaped++;
           }
-          r.publish(cells, 0);
+          r.publishTo(cells, 0);
           w.head = cells[0]!;
         }
         if (posted - reaped > entries - 1) return false;

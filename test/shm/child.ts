@@ -1,7 +1,8 @@
 // Client process for attach.test.ts: reads a QueuePairGrant (JSON) on stdin, gets its fds at 3, 4, ...
 // (spawn's stdio array), attaches, runs what argv[2] says, prints one JSON line. Does nothing unless
 // HOMI_SHM_CHILD=1 (node --test loads every .js under dist/test/).
-import { attachQueuePair, type QueuePairGrant } from '../../src/driver/attach.js';
+import { attachQueuePair } from '../../src/driver/attach.js';
+import type { RawQueueGrant as QueuePairGrant } from '../../src/ipc/raw-grant.js';
 import { flush } from '../../src/nvme/commands.js';
 import { OP_READ, OP_WRITE, runLoop } from './loop.js';
 

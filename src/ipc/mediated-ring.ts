@@ -6,7 +6,9 @@
  * buffer (shared memory the device can reach), PRP2 is ignored; homid builds the real PRPs.
  *
  * Layout: header page (Int32 cells below, each on its own 64-byte line), then the SQ (entries * 64 bytes) at
- * RING_SQ_OFFSET, then the CQ (entries * 16 bytes) at a page-aligned offset after it.
+ * RING_SQ_OFFSET, then the CQ (entries * 16 bytes) at a page-aligned offset after it (ringCqOffset). The
+ * client checks the ring's identity once, when it maps it (openRing); homid, which lays it out (initRing),
+ * bounds-checks each cell the client writes as it reads it. Nothing on the client's fast path validates.
  *
  * Direct completions (H_FLAGS bit RING_FLAG_DIRECT_CQ): where the client can map the hardware queue's CQ
  * (memory-shared devices), homid forwards the client's CID as the hardware CID and the controller's
@@ -15,21 +17,35 @@
  * answers itself (denied, malformed) arrive on the ring's own CQ. homid then touches no completion on the
  * data path: the check on submission is where the trust boundary is.
  */
+import { CQE_DW_RESULT_HI } from '../nvme/cqe.js';
+import { CQE_SIZE, SQE_SIZE } from '../nvme/registers.js';
+
 export const RING_MAGIC = 0x51444d48; // 'HMDQ'
 export const RING_VERSION = 2;
+/** The header's size, and the granularity of the SQ and CQ areas. */
 export const RING_PAGE = 4096;
+/** Byte offset of the SQ: right after the header page. */
 export const RING_SQ_OFFSET = RING_PAGE;
-/** Int32 indices into the header. */
+/** Entries per ring (the NVMe queue limits: 2..65536). */
+export const RING_MIN_ENTRIES = 2;
+export const RING_MAX_ENTRIES = 0x10000;
+/** Bytes per header cell (an Int32). */
+const CELL_BYTES = 4;
+/** Int32 cells of the header page. */
+export const RING_HEADER_CELLS = RING_PAGE / CELL_BYTES;
+/** Int32 indices into the header. The first three are written once (initRing); the others each have one writer. */
 export const H_MAGIC = 0;
 export const H_VERSION = 1;
 export const H_ENTRIES = 2;
+/** Cells a client reads to recognise the ring (H_MAGIC, H_VERSION, H_ENTRIES). */
+const H_IDENTITY_CELLS = 3;
 /** Client writes: next free SQ slot. */
 export const H_SQ_TAIL = 16;
 /** homid writes: SQ slots consumed. */
 export const H_SQ_HEAD = 32;
 /** Client writes: CQ slots consumed. */
 export const H_CQ_HEAD = 48;
-/** homid writes: 0 open, 1 revoked (the lease ended). */
+/** homid writes: RING_STATE_OPEN, or RING_STATE_REVOKED once the lease ended. */
 export const H_STATE = 64;
 export const RING_STATE_OPEN = 0;
 export const RING_STATE_REVOKED = 1;
@@ -45,14 +61,23 @@ export const RING_FLAG_DIRECT_CQ = 1;
  * status above the 15-bit field (src/nvme/status.ts: status >>> 16, the host cause and errno) so that a host
  * outcome on homid's hardware queue (a timeout, a reset) reaches the client whole; 0 for a controller's status.
  */
-export const RING_CQE_DW_HOST = 1;
+export const RING_CQE_DW_HOST = CQE_DW_RESULT_HI;
+/** Uint32 words of one SQ slot and one CQ slot (standard NVMe entries). */
+export const RING_SQE_WORDS = SQE_SIZE / 4;
+export const RING_CQE_WORDS = CQE_SIZE / 4;
 
-export function ringCqOffset(entries: number): number {
-  return RING_SQ_OFFSET + Math.ceil((entries * 64) / RING_PAGE) * RING_PAGE;
+function pageRound(n: number): number {
+  return Math.ceil(n / RING_PAGE) * RING_PAGE;
 }
 
+/** Byte offset of the CQ: the first page after the SQ. */
+export function ringCqOffset(entries: number): number {
+  return RING_SQ_OFFSET + pageRound(entries * SQE_SIZE);
+}
+
+/** Bytes of a ring of `entries` entries: header page, SQ, CQ (each page-rounded). */
 export function ringBytes(entries: number): number {
-  return ringCqOffset(entries) + Math.ceil((entries * 16) / RING_PAGE) * RING_PAGE;
+  return ringCqOffset(entries) + pageRound(entries * CQE_SIZE);
 }
 
 export interface RingViews {
@@ -67,13 +92,14 @@ export function ringViews(bytes: Uint8Array, entries: number): RingViews {
   const b = bytes.buffer;
   const o = bytes.byteOffset;
   return {
-    header: new Int32Array(b, o, RING_PAGE / 4),
-    sq: new Uint32Array(b, o + RING_SQ_OFFSET, entries * 16),
-    cq: new Uint32Array(b, o + ringCqOffset(entries), entries * 4),
+    header: new Int32Array(b, o, RING_HEADER_CELLS),
+    sq: new Uint32Array(b, o + RING_SQ_OFFSET, entries * RING_SQE_WORDS),
+    cq: new Uint32Array(b, o + ringCqOffset(entries), entries * RING_CQE_WORDS),
     entries,
   };
 }
 
+/** homid: lay out a fresh ring (zeroed memory) and publish its identity. */
 export function initRing(bytes: Uint8Array, entries: number, direct: { hwQid: number } | null = null): RingViews {
   const v = ringViews(bytes, entries);
   v.header[H_FLAGS] = direct ? RING_FLAG_DIRECT_CQ : 0;
@@ -84,11 +110,11 @@ export function initRing(bytes: Uint8Array, entries: number, direct: { hwQid: nu
   return v;
 }
 
-/** Check a ring mapped on the client side. */
+/** Client: check a mapped ring's identity and entry count (once, when it is opened) and return its views. */
 export function openRing(bytes: Uint8Array): RingViews {
-  const h = new Int32Array(bytes.buffer, bytes.byteOffset, 4);
+  const h = new Int32Array(bytes.buffer, bytes.byteOffset, H_IDENTITY_CELLS);
   if (h[H_MAGIC] !== RING_MAGIC || h[H_VERSION] !== RING_VERSION) throw new Error('not a homid mediated ring (bad magic or version)');
   const entries = h[H_ENTRIES]!;
-  if (!Number.isInteger(entries) || entries < 2 || entries > 0x10000) throw new Error(`homid mediated ring: bad entry count ${entries}`);
+  if (!Number.isInteger(entries) || entries < RING_MIN_ENTRIES || entries > RING_MAX_ENTRIES) throw new Error(`homid mediated ring: bad entry count ${entries}`);
   return ringViews(bytes, entries);
 }

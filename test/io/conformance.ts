@@ -6,9 +6,9 @@
  * The checks write anywhere on the target (first and last LBA included): never point them at data you keep.
  */
 import assert from 'node:assert/strict';
-import { runPerf } from '../bench/perf.js';
-import { openIo } from './open.js';
-import { IoError, IoOp, IoRangeError, type IoBuffer, type IoDevice, type IoOpenOptions, type IoQueue } from './types.js';
+import { runPerf } from '../../src/bench/perf.js';
+import { openIo } from '../../src/io/open.js';
+import { IoError, IoOp, IoRangeError, type IoBuffer, type IoDevice, type IoOpenOptions, type IoQueue } from '../../src/io/types.js';
 
 export interface ConformanceTarget {
   /** What to open (openIo's uri); a function is called at open (for names known only then). */

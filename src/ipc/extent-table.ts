@@ -4,39 +4,85 @@
  * A reader takes the generation (retrying while odd), copies the table, and re-reads the generation: equal
  * means the copy is consistent. A client sees the generation move when the map was rebuilt and re-reads.
  *
- * Layout (little endian):
- *   Int32 [0] generation   [1] extent count   [2] magic 'HEXT'   [3] version   [4] capacity (extents)
- *         [5] state (0 valid, 1 error: the file could not be mapped)
- *   Float64 [3] file size   [4] inode   [5] device number
- *   from byte 64: per extent 4 float64: logical, physical, length (bytes), flags (bit set, EXTENT_FLAG_BITS)
+ * Layout (little endian; the names below are the constants of this file):
+ *   Int32 [I_GEN 0] generation   [I_COUNT 1] extent count   [I_MAGIC 2] magic 'HEXT'   [I_VERSION 3] version
+ *         [I_CAPACITY 4] capacity (extents)   [I_STATE 5] state (EXTENT_TABLE_STATE_VALID, or _ERROR: the file
+ *         could not be mapped)
+ *   Float64 [F_SIZE 3] file size   [F_INO 4] inode   [F_DEV 5] device number
+ *   from byte EXTENT_TABLE_HEADER (64): per extent one EXTENT_RECORD (32 bytes) of 4 float64: logical, physical,
+ *         length (bytes), flags (bit set, EXTENT_FLAG_BITS)
+ *
+ * The table is read-only memory to clients (a sealed memfd); a reader checks magic and version once per read
+ * and clamps the count to the capacity.
  */
-import type { Extent, ExtentFlag, FileMap } from '../extents/types.js';
+/** Flag names in bit order: bit i of an extent's flags word is EXTENT_FLAG_BITS[i]. */
+export const EXTENT_FLAG_BITS = ['unwritten', 'last', 'shared', 'inline', 'delalloc', 'encoded', 'unknown'] as const;
+/** One extent flag (the same names as the extents layer's ExtentFlag; extent-service.ts publishes those). */
+export type ExtentTableFlag = (typeof EXTENT_FLAG_BITS)[number];
+
+/** One extent as the table carries it (bytes; see extents/types.ts for the meaning of each field). */
+export interface TableExtent {
+  logical: number;
+  physical: number;
+  length: number;
+  flags: ExtentTableFlag[];
+}
+
+/** What the writer publishes: a file map (extents/types.ts FileMap fits). */
+export interface PublishedMap {
+  size: number;
+  ino: number;
+  extents: ReadonlyArray<{ logical: number; physical: number; length: number; flags: readonly ExtentTableFlag[] }>;
+}
 
 export const EXTENT_TABLE_MAGIC = 0x54584548; // 'HEXT'
 export const EXTENT_TABLE_VERSION = 1;
+/** Bytes of the header; the records follow. */
 export const EXTENT_TABLE_HEADER = 64;
+/** Bytes of one record: four float64 fields. */
 export const EXTENT_RECORD = 32;
+/** Int32 indices into the header. */
 const I_GEN = 0;
 const I_COUNT = 1;
 const I_MAGIC = 2;
 const I_VERSION = 3;
 const I_CAPACITY = 4;
 const I_STATE = 5;
+/** Float64 indices into the header. */
 const F_SIZE = 3;
 const F_INO = 4;
 const F_DEV = 5;
+/** I_STATE values. */
+export const EXTENT_TABLE_STATE_VALID = 0;
+export const EXTENT_TABLE_STATE_ERROR = 1;
+/** Float64 fields of a record, and the header's size in float64s (where record 0 starts). */
+const R_LOGICAL = 0;
+const R_PHYSICAL = 1;
+const R_LENGTH = 2;
+const R_FLAGS = 3;
+const F64_BYTES = 8;
+const RECORD_F64 = EXTENT_RECORD / F64_BYTES;
+const HEADER_F64 = EXTENT_TABLE_HEADER / F64_BYTES;
+/** Attempts of tryReadExtentTable before it reports the table busy. */
+const TRY_READS = 64;
 
-const FLAG_BITS: readonly ExtentFlag[] = ['unwritten', 'last', 'shared', 'inline', 'delalloc', 'encoded', 'unknown'];
+/** The table stayed odd (homid was rebuilding it) through every attempt of a read. */
+export class ExtentTableBusyError extends Error {
+  constructor(readonly tries: number) {
+    super('extent table stayed busy (homid is rebuilding it)');
+    this.name = 'ExtentTableBusyError';
+  }
+}
 
 export function extentTableBytes(capacity: number): number {
   return EXTENT_TABLE_HEADER + capacity * EXTENT_RECORD;
 }
 
 function views(bytes: Uint8Array): { i32: Int32Array; f64: Float64Array } {
-  if (bytes.byteOffset % 8 !== 0) throw new RangeError('extent table must be 8-byte aligned');
+  if (bytes.byteOffset % F64_BYTES !== 0) throw new RangeError(`extent table must be ${F64_BYTES}-byte aligned`);
   return {
-    i32: new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2),
-    f64: new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 3),
+    i32: new Int32Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / Int32Array.BYTES_PER_ELEMENT)),
+    f64: new Float64Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / F64_BYTES)),
   };
 }
 
@@ -63,25 +109,25 @@ export class ExtentTableWriter {
     if ((g & 1) === 0) Atomics.store(this.i32, I_GEN, g + 1);
   }
   /** Write the map and publish it (even generation). Throws if it does not fit (the caller grows the table). */
-  publish(map: FileMap, dev: number): number {
+  publish(map: PublishedMap, dev: number): number {
     this.begin();
     if (map.extents.length > this.capacity) throw new RangeError(`${map.extents.length} extents exceed the table capacity ${this.capacity}`);
     const f = this.f64;
     f[F_SIZE] = map.size;
     f[F_INO] = map.ino;
     f[F_DEV] = dev;
-    let o = EXTENT_TABLE_HEADER / 8;
+    let o = HEADER_F64;
     for (const e of map.extents) {
       let flags = 0;
-      for (const fl of e.flags) flags |= 1 << FLAG_BITS.indexOf(fl);
-      f[o] = e.logical;
-      f[o + 1] = e.physical;
-      f[o + 2] = e.length;
-      f[o + 3] = flags;
-      o += 4;
+      for (const fl of e.flags) flags |= 1 << EXTENT_FLAG_BITS.indexOf(fl);
+      f[o + R_LOGICAL] = e.logical;
+      f[o + R_PHYSICAL] = e.physical;
+      f[o + R_LENGTH] = e.length;
+      f[o + R_FLAGS] = flags;
+      o += RECORD_F64;
     }
     Atomics.store(this.i32, I_COUNT, map.extents.length);
-    Atomics.store(this.i32, I_STATE, 0);
+    Atomics.store(this.i32, I_STATE, EXTENT_TABLE_STATE_VALID);
     const g = Atomics.load(this.i32, I_GEN) + 1;
     Atomics.store(this.i32, I_GEN, g);
     return g;
@@ -90,7 +136,7 @@ export class ExtentTableWriter {
   publishError(): number {
     this.begin();
     Atomics.store(this.i32, I_COUNT, 0);
-    Atomics.store(this.i32, I_STATE, 1);
+    Atomics.store(this.i32, I_STATE, EXTENT_TABLE_STATE_ERROR);
     const g = Atomics.load(this.i32, I_GEN) + 1;
     Atomics.store(this.i32, I_GEN, g);
     return g;
@@ -103,7 +149,7 @@ export interface ExtentSnapshot {
   size: number;
   ino: number;
   dev: number;
-  extents: Extent[];
+  extents: TableExtent[];
 }
 
 /** Current generation (odd while homid rebuilds the map). */
@@ -114,9 +160,9 @@ export function extentTableGeneration(bytes: Uint8Array): number {
 /** A consistent snapshot, or null while homid is rebuilding the map. */
 export function tryReadExtentTable(bytes: Uint8Array): ExtentSnapshot | null {
   try {
-    return readExtentTable(bytes, 64);
+    return readExtentTable(bytes, TRY_READS);
   } catch (e) {
-    if ((e as Error).message.startsWith('extent table stayed busy')) return null;
+    if (e instanceof ExtentTableBusyError) return null;
     throw e;
   }
 }
@@ -140,19 +186,19 @@ export function readExtentTable(bytes: Uint8Array, maxTries = 1_000_000): Extent
     const g1 = Atomics.load(i32, I_GEN);
     if ((g1 & 1) === 1 || g1 === 0) continue;
     const count = Math.min(Atomics.load(i32, I_COUNT), i32[I_CAPACITY]!);
-    const valid = Atomics.load(i32, I_STATE) === 0;
+    const valid = Atomics.load(i32, I_STATE) === EXTENT_TABLE_STATE_VALID;
     const size = f64[F_SIZE]!;
     const ino = f64[F_INO]!;
     const dev = f64[F_DEV]!;
-    const extents: Extent[] = [];
-    let o = EXTENT_TABLE_HEADER / 8;
-    for (let i = 0; i < count; i++, o += 4) {
-      const bits = f64[o + 3]!;
-      const flags: ExtentFlag[] = [];
-      for (let b = 0; b < FLAG_BITS.length; b++) if (bits & (1 << b)) flags.push(FLAG_BITS[b]!);
-      extents.push({ logical: f64[o]!, physical: f64[o + 1]!, length: f64[o + 2]!, flags });
+    const extents: TableExtent[] = [];
+    let o = HEADER_F64;
+    for (let i = 0; i < count; i++, o += RECORD_F64) {
+      const bits = f64[o + R_FLAGS]!;
+      const flags: ExtentTableFlag[] = [];
+      for (let b = 0; b < EXTENT_FLAG_BITS.length; b++) if (bits & (1 << b)) flags.push(EXTENT_FLAG_BITS[b]!);
+      extents.push({ logical: f64[o + R_LOGICAL]!, physical: f64[o + R_PHYSICAL]!, length: f64[o + R_LENGTH]!, flags });
     }
     if (Atomics.load(i32, I_GEN) === g1) return { generation: g1, valid, size, ino, dev, extents };
   }
-  throw new Error('extent table stayed busy (homid is rebuilding it)');
+  throw new ExtentTableBusyError(maxTries);
 }
