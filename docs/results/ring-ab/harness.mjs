@@ -8,6 +8,14 @@ const root = decodeURIComponent(new URL(import.meta.url).search.slice(1));
 const { QueuePair } = await import(`${root}/src/driver/queue-pair.js`);
 const ENTRIES = 256;
 let qd = 32;
+/** The mediated ring layout moved from daemon/ to ipc/ (arch-wire). */
+async function importRing() {
+  try {
+    return await import(`${root}/src/ipc/mediated-ring.js`);
+  } catch {
+    return await import(`${root}/src/daemon/mediated-ring.js`);
+  }
+}
 export function setQd(q) { qd = q; }
 
 function fakeHost() {
@@ -32,7 +40,17 @@ function fakeHost() {
       if (++ctl.cqTail === ctl.entries) { ctl.cqTail = 0; ctl.phase ^= 1 << 16; }
     }
   };
-  return { host: { doorbells, wake: null, dma, wakeFn }, ctl };
+  // before arch-xport the queue pair rang doorbells itself (doorbells, wakeFn); after, through notifier(qid)
+  const notifier = (qid) => ({
+    sqTail(t) {
+      Atomics.store(doorbells, 2 * qid, t);
+      wakeFn();
+    },
+    cqHead(h) {
+      Atomics.store(doorbells, 2 * qid + 1, h);
+    },
+  });
+  return { host: { doorbells, wake: null, dma, wakeFn, notifier }, ctl };
 }
 
 function makeQp() {
@@ -65,7 +83,7 @@ export function runDriver(n) {
 
 export async function runMediated(n) {
   const { MediatedQueue, LbaSet } = await import(`${root}/src/daemon/mediated.js`);
-  const { ringBytes } = await import(`${root}/src/daemon/mediated-ring.js`);
+  const { ringBytes } = await importRing();
   const { MediatedQueuePair } = await import(`${root}/src/client/mediated-queue.js`);
   const { qp, host } = makeQp();
   const E = 64;
@@ -97,7 +115,7 @@ export async function runMediated(n) {
 export async function runDirect(n) {
   const { MediatedQueue, LbaSet } = await import(`${root}/src/daemon/mediated.js`);
   const { DirectHwQueue } = await import(`${root}/src/daemon/direct-hw.js`);
-  const { ringBytes } = await import(`${root}/src/daemon/mediated-ring.js`);
+  const { ringBytes } = await importRing();
   const { MediatedQueuePair } = await import(`${root}/src/client/mediated-queue.js`);
   const E = 64;
   const { host, ctl } = fakeHost();
@@ -105,7 +123,7 @@ export async function runDirect(n) {
   const sq = host.dma.alloc(E * 64), cq = host.dma.alloc(E * 16);
   ctl.sq = new Uint32Array(sq.bytes.buffer); ctl.cq = new Uint32Array(cq.bytes.buffer);
   const remote = { qid: 1, entries: E, sq, cq, doorbellStride: 4, state: 'live' };
-  const hw = new DirectHwQueue({ doorbells: host.doorbells, wake: null, wakeFn: host.wakeFn }, remote);
+  const hw = new DirectHwQueue({ doorbells: host.doorbells, wake: null, wakeFn: host.wakeFn, notifier: host.notifier }, remote);
   const ringBuf = new Uint8Array(new SharedArrayBuffer(ringBytes(E)));
   const data = host.dma.alloc(qd * 4096);
   const mq = new MediatedQueue({
