@@ -35,11 +35,17 @@ function sh(cmd: string, args: string[]): string {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function mountedAt(mnt: string): boolean {
-  return fs.readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mnt);
+  return fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[1] === mnt);
 }
 
 function loopsOf(img: string): string[] {
-  return sh('losetup', ['-n', '-O', 'NAME', '-j', img]).split('\n').map((s) => s.trim()).filter((s) => s.length > 0);
+  return sh('losetup', ['-n', '-O', 'NAME', '-j', img])
+    .split('\n')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
 }
 
 /**
@@ -150,7 +156,10 @@ function normalize(map: FileMap): Norm[] {
   for (const e of map.extents) {
     if (e.logical >= map.size) continue;
     const length = Math.min(e.length, map.size - e.logical);
-    const flags = e.flags.filter((f) => f !== 'last').sort().join(',');
+    const flags = e.flags
+      .filter((f) => f !== 'last')
+      .sort()
+      .join(',');
     const prev = out.at(-1);
     if (prev && prev.flags === flags && prev.logical + prev.length === e.logical && prev.physical + prev.length === e.physical) prev.length += length;
     else out.push({ logical: e.logical, physical: e.physical, length, flags });
@@ -159,7 +168,10 @@ function normalize(map: FileMap): Norm[] {
 }
 
 function show(n: Norm[]): string {
-  const s = n.slice(0, 12).map((e) => `[${e.logical}+${e.length} @${e.physical}${e.flags ? ' ' + e.flags : ''}]`).join(' ');
+  const s = n
+    .slice(0, 12)
+    .map((e) => `[${e.logical}+${e.length} @${e.physical}${e.flags ? ' ' + e.flags : ''}]`)
+    .join(' ');
   return n.length > 12 ? `${s} ... (${n.length} extents)` : s;
 }
 
@@ -263,7 +275,7 @@ for (const kind of kinds) {
       }
     });
 
-    test('mounted read-only: every file\'s extents, size, inode and bytes match FIEMAP, stat and the mount', async () => {
+    test("mounted read-only: every file's extents, size, inode and bytes match FIEMAP, stat and the mount", async () => {
       assert.ok(image, 'the decode step did not run');
       const im = image;
       const t = Date.now();

@@ -9,8 +9,7 @@ export function assertInGuest(): void {
   const rel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
   if (process.env.HOMI_GUEST !== '1' || rel !== process.env.HOMI_GUEST_KERNEL_RELEASE) {
     throw new Error(
-      'guest-only test: it rebinds PCI devices and writes to NVMe disks. Run it through the VM harness ' +
-        '(node dist/src/vm/cli.js run --nvme ... -- node --test dist/test-guest/), never on a host.',
+      'guest-only test: it rebinds PCI devices and writes to NVMe disks. Run it through the VM harness ' + '(node dist/src/vm/cli.js run --nvme ... -- node --test dist/test-guest/), never on a host.',
     );
   }
 }

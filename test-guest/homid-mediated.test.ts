@@ -168,7 +168,10 @@ const CONFIG: HomidConfig = {
 };
 
 function logger(lines: string[]): HomidLogger {
-  const rec = (lvl: string) => (o: object, m: string): void => void lines.push(`${lvl} ${m} ${JSON.stringify(o)}`);
+  const rec =
+    (lvl: string) =>
+    (o: object, m: string): void =>
+      void lines.push(`${lvl} ${m} ${JSON.stringify(o)}`);
   return { debug: () => undefined, info: rec('info'), warn: rec('warn'), error: rec('error') };
 }
 
@@ -285,8 +288,11 @@ test(`${MODE}: reads inside a granted file return its bytes; other LBAs, writes 
     const ops = readOps(grant.entry.map, lbs);
     const before = await hostCommands(c);
     const st = await submit(mq, ops);
-    assert.deepEqual(st, ops.map(() => 0));
-    assert.ok(Buffer.from(mq.data.subarray(0, files['a.bin']!.length)).equals(files['a.bin']!), 'the mediated read is not the file\'s bytes');
+    assert.deepEqual(
+      st,
+      ops.map(() => 0),
+    );
+    assert.ok(Buffer.from(mq.data.subarray(0, files['a.bin']!.length)).equals(files['a.bin']!), "the mediated read is not the file's bytes");
     const mid = await hostCommands(c);
     assert.equal(mid.reads - before.reads, ops.length, 'the device executed another number of reads than were granted');
 
@@ -302,7 +308,10 @@ test(`${MODE}: reads inside a granted file return its bytes; other LBAs, writes 
       [NvmOpcode.DatasetManagement, a.lba, 1, 0], // not a read or write
       [NvmOpcode.WriteZeroes, a.lba, 1, 0],
     ]);
-    assert.deepEqual(denied, denied.map(() => STATUS_ACCESS_DENIED));
+    assert.deepEqual(
+      denied,
+      denied.map(() => STATUS_ACCESS_DENIED),
+    );
     const afterDenied = await hostCommands(c);
     assert.deepEqual(afterDenied, mid, 'a denied command reached the controller (SMART host read/write commands moved)');
     assert.equal(forwarded(), sent, 'homid forwarded a denied command');
@@ -358,7 +367,13 @@ test(`${MODE}: a write with a write grant reaches the device and reads back (thr
     const { mq } = await mediated(h, s, true);
     const before = await hostCommands(c);
     mq.data.set(w, 0);
-    assert.deepEqual(await submit(mq, [[NvmOpcode.Write, target / lbs, FS_BLOCK / lbs, 0], [NvmOpcode.Flush, 0, 1, 0]]), [0, 0]);
+    assert.deepEqual(
+      await submit(mq, [
+        [NvmOpcode.Write, target / lbs, FS_BLOCK / lbs, 0],
+        [NvmOpcode.Flush, 0, 1, 0],
+      ]),
+      [0, 0],
+    );
     assert.equal((await hostCommands(c)).writes - before.writes, 1, 'the device did not execute the write');
     mq.data.fill(0, 0, FS_BLOCK);
     assert.deepEqual(await submit(mq, [[NvmOpcode.Read, target / lbs, FS_BLOCK / lbs, 0]]), [0]);
@@ -424,7 +439,10 @@ test(`${MODE}: a file rewritten while cached is re-resolved from the device and 
     assert.equal(g1.size, next.length);
     assert.deepEqual(grant.entry.map, nextMap);
     const ops = readOps(grant.entry.map, lbs);
-    assert.deepEqual(await submit(mq, ops), ops.map(() => 0));
+    assert.deepEqual(
+      await submit(mq, ops),
+      ops.map(() => 0),
+    );
     assert.ok(Buffer.from(mq.data.subarray(0, next.length)).equals(next), 'the reader does not see the new content');
     console.log(`# ${MODE}: rewrote ${written / KiB} KiB of the image; generation ${g0.generation} -> ${g1.generation}`);
     await h.disconnect(s);

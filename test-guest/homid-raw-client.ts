@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   const startFile = process.env.HOMI_RAW_START_FILE;
   if (startFile) while (!existsSync(startFile)) await new Promise((r) => setTimeout(r, 20));
   let c: HomidClient;
-  for (const t0 = Date.now(); ; ) {
+  for (const t0 = Date.now(); ;) {
     try {
       c = await HomidClient.connect(socket);
       break;

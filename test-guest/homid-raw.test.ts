@@ -234,7 +234,10 @@ test(`${MODE}: client processes do verified raw I/O concurrently on their own qu
       assert.deepEqual(await heldQids(me), qids);
       assert.equal(await inUse(me), 6);
       const ctrl = srv.homid.registry.live('nv').controller;
-      assert.deepEqual(ctrl.remoteQueuePairs.map((q) => q.qid), qids);
+      assert.deepEqual(
+        ctrl.remoteQueuePairs.map((q) => q.qid),
+        qids,
+      );
 
       // refusals while the class is full: typed, one line, nothing created, the session goes on
       const refused = async (o: Parameters<HomidClient['openQueuePairs']>[0], code: string, re: RegExp): Promise<void> => {
@@ -256,14 +259,17 @@ test(`${MODE}: client processes do verified raw I/O concurrently on their own qu
       const done = await Promise.all(kids.map((k) => nextJson(k)));
       for (const r of done) assert.equal(r.ok, true, JSON.stringify(r));
       lap('verified I/O');
-      assert.ok(done.every((r) => Number(r.ios) === ((PER_QUEUE_BYTES / 8192) * 2) * 2));
+      assert.ok(done.every((r) => Number(r.ios) === (PER_QUEUE_BYTES / 8192) * 2 * 2));
       assert.deepEqual(await Promise.all(kids.map((k) => k.exited)), [0, 0, 0]);
       await until(async () => (await heldQids(me)).length === 0 && (await inUse(me)) === 0, 20_000, 'leases of exited clients reclaimed');
       lap('clients exited, reclaimed');
 
       // the same session now gets queue pairs within its budget
       const mine = (await me.openQueuePairs({ device: 'nv', depth: 16, count: 3, dataBytes: 1 << 16 })) as RawLease[];
-      assert.deepEqual(mine.map((l) => l.qid), [1, 2, 3]);
+      assert.deepEqual(
+        mine.map((l) => l.qid),
+        [1, 2, 3],
+      );
       for (const l of mine) {
         // the grant maps the doorbell page only, through the transport's fd (vfio device fd / sysfs resource0)
         assert.equal(l.grant.doorbell.map.offset % 4096, 0);
@@ -303,7 +309,10 @@ test(`${MODE}: client processes do verified raw I/O concurrently on their own qu
         assert.equal(ctrl.remoteQueuePairs.length, 3);
       }
       await me.ipc.close();
-      assert.ok(mine.every((x) => x.qp.isDetached), 'closing the connection unmaps the raw queue pairs');
+      assert.ok(
+        mine.every((x) => x.qp.isDetached),
+        'closing the connection unmaps the raw queue pairs',
+      );
       await until(() => ctrl.remoteQueuePairs.length === 0, 20_000, 'reclaim on close');
     } finally {
       await closeClients(ctx);
@@ -330,13 +339,17 @@ test(`${MODE}: a client SIGKILLed mid-I/O has its queues reclaimed; the next cli
       lap('client ready, I/O in flight');
       k.p.kill('SIGKILL');
       assert.equal(await k.exited, null);
-      await until(async () => (await heldQids(me)).length === 0 && (await inUse(me)) === 0, 20_000, 'the killed client\'s queues reclaimed');
+      await until(async () => (await heldQids(me)).length === 0 && (await inUse(me)) === 0, 20_000, "the killed client's queues reclaimed");
       const ctrl = srv.homid.registry.live('nv').controller;
       assert.equal(ctrl.remoteQueuePairs.length, 0);
       assert.equal(ctrl.state, 'live');
       // another client gets the same qids, and they work (what the killed client wrote reads back)
       const again = (await me.openQueuePairs({ device: 'nv', depth: 16, count: 2, dataBytes: 1 << 16 })) as RawLease[];
-      assert.deepEqual(again.map((l) => l.qid).sort((a, b) => a - b), [...qids].sort((a, b) => a - b), 'the reclaimed qids are granted again');
+      assert.deepEqual(
+        again.map((l) => l.qid).sort((a, b) => a - b),
+        [...qids].sort((a, b) => a - b),
+        'the reclaimed qids are granted again',
+      );
       for (const [i, l] of again.entries()) {
         await rawPattern(l, 'verify', (8 << 20) / blockSize, 5);
         await rawPattern(l, 'write', (12 << 20) / blockSize + i * 16, 6);
@@ -394,7 +407,7 @@ test(`${MODE}: homid SIGKILLed under clients holding raw queues; a new homid on 
     const gone = await Promise.all(kids.map((k) => nextJson(k)));
     for (const g of gone) assert.deepEqual(g, { closed: true, detached: true });
     assert.deepEqual(await Promise.all(kids.map((k) => k.exited)), [0]);
-    await until(() => mine.every((l) => l.qp.isDetached), 10_000, 'this process\'s raw queues detached when homid died');
+    await until(() => mine.every((l) => l.qp.isDetached), 10_000, "this process's raw queues detached when homid died");
     await closeClients(ctx);
     assert.equal(pciDriver(BDF), DRIVER, 'a SIGKILLed homid leaves the binding as it was');
 
@@ -406,7 +419,10 @@ test(`${MODE}: homid SIGKILLed under clients holding raw queues; a new homid on 
     assert.equal(await inUse(c), 0);
     // every I/O queue pair the controller granted can be created again, the old qids included
     const all = (await c.openQueuePairs({ device: 'nv', depth: 16, count: maxQ, dataBytes: 1 << 16 })) as RawLease[];
-    assert.deepEqual(all.map((l) => l.qid), Array.from({ length: maxQ }, (_, i) => i + 1));
+    assert.deepEqual(
+      all.map((l) => l.qid),
+      Array.from({ length: maxQ }, (_, i) => i + 1),
+    );
     assert.equal(await inUse(c), maxQ);
     // each works, and what the old clients wrote reads back
     for (const [i, l] of all.entries()) {

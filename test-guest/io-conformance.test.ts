@@ -116,7 +116,7 @@ describe('guest conformance: restore', () => {
     await waitFor(`${BDF} on nvme`, () => pciDriver(BDF) === 'nvme');
     blk = await blockName();
     // The pci: case re-probed the controller after the poll cases; re-probe here only if it did not run.
-    if (hasPollQueues() !== (Number(ORIG_POLL_QUEUES) > 0)) await reprobe();
+    if (hasPollQueues() !== Number(ORIG_POLL_QUEUES) > 0) await reprobe();
     assert.equal(hasPollQueues(), Number(ORIG_POLL_QUEUES) > 0, 'poll queue layout not restored');
     assert.equal(sys(`/sys/bus/pci/devices/${BDF}/driver_override`), '(null)');
     // Zero every block the checks may have written (the whole namespace), then check a few.

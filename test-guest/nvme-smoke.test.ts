@@ -6,17 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import {
-  assertInGuest,
-  controllerBySerial,
-  expectedNvme,
-  namespacesOf,
-  pciDriver,
-  rebind,
-  sys,
-  waitFor,
-  type NvmeCtrl,
-} from './helpers.js';
+import { assertInGuest, controllerBySerial, expectedNvme, namespacesOf, pciDriver, rebind, sys, waitFor, type NvmeCtrl } from './helpers.js';
 
 assertInGuest();
 
@@ -129,7 +119,10 @@ test('unbind from nvme, bind uio_pci_generic (driver_override + drivers_probe), 
     assert.ok(uio, `no /sys/class/uio entry for ${bdf}`);
     assert.ok(existsSync(`/dev/${uio}`), `/dev/${uio}`);
     // BAR0 (the controller's registers) is exposed for mmap by user space.
-    const bar0 = sys(`/sys/bus/pci/devices/${bdf}/resource`).split('\n')[0].split(/\s+/).map((x) => BigInt(x));
+    const bar0 = sys(`/sys/bus/pci/devices/${bdf}/resource`)
+      .split('\n')[0]
+      .split(/\s+/)
+      .map((x) => BigInt(x));
     assert.ok(bar0[1] - bar0[0] + 1n >= 0x1000n, 'BAR0 smaller than 4 KiB');
     assert.ok(existsSync(`/sys/bus/pci/devices/${bdf}/resource0`));
   } finally {

@@ -93,7 +93,11 @@ async function rw(t: PcieTransport, qp: QueuePair, op: number, slba: number, buf
     let st = -1;
     assert.ok(qp.submitIo(op, 1, slba, buf.size / lbs, dp.prp1, dp.prp2, 7) >= 0);
     qp.ring();
-    await pollUntil(qp, (_t, s) => (st = s), () => st >= 0);
+    await pollUntil(
+      qp,
+      (_t, s) => (st = s),
+      () => st >= 0,
+    );
     return st;
   } finally {
     dp.release();
@@ -166,12 +170,15 @@ test(`${MODE}: several I/O queue pairs with I/O in flight on all of them at once
     async (t, c) => {
       const qps: QueuePair[] = [];
       for (let i = 0; i < 4; i++) qps.push(await c.createQueuePair({ entries: 32 }));
-      assert.deepEqual(qps.map((q) => q.qid), [1, 2, 3, 4]);
+      assert.deepEqual(
+        qps.map((q) => q.qid),
+        [1, 2, 3, 4],
+      );
       const perQ = 16;
       const bs = 8192;
       const bufs: DmaBuffer[][] = qps.map(() => Array.from({ length: perQ }, () => t.dma.alloc(bs)));
       const dps = bufs.map((bb) => bb.map((b) => dataPointer(t.dma, b)));
-      const slba = (q: number, i: number): number => ((16 * MiB) + (q * perQ + i) * bs) / lbs;
+      const slba = (q: number, i: number): number => (16 * MiB + (q * perQ + i) * bs) / lbs;
       try {
         for (let q = 0; q < qps.length; q++) for (let i = 0; i < perQ; i++) bufs[q]![i]!.bytes.set(randomBytes(bs));
         const want = bufs.map((bb) => bb.map((b) => Buffer.from(b.bytes)));
@@ -189,7 +196,10 @@ test(`${MODE}: several I/O queue pairs with I/O in flight on all of them at once
             if (Date.now() - t0 > 20_000) throw new Error('multi-queue I/O did not complete');
             await new Promise((r) => setImmediate(r));
           }
-          assert.ok(done.every((d) => d.every((s) => s === 0)), `statuses ${JSON.stringify(done)}`);
+          assert.ok(
+            done.every((d) => d.every((s) => s === 0)),
+            `statuses ${JSON.stringify(done)}`,
+          );
         }
         for (let q = 0; q < qps.length; q++) for (let i = 0; i < perQ; i++) assert.ok(Buffer.from(bufs[q]![i]!.bytes).equals(want[q]![i]!), `queue ${q} buffer ${i} differs`);
       } finally {
@@ -214,7 +224,11 @@ test(`${MODE}: a controller reset with I/O queued: every command completes or fa
       qp.ring();
       await c.reset('test: reset with I/O queued');
       assert.equal(c.state, 'live');
-      await pollUntil(qp, (tag, st) => void statuses.set(tag, st), () => statuses.size === n);
+      await pollUntil(
+        qp,
+        (tag, st) => void statuses.set(tag, st),
+        () => statuses.size === n,
+      );
       const ok = [...statuses.values()].filter((s) => s === 0).length;
       const aborted = [...statuses.values()].filter((s) => s === STATUS_ABORTED_BY_RESET).length;
       assert.equal(ok + aborted, n, `unexpected statuses: ${JSON.stringify([...statuses.values()].filter((s) => s !== 0 && s !== STATUS_ABORTED_BY_RESET))}`);
@@ -297,5 +311,8 @@ test('vfio: an IOMMU group shared with a device bound to another driver is refus
   console.log(`# shared group refusal: ${err?.message}`);
   await assert.rejects(Promise.reject(err), new RegExp(`IOMMU group ${f.iommuGroup} of ${f.address.replace(/\./g, '\\.')} also holds .*${bound[0]!.replace(/\./g, '\\.')} \\(bound to`));
   assert.equal(pciDriver(f.address), 'nvme');
-  assert.deepEqual(peers.map((a) => pciDriver(a)), before);
+  assert.deepEqual(
+    peers.map((a) => pciDriver(a)),
+    before,
+  );
 });

@@ -132,7 +132,9 @@ async function client(): Promise<void> {
 function runClients(srv: HomidServer, sock: string, mode: 'raw' | 'mediated', n: number, seconds: number, qd: number): Promise<ClientResult[]> {
   const self = fileURLToPath(import.meta.url);
   return new Promise((resolve, reject) => {
-    const kids = Array.from({ length: n }, () => spawn(process.execPath, [self, sock, mode, 'bench', String(seconds), String(qd)], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, HOMID_BENCH_CLIENT: '1' } }));
+    const kids = Array.from({ length: n }, () =>
+      spawn(process.execPath, [self, sock, mode, 'bench', String(seconds), String(qd)], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, HOMID_BENCH_CLIENT: '1' } }),
+    );
     const results: ClientResult[] = [];
     let ready = 0;
     for (const k of kids) {
@@ -184,7 +186,16 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'homid-bench-'));
   const sock = path.join(dir, 'homid.sock');
   const srv = await startHomidServer(
-    configFromObject({ socket: sock, log_level: 'silent', device: [{ name: 'bench', uri: URI, extents: 'none', io_queues: 16 }], class: { default: { queue_pairs: 16, per_client: 4, max_depth: 1024 } }, raw: { users: [process.getuid!()] } }, 'bench'),
+    configFromObject(
+      {
+        socket: sock,
+        log_level: 'silent',
+        device: [{ name: 'bench', uri: URI, extents: 'none', io_queues: 16 }],
+        class: { default: { queue_pairs: 16, per_client: 4, max_depth: 1024 } },
+        raw: { users: [process.getuid!()] },
+      },
+      'bench',
+    ),
     { logger: pino({ level: 'silent' }) },
   );
   const turn = process.env['HOMID_BENCH_TURN_MS'];
@@ -228,7 +239,9 @@ async function main(): Promise<void> {
     mediatedVsRaw: raw1 > 0 ? Math.round((med1 / raw1) * 1000) / 1000 : null,
   };
   const pad = (s: string, n: number): string => s.padEnd(n);
-  console.log(`homid bench: ${URI}, 4 KiB random read, qd ${qd}, ${seconds} s, ${runs} run(s) (median), ${os.cpus().length} CPUs; client spin ${SPIN_US} us then ${NAP} ms naps; poller turn ${srv.homid.poller.turnMs} ms`);
+  console.log(
+    `homid bench: ${URI}, 4 KiB random read, qd ${qd}, ${seconds} s, ${runs} run(s) (median), ${os.cpus().length} CPUs; client spin ${SPIN_US} us then ${NAP} ms naps; poller turn ${srv.homid.poller.turnMs} ms`,
+  );
   console.log(`${pad('scenario', 14)}${pad('clients', 9)}${pad('IOPS', 12)}samples`);
   for (const r of rows) console.log(`${pad(r.scenario, 14)}${pad(String(r.clients), 9)}${pad(r.iops.toLocaleString('en-US'), 12)}${r.samples.join(', ')}`);
   console.log(`mediated / raw (1 client): ${out.mediatedVsRaw === null ? 'n/a' : (out.mediatedVsRaw * 100).toFixed(1) + '%'}${errors ? `  (${errors} I/O errors!)` : ''}`);

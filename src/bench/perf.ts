@@ -68,7 +68,9 @@ export function checkPerfOptions(o: PerfOptions): BackendName {
   const backend = resolveBackend(parseTarget(o.uri), { ...optsFor(o), ...(o.backend ? { backend: o.backend } : {}) });
   const threads = o.threads ?? 1;
   if (threads > 1 && (backend === 'driver' || backend === 'emu') && !o.uri.startsWith('emu://')) {
-    throw new RangeError(`--threads ${threads}: the ${backend} backend on a pci: URI drives the controller from one thread (PCIe queue memory cannot be handed to worker threads yet); use --nqueues for more queue pairs`);
+    throw new RangeError(
+      `--threads ${threads}: the ${backend} backend on a pci: URI drives the controller from one thread (PCIe queue memory cannot be handed to worker threads yet); use --nqueues for more queue pairs`,
+    );
   }
   return backend;
 }
@@ -148,11 +150,7 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfRepo
   }
 }
 
-type WorkerMsg<R> =
-  | { type: 'ready' }
-  | { type: 'progress'; p: EngineProgress }
-  | { type: 'result'; r: R }
-  | { type: 'error'; name: string; message: string };
+type WorkerMsg<R> = { type: 'ready' } | { type: 'progress'; p: EngineProgress } | { type: 'result'; r: R } | { type: 'error'; name: string; message: string };
 
 /**
  * Start n worker threads running `script` (workerDataOf(i) each, plus the shared gate), release them together
@@ -279,7 +277,10 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
       onProgress,
     );
     const head = { device: o.uri, transport: transport.kind, backend, threads: 1, rw: o.rw, bs: o.bs, qd: o.qd, nqueues: o.nqueues, nsid: o.nsid, blockSize: ns.blockSize, model: ctrl.identity.model };
-    return mergeReports(results.map((r) => ({ ...head, ...r })), o);
+    return mergeReports(
+      results.map((r) => ({ ...head, ...r })),
+      o,
+    );
   } finally {
     try {
       for (const p of provisioned) await p.reclaim();

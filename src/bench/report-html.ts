@@ -20,8 +20,34 @@ export function sweepCharts(r: SweepResult): Array<{ title: string; svg: string 
     for (const bs of r.grid.bs) {
       const pts = r.points.filter((p) => p.bs === bs);
       const sfx = `${r.rw}, ${formatSize(bs)}`;
-      out.push({ title: `IOPS vs queue depth (${sfx})`, svg: renderLineChart({ title: `IOPS vs queue depth (${sfx})`, xLabel: 'queue depth', yLabel: 'IOPS', series: seriesBy(pts, b, (p) => p.qd, (p) => p.iops) }) });
-      out.push({ title: `Bandwidth vs queue depth (${sfx})`, svg: renderLineChart({ title: `Bandwidth vs queue depth (${sfx})`, xLabel: 'queue depth', yLabel: 'MiB/s', series: seriesBy(pts, b, (p) => p.qd, (p) => p.bandwidthMiBps) }) });
+      out.push({
+        title: `IOPS vs queue depth (${sfx})`,
+        svg: renderLineChart({
+          title: `IOPS vs queue depth (${sfx})`,
+          xLabel: 'queue depth',
+          yLabel: 'IOPS',
+          series: seriesBy(
+            pts,
+            b,
+            (p) => p.qd,
+            (p) => p.iops,
+          ),
+        }),
+      });
+      out.push({
+        title: `Bandwidth vs queue depth (${sfx})`,
+        svg: renderLineChart({
+          title: `Bandwidth vs queue depth (${sfx})`,
+          xLabel: 'queue depth',
+          yLabel: 'MiB/s',
+          series: seriesBy(
+            pts,
+            b,
+            (p) => p.qd,
+            (p) => p.bandwidthMiBps,
+          ),
+        }),
+      });
     }
   }
   if (byBs) {
@@ -29,8 +55,36 @@ export function sweepCharts(r: SweepResult): Array<{ title: string; svg: string 
       const pts = r.points.filter((p) => p.qd === qd);
       const sfx = `${r.rw}, qd ${qd}`;
       const fmt = (x: number): string => formatSize(x).replace(' ', '');
-      out.push({ title: `IOPS vs block size (${sfx})`, svg: renderLineChart({ title: `IOPS vs block size (${sfx})`, xLabel: 'block size', yLabel: 'IOPS', series: seriesBy(pts, b, (p) => p.bs, (p) => p.iops), formatX: fmt }) });
-      out.push({ title: `Bandwidth vs block size (${sfx})`, svg: renderLineChart({ title: `Bandwidth vs block size (${sfx})`, xLabel: 'block size', yLabel: 'MiB/s', series: seriesBy(pts, b, (p) => p.bs, (p) => p.bandwidthMiBps), formatX: fmt }) });
+      out.push({
+        title: `IOPS vs block size (${sfx})`,
+        svg: renderLineChart({
+          title: `IOPS vs block size (${sfx})`,
+          xLabel: 'block size',
+          yLabel: 'IOPS',
+          series: seriesBy(
+            pts,
+            b,
+            (p) => p.bs,
+            (p) => p.iops,
+          ),
+          formatX: fmt,
+        }),
+      });
+      out.push({
+        title: `Bandwidth vs block size (${sfx})`,
+        svg: renderLineChart({
+          title: `Bandwidth vs block size (${sfx})`,
+          xLabel: 'block size',
+          yLabel: 'MiB/s',
+          series: seriesBy(
+            pts,
+            b,
+            (p) => p.bs,
+            (p) => p.bandwidthMiBps,
+          ),
+          formatX: fmt,
+        }),
+      });
     }
   }
   return out;

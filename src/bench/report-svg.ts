@@ -97,7 +97,8 @@ export function renderLineChart(c: LineChart): string {
     if (pts.length > 0) {
       out.push(`<g class="series" data-name="${escapeXml(s.name)}">`);
       out.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.map((p) => `${fx(p[0]).toFixed(1)},${fy(p[1]).toFixed(1)}`).join(' ')}"/>`);
-      for (const p of pts) out.push(`<circle cx="${fx(p[0]).toFixed(1)}" cy="${fy(p[1]).toFixed(1)}" r="3" fill="${color}"><title>${escapeXml(`${s.name}: ${fmtX(p[0])} -> ${formatCompact(p[1])}`)}</title></circle>`);
+      for (const p of pts)
+        out.push(`<circle cx="${fx(p[0]).toFixed(1)}" cy="${fy(p[1]).toFixed(1)}" r="3" fill="${color}"><title>${escapeXml(`${s.name}: ${fmtX(p[0])} -> ${formatCompact(p[1])}`)}</title></circle>`);
       out.push('</g>');
     }
   });

@@ -83,7 +83,21 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
             transport: r.transport,
           };
         } catch (e) {
-          p = { backend, bs, qd, iops: NaN, bandwidthMiBps: NaN, latencyUs: null, cpuNsPerIo: NaN, processCpuNsPerIo: NaN, errors: 0, errorsByStatus: {}, verifyErrors: 0, transport: '', failure: (e as Error).message };
+          p = {
+            backend,
+            bs,
+            qd,
+            iops: NaN,
+            bandwidthMiBps: NaN,
+            latencyUs: null,
+            cpuNsPerIo: NaN,
+            processCpuNsPerIo: NaN,
+            errors: 0,
+            errorsByStatus: {},
+            verifyErrors: 0,
+            transport: '',
+            failure: (e as Error).message,
+          };
         }
         points.push(p);
         o.onPoint?.(i, total, p);

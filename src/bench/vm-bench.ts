@@ -67,9 +67,23 @@ function homiPerf(target: string, extra: string[]): string[] {
 function fio(engine: string, file: string, extra: string[]): string[] {
   return [
     // io_uring_cmd on /dev/ngXnY bypasses the page cache by nature; fio 3.33 refuses direct=1 there.
-    '--name=vmbench', `--filename=${file}`, `--ioengine=${engine}`, '--rw=randread', '--bs=4k', '--iodepth={QD}', ...(engine === 'io_uring_cmd' ? [] : ['--direct=1']),
-    '--time_based', '--runtime={TIME}', '--ramp_time=1', '--norandommap', '--randrepeat=0', '--lat_percentiles=1',
-    '--numjobs=1', '--thread', '--output-format=json', ...extra,
+    '--name=vmbench',
+    `--filename=${file}`,
+    `--ioengine=${engine}`,
+    '--rw=randread',
+    '--bs=4k',
+    '--iodepth={QD}',
+    ...(engine === 'io_uring_cmd' ? [] : ['--direct=1']),
+    '--time_based',
+    '--runtime={TIME}',
+    '--ramp_time=1',
+    '--norandommap',
+    '--randrepeat=0',
+    '--lat_percentiles=1',
+    '--numjobs=1',
+    '--thread',
+    '--output-format=json',
+    ...extra,
   ];
 }
 
@@ -185,7 +199,9 @@ async function guestMain(): Promise<void> {
   const records: RunRecord[] = [];
   const info = {
     kernel: sysRead('/proc/sys/kernel/osrelease'),
-    cpus: readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length,
+    cpus: readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('processor')).length,
     fio: spawnSync('fio', ['--version'], { encoding: 'utf8' }).stdout.trim(),
     node: process.version,
     names: await kernelNames(plan.serial),
@@ -194,7 +210,12 @@ async function guestMain(): Promise<void> {
   for (const { p, rep } of order) {
     const names = await kernelNames(plan.serial);
     const subst = (a: string): string =>
-      a.replace(/\{BLK\}/g, names.blk).replace(/\{NG\}/g, names.ng).replace(/\{BDF\}/g, names.bdf).replace(/\{TIME\}/g, String(plan.timeSec)).replace(/\{QD\}/g, String(p.qd));
+      a
+        .replace(/\{BLK\}/g, names.blk)
+        .replace(/\{NG\}/g, names.ng)
+        .replace(/\{BDF\}/g, names.bdf)
+        .replace(/\{TIME\}/g, String(plan.timeSec))
+        .replace(/\{QD\}/g, String(p.qd));
     const argv = p.tool === 'homi' ? [process.execPath, ...p.args.map(subst)] : ['fio', ...p.args.map(subst)];
     const to0 = nvmeTimeouts();
     const [b0, t0] = cpuTicks();
@@ -429,7 +450,11 @@ async function hostMain(argv: string[]): Promise<number> {
     console.log(`4 KiB random read, ${o.timeSec} s per run, medians of ${o.reps} interleaved runs, pinned to guest CPU 0 (${o.cpus} vCPU), QEMU NVMe ${o.sizeMiB} MiB / ${o.lbs}-byte blocks, TCG`);
     console.log(formatTable(summary));
     for (const s of summary) if (s.note) console.log(`  ${s.label}: ${s.note}`);
-    for (const s of summary) if (s.ioTimeouts > 0) console.log(`  ${s.label}: ${s.ioTimeouts} NVMe I/O timeout lines in dmesg over its runs (commands lost; kernel io_timeout ${IO_TIMEOUT_S} s, then abort/reset): its figures are not a valid measurement`);
+    for (const s of summary)
+      if (s.ioTimeouts > 0)
+        console.log(
+          `  ${s.label}: ${s.ioTimeouts} NVMe I/O timeout lines in dmesg over its runs (commands lost; kernel io_timeout ${IO_TIMEOUT_S} s, then abort/reset): its figures are not a valid measurement`,
+        );
     for (const s of summary) if (s.errors) console.log(`  ${s.label}: FAILED runs: ${s.errors.join('; ')}`);
     console.log(`result: ${o.out}`);
   }

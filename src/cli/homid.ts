@@ -6,7 +6,7 @@ import { reportAndExit } from './errors.js';
 
 const program = new Command()
   .name('homid')
-  .description('HOMI daemon: owns each controller\'s admin queue, provisions queue pairs, mediates, serves extents')
+  .description("HOMI daemon: owns each controller's admin queue, provisions queue pairs, mediates, serves extents")
   .option('--config <file>', 'TOML configuration (default /etc/homi/homid.toml, built-in defaults when missing)')
   .option('--socket <path>', 'Unix socket path (overrides the configuration)')
   .action(async (o: { config?: string; socket?: string }) => {

@@ -162,7 +162,10 @@ export interface SweepCliOptions extends Omit<PerfCliOptions, 'qd' | 'bs' | 'bac
 }
 
 function parseList<T>(name: string, text: string, f: (s: string) => T): T[] {
-  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const parts = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (parts.length === 0) throw new UsageError(`${name}: give a comma-separated list`);
   const out = parts.map(f);
   return [...new Set(out)];
@@ -205,7 +208,9 @@ export async function sweepCommand(uri: string, o: SweepCliOptions, print: (s: s
       if (tty) process.stderr.write(`\r\x1b[K[${i + 1}/${total}] ${backend} bs ${formatSize(bs)} qd ${qd} ...`);
     },
     onPoint: (i, total, p) => {
-      const line = p.failure ? `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: failed: ${p.failure}` : `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: ${fmtNum(p.iops)} IOPS, ${p.bandwidthMiBps.toFixed(1)} MiB/s, ${p.cpuNsPerIo.toFixed(0)} ns/IO${p.errors ? `, ${p.errors} errors` : ''}`;
+      const line = p.failure
+        ? `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: failed: ${p.failure}`
+        : `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: ${fmtNum(p.iops)} IOPS, ${p.bandwidthMiBps.toFixed(1)} MiB/s, ${p.cpuNsPerIo.toFixed(0)} ns/IO${p.errors ? `, ${p.errors} errors` : ''}`;
       if (tty) process.stderr.write(`\r\x1b[K${line}\n`);
     },
   });

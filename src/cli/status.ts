@@ -21,7 +21,13 @@ export function formatStatus(s: StatusSnapshot): string {
   for (const c of s.clients) {
     if (c.queuePairs.length === 0) clientRows.push([String(c.id), String(c.pid), String(c.uid), c.class, '-', '-', '-', '-', '-', '-']);
     for (const q of c.queuePairs) {
-      const io = (q.lost ? `LOST (${q.lost}); ` : '') + (q.io ? Object.entries(q.io).map(([k, v]) => `${k} ${v}`).join(', ') : 'client-driven');
+      const io =
+        (q.lost ? `LOST (${q.lost}); ` : '') +
+        (q.io
+          ? Object.entries(q.io)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')
+          : 'client-driven');
       clientRows.push([String(c.id), String(c.pid), String(c.uid), c.class, String(q.lease), q.device, String(q.qid), q.mode, String(q.depth), io]);
     }
   }
@@ -33,7 +39,10 @@ export function formatStatus(s: StatusSnapshot): string {
     ),
   );
   const k = s.counters;
-  out.push('', `reclaimed queue pairs ${k.reclaimedQueuePairs}, denied commands ${k.deniedCommands}, refusals ${k.refusals}, clients served ${k.clientsServed}, queue pairs lost to controller resets ${k.lostQueuePairs}`);
+  out.push(
+    '',
+    `reclaimed queue pairs ${k.reclaimedQueuePairs}, denied commands ${k.deniedCommands}, refusals ${k.refusals}, clients served ${k.clientsServed}, queue pairs lost to controller resets ${k.lostQueuePairs}`,
+  );
   return out.join('\n');
 }
 

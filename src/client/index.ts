@@ -94,7 +94,12 @@ export interface OpenOptions {
 /** A published extent map: re-read it when `changed` (the generation moved). */
 export class ExtentMapHandle {
   private seen: number;
-  constructor(readonly fileId: number, readonly device: string, private readonly region: ShmRegion | null, first: ExtentSnapshot) {
+  constructor(
+    readonly fileId: number,
+    readonly device: string,
+    private readonly region: ShmRegion | null,
+    first: ExtentSnapshot,
+  ) {
     this.seen = first.generation;
     this.last = first;
   }

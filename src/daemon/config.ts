@@ -76,17 +76,26 @@ const principal = z.union([z.string().min(1), z.number().int().nonnegative()]);
 
 const deviceSchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1..64 characters)').optional(),
-    uri: z.string().min(1).superRefine((s, ctx) => {
-      try {
-        parseDeviceUri(s);
-      } catch (e) {
-        ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      }
-    }),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1..64 characters)')
+      .optional(),
+    uri: z
+      .string()
+      .min(1)
+      .superRefine((s, ctx) => {
+        try {
+          parseDeviceUri(s);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        }
+      }),
     extents: z.enum(['fiemap', 'decoder:ext4', 'decoder:xfs', 'none']).default('fiemap'),
     extent_root: z.string().min(1).optional(),
-    block_device: z.string().regex(/^\/[^\0]*$/, 'an absolute path of a block device such as "/dev/sdb"').optional(),
+    block_device: z
+      .string()
+      .regex(/^\/[^\0]*$/, 'an absolute path of a block device such as "/dev/sdb"')
+      .optional(),
     io_queues: z.number().int().min(1).max(65535).default(16),
   })
   .strict()
@@ -124,7 +133,15 @@ export const IPC_LIMIT_KEYS = {
 const IPC_ZERO_ALLOWED = new Set(['connections_root', 'fd_reserve']);
 
 const ipcLimitShape = Object.fromEntries(
-  Object.keys(IPC_LIMIT_KEYS).map((k) => [k, z.number().int().min(IPC_ZERO_ALLOWED.has(k) ? 0 : 1).max(Number.MAX_SAFE_INTEGER).optional()]),
+  Object.keys(IPC_LIMIT_KEYS).map((k) => [
+    k,
+    z
+      .number()
+      .int()
+      .min(IPC_ZERO_ALLOWED.has(k) ? 0 : 1)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional(),
+  ]),
 ) as Record<keyof typeof IPC_LIMIT_KEYS, z.ZodOptional<z.ZodNumber>>;
 
 const limitsSchema = z

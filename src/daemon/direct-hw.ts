@@ -37,7 +37,10 @@ export class DirectHwQueue {
   /** Commands submitted whose completion the client has not acknowledged. */
   outstanding = 0;
 
-  constructor(host: DirectHost, readonly remote: RemoteQueuePair) {
+  constructor(
+    host: DirectHost,
+    readonly remote: RemoteQueuePair,
+  ) {
     this.qid = remote.qid;
     this.entries = remote.entries;
     this.capacity = remote.entries - 1;

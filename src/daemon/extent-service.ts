@@ -120,7 +120,10 @@ export function descriptorAccess(fd: number): DescriptorAccess {
   const read = mode === O_RDONLY || mode === O_RDWR;
   const write = (mode === O_WRONLY || mode === O_RDWR) && (flags & O_APPEND) === 0;
   if (!read && !write) {
-    throw new HomidError('fd-access', `the descriptor grants neither reads nor writes in place (access mode ${mode}${flags & O_APPEND ? ', O_APPEND' : ''}); open the file with O_RDONLY, O_WRONLY or O_RDWR`);
+    throw new HomidError(
+      'fd-access',
+      `the descriptor grants neither reads nor writes in place (access mode ${mode}${flags & O_APPEND ? ', O_APPEND' : ''}); open the file with O_RDONLY, O_WRONLY or O_RDWR`,
+    );
   }
   return { read, write, flags };
 }
@@ -144,7 +147,10 @@ export function checkMapOnNamespace(map: FileMap, device: string, namespaceBytes
       throw new HomidError('extent-range', `the extent at file offset ${e.logical} (bytes ${e.physical}..${end}) lies outside namespace 1 of device '${device}' (${namespaceBytes} bytes)`);
     }
     if (e.physical % lbaSize !== 0 || e.length % lbaSize !== 0) {
-      throw new HomidError('extent-range', `the extent at file offset ${e.logical} (${e.length} bytes at byte ${e.physical}) is not aligned to the ${lbaSize}-byte LBAs of device '${device}': its blocks share LBAs with other data`);
+      throw new HomidError(
+        'extent-range',
+        `the extent at file offset ${e.logical} (${e.length} bytes at byte ${e.physical}) is not aligned to the ${lbaSize}-byte LBAs of device '${device}': its blocks share LBAs with other data`,
+      );
     }
   }
 }
@@ -162,7 +168,11 @@ export class ExtentService {
   readonly pool: ResolverPool;
   private closed = false;
 
-  constructor(private readonly regions: RegionProvider, private readonly log: ExtentServiceLog, pool?: ResolverPool) {
+  constructor(
+    private readonly regions: RegionProvider,
+    private readonly log: ExtentServiceLog,
+    pool?: ResolverPool,
+  ) {
     this.pool = pool ?? new ResolverPool();
   }
 

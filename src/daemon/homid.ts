@@ -95,13 +95,13 @@ export class Homid {
   private nextLease = 1;
   private nextFile = 1;
 
-  private constructor(readonly config: HomidConfig, opts: HomidOptions) {
+  private constructor(
+    readonly config: HomidConfig,
+    opts: HomidOptions,
+  ) {
     this.log = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
     this.regions = opts.regions ?? sabRegions;
-    this.registry = new DeviceRegistry(
-      { info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) },
-      opts.opener,
-    );
+    this.registry = new DeviceRegistry({ info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) }, opts.opener);
     this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
     this.extents = new ExtentService(this.regions, { info: (o, m) => this.log.debug(o, m), warn: (o, m) => this.log.warn(o, m) });
   }
@@ -282,7 +282,10 @@ export class Homid {
     this.recomputeGrant(s, lease);
     lease.start();
     if (lease.kind === 'mediated') {
-      this.log.info({ client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode, write: lease.grant.write, completions: lease.hwCq !== null ? 'direct' : 'relayed' }, 'mediated queue pair granted');
+      this.log.info(
+        { client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode, write: lease.grant.write, completions: lease.hwCq !== null ? 'direct' : 'relayed' },
+        'mediated queue pair granted',
+      );
     } else {
       this.log.info({ client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
     }
@@ -364,7 +367,10 @@ export class Homid {
     const uid = s.peer.uid;
     const ofUid = this.fileGrantsByUid.get(uid) ?? 0;
     if (ofUid >= lim.fileGrantsPerUid) {
-      this.refuse(s, new HomidError('limit-file-grants', `uid ${uid} holds ${ofUid} of ${lim.fileGrantsPerUid} file grants over all its connections ([limits] file_grants_per_uid); release one first`));
+      this.refuse(
+        s,
+        new HomidError('limit-file-grants', `uid ${uid} holds ${ofUid} of ${lim.fileGrantsPerUid} file grants over all its connections ([limits] file_grants_per_uid); release one first`),
+      );
     }
     s.pendingFiles++;
     this.countFileGrant(uid, 1);
@@ -459,26 +465,31 @@ export class Homid {
       class: s.klass.name,
       raw: s.raw,
       files: s.files.size,
-      queuePairs: [...s.leases.values()].map((l) => ({
-        lease: l.id,
-        device: l.device,
-        qid: l.qid,
-        mode: l.kind,
-        nsid: l.nsid,
-        depth: l.depth,
-        lost: l.lost,
-        io: l.io(),
-      }) satisfies LeaseStatus),
+      queuePairs: [...s.leases.values()].map(
+        (l) =>
+          ({
+            lease: l.id,
+            device: l.device,
+            qid: l.qid,
+            mode: l.kind,
+            nsid: l.nsid,
+            depth: l.depth,
+            lost: l.lost,
+            io: l.io(),
+          }) satisfies LeaseStatus,
+      ),
     }));
-    const extents = [...this.extents.entries.values()].filter((e) => all || held.has(e)).map((e) => {
-      let generation = 0;
-      try {
-        generation = readExtentTable(e.region.bytes, 1000).generation;
-      } catch {
-        generation = -1;
-      }
-      return { device: e.device, path: e.path, ino: e.ino, size: e.map.size, extents: e.map.extents.length, generation, holders: e.refs, refreshes: e.refreshes, error: e.lastError };
-    });
+    const extents = [...this.extents.entries.values()]
+      .filter((e) => all || held.has(e))
+      .map((e) => {
+        let generation = 0;
+        try {
+          generation = readExtentTable(e.region.bytes, 1000).generation;
+        } catch {
+          generation = -1;
+        }
+        return { device: e.device, path: e.path, ino: e.ino, size: e.map.size, extents: e.map.extents.length, generation, holders: e.refs, refreshes: e.refreshes, error: e.lastError };
+      });
     return {
       version: HOMID_VERSION,
       pid: process.pid,

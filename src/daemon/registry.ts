@@ -66,7 +66,10 @@ export class DeviceRegistry {
   readonly devices = new Map<string, DeviceEntry>();
   /** Set by homid: told when a controller reset or removal destroys a leased queue pair. */
   onQueueLost: QueueLostHandler | null = null;
-  constructor(private readonly log: RegistryLog, private readonly opener: TransportOpener = (c) => openDevice(c.uri)) {}
+  constructor(
+    private readonly log: RegistryLog,
+    private readonly opener: TransportOpener = (c) => openDevice(c.uri),
+  ) {}
 
   /** Bring up every device; never throws for one device's failure. */
   async start(configs: DeviceConfig[]): Promise<void> {
@@ -99,7 +102,10 @@ export class DeviceRegistry {
         this.checkFileSystem(e);
       }
       e.state = 'live';
-      this.log.info({ device: cfg.name, uri: cfg.uri, model: c.identity.model.trim(), namespaces: c.namespaces.length, ioQueuePairs: c.maxIoQueuePairs, metadataQueue: e.metadata?.qp.qid ?? null }, 'device up');
+      this.log.info(
+        { device: cfg.name, uri: cfg.uri, model: c.identity.model.trim(), namespaces: c.namespaces.length, ioQueuePairs: c.maxIoQueuePairs, metadataQueue: e.metadata?.qp.qid ?? null },
+        'device up',
+      );
     } catch (err) {
       e.state = 'failed';
       e.error = (err as Error).message;

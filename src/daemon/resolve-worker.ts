@@ -65,7 +65,7 @@ class RemoteReader implements NamespaceReader {
 
   readInto(offset: number, out: Uint8Array): void {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset + out.length > this.size) throw new ImageRangeError(offset, out.length, this.size);
-    for (let pos = 0; pos < out.length; ) {
+    for (let pos = 0; pos < out.length;) {
       const n = Math.min(CH_DATA_BYTES, out.length - pos);
       this.readChunk(offset + pos, n);
       out.set(dataArea.subarray(0, n), pos);

@@ -118,7 +118,13 @@ export class ResolverPool {
       if (i >= 0) this.threads.splice(i, 1);
       const j = t.job;
       t.job = null;
-      if (j) j.reject(new HomidError(this.closed ? 'closed' : 'extent-source', this.closed ? 'homid stopped while the file was being resolved' : `the resolver thread ended (${t.error ?? `exit code ${code}`}) while resolving the file`));
+      if (j)
+        j.reject(
+          new HomidError(
+            this.closed ? 'closed' : 'extent-source',
+            this.closed ? 'homid stopped while the file was being resolved' : `the resolver thread ended (${t.error ?? `exit code ${code}`}) while resolving the file`,
+          ),
+        );
       this.pump();
     });
     return t;

@@ -82,7 +82,15 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
             },
           };
         case 'openQueuePair': {
-          const leases = await homid.openQueuePairs(s, { device: r.device, nsid: r.nsid, depth: r.depth, count: r.count, mode: r.mode, write: r.write === true, ...(r.dataBytes !== undefined ? { dataBytes: r.dataBytes } : {}) });
+          const leases = await homid.openQueuePairs(s, {
+            device: r.device,
+            nsid: r.nsid,
+            depth: r.depth,
+            count: r.count,
+            mode: r.mode,
+            write: r.write === true,
+            ...(r.dataBytes !== undefined ? { dataBytes: r.dataBytes } : {}),
+          });
           const wires = leases.map((l) => l.wire());
           if (wires.some((w) => w === null)) {
             // a transport that exports no memory serves callers in homid's own process only

@@ -12,8 +12,7 @@ export const ABORT_RESULT_NOT_ABORTED = 1 << 0;
 
 export const identifyControllerSqe = (prp1: number, prp2 = 0): Sqe => cmd.identify(Cns.Controller, 0, prp1, { prp2 });
 export const identifyNamespaceSqe = (nsid: number, prp1: number, prp2 = 0): Sqe => cmd.identify(Cns.Namespace, nsid, prp1, { prp2 });
-export const activeNamespaceListSqe = (afterNsid: number, prp1: number, prp2 = 0): Sqe =>
-  cmd.identify(Cns.ActiveNamespaceList, afterNsid, prp1, { prp2 });
+export const activeNamespaceListSqe = (afterNsid: number, prp1: number, prp2 = 0): Sqe => cmd.identify(Cns.ActiveNamespaceList, afterNsid, prp1, { prp2 });
 
 export const getFeaturesSqe = (fid: number, cdw11 = 0, nsid = 0): Sqe => cmd.getFeatures(fid, { nsid, cdw11 });
 export const setFeaturesSqe = (fid: number, cdw11: number, nsid = 0, save = false): Sqe => cmd.setFeatures(fid, cdw11, { nsid, save });

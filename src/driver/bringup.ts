@@ -2,21 +2,7 @@
  * Register-level controller sequences (NVMe Base 2.0 section 3.5): disable, program the admin queue and enable,
  * normal shutdown. Everything here talks to registers only; the admin commands of bring-up live in controller.ts.
  */
-import {
-  CAP_CSS_NVM,
-  CC_CSS_NVM,
-  CC_EN,
-  CC_SHN_MASK,
-  CC_SHN_NORMAL,
-  CC_SHN_SHIFT,
-  CQES_LOG2,
-  CSTS_RDY,
-  REG_CC,
-  REG_CSTS,
-  SQES_LOG2,
-  encodeCc,
-  type Capabilities,
-} from '../nvme/registers.js';
+import { CAP_CSS_NVM, CC_CSS_NVM, CC_EN, CC_SHN_MASK, CC_SHN_NORMAL, CC_SHN_SHIFT, CQES_LOG2, CSTS_RDY, REG_CC, REG_CSTS, SQES_LOG2, encodeCc, type Capabilities } from '../nvme/registers.js';
 import type { Transport } from '../transport/transport.js';
 import { InvalidArgumentError, NvmeError } from './errors.js';
 import type { QueuePair } from './queue-pair.js';
@@ -27,9 +13,7 @@ export function mpsFor(pageSize: number, cap: Capabilities): number {
   const log2 = Math.log2(pageSize);
   if (!Number.isInteger(log2) || log2 < 12) throw new InvalidArgumentError(`DMA page size ${pageSize} is not a power of two >= 4096`);
   if (pageSize < cap.minPageSize || pageSize > cap.maxPageSize) {
-    throw new NvmeError(
-      `DMA page size ${pageSize} is outside the controller's supported range ${cap.minPageSize}..${cap.maxPageSize} (CAP.MPSMIN/MPSMAX)`,
-    );
+    throw new NvmeError(`DMA page size ${pageSize} is outside the controller's supported range ${cap.minPageSize}..${cap.maxPageSize} (CAP.MPSMIN/MPSMAX)`);
   }
   return log2 - 12;
 }

@@ -15,18 +15,7 @@ import {
   type IdentifyNamespace,
 } from '../nvme/identify.js';
 import { opcodeName } from '../nvme/opcodes.js';
-import {
-  CSTS_CFS,
-  REG_CAP,
-  REG_CSTS,
-  REG_VS,
-  decodeCap,
-  decodeCsts,
-  decodeVersion,
-  type Capabilities,
-  type ControllerStatus,
-  type Version,
-} from '../nvme/registers.js';
+import { CSTS_CFS, REG_CAP, REG_CSTS, REG_VS, decodeCap, decodeCsts, decodeVersion, type Capabilities, type ControllerStatus, type Version } from '../nvme/registers.js';
 import type { Sqe } from '../nvme/sqe.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
 import type { AdminChannel, Transport } from '../transport/transport.js';
@@ -44,16 +33,7 @@ import {
 } from './admin-commands.js';
 import { disableController, enableController, shutdownController } from './bringup.js';
 import { dataPointer, type DataPointer } from './dptr.js';
-import {
-  ControllerResetError,
-  ControllerStateError,
-  DeviceRemovedError,
-  InvalidArgumentError,
-  NvmeError,
-  NvmeStatusError,
-  NvmeTimeoutError,
-  type CommandContext,
-} from './errors.js';
+import { ControllerResetError, ControllerStateError, DeviceRemovedError, InvalidArgumentError, NvmeError, NvmeStatusError, NvmeTimeoutError, type CommandContext } from './errors.js';
 import { toIdentity, toNamespaceInfo, type ControllerIdentity, type NamespaceInfo } from './identity.js';
 import { DEFAULT_IO_TIMEOUT_MS, QueuePair, type Completion, type MalformedCompletion, type QueuePairHooks } from './queue-pair.js';
 import { QueueTable, ringsOf, type QueueRow, type RemoteQueuePair, type RemoteRow } from './queue-table.js';
@@ -222,11 +202,7 @@ export class Controller {
         `MPS ${this.cap.minPageSize}..${this.cap.maxPageSize}; VS ${this.version.major}.${this.version.minor}.${this.version.tertiary}`,
     );
     const adminEntries = Math.min(this.opts.adminEntries, this.cap.maxQueueEntries);
-    this.adminQueue = new QueuePair(
-      t,
-      { qid: 0, entries: adminEntries, timeoutMs: this.opts.adminTimeoutMs },
-      this.hooks,
-    );
+    this.adminQueue = new QueuePair(t, { qid: 0, entries: adminEntries, timeoutMs: this.opts.adminTimeoutMs }, this.hooks);
     await this.enableAndIdentify(this.opts.ioQueues);
     this._state = 'live';
   }
@@ -476,9 +452,7 @@ export class Controller {
   private freeQid(): number {
     const qid = this.table.freeQid(this.maxIoQueuePairs);
     if (qid !== 0) return qid;
-    throw new NvmeError(
-      `cannot create another I/O queue pair: all ${this.maxIoQueuePairs} queue pairs the controller granted (Number of Queues) are in use`,
-    );
+    throw new NvmeError(`cannot create another I/O queue pair: all ${this.maxIoQueuePairs} queue pairs the controller granted (Number of Queues) are in use`);
   }
 
   /** Put `row` in the table and have the transport create its queues; on failure the row is gone again. */

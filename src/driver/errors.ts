@@ -51,9 +51,7 @@ export class NvmeStatusError extends NvmeError {
     const sc = statusSc(status);
     const dnr = statusDnr(status);
     const name = statusName(status);
-    super(
-      `${commandLabel(ctx)} failed: ${name} (SCT ${hex(sct, 1)} SC ${hex(sc)}${dnr ? ', DNR' : ''})`,
-    );
+    super(`${commandLabel(ctx)} failed: ${name} (SCT ${hex(sct, 1)} SC ${hex(sc)}${dnr ? ', DNR' : ''})`);
     this.status = status;
     this.sct = sct;
     this.sc = sc;

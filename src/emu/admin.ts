@@ -5,30 +5,12 @@
  * (src/emu/command.ts).
  */
 import { makeStatus } from '../nvme/cqe.js';
-import {
-  ONCS_DSM,
-  ONCS_WRITE_ZEROES,
-  SGLS_SUPPORTED,
-  VWC_PRESENT,
-  encodeIdentifyController,
-} from '../nvme/identify-controller.js';
+import { ONCS_DSM, ONCS_WRITE_ZEROES, SGLS_SUPPORTED, VWC_PRESENT, encodeIdentifyController } from '../nvme/identify-controller.js';
 import { encodeIdentifyNamespace } from '../nvme/identify-namespace.js';
 import { NSID_MAX, activeNamespacesAfter, encodeActiveNamespaceList } from '../nvme/namespace-list.js';
 import { AdminOpcode, Cns, FeatureId, IDENTIFY_SIZE, LogPageId } from '../nvme/opcodes.js';
 import { CQES_LOG2, SQES_LOG2 } from '../nvme/registers.js';
-import {
-  PSDT_PRP,
-  SQE_DW_CDW10,
-  SQE_DW_CDW11,
-  SQE_DW_CDW12,
-  SQE_DW_CDW13,
-  SQE_DW_DPTR0,
-  SQE_DW_DPTR1,
-  SQE_CID_SHIFT,
-  SQE_DW_NSID,
-  SQE_PSDT_SHIFT,
-  TWO_POW_32,
-} from '../nvme/sqe.js';
+import { PSDT_PRP, SQE_DW_CDW10, SQE_DW_CDW11, SQE_DW_CDW12, SQE_DW_CDW13, SQE_DW_DPTR0, SQE_DW_DPTR1, SQE_CID_SHIFT, SQE_DW_NSID, SQE_PSDT_SHIFT, TWO_POW_32 } from '../nvme/sqe.js';
 import { CommandSpecificStatus, GenericStatus, Sct } from '../nvme/status.js';
 import type { AdminTarget, CommandOutcome } from './command.js';
 import { AER_LIMIT, DEFERRED, ERROR_LOG_ENTRIES, NVME_VERSION } from './constants.js';

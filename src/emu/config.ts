@@ -113,11 +113,7 @@ export type SegmentSource = { index: number; sab: SharedArrayBuffer } | { index:
 
 /** Messages posted to the worker's mailbox. */
 export type ControlMessage =
-  | ({ type: 'segment' } & SegmentSource)
-  | { type: 'dropSegment'; index: number }
-  | { type: 'inject'; rule: import('./faults.js').FaultRule }
-  | { type: 'clearFaults' }
-  | { type: 'setFatal' };
+  ({ type: 'segment' } & SegmentSource) | { type: 'dropSegment'; index: number } | { type: 'inject'; rule: import('./faults.js').FaultRule } | { type: 'clearFaults' } | { type: 'setFatal' };
 
 /** Data handed to the worker at start. */
 export interface WorkerInit {

@@ -758,7 +758,7 @@ export class Controller implements AdminTarget {
     if (!this.ready || this.fatal) return 0;
     const now = performance.now();
     let n = 0;
-    for (let i = 0; i < this.pending.length; ) {
+    for (let i = 0; i < this.pending.length;) {
       const p = this.pending[i]!;
       if (p.due <= now) {
         this.pending.splice(i, 1);

@@ -26,9 +26,5 @@ export interface FaultRule {
 
 /** True when `rule` applies to a command with this queue, opcode and namespace. */
 export function faultMatches(rule: FaultRule, qid: number, opcode: number, nsid: number): boolean {
-  return (
-    (rule.qid === undefined || rule.qid === qid) &&
-    (rule.opcode === undefined || rule.opcode === opcode) &&
-    (rule.nsid === undefined || rule.nsid === nsid)
-  );
+  return (rule.qid === undefined || rule.qid === qid) && (rule.opcode === undefined || rule.opcode === opcode) && (rule.nsid === undefined || rule.nsid === nsid);
 }

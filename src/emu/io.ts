@@ -5,14 +5,7 @@
  */
 import { makeStatus } from '../nvme/cqe.js';
 import { DSM_ATTR_DEALLOCATE, DSM_RANGE_SIZE, NvmOpcode } from '../nvme/opcodes.js';
-import {
-  SQE_DW_CDW10,
-  SQE_DW_CDW11,
-  SQE_DW_CDW12,
-  SQE_DW_NSID,
-  SQE_FUSE_SHIFT,
-  TWO_POW_32,
-} from '../nvme/sqe.js';
+import { SQE_DW_CDW10, SQE_DW_CDW11, SQE_DW_CDW12, SQE_DW_NSID, SQE_FUSE_SHIFT, TWO_POW_32 } from '../nvme/sqe.js';
 import { GenericStatus, Sct } from '../nvme/status.js';
 import { TRANSFER_READ, TRANSFER_WRITE, type CommandOutcome, type IoTarget } from './command.js';
 import type { Namespace } from './namespace.js';

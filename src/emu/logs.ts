@@ -2,13 +2,7 @@
  * Log pages the controller produces: Error Information (LID 01h) and SMART / Health Information (LID 02h),
  * encoded with the codecs of src/nvme/logpages.ts.
  */
-import {
-  ERROR_LOG_ENTRY_SIZE,
-  ERROR_LOG_NOT_APPLICABLE,
-  SMART_LOG_SIZE,
-  encodeErrorLogEntry,
-  encodeSmartLog as encodeSmart,
-} from '../nvme/logpages.js';
+import { ERROR_LOG_ENTRY_SIZE, ERROR_LOG_NOT_APPLICABLE, SMART_LOG_SIZE, encodeErrorLogEntry, encodeSmartLog as encodeSmart } from '../nvme/logpages.js';
 
 /** One Error Information log entry as the controller records it. */
 export interface ErrorEntry {

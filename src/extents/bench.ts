@@ -91,7 +91,10 @@ function main(): void {
     console.log(`mkfs.xfs -p: ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
   const results: Record<string, unknown>[] = [];
-  for (const [name, img] of [['ext4', ext4], ['xfs', xfs]] as const) {
+  for (const [name, img] of [
+    ['ext4', ext4],
+    ['xfs', xfs],
+  ] as const) {
     globalThis.gc?.();
     const before = process.memoryUsage();
     const t0 = performance.now();

@@ -67,7 +67,11 @@ const utf8 = new TextDecoder('utf-8', { fatal: false });
 /** Names on disk are bytes; decode as UTF-8 (invalid sequences become U+FFFD). */
 export function decodeName(b: Uint8Array): string {
   let ascii = true;
-  for (let i = 0; i < b.length; i++) if (b[i]! >= 0x80) { ascii = false; break; }
+  for (let i = 0; i < b.length; i++)
+    if (b[i]! >= 0x80) {
+      ascii = false;
+      break;
+    }
   if (ascii) return String.fromCharCode.apply(null, b as unknown as number[]);
   return utf8.decode(b);
 }

@@ -20,9 +20,7 @@ const EXIT_OK = 0;
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
 
-export const EXTENTS_USAGE =
-  'usage: homi extents <file> [--json] [--sync]\n' +
-  '       homi extents --image <device-or-image> [--fs xfs|ext4] <path-inside> [--json]';
+export const EXTENTS_USAGE = 'usage: homi extents <file> [--json] [--sync]\n' + '       homi extents --image <device-or-image> [--fs xfs|ext4] <path-inside> [--json]';
 
 /** A readable table of a file map. */
 export function renderFileMap(map: FileMap): string {
@@ -36,7 +34,11 @@ export function renderFileMap(map: FileMap): string {
   ]);
   const header = ['#', 'logical', 'physical', 'length', 'lba512', 'flags'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const fmt = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const fmt = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   const hs = holes(map);
   const lines = [
     `${map.path}: ${map.size} bytes, ${map.extents.length} extent${map.extents.length === 1 ? '' : 's'}, ${hs.length} hole${hs.length === 1 ? '' : 's'}${map.ino ? `, inode ${map.ino}` : ''}`,
@@ -46,11 +48,7 @@ export function renderFileMap(map: FileMap): string {
 }
 
 /** Run the verb; returns the exit status. Errors are written through `out` (prefixed with 'homi: ') or `err`. */
-export async function extentsCommand(
-  opts: ExtentsCommandOptions,
-  out: (s: string) => void,
-  err: (s: string) => void = (s) => process.stderr.write(s + '\n'),
-): Promise<number> {
+export async function extentsCommand(opts: ExtentsCommandOptions, out: (s: string) => void, err: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<number> {
   try {
     let map: FileMap;
     if (opts.image !== undefined) {
@@ -114,8 +112,7 @@ export function parseExtentsArgs(args: string[]): ExtentsCommandOptions {
     } else if (a === '--') {
       pos.push(...args.slice(i + 1));
       i = args.length;
-    }
-    else if (a.startsWith('-') && a !== '-') throw `unknown option ${a}`;
+    } else if (a.startsWith('-') && a !== '-') throw `unknown option ${a}`;
     else pos.push(a);
   }
   if (pos.length !== 1) throw pos.length === 0 ? 'missing file' : `unexpected argument '${pos[1]}'`;

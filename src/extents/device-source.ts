@@ -328,7 +328,10 @@ export class DeviceBlockSource implements BlockSource {
   private readonly chunkBytes: number;
   private readonly cache: LruCache<number, Uint8Array>;
 
-  constructor(private readonly reader: NamespaceReader, opts: { cacheBytes?: number; size?: number } = {}) {
+  constructor(
+    private readonly reader: NamespaceReader,
+    opts: { cacheBytes?: number; size?: number } = {},
+  ) {
     this.size = Math.min(opts.size ?? reader.size, reader.size);
     this.chunkBytes = Math.max(reader.blockSize, Math.min(DEVICE_CACHE_CHUNK_BYTES, reader.maxReadBytes));
     this.cache = new LruCache(Math.max(4, Math.floor((opts.cacheBytes ?? DEVICE_CACHE_BYTES) / this.chunkBytes)));

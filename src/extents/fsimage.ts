@@ -153,27 +153,43 @@ export function normalize(p: string): string {
 /** File type from the S_IFMT bits of a mode. */
 export function typeFromMode(mode: number): FileType {
   switch (mode & 0o170000) {
-    case 0o100000: return 'file';
-    case 0o040000: return 'dir';
-    case 0o120000: return 'symlink';
-    case 0o020000: return 'chardev';
-    case 0o060000: return 'blockdev';
-    case 0o010000: return 'fifo';
-    case 0o140000: return 'socket';
-    default: return 'unknown';
+    case 0o100000:
+      return 'file';
+    case 0o040000:
+      return 'dir';
+    case 0o120000:
+      return 'symlink';
+    case 0o020000:
+      return 'chardev';
+    case 0o060000:
+      return 'blockdev';
+    case 0o010000:
+      return 'fifo';
+    case 0o140000:
+      return 'socket';
+    default:
+      return 'unknown';
   }
 }
 
 /** File type from a directory entry's type byte (same values in XFS and ext4). */
 export function typeFromDirent(t: number): FileType {
   switch (t) {
-    case 1: return 'file';
-    case 2: return 'dir';
-    case 3: return 'chardev';
-    case 4: return 'blockdev';
-    case 5: return 'fifo';
-    case 6: return 'socket';
-    case 7: return 'symlink';
-    default: return 'unknown';
+    case 1:
+      return 'file';
+    case 2:
+      return 'dir';
+    case 3:
+      return 'chardev';
+    case 4:
+      return 'blockdev';
+    case 5:
+      return 'fifo';
+    case 6:
+      return 'socket';
+    case 7:
+      return 'symlink';
+    default:
+      return 'unknown';
   }
 }

@@ -22,20 +22,26 @@ export function resolveBackend(target: Target, o: IoOpenOptions): BackendName {
   if (!isBackendName(backend)) throw new IoOpenError(`unknown backend '${String(backend)}' (known: ${BACKENDS.join(', ')})`);
   const isDevice = target.kind === 'device';
   if ((backend === 'driver' || backend === 'emu') && !isDevice) {
-    throw new IoOpenError(`the ${backend} backend drives an NVMe controller itself and needs an emu:// or pci: URI, not the path '${target.uri}' (use --backend posix or io_uring for files and block devices)`);
+    throw new IoOpenError(
+      `the ${backend} backend drives an NVMe controller itself and needs an emu:// or pci: URI, not the path '${target.uri}' (use --backend posix or io_uring for files and block devices)`,
+    );
   }
   if (backend === 'emu' && isDevice && target.scheme !== 'emu') throw new IoOpenError(`the emu backend needs an emu:// URI; '${target.uri}' is not one (use --backend driver)`);
   if ((backend === 'posix' || backend === 'io_uring' || backend === 'io_uring_cmd') && isDevice) {
     throw new IoOpenError(`the ${backend} backend goes through the kernel and needs a file or device path, not '${target.uri}' (use --backend driver)`);
   }
   if (o.direct && backend !== 'posix' && backend !== 'io_uring') {
-    throw new IoOpenError(`--direct (O_DIRECT) applies to the posix and io_uring backends; ${backend} ${backend === 'io_uring_cmd' ? 'always bypasses the page cache' : 'never goes through the page cache'}`);
+    throw new IoOpenError(
+      `--direct (O_DIRECT) applies to the posix and io_uring backends; ${backend} ${backend === 'io_uring_cmd' ? 'always bypasses the page cache' : 'never goes through the page cache'}`,
+    );
   }
   if (o.fixedBuffers && backend !== 'io_uring' && backend !== 'io_uring_cmd') {
     throw new IoOpenError(`--fixed-buffers (io_uring registered buffers) applies to the io_uring and io_uring_cmd backends, not ${backend}`);
   }
   if (o.hipri && backend !== 'io_uring' && backend !== 'io_uring_cmd') {
-    throw new IoOpenError(`--hipri (IORING_SETUP_IOPOLL) applies to the io_uring and io_uring_cmd backends, not ${backend}${backend === 'driver' || backend === 'emu' ? ' (the driver always polls)' : ''}`);
+    throw new IoOpenError(
+      `--hipri (IORING_SETUP_IOPOLL) applies to the io_uring and io_uring_cmd backends, not ${backend}${backend === 'driver' || backend === 'emu' ? ' (the driver always polls)' : ''}`,
+    );
   }
   if (o.hipri && backend === 'io_uring' && !o.direct) throw new IoOpenError('--hipri needs --direct: polled completions exist only for O_DIRECT I/O');
   if (o.nsid !== undefined && o.nsid !== 1 && !isDevice) throw new IoOpenError(`--nsid applies to the driver backends; a file or block device is one namespace`);

@@ -12,9 +12,7 @@ import { parseSize } from '../util/size.js';
 import { ioctl } from '../sys/libc.js';
 import { IoOpenError, type BackendName } from './types.js';
 
-export type Target =
-  | { kind: 'device'; uri: string; scheme: 'emu' | 'pci' }
-  | { kind: 'path'; uri: string; path: string; size: number | null; blockSize: number | null };
+export type Target = { kind: 'device'; uri: string; scheme: 'emu' | 'pci' } | { kind: 'path'; uri: string; path: string; size: number | null; blockSize: number | null };
 
 const PATH_PARAMS = new Set(['size', 'bs']);
 

@@ -134,7 +134,9 @@ export class UringCmdDevice extends PromiseIoDevice implements IoDevice {
       } catch {
         have = [];
       }
-      throw new IoOpenError(`'${path}' does not exist: ${have.length === 0 ? 'this machine has no NVMe generic char devices (/dev/ng*; they need an NVMe controller bound to the kernel nvme driver)' : `present: ${have.map((n) => `/dev/${n}`).join(', ')}`}`);
+      throw new IoOpenError(
+        `'${path}' does not exist: ${have.length === 0 ? 'this machine has no NVMe generic char devices (/dev/ng*; they need an NVMe controller bound to the kernel nvme driver)' : `present: ${have.map((n) => `/dev/${n}`).join(', ')}`}`,
+      );
     }
     const st = fs.statSync(path);
     if (!st.isCharacterDevice()) throw new IoOpenError(`'${path}' is not a character device`);

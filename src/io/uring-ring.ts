@@ -142,7 +142,7 @@ export class UringRing {
   /** Word index of the next free SQE, or -1 when the SQ is full. Fill it, then call commit(). */
   nextSqe(): number {
     const tail = this.sqTail;
-    if (((tail - Atomics.load(this.sqRing, this.sqHeadIdx)) >>> 0) >= this.sqEntries) return -1;
+    if ((tail - Atomics.load(this.sqRing, this.sqHeadIdx)) >>> 0 >= this.sqEntries) return -1;
     return (tail & this.sqMask) * this.sqeWords;
   }
 

@@ -129,11 +129,7 @@ export class IpcClient<C extends Catalogue = HomidCatalogue> {
    * `{ok: true, ...}` or `{ok: false, error}` (both resolve), validated against the catalogue. Descriptors in the
    * response belong to the caller. Rejects with IpcError on timeout, connection loss or an invalid response.
    */
-  request<T extends RequestType<C>>(
-    msg: RequestInput<C, T> & { type: T },
-    fds: readonly number[] = [],
-    opts: RequestOptions = {},
-  ): Promise<{ response: ResponseOf<T, C>; fds: number[] }> {
+  request<T extends RequestType<C>>(msg: RequestInput<C, T> & { type: T }, fds: readonly number[] = [], opts: RequestOptions = {}): Promise<{ response: ResponseOf<T, C>; fds: number[] }> {
     const type: string = msg.type;
     if (this.closedReason !== null) {
       const code = this.serverError?.code ?? IpcErrorCode.ConnectionClosed;
@@ -183,11 +179,7 @@ export class IpcClient<C extends Catalogue = HomidCatalogue> {
   }
 
   /** request(), resolving with the success response only; an error response rejects with IpcError(code). */
-  async call<T extends RequestType<C>>(
-    msg: RequestInput<C, T> & { type: T },
-    fds: readonly number[] = [],
-    opts: RequestOptions = {},
-  ): Promise<{ response: OkResponse<T, C>; fds: number[] }> {
+  async call<T extends RequestType<C>>(msg: RequestInput<C, T> & { type: T }, fds: readonly number[] = [], opts: RequestOptions = {}): Promise<{ response: OkResponse<T, C>; fds: number[] }> {
     const r = await this.request(msg, fds, opts);
     const response: ResponseOf<T, C> = r.response;
     if (response.ok === false) {

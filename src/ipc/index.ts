@@ -8,13 +8,5 @@ export * from './raw-grant.js';
 export * from './mediated-grant.js';
 export * from './mediated-ring.js';
 export * from './extent-table.js';
-export {
-  IpcServer,
-  IpcConnection,
-  type IpcServerOptions,
-  type IpcHandler,
-  type IpcRequest,
-  type IpcReply,
-  type IpcProtocolEvent,
-} from './server.js';
+export { IpcServer, IpcConnection, type IpcServerOptions, type IpcHandler, type IpcRequest, type IpcReply, type IpcProtocolEvent } from './server.js';
 export { IpcClient, type IpcClientOptions, type RequestOptions, type UnmatchedMessage } from './client.js';

@@ -71,7 +71,12 @@ export const OpenQueuePairRequest = z.object({
   /** Write access wanted (default false: read-only). */
   write: z.boolean().optional(),
   /** Bytes of data buffer with the queue pair (homid's default when absent). */
-  dataBytes: z.number().int().min(4096).max(1 << 30).optional(),
+  dataBytes: z
+    .number()
+    .int()
+    .min(4096)
+    .max(1 << 30)
+    .optional(),
 });
 
 export const CloseQueuePairRequest = z.object({
@@ -347,14 +352,7 @@ export const catalogue = {
 } as const satisfies Catalogue;
 export type HomidCatalogue = typeof catalogue;
 
-export const RequestSchema = z.discriminatedUnion('type', [
-  HelloRequest,
-  ListDevicesRequest,
-  OpenQueuePairRequest,
-  CloseQueuePairRequest,
-  ResolveExtentsRequest,
-  StatusRequest,
-]);
+export const RequestSchema = z.discriminatedUnion('type', [HelloRequest, ListDevicesRequest, OpenQueuePairRequest, CloseQueuePairRequest, ResolveExtentsRequest, StatusRequest]);
 
 export type RequestType<C extends Catalogue = HomidCatalogue> = keyof C & string;
 export type RequestOf<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = z.infer<C[T]['request']>;
@@ -366,9 +364,7 @@ export type AnyRequest<C extends Catalogue = HomidCatalogue> = { [T in RequestTy
 /** Any request of homid's catalogue. */
 export type Request = AnyRequest<HomidCatalogue>;
 /** A request as a client writes it: the client assigns `id`. */
-export type RequestInput<C extends Catalogue = HomidCatalogue, T extends RequestType<C> = RequestType<C>> = T extends RequestType<C>
-  ? Omit<RequestOf<T, C>, 'id'> & { id?: number }
-  : never;
+export type RequestInput<C extends Catalogue = HomidCatalogue, T extends RequestType<C> = RequestType<C>> = T extends RequestType<C> ? Omit<RequestOf<T, C>, 'id'> & { id?: number } : never;
 
 export const IpcErrorBody = z.strictObject({
   code: z.string().min(1).max(256),
@@ -386,9 +382,7 @@ export type ErrorResponse = z.infer<typeof ErrorResponse>;
 export type OkResponse<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = ResultOf<T, C> & { id: number; ok: true };
 export type ResponseOf<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = OkResponse<T, C> | ErrorResponse;
 /** What a handler returns as the response (the server adds `id`). */
-export type ResponseBody<C extends Catalogue = HomidCatalogue> =
-  | { [T in RequestType<C>]: ResultOf<T, C> & { ok: true } }[RequestType<C>]
-  | { ok: false; error: IpcErrorBody };
+export type ResponseBody<C extends Catalogue = HomidCatalogue> = { [T in RequestType<C>]: ResultOf<T, C> & { ok: true } }[RequestType<C>] | { ok: false; error: IpcErrorBody };
 
 const responseSchemas = new WeakMap<Catalogue, Map<string, z.ZodType>>();
 /** The schema of a response to a request of type `type` in `cat` (success or error). */
@@ -424,9 +418,7 @@ export function describeIssues(error: z.ZodError): string {
   return s.length > 1000 ? `${s.slice(0, 1000)}…` : s;
 }
 
-export type ValidatedRequest<C extends Catalogue = HomidCatalogue> =
-  | { ok: true; request: AnyRequest<C> }
-  | { ok: false; id: number | null; code: IpcErrorCodeValue; message: string };
+export type ValidatedRequest<C extends Catalogue = HomidCatalogue> = { ok: true; request: AnyRequest<C> } | { ok: false; id: number | null; code: IpcErrorCodeValue; message: string };
 
 /** Validate a decoded payload as a request of `cat` (homid's catalogue by default). */
 export function validateRequest<C extends Catalogue = HomidCatalogue>(value: unknown, cat: C = catalogue as Catalogue as C): ValidatedRequest<C> {

@@ -16,34 +16,11 @@
  * table is full (EMFILE).
  */
 import { receiveMessageOnPort, parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import {
-  MsgIo,
-  PollSet,
-  POLLERR,
-  POLLHUP,
-  POLLIN,
-  POLLNVAL,
-  POLLOUT,
-  accept4,
-  closeFd,
-  eventFd,
-  eventFdDrain,
-  peerCred,
-  shutdownFd,
-  type PeerCred,
-} from '../sys/socket.js';
+import { MsgIo, PollSet, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, accept4, closeFd, eventFd, eventFdDrain, peerCred, shutdownFd, type PeerCred } from '../sys/socket.js';
 import { errnoName } from '../sys/libc.js';
 import { countOpenFds, getNofileLimit } from '../sys/rlimit.js';
 import { HEADER_SIZE, LENGTH_OVERHEAD, MAX_FDS_PER_FRAME, encodeFrame } from './frame.js';
-import {
-  LIMIT_CLOSE_FLUSH_MS,
-  LIMIT_REASONS,
-  TRANSIT_MIN_BYTES,
-  limitErrorCode,
-  type IpcLimitReason,
-  type IpcLimitStats,
-  type IpcUidUsage,
-} from './limits.js';
+import { LIMIT_CLOSE_FLUSH_MS, LIMIT_REASONS, TRANSIT_MIN_BYTES, limitErrorCode, type IpcLimitReason, type IpcLimitStats, type IpcUidUsage } from './limits.js';
 import type { Command, ReactorEvent, ReactorInit } from './reactor-protocol.js';
 
 const POLL_MS = 250;
@@ -180,17 +157,7 @@ function charge(u: Usage | null, k: Counter, delta: number): void {
   if (u === null || delta === 0) return;
   u[k] += delta;
   total[k] += delta;
-  if (
-    delta < 0 &&
-    u.conns === 0 &&
-    u.partialBytes === 0 &&
-    u.transitBytes === 0 &&
-    u.partialFds === 0 &&
-    u.transitFds === 0 &&
-    u.inflight === 0 &&
-    u.queuedBytes === 0 &&
-    uids.get(u.uid) === u
-  ) {
+  if (delta < 0 && u.conns === 0 && u.partialBytes === 0 && u.transitBytes === 0 && u.partialFds === 0 && u.transitFds === 0 && u.inflight === 0 && u.queuedBytes === 0 && uids.get(u.uid) === u) {
     uids.delete(u.uid);
   }
 }
@@ -450,7 +417,11 @@ function growBody(c: Conn, need: number): boolean {
       return false;
     }
     if (total.partialBytes + delta > limits.maxPartialBytes) {
-      limitClose(c, 'partialBytes', `incomplete frames of all clients would hold ${total.partialBytes + delta} bytes, over maxPartialBytes ${limits.maxPartialBytes} (connection of uid ${u.uid} closed)`);
+      limitClose(
+        c,
+        'partialBytes',
+        `incomplete frames of all clients would hold ${total.partialBytes + delta} bytes, over maxPartialBytes ${limits.maxPartialBytes} (connection of uid ${u.uid} closed)`,
+      );
       return false;
     }
   }

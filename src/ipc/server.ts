@@ -15,16 +15,7 @@
  * connections are refused while fewer than fdReserve descriptors remain. stats() returns the accounting.
  */
 import * as fs from 'node:fs';
-import {
-  bindUnix,
-  closeFd,
-  connectUnix,
-  dupCloexec,
-  listenFd,
-  unixSocket,
-  unlinkPath,
-  type PeerCred,
-} from '../sys/socket.js';
+import { bindUnix, closeFd, connectUnix, dupCloexec, listenFd, unixSocket, unlinkPath, type PeerCred } from '../sys/socket.js';
 import { OsError, errnoName } from '../sys/libc.js';
 import { raiseNofileLimit, type Rlimit } from '../sys/rlimit.js';
 import { resolveLimits, type IpcLimitStats, type IpcLimits, type IpcRefusal } from './limits.js';

@@ -69,8 +69,8 @@ export function hugepageStatus(o: HugepageOptions = {}): HugepageStatus {
       return null;
     }
   };
-  const free = fromPool('free_hugepages') ?? (defaultSize === HUGEPAGE_SIZE ? field('HugePages_Free') ?? 0 : 0);
-  const total = fromPool('nr_hugepages') ?? (defaultSize === HUGEPAGE_SIZE ? field('HugePages_Total') ?? 0 : 0);
+  const free = fromPool('free_hugepages') ?? (defaultSize === HUGEPAGE_SIZE ? (field('HugePages_Free') ?? 0) : 0);
+  const total = fromPool('nr_hugepages') ?? (defaultSize === HUGEPAGE_SIZE ? (field('HugePages_Total') ?? 0) : 0);
   return { free, total, defaultSize };
 }
 
@@ -94,16 +94,11 @@ function readFileText(path: string): string {
 export function checkHugepagePreconditions(o: HugepageOptions = {}, pagesNeeded = 1): HugepageStatus {
   const uid = o.uid ?? (typeof process.geteuid === 'function' ? process.geteuid() : -1);
   if (uid !== 0) {
-    throw new HugepageError(
-      'the uio PCIe transport needs root: physical addresses from /proc/self/pagemap and the sysfs BAR / config files are root-only',
-    );
+    throw new HugepageError('the uio PCIe transport needs root: physical addresses from /proc/self/pagemap and the sysfs BAR / config files are root-only');
   }
   const s = hugepageStatus(o);
   if (s.free < pagesNeeded) {
-    throw new HugepageError(
-      `the uio PCIe transport needs ${pagesNeeded} free 2 MiB hugepage(s), ${s.free} free of ${s.total} ` +
-        `(reserve some: echo 64 > /proc/sys/vm/nr_hugepages)`,
-    );
+    throw new HugepageError(`the uio PCIe transport needs ${pagesNeeded} free 2 MiB hugepage(s), ${s.free} free of ${s.total} ` + `(reserve some: echo 64 > /proc/sys/vm/nr_hugepages)`);
   }
   return s;
 }

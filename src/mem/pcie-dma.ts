@@ -23,7 +23,6 @@ export interface ChunkSource {
   release(): void;
 }
 
-
 interface Chunk {
   c: DmaChunk;
   size: number;
@@ -83,9 +82,7 @@ export class ChunkedDmaAllocator implements DmaAllocator {
     const a = Math.max(req, GRANULE);
     const need = roundUp(size, GRANULE);
     if (need > this.source.maxChunkBytes) {
-      throw new DmaAllocationError(
-        `cannot allocate ${size} contiguous DMA bytes from ${this.what}: the largest device-contiguous block is ${this.source.maxChunkBytes} bytes`,
-      );
+      throw new DmaAllocationError(`cannot allocate ${size} contiguous DMA bytes from ${this.what}: the largest device-contiguous block is ${this.source.maxChunkBytes} bytes`);
     }
     for (const ch of this.chunks) {
       const b = this.tryAlloc(ch, size, need, a);
@@ -97,7 +94,9 @@ export class ChunkedDmaAllocator implements DmaAllocator {
       const b = this.tryAlloc(this.chunks[i]!, size, need, a);
       if (b) return b;
     }
-    throw new DmaAllocationError(`cannot allocate ${size} bytes (alignment ${a}) from ${this.what}: no device-contiguous block that large (hugepages that are not physically adjacent are separate blocks)`);
+    throw new DmaAllocationError(
+      `cannot allocate ${size} bytes (alignment ${a}) from ${this.what}: no device-contiguous block that large (hugepages that are not physically adjacent are separate blocks)`,
+    );
   }
 
   free(buf: DmaBuffer): void {
@@ -135,4 +134,3 @@ export class ChunkedDmaAllocator implements DmaAllocator {
     return null;
   }
 }
-

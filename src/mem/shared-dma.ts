@@ -27,7 +27,6 @@ const GRANULE = 64;
 /** Largest segment index: keeps every IOVA below 2^53. */
 const MAX_SEGMENT_INDEX = 0x1f_ffff - 1;
 
-
 interface Segment {
   index: number;
   /** CPU view of the whole segment (a SharedArrayBuffer, or an ArrayBuffer over shared memory). */

@@ -220,9 +220,7 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
 
   private adopt(index: number, r: ShmRegion): DedicatedSegment {
     this.regions.set(index, r);
-    const seg = new DedicatedSegment(index, r, new RegionAllocator(r.buffer, 0, r.size, index * SEGMENT_SPAN, this.pageSize), (s) =>
-      this.dropDedicated(s),
-    );
+    const seg = new DedicatedSegment(index, r, new RegionAllocator(r.buffer, 0, r.size, index * SEGMENT_SPAN, this.pageSize), (s) => this.dropDedicated(s));
     this.dedicated.set(index, seg);
     try {
       this.onSegment?.({ index, fd: r.fd, size: r.size });
@@ -264,4 +262,3 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
     this.regions.clear();
   }
 }
-

@@ -2,19 +2,7 @@
  * Builders for admin and NVM I/O submission entries (NVMe Base 2.0 section 5; NVM Command Set 1.0 section 3).
  * Each returns an `Sqe` with cid 0: the submitter assigns the command identifier.
  */
-import {
-  checkBuffer,
-  checkSafe,
-  checkU16,
-  checkU32,
-  checkU8,
-  checkUint,
-  readU32,
-  readU64,
-  TWO_POW_32,
-  writeU32,
-  writeU64,
-} from './bytes.js';
+import { checkBuffer, checkSafe, checkU16, checkU32, checkU8, checkUint, readU32, readU64, TWO_POW_32, writeU32, writeU64 } from './bytes.js';
 import { encodeNlb } from './lba.js';
 import { AdminOpcode, DSM_RANGE_SIZE, FeatureId, NvmOpcode } from './opcodes.js';
 import { PSDT_PRP, PSDT_SGL_MPTR_CONTIG, type Sqe } from './sqe.js';
@@ -134,15 +122,7 @@ export const LOG_CSI_SHIFT = 24;
 export const LOG_MAX_BYTES = 4 * TWO_POW_32;
 
 /** Get Log Page for `numdBytes` bytes (a multiple of 4) starting at byte `offset` (a multiple of 4). */
-export function getLogPage(
-  lid: number,
-  numdBytes: number,
-  nsid: number,
-  prp1: number,
-  prp2 = 0,
-  offset = 0,
-  opts: { lsp?: number; rae?: boolean; lsi?: number; csi?: number } = {},
-): Sqe {
+export function getLogPage(lid: number, numdBytes: number, nsid: number, prp1: number, prp2 = 0, offset = 0, opts: { lsp?: number; rae?: boolean; lsi?: number; csi?: number } = {}): Sqe {
   checkU8('lid', lid);
   checkUint('numdBytes', numdBytes, LOG_MAX_BYTES);
   if (numdBytes === 0 || numdBytes % 4 !== 0) throw new RangeError(`numdBytes must be a non-zero multiple of 4, got ${numdBytes}`);
@@ -274,11 +254,9 @@ function rwCommand(opcode: number, nsid: number, slba: number, blocks: number, d
 }
 
 /** Read `blocks` (1..65536) logical blocks starting at `slba`. */
-export const read = (nsid: number, slba: number, blocks: number, dp: DataPointer, o: IoOptions = {}): Sqe =>
-  rwCommand(NvmOpcode.Read, nsid, slba, blocks, dp, o);
+export const read = (nsid: number, slba: number, blocks: number, dp: DataPointer, o: IoOptions = {}): Sqe => rwCommand(NvmOpcode.Read, nsid, slba, blocks, dp, o);
 /** Write `blocks` (1..65536) logical blocks starting at `slba`. */
-export const write = (nsid: number, slba: number, blocks: number, dp: DataPointer, o: IoOptions = {}): Sqe =>
-  rwCommand(NvmOpcode.Write, nsid, slba, blocks, dp, o);
+export const write = (nsid: number, slba: number, blocks: number, dp: DataPointer, o: IoOptions = {}): Sqe => rwCommand(NvmOpcode.Write, nsid, slba, blocks, dp, o);
 
 export function flush(nsid: number): Sqe {
   return { opcode: NvmOpcode.Flush, cid: 0, nsid: checkU32('nsid', nsid) };

@@ -25,13 +25,7 @@ export const STATUS_DNR_BIT = 1 << 14;
 
 /** Build the 15-bit status field. */
 export function makeStatus(sct: number, sc: number, dnr = false, more = false, crd = 0): number {
-  return (
-    (sc & STATUS_SC_MASK) |
-    ((sct & STATUS_SCT_MASK) << STATUS_SCT_SHIFT) |
-    ((crd & 0x3) << STATUS_CRD_SHIFT) |
-    (more ? STATUS_MORE_BIT : 0) |
-    (dnr ? STATUS_DNR_BIT : 0)
-  );
+  return (sc & STATUS_SC_MASK) | ((sct & STATUS_SCT_MASK) << STATUS_SCT_SHIFT) | ((crd & 0x3) << STATUS_CRD_SHIFT) | (more ? STATUS_MORE_BIT : 0) | (dnr ? STATUS_DNR_BIT : 0);
 }
 /** Status Code Type and Status Code of a 15-bit status field. */
 export function statusSct(status: number): number {
@@ -63,8 +57,7 @@ export function encodeCqe(e: Cqe, dw: Uint32Array, at = 0): void {
   dw[at + CQE_DW_RESULT] = e.result >>> 0;
   dw[at + CQE_DW_RESULT_HI] = e.resultHi >>> 0;
   dw[at + CQE_DW_SQ] = ((e.sqHead & CQE_SQHD_MASK) | ((e.sqId & 0xffff) << CQE_SQID_SHIFT)) >>> 0;
-  dw[at + CQE_DW_STATUS] =
-    ((e.cid & CQE_CID_MASK) | ((e.phase & 1) << 16) | ((e.status & 0x7fff) << CQE_STATUS_SHIFT)) >>> 0;
+  dw[at + CQE_DW_STATUS] = ((e.cid & CQE_CID_MASK) | ((e.phase & 1) << 16) | ((e.status & 0x7fff) << CQE_STATUS_SHIFT)) >>> 0;
 }
 
 export function decodeCqe(dw: Uint32Array, at = 0): Cqe {

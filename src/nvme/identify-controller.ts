@@ -2,21 +2,7 @@
  * Identify Controller data structure (CNS 01h), 4096 bytes (NVMe Base 2.0 Figure 275).
  * Fields are named by their spec mnemonics. Multi-byte fields are little-endian.
  */
-import {
-  checkBuffer,
-  readText,
-  readU128,
-  readU16,
-  readU24,
-  readU32,
-  writeAscii,
-  writeU128,
-  writeU16,
-  writeU24,
-  writeU32,
-  writeU8,
-  writeUtf8Z,
-} from './bytes.js';
+import { checkBuffer, readText, readU128, readU16, readU24, readU32, writeAscii, writeU128, writeU16, writeU24, writeU32, writeU8, writeUtf8Z } from './bytes.js';
 
 export const IDENTIFY_DATA_SIZE = 4096;
 

@@ -2,16 +2,7 @@
  * Identify Namespace data structure for the NVM command set (CNS 00h), 4096 bytes
  * (NVM Command Set 1.0 Figure 97). Exposes the active LBA format as blockSize / blocks.
  */
-import {
-  checkBuffer,
-  checkUint,
-  readU64,
-  readU32,
-  writeBytes,
-  writeU32,
-  writeU64,
-  writeU8,
-} from './bytes.js';
+import { checkBuffer, checkUint, readU64, readU32, writeBytes, writeU32, writeU64, writeU8 } from './bytes.js';
 import { IDENTIFY_DATA_SIZE } from './identify-controller.js';
 
 export const IdNsOffset = {
@@ -112,11 +103,7 @@ export interface IdentifyNamespaceInit {
 /** FLBAS byte for an active format index. */
 export function encodeFlbas(formatIndex: number, extendedLba = false): number {
   checkUint('FLBAS format index', formatIndex, MAX_LBA_FORMATS - 1);
-  return (
-    (formatIndex & FLBAS_INDEX_LO_MASK) |
-    (extendedLba ? FLBAS_EXTENDED_BIT : 0) |
-    ((formatIndex >>> FLBAS_INDEX_LO_BITS) << FLBAS_INDEX_HI_SHIFT)
-  );
+  return (formatIndex & FLBAS_INDEX_LO_MASK) | (extendedLba ? FLBAS_EXTENDED_BIT : 0) | ((formatIndex >>> FLBAS_INDEX_LO_BITS) << FLBAS_INDEX_HI_SHIFT);
 }
 
 /** Active format index encoded in FLBAS (bits 6:5 are index bits 5:4, bits 3:0 index bits 3:0). */
@@ -139,9 +126,7 @@ export function decodeLbaFormat(dw: number): LbaFormat {
 function checkLbads(index: number, lbads: number, active: boolean): void {
   if (!active && lbads === 0) return; // format not currently available
   if (lbads < LBADS_MIN || lbads > LBADS_MAX) {
-    throw new RangeError(
-      `LBAF[${index}].LBADS must be in [${LBADS_MIN}, ${LBADS_MAX}]${active ? '' : ' or 0'}, got ${lbads}`,
-    );
+    throw new RangeError(`LBAF[${index}].LBADS must be in [${LBADS_MIN}, ${LBADS_MAX}]${active ? '' : ' or 0'}, got ${lbads}`);
   }
 }
 

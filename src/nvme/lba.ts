@@ -66,7 +66,7 @@ export function checkLbaRange(slba: number, count: number, nsze: number): void {
 /** 0's based NLB field for a count of 1..65536 blocks. */
 export function encodeNlb(count: number): number {
   checkUint('block count', count, MAX_BLOCKS_PER_COMMAND);
-  if (count === 0) throw new RangeError('block count must be at least 1 (NLB is 0\'s based)');
+  if (count === 0) throw new RangeError("block count must be at least 1 (NLB is 0's based)");
   return count - 1;
 }
 

@@ -2,19 +2,7 @@
  * Log pages: Error Information entries (LID 01h, 64 bytes each) and SMART / Health Information
  * (LID 02h, 512 bytes) (NVMe Base 2.0 sections 5.16.1.2 and 5.16.1.3).
  */
-import {
-  checkBuffer,
-  checkUint,
-  readU128,
-  readU16,
-  readU32,
-  readU64,
-  writeU128,
-  writeU16,
-  writeU32,
-  writeU64,
-  writeU8,
-} from './bytes.js';
+import { checkBuffer, checkUint, readU128, readU16, readU32, readU64, writeU128, writeU16, writeU32, writeU64, writeU8 } from './bytes.js';
 import { ERROR_LOG_ENTRY_SIZE, SMART_LOG_SIZE } from './opcodes.js';
 
 export { ERROR_LOG_ENTRY_SIZE, SMART_LOG_SIZE } from './opcodes.js';
@@ -168,16 +156,7 @@ export interface SmartLog {
 }
 
 type Counter128 =
-  | 'dataUnitsRead'
-  | 'dataUnitsWritten'
-  | 'hostReadCommands'
-  | 'hostWriteCommands'
-  | 'controllerBusyTime'
-  | 'powerCycles'
-  | 'powerOnHours'
-  | 'unsafeShutdowns'
-  | 'mediaErrors'
-  | 'errorLogEntries';
+  'dataUnitsRead' | 'dataUnitsWritten' | 'hostReadCommands' | 'hostWriteCommands' | 'controllerBusyTime' | 'powerCycles' | 'powerOnHours' | 'unsafeShutdowns' | 'mediaErrors' | 'errorLogEntries';
 
 const COUNTERS: ReadonlyArray<readonly [Counter128, number]> = [
   ['dataUnitsRead', SmartLogOffset.DATA_UNITS_READ],
@@ -228,9 +207,7 @@ export function decodeSmartLog(bytes: Uint8Array): SmartLog {
     enduranceGroupCriticalWarning: bytes[SmartLogOffset.ENDURANCE_GROUP_CRITICAL_WARNING]!,
     warningTemperatureTime: readU32(bytes, SmartLogOffset.WARNING_TEMP_TIME),
     criticalTemperatureTime: readU32(bytes, SmartLogOffset.CRITICAL_TEMP_TIME),
-    temperatureSensors: Array.from({ length: SMART_TEMPERATURE_SENSORS }, (_, i) =>
-      readU16(bytes, SmartLogOffset.TEMPERATURE_SENSORS + 2 * i),
-    ),
+    temperatureSensors: Array.from({ length: SMART_TEMPERATURE_SENSORS }, (_, i) => readU16(bytes, SmartLogOffset.TEMPERATURE_SENSORS + 2 * i)),
   } as SmartLog;
   for (const [name, off] of COUNTERS) s[name] = readU128(bytes, off, name);
   return s;

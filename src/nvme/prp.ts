@@ -136,11 +136,7 @@ function checkChunkLayout(chunks: readonly DmaChunk[], pageSize: number): void {
  * Only the first chunk may start inside a page (dword aligned) and only the last may end inside one.
  * `allocListPage` is called once per list page needed; pages are filled in chain order.
  */
-export function buildPrps(
-  chunks: DmaChunk | readonly DmaChunk[],
-  pageSize: number,
-  allocListPage: () => PrpListPage,
-): PrpResult {
+export function buildPrps(chunks: DmaChunk | readonly DmaChunk[], pageSize: number, allocListPage: () => PrpListPage): PrpResult {
   checkPageSize(pageSize);
   const list = toChunkList(chunks);
   checkChunkLayout(list, pageSize);
@@ -244,14 +240,7 @@ export type PrpRangeVisitor = (iova: number, length: number) => void;
  * in transfer order. Allocation free. Returns the number of list entries read (data entries and chain
  * pointers). Throws PrpError for malformed pointers (its `status` is "PRP Offset Invalid", DNR).
  */
-export function walkPrps(
-  prp1: number,
-  prp2: number,
-  length: number,
-  pageSize: number,
-  readListEntry: PrpEntryReader,
-  visit: PrpRangeVisitor,
-): number {
+export function walkPrps(prp1: number, prp2: number, length: number, pageSize: number, readListEntry: PrpEntryReader, visit: PrpRangeVisitor): number {
   if (!(pageSize >= PRP_PAGE_SIZE_MIN && pageSize <= PRP_PAGE_SIZE_MAX && (pageSize & (pageSize - 1)) === 0)) {
     checkPageSize(pageSize);
   }

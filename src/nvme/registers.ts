@@ -123,12 +123,7 @@ export interface CapFields {
 export function encodeCap(f: CapFields): [number, number] {
   const lo = ((f.mqes & CAP_MQES_MASK) | ((f.cqr ? 1 : 0) << CAP_CQR_BIT) | ((f.toUnits & 0xff) << CAP_TO_SHIFT)) >>> 0;
   const hi =
-    ((f.dstrd & 0xf) |
-      ((f.nssrs ? 1 : 0) << CAP_HI_NSSRS_BIT) |
-      ((f.css & 0xff) << CAP_HI_CSS_SHIFT) |
-      ((f.mpsmin & 0xf) << CAP_HI_MPSMIN_SHIFT) |
-      ((f.mpsmax & 0xf) << CAP_HI_MPSMAX_SHIFT)) >>>
-    0;
+    ((f.dstrd & 0xf) | ((f.nssrs ? 1 : 0) << CAP_HI_NSSRS_BIT) | ((f.css & 0xff) << CAP_HI_CSS_SHIFT) | ((f.mpsmin & 0xf) << CAP_HI_MPSMIN_SHIFT) | ((f.mpsmax & 0xf) << CAP_HI_MPSMAX_SHIFT)) >>> 0;
   return [lo, hi];
 }
 

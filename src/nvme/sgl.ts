@@ -159,15 +159,7 @@ function le32(b: Uint8Array, o: number): number {
  * at = SQE_DW_DPTR0) for a transfer of `length` bytes, calling `visit` for each range in order.
  * Allocation free. Returns the number of descriptors processed. Throws SglError for invalid SGLs.
  */
-export function walkSgl(
-  dw: ArrayLike<number>,
-  at: number,
-  length: number,
-  readDescriptor: SglDescriptorReader,
-  visit: SglRangeVisitor,
-  flags = 0,
-  maxDescriptors = SGL_WALK_MAX_DESCRIPTORS,
-): number {
+export function walkSgl(dw: ArrayLike<number>, at: number, length: number, readDescriptor: SglDescriptorReader, visit: SglRangeVisitor, flags = 0, maxDescriptors = SGL_WALK_MAX_DESCRIPTORS): number {
   if (!(length >= 0 && Number.isSafeInteger(length))) throw new RangeError(`length must be a non-negative integer, got ${length}`);
   const allowExcess = (flags & SglWalkFlags.AllowExcess) !== 0;
   let id = (dw[at + 3]! >>> SGL_DW3_ID_SHIFT) & 0xff;

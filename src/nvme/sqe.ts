@@ -70,12 +70,7 @@ export interface Sqe {
 
 /** Write an SQE into `dw` at dword offset `at` (all 16 dwords are written). */
 export function encodeSqe(e: Sqe, dw: Uint32Array, at = 0): void {
-  dw[at + SQE_DW_CDW0] =
-    ((e.opcode & 0xff) |
-      (((e.fuse ?? 0) & 0x3) << SQE_FUSE_SHIFT) |
-      (((e.psdt ?? 0) & 0x3) << SQE_PSDT_SHIFT) |
-      ((e.cid & 0xffff) << SQE_CID_SHIFT)) >>>
-    0;
+  dw[at + SQE_DW_CDW0] = ((e.opcode & 0xff) | (((e.fuse ?? 0) & 0x3) << SQE_FUSE_SHIFT) | (((e.psdt ?? 0) & 0x3) << SQE_PSDT_SHIFT) | ((e.cid & 0xffff) << SQE_CID_SHIFT)) >>> 0;
   dw[at + SQE_DW_NSID] = (e.nsid ?? 0) >>> 0;
   dw[at + SQE_DW_CDW2] = (e.cdw2 ?? 0) >>> 0;
   dw[at + SQE_DW_CDW3] = (e.cdw3 ?? 0) >>> 0;

@@ -237,4 +237,3 @@ export function groupPeers(p: SysPaths, group: number, except: string): Array<{ 
     .filter((a) => a !== except)
     .map((a) => ({ address: a, driver: linkName(join(deviceDir(p, a), 'driver')) }));
 }
-

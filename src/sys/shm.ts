@@ -234,7 +234,10 @@ export function closeFd(fd: number): void {
 
 /** Memory that cannot be mapped safely: not a memfd sealed against size changes, or smaller than the mapping. */
 export class ShmSealError extends Error {
-  constructor(readonly fd: number, message: string) {
+  constructor(
+    readonly fd: number,
+    message: string,
+  ) {
     super(message);
     this.name = 'ShmSealError';
   }

@@ -134,8 +134,24 @@ export function decodeParams(b: Uint8Array): UringParamsOut {
     cqEntries: u(Params.cqEntries),
     flags: u(Params.flags),
     features: u(Params.features),
-    sqOff: { head: u(s + SqOff.head), tail: u(s + SqOff.tail), ringMask: u(s + SqOff.ringMask), ringEntries: u(s + SqOff.ringEntries), flags: u(s + SqOff.flags), dropped: u(s + SqOff.dropped), array: u(s + SqOff.array) },
-    cqOff: { head: u(c + CqOff.head), tail: u(c + CqOff.tail), ringMask: u(c + CqOff.ringMask), ringEntries: u(c + CqOff.ringEntries), overflow: u(c + CqOff.overflow), cqes: u(c + CqOff.cqes), flags: u(c + CqOff.flags) },
+    sqOff: {
+      head: u(s + SqOff.head),
+      tail: u(s + SqOff.tail),
+      ringMask: u(s + SqOff.ringMask),
+      ringEntries: u(s + SqOff.ringEntries),
+      flags: u(s + SqOff.flags),
+      dropped: u(s + SqOff.dropped),
+      array: u(s + SqOff.array),
+    },
+    cqOff: {
+      head: u(c + CqOff.head),
+      tail: u(c + CqOff.tail),
+      ringMask: u(c + CqOff.ringMask),
+      ringEntries: u(c + CqOff.ringEntries),
+      overflow: u(c + CqOff.overflow),
+      cqes: u(c + CqOff.cqes),
+      flags: u(c + CqOff.flags),
+    },
   };
 }
 

@@ -38,16 +38,7 @@ import type { DmaBuffer } from '../mem/dma.js';
 import { SharedDmaMemory } from '../mem/shared-dma.js';
 import type { ShmDmaMemory, ShmLocation } from '../mem/shm-dma.js';
 import type { ShmRegion } from '../sys/shm.js';
-import {
-  REG_ACQ,
-  REG_AQA,
-  REG_ASQ,
-  REG_CC,
-  REG_DOORBELL_BASE,
-  REG_INTMC,
-  REG_INTMS,
-  REG_NSSR,
-} from '../nvme/registers.js';
+import { REG_ACQ, REG_AQA, REG_ASQ, REG_CC, REG_DOORBELL_BASE, REG_INTMC, REG_INTMS, REG_NSSR } from '../nvme/registers.js';
 import { AtomicsWaker, FutexWaker, doorbellNotifier, type Waker } from './doorbell.js';
 import { createIoQueuePair, deleteIoQueuePair, programAdminQueue } from './pcie-queues.js';
 import type { AdminChannel, ExportedMemory, QueueExporter, QueueNotifier, QueueRings, Transport } from './transport.js';
@@ -157,13 +148,7 @@ export class EmuTransport implements Transport {
   private readonly exited: Promise<void>;
 
   /** Use openEmu(). */
-  constructor(
-    config: EmuConfig,
-    description: string,
-    dmaSegmentSize: number | undefined,
-    dmaMaxBytes: number | undefined,
-    shmMods: ShmModules | null = null,
-  ) {
+  constructor(config: EmuConfig, description: string, dmaSegmentSize: number | undefined, dmaMaxBytes: number | undefined, shmMods: ShmModules | null = null) {
     this.config = config;
     this.description = description;
     this.shmMods = shmMods;

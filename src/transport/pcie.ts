@@ -66,9 +66,7 @@ export function resolvePcieMode(p: SysPaths, f: PciFunction, mode: PcieMode): 'u
       // older kernels: unknown
     }
     if (type.startsWith('DMA')) {
-      throw new PciError(
-        `${f.address} sits behind a translating IOMMU (group ${f.iommuGroup}, type ${type}): physical addresses from uio would fault; use mode=vfio (or boot with iommu=pt)`,
-      );
+      throw new PciError(`${f.address} sits behind a translating IOMMU (group ${f.iommuGroup}, type ${type}): physical addresses from uio would fault; use mode=vfio (or boot with iommu=pt)`);
     }
   }
   return 'uio';

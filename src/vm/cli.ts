@@ -137,8 +137,7 @@ async function main(argv: string[]): Promise<number> {
   if (verb === 'provision') {
     const p = await provision();
     process.stdout.write(
-      JSON.stringify({ kernel: p.kernel.release, package: `${p.kernel.package} ${p.kernel.packageVersion}`, initramfs: p.initramfs, qemu: `${p.qemu} ${p.qemuVersion}`, ms: p.ms }, null, 2) +
-        '\n',
+      JSON.stringify({ kernel: p.kernel.release, package: `${p.kernel.package} ${p.kernel.packageVersion}`, initramfs: p.initramfs, qemu: `${p.qemu} ${p.qemuVersion}`, ms: p.ms }, null, 2) + '\n',
     );
     return 0;
   }

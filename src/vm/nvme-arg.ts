@@ -78,4 +78,3 @@ export function parseNvmeSpec(spec: string, index: number): NvmeDeviceSpec {
   }
   return d;
 }
-

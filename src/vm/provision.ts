@@ -5,18 +5,7 @@
 //  - a tiny initramfs (busybox + the 9p/virtio modules) whose /init mounts the host's root read-only over 9p.
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { cacheDir, progress } from './paths.js';
@@ -155,9 +144,7 @@ async function pickKernelPackage(): Promise<{ pkg: string; version: string }> {
     if (cv && (!best || (await versionGreater(cv, best.version)))) best = { pkg: name, version: cv };
   }
   if (!best) {
-    throw new ProvisionError(
-      `no Debian 6.12 kernel package found (wanted ${wanted}); check that bookworm-security or bookworm-backports is in the apt sources`,
-    );
+    throw new ProvisionError(`no Debian 6.12 kernel package found (wanted ${wanted}); check that bookworm-security or bookworm-backports is in the apt sources`);
   }
   return best;
 }

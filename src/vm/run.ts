@@ -1,20 +1,7 @@
 // runInGuest: boot a real Linux kernel under QEMU (TCG) with QEMU's NVMe controller(s), run one command
 // in the guest (chrooted into the host's root file system, read-only over 9p) and report what happened.
 import { spawn } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  ftruncateSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  readSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { progress } from './paths.js';

@@ -14,7 +14,7 @@ test('a filled block checks clean and carries LBA, generation and namespace', ()
 });
 
 test('stale generation, wrong LBA, wrong namespace and a flipped bit are all caught', () => {
-  const w = new Uint32Array(512 / 4 * 4);
+  const w = new Uint32Array((512 / 4) * 4);
   fillPattern(w, 0, 100, 4, 512, 3, 1);
   assert.equal(checkPattern(w, 0, 100, 4, 512, 4, 1), 0, 'stale generation');
   assert.equal(checkPattern(w, 0, 101, 4, 512, 3, 1), 0, 'misplaced block');

@@ -74,7 +74,7 @@ const dp = dataPointer(qp.dma, buf);
 let rounds = 0;
 const deadline = Date.now() + (mode === 'hold' ? 60_000 : 400);
 if (mode === 'hold') process.stdout.write(JSON.stringify({ ready: true, qid: lease!.qid }) + '\n');
-while (Date.now() < deadline || (mode !== "hold" && rounds < 20)) {
+while (Date.now() < deadline || (mode !== 'hold' && rounds < 20)) {
   const lba = base + (rounds % 64);
   buf.bytes.fill((rounds * 7 + c.session) & 0xff);
   await qp.exec({ opcode: NvmOpcode.Write, nsid: 1, cdw10: lba, cdw11: 0, cdw12: 0, prp1: dp.prp1, prp2: dp.prp2, cid: 0 });

@@ -126,7 +126,7 @@ describe('mediated queue in direct-completion mode', () => {
     assert.equal(client.stats.direct, 1);
     assert.equal(new Int32Array(ringBuf.buffer)[H_HWCQ_HEAD], 1);
     mq.pump();
-    assert.equal(mq.inFlight, 0, 'homid took the client\'s head after checking it');
+    assert.equal(mq.inFlight, 0, "homid took the client's head after checking it");
     assert.equal(mq.stats.completed, 1);
     void cid;
   });
@@ -153,7 +153,10 @@ describe('mediated queue in direct-completion mode', () => {
     assert.equal(env.hw.stats.submitted, 1);
     complete(0, 0, 9);
     complete(0);
-    assert.equal(client.poll((t, st) => void done.push([t, st])), 1);
+    assert.equal(
+      client.poll((t, st) => void done.push([t, st])),
+      1,
+    );
     assert.deepEqual(done, [[5, 0]]);
     assert.equal(client.stats.malformed, 2, 'the CID-300 denial (never submitted by this client) and the foreign-queue CQE');
   });

@@ -135,7 +135,10 @@ describe('descriptor access over the socket, clients as uid nobody', { skip: why
     } finally {
       fs.closeSync(ifd);
     }
-    assert.ok(block.every((b) => b === WRITE_FILL), 'the block on the device holds what the client wrote');
+    assert.ok(
+      block.every((b) => b === WRITE_FILL),
+      'the block on the device holds what the client wrote',
+    );
     await until(() => srv.homid.sessions.size === 0 && srv.homid.extents.entries.size === 0);
   });
 

@@ -87,7 +87,12 @@ describe('config: block_device and [limits]', () => {
       ['[limits]\nfile_grants_per_uid = 1.5', /limits\.file_grants_per_uid/],
       ['[limits]\nfiles = 3', /unrecognized|files/i],
     ];
-    for (const [text, re] of bad) assert.throws(() => parseConfig(text, 'x.toml'), (e: unknown) => e instanceof ConfigError && re.test(e.message), text);
+    for (const [text, re] of bad)
+      assert.throws(
+        () => parseConfig(text, 'x.toml'),
+        (e: unknown) => e instanceof ConfigError && re.test(e.message),
+        text,
+      );
   });
 });
 
@@ -136,7 +141,16 @@ describe('FIEMAP placement over a fabricated sysfs', () => {
   after(() => fs.rmSync(root, { recursive: true, force: true }));
 
   test('dev_t decoding follows glibc makedev', () => {
-    for (const [M, m] of [[0, 0], [7, 3], [259, 1], [8, 18], [4095, 255], [4096, 256], [0xfffff, 0xfffff], [1234, 1048575]] as const) {
+    for (const [M, m] of [
+      [0, 0],
+      [7, 3],
+      [259, 1],
+      [8, 18],
+      [4095, 255],
+      [4096, 256],
+      [0xfffff, 0xfffff],
+      [1234, 1048575],
+    ] as const) {
       assert.deepEqual(devNumber(makedev(M, m)), { major: M, minor: m });
     }
     assert.deepEqual(devNumber(fs.statSync('/').dev), devNumber(BigInt(fs.statSync('/').dev)));
@@ -289,7 +303,14 @@ describe('file grants: access per descriptor, shared jobs, limits', { skip: !hav
         const [l] = await h.openQueuePairs(s, { device: 'img', depth: 8, mode: 'mediated', write: true });
         const mq = new MediatedQueuePair(l!.ring!.bytes, l!.data!.bytes, l!.id);
         mq.data.set(fx.files['shared.bin']!.subarray(0, LBA)); // writes put back what is there
-        assert.deepEqual(await statuses(mq, [[NvmOpcode.Read, lba], [NvmOpcode.Write, lba]]), [...want], `client ${s.id}`);
+        assert.deepEqual(
+          await statuses(mq, [
+            [NvmOpcode.Read, lba],
+            [NvmOpcode.Write, lba],
+          ]),
+          [...want],
+          `client ${s.id}`,
+        );
       }
       // descriptors that prove nothing
       const opath = fs.openSync(path.join(fx.tree, 'shared.bin'), O_PATH);
@@ -362,7 +383,7 @@ describe('a resolve flushing hundreds of MiB does not hold up other clients', ()
   const IMAGE_MIB = 768;
   const DIRTY_MIB = 384;
 
-  test('while one client\'s resolve flushes, another client\'s status and mediated read are answered first', { timeout: 180_000 }, async (t) => {
+  test("while one client's resolve flushes, another client's status and mediated read are answered first", { timeout: 180_000 }, async (t) => {
     const tmpFs = fsTypeOf(os.tmpdir());
     if (tmpFs === 'tmpfs' || tmpFs === 'ramfs') {
       t.skip(`the temporary directory is on ${tmpFs}: flushing there is no slow disk work`);
@@ -416,11 +437,18 @@ describe('a resolve flushing hundreds of MiB does not hold up other clients', ()
       // mapped read-only: the client cannot clear it)
       assert.ok(mq.data.subarray(LBA, 2 * LBA).every((x) => x === 0));
       assert.deepEqual(await statuses(mq, [[NvmOpcode.Read, smallLba, LBA]]), [0]);
-      assert.ok(mq.data.subarray(LBA, 2 * LBA).every((x) => x === 0x33), "b's mediated read returns its file");
+      assert.ok(
+        mq.data.subarray(LBA, 2 * LBA).every((x) => x === 0x33),
+        "b's mediated read returns its file",
+      );
       events.push('b read');
       at['b read'] = performance.now() - t0;
       const amap = await pa;
-      console.log(`# ${DIRTY_MIB} MiB dirty: ${Object.entries(at).map(([k, v]) => `${k} at ${v.toFixed(0)} ms`).join(', ')}`);
+      console.log(
+        `# ${DIRTY_MIB} MiB dirty: ${Object.entries(at)
+          .map(([k, v]) => `${k} at ${v.toFixed(0)} ms`)
+          .join(', ')}`,
+      );
       assert.equal(amap.read()!.size, DIRTY_MIB * MiB);
       assert.deepEqual(events, ['b status', 'b read', 'a resolved'], "b was answered while a's resolve was flushing");
       amap.close();

@@ -35,7 +35,11 @@ describe('homid over its socket: budgets, mediation, forged grants, fuzz', { ski
   const mem = () => srv.homid.registry.live('mem').controller;
   const img = () => srv.homid.registry.live('img');
   const drained = async (): Promise<void> =>
-    until(() => srv.homid.sessions.size === 0 && mem().remoteQueuePairs.length === 0 && mem().queuePairs.length === 0 && img().controller.queuePairs.length === 0, 30_000, 'every session gone, every queue pair reclaimed');
+    until(
+      () => srv.homid.sessions.size === 0 && mem().remoteQueuePairs.length === 0 && mem().queuePairs.length === 0 && img().controller.queuePairs.length === 0,
+      30_000,
+      'every session gone, every queue pair reclaimed',
+    );
 
   before(async () => {
     fx = ext4Fixture({ 'mine.bin': 20_000, 'secret.bin': 12_288 });
@@ -308,7 +312,20 @@ describe('homid over its socket: budgets, mediation, forged grants, fuzz', { ski
         }
         case 'leaky': {
           // a valid grant, then the client vanishes without closing its queue pairs
-          x.c.sendRaw(frameOf(json({ id, type: 'openQueuePair', device: r() < 0.7 ? 'mem' : 'img', nsid: 1, depth: 16 + Math.floor(r() * 48), count: 1 + Math.floor(r() * 2), mode: r() < 0.6 ? 'raw' : 'mediated', dataBytes: 1 << 16 })));
+          x.c.sendRaw(
+            frameOf(
+              json({
+                id,
+                type: 'openQueuePair',
+                device: r() < 0.7 ? 'mem' : 'img',
+                nsid: 1,
+                depth: 16 + Math.floor(r() * 48),
+                count: 1 + Math.floor(r() * 2),
+                mode: r() < 0.6 ? 'raw' : 'mediated',
+                dataBytes: 1 << 16,
+              }),
+            ),
+          );
           const o = await next(x, 15_000);
           assert.ok(typeof o === 'object', `${what}: ${String(o)}`);
           const m = o.message as { ok: boolean; error?: { code: string } };
@@ -329,7 +346,10 @@ describe('homid over its socket: budgets, mediation, forged grants, fuzz', { ski
     const st = await bystander.status();
     assert.equal(st.ok, true);
     const clients = st.clients as { id: number; queuePairs: unknown[] }[];
-    assert.deepEqual(clients.map((c) => c.id), [bystander.session]);
+    assert.deepEqual(
+      clients.map((c) => c.id),
+      [bystander.session],
+    );
     assert.equal(mem().remoteQueuePairs.length + mem().queuePairs.length, 0, 'no queue pair left on mem');
     assert.equal(img().controller.queuePairs.length + img().controller.remoteQueuePairs.length, 0, 'no queue pair left on img');
     for (const d of st.devices as { queuePairsInUse: number }[]) assert.equal(d.queuePairsInUse, 0);

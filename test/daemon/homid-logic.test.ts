@@ -60,7 +60,10 @@ groups = ["users", 100]
 users = ["root", 1000]
 `);
     assert.equal(c.socketMode, 0o600);
-    assert.deepEqual(c.devices.map((d) => d.name), ['a', 'dev1']);
+    assert.deepEqual(
+      c.devices.map((d) => d.name),
+      ['a', 'dev1'],
+    );
     assert.equal(c.devices[1]!.extentRoot, '/tmp/tree');
     assert.equal(c.classes.get('batch')!.perClient, 1);
   });
@@ -75,7 +78,11 @@ users = ["root", 1000]
       ['socket = ', /not valid TOML/],
     ];
     for (const [text, re] of cases) {
-      assert.throws(() => parseConfig(text, 'x.toml'), (e: unknown) => e instanceof ConfigError && re.test(e.message) && e.message.startsWith('x.toml'), text);
+      assert.throws(
+        () => parseConfig(text, 'x.toml'),
+        (e: unknown) => e instanceof ConfigError && re.test(e.message) && e.message.startsWith('x.toml'),
+        text,
+      );
     }
   });
 });
@@ -137,7 +144,10 @@ describe('homid devices, budgets and leases', () => {
     const a = h.connect(ROOT_PEER);
     const la = await h.openQueuePairs(a, { device: 'good', depth: 32, count: 2 });
     const qids = la.map((l) => l.qid).sort();
-    assert.deepEqual(dev.controller.queuePairs.map((q) => q.qid), qids);
+    assert.deepEqual(
+      dev.controller.queuePairs.map((q) => q.qid),
+      qids,
+    );
     // I/O in flight on the raw queue when the client vanishes
     const buf = dev.transport.dma.alloc(4096);
     const qp = la[0]!.qp!;
@@ -156,7 +166,9 @@ describe('homid devices, budgets and leases', () => {
   });
 
   test('the device queue budget refuses cleanly', async () => {
-    const big = await Homid.start(config({ device: [{ name: 'g', uri: 'emu://?size=16MiB&queues=2' }], class: { default: { queue_pairs: 10, per_client: 10 } }, raw: { users: [ROOT_PEER.uid] } }), { logger: silent() });
+    const big = await Homid.start(config({ device: [{ name: 'g', uri: 'emu://?size=16MiB&queues=2' }], class: { default: { queue_pairs: 10, per_client: 10 } }, raw: { users: [ROOT_PEER.uid] } }), {
+      logger: silent(),
+    });
     try {
       const s = big.connect(ROOT_PEER);
       await big.openQueuePairs(s, { device: 'g', depth: 8, count: 2 });
@@ -219,7 +231,10 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
       let off = 0;
       for (const r of ranges) for (let i = 0; i < r.count; i++, off += LBA) ops.push([NvmOpcode.Read, r.lba + i, 1, off]);
       const st = await run(mq, ops);
-      assert.ok(st.every((x) => x === 0), `statuses ${st}`);
+      assert.ok(
+        st.every((x) => x === 0),
+        `statuses ${st}`,
+      );
       assert.deepEqual(mq.data.subarray(0, 40_000), fx.files['a.bin']);
       // the secret file's LBAs: not granted
       const other = h.extents; // resolve secret.bin in homid to learn its LBAs without granting it
@@ -277,7 +292,10 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
       const mq = new MediatedQueuePair(lease!.ring!.bytes, lease!.data!.bytes, lease!.id);
       const lba = toLbaRanges(grant.entry.map, LBA)[0]!.lba;
       mq.data.fill(0xab, 0, LBA);
-      const w = await run(mq, [[NvmOpcode.Write, lba, 1, 0], [NvmOpcode.Flush, 0, 1, 0]]);
+      const w = await run(mq, [
+        [NvmOpcode.Write, lba, 1, 0],
+        [NvmOpcode.Flush, 0, 1, 0],
+      ]);
       assert.deepEqual(w, [0, 0]);
       mq.data.fill(0, 0, LBA);
       const r = await run(mq, [[NvmOpcode.Read, lba, 1, 0]]);
@@ -408,7 +426,10 @@ describe('extent service over FIEMAP', () => {
       } finally {
         fs.closeSync(ifd);
       }
-      assert.ok(onDevice.every((b) => b === 1), 'the namespace holds the file at the published offsets');
+      assert.ok(
+        onDevice.every((b) => b === 1),
+        'the namespace holds the file at the published offsets',
+      );
       const jobs = h.extents.pool.stats.jobs;
       fs.writeFileSync(p, new Uint8Array(65536).fill(2));
       const g1 = await waitExtentTable(region.bytes, { notGeneration: g0.generation });

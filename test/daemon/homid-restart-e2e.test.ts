@@ -128,7 +128,10 @@ describe('homid restarted under its clients', () => {
     const b = await connectWhenUp(sock, homid);
     const st = await homiStatus(sock);
     const devs = st.devices as { name: string; state: string; queuePairsInUse: number }[];
-    assert.deepEqual(devs.map((d) => [d.name, d.state, d.queuePairsInUse]), [['disk', 'live', 0]]);
+    assert.deepEqual(
+      devs.map((d) => [d.name, d.state, d.queuePairsInUse]),
+      [['disk', 'live', 0]],
+    );
     for (const c of st.clients as { queuePairs: unknown[] }[]) assert.equal(c.queuePairs.length, 0, 'no lease survives the restart');
     assert.equal((st.classes as { held: number }[])[0]!.held, 0);
     const [lb] = (await b.openQueuePairs({ device: 'disk', depth: 16, dataBytes: 1 << 16 })) as RawLease[];

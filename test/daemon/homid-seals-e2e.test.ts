@@ -86,7 +86,10 @@ describe('memory homid shares, against a client of another user', { skip: skip ?
       try {
         const r = await nextJson(hostile);
         assert.equal(srv.homid.sessions.size, 2, 'the hostile client is connected');
-        assert.ok([...srv.homid.sessions.values()].some((s) => s.peer.uid === NOBODY), `the hostile client runs as uid ${NOBODY}`);
+        assert.ok(
+          [...srv.homid.sessions.values()].some((s) => s.peer.uid === NOBODY),
+          `the hostile client runs as uid ${NOBODY}`,
+        );
 
         // Every memfd it holds: fixed size, final seal set.
         for (const name of ['ring', 'data', 'bar', 'rawMemory', 'table']) {

@@ -93,9 +93,17 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
       await child.exited;
       assert.equal(r.ok, true, JSON.stringify(r));
       const st = r.status as { clients: { id: number; uid: number; pid: number }[]; extents: { path: string }[] };
-      assert.deepEqual(st.clients.map((c) => c.id), [r.session], 'only its own session');
+      assert.deepEqual(
+        st.clients.map((c) => c.id),
+        [r.session],
+        'only its own session',
+      );
       assert.equal(st.clients[0]!.uid, NOBODY_UID);
-      assert.deepEqual(st.extents.map((e) => e.path), [fx.mine], 'only the file it holds');
+      assert.deepEqual(
+        st.extents.map((e) => e.path),
+        [fx.mine],
+        'only the file it holds',
+      );
       assert.equal('ipc' in (r.status as object), false, 'the socket accounting is root’s');
       // root sees both sessions and both files, and the socket's accounting
       const all = (await root.status()) as unknown as typeof st & { ipc: { limits: { maxConnectionsPerUid: number }; total: { connections: number } } };
@@ -128,7 +136,11 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
     await child.exited;
     const codes = r.codes as string[];
     assert.equal(codes.filter((c) => c === 'ok').length, 3, JSON.stringify(codes));
-    assert.deepEqual(codes.filter((c) => c !== 'ok'), [IpcErrorCode.TooManyConnections, IpcErrorCode.TooManyConnections], JSON.stringify(codes));
+    assert.deepEqual(
+      codes.filter((c) => c !== 'ok'),
+      [IpcErrorCode.TooManyConnections, IpcErrorCode.TooManyConnections],
+      JSON.stringify(codes),
+    );
     const root = await HomidClient.connect(sock);
     assert.equal((await root.status()).ok, true);
     root.close();
@@ -201,15 +213,19 @@ describe('hostile clients (uid 65534) and homid going away', { skip: skip ?? fal
       ].join('\n') + '\n',
     );
     homid = spawn(process.execPath, [path.join(CLI_DIR, 'homid.js'), '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
-    await until(async () => {
-      try {
-        const c = await HomidClient.connect(sock);
-        c.close();
-        return true;
-      } catch {
-        return false;
-      }
-    }, 60_000, 'homid answering on its socket');
+    await until(
+      async () => {
+        try {
+          const c = await HomidClient.connect(sock);
+          c.close();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+      'homid answering on its socket',
+    );
   });
   after(() => {
     if (homid && homid.exitCode === null) {
@@ -266,7 +282,10 @@ describe('writable exported memory where a hole punch would free it under the de
     const h = await Homid.start(config({ device: [{ name: 'u', uri: 'emu://?size=16MiB' }], class: { default: { write: true } } }), { logger: silent(), opener, regions: memfdRegions });
     try {
       const nobody = h.connect(NOBODY_PEER);
-      await assert.rejects(h.openQueuePairs(nobody, { device: 'u', depth: 8, mode: 'mediated', write: true, dataBytes: 1 << 16 }), (e: Error) => (e as HomidError).code === 'write-denied' && /hole punch/.test(e.message));
+      await assert.rejects(
+        h.openQueuePairs(nobody, { device: 'u', depth: 8, mode: 'mediated', write: true, dataBytes: 1 << 16 }),
+        (e: Error) => (e as HomidError).code === 'write-denied' && /hole punch/.test(e.message),
+      );
       // without write: granted, and the data memory it would receive is a read-only descriptor
       const [l] = await h.openQueuePairs(nobody, { device: 'u', depth: 8, mode: 'mediated', dataBytes: 1 << 16 });
       const flags = fs.readFileSync(`/proc/self/fdinfo/${l!.fds[1]}`, 'utf8');

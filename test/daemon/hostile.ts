@@ -27,7 +27,11 @@ export function hostileSkipReason(): string | null {
     return 'setpriv (util-linux) is not installed';
   }
   try {
-    execFileSync('setpriv', [...SETPRIV, process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(HOSTILE_CHILD)}, require('fs').constants.R_OK); require.resolve('koffi', { paths: [${JSON.stringify(HERE)}] })`], { stdio: 'pipe' });
+    execFileSync(
+      'setpriv',
+      [...SETPRIV, process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(HOSTILE_CHILD)}, require('fs').constants.R_OK); require.resolve('koffi', { paths: [${JSON.stringify(HERE)}] })`],
+      { stdio: 'pipe' },
+    );
   } catch (e) {
     const err = (e as { stderr?: Buffer }).stderr?.toString().trim().split('\n').pop() ?? String(e);
     return `uid ${NOBODY_UID} cannot read the compiled tests or node_modules here (${err}); make the checkout world-readable`;

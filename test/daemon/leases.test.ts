@@ -54,7 +54,13 @@ describe('leases by kind', () => {
       assert.deepEqual(med!.io(), { submitted: 0, forwarded: 0, denied: 0, completed: 0 });
       assert.equal(med!.lostWithController, med!.hwCq !== null, 'direct completions: the client reaps the hardware CQ');
       const pairs = h.status().clients[0]!.queuePairs;
-      assert.deepEqual(pairs.map((p) => [p.mode, p.io]), [['raw', null], ['mediated', { submitted: 0, forwarded: 0, denied: 0, completed: 0 }]]);
+      assert.deepEqual(
+        pairs.map((p) => [p.mode, p.io]),
+        [
+          ['raw', null],
+          ['mediated', { submitted: 0, forwarded: 0, denied: 0, completed: 0 }],
+        ],
+      );
       await h.disconnect(s);
       assert.equal(h.counters.reclaimedQueuePairs, 2);
     } finally {

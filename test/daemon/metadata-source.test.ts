@@ -67,7 +67,12 @@ describe('device-backed metadata source', { skip }, () => {
     const ext4 = new Uint8Array(fs.readFileSync(images.ext4));
     const xfs = new Uint8Array(fs.readFileSync(images.xfs));
     const nsMiB = Math.max(ext4.length, xfs.length) / MiB;
-    const t = await openEmu({ namespaces: [{ sizeBytes: nsMiB * MiB, lbads: 12 }, { sizeBytes: nsMiB * MiB, lbads: 9 }] });
+    const t = await openEmu({
+      namespaces: [
+        { sizeBytes: nsMiB * MiB, lbads: 12 },
+        { sizeBytes: nsMiB * MiB, lbads: 9 },
+      ],
+    });
     const c = await Controller.open(t, { ioQueues: 4 });
     const readers: DeviceReader[] = [];
     try {
@@ -75,7 +80,10 @@ describe('device-backed metadata source', { skip }, () => {
       await writeImage(qp, t.dma, 1, c.namespace(1).blockSize, ext4);
       await writeImage(qp, t.dma, 2, c.namespace(2).blockSize, xfs);
       await c.deleteQueuePair(qp);
-      for (const [nsid, kind, file] of [[1, 'ext4', images.ext4], [2, 'xfs', images.xfs]] as const) {
+      for (const [nsid, kind, file] of [
+        [1, 'ext4', images.ext4],
+        [2, 'xfs', images.xfs],
+      ] as const) {
         const reader = await DeviceReader.open(c, { nsid, label: `emu ns${nsid}` });
         readers.push(reader);
         assert.equal(reader.size, nsMiB * MiB);
@@ -141,7 +149,10 @@ describe('device-backed metadata source', { skip }, () => {
         } finally {
           fs.closeSync(fd);
         }
-        for (const [dev, file] of [['e4', images.ext4], ['xf', images.xfs]] as const) {
+        for (const [dev, file] of [
+          ['e4', images.ext4],
+          ['xf', images.xfs],
+        ] as const) {
           const d = h.registry.live(dev);
           assert.ok(d.metadata, `${dev}: no metadata reader`);
           assert.equal(d.imagePath, null);
@@ -154,8 +165,11 @@ describe('device-backed metadata source', { skip }, () => {
     });
     after(async () => h?.stop());
 
-    test('a client\'s files resolve from the device as from the image file; mediated reads return their bytes', async () => {
-      for (const [dev, file, kind] of [['e4', images.ext4, 'ext4'], ['xf', images.xfs, 'xfs']] as const) {
+    test("a client's files resolve from the device as from the image file; mediated reads return their bytes", async () => {
+      for (const [dev, file, kind] of [
+        ['e4', images.ext4, 'ext4'],
+        ['xf', images.xfs, 'xfs'],
+      ] as const) {
         assert.equal(h.listDevices().find((d) => d.name === dev)!.queuePairsInUse, 1, 'the metadata queue pair');
         const s = h.connect(NOBODY_PEER);
         const img = openImage(file, { fs: kind });
@@ -197,7 +211,10 @@ describe('device-backed metadata source', { skip }, () => {
             if (Date.now() - t0 > 10_000) assert.fail('mediated reads did not complete');
             await new Promise((r) => setTimeout(r, 1));
           }
-          assert.ok(statuses.every((x) => x === 0), `statuses ${statuses}`);
+          assert.ok(
+            statuses.every((x) => x === 0),
+            `statuses ${statuses}`,
+          );
           assert.deepEqual(mq.data.subarray(0, want.length), want, `${dev}: mediated read of medium.bin`);
         } finally {
           img.close();

@@ -41,7 +41,11 @@ test('bad URIs name the bad part', () => {
     ['pci:01:00.0', /'01:00.0' is not a PCI address/],
   ];
   for (const [uri, re] of cases) {
-    assert.throws(() => parseDeviceUri(uri), (e: unknown) => e instanceof UriError && re.test(e.message) && e.message.includes(uri), uri);
+    assert.throws(
+      () => parseDeviceUri(uri),
+      (e: unknown) => e instanceof UriError && re.test(e.message) && e.message.includes(uri),
+      uri,
+    );
   }
 });
 

@@ -150,7 +150,11 @@ describe('raw grants: doorbell pages only', () => {
         ['version 1', forge((g) => ((g as { version: number }).version = 1)), /unsupported version 1/],
         ['an fd index out of range', forge((g) => (g.memory.fd = 5)), /fd index 5 out of range/],
         ['an unaligned offset', forge((g) => (g.doorbell.map.offset = REG_DOORBELL_BASE + 8)), /page-aligned/],
-        ['a doorbell outside the window', forge((g) => (g.doorbell.map.bytes = 4096, g.qid = 600, g.doorbell.sqTailOffset = REG_DOORBELL_BASE + 8 * 600, g.doorbell.cqHeadOffset = REG_DOORBELL_BASE + 8 * 600 + 4)), /outside the doorbell window/],
+        [
+          'a doorbell outside the window',
+          forge((g) => ((g.doorbell.map.bytes = 4096), (g.qid = 600), (g.doorbell.sqTailOffset = REG_DOORBELL_BASE + 8 * 600), (g.doorbell.cqHeadOffset = REG_DOORBELL_BASE + 8 * 600 + 4))),
+          /outside the doorbell window/,
+        ],
         ['doorbells not matching the qid', forge((g) => (g.qid = g.qid + 1)), /do not match qid/],
         ['a barOffset other than 0x1000', forge((g) => (g.doorbell.barOffset = 0)), /barOffset/],
         ['overlapping sq and cq', forge((g) => (g.cq.offset = g.sq.offset)), /overlap/],
@@ -179,7 +183,12 @@ describe('raw grants through homid: a client process maps no register page', () 
     dir = tmpDir('homid-db-');
     sock = path.join(dir, 'homid.sock');
     srv = await startHomidServer(
-      config({ socket: sock, device: [{ name: 'mem', uri: 'emu://?size=16MiB&queues=4', extents: 'none' }], class: { default: { queue_pairs: 4, per_client: 2 } }, raw: { users: [process.getuid!()] } }),
+      config({
+        socket: sock,
+        device: [{ name: 'mem', uri: 'emu://?size=16MiB&queues=4', extents: 'none' }],
+        class: { default: { queue_pairs: 4, per_client: 2 } },
+        raw: { users: [process.getuid!()] },
+      }),
       { logger: silent() },
     );
   });
@@ -195,7 +204,10 @@ describe('raw grants through homid: a client process maps no register page', () 
       assert.equal(r.ready, true);
       const bar = assertNoRegisterPage(maps(k.p.pid!));
       assert.ok(bar.length >= 1, 'the client maps its doorbells from the BAR memfd');
-      assert.ok(bar.some((l) => l.offset === REG_DOORBELL_BASE), 'one mapping starts at the doorbells');
+      assert.ok(
+        bar.some((l) => l.offset === REG_DOORBELL_BASE),
+        'one mapping starts at the doorbells',
+      );
       // homid itself maps the whole BAR (offset 0): the check above is about the client only
       assert.ok(maps('self').some((l) => l.path.includes('memfd:homi-bar') && l.offset === 0));
       await new Promise((res) => setTimeout(res, 150)); // the client is doing verified I/O meanwhile

@@ -74,7 +74,10 @@ test('bring-up disables a controller that is already enabled (re-open after a pr
     assert.equal(emu.read32(REG_CC) & CC_EN, CC_EN);
     const logs: string[] = [];
     const second = await Controller.open(emu, { log: (m) => logs.push(m) });
-    assert.ok(logs.some((l) => l.startsWith('disabling controller')), logs.join('\n'));
+    assert.ok(
+      logs.some((l) => l.startsWith('disabling controller')),
+      logs.join('\n'),
+    );
     assert.equal(second.namespaces.length, 1);
     await second.close();
     void first;
@@ -128,7 +131,14 @@ test('registers reading all ones fail bring-up with DeviceRemovedError', async (
     createIoQueues: async () => undefined,
     deleteIoQueues: async () => undefined,
     notifier: (qid) => doorbellNotifier(new Int32Array(64), qid, 4, null),
-    dma: { pageSize: 4096, alloc: () => { throw new Error('no'); }, free: () => undefined, allocatedBytes: 0 },
+    dma: {
+      pageSize: 4096,
+      alloc: () => {
+        throw new Error('no');
+      },
+      free: () => undefined,
+      allocatedBytes: 0,
+    },
     close: async () => undefined,
   };
   await assert.rejects(Controller.open(gone), (e: unknown) => e instanceof DeviceRemovedError && /CAP read 0xffffffff/.test(e.message));

@@ -49,20 +49,17 @@ test('status errors surface as NvmeStatusError with spec names (LBA Out of Range
   try {
     const qp = await rig.ctrl.createQueuePair({ entries: 16 });
     const blocks = rig.ctrl.namespace(1).blocks;
-    await assert.rejects(
-      qp.exec({ opcode: NvmOpcode.Read, cid: 0, nsid: 1, prp1: x.dp.prp1, cdw10: blocks, cdw12: 0 }),
-      (e: unknown) => {
-        assert.ok(e instanceof NvmeStatusError);
-        assert.equal(e.statusName, 'LBA Out of Range');
-        assert.equal(e.sct, Sct.Generic);
-        assert.equal(e.sc, GenericStatus.LbaOutOfRange);
-        assert.equal(e.opcode, NvmOpcode.Read);
-        assert.equal(e.opcodeName, 'Read');
-        assert.equal(e.qid, qp.qid);
-        assert.match(e.message, /^Read on queue 1 \(cid \d+\) failed: LBA Out of Range \(SCT 0x0 SC 0x80(, DNR)?\)$/);
-        return true;
-      },
-    );
+    await assert.rejects(qp.exec({ opcode: NvmOpcode.Read, cid: 0, nsid: 1, prp1: x.dp.prp1, cdw10: blocks, cdw12: 0 }), (e: unknown) => {
+      assert.ok(e instanceof NvmeStatusError);
+      assert.equal(e.statusName, 'LBA Out of Range');
+      assert.equal(e.sct, Sct.Generic);
+      assert.equal(e.sc, GenericStatus.LbaOutOfRange);
+      assert.equal(e.opcode, NvmOpcode.Read);
+      assert.equal(e.opcodeName, 'Read');
+      assert.equal(e.qid, qp.qid);
+      assert.match(e.message, /^Read on queue 1 \(cid \d+\) failed: LBA Out of Range \(SCT 0x0 SC 0x80(, DNR)?\)$/);
+      return true;
+    });
     await assert.rejects(
       qp.exec({ opcode: NvmOpcode.Write, cid: 0, nsid: 7, prp1: x.dp.prp1, cdw10: 0 }),
       (e: unknown) => e instanceof NvmeStatusError && e.statusName === 'Invalid Namespace or Format' && e.opcodeName === 'Write',
@@ -110,8 +107,18 @@ test('injected delay: the completion arrives late but correctly; others are not 
     qp.submitIo(NvmOpcode.Read, 2, 0, 1, y.dp.prp1, y.dp.prp2, 2);
     qp.ring();
     const order: Array<[number, number, number]> = [];
-    await pollUntil(qp, (tag, status) => void order.push([tag, status, performance.now() - t0]), () => order.length === 2);
-    assert.deepEqual(order.map(([t, s]) => [t, s]), [[2, 0], [1, 0]]);
+    await pollUntil(
+      qp,
+      (tag, status) => void order.push([tag, status, performance.now() - t0]),
+      () => order.length === 2,
+    );
+    assert.deepEqual(
+      order.map(([t, s]) => [t, s]),
+      [
+        [2, 0],
+        [1, 0],
+      ],
+    );
     assert.ok(order[1]![2] >= 140, `delayed completion after ${order[1]![2]} ms`);
     assert.equal(qp.stats.timeouts, 0);
   } finally {

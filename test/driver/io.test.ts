@@ -30,7 +30,10 @@ async function roundTrip(rig: Rig, qp: QueuePair, nsid: number, slba: number, le
     const got = rbuf.bytes.subarray(off, off + len);
     assert.equal(firstDiff(got, src), -1, `data mismatch (nsid ${nsid}, slba ${slba}, ${len} bytes at offset ${off})`);
     // bytes around the transfer untouched
-    assert.ok(rbuf.bytes.subarray(0, off).every((b) => b === 0), 'read wrote before the buffer range');
+    assert.ok(
+      rbuf.bytes.subarray(0, off).every((b) => b === 0),
+      'read wrote before the buffer range',
+    );
   } finally {
     wdp.release();
     rdp.release();
@@ -186,7 +189,11 @@ test('submitIo returns -1 when the queue is full; ring is batched', async () => 
       assert.equal(qp.outstanding, 3);
       qp.ring();
       const tags: number[] = [];
-      await pollUntil(qp, (t) => void tags.push(t), () => tags.length === 3);
+      await pollUntil(
+        qp,
+        (t) => void tags.push(t),
+        () => tags.length === 3,
+      );
       assert.deepEqual(tags.sort(), [0, 1, 2]);
       assert.equal(qp.free, 3);
       assert.throws(() => qp.submitIo(NvmOpcode.Read, 1, 0, 0, dp.prp1, dp.prp2, 0), /nlb must be 1\.\.65536/);
@@ -212,7 +219,10 @@ test('several queue pairs at once, each on its own region, data verified', async
     const dps: DataPointer[][] = [];
     try {
       wbufs.forEach((b, i) => fillPattern(b.bytes, 100 + i));
-      for (const [phase, bufs] of [['write', wbufs], ['read', rbufs]] as const) {
+      for (const [phase, bufs] of [
+        ['write', wbufs],
+        ['read', rbufs],
+      ] as const) {
         const done = qps.map(() => 0);
         const next = qps.map(() => 0);
         const errs: number[] = [];

@@ -24,7 +24,10 @@ test('create/delete queue pairs, lowest qid reused, too many refused with a clea
     await ctrl.deleteQueuePair(b); // idempotent
     const d = await ctrl.createQueuePair({ entries: 8 });
     assert.equal(d.qid, 2, 'freed qid reused');
-    assert.deepEqual(ctrl.queuePairs.map((q) => q.qid), [1, 2, 3]);
+    assert.deepEqual(
+      ctrl.queuePairs.map((q) => q.qid),
+      [1, 2, 3],
+    );
     // the reused queue works
     const buf = rig.emu.dma.alloc(4096);
     const dp = dataPointer(rig.emu.dma, buf);
@@ -72,10 +75,14 @@ test('deleting a queue pair with commands outstanding completes them (SQ deletio
     try {
       again.submitIo(NvmOpcode.Read, 1, 0, 1, b2.iova, 0, 1);
       again.ring();
-      await pollUntil(again, (_t, s) => {
-        assert.equal(s, 0);
-        n++;
-      }, () => n === 1);
+      await pollUntil(
+        again,
+        (_t, s) => {
+          assert.equal(s, 0);
+          n++;
+        },
+        () => n === 1,
+      );
     } finally {
       emu.dma.free(b2);
     }

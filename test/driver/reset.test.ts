@@ -28,12 +28,23 @@ test('fatal status (CSTS.CFS) -> reset; outstanding I/O completes with STATUS_AB
     await new Promise((r) => setTimeout(r, 20));
     emu.setFatal();
     emu.clearFaults();
-    await pollUntil(qp1, (t, s) => void done.push([t, s]), () => done.length === 5, 5000);
+    await pollUntil(
+      qp1,
+      (t, s) => void done.push([t, s]),
+      () => done.length === 5,
+      5000,
+    );
     assert.deepEqual(done.map(([t]) => t).sort(), [0, 1, 2, 3, 4]);
-    assert.ok(done.every(([, s]) => s === STATUS_ABORTED_BY_RESET), JSON.stringify(done));
+    assert.ok(
+      done.every(([, s]) => s === STATUS_ABORTED_BY_RESET),
+      JSON.stringify(done),
+    );
     await waitFor(() => ctrl.state === 'live', 5000, 'reset finished');
     assert.equal(ctrl.counters.resets, 1);
-    assert.ok(rig.logs.some((l) => /controller reset \(controller fatal status/.test(l)), rig.logs.join('\n'));
+    assert.ok(
+      rig.logs.some((l) => /controller reset \(controller fatal status/.test(l)),
+      rig.logs.join('\n'),
+    );
     // Same objects, same qids, working.
     assert.deepEqual(ctrl.queuePairs, [qp1, qp2]);
     assert.equal(qp1.state, 'live');
@@ -45,7 +56,12 @@ test('fatal status (CSTS.CFS) -> reset; outstanding I/O completes with STATUS_AB
     const after: number[] = [];
     for (let i = 0; i < qp1.capacity; i++) assert.ok(qp1.submitIo(NvmOpcode.Read, 2, i, 1, dp.prp1, dp.prp2, i) >= 0);
     qp1.ring();
-    await pollUntil(qp1, (_t, s) => void after.push(s), () => after.length === 15, 5000);
+    await pollUntil(
+      qp1,
+      (_t, s) => void after.push(s),
+      () => after.length === 15,
+      5000,
+    );
     assert.ok(after.every((s) => s === 0));
     assert.equal(qp1.stats.resets, 1);
   } finally {
@@ -98,10 +114,18 @@ test('timeout whose Abort fails escalates to a controller reset', async () => {
     const got: number[] = [];
     qp.submitIo(NvmOpcode.Write, 1, 0, 1, buf.iova, 0, 1);
     qp.ring();
-    await pollUntil(qp, (_t, s) => void got.push(s), () => got.length === 1, 3000);
+    await pollUntil(
+      qp,
+      (_t, s) => void got.push(s),
+      () => got.length === 1,
+      3000,
+    );
     assert.deepEqual(got, [STATUS_TIMEOUT]);
     await waitFor(() => ctrl.counters.resets === 1 && ctrl.state === 'live', 5000, 'escalated reset');
-    assert.ok(rig.logs.some((l) => /Abort of Write on queue 1 .* failed: Abort on the admin queue .* Internal Error/.test(l)), rig.logs.join('\n'));
+    assert.ok(
+      rig.logs.some((l) => /Abort of Write on queue 1 .* failed: Abort on the admin queue .* Internal Error/.test(l)),
+      rig.logs.join('\n'),
+    );
     assert.equal(qp.quarantined, 0, 'reset released the quarantined cid');
     const c = await qp.exec({ opcode: NvmOpcode.Read, cid: 0, nsid: 1, prp1: buf.iova, cdw10: 0 });
     assert.equal(c.status, 0);
@@ -122,7 +146,12 @@ test('device removal while polling: outstanding I/O completes with STATUS_DEVICE
   await new Promise((r) => setTimeout(r, 10));
   await emu.close(); // registers now read all ones
   const got: Array<[number, number]> = [];
-  await pollUntil(qp, (t, s) => void got.push([t, s]), () => got.length === 1, 3000);
+  await pollUntil(
+    qp,
+    (t, s) => void got.push([t, s]),
+    () => got.length === 1,
+    3000,
+  );
   assert.deepEqual(got, [[5, STATUS_DEVICE_REMOVED]]);
   assert.equal(ctrl.state, 'removed');
   assert.throws(() => ctrl.checkHealth(), DeviceRemovedError);

@@ -122,8 +122,7 @@ describe('emu admin commands', () => {
 
   it('queue creation and deletion validation', async () => {
     const mem = h.t.dma.alloc(64 * 64);
-    const cq = (qid: number, size: number, cdw11 = 1, prp1 = mem.iova) =>
-      h.admin.run({ opcode: AdminOpcode.CreateIoCq, prp1, cdw10: ((size - 1) << 16) | qid, cdw11 });
+    const cq = (qid: number, size: number, cdw11 = 1, prp1 = mem.iova) => h.admin.run({ opcode: AdminOpcode.CreateIoCq, prp1, cdw10: ((size - 1) << 16) | qid, cdw11 });
     const sq = (qid: number, size: number, cqid: number, cdw11 = 1, prp1 = mem.iova) =>
       h.admin.run({ opcode: AdminOpcode.CreateIoSq, prp1, cdw10: ((size - 1) << 16) | qid, cdw11: (cqid << 16) | cdw11 });
     const expect = (c: { status: number }, sct: number, sc: number, what: string) => assert.deepEqual(sctSc(c as never), [sct, sc], what);

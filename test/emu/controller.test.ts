@@ -131,7 +131,7 @@ describe('emu controller registers', () => {
     try {
       const cc = h.t.read32(REG_CC);
       h.t.write32(REG_CC, cc | (CC_SHN_NORMAL << CC_SHN_SHIFT));
-      await waitFor(() => ((h.csts() & CSTS_SHST_MASK) >>> CSTS_SHST_SHIFT) === CSTS_SHST_COMPLETE, 2000, 'SHST complete');
+      await waitFor(() => (h.csts() & CSTS_SHST_MASK) >>> CSTS_SHST_SHIFT === CSTS_SHST_COMPLETE, 2000, 'SHST complete');
       // After a disable, SHST clears and the controller can be brought up again.
       await h.disable();
       assert.equal(h.csts() & CSTS_SHST_MASK, 0);

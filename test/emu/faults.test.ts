@@ -76,7 +76,10 @@ describe('emu fault injection', () => {
     assert.equal(ab.result & 1, 0, 'will be aborted');
     const got = [];
     for (let i = 0; i < 3; i++) got.push(await q.next());
-    assert.deepEqual(got.map((c) => c.cid), [c0, c1, c2]);
+    assert.deepEqual(
+      got.map((c) => c.cid),
+      [c0, c1, c2],
+    );
     assert.deepEqual(sctSc(got[0]!), [0, 0]);
     assert.deepEqual(sctSc(got[1]!), [Sct.Generic, G.AbortRequested]);
     assert.deepEqual(sctSc(got[2]!), [0, 0]);

@@ -5,19 +5,7 @@
 import type { DmaBuffer } from '../../src/mem/dma.js';
 import { decodeCqe, type Cqe, CQE_DW_STATUS, CQE_PHASE_BIT } from '../../src/nvme/cqe.js';
 import { AdminOpcode } from '../../src/nvme/opcodes.js';
-import {
-  CQES_LOG2,
-  CSTS_CFS,
-  CSTS_RDY,
-  REG_ACQ,
-  REG_AQA,
-  REG_ASQ,
-  REG_CC,
-  REG_CSTS,
-  SQES_LOG2,
-  encodeAqa,
-  encodeCc,
-} from '../../src/nvme/registers.js';
+import { CQES_LOG2, CSTS_CFS, CSTS_RDY, REG_ACQ, REG_AQA, REG_ASQ, REG_CC, REG_CSTS, SQES_LOG2, encodeAqa, encodeCc } from '../../src/nvme/registers.js';
 import { encodeSqe, hi32, lo32, type Sqe } from '../../src/nvme/sqe.js';
 import { statusSc, statusSct } from '../../src/nvme/cqe.js';
 import { wakeDevice } from '../../src/emu/wake.js';
@@ -131,10 +119,7 @@ export class TestHost {
   /** Program the admin queue registers and set CC.EN; waits for RDY (or CFS). */
   async enable(ccOverrides: Partial<Parameters<typeof encodeCc>[0]> = {}, waitReady = true): Promise<void> {
     this.programAdmin();
-    this.t.write32(
-      REG_CC,
-      encodeCc({ enable: true, css: 0, mps: 0, ams: 0, shn: 0, iosqes: SQES_LOG2, iocqes: CQES_LOG2, ...ccOverrides }),
-    );
+    this.t.write32(REG_CC, encodeCc({ enable: true, css: 0, mps: 0, ams: 0, shn: 0, iosqes: SQES_LOG2, iocqes: CQES_LOG2, ...ccOverrides }));
     if (waitReady) await waitFor(() => (this.csts() & (CSTS_RDY | CSTS_CFS)) !== 0, 3000, 'CSTS.RDY');
   }
 

@@ -50,7 +50,10 @@ describe('emu I/O, memory backing', () => {
   });
 
   it('read-after-write through PRP1 only, both formats', async () => {
-    for (const [nsid, bs] of [[1, 512], [2, 4096]] as const) {
+    for (const [nsid, bs] of [
+      [1, 512],
+      [2, 4096],
+    ] as const) {
       const w = h.t.dma.alloc(4096);
       w.bytes.set(pattern(4096, nsid));
       assert.deepEqual(sctSc(await qp.run(rw(NvmOpcode.Write, nsid, 3, 4096 / bs, w.iova))), [0, 0]);
@@ -173,7 +176,11 @@ describe('emu I/O, memory backing', () => {
     for (let blk = 0; blk < 16; blk++) {
       const got = r.bytes.subarray(blk * 4096, (blk + 1) * 4096);
       const zero = [2, 3, 5, 10, 11].includes(blk);
-      if (zero) assert.ok(got.every((x) => x === 0), `block ${200 + blk} zeroed`);
+      if (zero)
+        assert.ok(
+          got.every((x) => x === 0),
+          `block ${200 + blk} zeroed`,
+        );
       else assert.deepEqual(got, w.bytes.subarray(blk * 4096, (blk + 1) * 4096), `block ${200 + blk} kept`);
     }
     // A DSM range beyond the namespace is LBA Out of Range and deallocates nothing.
@@ -301,10 +308,7 @@ describe('emu I/O, other backings', () => {
   });
 
   it('a backing file that cannot be opened fails openEmu with a clear error', async () => {
-    await assert.rejects(
-      TestHost.open({ namespaces: [{ sizeBytes: 4096, lbads: 12 }], backing: { file: '/nonexistent-dir/x/disk.img' } }),
-      /failed to start.*ENOENT/,
-    );
+    await assert.rejects(TestHost.open({ namespaces: [{ sizeBytes: 4096, lbads: 12 }], backing: { file: '/nonexistent-dir/x/disk.img' } }), /failed to start.*ENOENT/);
   });
 
   it('null backing completes without touching data but still checks LBA ranges', async () => {
@@ -315,7 +319,10 @@ describe('emu I/O, other backings', () => {
       buf.bytes.fill(0x5a);
       assert.deepEqual(sctSc(await qp.run(rw(NvmOpcode.Write, 1, 5, 1, buf.iova))), [0, 0]);
       assert.deepEqual(sctSc(await qp.run(rw(NvmOpcode.Read, 1, 5, 1, buf.iova))), [0, 0]);
-      assert.ok(buf.bytes.every((x) => x === 0x5a), 'null reads leave the buffer untouched');
+      assert.ok(
+        buf.bytes.every((x) => x === 0x5a),
+        'null reads leave the buffer untouched',
+      );
       const c = await qp.run(rw(NvmOpcode.Read, 1, (1 << 30) / 4096, 1, buf.iova));
       assert.deepEqual(sctSc(c), [Sct.Generic, G.LbaOutOfRange]);
       assert.ok(h.t.stats().reads >= 1);

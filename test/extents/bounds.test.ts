@@ -225,7 +225,11 @@ describe('ext4: self-consistent corrupted extents are refused', { skip: !haveToo
   test('an extent tree index pointing into metadata is refused before the block is read', () => {
     const inode = x.readInode(x.lookup('/frag.bin'));
     assert.ok(inode.raw.u16le(EXT4_I_BLOCK + 6) >= 1, 'frag.bin has an index root');
-    for (const [pblk, label] of [[firstItable(1), /inode table of group 1/], [0, /superblock of group 0/], [x.sb.blocksCount, /outside|not inside/]] as const) {
+    for (const [pblk, label] of [
+      [firstItable(1), /inode table of group 1/],
+      [0, /superblock of group 0/],
+      [x.sb.blocksCount, /outside|not inside/],
+    ] as const) {
       const b = buf.slice();
       ext4SetIndexLeaf(b, ext4Entry(inode.offset + EXT4_I_BLOCK, 0), pblk);
       ext4FixInodeCsum(b, inode.offset, inode.ino);
@@ -243,7 +247,10 @@ describe('ext4: self-consistent corrupted extents are refused', { skip: !haveToo
     const b = buf.slice();
     new DataView(b.buffer).setUint32(inode.offset + 108, 0x1000, true); // size 2^44 + 1 > (2^32 - 1) * 4096
     ext4FixInodeCsum(b, inode.offset, inode.ino);
-    assert.throws(() => new Ext4Image(new BufferBlockSource(b)).stat(inode.ino), (e) => e instanceof CorruptImageError && /format limit/.test(e.message));
+    assert.throws(
+      () => new Ext4Image(new BufferBlockSource(b)).stat(inode.ino),
+      (e) => e instanceof CorruptImageError && /format limit/.test(e.message),
+    );
   });
 });
 
@@ -378,7 +385,10 @@ describe('XFS: self-consistent corrupted extents are refused', { skip: !haveTool
     assert.equal(big.format, 3, '/big has a btree data fork');
     const rootMax = Math.floor((big.fork.length - 4) / 16);
     const ptr = big.fork.base + 4 + rootMax * 8; // first pointer of the root
-    for (const [target, re] of [[fsb(1, x.sb.agHeaderBlocks - 1), /headers of AG 1/], [x.sb.logStart + 1, /internal log/]] as const) {
+    for (const [target, re] of [
+      [fsb(1, x.sb.agHeaderBlocks - 1), /headers of AG 1/],
+      [x.sb.logStart + 1, /internal log/],
+    ] as const) {
       const b = buf.slice();
       new DataView(b.buffer).setBigUint64(ptr, BigInt(target), false);
       xfsFixInodeCrc(b, big.offset, x.sb.inodeSize);
@@ -393,7 +403,10 @@ describe('XFS: self-consistent corrupted extents are refused', { skip: !haveTool
       const b = buf.slice();
       new DataView(b.buffer).setBigUint64(48, BigInt(start), false);
       xfsFixSbCrc(b, x.sb.sectSize);
-      assert.throws(() => new XfsImage(new BufferBlockSource(b)), (e) => e instanceof CorruptImageError && e.structure === 'xfs superblock' && /internal log/.test(e.message));
+      assert.throws(
+        () => new XfsImage(new BufferBlockSource(b)),
+        (e) => e instanceof CorruptImageError && e.structure === 'xfs superblock' && /internal log/.test(e.message),
+      );
     }
   });
 });

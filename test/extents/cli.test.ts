@@ -8,7 +8,11 @@ import { buildTree, fiemapTmpDir, haveTool, mkExt4, rmTree, tmpDir } from './fix
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await runExtentsCommand(args, (s) => (out += s + '\n'), (s) => (err += s + '\n'));
+  const code = await runExtentsCommand(
+    args,
+    (s) => (out += s + '\n'),
+    (s) => (err += s + '\n'),
+  );
   return { code, out, err };
 }
 

@@ -81,13 +81,22 @@ describe('ext4 decoder on real mkfs.ext4 -d images', { skip: !haveTool('mkfs.ext
     mkExt4(img, src, 96, [], { htree: true });
     const buf = new Uint8Array(fs.readFileSync(img));
     const x = new Ext4Image(new BufferBlockSource(buf));
-    assert.throws(() => x.lookup('/nope/x'), (e) => e instanceof PathLookupError && e.problem === 'not found');
-    assert.throws(() => x.lookup('/tiny/x'), (e) => e instanceof PathLookupError && e.problem === 'not a directory');
+    assert.throws(
+      () => x.lookup('/nope/x'),
+      (e) => e instanceof PathLookupError && e.problem === 'not found',
+    );
+    assert.throws(
+      () => x.lookup('/tiny/x'),
+      (e) => e instanceof PathLookupError && e.problem === 'not a directory',
+    );
     assert.throws(() => x.mapInode(x.sb.inodesCount + 1), CorruptImageError);
     // superblock checksum
     const sb = buf.slice();
     sb[1024 + 8]! ^= 1;
-    assert.throws(() => new Ext4Image(new BufferBlockSource(sb)), (e) => e instanceof CorruptImageError && e.structure === 'ext4 superblock');
+    assert.throws(
+      () => new Ext4Image(new BufferBlockSource(sb)),
+      (e) => e instanceof CorruptImageError && e.structure === 'ext4 superblock',
+    );
     const nomagic = buf.slice();
     nomagic[1024 + 56] = 0;
     assert.throws(() => new Ext4Image(new BufferBlockSource(nomagic)), NotThisFileSystemError);
@@ -96,19 +105,31 @@ describe('ext4 decoder on real mkfs.ext4 -d images', { skip: !haveTool('mkfs.ext
     const child = frag.raw.u32le(40 + 12 + 4);
     const eb = buf.slice();
     eb[child * 4096 + 30]! ^= 0x10;
-    assert.throws(() => new Ext4Image(new BufferBlockSource(eb)).mapPath('/frag.bin'), (e) => e instanceof CorruptImageError && e.structure === 'ext4 extent block');
+    assert.throws(
+      () => new Ext4Image(new BufferBlockSource(eb)).mapPath('/frag.bin'),
+      (e) => e instanceof CorruptImageError && e.structure === 'ext4 extent block',
+    );
     const eb2 = buf.slice();
     eb2[child * 4096]! ^= 0xff; // magic
-    assert.throws(() => new Ext4Image(new BufferBlockSource(eb2), { verifyCsum: false }).mapPath('/frag.bin'), (e) => e instanceof CorruptImageError && e.structure === 'ext4 extent block' && /magic/.test(e.message));
+    assert.throws(
+      () => new Ext4Image(new BufferBlockSource(eb2), { verifyCsum: false }).mapPath('/frag.bin'),
+      (e) => e instanceof CorruptImageError && e.structure === 'ext4 extent block' && /magic/.test(e.message),
+    );
     // the htree root of /big: dx checksum
     const big = x.mapPath('/big');
     const root = big.extents[0]!.physical;
     const hb = buf.slice();
     hb[root + 40]! ^= 1;
-    assert.throws(() => new Ext4Image(new BufferBlockSource(hb)).readDir(big.ino), (e) => e instanceof CorruptImageError && e.structure === 'ext4 htree node');
+    assert.throws(
+      () => new Ext4Image(new BufferBlockSource(hb)).readDir(big.ino),
+      (e) => e instanceof CorruptImageError && e.structure === 'ext4 htree node',
+    );
     // an inode
     const ib = buf.slice();
     ib[frag.offset + 4]! ^= 1;
-    assert.throws(() => new Ext4Image(new BufferBlockSource(ib)).mapPath('/frag.bin'), (e) => e instanceof CorruptImageError && e.structure === 'ext4 inode');
+    assert.throws(
+      () => new Ext4Image(new BufferBlockSource(ib)).mapPath('/frag.bin'),
+      (e) => e instanceof CorruptImageError && e.structure === 'ext4 inode',
+    );
   });
 });

@@ -6,7 +6,7 @@ import { fiemapFd, fiemapFlags, fiemapPath, FIEMAP_EXTENT } from '../../src/exte
 import { FiemapError, holes, mappedBytes, toLbaRanges } from '../../src/extents/types.js';
 import { fiemapTmpDir, Rng, rmTree } from './fixtures.js';
 
-describe('FIEMAP on the machine\'s own file system', () => {
+describe("FIEMAP on the machine's own file system", () => {
   // The tests of real extents run on a file system that answers FIEMAP (tmpfs does not: fiemapTmpDir looks for
   // one); where none does, they are skipped, saying so. The error of a file system without FIEMAP is tested below.
   let dir = '';
@@ -75,7 +75,10 @@ describe('FIEMAP on the machine\'s own file system', () => {
 
   test('a file system without FIEMAP gives one clear error', () => {
     assert.ok(fs.existsSync('/proc/self/status'), 'procfs (no FIEMAP) is mounted at /proc');
-    assert.throws(() => fiemapPath('/proc/self/status'), (e) => e instanceof FiemapError && e.unsupported && /does not support FIEMAP/.test(e.message));
+    assert.throws(
+      () => fiemapPath('/proc/self/status'),
+      (e) => e instanceof FiemapError && e.unsupported && /does not support FIEMAP/.test(e.message),
+    );
   });
 
   test('flag mapping', () => {

@@ -231,7 +231,6 @@ export function mkXfs(img: string, srcdir: string, sizeMiB: number, extra: strin
 // ---------------------------------------------------------------------------------------------------------
 // Verification against the source tree
 
-
 /** A file's bytes read from the image at its decoded extents (holes and unwritten extents read as zeros). */
 export function readByExtents(src: BlockSource, map: FileMap): Uint8Array {
   const out = new Uint8Array(map.size);
@@ -275,7 +274,10 @@ export function verifyAgainstSource(image: FsImage, srcRoot: string, entries: So
       assert.equal(map.type, 'file', ent.rel);
       if (map.size !== want.length && opts.lenientSize?.(ent.rel)) {
         assert.ok(map.size < want.length, `${ent.rel}: size ${map.size} > ${want.length}`);
-        assert.ok(want.subarray(map.size).every((x) => x === 0), `${ent.rel}: dropped tail is not a hole`);
+        assert.ok(
+          want.subarray(map.size).every((x) => x === 0),
+          `${ent.rel}: dropped tail is not a hole`,
+        );
         assert.ok(Buffer.from(readByExtents(image.source, map)).equals(want.subarray(0, map.size)), `${ent.rel}: content`);
       } else {
         assert.equal(map.size, want.length, `${ent.rel}: size`);
@@ -285,7 +287,10 @@ export function verifyAgainstSource(image: FsImage, srcRoot: string, entries: So
     } else if (ent.kind === 'dir') {
       const ino = image.lookup(ent.rel);
       assert.equal(image.stat(ino).type, 'dir', ent.rel);
-      const got = image.readDir(ino).map((e) => e.name).sort();
+      const got = image
+        .readDir(ino)
+        .map((e) => e.name)
+        .sort();
       assert.deepEqual(got, fs.readdirSync(p).sort(), `${ent.rel}: names`);
     } else {
       const ino = image.lookup(ent.rel, { follow: false });

@@ -111,8 +111,7 @@ function assertSafeMaps(kind: 'xfs' | 'ext4', src: BlockSource, maps: FileMap[],
   }
 }
 
-const make = (kind: 'xfs' | 'ext4', src: BlockSource, verify: boolean): FsImage =>
-  kind === 'xfs' ? new XfsImage(src, { verifyCrc: verify }) : new Ext4Image(src, { verifyCsum: verify });
+const make = (kind: 'xfs' | 'ext4', src: BlockSource, verify: boolean): FsImage => (kind === 'xfs' ? new XfsImage(src, { verifyCrc: verify }) : new Ext4Image(src, { verifyCsum: verify }));
 
 function fuzz(kind: 'xfs' | 'ext4', imgPath: string, seed: number): { cases: number; errors: Map<string, number>; corrupt: number; identical: number } {
   const base = new Uint8Array(fs.readFileSync(imgPath));
@@ -151,7 +150,7 @@ function fuzz(kind: 'xfs' | 'ext4', imgPath: string, seed: number): { cases: num
       const [to] = ranges[rng.int(ranges.length)]!;
       const blk = Math.floor(to / blockSize);
       const width = rng.int(2) === 0 ? 4 : 8;
-      const o = ro + (rng.int(Math.max(1, Math.floor(rl / width))) * width);
+      const o = ro + rng.int(Math.max(1, Math.floor(rl / width))) * width;
       const bytes = new Uint8Array(8);
       const dv = new DataView(bytes.buffer);
       if (kind === 'xfs') dv.setBigUint64(0, BigInt(blk), false);
@@ -301,18 +300,22 @@ function fuzzSelfConsistent(kind: 'xfs' | 'ext4', imgPath: string, seed: number)
     const src = new PatchedSource(base, base.length, patches);
     const maps: FileMap[] = [];
     let geometryError = false;
-    const got = runOps(() => {
-      const img = make(kind, src, c % 4 !== 3);
-      // every inode with an edited record is mapped directly too (the lookups may not reach it)
-      try {
-        maps.push(img.mapInode(slot.ino));
-      } catch (e) {
-        if (!(e instanceof ExtentError) || e instanceof ImageRangeError) throw e;
-        if (e instanceof BadExtentError) geometryError = true;
-        errors.set(e.name, (errors.get(e.name) ?? 0) + 1);
-      }
-      return img;
-    }, 5_000, maps);
+    const got = runOps(
+      () => {
+        const img = make(kind, src, c % 4 !== 3);
+        // every inode with an edited record is mapped directly too (the lookups may not reach it)
+        try {
+          maps.push(img.mapInode(slot.ino));
+        } catch (e) {
+          if (!(e instanceof ExtentError) || e instanceof ImageRangeError) throw e;
+          if (e instanceof BadExtentError) geometryError = true;
+          errors.set(e.name, (errors.get(e.name) ?? 0) + 1);
+        }
+        return img;
+      },
+      5_000,
+      maps,
+    );
     assert.equal(src.outOfRange, 0, `case ${c} (inode ${slot.ino}, ${edit}): read outside the image`);
     assertSafeMaps(kind, src, maps, `case ${c} (inode ${slot.ino}, ${edit})`);
     for (const g of got) {
@@ -338,26 +341,34 @@ describe('fuzzed images: typed errors or correct results, never crashes, hangs o
   });
   after(() => rmTree(work));
 
-  test(`XFS: ${CASES_PER_FS} corrupted images, ${SC_CASES_PER_FS} self-consistent ones; decoded extents stay in the data area`, { skip: !haveTool('mkfs.xfs') && 'mkfs.xfs not installed', timeout: 120_000 }, (t) => {
-    const img = path.join(work, 'f.xfs');
-    mkXfs(img, src, 48);
-    const r = fuzz('xfs', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0xc0ffee));
-    t.diagnostic(`identical ${r.identical}/${r.cases}; errors ${JSON.stringify([...r.errors])}`);
-    assert.ok(r.corrupt > 20, `corruption detected: ${JSON.stringify([...r.errors])}`);
-    const sc = fuzzSelfConsistent('xfs', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0x5eed));
-    t.diagnostic(`self-consistent: ${sc.refusedGeometry}/${sc.cases} refused by the geometry checks, ${sc.decoded} decoded inside the data area; errors ${JSON.stringify([...sc.errors])}`);
-    assert.ok(sc.refusedGeometry > sc.cases / 3, 'most redirected records break a geometry rule');
-  });
+  test(
+    `XFS: ${CASES_PER_FS} corrupted images, ${SC_CASES_PER_FS} self-consistent ones; decoded extents stay in the data area`,
+    { skip: !haveTool('mkfs.xfs') && 'mkfs.xfs not installed', timeout: 120_000 },
+    (t) => {
+      const img = path.join(work, 'f.xfs');
+      mkXfs(img, src, 48);
+      const r = fuzz('xfs', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0xc0ffee));
+      t.diagnostic(`identical ${r.identical}/${r.cases}; errors ${JSON.stringify([...r.errors])}`);
+      assert.ok(r.corrupt > 20, `corruption detected: ${JSON.stringify([...r.errors])}`);
+      const sc = fuzzSelfConsistent('xfs', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0x5eed));
+      t.diagnostic(`self-consistent: ${sc.refusedGeometry}/${sc.cases} refused by the geometry checks, ${sc.decoded} decoded inside the data area; errors ${JSON.stringify([...sc.errors])}`);
+      assert.ok(sc.refusedGeometry > sc.cases / 3, 'most redirected records break a geometry rule');
+    },
+  );
 
-  test(`ext4: ${CASES_PER_FS} corrupted images, ${SC_CASES_PER_FS} self-consistent ones; decoded extents stay in the data area`, { skip: !haveTool('mkfs.ext4') && 'mkfs.ext4 not installed', timeout: 120_000 }, (t) => {
-    const img = path.join(work, 'f.ext4');
-    // small groups: several groups, superblock backups and descriptors in group 1, flex_bg metadata in group 0
-    mkExt4(img, src, 48, ['-g', '4096'], { htree: true });
-    const r = fuzz('ext4', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0xbadf00d));
-    t.diagnostic(`identical ${r.identical}/${r.cases}; errors ${JSON.stringify([...r.errors])}`);
-    assert.ok(r.corrupt > 20, `corruption detected: ${JSON.stringify([...r.errors])}`);
-    const sc = fuzzSelfConsistent('ext4', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0x5eed));
-    t.diagnostic(`self-consistent: ${sc.refusedGeometry}/${sc.cases} refused by the geometry checks, ${sc.decoded} decoded inside the data area; errors ${JSON.stringify([...sc.errors])}`);
-    assert.ok(sc.refusedGeometry > sc.cases / 3, 'most redirected records break a geometry rule');
-  });
+  test(
+    `ext4: ${CASES_PER_FS} corrupted images, ${SC_CASES_PER_FS} self-consistent ones; decoded extents stay in the data area`,
+    { skip: !haveTool('mkfs.ext4') && 'mkfs.ext4 not installed', timeout: 120_000 },
+    (t) => {
+      const img = path.join(work, 'f.ext4');
+      // small groups: several groups, superblock backups and descriptors in group 1, flex_bg metadata in group 0
+      mkExt4(img, src, 48, ['-g', '4096'], { htree: true });
+      const r = fuzz('ext4', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0xbadf00d));
+      t.diagnostic(`identical ${r.identical}/${r.cases}; errors ${JSON.stringify([...r.errors])}`);
+      assert.ok(r.corrupt > 20, `corruption detected: ${JSON.stringify([...r.errors])}`);
+      const sc = fuzzSelfConsistent('ext4', img, Number(process.env['HOMI_FUZZ_SEED'] ?? 0x5eed));
+      t.diagnostic(`self-consistent: ${sc.refusedGeometry}/${sc.cases} refused by the geometry checks, ${sc.decoded} decoded inside the data area; errors ${JSON.stringify([...sc.errors])}`);
+      assert.ok(sc.refusedGeometry > sc.cases / 3, 'most redirected records break a geometry rule');
+    },
+  );
 });

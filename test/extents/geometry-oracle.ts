@@ -31,9 +31,22 @@ const le = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.b
 
 // ext4 superblock (at byte 1024) and group descriptor field offsets, as the on-disk layout documents them
 const E = {
-  BLOCKS_LO: 0x4, FIRST_DATA: 0x14, LOG_BS: 0x18, BPG: 0x20, IPG: 0x28, REV: 0x4c, INODE_SIZE: 0x58,
-  COMPAT: 0x5c, INCOMPAT: 0x60, RO: 0x64, RESERVED_GDT: 0xce, DESC_SIZE: 0xfe, FIRST_META_BG: 0x104,
-  BLOCKS_HI: 0x150, MMP: 0x168, BACKUP_BGS: 0x24c,
+  BLOCKS_LO: 0x4,
+  FIRST_DATA: 0x14,
+  LOG_BS: 0x18,
+  BPG: 0x20,
+  IPG: 0x28,
+  REV: 0x4c,
+  INODE_SIZE: 0x58,
+  COMPAT: 0x5c,
+  INCOMPAT: 0x60,
+  RO: 0x64,
+  RESERVED_GDT: 0xce,
+  DESC_SIZE: 0xfe,
+  FIRST_META_BG: 0x104,
+  BLOCKS_HI: 0x150,
+  MMP: 0x168,
+  BACKUP_BGS: 0x24c,
 } as const;
 const GDF = { BB_LO: 0x0, IB_LO: 0x4, IT_LO: 0x8, BB_HI: 0x20, IB_HI: 0x24, IT_HI: 0x28 } as const;
 

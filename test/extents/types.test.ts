@@ -51,8 +51,14 @@ describe('extent result helpers', () => {
   });
   test('typed errors: bounds-checked fields and sources', () => {
     const b = new Bin(new Uint8Array(8), 'xfs dir2 leaf', 4096);
-    assert.throws(() => b.u64be(4), (e) => e instanceof CorruptImageError && e.structure === 'xfs dir2 leaf' && e.offset === 4096 && /xfs dir2 leaf/.test(e.message));
-    assert.throws(() => new BufferBlockSource(new Uint8Array(10)).read(8, 4), (e) => e instanceof ImageRangeError && e instanceof ExtentError);
+    assert.throws(
+      () => b.u64be(4),
+      (e) => e instanceof CorruptImageError && e.structure === 'xfs dir2 leaf' && e.offset === 4096 && /xfs dir2 leaf/.test(e.message),
+    );
+    assert.throws(
+      () => new BufferBlockSource(new Uint8Array(10)).read(8, 4),
+      (e) => e instanceof ImageRangeError && e instanceof ExtentError,
+    );
     const big = new Uint8Array(8);
     big[0] = 0xff;
     assert.throws(() => new Bin(big, 'ext4 extent header', 0).u64be(0), CorruptImageError);

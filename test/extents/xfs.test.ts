@@ -58,8 +58,14 @@ describe('XFS decoder on a real mkfs.xfs -p image', { skip: !haveTool('mkfs.xfs'
     assert.equal(big.format, 3, 'big directory data fork is a B+tree');
     const recs = x.blockMap(big);
     assert.ok(recs.length > 21);
-    assert.ok(recs.some((r) => r.startoff >= LEAF_FSB && r.startoff < 2 * LEAF_FSB), 'leaf blocks');
-    assert.ok(recs.some((r) => r.startoff >= 2 * LEAF_FSB), 'free index (node format)');
+    assert.ok(
+      recs.some((r) => r.startoff >= LEAF_FSB && r.startoff < 2 * LEAF_FSB),
+      'leaf blocks',
+    );
+    assert.ok(
+      recs.some((r) => r.startoff >= 2 * LEAF_FSB),
+      'free index (node format)',
+    );
     assert.equal(x.readDir(big.ino).length, 3000);
     assert.equal(x.mapInode(big.ino).type, 'dir');
   });
@@ -72,7 +78,10 @@ describe('XFS decoder on a real mkfs.xfs -p image', { skip: !haveTool('mkfs.xfs'
     let fixed = x;
     if (headerlessSymlink) {
       // what mkfs.xfs 6.1 wrote is not a valid v5 symlink block: the decoder must say so...
-      assert.throws(() => x.readLink(remote.ino), (e) => e instanceof CorruptImageError && e.structure === 'xfs symlink block');
+      assert.throws(
+        () => x.readLink(remote.ino),
+        (e) => e instanceof CorruptImageError && e.structure === 'xfs symlink block',
+      );
       // ...and decode the block once it carries a proper header
       const buf = new Uint8Array(fs.readFileSync(img));
       const at = x.mapInode(remote.ino).extents[0]!.physical;
@@ -100,12 +109,23 @@ describe('XFS decoder on a real mkfs.xfs -p image', { skip: !haveTool('mkfs.xfs'
   test('lookup by inode number and path errors', () => {
     const ino = x.lookup('/large.bin');
     assert.deepEqual(x.mapInode(ino, '/large.bin'), x.mapPath('/large.bin'));
-    assert.throws(() => x.lookup('/nope'), (e) => e instanceof PathLookupError && e.problem === 'not found');
-    assert.throws(() => x.lookup('/tiny/x'), (e) => e instanceof PathLookupError && e.problem === 'not a directory');
+    assert.throws(
+      () => x.lookup('/nope'),
+      (e) => e instanceof PathLookupError && e.problem === 'not found',
+    );
+    assert.throws(
+      () => x.lookup('/tiny/x'),
+      (e) => e instanceof PathLookupError && e.problem === 'not a directory',
+    );
     assert.throws(() => x.mapInode(3), CorruptImageError);
   });
 
-  for (const extra of [['-i', 'nrext64=1'], ['-n', 'size=16384'], ['-b', 'size=1024'], ['-m', 'reflink=0,finobt=0', '-i', 'sparse=0']]) {
+  for (const extra of [
+    ['-i', 'nrext64=1'],
+    ['-n', 'size=16384'],
+    ['-b', 'size=1024'],
+    ['-m', 'reflink=0,finobt=0', '-i', 'sparse=0'],
+  ]) {
     test(`mkfs.xfs ${extra.join(' ')}: every file matches the source`, (t) => {
       const v = path.join(work, 'variant.xfs');
       try {
@@ -132,7 +152,10 @@ describe('XFS decoder on a real mkfs.xfs -p image', { skip: !haveTool('mkfs.xfs'
     const buf = new Uint8Array(fs.readFileSync(img));
     const flipped = buf.slice();
     flipped[8]! ^= 1;
-    assert.throws(() => new XfsImage(new BufferBlockSource(flipped)), (e) => e instanceof CorruptImageError && e.structure === 'xfs superblock' && /CRC/.test(e.message));
+    assert.throws(
+      () => new XfsImage(new BufferBlockSource(flipped)),
+      (e) => e instanceof CorruptImageError && e.structure === 'xfs superblock' && /CRC/.test(e.message),
+    );
     const nomagic = buf.slice();
     nomagic[0] = 0;
     assert.throws(() => new XfsImage(new BufferBlockSource(nomagic)), NotThisFileSystemError);
@@ -141,7 +164,10 @@ describe('XFS decoder on a real mkfs.xfs -p image', { skip: !haveTool('mkfs.xfs'
     const badInode = buf.slice();
     badInode[at + 60]! ^= 0x80;
     const y = new XfsImage(new BufferBlockSource(badInode));
-    assert.throws(() => y.mapPath('/large.bin'), (e) => e instanceof CorruptImageError && e.structure === 'xfs inode' && e.offset === at + 100);
+    assert.throws(
+      () => y.mapPath('/large.bin'),
+      (e) => e instanceof CorruptImageError && e.structure === 'xfs inode' && e.offset === at + 100,
+    );
     const z = new XfsImage(new BufferBlockSource(badInode), { verifyCrc: false });
     assert.equal(z.mapPath('/large.bin').size, 6 * 1024 * 1024 + 2 ** 31, 'without CRC checks the flipped size bit shows');
   });
@@ -252,7 +278,10 @@ describe('XFS bmbt B+tree decoder on synthetic blocks', () => {
       const s = synthetic();
       s.ctx.verifyCrc = verify;
       mut(s);
-      assert.throws(() => readBmbtTree(s.root, 4242, s.ctx, s.want.length), (e) => e instanceof CorruptImageError && e.structure === structure && re.test(e.message));
+      assert.throws(
+        () => readBmbtTree(s.root, 4242, s.ctx, s.want.length),
+        (e) => e instanceof CorruptImageError && e.structure === structure && re.test(e.message),
+      );
     };
     expectCorrupt((s) => (s.blocks.get(101)![100]! ^= 4), 'xfs bmbt block', /CRC/);
     expectCorrupt((s) => new DataView(s.blocks.get(101)!.buffer).setBigUint64(56, 1n), 'xfs bmbt block', /owner/, false);
@@ -263,7 +292,13 @@ describe('XFS bmbt B+tree decoder on synthetic blocks', () => {
     expectCorrupt((s) => new DataView(s.root.buf.buffer).setBigUint64(4 + 20 * 8 + 8, 200n), 'xfs bmbt block', /twice/, false);
     expectCorrupt((s) => new DataView(s.root.buf.buffer).setUint16(2, 21), 'xfs bmbt root', /numrecs/);
     const s = synthetic();
-    assert.throws(() => readBmbtTree(s.root, 4242, s.ctx, s.want.length - 1), (e) => e instanceof CorruptImageError);
-    assert.throws(() => readBmbtTree(s.root, 4242, s.ctx, s.want.length + 1), (e) => e instanceof CorruptImageError && /records/.test(e.message));
+    assert.throws(
+      () => readBmbtTree(s.root, 4242, s.ctx, s.want.length - 1),
+      (e) => e instanceof CorruptImageError,
+    );
+    assert.throws(
+      () => readBmbtTree(s.root, 4242, s.ctx, s.want.length + 1),
+      (e) => e instanceof CorruptImageError && /records/.test(e.message),
+    );
   });
 });

@@ -12,7 +12,13 @@ test('perf on a file with each kernel backend: --json keeps its fields and adds 
   const dir = mkdtempSync(join(tmpdir(), 'homi-io-cli-'));
   try {
     const img = `file:${join(dir, 'd.img')}?size=32MiB`;
-    for (const extra of [['--backend', 'posix'], ['--backend', 'posix', '--direct'], ['--backend', 'io_uring'], ['--backend', 'io_uring', '--direct', '--fixed-buffers'], ['--backend', 'io_uring', '--threads', '2']]) {
+    for (const extra of [
+      ['--backend', 'posix'],
+      ['--backend', 'posix', '--direct'],
+      ['--backend', 'io_uring'],
+      ['--backend', 'io_uring', '--direct', '--fixed-buffers'],
+      ['--backend', 'io_uring', '--threads', '2'],
+    ]) {
       const r = homi('perf', img, ...extra, '--rw', 'randrw', '--qd', '8', '--ios', '2000', '--warmup', '0', '--verify', '--verify-span', '4MiB', '--json');
       assert.equal(r.code, 0, `${extra.join(' ')}: ${r.stderr}`);
       const j = JSON.parse(r.stdout);

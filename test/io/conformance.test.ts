@@ -36,7 +36,7 @@ const cases: Case[] = [
 
 /** Backends that cannot run on this host, each with where it runs instead. */
 const elsewhere: Partial<Record<BackendName, string>> = {
-  io_uring_cmd: 'needs an NVMe generic character device (/dev/ngXnY): the VM suite runs the same checks on QEMU\'s NVMe (test-guest/io-conformance.test.ts)',
+  io_uring_cmd: "needs an NVMe generic character device (/dev/ngXnY): the VM suite runs the same checks on QEMU's NVMe (test-guest/io-conformance.test.ts)",
 };
 
 test('conformance covers every backend', () => {

@@ -119,7 +119,10 @@ test('targets and backend refusals', () => {
 test('--hipri on a regular file is refused at open with one clear line', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'homi-io-'));
   try {
-    await assert.rejects(openIo(`file:${join(dir, 'p.img')}?size=1MiB`, { backend: 'io_uring', direct: true, hipri: true }), (e: unknown) => e instanceof IoOpenError && /--hipri: .* cannot do polled I\/O/.test((e as Error).message));
+    await assert.rejects(
+      openIo(`file:${join(dir, 'p.img')}?size=1MiB`, { backend: 'io_uring', direct: true, hipri: true }),
+      (e: unknown) => e instanceof IoOpenError && /--hipri: .* cannot do polled I\/O/.test((e as Error).message),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -129,7 +132,23 @@ test('perf --threads merges per-thread results; --verify gives each thread its o
   const dir = mkdtempSync(join(tmpdir(), 'homi-io-'));
   try {
     for (const backend of ['posix', 'io_uring'] as const) {
-      const r = await runPerf({ uri: `file:${join(dir, `t-${backend}.img`)}?size=32MiB`, backend, threads: 2, rw: 'randrw', bs: 4096, qd: 4, nqueues: 1, timeSec: null, ios: 2000, warmupSec: 0, rwmixread: 50, nsid: 1, verify: true, verifySpan: 4 << 20, seed: 1 });
+      const r = await runPerf({
+        uri: `file:${join(dir, `t-${backend}.img`)}?size=32MiB`,
+        backend,
+        threads: 2,
+        rw: 'randrw',
+        bs: 4096,
+        qd: 4,
+        nqueues: 1,
+        timeSec: null,
+        ios: 2000,
+        warmupSec: 0,
+        rwmixread: 50,
+        nsid: 1,
+        verify: true,
+        verifySpan: 4 << 20,
+        seed: 1,
+      });
       assert.equal(r.threads, 2);
       assert.equal(r.ios, 4000);
       assert.equal(r.perThread!.length, 2);
@@ -146,12 +165,70 @@ test('perf --threads merges per-thread results; --verify gives each thread its o
 });
 
 test('perf --threads is refused for the driver backend on pci: before the run (emu:// is accepted)', async () => {
-  await assert.rejects(runPerf({ uri: 'pci:0000:01:00.0', threads: 2, rw: 'randread', bs: 4096, qd: 4, nqueues: 1, timeSec: null, ios: 10, warmupSec: 0, rwmixread: 50, nsid: 1, verify: false, verifySpan: 1 << 20, seed: 1 }), /--threads 2: the driver backend on a pci: URI/);
-  assert.equal(checkPerfOptions({ uri: 'emu://?size=16MiB', threads: 2, rw: 'randread', bs: 4096, qd: 4, nqueues: 1, timeSec: null, ios: 10, warmupSec: 0, rwmixread: 50, nsid: 1, verify: false, verifySpan: 1 << 20, seed: 1 }), 'driver');
+  await assert.rejects(
+    runPerf({
+      uri: 'pci:0000:01:00.0',
+      threads: 2,
+      rw: 'randread',
+      bs: 4096,
+      qd: 4,
+      nqueues: 1,
+      timeSec: null,
+      ios: 10,
+      warmupSec: 0,
+      rwmixread: 50,
+      nsid: 1,
+      verify: false,
+      verifySpan: 1 << 20,
+      seed: 1,
+    }),
+    /--threads 2: the driver backend on a pci: URI/,
+  );
+  assert.equal(
+    checkPerfOptions({
+      uri: 'emu://?size=16MiB',
+      threads: 2,
+      rw: 'randread',
+      bs: 4096,
+      qd: 4,
+      nqueues: 1,
+      timeSec: null,
+      ios: 10,
+      warmupSec: 0,
+      rwmixread: 50,
+      nsid: 1,
+      verify: false,
+      verifySpan: 1 << 20,
+      seed: 1,
+    }),
+    'driver',
+  );
 });
 
 test('SVG line chart: axes, labels, one polyline per series, legend', () => {
-  const svg = renderLineChart({ title: 'IOPS vs queue depth', xLabel: 'queue depth', yLabel: 'IOPS', series: [{ name: 'io_uring', points: [[1, 10], [2, 20], [4, 35], [8, 50]] }, { name: 'posix <&>', points: [[1, 9], [8, 12]] }] });
+  const svg = renderLineChart({
+    title: 'IOPS vs queue depth',
+    xLabel: 'queue depth',
+    yLabel: 'IOPS',
+    series: [
+      {
+        name: 'io_uring',
+        points: [
+          [1, 10],
+          [2, 20],
+          [4, 35],
+          [8, 50],
+        ],
+      },
+      {
+        name: 'posix <&>',
+        points: [
+          [1, 9],
+          [8, 12],
+        ],
+      },
+    ],
+  });
   assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   assert.match(svg, /<\/svg>$/);
   assert.equal((svg.match(/<polyline /g) ?? []).length, 2);
@@ -167,7 +244,20 @@ test('SVG line chart: axes, labels, one polyline per series, legend', () => {
 });
 
 test('sweep HTML report is self-contained: inline SVG charts and a table of all points', () => {
-  const pt = (backend: string, qd: number, iops: number) => ({ backend, bs: 4096, qd, iops, bandwidthMiBps: iops / 256, latencyUs: { p50: 1, p99: 2, p999: 3, max: 4, mean: 1 }, cpuNsPerIo: 100, processCpuNsPerIo: 120, errors: 0, errorsByStatus: {}, verifyErrors: 0, transport: 't' });
+  const pt = (backend: string, qd: number, iops: number) => ({
+    backend,
+    bs: 4096,
+    qd,
+    iops,
+    bandwidthMiBps: iops / 256,
+    latencyUs: { p50: 1, p99: 2, p999: 3, max: 4, mean: 1 },
+    cpuNsPerIo: 100,
+    processCpuNsPerIo: 120,
+    errors: 0,
+    errorsByStatus: {},
+    verifyErrors: 0,
+    transport: 't',
+  });
   const r: SweepResult = {
     kind: 'homi-perf-sweep',
     version: 1,
@@ -220,7 +310,12 @@ test('io_uring: a batch larger than the submission batch (submitted early by sub
         assert.deepEqual(run(IoOp.Write), [...Array(n).keys()]);
         bufs.forEach((b) => b.bytes.fill(0));
         assert.deepEqual(run(IoOp.Read), [...Array(n).keys()]);
-        bufs.forEach((b, i) => assert.ok(b.bytes.every((x) => x === i + 1), `block ${3 * i}`));
+        bufs.forEach((b, i) =>
+          assert.ok(
+            b.bytes.every((x) => x === i + 1),
+            `block ${3 * i}`,
+          ),
+        );
       } finally {
         await q.close();
         for (const b of bufs) dev.freeBuffer(b);

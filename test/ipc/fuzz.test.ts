@@ -7,16 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import {
-  FLAG_FDS,
-  IpcClient,
-  IpcErrorCode,
-  IpcServer,
-  encodeFrame,
-  frameHeader,
-  type IpcHandler,
-  type UnmatchedMessage,
-} from '../../src/ipc/index.js';
+import { FLAG_FDS, IpcClient, IpcErrorCode, IpcServer, encodeFrame, frameHeader, type IpcHandler, type UnmatchedMessage } from '../../src/ipc/index.js';
 import { openFdCount, rng, socketPath, tempFile, waitFor } from './helpers.js';
 import { testCatalogue, type TestCatalogue } from './catalogue.js';
 

@@ -3,17 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import {
-  IpcClient,
-  IpcError,
-  IpcErrorCode,
-  IpcServer,
-  RequestSchema,
-  encodeFrame,
-  type IpcConnection,
-  type IpcHandler,
-  type IpcServerOptions,
-} from '../../src/ipc/index.js';
+import { IpcClient, IpcError, IpcErrorCode, IpcServer, RequestSchema, encodeFrame, type IpcConnection, type IpcHandler, type IpcServerOptions } from '../../src/ipc/index.js';
 import { createShm } from '../../src/sys/shm.js';
 import { fdTarget, socketPath, tempFile, waitFor, within } from './helpers.js';
 import { testCatalogue, type TestCatalogue } from './catalogue.js';
@@ -44,10 +34,7 @@ const handler: IpcHandler<TestCatalogue> = async (req) => {
   }
 };
 
-async function withServer(
-  opts: Partial<IpcServerOptions<TestCatalogue>>,
-  fn: (server: IpcServer<TestCatalogue>, path: string) => Promise<void>,
-): Promise<void> {
+async function withServer(opts: Partial<IpcServerOptions<TestCatalogue>>, fn: (server: IpcServer<TestCatalogue>, path: string) => Promise<void>): Promise<void> {
   const path = socketPath('t');
   const server = await IpcServer.listen({ catalogue: testCatalogue, path, handler, ...opts });
   try {
@@ -121,7 +108,10 @@ test('20 concurrent clients x 50 requests each', { timeout: T }, async () => {
         const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => c.call({ type: 'status', id: i + 1 })));
         const conns = new Set(rs.map((r) => r.response.conn as number));
         assert.equal(conns.size, 1, 'all responses from one server connection');
-        assert.deepEqual(rs.map((r) => r.response.id), Array.from({ length: 50 }, (_, i) => i + 1));
+        assert.deepEqual(
+          rs.map((r) => r.response.id),
+          Array.from({ length: 50 }, (_, i) => i + 1),
+        );
         seen.add([...conns][0]);
       }),
     );
@@ -333,7 +323,10 @@ test('client: request timeout, connection loss, connect failure', { timeout: T }
   await assert.rejects(c2.request({ type: 'status' }), (e: unknown) => e instanceof IpcError && e.code === IpcErrorCode.ConnectionClosed);
   assert.equal(fs.existsSync(server2Path), false, 'socket file removed');
 
-  await assert.rejects(IpcClient.connect(server2Path, { catalogue: testCatalogue }), (e: unknown) => e instanceof IpcError && e.code === IpcErrorCode.ConnectFailed && /ENOENT|ECONNREFUSED/.test(e.message));
+  await assert.rejects(
+    IpcClient.connect(server2Path, { catalogue: testCatalogue }),
+    (e: unknown) => e instanceof IpcError && e.code === IpcErrorCode.ConnectFailed && /ENOENT|ECONNREFUSED/.test(e.message),
+  );
   await c.close();
   await server.close();
 });
@@ -397,9 +390,7 @@ test('large frames both ways (partial writes, multi-read bodies) with a descript
   await withServer({ handler: h }, async (_server, path) => {
     const c = await IpcClient.connect(path, { catalogue: testCatalogue });
     const fd = fs.openSync(file, 'r');
-    const rs = await Promise.all(
-      Array.from({ length: 4 }, () => c.call({ type: 'resolveExtents', padding: big } as never, [fd])),
-    );
+    const rs = await Promise.all(Array.from({ length: 4 }, () => c.call({ type: 'resolveExtents', padding: big } as never, [fd])));
     fs.closeSync(fd);
     for (const r of rs) {
       const resp = r.response as unknown as { content: string; blob: string };

@@ -58,7 +58,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** Why a child cannot run as uid 65534 here, or null when it can. */
 function nobodyUnavailable(): string | null {
   if (ME !== 0) return `not root (uid ${ME}): cannot switch a child to uid ${NOBODY}`;
-  const r = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(childScript)}, 4)`], { encoding: 'utf8', cwd: os.tmpdir() });
+  const r = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, '-e', `require('fs').accessSync(${JSON.stringify(childScript)}, 4)`], {
+    encoding: 'utf8',
+    cwd: os.tmpdir(),
+  });
   if (r.error) return `setpriv unavailable: ${r.error.message}`;
   if (r.status !== 0) return `uid ${NOBODY} cannot run ${childScript}: ${r.stderr.trim()}`;
   return null;
@@ -161,8 +164,7 @@ async function assertAllReleased(server: IpcServer<TestCatalogue>, path: string)
   await c.close();
 }
 
-const isIpcError = (code: string, message: RegExp) => (e: unknown) =>
-  e instanceof IpcError && e.code === code && message.test(e.message);
+const isIpcError = (code: string, message: RegExp) => (e: unknown) => e instanceof IpcError && e.code === code && message.test(e.message);
 
 test('(a) connections over the per-uid limit are refused with too-many-connections and closed; the others keep working', { timeout: T }, async () => {
   const refused: IpcRefusal[] = [];
@@ -175,10 +177,7 @@ test('(a) connections over the per-uid limit are refused with too-many-connectio
     }
     const limitName = ME === 0 ? 'maxConnectionsRoot' : 'maxConnectionsPerUid';
     const extra = await IpcClient.connect(path, { catalogue: testCatalogue });
-    await assert.rejects(
-      extra.request({ type: 'hello', version: 1 }),
-      isIpcError(IpcErrorCode.TooManyConnections, new RegExp(`uid ${ME} has 3 connections open, ${limitName} is 3`)),
-    );
+    await assert.rejects(extra.request({ type: 'hello', version: 1 }), isIpcError(IpcErrorCode.TooManyConnections, new RegExp(`uid ${ME} has 3 connections open, ${limitName} is 3`)));
     await waitFor(() => extra.isClosed, W, 'the refused client is closed');
     assert.equal(extra.closedByServer?.code, IpcErrorCode.TooManyConnections);
     // The three admitted connections still work.
@@ -249,43 +248,40 @@ test('(b) a trickled 1 MiB frame: bounded partial-frame memory, closed with fram
   const serverCloses: string[] = [];
   const protocolErrors: string[] = [];
   const FRAME_TIMEOUT_MS = 1500;
-  await withServer(
-    { frameTimeoutMs: FRAME_TIMEOUT_MS, onClose: (_c, reason) => serverCloses.push(reason), onProtocolError: (e) => protocolErrors.push(e.code) },
-    async (server, path) => {
-      const c = await IpcClient.connect(path, { catalogue: testCatalogue });
-      const started = Date.now();
-      c.sendRaw(frameHeader(DECLARED_1MIB));
-      let sent = 0;
-      let maxPartial = 0;
-      while (!c.isClosed && Date.now() - started < W) {
-        try {
-          c.sendRaw(new Uint8Array(4096));
-          sent += 4096;
-        } catch {
-          break; // closed meanwhile
-        }
-        await sleep(50);
-        const u = usage(await server.stats(), ME);
-        if (u === undefined) continue;
-        maxPartial = Math.max(maxPartial, u.partialBytes);
-        // The buffer follows the bytes that came, never the declared length.
-        assert.ok(u.partialBytes <= 2 * sent + BODY_STEP_MIN, `partialBytes ${u.partialBytes} after ${sent} bytes sent`);
+  await withServer({ frameTimeoutMs: FRAME_TIMEOUT_MS, onClose: (_c, reason) => serverCloses.push(reason), onProtocolError: (e) => protocolErrors.push(e.code) }, async (server, path) => {
+    const c = await IpcClient.connect(path, { catalogue: testCatalogue });
+    const started = Date.now();
+    c.sendRaw(frameHeader(DECLARED_1MIB));
+    let sent = 0;
+    let maxPartial = 0;
+    while (!c.isClosed && Date.now() - started < W) {
+      try {
+        c.sendRaw(new Uint8Array(4096));
+        sent += 4096;
+      } catch {
+        break; // closed meanwhile
       }
-      const elapsed = Date.now() - started;
-      assert.ok(c.isClosed, 'the server closed the connection');
-      assert.ok(elapsed >= FRAME_TIMEOUT_MS - 50, `closed after ${elapsed} ms`);
-      assert.ok(maxPartial > 0, 'the partial frame was accounted');
-      assert.ok(maxPartial < MIB / 4, `partial-frame memory stayed bounded (${maxPartial} bytes at most, ${sent} sent)`);
-      assert.equal(c.closedByServer?.code, IpcErrorCode.FrameTimeout);
-      assert.match(c.closedByServer?.message ?? '', new RegExp(`a frame of uid ${ME} stayed incomplete for \\d+ ms, over frameTimeoutMs ${FRAME_TIMEOUT_MS}`));
-      await waitFor(() => serverCloses.length === 1, W, 'server onClose');
-      assert.match(serverCloses[0], new RegExp(`^${IpcErrorCode.FrameTimeout}: `));
-      assert.ok(protocolErrors.includes(IpcErrorCode.FrameTimeout));
-      const s = await waitStats(server, (x) => x.total.connections === 0, 'connection gone');
-      assert.equal(s.refusals.frameTimeout, 1);
-      await assertAllReleased(server, path);
-    },
-  );
+      await sleep(50);
+      const u = usage(await server.stats(), ME);
+      if (u === undefined) continue;
+      maxPartial = Math.max(maxPartial, u.partialBytes);
+      // The buffer follows the bytes that came, never the declared length.
+      assert.ok(u.partialBytes <= 2 * sent + BODY_STEP_MIN, `partialBytes ${u.partialBytes} after ${sent} bytes sent`);
+    }
+    const elapsed = Date.now() - started;
+    assert.ok(c.isClosed, 'the server closed the connection');
+    assert.ok(elapsed >= FRAME_TIMEOUT_MS - 50, `closed after ${elapsed} ms`);
+    assert.ok(maxPartial > 0, 'the partial frame was accounted');
+    assert.ok(maxPartial < MIB / 4, `partial-frame memory stayed bounded (${maxPartial} bytes at most, ${sent} sent)`);
+    assert.equal(c.closedByServer?.code, IpcErrorCode.FrameTimeout);
+    assert.match(c.closedByServer?.message ?? '', new RegExp(`a frame of uid ${ME} stayed incomplete for \\d+ ms, over frameTimeoutMs ${FRAME_TIMEOUT_MS}`));
+    await waitFor(() => serverCloses.length === 1, W, 'server onClose');
+    assert.match(serverCloses[0], new RegExp(`^${IpcErrorCode.FrameTimeout}: `));
+    assert.ok(protocolErrors.includes(IpcErrorCode.FrameTimeout));
+    const s = await waitStats(server, (x) => x.total.connections === 0, 'connection gone');
+    assert.equal(s.refusals.frameTimeout, 1);
+    await assertAllReleased(server, path);
+  });
 });
 
 test('(b) several partial frames over the per-uid byte limit: the one over it is closed with limit-exceeded', { timeout: T }, async () => {
@@ -342,10 +338,14 @@ test('(c) descriptors in partial frames never completed: bounded per uid, all cl
       await child.kill();
     }
     await waitStats(server, (x) => x.total.heldFds === 0 && x.total.connections === 0, 'descriptors released');
-    await waitFor(() => {
-      const now = clientFds();
-      return now.devnull === before.devnull && now.sockets === before.sockets;
-    }, W, `received descriptors and sockets back to ${JSON.stringify(before)} (now ${JSON.stringify(clientFds())})`);
+    await waitFor(
+      () => {
+        const now = clientFds();
+        return now.devnull === before.devnull && now.sockets === before.sockets;
+      },
+      W,
+      `received descriptors and sockets back to ${JSON.stringify(before)} (now ${JSON.stringify(clientFds())})`,
+    );
     await assertAllReleased(server, path);
   });
 });
@@ -363,7 +363,10 @@ test('descriptor reserve: new connections are refused with descriptors-exhausted
     try {
       await sleep(1100); // older than the worker's sample period: the next accept counts afresh
       const c2 = await IpcClient.connect(path, { catalogue: testCatalogue });
-      await assert.rejects(c2.request({ type: 'hello', version: 1 }), isIpcError(IpcErrorCode.DescriptorsExhausted, /descriptors open, fewer than fdReserve \d+ left; connection from uid \d+ refused/));
+      await assert.rejects(
+        c2.request({ type: 'hello', version: 1 }),
+        isIpcError(IpcErrorCode.DescriptorsExhausted, /descriptors open, fewer than fdReserve \d+ left; connection from uid \d+ refused/),
+      );
       // The connection already in is still served.
       assert.equal((await c1.request({ type: 'status' })).response.ok, true);
       const s = await server.stats();
@@ -404,7 +407,10 @@ test('out of descriptors (EMFILE): connections are still accepted with the spare
     }
     try {
       const refused = out.filter((r) => !r.ok);
-      assert.ok(out.some((r) => r.ok), 'some connections fit');
+      assert.ok(
+        out.some((r) => r.ok),
+        'some connections fit',
+      );
       assert.ok(refused.length >= 1, 'some connections were refused');
       for (const r of refused) {
         assert.equal(r.code, IpcErrorCode.DescriptorsExhausted, JSON.stringify(r));

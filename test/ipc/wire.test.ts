@@ -50,7 +50,16 @@ test('results are exact: a field the catalogue does not declare is refused, at b
   assert.ok(HelloResult.safeParse(hello).success);
   assert.equal(HelloResult.safeParse({ ...hello, extra: 1 }).success, false, 'unknown field');
   assert.equal(HelloResult.safeParse({ version: 1, server: 'homid' }).success, false, 'missing fields');
-  const status = { version: '0', pid: 1, uptimeS: 0, devices: [], classes: [], clients: [], extents: [], counters: { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0 } };
+  const status = {
+    version: '0',
+    pid: 1,
+    uptimeS: 0,
+    devices: [],
+    classes: [],
+    clients: [],
+    extents: [],
+    counters: { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0 },
+  };
   assert.ok(StatusResult.safeParse(status).success);
   assert.equal(StatusResult.safeParse({ ...status, counters: { ...status.counters, other: 1 } }).success, false);
   const io = { lease: 1, device: 'd', qid: 1, mode: 'raw', nsid: 1, depth: 8, lost: null };
@@ -63,7 +72,8 @@ test('results are exact: a field the catalogue does not declare is refused, at b
 
   // a handler answering with a field homid's catalogue does not have: the client gets `internal`, not the field
   const path = socketPath('exact');
-  const handler: IpcHandler = (req) => (req.request.type === 'hello' ? { response: { ok: true, ...hello, extra: 1 } as never } : { response: { ok: false, error: { code: IpcErrorCode.Internal, message: 'no' } } });
+  const handler: IpcHandler = (req) =>
+    req.request.type === 'hello' ? { response: { ok: true, ...hello, extra: 1 } as never } : { response: { ok: false, error: { code: IpcErrorCode.Internal, message: 'no' } } };
   const server = await IpcServer.listen({ path, handler });
   try {
     const c = await IpcClient.connect(path);
@@ -107,7 +117,11 @@ test('mediated grant: checked field by field before anything is mapped, naming t
     ['an unknown field', { ...good, extra: true }, 2, /unknown field\(s\) "extra"/],
   ];
   for (const [what, g, fds, re] of cases) {
-    assert.throws(() => validateMediatedGrant(g, fds), (e: unknown) => e instanceof WireFormatError && re.test(e.message), what);
+    assert.throws(
+      () => validateMediatedGrant(g, fds),
+      (e: unknown) => e instanceof WireFormatError && re.test(e.message),
+      what,
+    );
   }
 });
 

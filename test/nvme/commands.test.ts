@@ -125,7 +125,13 @@ test('NVM I/O commands', () => {
 
 test('DSM range descriptors', () => {
   const out = new Uint8Array(32);
-  encodeDsmRanges([{ slba: 0x1_0000_0002, blocks: 8 }, { slba: 9, blocks: 1, contextAttributes: 3 }], out);
+  encodeDsmRanges(
+    [
+      { slba: 0x1_0000_0002, blocks: 8 },
+      { slba: 9, blocks: 1, contextAttributes: 3 },
+    ],
+    out,
+  );
   assert.deepEqual([...out.subarray(0, 16)], [0, 0, 0, 0, 8, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0]);
   assert.deepEqual(decodeDsmRanges(out, 2), [
     { contextAttributes: 0, blocks: 8, slba: 0x1_0000_0002 },

@@ -4,17 +4,7 @@ import fc from 'fast-check';
 import { decodeCqe, encodeCqe, makeStatus, statusDnr, statusOk, statusSc, statusSct, type Cqe } from '../../src/nvme/cqe.js';
 import { decodeSqe, encodeSqe } from '../../src/nvme/sqe.js';
 import { GenericStatus, Sct, allStatusCodes, statusFieldName, statusName } from '../../src/nvme/status.js';
-import {
-  cqHeadDoorbellOffset,
-  decodeAqa,
-  decodeCap,
-  decodeCc,
-  decodeCsts,
-  encodeAqa,
-  encodeCap,
-  encodeCc,
-  sqTailDoorbellOffset,
-} from '../../src/nvme/registers.js';
+import { cqHeadDoorbellOffset, decodeAqa, decodeCap, decodeCc, decodeCsts, encodeAqa, encodeCap, encodeCc, sqTailDoorbellOffset } from '../../src/nvme/registers.js';
 import { read } from '../../src/nvme/commands.js';
 
 const bytesOf = (dw: Uint32Array): number[] => [...new Uint8Array(dw.buffer, dw.byteOffset, dw.byteLength)];

@@ -93,10 +93,7 @@ test('identify controller: decode trims NULs and validates', () => {
   assert.throws(() => decodeIdentifyController(out), /TNVMCAP/);
 });
 
-const ascii = (max: number) =>
-  fc
-    .string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: max })
-    .map((s) => s.replace(/ +$/, ''));
+const ascii = (max: number) => fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: max }).map((s) => s.replace(/ +$/, ''));
 
 test('identify controller: encode/decode round trip (property)', () => {
   fc.assert(
@@ -189,9 +186,7 @@ test('identify namespace: FLBAS upper index bits and validation', () => {
 });
 
 test('identify namespace: round trip (property)', () => {
-  const fmt = fc
-    .record({ ms: fc.integer({ min: 0, max: 0xffff }), lbads: fc.integer({ min: 9, max: 30 }), rp: fc.integer({ min: 0, max: 3 }) })
-    .map((f) => ({ ...f }));
+  const fmt = fc.record({ ms: fc.integer({ min: 0, max: 0xffff }), lbads: fc.integer({ min: 9, max: 30 }), rp: fc.integer({ min: 0, max: 3 }) }).map((f) => ({ ...f }));
   fc.assert(
     fc.property(fc.array(fmt, { minLength: 1, maxLength: 64 }), fc.nat(), fc.maxSafeNat(), fc.boolean(), (fmts, idx, nsze, ext) => {
       const formatIndex = idx % fmts.length;

@@ -1,28 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import {
-  ERROR_LOG_ENTRY_SIZE,
-  SMART_LOG_SIZE,
-  bytesToDataUnits,
-  decodeErrorLogEntry,
-  decodeSmartLog,
-  encodeErrorLogEntry,
-  encodeSmartLog,
-  parameterErrorLocation,
-} from '../../src/nvme/logpages.js';
+import { ERROR_LOG_ENTRY_SIZE, SMART_LOG_SIZE, bytesToDataUnits, decodeErrorLogEntry, decodeSmartLog, encodeErrorLogEntry, encodeSmartLog, parameterErrorLocation } from '../../src/nvme/logpages.js';
 import { makeStatus } from '../../src/nvme/cqe.js';
-import {
-  blockSizeToLbads,
-  blocksToBytes,
-  bytesToBlocks,
-  bytesToBlocksCeil,
-  checkLbaRange,
-  decodeNlb,
-  encodeNlb,
-  lbaRangeInBounds,
-  lbadsToBlockSize,
-} from '../../src/nvme/lba.js';
+import { blockSizeToLbads, blocksToBytes, bytesToBlocks, bytesToBlocksCeil, checkLbaRange, decodeNlb, encodeNlb, lbaRangeInBounds, lbadsToBlockSize } from '../../src/nvme/lba.js';
 
 test('error log entry: byte layout', () => {
   const out = new Uint8Array(2 * ERROR_LOG_ENTRY_SIZE).fill(0xaa);

@@ -1,15 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import {
-  PrpError,
-  PrpErrorReason,
-  buildPrps,
-  prpListPagesNeeded,
-  walkPrps,
-  type DmaChunk,
-  type PrpListPage,
-} from '../../src/nvme/prp.js';
+import { PrpError, PrpErrorReason, buildPrps, prpListPagesNeeded, walkPrps, type DmaChunk, type PrpListPage } from '../../src/nvme/prp.js';
 import { statusFieldName } from '../../src/nvme/status.js';
 
 const LIST_BASE = 0x7000_0000_0000;
@@ -146,17 +138,30 @@ test('PRP builder: input validation', () => {
   assert.throws(() => buildPrps({ iova: 0x1000, length: 0 }, 4096, mem.alloc), /chunks\[0\]\.length/);
   assert.throws(() => buildPrps([], 4096, mem.alloc), /at least one/);
   assert.throws(
-    () => buildPrps([{ iova: 0x1000, length: 100 }, { iova: 0x8000, length: 4096 }], 4096, mem.alloc),
+    () =>
+      buildPrps(
+        [
+          { iova: 0x1000, length: 100 },
+          { iova: 0x8000, length: 4096 },
+        ],
+        4096,
+        mem.alloc,
+      ),
     /chunks\[0\] must end on a page boundary/,
   );
   assert.throws(
-    () => buildPrps([{ iova: 0x1000, length: 4096 }, { iova: 0x8100, length: 4096 }], 4096, mem.alloc),
+    () =>
+      buildPrps(
+        [
+          { iova: 0x1000, length: 4096 },
+          { iova: 0x8100, length: 4096 },
+        ],
+        4096,
+        mem.alloc,
+      ),
     /chunks\[1\]\.iova must be page aligned/,
   );
-  assert.throws(
-    () => buildPrps({ iova: 0x1000, length: 3 * 4096 }, 4096, () => ({ iova: 0x123, view: new Uint8Array(4096) })),
-    /list page iova/,
-  );
+  assert.throws(() => buildPrps({ iova: 0x1000, length: 3 * 4096 }, 4096, () => ({ iova: 0x123, view: new Uint8Array(4096) })), /list page iova/);
   assert.throws(() => prpListPagesNeeded(4096, 1, 4096), /firstOffset/);
 });
 
@@ -200,7 +205,10 @@ test('PRP property: building then walking yields exactly the buffer ranges', () 
       assert.equal(r.listPages.length, prpListPagesNeeded(chunks[0]!.iova % pageSize, total, pageSize));
       const seen = walkAll(r.prp1, r.prp2, total, pageSize, mem);
       assert.deepEqual(seen, coalesce(chunks.map((c) => [c.iova, c.length])));
-      assert.equal(seen.reduce((s, [, n]) => s + n, 0), total);
+      assert.equal(
+        seen.reduce((s, [, n]) => s + n, 0),
+        total,
+      );
     }),
     { numRuns: 200 },
   );
@@ -214,7 +222,10 @@ test('PRP property: walking a shorter length visits a prefix of the buffer', () 
       const r = buildPrps(chunks, pageSize, mem.alloc);
       const len = Math.max(1, Math.floor(total * frac));
       const seen = walkAll(r.prp1, r.prp2, len, pageSize, mem);
-      assert.equal(seen.reduce((s, [, n]) => s + n, 0), len);
+      assert.equal(
+        seen.reduce((s, [, n]) => s + n, 0),
+        len,
+      );
       assert.equal(seen[0]![0], chunks[0]!.iova);
     }),
     { numRuns: 100 },

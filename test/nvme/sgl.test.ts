@@ -140,34 +140,21 @@ test('SGL walker: bit buckets, excess, and validation errors', () => {
   ]);
   expectErr('SGL Descriptor Type Invalid', () => walkAll(sglDescriptorDwords({ type: 0x4, subtype: 0, address: 0, length: 16 }), 16, mem));
   expectErr('SGL Descriptor Type Invalid', () => walkAll(sglDescriptorDwords({ type: 0, subtype: 1, address: 0, length: 16 }), 16, mem));
-  expectErr('Invalid SGL Segment Descriptor', () =>
-    walkAll(sglDescriptorDwords({ type: SglType.LastSegment, subtype: 0, address: SEG_BASE, length: 40 }), 16, mem),
-  );
-  expectErr('Invalid SGL Segment Descriptor', () =>
-    walkAll(sglDescriptorDwords({ type: SglType.LastSegment, subtype: 0, address: SEG_BASE + 4, length: 16 }), 16, mem),
-  );
+  expectErr('Invalid SGL Segment Descriptor', () => walkAll(sglDescriptorDwords({ type: SglType.LastSegment, subtype: 0, address: SEG_BASE, length: 40 }), 16, mem));
+  expectErr('Invalid SGL Segment Descriptor', () => walkAll(sglDescriptorDwords({ type: SglType.LastSegment, subtype: 0, address: SEG_BASE + 4, length: 16 }), 16, mem));
   // segment descriptor inside a last segment
   mem.put(SEG_BASE + SEG_STRIDE, [dblk(0x1000, 8), { type: SglType.Segment, subtype: 0, address: SEG_BASE, length: 16 }]);
-  expectErr('Invalid SGL Segment Descriptor', () =>
-    walkAll(sglDescriptorDwords({ type: SglType.LastSegment, subtype: 0, address: SEG_BASE + SEG_STRIDE, length: 32 }), 24, mem),
-  );
+  expectErr('Invalid SGL Segment Descriptor', () => walkAll(sglDescriptorDwords({ type: SglType.LastSegment, subtype: 0, address: SEG_BASE + SEG_STRIDE, length: 32 }), 24, mem));
   // segment descriptor that is not last in its segment
   mem.put(SEG_BASE + 2 * SEG_STRIDE, [{ type: SglType.LastSegment, subtype: 0, address: SEG_BASE, length: 16 }, dblk(0x1000, 8)]);
-  expectErr('Invalid SGL Segment Descriptor', () =>
-    walkAll(sglDescriptorDwords({ type: SglType.Segment, subtype: 0, address: SEG_BASE + 2 * SEG_STRIDE, length: 32 }), 18, mem),
-  );
+  expectErr('Invalid SGL Segment Descriptor', () => walkAll(sglDescriptorDwords({ type: SglType.Segment, subtype: 0, address: SEG_BASE + 2 * SEG_STRIDE, length: 32 }), 18, mem));
   // a segment that chains to itself forever
   mem.put(SEG_BASE + 3 * SEG_STRIDE, [{ type: SglType.Segment, subtype: 0, address: SEG_BASE + 3 * SEG_STRIDE, length: 16 }]);
-  expectErr('Invalid Number of SGL Descriptors', () =>
-    walkAll(sglDescriptorDwords({ type: SglType.Segment, subtype: 0, address: SEG_BASE + 3 * SEG_STRIDE, length: 16 }), 8, mem),
-  );
+  expectErr('Invalid Number of SGL Descriptors', () => walkAll(sglDescriptorDwords({ type: SglType.Segment, subtype: 0, address: SEG_BASE + 3 * SEG_STRIDE, length: 16 }), 8, mem));
   expectErr('SGL Data Block Granularity Invalid', () => walkAll(sglDescriptorDwords(dblk(0x1002, 8)), 8, mem, SglWalkFlags.DwordAligned));
 });
 
-const chunkList = fc.array(
-  fc.record({ iova: fc.integer({ min: 0, max: 2 ** 45 }), length: fc.integer({ min: 1, max: 4 * 1024 * 1024 }) }),
-  { minLength: 1, maxLength: 40 },
-);
+const chunkList = fc.array(fc.record({ iova: fc.integer({ min: 0, max: 2 ** 45 }), length: fc.integer({ min: 1, max: 4 * 1024 * 1024 }) }), { minLength: 1, maxLength: 40 });
 
 test('SGL property: building then walking yields exactly the chunks, in order', () => {
   fc.assert(

@@ -26,11 +26,7 @@ test('bindTo switches through driver_override + unbind + drivers_probe; restore 
     assert.equal(b.originalDriver, 'nvme');
     assert.equal(b.driver, 'uio_pci_generic');
     assert.equal(b.unchanged, false);
-    assert.deepEqual(f.writes, [
-      `/bus/pci/devices/${A}/driver_override <- uio_pci_generic`,
-      `/bus/pci/devices/${A}/driver/unbind <- ${A}`,
-      `/bus/pci/drivers_probe <- ${A}`,
-    ]);
+    assert.deepEqual(f.writes, [`/bus/pci/devices/${A}/driver_override <- uio_pci_generic`, `/bus/pci/devices/${A}/driver/unbind <- ${A}`, `/bus/pci/drivers_probe <- ${A}`]);
     let hook = 0;
     b.beforeRestore = () => hook++;
     b.restore();

@@ -17,7 +17,10 @@ test('listNvmeFunctions: only class 0x010802, sorted, with ids, driver, group, N
   const f = tree();
   try {
     const l = listNvmeFunctions(f.paths);
-    assert.deepEqual(l.map((d) => d.address), ['0000:01:00.0', '0000:01:00.1']);
+    assert.deepEqual(
+      l.map((d) => d.address),
+      ['0000:01:00.0', '0000:01:00.1'],
+    );
     const pf = l[0]!;
     assert.equal(pf.classCode, 0x010802);
     assert.equal(pf.vendorId, 0x1b36);
@@ -47,7 +50,10 @@ test('listNvmeFunctions: only class 0x010802, sorted, with ids, driver, group, N
 test('listPciFunctions filters by any class code; empty tree gives nothing', () => {
   const f = tree();
   try {
-    assert.deepEqual(listPciFunctions({ ...f.paths, classCode: 0x020000 }).map((d) => d.driver), ['e1000']);
+    assert.deepEqual(
+      listPciFunctions({ ...f.paths, classCode: 0x020000 }).map((d) => d.driver),
+      ['e1000'],
+    );
     assert.deepEqual(listNvmeFunctions({ sys: f.root + '/nowhere' }), []);
   } finally {
     f.cleanup();

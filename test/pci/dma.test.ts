@@ -28,7 +28,10 @@ const MEMINFO = (free: number, total: number, size = 2048): string =>
 test('hugepage preconditions: not root -> clear error', () => {
   const p = fakeProc(MEMINFO(32, 32));
   try {
-    assert.throws(() => checkHugepagePreconditions({ proc: p.proc, sys: p.sys, uid: 1000 }), (e: unknown) => e instanceof HugepageError && /needs root/.test(e.message));
+    assert.throws(
+      () => checkHugepagePreconditions({ proc: p.proc, sys: p.sys, uid: 1000 }),
+      (e: unknown) => e instanceof HugepageError && /needs root/.test(e.message),
+    );
   } finally {
     p.cleanup();
   }
@@ -120,7 +123,10 @@ test('chunked allocator: buffers never cross a chunk, are aligned, zeroed, and m
     assert.equal(b.iova % 4096, 0);
     const chunkStart = Math.floor((b.iova - 0x4000_0000) / (HP + 0x100_0000)) * (HP + 0x100_0000) + 0x4000_0000;
     assert.ok(b.iova + b.size <= chunkStart + HP, `0x${b.iova.toString(16)} crosses its chunk`);
-    assert.ok(b.bytes.every((x) => x === 0), 'zeroed');
+    assert.ok(
+      b.bytes.every((x) => x === 0),
+      'zeroed',
+    );
   }
   assert.equal(a.allocatedBytes, 5 * 768 * 1024);
   const big = a.alloc(64, 65536);
@@ -143,7 +149,10 @@ test('chunked allocator: buffers never cross a chunk, are aligned, zeroed, and m
 
 test('chunked allocator: a request larger than any device-contiguous block fails clearly', () => {
   const a = new ChunkedDmaAllocator(new FakeSource(HP), 4096, 'hugepage DMA memory');
-  assert.throws(() => a.alloc(HP + 1), (e: unknown) => e instanceof DmaAllocationError && /largest device-contiguous block is 2097152 bytes/.test(e.message));
+  assert.throws(
+    () => a.alloc(HP + 1),
+    (e: unknown) => e instanceof DmaAllocationError && /largest device-contiguous block is 2097152 bytes/.test(e.message),
+  );
   assert.throws(() => a.alloc(0), /invalid DMA allocation size/);
   assert.throws(() => a.alloc(4096, 3000), /invalid DMA alignment/);
 });

@@ -73,11 +73,7 @@ test('vfio: no IOMMU group; no /dev/vfio/vfio; a group shared with a device boun
     await refused(g, openPcie(A, { ...g.paths, mode: 'vfio' }), /vfio\/vfio is missing/);
     mkdirSync(join(g.dev, 'vfio'), { recursive: true });
     writeFileSync(join(g.dev, 'vfio', 'vfio'), '');
-    await refused(
-      g,
-      openPcie(A, { ...g.paths, mode: 'vfio' }),
-      /IOMMU group 3 of 0000:01:00\.0 also holds 0000:00:02\.0 \(bound to e1000\).*left as it was/,
-    );
+    await refused(g, openPcie(A, { ...g.paths, mode: 'vfio' }), /IOMMU group 3 of 0000:01:00\.0 also holds 0000:00:02\.0 \(bound to e1000\).*left as it was/);
   } finally {
     g.cleanup();
   }
@@ -113,5 +109,8 @@ test('auto mode: vfio with a group and vfio-pci loaded, else uio', () => {
 });
 
 test('openDevice wraps PCIe errors in DeviceOpenError naming the URI', async () => {
-  await assert.rejects(openDevice('pci:0000:ff:1f.7?mode=uio'), (e: unknown) => e instanceof DeviceOpenError && /cannot open 'pci:0000:ff:1f\.7\?mode=uio': no PCI function/.test((e as Error).message));
+  await assert.rejects(
+    openDevice('pci:0000:ff:1f.7?mode=uio'),
+    (e: unknown) => e instanceof DeviceOpenError && /cannot open 'pci:0000:ff:1f\.7\?mode=uio': no PCI function/.test((e as Error).message),
+  );
 });

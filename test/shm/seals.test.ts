@@ -62,9 +62,21 @@ describe('memfd seals', () => {
     try {
       assert.equal(r.seals, FINAL_SIZE_SEALS);
       assert.equal(r.readOnlyForOthers, false);
-      assert.equal(code(() => fs.ftruncateSync(r.fd, 0)), 'EPERM', 'shrink');
-      assert.equal(code(() => fs.ftruncateSync(r.fd, 3 * PAGE)), 'EPERM', 'grow');
-      assert.equal(code(() => addSeals(r.fd, F_SEAL_FUTURE_WRITE)), 'EPERM', 'no seal can be added');
+      assert.equal(
+        code(() => fs.ftruncateSync(r.fd, 0)),
+        'EPERM',
+        'shrink',
+      );
+      assert.equal(
+        code(() => fs.ftruncateSync(r.fd, 3 * PAGE)),
+        'EPERM',
+        'grow',
+      );
+      assert.equal(
+        code(() => addSeals(r.fd, F_SEAL_FUTURE_WRITE)),
+        'EPERM',
+        'no seal can be added',
+      );
       assert.equal(fs.fstatSync(r.fd).size, 2 * PAGE);
       // still ordinary shared memory for whoever holds it
       const other = mapShmFd(r.fd, 2 * PAGE);
@@ -86,12 +98,27 @@ describe('memfd seals', () => {
       const seen = Buffer.alloc(3);
       fs.readSync(rw, seen, 0, 3, 100);
       assert.deepEqual([...seen], [1, 2, 3], 'the creator keeps writing through its own mapping');
-      assert.equal(code(() => fs.writeSync(rw, Buffer.from([9]), 0, 1, 100)), 'EPERM', 'write(2)');
-      assert.equal(code(() => fs.ftruncateSync(rw, 0)), 'EPERM', 'shrink');
+      assert.equal(
+        code(() => fs.writeSync(rw, Buffer.from([9]), 0, 1, 100)),
+        'EPERM',
+        'write(2)',
+      );
+      assert.equal(
+        code(() => fs.ftruncateSync(rw, 0)),
+        'EPERM',
+        'shrink',
+      );
       assert.equal(fallocate(rw, FALLOC_PUNCH_HOLE_KEEP_SIZE, 0n, BigInt(PAGE)), -1, 'fallocate(PUNCH_HOLE)');
       assert.equal(koffi.errno(), os.constants.errno.EPERM);
-      assert.equal(code(() => mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0, 'ro test')), 'EPERM', 'mmap(PROT_WRITE, MAP_SHARED)');
-      assert.equal(code(() => addSeals(rw, F_SEAL_WRITE)), 'EPERM');
+      assert.equal(
+        code(() => mmap(PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0, 'ro test')),
+        'EPERM',
+        'mmap(PROT_WRITE, MAP_SHARED)',
+      );
+      assert.equal(
+        code(() => addSeals(rw, F_SEAL_WRITE)),
+        'EPERM',
+      );
       const ro = mapShmFd(rw, 2 * PAGE, { readOnly: true });
       assert.equal(new Uint8Array(ro.buffer)[101], 2, 'readers map it read-only');
       ro.close();
@@ -114,7 +141,10 @@ describe('memfd seals', () => {
         const b = Buffer.alloc(1);
         fs.readSync(rw, b, 0, 1, 0);
         assert.equal(b[0], 0x77);
-        assert.equal(code(() => fs.writeSync(rw, Buffer.from([0]), 0, 1, 0)), 'EPERM');
+        assert.equal(
+          code(() => fs.writeSync(rw, Buffer.from([0]), 0, 1, 0)),
+          'EPERM',
+        );
       } finally {
         fs.closeSync(rw);
       }
@@ -133,7 +163,10 @@ describe('memfd seals', () => {
     const r = createShm('seal-huge', 2 << 20, { hugetlb: true });
     try {
       assert.equal(r.seals, FINAL_SIZE_SEALS);
-      assert.equal(code(() => fs.ftruncateSync(r.fd, 0)), 'EPERM');
+      assert.equal(
+        code(() => fs.ftruncateSync(r.fd, 0)),
+        'EPERM',
+      );
     } finally {
       r.close();
     }
@@ -147,7 +180,11 @@ describe('memfd seals', () => {
     const unsealed = foreignMemfd(2 * PAGE, true);
     const small = createShm('seal-small', PAGE);
     try {
-      for (const [what, fd] of [['a regular file', plain], ['a memfd without MFD_ALLOW_SEALING', unsealable], ['a memfd with no seals', unsealed]] as const) {
+      for (const [what, fd] of [
+        ['a regular file', plain],
+        ['a memfd without MFD_ALLOW_SEALING', unsealable],
+        ['a memfd with no seals', unsealed],
+      ] as const) {
         assert.throws(() => mapShmFd(fd, 2 * PAGE, { requireSizeSeals: true }), ShmSealError, what);
         mapShmFd(fd, 2 * PAGE).close(); // the check, not the mapping, refuses it
       }

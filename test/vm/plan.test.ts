@@ -59,10 +59,7 @@ test('bad specs are refused with the field named', () => {
   assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: '' }] }, io), /serial/);
   assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'x'.repeat(21) }] }, io), /serial/);
   assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'A' }, { serial: 'A' }] }, io), /twice/);
-  assert.throws(
-    () => buildQemuPlan({ command: 'true', nvme: [{ serial: 'A', namespaces: [{ logicalBlockSize: 1024 as 512 }] }] }, io),
-    /logicalBlockSize/,
-  );
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'A', namespaces: [{ logicalBlockSize: 1024 as 512 }] }] }, io), /logicalBlockSize/);
   assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'A', namespaces: [{}, { nsid: 1 }] }] }, io), /nsid 1 twice/);
 });
 

@@ -78,10 +78,16 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
   try {
     if (x) {
       if (ctx.write && !x.writableExportSafe && ctx.uid !== 0) {
-        throw new HomidError('write-denied', `device '${dev.config.name}' (${x.kind}): mediated writes need a data buffer the client can write, and on this transport a client could release that memory under the device (a hugetlb hole punch); only root gets one here: use vfio, or ask without write`);
+        throw new HomidError(
+          'write-denied',
+          `device '${dev.config.name}' (${x.kind}): mediated writes need a data buffer the client can write, and on this transport a client could release that memory under the device (a hugetlb hole punch); only root gets one here: use vfio, or ask without write`,
+        );
       }
       if (dataPart + cqPart > x.maxExportBytes) {
-        throw new HomidError('bad-request', `device '${dev.config.name}': a mediated queue of depth ${ctx.depth} with ${dataPart} bytes of data needs ${dataPart + cqPart} bytes of exported memory; this transport (${x.kind}) exports at most ${x.maxExportBytes}: ask for less dataBytes or depth`);
+        throw new HomidError(
+          'bad-request',
+          `device '${dev.config.name}': a mediated queue of depth ${ctx.depth} with ${dataPart} bytes of data needs ${dataPart + cqPart} bytes of exported memory; this transport (${x.kind}) exports at most ${x.maxExportBytes}: ask for less dataBytes or depth`,
+        );
       }
       try {
         exported = x.exportMemory(dataPart + cqPart, name);

@@ -36,7 +36,11 @@ export class Ext4Geometry {
   /** Every fixed-metadata block range inside [s_first_data_block, s_blocks_count). */
   readonly metadata: RangeSet;
 
-  constructor(src: BlockSource, readonly sb: Ext4Superblock, verifyCsum: boolean) {
+  constructor(
+    src: BlockSource,
+    readonly sb: Ext4Superblock,
+    verifyCsum: boolean,
+  ) {
     const n = sb.groupCount;
     const bs = sb.blockSize;
     this.inodeTables = new Float64Array(n);

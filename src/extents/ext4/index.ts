@@ -69,7 +69,10 @@ export class Ext4Image extends FsImage {
   private geo: Ext4Geometry | undefined;
   private readonly inodeCache = new LruCache<number, Ext4Inode>(INODE_CACHE_ENTRIES);
 
-  constructor(readonly source: BlockSource, opts: Ext4Options = {}) {
+  constructor(
+    readonly source: BlockSource,
+    opts: Ext4Options = {},
+  ) {
     super();
     this.verifyCsum = opts.verifyCsum ?? true;
     this.sb = readExt4Superblock(source, this.verifyCsum);
@@ -137,7 +140,7 @@ export class Ext4Image extends FsImage {
     const offset = blockBytes(this.inodeTable(g), this.blockSize, { structure: 'ext4 inode', at: -1, ino, what: `inode table of group ${g}` }) + idx * this.sb.inodeSize;
     const b = new Bin(this.source.read(offset, this.sb.inodeSize), 'ext4 inode', offset);
     const extra = this.sb.inodeSize > 128 ? b.u16le(128) : 0;
-    if (this.sb.inodeSize > 128 && (extra < 4 && extra !== 0 || 128 + extra > this.sb.inodeSize || extra % 4 !== 0)) b.fail(`inode ${ino}: i_extra_isize ${extra} out of range`, 128);
+    if (this.sb.inodeSize > 128 && ((extra < 4 && extra !== 0) || 128 + extra > this.sb.inodeSize || extra % 4 !== 0)) b.fail(`inode ${ino}: i_extra_isize ${extra} out of range`, 128);
     const generation = b.u32le(100);
     if (this.csum) {
       const hiField = this.sb.inodeSize > 128 && extra >= 4;
@@ -200,7 +203,12 @@ export class Ext4Image extends FsImage {
     const S = extents ? 'ext4 extent' : 'ext4 block map';
     let end = 0;
     for (const [i, r] of runs.entries()) {
-      const site: ExtentSite = { structure: S, at: r.at ?? inode.offset, ino: inode.ino, what: `${extents ? 'extent' : 'block run'} ${i} (logical block ${r.lblk}, physical block ${r.pblk}, ${plural(r.len)})` };
+      const site: ExtentSite = {
+        structure: S,
+        at: r.at ?? inode.offset,
+        ino: inode.ino,
+        what: `${extents ? 'extent' : 'block run'} ${i} (logical block ${r.lblk}, physical block ${r.pblk}, ${plural(r.len)})`,
+      };
       if (!isExact(r.lblk) || !isExact(r.len)) throw new BadExtentError(S, site.at, inode.ino, site.what, 'not an exact integer', `logical block ${r.lblk}, ${r.len} blocks`);
       if (r.lblk + r.len > EXT4_MAX_LOGICAL_BLOCKS) {
         throw new BadExtentError(S, site.at, inode.ino, site.what, 'beyond the format limit', `ends at logical block ${r.lblk + r.len}, past the 32-bit limit of ${EXT4_MAX_LOGICAL_BLOCKS}`);

@@ -122,7 +122,8 @@ export function readExt4Superblock(src: BlockSource, verifyCsum: boolean): Ext4S
   const reservedGdtBlocks = b.u16le(SB.RESERVED_GDT_BLOCKS);
   if (reservedGdtBlocks > blockSize / 4) b.fail(`s_reserved_gdt_blocks ${reservedGdtBlocks} exceeds ${blockSize / 4}`, SB.RESERVED_GDT_BLOCKS);
   const metaBg = (incompat & INCOMPAT.META_BG) !== 0;
-  if (1 + (metaBg ? firstMetaBg : gdtBlocks) + reservedGdtBlocks >= blocksPerGroup) b.fail(`a superblock, ${metaBg ? firstMetaBg : gdtBlocks} descriptor blocks and ${reservedGdtBlocks} reserved GDT blocks do not fit a group of ${blocksPerGroup} blocks`, SB.RESERVED_GDT_BLOCKS);
+  if (1 + (metaBg ? firstMetaBg : gdtBlocks) + reservedGdtBlocks >= blocksPerGroup)
+    b.fail(`a superblock, ${metaBg ? firstMetaBg : gdtBlocks} descriptor blocks and ${reservedGdtBlocks} reserved GDT blocks do not fit a group of ${blocksPerGroup} blocks`, SB.RESERVED_GDT_BLOCKS);
   const backupGroups: [number, number] | null = compat & COMPAT.SPARSE_SUPER2 ? [b.u32le(SB.BACKUP_BGS), b.u32le(SB.BACKUP_BGS + 4)] : null;
   let mmpBlock = -1;
   if (incompat & INCOMPAT.MMP) {
@@ -132,10 +133,27 @@ export function readExt4Superblock(src: BlockSource, verifyCsum: boolean): Ext4S
   const uuid = b.bytes(104, 16).slice();
   const csumSeed = incompat & INCOMPAT.CSUM_SEED ? b.u32le(0x270) : crc32cRaw(0xffffffff, uuid);
   return {
-    inodesCount, blocksCount, firstDataBlock, blockSize, blocksPerGroup, inodesPerGroup, inodeSize, groupCount, descSize,
-    descPerBlock, gdtBlocks, firstMetaBg, reservedGdtBlocks, backupGroups, mmpBlock,
-    featureCompat: compat, featureIncompat: incompat, featureRoCompat: roCompat,
-    metadataCsum, csumSeed, uuid,
+    inodesCount,
+    blocksCount,
+    firstDataBlock,
+    blockSize,
+    blocksPerGroup,
+    inodesPerGroup,
+    inodeSize,
+    groupCount,
+    descSize,
+    descPerBlock,
+    gdtBlocks,
+    firstMetaBg,
+    reservedGdtBlocks,
+    backupGroups,
+    mmpBlock,
+    featureCompat: compat,
+    featureIncompat: incompat,
+    featureRoCompat: roCompat,
+    metadataCsum,
+    csumSeed,
+    uuid,
   };
 }
 

@@ -57,7 +57,7 @@ export function encodeBmbtRec(r: BmbtRec, out: Uint8Array, o: number): void {
   const sb = r.startblock;
   const w0 = ((r.unwritten ? 0x80000000 : 0) | Math.floor(so / 0x80_0000)) >>> 0;
   const w1 = (((so % 0x80_0000) << 9) | Math.floor(sb / 2 ** 43)) >>> 0;
-  const w2 = Math.floor(sb / 2048) % 0x1_0000_0000 >>> 0;
+  const w2 = (Math.floor(sb / 2048) % 0x1_0000_0000) >>> 0;
   const w3 = (((sb % 2048) << 21) | (r.blockcount & 0x1fffff)) >>> 0;
   dv.setUint32(o, w0, false);
   dv.setUint32(o + 4, w1, false);

@@ -68,7 +68,10 @@ export class XfsImage extends FsImage {
   /** First block of the internal log counted linearly (agno * agblocks + agbno), or -1 when the log is external. */
   private readonly logLinear: number;
 
-  constructor(readonly source: BlockSource, opts: XfsOptions = {}) {
+  constructor(
+    readonly source: BlockSource,
+    opts: XfsOptions = {},
+  ) {
     super();
     this.verifyCrc = opts.verifyCrc ?? true;
     this.sb = readXfsSuperblock(source, this.verifyCrc);
@@ -113,9 +116,12 @@ export class XfsImage extends FsImage {
     if (agbno >= sb.agBlocks) bad('outside the data area', `AG block ${agbno} is past the ${sb.agBlocks} blocks of an AG`);
     const agLen = this.agSize(agno);
     if (agbno + count > agLen) {
-      bad('outside the data area', agno === sb.agCount - 1
-        ? `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the file system (${sb.dblocks} blocks)`
-        : `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the AG (${agLen} blocks; an extent never spans AGs)`);
+      bad(
+        'outside the data area',
+        agno === sb.agCount - 1
+          ? `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the file system (${sb.dblocks} blocks)`
+          : `AG ${agno} block ${agbno} + ${plural(count)} ends past the end of the AG (${agLen} blocks; an extent never spans AGs)`,
+      );
     }
     const linear = agno * sb.agBlocks + agbno;
     if (linear + count > sb.dblocks) bad('outside the data area', `blocks ${linear}..${linear + count - 1} end past sb_dblocks ${sb.dblocks}`);
