@@ -565,8 +565,7 @@ export class Controller implements AdminTarget {
     this.pending = keep;
     // Submitted but not yet fetched commands are aborted too, as far as the CQ has room.
     while (sq.head !== sq.tail && cq.free() > 0) {
-      const cid = sq.ring[sq.head << 4]! >>> SQE_CID_SHIFT;
-      sq.head = sq.head + 1 === sq.size ? 0 : sq.head + 1;
+      const cid = sq.ring[sq.take()]! >>> SQE_CID_SHIFT;
       cq.post(0, sq.head, sq.qid, cid, ST_ABORTED_SQ_DELETION);
     }
     this.abortOnFetch = this.abortOnFetch.filter((a) => a.sqid !== sq.qid);
@@ -636,16 +635,14 @@ export class Controller implements AdminTarget {
     const cq = sq.cq;
     let free = cq.free();
     if (free <= 0) return 0;
-    let n = sq.tail - sq.head;
-    if (n < 0) n += sq.size;
+    let n = sq.pending;
     if (n > free) n = free;
     const admin = sq.qid === 0;
     let done = 0;
     while (done < n) {
-      const slot = sq.head;
-      sq.head = slot + 1 === sq.size ? 0 : slot + 1;
+      const at = sq.take();
       done++;
-      this.execute(sq, slot << 4, admin);
+      this.execute(sq, at, admin);
       if (this.fatal || !this.ready || this.sqById[sq.qid] !== sq) break;
     }
     this.commands += done;

@@ -4,7 +4,8 @@
  * layer's CqWriter (src/nvme/ring.ts), the same code homid's mediated relay posts with.
  */
 import { CQE_DWORDS } from '../nvme/cqe.js';
-import { CqWriter } from '../nvme/ring.js';
+import { CqWriter, SqReader } from '../nvme/ring.js';
+import { SQE_DWORDS } from '../nvme/sqe.js';
 
 /**
  * A completion queue: CqWriter's `tail` (next slot the controller writes), `phase` (the tag of the current lap)
@@ -46,13 +47,11 @@ export class CompletionQueue extends CqWriter {
   }
 }
 
-export class SubmissionQueue {
-  /** Ring as dwords (16 per entry). */
-  readonly ring: Uint32Array;
-  /** Next entry the controller fetches. */
-  head = 0;
-  /** Tail as last accepted from the host's doorbell. */
-  tail = 0;
+/**
+ * A submission queue as the controller sees it: the ring's consuming side (SqReader: `head` is the next entry the
+ * controller fetches, `tail` the tail as last accepted from the host's doorbell, take() fetches one).
+ */
+export class SubmissionQueue extends SqReader {
   /** Last raw value seen in the tail doorbell. */
   rawTail = 0;
 
@@ -67,12 +66,6 @@ export class SubmissionQueue {
     readonly dbIndex: number,
     readonly priority: number,
   ) {
-    this.ring = new Uint32Array(segment, byteOffset, size * 16);
-  }
-
-  /** Entries submitted and not yet fetched. */
-  pending(): number {
-    const n = this.tail - this.head;
-    return n < 0 ? n + this.size : n;
+    super(new Uint32Array(segment, byteOffset, size * SQE_DWORDS), size);
   }
 }
