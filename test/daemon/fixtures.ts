@@ -2,11 +2,13 @@
  * Shared fixtures of the homid tests: an ext4 image built from a host directory, an image written onto a
  * namespace, configs, silent loggers.
  */
+import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pino } from 'pino';
 import { configFromObject, type HomidConfig } from '../../src/daemon/config.js';
+import { HomidError } from '../../src/daemon/errors.js';
 import { dataPointer } from '../../src/driver/dptr.js';
 import type { QueuePair } from '../../src/driver/queue-pair.js';
 import type { DmaAllocator } from '../../src/mem/dma.js';
@@ -100,4 +102,16 @@ export async function writeImage(qp: QueuePair, dma: DmaAllocator, nsid: number,
   } finally {
     dma.free(buf);
   }
+}
+
+/** Await `p` (or call it and await the result) and assert that it is refused with HomidError `code`. */
+export async function refused(p: Promise<unknown> | (() => unknown), code: string): Promise<HomidError> {
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (e) {
+    assert.ok(e instanceof HomidError, `expected HomidError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    return e;
+  }
+  assert.fail(`expected refusal ${code}`);
 }

@@ -23,23 +23,12 @@ import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import type { EmuTransport } from '../../src/transport/emu.js';
 import { O_PATH } from '../../src/sys/fileio.js';
 import { toLbaRanges } from '../../src/extents/types.js';
-import { NOBODY_PEER, ROOT_PEER, config, ext4Fixture, haveTool, silent, tmpDir, writeImage, type ImageFixture } from './fixtures.js';
+import { NOBODY_PEER, ROOT_PEER, config, refused, ext4Fixture, haveTool, silent, tmpDir, writeImage, type ImageFixture } from './fixtures.js';
 import { fsTypeOf, loopExt4 } from './loop.js';
 import { until } from './procs.js';
 
 const LBA = 4096;
 const MiB = 1024 * 1024;
-
-async function refused(p: Promise<unknown> | (() => unknown), code: string): Promise<HomidError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    assert.ok(e instanceof HomidError, `expected HomidError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected refusal ${code}`);
-}
 
 /** A dev_t as glibc's makedev builds it. */
 function makedev(major: number, minor: number): bigint {

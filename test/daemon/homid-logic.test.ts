@@ -4,7 +4,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, parseConfig } from '../../src/daemon/config.js';
-import { HomidError } from '../../src/daemon/errors.js';
 import { readExtentTable, waitExtentTable } from '../../src/ipc/extent-table.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { STATUS_ACCESS_DENIED } from '../../src/daemon/mediated.js';
@@ -14,22 +13,11 @@ import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { memfdOpener } from '../../src/daemon/registry.js';
 import { memfdRegions } from '../../src/daemon/shared-region.js';
 import { toLbaRanges } from '../../src/extents/types.js';
-import { NOBODY_PEER, ROOT_PEER, config, ext4Fixture, haveTool, silent, tmpDir, type ImageFixture } from './fixtures.js';
+import { NOBODY_PEER, ROOT_PEER, config, refused, ext4Fixture, haveTool, silent, tmpDir, type ImageFixture } from './fixtures.js';
 import { loopExt4 } from './loop.js';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-async function refused(p: Promise<unknown> | (() => unknown), code: string): Promise<HomidError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    assert.ok(e instanceof HomidError, `expected HomidError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected refusal ${code}`);
 }
 
 describe('homid config', () => {

@@ -11,7 +11,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MediatedQueuePair } from '../../src/client/mediated-queue.js';
-import { HomidError } from '../../src/daemon/errors.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { Controller } from '../../src/driver/controller.js';
 import { DeviceBlockSource, DeviceReader, METADATA_QUEUE_ENTRIES } from '../../src/extents/device-source.js';
@@ -22,7 +21,7 @@ import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { MediaStatus, Sct } from '../../src/nvme/status.js';
 import { openEmu, type EmuTransport } from '../../src/transport/emu.js';
 import { buildTree, mkExt4, mkXfs, readByExtents, rmTree } from '../extents/fixtures.js';
-import { NOBODY_PEER, ROOT_PEER, config, haveTool, silent, tmpDir, writeImage } from './fixtures.js';
+import { NOBODY_PEER, ROOT_PEER, config, refused, haveTool, silent, tmpDir, writeImage } from './fixtures.js';
 
 const MiB = 1024 * 1024;
 const EXT4_MIB = 48;
@@ -34,17 +33,6 @@ const skip = (!haveTool('mkfs.ext4') && 'no mkfs.ext4') || (!haveTool('mkfs.xfs'
 /** Every inode of an image with its map, in walk order. */
 function walkAll(img: FsImage): WalkEntry[] {
   return [...img.walk({ maps: true })];
-}
-
-async function refused(f: () => unknown, code: string): Promise<HomidError> {
-  try {
-    await f();
-  } catch (e) {
-    assert.ok(e instanceof HomidError, `expected HomidError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return e;
-  }
-  assert.fail(`expected refusal ${code}`);
 }
 
 describe('device-backed metadata source', { skip }, () => {
