@@ -9,7 +9,8 @@ export class UsageError extends Error {
 }
 
 /** Errors from lower layers that mean the request itself was bad. */
-const USAGE_ERROR_NAMES = new Set(['UriError', 'InvalidArgumentError']);
+/** NoCudaDriverError: a GPU entry point on a machine without a CUDA driver exits 2 too (nothing ran). */
+const USAGE_ERROR_NAMES = new Set(['UriError', 'InvalidArgumentError', 'NoCudaDriverError']);
 
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;

@@ -45,7 +45,14 @@ function perfCommonOptions(c: Command): Command {
     .option('--verify', 'write self-describing patterns and check every read', false)
     .option('--verify-span <bytes>', 'bytes of the namespace used (and prefilled) by --verify', '64MiB')
     .option('--seed <n>', 'random seed', '1')
-    .option('--json', 'print one JSON object', false);
+    .option('--json', 'print one JSON object', false)
+    .addOption(new Option('--initiator <who>', 'who builds and submits the commands: cpu, or gpu (CUDA kernels ring the doorbells)').choices(['cpu', 'gpu']).default('cpu'))
+    .addOption(new Option('--mode <shape>', 'gpu: submission shape: block (a thread block per queue, a slot per thread) or ticket (per-thread tickets)').choices(['block', 'ticket']).default('block'))
+    .addOption(new Option('--placement <where>', 'gpu: payloads in host memory (read in place) or device memory (emulated P2P on emu://)').choices(['host', 'device']).default('host'))
+    .option('--gpu <n>', 'gpu: CUDA device ordinal', '0')
+    .option('--entries <n>', 'gpu: SQ/CQ entries per queue (a power of two above --qd)')
+    .option('--block-threads <n>', 'gpu ticket mode: threads per block (default min(qd, 256))')
+    .option('--gpu-timeout-ms <ms>', 'gpu: deadline of one wait in the kernels', '2000');
 }
 
 const perf = program

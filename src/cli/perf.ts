@@ -134,7 +134,11 @@ export function progressPrinter(enabled: boolean): ((p: EngineProgress) => void)
   };
 }
 
-export async function perfCommand(uri: string, o: PerfCliOptions): Promise<number> {
+export async function perfCommand(uri: string, o: PerfCliOptions & { initiator?: string }): Promise<number> {
+  if (o.initiator === 'gpu') {
+    const { gpuPerfCommand } = await import('./gpu-perf.js');
+    return gpuPerfCommand(uri, o as unknown as import('./gpu-perf.js').GpuCliOptions);
+  }
   const opts = perfOptionsFrom(uri, o);
   checkBeforeRun(opts);
   const tty = process.stderr.isTTY === true;
