@@ -82,6 +82,11 @@ export const CTL_ACK = 2;
 export const CTL_STOP = 3;
 /** Worker state, one of WORKER_*. */
 export const CTL_STATE = 4;
+/**
+ * Holders of "stay awake": while it is above zero the controller busy-polls and never sleeps on the wake word
+ * (a GPU feeding a queue cannot futex-wake a thread; see EmuTransport.holdAwake).
+ */
+export const CTL_AWAKE_HOLDS = 5;
 /** Int32 cells in the control block before the statistics. */
 export const CTL_INT_CELLS = 16;
 /** Byte offset of the Float64 statistics in the control block. */

@@ -60,6 +60,7 @@ import {
 } from './constants.js';
 import {
   CTL_ACK,
+  CTL_AWAKE_HOLDS,
   CTL_SEQ,
   CTL_STATE,
   CTL_STATS_BYTE_OFFSET,
@@ -277,7 +278,7 @@ export class Controller implements AdminTarget {
       if (++idlePolls % IDLE_CLOCK_EVERY !== 0) continue;
       const now = performance.now();
       if (idlePolls === IDLE_CLOCK_EVERY) idleSince = now;
-      else if (now - idleSince >= this.spinMs) {
+      else if (now - idleSince >= this.spinMs && Atomics.load(ctl, CTL_AWAKE_HOLDS) === 0) {
         this.sleep();
         idlePolls = 0;
       }

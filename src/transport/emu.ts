@@ -7,6 +7,7 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import {
   CONTROL_BLOCK_BYTES,
   CTL_ACK,
+  CTL_AWAKE_HOLDS,
   CTL_SEQ,
   CTL_STATE,
   CTL_STATS_BYTE_OFFSET,
@@ -371,6 +372,27 @@ export class EmuTransport implements Transport {
   /** Put the controller in the fatal state (CSTS.CFS); done when this returns. */
   setFatal(): void {
     this.post({ type: 'setFatal' }, true);
+  }
+
+  /**
+   * Keep the controller polling, never sleeping on its wake word, until the returned release is called (once;
+   * later calls do nothing). For initiators that cannot wake a thread: a GPU kernel stores doorbells and nothing
+   * else. Holds nest; the controller goes back to its adaptive spin and sleep when the last is released.
+   */
+  holdAwake(): () => void {
+    Atomics.add(this.ctl, CTL_AWAKE_HOLDS, 1);
+    this.waker.wake();
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      Atomics.sub(this.ctl, CTL_AWAKE_HOLDS, 1);
+    };
+  }
+
+  /** Holders of holdAwake() now. */
+  awakeHolds(): number {
+    return Atomics.load(this.ctl, CTL_AWAKE_HOLDS);
   }
 
   stats(): EmuStats {

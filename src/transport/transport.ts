@@ -99,6 +99,12 @@ export interface Transport {
    * embedded controller over SharedArrayBuffers). Absent means null.
    */
   queueExporter?(): QueueExporter | null;
+  /**
+   * A software controller that sleeps when idle: keep it polling until the returned release is called, for
+   * initiators that store doorbells but cannot wake a thread (GPU kernels). Absent: the device never sleeps
+   * (hardware) and nothing needs holding.
+   */
+  holdAwake?(): () => void;
 }
 
 /** A byte range of a file descriptor another process can mmap (offset page aligned). */
