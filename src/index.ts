@@ -4,7 +4,7 @@
  * - The unified block I/O API: openIo(uri, options) -> IoDevice -> IoQueue, over posix, io_uring, io_uring_cmd
  *   and the user-space driver (emu://..., pci:...), with the queue contract every queue shares.
  * - The user-space NVMe driver core: openDevice(uri) -> Transport, Controller.open(transport) -> queue pairs.
- * - homid's client library: HomidClient.connect(socket) -> raw or mediated queue pairs, extent maps.
+ * - homid's client library: HomidClient.connect(socket) -> raw, mediated or GPU queue pairs, extent maps.
  * - The extent decoders: XFS and ext4 images read without the kernel, FIEMAP on a mounted file system.
  *
  * Everything else under dist/src is internal and may change without notice.
@@ -56,7 +56,7 @@ export {
 } from './nvme/status.js';
 
 // homid's client library.
-export { HomidClient, HomidClientError, MediatedQueuePair, type Lease, type MediatedLease, type RawLease } from './client/index.js';
+export { HomidClient, HomidClientError, MediatedQueuePair, type GpuQueueLease, type GpuQueueOptions, type Lease, type MediatedLease, type RawLease } from './client/index.js';
 
 // The extent decoders.
 export {

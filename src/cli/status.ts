@@ -1,4 +1,7 @@
-/** `homi status [--json] [--socket S]`: devices, queue pairs per client and class, I/O counters, extent cache. */
+/**
+ * `homi status [--json] [--socket S]`: devices, queue pairs per client and class (GPU ones apart), I/O counters,
+ * extent cache.
+ */
 import { HomidClient } from '../client/index.js';
 import type { StatusSnapshot } from '../ipc/messages.js';
 import { renderTable } from '../util/table.js';
@@ -12,8 +15,8 @@ export function formatStatus(s: StatusSnapshot): string {
     ),
     '',
     renderTable(
-      ['class', 'held', 'budget', 'per client'],
-      s.classes.map((c) => [c.name, String(c.held), String(c.queuePairs), String(c.perClient)]),
+      ['class', 'held', 'budget', 'per client', 'gpu held', 'gpu budget'],
+      s.classes.map((c) => [c.name, String(c.held), String(c.queuePairs), String(c.perClient), String(c.gpuHeld), String(c.gpuQueues)]),
     ),
     '',
   );
@@ -27,7 +30,7 @@ export function formatStatus(s: StatusSnapshot): string {
           ? Object.entries(q.io)
               .map(([k, v]) => `${k} ${v}`)
               .join(', ')
-          : 'client-driven');
+          : clientDriven(q));
       clientRows.push([String(c.id), String(c.pid), String(c.uid), c.class, String(q.lease), q.device, String(q.qid), q.mode, String(q.depth), io]);
     }
   }
@@ -44,6 +47,12 @@ export function formatStatus(s: StatusSnapshot): string {
     `reclaimed queue pairs ${k.reclaimedQueuePairs}, denied commands ${k.deniedCommands}, refusals ${k.refusals}, clients served ${k.clientsServed}, queue pairs lost to controller resets ${k.lostQueuePairs}`,
   );
   return out.join('\n');
+}
+
+/** What the I/O column says of a queue the client drives in its own process (raw, or gpu). */
+function clientDriven(q: StatusSnapshot['clients'][number]['queuePairs'][number]): string {
+  if (q.mode !== 'gpu') return 'client-driven';
+  return q.holdsAwake ? 'GPU-driven; controller held awake (busy polling)' : 'GPU-driven';
 }
 
 export async function statusCommand(o: { json?: boolean; socket?: string }): Promise<number> {

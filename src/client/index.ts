@@ -1,8 +1,9 @@
 /**
  * The homid client library: connect, hello, list devices, open queue pairs (raw: the driver core's QueuePair
  * over memory homid shares, via attachQueuePair; mediated: MediatedQueuePair over homid-polled rings, the same
- * submitIo / ring / poll API), resolve extents (a descriptor, never a path), read a file through its extents,
- * status, close. Closing the connection (or dying) gives every queue pair back.
+ * submitIo / ring / poll API; gpu: the checked grant and its descriptors, for a GPU layer to map and register),
+ * resolve extents (a descriptor, never a path), read a file through its extents, status, close. Closing the
+ * connection (or dying) gives every queue pair back.
  */
 import * as fs from 'node:fs';
 import { attachQueuePair, type AttachedQueuePair } from '../driver/attach.js';
@@ -10,8 +11,8 @@ import { dataPointer } from '../driver/dptr.js';
 import { IpcClient } from '../ipc/client.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
 import { MEDIATED_FD_RING, MEDIATED_FD_SEGMENT, validateMediatedGrant, type MediatedQueueGrant } from '../ipc/mediated-grant.js';
-import { DEFAULT_SOCKET, type DeviceInfo, type ErrorResponse, type LeaseGrant, type OkResponse, type RequestType, type StatusResult } from '../ipc/messages.js';
-import type { RawQueueGrant } from '../ipc/raw-grant.js';
+import { DEFAULT_SOCKET, type DeviceInfo, type ErrorResponse, type GpuDeviceKind, type LeaseGrant, type OkResponse, type RequestType, type StatusResult } from '../ipc/messages.js';
+import { validateRawGrant, type RawQueueGrant } from '../ipc/raw-grant.js';
 import { WireFormatError } from '../ipc/validate.js';
 import { NvmOpcode } from '../nvme/opcodes.js';
 import { statusName } from '../nvme/status.js';
@@ -27,7 +28,7 @@ export { MediatedQueuePair } from './mediated-queue.js';
  * homid's error response.
  */
 export const ClientErrorCode = {
-  /** A mediated grant did not come with the descriptors it names. */
+  /** A grant did not come with the descriptors it names, or is not what was asked for. */
   BadGrant: 'bad-grant',
   /** The extent map stayed busy (homid kept rebuilding it). */
   Busy: 'busy',
@@ -91,6 +92,41 @@ export interface OpenOptions {
   dataBytes?: number;
 }
 
+/** What openGpuQueue asks for: one queue pair (the fields of the openQueuePair request, mode 'gpu'). */
+export interface GpuQueueOptions {
+  device: string;
+  /** Namespace (default 1). */
+  nsid?: number;
+  /** SQ and CQ entries. */
+  depth: number;
+  /** Bytes of data region with the queue pair (homid's default when absent). */
+  dataBytes?: number;
+  /** Passed on as for raw queues: a GPU queue, like a raw one, is not checked per command. */
+  write?: boolean;
+}
+
+/**
+ * A GPU queue pair: the checked raw grant and the descriptors it names (this process owns them), for a GPU layer
+ * to map and register with its context; nothing is mapped here. `busyPoll`: homid holds the controller (a
+ * software one that sleeps when idle) awake for the lease, so doorbell stores alone are seen; `device`: the
+ * controller's kind. close() gives the queue pair back and closes the descriptors; mappings made from them stay
+ * valid memory (stale once homid deleted the queues) until they are unmapped.
+ */
+export interface GpuQueueLease {
+  mode: 'gpu';
+  grantId: string;
+  qid: number;
+  grant: RawQueueGrant;
+  /** Descriptor i is the grant's fd index i. */
+  fds: readonly number[];
+  busyPoll: boolean;
+  device: GpuDeviceKind;
+  /** Why the queue pair is gone (the connection to homid closed, so homid reclaimed it), or null. */
+  readonly gone: string | null;
+  /** Give the queue pair back to homid (when still connected) and close the descriptors. Idempotent. */
+  close(): Promise<void>;
+}
+
 /** A published extent map: re-read it when `changed` (the generation moved). */
 export class ExtentMapHandle {
   private seen: number;
@@ -137,6 +173,8 @@ export class HomidClient {
   private readonly raws = new Set<RawLease>();
   /** Mediated leases still open: abandoned (in-flight commands fail at once) when the connection ends. */
   private readonly mediated = new Set<MediatedLease>();
+  /** GPU leases still open: told that they are gone when the connection ends (the GPU layer stops its kernels). */
+  private readonly gpus = new Map<GpuQueueLease, (reason: string) => void>();
   private constructor(readonly ipc: IpcClient) {
     // homid reclaims every queue pair of a closed connection (or is gone): stop touching them, and let go of
     // the mappings (a VFIO device mapping would otherwise keep the device busy for the next owner). Mediated
@@ -146,6 +184,8 @@ export class HomidClient {
       this.raws.clear();
       for (const l of this.mediated) l.qp.abandon(`homid connection closed: ${reason}`);
       this.mediated.clear();
+      for (const gone of this.gpus.values()) gone(`homid connection closed: ${reason}`);
+      this.gpus.clear();
     });
   }
 
@@ -187,6 +227,7 @@ export class HomidClient {
       const r = check(response);
       return r.grants.map((g: LeaseGrant): Lease => {
         const mine = fds.slice(g.fdBase, g.fdBase + g.fdCount);
+        if (g.mode === 'gpu') throw new HomidClientError(ClientErrorCode.BadGrant, 'homid answered with a gpu grant: open GPU queues with openGpuQueue');
         if (g.mode === 'raw') {
           const qp = attachQueuePair(g.grant, mine, { closeFds: false });
           const lease = { mode: 'raw', grantId: g.grantId, qid: g.qid, grant: qp.grant, qp } satisfies RawLease;
@@ -229,6 +270,72 @@ export class HomidClient {
     } finally {
       for (const fd of fds) closeFd(fd);
     }
+  }
+
+  /**
+   * Open one GPU queue pair on `device`: the grant is checked (validateRawGrant) and returned with its
+   * descriptors, unmapped. Needs raw permission and a class with gpu_queues; a transport that exports no memory
+   * is refused ('gpu-unsupported').
+   */
+  async openGpuQueue(o: GpuQueueOptions): Promise<GpuQueueLease> {
+    const { response, fds } = await this.ipc.request({
+      type: 'openQueuePair',
+      device: o.device,
+      nsid: o.nsid ?? 1,
+      depth: o.depth,
+      count: 1,
+      mode: 'gpu',
+      ...(o.write !== undefined ? { write: o.write } : {}),
+      ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
+    });
+    let kept: readonly number[] = [];
+    try {
+      const r = check(response);
+      const g = r.grants[0]!;
+      if (r.grants.length !== 1 || g.mode !== 'gpu') throw new HomidClientError(ClientErrorCode.BadGrant, `asked for one gpu queue pair, homid answered ${r.grants.map((x) => x.mode).join(', ')}`);
+      const mine = fds.slice(g.fdBase, g.fdBase + g.fdCount);
+      let grant: RawQueueGrant;
+      try {
+        grant = validateRawGrant(g.grant, mine.length);
+      } catch (e) {
+        if (e instanceof WireFormatError) throw new HomidClientError(ClientErrorCode.BadGrant, `${e.message} (from homid)`);
+        throw e;
+      }
+      kept = mine.slice(0, grant.fds.length);
+      return this.gpuLease(g.grantId, g.qid, grant, kept, g.busyPoll, g.device);
+    } finally {
+      for (const fd of fds) if (!kept.includes(fd)) closeFd(fd);
+    }
+  }
+
+  private gpuLease(grantId: string, qid: number, grant: RawQueueGrant, fds: readonly number[], busyPoll: boolean, device: GpuDeviceKind): GpuQueueLease {
+    let gone: string | null = null;
+    let closing: Promise<void> | null = null;
+    const lease: GpuQueueLease = {
+      mode: 'gpu',
+      grantId,
+      qid,
+      grant,
+      fds,
+      busyPoll,
+      device,
+      get gone() {
+        return gone;
+      },
+      close: () =>
+        (closing ??= (async () => {
+          try {
+            if (gone === null && !this.ipc.isClosed) check((await this.ipc.request({ type: 'closeQueuePair', grantId })).response);
+          } finally {
+            gone ??= 'closed';
+            this.gpus.delete(lease);
+            for (const fd of fds) closeFd(fd);
+          }
+        })()),
+    };
+    if (this.ipc.isClosed) gone = 'homid connection closed';
+    else this.gpus.set(lease, (reason) => (gone ??= reason));
+    return lease;
   }
 
   async closeQueuePair(l: Lease): Promise<void> {

@@ -25,6 +25,8 @@
  * users = []                        # user names or uids; "default" takes everyone not matched elsewhere
  * groups = []
  * write = true                      # mediated clients of this class may be granted writes
+ * gpu_queues = 0                    # GPU queue pairs (lease mode 'gpu') held by all clients of the class
+ *                                   # together, counted in queue_pairs too; 0 (the default): none (see below)
  *
  * [raw]                             # who may hold raw (unmediated) queues
  * users = ["root"]
@@ -53,6 +55,10 @@
  * (the same file by st_dev and st_ino; the loop offset, and a partition's start, are added), or the
  * `block_device` configured here (the file's st_dev is that device, or one of its partitions: the partition's
  * start is added). Any other file is refused ('wrong-device').
+ *
+ * gpu_queues defaults to 0 in every class, "default" included: GPU leases are opted into per class. A GPU lease
+ * carries raw trust (its holder must also be a [raw] user or group), and on the embedded controller each one
+ * keeps the controller's thread busy polling (a whole core) for as long as it is held.
  */
 import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
@@ -112,6 +118,9 @@ const deviceSchema = z
 export const DEFAULT_FILE_GRANTS_PER_CLIENT = 4096;
 /** Default of [limits] file_grants_per_uid: file grants all connections of one uid may hold together. */
 export const DEFAULT_FILE_GRANTS_PER_UID = 16384;
+/** Default of [class.*] gpu_queues: no GPU queue pairs unless the class says so. */
+export const DEFAULT_GPU_QUEUES = 0;
+
 /** Largest value either limit accepts. */
 const MAX_FILE_GRANTS = 1 << 24;
 
@@ -160,10 +169,14 @@ const classSchema = z
     users: z.array(principal).default([]),
     groups: z.array(principal).default([]),
     write: z.boolean().default(true),
+    gpu_queues: z.number().int().min(0).default(DEFAULT_GPU_QUEUES),
   })
   .strict()
   .superRefine((c, ctx) => {
     if (c.per_client > c.queue_pairs) ctx.addIssue({ code: 'custom', path: ['per_client'], message: `per_client (${c.per_client}) exceeds queue_pairs (${c.queue_pairs})` });
+    if (c.gpu_queues > c.queue_pairs) {
+      ctx.addIssue({ code: 'custom', path: ['gpu_queues'], message: `gpu_queues (${c.gpu_queues}) exceeds queue_pairs (${c.queue_pairs}): GPU queue pairs count in queue_pairs too` });
+    }
   });
 
 const configSchema = z
@@ -209,6 +222,8 @@ export interface ClassConfig {
   users: (string | number)[];
   groups: (string | number)[];
   write: boolean;
+  /** GPU queue pairs all clients of the class may hold together (also counted in queuePairs). */
+  gpuQueues: number;
 }
 
 export interface HomidConfig {
@@ -252,7 +267,7 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
   const classes = new Map<string, ClassConfig>();
   const dflt = classSchema.parse({});
   for (const [name, k] of Object.entries({ default: dflt, ...c.class })) {
-    classes.set(name, { name, queuePairs: k.queue_pairs, perClient: k.per_client, maxDepth: k.max_depth, users: k.users, groups: k.groups, write: k.write });
+    classes.set(name, { name, queuePairs: k.queue_pairs, perClient: k.per_client, maxDepth: k.max_depth, users: k.users, groups: k.groups, write: k.write, gpuQueues: k.gpu_queues });
   }
   const ipc: Partial<IpcLimits> = {};
   for (const [key, field] of Object.entries(IPC_LIMIT_KEYS)) {

@@ -3,27 +3,31 @@
  * mediated queues, the extent service and the status snapshot. The IPC server (server.ts) maps messages
  * onto these methods; tests drive them directly.
  *
- * Leases: every queue pair a client holds is a lease tied to its session. Each kind (raw, mediated) is a module
- * of leases/ that makes the lease and implements LeaseOps; homid checks budgets, registers the lease and
+ * Leases: every queue pair a client holds is a lease tied to its session. Each kind (raw, mediated, gpu) is a
+ * module of leases/ that makes the lease and implements LeaseOps; homid checks budgets, registers the lease and
  * handles it through those operations only. When the session ends (the client closed, crashed or was killed:
  * the socket closes), homid stops the queues: revoke, Delete I/O SQ (the controller aborts what is
  * outstanding), Delete I/O CQ, and frees their memory. Queue ids and memory are reused.
+ *
+ * Budgets: per class, the queue pairs all its clients hold together (queue_pairs) and each client's share
+ * (per_client), every kind counted; GPU leases are also counted against the class's gpu_queues (0 unless
+ * configured). Raw and GPU leases need raw permission ([raw] users and groups).
  */
 import { pino } from 'pino';
 import { toLbaRanges } from '../extents/types.js';
 import { readExtentTable } from '../ipc/extent-table.js';
-import type { DeviceStatus, LeaseStatus, StatusSnapshot } from '../ipc/messages.js';
+import type { DeviceStatus, LeaseMode, LeaseStatus, StatusSnapshot } from '../ipc/messages.js';
 import type { HomidConfig, ClassConfig } from './config.js';
 import { HomidError } from './errors.js';
 import { ExtentService, type ExtentEntry } from './extent-service.js';
-import { createMediatedLease, createRawLease, type Lease, type LeaseContext, type LiveDevice, type MediatedLease, type RawLease } from './leases/index.js';
+import { createGpuLease, createMediatedLease, createRawLease, type GpuLease, type Lease, type LeaseContext, type LiveDevice, type MediatedLease, type RawLease } from './leases/index.js';
 import { MediatedPoller, type DeniedCommand } from './mediated.js';
 import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
 import { DeviceRegistry, type TransportOpener } from './registry.js';
 import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
 
 export type { StatusSnapshot } from '../ipc/messages.js';
-export type { Lease, MediatedLease, RawLease } from './leases/index.js';
+export type { GpuLease, Lease, MediatedLease, RawLease } from './leases/index.js';
 
 /** The slice of a pino logger homid uses. */
 export interface HomidLogger {
@@ -42,7 +46,8 @@ export interface OpenQueuePairsRequest {
   nsid?: number;
   depth: number;
   count?: number;
-  mode?: 'raw' | 'mediated';
+  /** The lease kind (default raw). */
+  mode?: LeaseMode;
   /** Mediated: ask for writes (granted when the class allows it). */
   write?: boolean;
   /** Mediated: size of the data buffer (default 1 MiB). */
@@ -63,7 +68,9 @@ export class ClientSession {
   readonly files = new Map<number, FileGrant>();
   /** File grants being resolved (counted against the file grant limits). */
   pendingFiles = 0;
+  /** Queue pairs being created (counted against the budgets), and the GPU ones among them. */
   reserved = 0;
+  reservedGpu = 0;
   closed = false;
   readonly connectedAt = Date.now();
   constructor(
@@ -174,9 +181,21 @@ export class Homid {
     return n;
   }
 
+  /** GPU queue pairs the clients of class `name` hold or are being given. */
+  private classGpuHeld(name: string): number {
+    let n = 0;
+    for (const s of this.sessions.values()) {
+      if (s.klass.name !== name) continue;
+      n += s.reservedGpu;
+      for (const l of s.leases.values()) if (l.kind === 'gpu') n++;
+    }
+    return n;
+  }
+
   /** Open `count` queue pairs (all or none): leases of the kind `mode` names (raw by default). */
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode: 'mediated' }): Promise<MediatedLease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode?: 'raw' }): Promise<RawLease[]>;
+  async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode: 'gpu' }): Promise<GpuLease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]> {
     if (s.closed) throw new HomidError('closed', 'the session is closed');
@@ -189,6 +208,9 @@ export class Homid {
       this.refuse(s, new HomidError('bad-depth', `depth must be an integer in 2..${k.maxDepth} (class '${k.name}' max_depth), got ${req.depth}`));
     }
     if (mode === 'raw' && !s.raw) this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold raw queues (config [raw] users/groups); ask for mode 'mediated'`));
+    if (mode === 'gpu' && !s.raw) {
+      this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold GPU queues: a GPU drives its queue pair unchecked, as a raw client does (config [raw] users/groups)`));
+    }
     if (mode === 'mediated' && req.write && !k.write) this.refuse(s, new HomidError('write-denied', `class '${k.name}' does not grant writes on mediated queues`));
     let dev: LiveDevice;
     try {
@@ -205,6 +227,12 @@ export class Homid {
     if (mine + count > k.perClient) {
       this.refuse(s, new HomidError('budget-client', `client budget exceeded: holds ${mine} of ${k.perClient} queue pairs (class '${k.name}' per_client), asked for ${count} more`));
     }
+    if (mode === 'gpu') {
+      const gpuHeld = this.classGpuHeld(k.name);
+      if (gpuHeld + count > k.gpuQueues) {
+        this.refuse(s, new HomidError('budget-class', `class GPU budget exceeded: class '${k.name}' holds ${gpuHeld} of ${k.gpuQueues} GPU queue pairs (gpu_queues), asked for ${count} more`));
+      }
+    }
     const held = this.classHeld(k.name);
     if (held + count > k.queuePairs) {
       this.refuse(s, new HomidError('budget-class', `class budget exceeded: class '${k.name}' holds ${held} of ${k.queuePairs} queue pairs, asked for ${count} more`));
@@ -214,7 +242,9 @@ export class Homid {
     if (count > freeQ) {
       this.refuse(s, new HomidError('device-queues', `device '${req.device}' has ${Math.max(0, freeQ)} free I/O queue pairs of ${c.maxIoQueuePairs}, asked for ${count}`));
     }
+    const gpuCount = mode === 'gpu' ? count : 0;
     s.reserved += count;
+    s.reservedGpu += gpuCount;
     this.deviceReserved.set(req.device, reservedOnDevice + count);
     const made: Lease[] = [];
     try {
@@ -225,6 +255,7 @@ export class Homid {
       throw e;
     } finally {
       s.reserved -= count;
+      s.reservedGpu -= gpuCount;
       this.deviceReserved.set(req.device, (this.deviceReserved.get(req.device) ?? count) - count);
     }
     if (s.closed) {
@@ -258,7 +289,7 @@ export class Homid {
   }
 
   /** One lease of kind `mode`, registered in the session and serving. */
-  private async createLease(s: ClientSession, dev: LiveDevice, mode: 'raw' | 'mediated', nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
+  private async createLease(s: ClientSession, dev: LiveDevice, mode: LeaseMode, nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
     const dataBytes = req.dataBytes ?? DEFAULT_DATA_BYTES;
     if (!Number.isInteger(dataBytes) || dataBytes < 4096 || dataBytes > MAX_DATA_BYTES) {
       throw new HomidError('bad-request', `dataBytes must be an integer in 4096..${MAX_DATA_BYTES}, got ${dataBytes}`);
@@ -277,7 +308,7 @@ export class Homid {
       regions: this.regions,
       onDenied: (d) => this.onDenied(s, d),
     };
-    const lease = mode === 'raw' ? await createRawLease(ctx) : await createMediatedLease(ctx, this.poller);
+    const lease = mode === 'raw' ? await createRawLease(ctx) : mode === 'gpu' ? await createGpuLease(ctx) : await createMediatedLease(ctx, this.poller);
     s.leases.set(lease.id, lease);
     this.recomputeGrant(s, lease);
     lease.start();
@@ -286,6 +317,8 @@ export class Homid {
         { client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode, write: lease.grant.write, completions: lease.hwCq !== null ? 'direct' : 'relayed' },
         'mediated queue pair granted',
       );
+    } else if (lease.kind === 'gpu') {
+      this.log.info({ client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode, controller: lease.deviceKind, busyPoll: lease.busyPoll }, 'GPU queue pair granted');
     } else {
       this.log.info({ client: s.id, lease: lease.id, device, qid: lease.qid, depth: req.depth, mode }, 'queue pair granted');
     }
@@ -454,7 +487,14 @@ export class Homid {
   status(viewer: ClientSession | null = null): StatusSnapshot {
     const all = viewer === null || viewer.peer.uid === 0;
     const devices = this.listDevices();
-    const classes = [...this.config.classes.values()].map((k) => ({ name: k.name, queuePairs: k.queuePairs, perClient: k.perClient, held: this.classHeld(k.name) }));
+    const classes = [...this.config.classes.values()].map((k) => ({
+      name: k.name,
+      queuePairs: k.queuePairs,
+      perClient: k.perClient,
+      held: this.classHeld(k.name),
+      gpuQueues: k.gpuQueues,
+      gpuHeld: this.classGpuHeld(k.name),
+    }));
     const visible = all ? [...this.sessions.values()] : [viewer];
     const held = new Set<ExtentEntry>();
     if (!all) for (const f of viewer.files.values()) held.add(f.entry);
@@ -475,6 +515,7 @@ export class Homid {
             nsid: l.nsid,
             depth: l.depth,
             lost: l.lost,
+            ...(l.kind === 'gpu' ? { holdsAwake: l.holdsAwake() } : {}),
             io: l.io(),
           }) satisfies LeaseStatus,
       ),

@@ -114,6 +114,8 @@ export const HomidErrorCode = {
   NoHugepages: 'no-hugepages',
   /** No memory for queues or buffers. */
   NoMemory: 'no-memory',
+  /** The device cannot give a GPU a queue pair (its transport exports no memory another process can map). */
+  GpuUnsupported: 'gpu-unsupported',
   /** A request homid cannot serve as asked (the message says what to change). */
   BadRequest: 'bad-request',
   /** The peer's identity or class cannot be established (the connection is closed: fail closed). */

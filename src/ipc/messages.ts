@@ -34,6 +34,15 @@ export const DEFAULT_SOCKET = '/run/homi/homid.sock';
 
 const MAX_STRING = 4096;
 
+/**
+ * The kinds of lease a client may ask for (openQueuePair `mode`): raw, the client drives the queues itself;
+ * mediated, homid checks each command; gpu, a raw queue pair handed to a GPU (kernels build SQEs and store
+ * doorbells; homid keeps a software controller awake for it).
+ */
+export const LEASE_MODES = ['raw', 'mediated', 'gpu'] as const;
+export const LeaseMode = z.enum(LEASE_MODES);
+export type LeaseMode = z.infer<typeof LeaseMode>;
+
 /** Fields every request has. */
 export const requestBase = {
   id: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
@@ -66,8 +75,8 @@ export const OpenQueuePairRequest = z.object({
   depth: z.number().int().min(2).max(65536),
   /** Queue pairs to open. */
   count: z.number().int().min(1).max(1024),
-  /** raw: the client drives the queues itself; mediated: homid checks each command. */
-  mode: z.enum(['raw', 'mediated']),
+  /** raw: the client drives the queues itself; mediated: homid checks each command; gpu: raw, driven by a GPU. */
+  mode: LeaseMode,
   /** Write access wanted (default false: read-only). */
   write: z.boolean().optional(),
   /** Bytes of data buffer with the queue pair (homid's default when absent). */
@@ -154,8 +163,17 @@ const leaseGrantBase = {
 };
 export const RawLeaseGrant = z.strictObject({ ...leaseGrantBase, mode: z.literal('raw'), grant: RawQueueGrant });
 export const MediatedLeaseGrant = z.strictObject({ ...leaseGrantBase, mode: z.literal('mediated'), grant: MediatedQueueGrant });
+/** The controller behind a GPU lease: the embedded software controller, or PCIe hardware. */
+export const GpuDeviceKind = z.enum(['emu', 'pcie']);
+export type GpuDeviceKind = z.infer<typeof GpuDeviceKind>;
+/**
+ * A GPU lease: the raw grant (the same windows and descriptors), plus what the GPU side needs to know about the
+ * controller: `busyPoll`, whether homid holds a controller that sleeps when idle awake for the lease's whole life
+ * (a GPU only stores doorbells, it cannot wake a thread); `device`, which kind of controller it is.
+ */
+export const GpuLeaseGrant = z.strictObject({ ...leaseGrantBase, mode: z.literal('gpu'), grant: RawQueueGrant, busyPoll: z.boolean(), device: GpuDeviceKind });
 /** One lease of an openQueuePair result, by mode (a new lease kind is a new member). */
-export const LeaseGrant = z.discriminatedUnion('mode', [RawLeaseGrant, MediatedLeaseGrant]);
+export const LeaseGrant = z.discriminatedUnion('mode', [RawLeaseGrant, MediatedLeaseGrant, GpuLeaseGrant]);
 export type LeaseGrant = z.infer<typeof LeaseGrant>;
 
 export const OpenQueuePairResult = z.strictObject({
@@ -204,7 +222,8 @@ export const DeviceStatus = z.strictObject({
 });
 export type DeviceStatus = z.infer<typeof DeviceStatus>;
 
-export const ClassStatus = z.strictObject({ name: z.string(), queuePairs: count, perClient: count, held: count });
+/** A class's budgets and what its clients hold: all queue pairs (`queuePairs`, `held`), and GPU ones among them. */
+export const ClassStatus = z.strictObject({ name: z.string(), queuePairs: count, perClient: count, held: count, gpuQueues: count, gpuHeld: count });
 
 /** I/O counters of a queue homid drives: mediated (every command checked), or homid's own queue pair. */
 export const MediatedIo = z.strictObject({ submitted: count, forwarded: count, denied: count, completed: count });
@@ -214,11 +233,13 @@ export const LeaseStatus = z.strictObject({
   lease: count,
   device: z.string(),
   qid: count,
-  mode: z.enum(['raw', 'mediated']),
+  mode: LeaseMode,
   nsid: count,
   depth: count,
   /** Why the hardware queue is gone (a controller reset or removal), or null. */
   lost: z.string().nullable(),
+  /** gpu leases only: whether the lease holds a controller that sleeps when idle awake (it busy-polls). */
+  holdsAwake: z.boolean().optional(),
   /** What homid counted, or null where the client drives the queue itself (raw, in its own process). */
   io: z.union([MediatedIo, QueueIo]).nullable(),
 });

@@ -153,6 +153,21 @@ switch (mode) {
     for (const g of got) if (g.status === 'fulfilled') g.value.close();
     break;
   }
+  case 'gpu-lease': {
+    // ask for a GPU queue pair (raw trust, a busy-polling controller): report what homid answered
+    const [device] = rest as [string];
+    const c = await connect();
+    try {
+      const g = await c.openGpuQueue({ device, depth: 8, dataBytes: 1 << 16 });
+      out({ ok: true, qid: g.qid, busyPoll: g.busyPoll });
+      await g.close();
+    } catch (e) {
+      out({ ok: false, ...errOf(e) });
+    } finally {
+      c.close();
+    }
+    break;
+  }
   default:
     out({ ok: false, code: 'usage', message: `unknown mode ${mode}` });
 }

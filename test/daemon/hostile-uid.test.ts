@@ -20,6 +20,7 @@ import { IpcErrorCode } from '../../src/ipc/errors.js';
 import type { HomidError } from '../../src/daemon/errors.js';
 import { memfdOpener, type TransportOpener } from '../../src/daemon/registry.js';
 import { memfdRegions } from '../../src/daemon/shared-region.js';
+import type { EmuTransport } from '../../src/transport/emu.js';
 import { config, haveTool, NOBODY_PEER, pattern, ROOT_PEER, silent } from './fixtures.js';
 import { asNobody, hostileSkipReason, sharedTmpDir, NOBODY_UID } from './hostile.js';
 import { CLI_DIR, nextJson, until } from './procs.js';
@@ -183,6 +184,76 @@ describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? fa
     const r = await nextJson(child);
     await child.exited;
     assert.equal(r.ok, true, JSON.stringify(r));
+  });
+});
+
+/** GPU leases: raw trust plus a controller held busy polling, so a class gets none unless it is given gpu_queues. */
+describe('hostile clients (uid 65534) asking for GPU queue pairs', { skip: skip ?? false }, () => {
+  let dir: string;
+  let srv: HomidServer;
+  let sock: string;
+
+  before(async () => {
+    dir = sharedTmpDir('homid-hostile-gpu-');
+    sock = path.join(dir, 'homid.sock');
+    srv = await startHomidServer(
+      config({
+        socket: sock,
+        socket_mode: '0666',
+        device: [{ name: 'mem', uri: 'emu://?size=16MiB', extents: 'none' }],
+        // uid 65534 may even hold raw queues here: only its class's GPU budget (0, the default) stands in its way
+        class: { default: { queue_pairs: 8, per_client: 4 }, gpu: { users: [0], queue_pairs: 2, per_client: 2, gpu_queues: 1 } },
+        raw: { users: [0, NOBODY_UID] },
+      }),
+      { logger: silent() },
+    );
+  });
+  after(async () => {
+    await srv?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a GPU lease in a class whose gpu_queues is 0 is refused; nothing is held, root is still served', { timeout: 60_000 }, async () => {
+    const refusals = srv.homid.counters.refusals;
+    const child = asNobody([sock, 'gpu-lease', 'mem']);
+    const r = await nextJson(child);
+    await child.exited;
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.equal(r.code, 'budget-class');
+    assert.match(String(r.message), /class 'default' holds 0 of 0 GPU queue pairs \(gpu_queues\)/);
+    assert.equal(srv.homid.counters.refusals, refusals + 1);
+    const t = srv.homid.registry.devices.get('mem')!.transport as EmuTransport;
+    assert.equal(t.awakeHolds(), 0, 'the refusal took no awake hold');
+    assert.equal(srv.homid.status().classes.find((k) => k.name === 'default')!.gpuHeld, 0);
+    // root's class has a GPU budget: granted
+    const root = await HomidClient.connect(sock);
+    try {
+      const g = await root.openGpuQueue({ device: 'mem', depth: 8, dataBytes: 1 << 16 });
+      assert.equal(t.awakeHolds(), 1);
+      await g.close();
+      assert.equal(t.awakeHolds(), 0);
+    } finally {
+      root.close();
+    }
+  });
+
+  test('without raw permission a GPU lease is refused as raw-denied', { timeout: 60_000 }, async () => {
+    // a homid whose [raw] leaves uid 65534 out: a class with gpu_queues does not make its members trusted
+    const cfgSock = path.join(dir, 'noraw.sock');
+    const other = await startHomidServer(
+      config({ socket: cfgSock, socket_mode: '0666', device: [{ name: 'mem', uri: 'emu://?size=16MiB', extents: 'none' }], class: { default: { gpu_queues: 1 } }, raw: { users: [0] } }),
+      { logger: silent() },
+    );
+    try {
+      const child = asNobody([cfgSock, 'gpu-lease', 'mem']);
+      const r = await nextJson(child);
+      await child.exited;
+      assert.equal(r.ok, false, JSON.stringify(r));
+      assert.equal(r.code, 'raw-denied');
+      assert.match(String(r.message), /may not hold GPU queues/);
+    } finally {
+      await other.close();
+    }
   });
 });
 

@@ -68,7 +68,7 @@ test('results are exact: a field the catalogue does not declare is refused, at b
     assert.ok(StatusResult.safeParse({ ...status, clients: [{ ...client, queuePairs: [{ ...io, io: good }] }] }).success, JSON.stringify(good));
   }
   assert.equal(StatusResult.safeParse({ ...status, clients: [{ ...client, queuePairs: [{ ...io, io: { anything: 1 } }] }] }).success, false, 'io is one of two shapes');
-  assert.equal(LeaseGrant.safeParse({ grantId: '1', qid: 1, fdBase: 0, fdCount: 0, mode: 'gpu', grant: {} }).success, false, 'modes are the listed ones');
+  assert.equal(LeaseGrant.safeParse({ grantId: '1', qid: 1, fdBase: 0, fdCount: 0, mode: 'vf', grant: {} }).success, false, 'modes are the listed ones');
 
   // a handler answering with a field homid's catalogue does not have: the client gets `internal`, not the field
   const path = socketPath('exact');

@@ -1,6 +1,6 @@
 /**
  * What every lease is, whatever its kind: the fields homid's budgets, status and reclaim read, and the
- * operations homid runs on any lease. Each kind (raw.ts, mediated.ts; later gpu, vf) is one module that creates
+ * operations homid runs on any lease. Each kind (raw.ts, mediated.ts, gpu.ts; later vf) is one module that creates
  * its leases and implements these; the union of the kinds is in index.ts. homid never asks a lease which kind
  * it is except to hand it to the module that knows.
  */

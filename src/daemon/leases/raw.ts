@@ -7,10 +7,10 @@
  * Local (an embedded controller over SharedArrayBuffers: in-process callers only): homid's own QueuePair, which
  * the caller uses directly.
  */
-import { provisionQueuePair } from '../../driver/attach.js';
 import type { QueuePair } from '../../driver/queue-pair.js';
 import type { RawQueueGrant } from '../../ipc/raw-grant.js';
-import { leaseBase, refusalOf, type LeaseBase, type LeaseContext, type LeaseOps } from './lease.js';
+import { exportedOps, provisionExported } from './exported.js';
+import { leaseBase, type LeaseBase, type LeaseContext, type LeaseOps } from './lease.js';
 
 interface RawLeaseCommon extends LeaseBase, LeaseOps {
   readonly kind: 'raw';
@@ -58,30 +58,8 @@ export async function createRawLease(ctx: LeaseContext): Promise<RawLease> {
         wire: () => null,
       };
     }
-    let p: Awaited<ReturnType<typeof provisionQueuePair>>;
-    try {
-      p = await provisionQueuePair(c, x, { entries: ctx.depth, nsid: ctx.nsid, dataBytes: ctx.dataBytes, name: `homid-${ctx.client}-${ctx.id}` });
-    } catch (e) {
-      throw refusalOf(e, ctx.dev.config.name);
-    }
-    const grant = p.grant;
-    const fds = p.fds;
-    return {
-      ...leaseBase(ctx, grant.qid),
-      kind: 'raw',
-      exported: true,
-      grant,
-      fds,
-      qp: null,
-      lostWithController: true,
-      start: () => undefined,
-      // the client may still be running: the controller stops using its queue, the client's mappings just go stale
-      revoke: () => undefined,
-      // Delete I/O SQ (the controller aborts what is outstanding), Delete I/O CQ, then the memory is released
-      deleteQueues: () => p.reclaim(),
-      release: () => undefined,
-      io: () => null,
-      wire: () => ({ grant: { mode: 'raw', grant }, fds }),
-    };
+    const p = await provisionExported(ctx, x, 'homid');
+    const { grant, fds } = p;
+    return { ...leaseBase(ctx, grant.qid), kind: 'raw', exported: true, grant, fds, qp: null, ...exportedOps(p, { grant: { mode: 'raw', grant }, fds }) };
   });
 }
