@@ -114,3 +114,54 @@ export async function gpuPerfCommand(uri: string, o: GpuCliOptions): Promise<num
   process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${formatGpuPerf(r)}\n`);
   return r.errors > 0 || r.timeouts > 0 || (r.mismatches ?? 0) > 0 ? 1 : 0;
 }
+
+export interface GpuSweepCliOptions extends GpuCliOptions {
+  out?: string;
+}
+
+function list(name: string, text: string, f: (s: string) => number): number[] {
+  const parts = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (parts.length === 0) throw new UsageError(`${name}: give a comma-separated list`);
+  return [...new Set(parts.map(f))].sort((a, b) => a - b);
+}
+
+/** `homi perf sweep --initiator gpu`: queue depth x queue count x I/O size; results.json and report.html. */
+export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const { join, resolve } = await import('node:path');
+  const { runGpuSweep, renderGpuSweepHtml } = await import('../bench/gpu-sweep.js');
+  const qds = list('--qd', o.qd, (s) => int('--qd', s, 1023));
+  const nqs = list('--nqueues', o.nqueues, (s) => int('--nqueues', s, 4096));
+  const bss = list('--bs', o.bs, (s) => {
+    const v = parseSize(s);
+    if (v < 512 || v % 512 !== 0) throw new UsageError(`--bs: ${v} must be a positive multiple of 512 bytes`);
+    return v;
+  });
+  const base = gpuOptionsFrom(uri, { ...o, qd: String(qds[0]), nqueues: String(nqs[0]), bs: String(bss[0]), time: o.time ?? (o.ios === undefined ? '1' : undefined) });
+  const { qd: _q, nqueues: _n, bs: _b, ...rest } = base;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
+  const dir = resolve(o.out ?? `homi-gpu-sweep-${stamp}`);
+  mkdirSync(dir, { recursive: true });
+  const r = await runGpuSweep({
+    base: rest,
+    qds,
+    nqueues: nqs,
+    bss,
+    onPoint: (i, total, p) =>
+      process.stderr.write(
+        p.failure !== undefined
+          ? `[${i + 1}/${total}] ${formatSize(p.bs)} ${p.nqueues} q x qd ${p.qd}: failed: ${p.failure}\n`
+          : `[${i + 1}/${total}] ${formatSize(p.bs)} ${p.nqueues} q x qd ${p.qd}: ${fmt(p.iops)} IOPS, ${(p.mibPerSec / 1024).toFixed(2)} GiB/s${p.errors + p.timeouts > 0 ? `, ${p.errors} errors, ${p.timeouts} timeouts` : ''}\n`,
+      ),
+  });
+  const jsonPath = join(dir, 'results.json');
+  const htmlPath = join(dir, 'report.html');
+  writeFileSync(jsonPath, `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(htmlPath, renderGpuSweepHtml(r));
+  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: r.points.length }));
+  else print(`${r.points.length} points\nresults: ${jsonPath}\nreport:  ${htmlPath}`);
+  return r.points.some((p) => p.failure !== undefined || p.errors > 0 || p.timeouts > 0) ? 1 : 0;
+}

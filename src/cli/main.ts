@@ -32,7 +32,7 @@ const BACKEND_HELP = 'posix|io_uring|io_uring_cmd|driver (default: driver for em
 function perfCommonOptions(c: Command): Command {
   return c
     .addOption(new Option('--rw <mode>', 'randread|randwrite|read|write|randrw|rw').default('randread'))
-    .option('--nqueues <n>', 'queue sets (I/O queue pairs, rings) driven by each thread', '1')
+    .option('--nqueues <n>', 'queue sets (I/O queue pairs, rings) driven by each thread (gpu sweep: a comma-separated list)', '1')
     .option('--threads <n>', 'worker threads, each with its own queue sets (results merged)', '1')
     .option('--time <seconds>', 'run for this long (default 5 s unless --ios is given)')
     .option('--ios <n>', 'run this many I/Os')

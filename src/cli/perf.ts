@@ -175,7 +175,11 @@ function parseList<T>(name: string, text: string, f: (s: string) => T): T[] {
   return [...new Set(out)];
 }
 
-export async function sweepCommand(uri: string, o: SweepCliOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+export async function sweepCommand(uri: string, o: SweepCliOptions & { initiator?: string }, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+  if (o.initiator === 'gpu') {
+    const { gpuSweepCommand } = await import('./gpu-perf.js');
+    return gpuSweepCommand(uri, o as unknown as import('./gpu-perf.js').GpuSweepCliOptions, print);
+  }
   const { mkdirSync, writeFileSync } = await import('node:fs');
   const { join, resolve } = await import('node:path');
   const { runSweep, checkSweep } = await import('../bench/sweep.js');

@@ -163,8 +163,8 @@ export class AttachedQueuePair extends QueuePair {
   /** Allocator over the granted data region (DMA buffers and PRP lists). */
   readonly dma: RegionAllocator;
   readonly grant: RawQueueGrant;
-  /** What this process mapped (fd index, file offset, bytes, virtual address), for inspection. */
-  readonly mappings: ReadonlyArray<{ role: 'doorbells' | 'wake' | 'memory'; fd: number; offset: number; bytes: number; address: number }>;
+  /** What this process mapped (fd index, file offset, bytes, virtual address, the CPU view), for inspection and for registering it with a GPU. */
+  readonly mappings: ReadonlyArray<{ role: 'doorbells' | 'wake' | 'memory'; fd: number; offset: number; bytes: number; address: number; buffer: ArrayBuffer }>;
   private readonly regions: ShmRegion[];
   private readonly ownedFds: number[];
   private detached = false;
@@ -182,7 +182,7 @@ export class AttachedQueuePair extends QueuePair {
     this.dma = host.dma as RegionAllocator;
     this.grant = grant;
     this.regions = regions.map((r) => r.region);
-    this.mappings = regions.map((r) => ({ role: r.role, fd: r.fd, offset: r.offset, bytes: r.region.size, address: r.region.address }));
+    this.mappings = regions.map((r) => ({ role: r.role, fd: r.fd, offset: r.offset, bytes: r.region.size, address: r.region.address, buffer: r.region.buffer }));
     this.ownedFds = ownedFds;
     this._activate();
   }

@@ -32,7 +32,7 @@ export interface GpuPerfOptions {
   /** Commands in flight per queue: threads per queue (block mode: the block size). */
   qd: number;
   nqueues: number;
-  /** SQ/CQ entries per queue (a power of two above qd; default the smallest power of two > qd, at least 64). */
+  /** SQ/CQ entries per queue (a power of two; above qd in block mode; default the smallest power of two > qd, at least 64). */
   entries?: number;
   /** Threads per block in ticket mode (default min(qd, 256)). */
   blockThreads?: number;
@@ -300,7 +300,9 @@ function deviceWindowOf(transport: EmuTransport, ordinal: number): (dptr: number
 export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice, entries: number) => Promise<GpuTarget>): Promise<GpuPerfReport> {
   const log = o.log ?? ((): void => undefined);
   const entries = o.entries ?? defaultEntries(o.qd);
-  if ((entries & (entries - 1)) !== 0 || entries <= o.qd) throw new RangeError(`--entries ${entries} must be a power of two above --qd ${o.qd}`);
+  if ((entries & (entries - 1)) !== 0 || entries < 2) throw new RangeError(`--entries ${entries} must be a power of two`);
+  // block mode gives each thread its own slot; ticket mode lets more threads than slots wait for a free one (a full queue)
+  if (o.mode === 'block' && entries <= o.qd) throw new RangeError(`--entries ${entries} must be above --qd ${o.qd} in block mode (a slot per thread, one entry kept free)`);
   const shape = launchShape(o);
   const gpu = GpuDevice.open(o.gpu ?? 0);
   let target: GpuTarget | null = null;

@@ -102,7 +102,12 @@ export interface GpuQueue {
   readonly state: DeviceBuffer;
   /** Device buffer holding the payloads (device placement), or null. */
   readonly deviceData: DeviceBuffer | null;
+  /** The host mappings registered with the GPU (device pointer == host address where the platform maps 1:1). */
+  readonly host: ReadonlyArray<{ role: 'doorbells' | 'memory'; address: number; dptr: number; buffer: ArrayBuffer }>;
 }
+
+/** What GpuQueueSet needs of a GPU (GpuDevice; a CPU stand-in in the CI tests of the host-side setup). */
+export type GpuMemoryOps = Pick<GpuDevice, 'registerHost' | 'alloc' | 'copyToDevice' | 'copyFromDevice'>;
 
 export interface DeviceWindowLike {
   /** The controller's address of the window's first byte. */
@@ -132,7 +137,7 @@ export class GpuQueueSet {
   private closed = false;
 
   constructor(
-    readonly gpu: GpuDevice,
+    readonly gpu: GpuMemoryOps,
     readonly opts: GpuQueueOptions,
   ) {}
 
@@ -193,7 +198,11 @@ export class GpuQueueSet {
       page_bytes: plan.pageBytes,
       flags: 0,
     };
-    const q: GpuQueue = { qid: grant.qid, grant, plan, values, hostData, state, deviceData };
+    const host = [
+      { role: 'doorbells' as const, address: db.address, dptr: dbReg.dptr, buffer: db.buffer },
+      { role: 'memory' as const, address: mem.address, dptr: memReg.dptr, buffer: mem.buffer },
+    ];
+    const q: GpuQueue = { qid: grant.qid, grant, plan, values, hostData, state, deviceData, host };
     this.queues.push(q);
     return q;
   }
