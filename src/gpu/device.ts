@@ -38,6 +38,8 @@ export class GpuDevice {
   private readonly functions = new Map<KernelName, cu.CuHandle>();
   private readonly streams: cu.CuHandle[] = [];
   private readonly events: cu.CuHandle[] = [];
+  private readonly scratches = new Map<string, DeviceBuffer>();
+  private readonly streamPool: cu.CuHandle[] = [];
   private closed = false;
 
   /** Open device `ordinal` (its primary context becomes current on this thread). */
@@ -106,6 +108,19 @@ export class GpuDevice {
     };
   }
 
+  /**
+   * A device buffer kept for the device's life under `name` (zeroed on each call): for what launches need
+   * again and again, since freeing device memory may wait for every kernel, a persistent one included.
+   */
+  scratch(name: string, bytes: number): DeviceBuffer {
+    let b = this.scratches.get(name);
+    if (b === undefined || b.bytes < bytes) {
+      b = this.alloc(bytes);
+      this.scratches.set(name, b);
+    } else cu.cuMemsetD8(b.dptr, 0, b.bytes);
+    return b;
+  }
+
   /** The device pointer of host memory already mapped for the GPU (cuMemAllocHost, or registered). */
   hostPointer(address: number): number {
     return cu.cuMemHostGetDevicePointer(address);
@@ -127,6 +142,11 @@ export class GpuDevice {
     const s = cu.cuStreamCreate();
     this.streams.push(s);
     return s;
+  }
+  /** The stream initiator launches go on (one, reused). */
+  launchStream(): cu.CuHandle {
+    if (this.streamPool.length === 0) this.streamPool.push(this.stream());
+    return this.streamPool[0]!;
   }
   event(timing = true): cu.CuHandle {
     const e = cu.cuEventCreate(timing ? cu.CU_EVENT_DEFAULT : cu.CU_EVENT_DISABLE_TIMING);

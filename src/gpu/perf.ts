@@ -199,8 +199,9 @@ export async function launchJob(
     timeoutMs: number;
   },
 ): Promise<{ result: ReturnType<typeof decodeResult>; seconds: number }> {
-  const res: DeviceBuffer = gpu.alloc(HomiGpuResult.bytes);
-  try {
+  // one result buffer per device, reused: freeing device memory may wait for a persistent kernel (gpuctl://)
+  const res: DeviceBuffer = gpu.scratch('result', HomiGpuResult.bytes);
+  {
     const nlb = j.bs / target.blockSize;
     const job = encode(HomiGpuJob, {
       queues: target.table,
@@ -215,7 +216,7 @@ export async function launchJob(
       read_percent: j.readPercent,
       flags: (j.random ? JOB_RANDOM : 0) | (j.verify ? JOB_VERIFY : 0),
     });
-    const stream = gpu.stream();
+    const stream = gpu.launchStream();
     const start = gpu.event();
     const end = gpu.event();
     gpuEvents.record(start, stream);
@@ -229,8 +230,6 @@ export async function launchJob(
     }
     const seconds = gpuEvents.elapsedMs(start, end) / 1000;
     return { result: decodeResult(gpu.copyFromDevice(res.dptr, HomiGpuResult.bytes), gpu.info.clockKhz), seconds };
-  } finally {
-    res.free();
   }
 }
 
