@@ -18,6 +18,11 @@
 #define HOMI_STATUS_BAD_CID 0x7fffu
 
 __device__ __forceinline__ bool homi_past(uint64_t deadline) { return (uint64_t)clock64() > deadline; }
+// Back-off between polls of a contended word (ns): spinning threads leave issue slots and the L2 to the
+// thread that holds the lock.
+#define HOMI_BACKOFF_NS 64u
+// Test, then test-and-set: a thread only tries the atomic when the lock looks free.
+__device__ __forceinline__ bool homi_try_lock(uint32_t* lock) { return homi_load_volatile(lock) == 0u && atomicCAS(lock, 0u, 1u) == 0u; }
 
 extern "C" __global__ void __launch_bounds__(1024) homi_block_io(HomiGpuJob job) {
   __shared__ uint32_t s_status[HOMI_MAX_BLOCK];
@@ -184,6 +189,7 @@ extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
         late = true;
         break;
       }
+      __nanosleep(HOMI_BACKOFF_NS);
     }
     uint32_t opcode;
     uint64_t slba;
@@ -196,10 +202,12 @@ extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
       else __threadfence_system();
       homi_store_volatile(&filled[slot], gen + 1u);
       while (homi_load_volatile(&st->tail_ticket) - t - 1u >= 0x80000000u) {  // tail_ticket <= t
-        if (atomicCAS(&st->sq_lock, 0u, 1u) == 0u) {
+        if (homi_try_lock(&st->sq_lock)) {
           homi_publish(q, st);
           __threadfence();
           atomicExch(&st->sq_lock, 0u);
+        } else {
+          __nanosleep(HOMI_BACKOFF_NS);
         }
         if (homi_past(deadline) || homi_load_volatile(&st->broken) != 0u) {
           late = true;
@@ -208,7 +216,7 @@ extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
       }
     }
     while (!late && homi_load_volatile(&done[slot]) != gen + 1u) {
-      if (atomicCAS(&st->cq_lock, 0u, 1u) == 0u) {
+      if (homi_try_lock(&st->cq_lock)) {
         const bool ok = homi_reap(q, st);
         __threadfence();
         atomicExch(&st->cq_lock, 0u);
@@ -217,6 +225,8 @@ extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
           late = true;
           break;
         }
+      } else {
+        __nanosleep(HOMI_BACKOFF_NS);
       }
       if (homi_past(deadline) || homi_load_volatile(&st->broken) != 0u) late = true;
     }
