@@ -2,6 +2,10 @@
  * Host side of the embedded NVMe controller: starts the controller worker and exposes it as a Transport.
  * BAR0 is a SharedArrayBuffer the worker polls; DMA memory is SharedDmaMemory whose segments are posted to
  * the worker's mailbox as they are created.
+ *
+ * Device windows (emulated P2P, addDeviceWindow): IOVA ranges that stand for device (GPU) memory. The controller
+ * moves data into a host shadow as usual and copies it to the device with the copy engine before it completes
+ * the command (src/emu/device-window.ts).
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
 import {
@@ -16,6 +20,12 @@ import {
   STAT_ADMIN_COMMANDS,
   STAT_CELLS,
   STAT_COMMANDS,
+  STAT_EP2P_BYTES_FROM_DEVICE,
+  STAT_EP2P_BYTES_TO_DEVICE,
+  STAT_EP2P_COPIES_FROM_DEVICE,
+  STAT_EP2P_COPIES_TO_DEVICE,
+  STAT_EP2P_ERRORS,
+  STAT_EP2P_FENCES,
   STAT_ERRORS,
   STAT_INVALID_DOORBELLS,
   STAT_IO_COMMANDS,
@@ -29,10 +39,12 @@ import {
   resolveConfig,
   shmBarLayout,
   type ControlMessage,
+  type DeviceWindowTarget,
   type EmuBacking,
   type EmuConfig,
   type EmuNamespaceConfig,
   type WorkerInit,
+  type WorkerMessage,
 } from '../emu/config.js';
 import type { FaultRule } from '../emu/faults.js';
 import type { DmaBuffer } from '../mem/dma.js';
@@ -44,7 +56,7 @@ import { AtomicsWaker, FutexWaker, doorbellNotifier, type Waker } from './doorbe
 import { createIoQueuePair, deleteIoQueuePair, programAdminQueue } from './pcie-queues.js';
 import type { AdminChannel, ExportedMemory, QueueExporter, QueueNotifier, QueueRings, Transport } from './transport.js';
 
-export type { EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
+export type { DeviceWindowTarget, EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
 export type { FaultRule, FaultAction } from '../emu/faults.js';
 
 export interface EmuOptions {
@@ -81,6 +93,38 @@ export interface EmuOptions {
    * shmLocation(), and dma.createDedicated()): the mode a daemon uses to hand queue pairs to clients.
    */
   sharedMemory?: 'sab' | 'memfd';
+  /** Where the controller's messages go (a failed emulated P2P copy, ...); default console.warn. */
+  log?: (message: string) => void;
+}
+
+/**
+ * A device window (emulated P2P): PRPs (or SGL data blocks) into [iova, iova + bytes) name device memory. Reads
+ * into it complete once the copy engine has put the data in device memory; writes from it take the data from
+ * device memory.
+ */
+export interface DeviceWindow {
+  /** IOVA of the window's first byte (device byte 0). */
+  readonly iova: number;
+  readonly bytes: number;
+  /**
+   * Settle the window's copies (the commands waiting on them complete), then forget it: later PRPs into its range
+   * fail with Data Transfer Error. Idempotent.
+   */
+  release(): void;
+}
+
+/** Emulated P2P counters (device windows). */
+export interface EmulatedP2pStats {
+  /** Bytes the copy engine moved from shadows to device memory (read payloads). */
+  bytesToDevice: number;
+  copiesToDevice: number;
+  /** Bytes moved from device memory into shadows (write payloads). */
+  bytesFromDevice: number;
+  copiesFromDevice: number;
+  /** Copy fences recorded (one per polling round and window with copies to the device). */
+  fences: number;
+  /** Failed copies or fences (each completed its commands with Data Transfer Error). */
+  errors: number;
 }
 
 /** What another process needs to map BAR0 of a memfd-mode controller (doorbells and wake word). */
@@ -114,6 +158,8 @@ export interface EmuStats {
   /** Times the controller went to sleep on the wake word. */
   sleeps: number;
   invalidDoorbells: number;
+  /** Device windows: what went through the copy engine. */
+  emulatedP2p: EmulatedP2pStats;
 }
 
 /** Registers the host may write; everything else below the doorbells is read-only. */
@@ -123,6 +169,41 @@ const EMU_DOORBELL_STRIDE = 4;
 /** How long synchronous control calls wait for the worker before declaring it dead. */
 const CONTROL_TIMEOUT_MS = 5000;
 const DEAD = 0xffffffff;
+/** How long addDeviceWindow waits for the controller's answer (a CUDA window initializes the driver). */
+const WINDOW_TIMEOUT_MS = 60_000;
+
+/** The error a 'window' answer carries, as an Error here (NoCudaDriverError where it was one). */
+async function windowError(info: { name: string; message: string; code?: string }): Promise<Error> {
+  if (info.code === 'no-cuda-driver') {
+    const { NoCudaDriverError } = await import('../sys/cuda.js');
+    const e = new NoCudaDriverError();
+    e.message = info.message;
+    return e;
+  }
+  const message = info.message.startsWith('emulated P2P') ? info.message : `emulated P2P: ${info.message}`;
+  const e = info.name === 'RangeError' ? new RangeError(message) : new Error(message);
+  if (e.name !== info.name) e.name = info.name;
+  if (info.code !== undefined) (e as Error & { code?: string }).code = info.code;
+  return e;
+}
+
+/** A structured-clonable copy of a window target, checked. */
+function checkTarget(bytes: number, target: DeviceWindowTarget): DeviceWindowTarget {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > 2 ** 32) throw new RangeError(`device window bytes must be in [1, 4 GiB], not ${bytes}`);
+  if (target.kind === 'cuda') {
+    if (!Number.isSafeInteger(target.ordinal) || target.ordinal < 0) throw new RangeError(`cuda window: ordinal must be a device ordinal, not ${target.ordinal}`);
+    if (!Number.isSafeInteger(target.dptr) || target.dptr <= 0) throw new RangeError(`cuda window: dptr must be a device pointer, not ${target.dptr}`);
+    return { kind: 'cuda', ordinal: target.ordinal, dptr: target.dptr };
+  }
+  if (target.kind === 'memory') {
+    if (!(target.memory instanceof SharedArrayBuffer)) throw new TypeError('memory window: memory must be a SharedArrayBuffer');
+    if (target.memory.byteLength < bytes) throw new RangeError(`memory window: ${bytes} bytes do not fit the ${target.memory.byteLength}-byte memory`);
+    const delay = target.copyDelayMs ?? 0;
+    if (!Number.isFinite(delay) || delay < 0) throw new RangeError(`memory window: copyDelayMs must be >= 0, not ${delay}`);
+    return { kind: 'memory', memory: target.memory, copyDelayMs: delay, failCopies: target.failCopies === true };
+  }
+  throw new TypeError(`unknown device window kind ${(target as { kind: unknown }).kind}`);
+}
 
 export class EmuTransport implements Transport {
   readonly kind = 'emu';
@@ -147,10 +228,21 @@ export class EmuTransport implements Transport {
   private dead: Error | null = null;
   private closing: Promise<void> | null = null;
   private readonly exited: Promise<void>;
+  private readonly log: (message: string) => void;
+  /** addDeviceWindow calls waiting for the controller's answer, by shadow segment index. */
+  private readonly windowAnswers = new Map<number, (error: WorkerMessage & { type: 'window' }) => void>();
 
   /** Use openEmu(). */
-  constructor(config: EmuConfig, description: string, dmaSegmentSize: number | undefined, dmaMaxBytes: number | undefined, shmMods: ShmModules | null = null) {
+  constructor(
+    config: EmuConfig,
+    description: string,
+    dmaSegmentSize: number | undefined,
+    dmaMaxBytes: number | undefined,
+    shmMods: ShmModules | null = null,
+    log: (message: string) => void = (m) => console.warn(`homi emu: ${m}`),
+  ) {
     this.config = config;
+    this.log = log;
     this.description = description;
     this.shmMods = shmMods;
     this.sharedMemory = shmMods === null ? 'sab' : 'memfd';
@@ -204,11 +296,22 @@ export class EmuTransport implements Transport {
     this.exited = new Promise<void>((resolve) => {
       this.worker.once('exit', (code) => {
         if (this.closing === null && this.dead === null) this.dead = new Error(`emulated NVMe controller exited unexpectedly (code ${code})`);
+        const gone = { type: 'window' as const, index: 0, error: { name: 'Error', message: this.dead?.message ?? 'emulated NVMe controller stopped' } };
+        for (const answer of this.windowAnswers.values()) answer(gone);
+        this.windowAnswers.clear();
         resolve();
       });
     });
     this.worker.on('error', (e) => {
       this.dead ??= new Error(`emulated NVMe controller crashed: ${e.message}`);
+    });
+    this.worker.on('message', (m: WorkerMessage | { type: 'ready' | 'error' }) => {
+      if (m.type === 'log') this.log(m.message);
+      else if (m.type === 'window') {
+        const answer = this.windowAnswers.get(m.index);
+        this.windowAnswers.delete(m.index);
+        answer?.(m);
+      }
     });
   }
 
@@ -395,6 +498,54 @@ export class EmuTransport implements Transport {
     return Atomics.load(this.ctl, CTL_AWAKE_HOLDS);
   }
 
+  /**
+   * Emulated P2P: a device window of `bytes` for `target` (memfd mode). The window is a shadow segment of host
+   * memory at its own IOVA: the controller moves data into and out of the shadow as usual and copies it to or
+   * from the device with the copy engine, completing a read only once its copy to the device is done.
+   * A cuda target (`dptr`: cuMemAlloc memory in this process, in the primary context of device `ordinal`) makes
+   * the controller load the CUDA driver; without one this rejects with NoCudaDriverError and the controller runs
+   * on. A memory target is the test double: `memory` plays device memory.
+   */
+  async addDeviceWindow(bytes: number, target: DeviceWindowTarget): Promise<DeviceWindow> {
+    const clean = checkTarget(bytes, target);
+    if (this.shmMods === null) throw new Error(`a device window (emulated P2P) needs the controller in memfd mode (openEmu({ sharedMemory: 'memfd' }))`);
+    const seg = this.shmDma.createDedicated(bytes, 'homi-ep2p-shadow');
+    const index = seg.index;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const answered = new Promise<WorkerMessage & { type: 'window' }>((resolve) => {
+        this.windowAnswers.set(index, resolve);
+        timer = setTimeout(
+          () => resolve({ type: 'window', index, error: { name: 'Error', message: `emulated P2P: the controller did not answer within ${WINDOW_TIMEOUT_MS / 1000} s` } }),
+          WINDOW_TIMEOUT_MS,
+        );
+      });
+      this.post({ type: 'addWindow', index, bytes, target: clean }, true);
+      const answer = await answered;
+      if (answer.error !== null) throw await windowError(answer.error);
+    } catch (e) {
+      this.windowAnswers.delete(index);
+      seg.release(); // the controller forgets a window with its shadow (whatever of it was set up)
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    let released = false;
+    return {
+      iova: seg.iovaBase,
+      bytes,
+      release: () => {
+        if (released) return;
+        released = true;
+        try {
+          if (this.closing === null && this.failure === null) this.post({ type: 'dropWindow', index }, true);
+        } finally {
+          seg.release();
+        }
+      },
+    };
+  }
+
   stats(): EmuStats {
     const s = this.statCells;
     return {
@@ -406,6 +557,14 @@ export class EmuTransport implements Transport {
       errors: s[STAT_ERRORS]!,
       sleeps: s[STAT_SLEEPS]!,
       invalidDoorbells: s[STAT_INVALID_DOORBELLS]!,
+      emulatedP2p: {
+        bytesToDevice: s[STAT_EP2P_BYTES_TO_DEVICE]!,
+        copiesToDevice: s[STAT_EP2P_COPIES_TO_DEVICE]!,
+        bytesFromDevice: s[STAT_EP2P_BYTES_FROM_DEVICE]!,
+        copiesFromDevice: s[STAT_EP2P_COPIES_FROM_DEVICE]!,
+        fences: s[STAT_EP2P_FENCES]!,
+        errors: s[STAT_EP2P_ERRORS]!,
+      },
     };
   }
 
@@ -453,7 +612,7 @@ export async function openEmu(opts: EmuOptions): Promise<EmuTransport> {
   const mode = opts.sharedMemory ?? 'sab';
   if (mode !== 'sab' && mode !== 'memfd') throw new RangeError("sharedMemory must be 'sab' or 'memfd'");
   const mods: ShmModules | null = mode === 'memfd' ? { shm: await import('../sys/shm.js'), dma: await import('../mem/shm-dma.js') } : null;
-  const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes, mods);
+  const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes, mods, opts.log);
   try {
     await t.started();
   } catch (e) {
