@@ -87,6 +87,11 @@ export const CTL_STATE = 4;
  * (a GPU feeding a queue cannot futex-wake a thread; see EmuTransport.holdAwake).
  */
 export const CTL_AWAKE_HOLDS = 5;
+/**
+ * Emulated P2P: incremented (and notified) by the worker after it posted an 'addWindow' answer to its mailbox, so
+ * the host can wait for the answer synchronously (EmuTransport.addDeviceWindow).
+ */
+export const CTL_WINDOW_ANSWERS = 6;
 /** Int32 cells in the control block before the statistics. */
 export const CTL_INT_CELLS = 16;
 /** Byte offset of the Float64 statistics in the control block. */
@@ -143,17 +148,25 @@ export type ControlMessage =
   | { type: 'inject'; rule: import('./faults.js').FaultRule }
   | { type: 'clearFaults' }
   | { type: 'setFatal' }
-  /** Make the first `bytes` of (known) segment `index`, the shadow, a device window; answered by a 'window' message. */
+  /**
+   * Make the first `bytes` of (known) segment `index`, the shadow, a device window; answered by a WindowAnswer
+   * posted back on the mailbox (then CTL_WINDOW_ANSWERS is bumped).
+   */
   | { type: 'addWindow'; index: number; bytes: number; target: DeviceWindowTarget }
   /** Settle the window's outstanding copies, complete the commands waiting on them, forget the window. */
   | { type: 'dropWindow'; index: number };
 
-/** Messages the worker posts to the host (besides 'ready' / 'error' at start). */
+/** The answer to 'addWindow', posted back on the mailbox: error null when the window is live. */
+export interface WindowAnswer {
+  type: 'window';
+  index: number;
+  error: { name: string; message: string; code?: string } | null;
+}
+
+/** Messages the worker posts to the host through parentPort (besides 'ready' / 'error' at start). */
 export type WorkerMessage =
-  /** The answer to 'addWindow': error null when the window is live. */
-  | { type: 'window'; index: number; error: { name: string; message: string; code?: string } | null }
   /** Something the controller wants a person to read (a failed copy, ...). */
-  | { type: 'log'; message: string };
+  { type: 'log'; message: string };
 
 /** Data handed to the worker at start. */
 export interface WorkerInit {

@@ -70,6 +70,7 @@ import {
   CTL_STATS_BYTE_OFFSET,
   CTL_STOP,
   CTL_WAKE,
+  CTL_WINDOW_ANSWERS,
   STAT_ADMIN_COMMANDS,
   STAT_CELLS,
   STAT_COMMANDS,
@@ -93,6 +94,7 @@ import {
   type ControlMessage,
   type DeviceWindowTarget,
   type EmuConfig,
+  type WindowAnswer,
   type WorkerInit,
   type WorkerMessage,
 } from './config.js';
@@ -144,7 +146,7 @@ export interface Pending {
   fences: Fence[] | null;
 }
 
-/** Error fields a 'window' answer carries to the host. */
+/** Error fields a window answer carries to the host. */
 function errorInfo(e: unknown): { name: string; message: string; code?: string } {
   if (!(e instanceof Error)) return { name: 'Error', message: String(e) };
   const code = (e as { code?: unknown }).code;
@@ -238,7 +240,7 @@ export class Controller implements AdminTarget {
   private ep2pErrors = 0;
   /** Work that needs the event loop (loading the CUDA copier): run() returns 'async' so the worker runs it. */
   private asyncTasks: Array<() => Promise<void>> = [];
-  /** Messages to the host (window answers, logs). */
+  /** Messages to the host (logs). */
   private readonly toHost: (m: WorkerMessage) => void;
 
   /** Shared-memory operations (memfd mode only). */
@@ -515,7 +517,12 @@ export class Controller implements AdminTarget {
    * so it is queued for runAsyncTasks().
    */
   private addWindow(index: number, bytes: number, target: DeviceWindowTarget): void {
-    const answer = (e: unknown): void => this.toHost({ type: 'window', index, error: e === null ? null : errorInfo(e) });
+    const answer = (e: unknown): void => {
+      const a: WindowAnswer = { type: 'window', index, error: e === null ? null : errorInfo(e) };
+      this.mailbox.postMessage(a);
+      Atomics.add(this.ctl, CTL_WINDOW_ANSWERS, 1);
+      Atomics.notify(this.ctl, CTL_WINDOW_ANSWERS);
+    };
     const shadow = this.dma.sab[index];
     if (shadow === undefined) return answer(new Error(`emulated P2P: the window's shadow segment ${index} is not known to the controller`));
     if (this.windows.get(index) !== undefined) return answer(new Error(`emulated P2P: segment ${index} is a device window already`));

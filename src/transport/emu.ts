@@ -7,7 +7,7 @@
  * moves data into a host shadow as usual and copies it to the device with the copy engine before it completes
  * the command (src/emu/device-window.ts).
  */
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, receiveMessageOnPort } from 'node:worker_threads';
 import {
   CONTROL_BLOCK_BYTES,
   CTL_ACK,
@@ -17,6 +17,7 @@ import {
   CTL_STATS_BYTE_OFFSET,
   CTL_STOP,
   CTL_WAKE,
+  CTL_WINDOW_ANSWERS,
   STAT_ADMIN_COMMANDS,
   STAT_CELLS,
   STAT_COMMANDS,
@@ -43,6 +44,7 @@ import {
   type EmuBacking,
   type EmuConfig,
   type EmuNamespaceConfig,
+  type WindowAnswer,
   type WorkerInit,
   type WorkerMessage,
 } from '../emu/config.js';
@@ -113,20 +115,6 @@ export interface DeviceWindow {
   release(): void;
 }
 
-/** Emulated P2P counters (device windows). */
-export interface EmulatedP2pStats {
-  /** Bytes the copy engine moved from shadows to device memory (read payloads). */
-  bytesToDevice: number;
-  copiesToDevice: number;
-  /** Bytes moved from device memory into shadows (write payloads). */
-  bytesFromDevice: number;
-  copiesFromDevice: number;
-  /** Copy fences recorded (one per polling round and window with copies to the device). */
-  fences: number;
-  /** Failed copies or fences (each completed its commands with Data Transfer Error). */
-  errors: number;
-}
-
 /** What another process needs to map BAR0 of a memfd-mode controller (doorbells and wake word). */
 export interface EmuBarShm {
   fd: number;
@@ -144,6 +132,8 @@ export interface EmuBarShm {
 interface ShmModules {
   shm: typeof import('../sys/shm.js');
   dma: typeof import('../mem/shm-dma.js');
+  /** For NoCudaDriverError only (loading the module loads no driver; it loads libcuda at its first call). */
+  cuda: typeof import('../sys/cuda.js');
 }
 
 export interface EmuStats {
@@ -158,8 +148,16 @@ export interface EmuStats {
   /** Times the controller went to sleep on the wake word. */
   sleeps: number;
   invalidDoorbells: number;
-  /** Device windows: what went through the copy engine. */
-  emulatedP2p: EmulatedP2pStats;
+  /** Emulated P2P (device windows): bytes the copy engine moved from shadows to device memory (read payloads). */
+  emulatedP2pBytesToDevice: number;
+  emulatedP2pCopiesToDevice: number;
+  /** Emulated P2P: bytes moved from device memory into shadows (write payloads). */
+  emulatedP2pBytesFromDevice: number;
+  emulatedP2pCopiesFromDevice: number;
+  /** Emulated P2P: copy fences recorded (one per polling round and window with copies to the device). */
+  emulatedP2pFences: number;
+  /** Emulated P2P: failed copies or fences (each completed its commands with Data Transfer Error). */
+  emulatedP2pErrors: number;
 }
 
 /** Registers the host may write; everything else below the doorbells is read-only. */
@@ -172,11 +170,10 @@ const DEAD = 0xffffffff;
 /** How long addDeviceWindow waits for the controller's answer (a CUDA window initializes the driver). */
 const WINDOW_TIMEOUT_MS = 60_000;
 
-/** The error a 'window' answer carries, as an Error here (NoCudaDriverError where it was one). */
-async function windowError(info: { name: string; message: string; code?: string }): Promise<Error> {
+/** The error a window answer carries, as an Error here (NoCudaDriverError where it was one). */
+function windowError(info: { name: string; message: string; code?: string }, cuda: typeof import('../sys/cuda.js')): Error {
   if (info.code === 'no-cuda-driver') {
-    const { NoCudaDriverError } = await import('../sys/cuda.js');
-    const e = new NoCudaDriverError();
+    const e = new cuda.NoCudaDriverError();
     e.message = info.message;
     return e;
   }
@@ -229,8 +226,6 @@ export class EmuTransport implements Transport {
   private closing: Promise<void> | null = null;
   private readonly exited: Promise<void>;
   private readonly log: (message: string) => void;
-  /** addDeviceWindow calls waiting for the controller's answer, by shadow segment index. */
-  private readonly windowAnswers = new Map<number, (error: WorkerMessage & { type: 'window' }) => void>();
 
   /** Use openEmu(). */
   constructor(
@@ -296,9 +291,6 @@ export class EmuTransport implements Transport {
     this.exited = new Promise<void>((resolve) => {
       this.worker.once('exit', (code) => {
         if (this.closing === null && this.dead === null) this.dead = new Error(`emulated NVMe controller exited unexpectedly (code ${code})`);
-        const gone = { type: 'window' as const, index: 0, error: { name: 'Error', message: this.dead?.message ?? 'emulated NVMe controller stopped' } };
-        for (const answer of this.windowAnswers.values()) answer(gone);
-        this.windowAnswers.clear();
         resolve();
       });
     });
@@ -307,11 +299,6 @@ export class EmuTransport implements Transport {
     });
     this.worker.on('message', (m: WorkerMessage | { type: 'ready' | 'error' }) => {
       if (m.type === 'log') this.log(m.message);
-      else if (m.type === 'window') {
-        const answer = this.windowAnswers.get(m.index);
-        this.windowAnswers.delete(m.index);
-        answer?.(m);
-      }
     });
   }
 
@@ -503,32 +490,25 @@ export class EmuTransport implements Transport {
    * memory at its own IOVA: the controller moves data into and out of the shadow as usual and copies it to or
    * from the device with the copy engine, completing a read only once its copy to the device is done.
    * A cuda target (`dptr`: cuMemAlloc memory in this process, in the primary context of device `ordinal`) makes
-   * the controller load the CUDA driver; without one this rejects with NoCudaDriverError and the controller runs
-   * on. A memory target is the test double: `memory` plays device memory.
+   * the controller load the CUDA driver; without one this throws NoCudaDriverError and the controller runs on.
+   * A memory target is the test double: `memory` plays device memory. Synchronous like the other control calls:
+   * it blocks this thread until the controller has set the window up (a CUDA driver's initialization included;
+   * at most 60 s).
    */
-  async addDeviceWindow(bytes: number, target: DeviceWindowTarget): Promise<DeviceWindow> {
+  addDeviceWindow(bytes: number, target: DeviceWindowTarget): DeviceWindow {
     const clean = checkTarget(bytes, target);
-    if (this.shmMods === null) throw new Error(`a device window (emulated P2P) needs the controller in memfd mode (openEmu({ sharedMemory: 'memfd' }))`);
+    const mods = this.shmMods;
+    if (mods === null) throw new Error(`a device window (emulated P2P) needs the controller in memfd mode (openEmu({ sharedMemory: 'memfd' }))`);
     const seg = this.shmDma.createDedicated(bytes, 'homi-ep2p-shadow');
     const index = seg.index;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const answered = new Promise<WorkerMessage & { type: 'window' }>((resolve) => {
-        this.windowAnswers.set(index, resolve);
-        timer = setTimeout(
-          () => resolve({ type: 'window', index, error: { name: 'Error', message: `emulated P2P: the controller did not answer within ${WINDOW_TIMEOUT_MS / 1000} s` } }),
-          WINDOW_TIMEOUT_MS,
-        );
-      });
+      const seen = Atomics.load(this.ctl, CTL_WINDOW_ANSWERS);
       this.post({ type: 'addWindow', index, bytes, target: clean }, true);
-      const answer = await answered;
-      if (answer.error !== null) throw await windowError(answer.error);
+      const answer = this.windowAnswer(index, seen);
+      if (answer.error !== null) throw windowError(answer.error, mods.cuda);
     } catch (e) {
-      this.windowAnswers.delete(index);
       seg.release(); // the controller forgets a window with its shadow (whatever of it was set up)
       throw e;
-    } finally {
-      clearTimeout(timer);
     }
     let released = false;
     return {
@@ -546,6 +526,29 @@ export class EmuTransport implements Transport {
     };
   }
 
+  /**
+   * Wait (blocking this thread, like every synchronous control call) for the controller's answer to the
+   * 'addWindow' of segment `index`, posted back on the mailbox; `seen` is CTL_WINDOW_ANSWERS before the post.
+   * An answer for another index is a late one for an add that gave up: dropped.
+   */
+  private windowAnswer(index: number, seen: number): WindowAnswer {
+    const deadline = Date.now() + WINDOW_TIMEOUT_MS;
+    for (;;) {
+      const m = receiveMessageOnPort(this.port);
+      if (m !== undefined) {
+        const a = m.message as WindowAnswer;
+        if (a.index === index) return a;
+        continue;
+      }
+      if (this.failure !== null) throw this.failure;
+      const now = Date.now();
+      if (now > deadline) throw new Error(`emulated P2P: the controller did not answer within ${WINDOW_TIMEOUT_MS / 1000} s`);
+      const v = Atomics.load(this.ctl, CTL_WINDOW_ANSWERS);
+      if (v === seen) Atomics.wait(this.ctl, CTL_WINDOW_ANSWERS, v, Math.min(100, deadline - now));
+      seen = v;
+    }
+  }
+
   stats(): EmuStats {
     const s = this.statCells;
     return {
@@ -557,14 +560,12 @@ export class EmuTransport implements Transport {
       errors: s[STAT_ERRORS]!,
       sleeps: s[STAT_SLEEPS]!,
       invalidDoorbells: s[STAT_INVALID_DOORBELLS]!,
-      emulatedP2p: {
-        bytesToDevice: s[STAT_EP2P_BYTES_TO_DEVICE]!,
-        copiesToDevice: s[STAT_EP2P_COPIES_TO_DEVICE]!,
-        bytesFromDevice: s[STAT_EP2P_BYTES_FROM_DEVICE]!,
-        copiesFromDevice: s[STAT_EP2P_COPIES_FROM_DEVICE]!,
-        fences: s[STAT_EP2P_FENCES]!,
-        errors: s[STAT_EP2P_ERRORS]!,
-      },
+      emulatedP2pBytesToDevice: s[STAT_EP2P_BYTES_TO_DEVICE]!,
+      emulatedP2pCopiesToDevice: s[STAT_EP2P_COPIES_TO_DEVICE]!,
+      emulatedP2pBytesFromDevice: s[STAT_EP2P_BYTES_FROM_DEVICE]!,
+      emulatedP2pCopiesFromDevice: s[STAT_EP2P_COPIES_FROM_DEVICE]!,
+      emulatedP2pFences: s[STAT_EP2P_FENCES]!,
+      emulatedP2pErrors: s[STAT_EP2P_ERRORS]!,
     };
   }
 
@@ -611,7 +612,7 @@ export async function openEmu(opts: EmuOptions): Promise<EmuTransport> {
   });
   const mode = opts.sharedMemory ?? 'sab';
   if (mode !== 'sab' && mode !== 'memfd') throw new RangeError("sharedMemory must be 'sab' or 'memfd'");
-  const mods: ShmModules | null = mode === 'memfd' ? { shm: await import('../sys/shm.js'), dma: await import('../mem/shm-dma.js') } : null;
+  const mods: ShmModules | null = mode === 'memfd' ? { shm: await import('../sys/shm.js'), dma: await import('../mem/shm-dma.js'), cuda: await import('../sys/cuda.js') } : null;
   const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes, mods, opts.log);
   try {
     await t.started();

@@ -25,6 +25,19 @@ import { cuInit, cuMemAlloc, cuMemcpyDtoH, cuMemcpyHtoD, cuMemFree } from '../..
 import { openEmu, type DeviceWindow, type EmuTransport } from '../../src/transport/emu.js';
 import { fillPattern, firstDiff, pollUntil, waitFor } from '../driver/helpers.js';
 
+/** The emulated P2P counters of stats(). */
+function ep2p(emu: EmuTransport): { bytesToDevice: number; copiesToDevice: number; bytesFromDevice: number; copiesFromDevice: number; fences: number; errors: number } {
+  const s = emu.stats();
+  return {
+    bytesToDevice: s.emulatedP2pBytesToDevice,
+    copiesToDevice: s.emulatedP2pCopiesToDevice,
+    bytesFromDevice: s.emulatedP2pBytesFromDevice,
+    copiesFromDevice: s.emulatedP2pCopiesFromDevice,
+    fences: s.emulatedP2pFences,
+    errors: s.emulatedP2pErrors,
+  };
+}
+
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const BS = 4096;
 const KiB = 1024;
@@ -139,7 +152,7 @@ describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !=
   });
 
   it('reads into a cuda window reach device memory by async copies, one event per polling round, completions after the event', async () => {
-    const w = await emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr });
+    const w = emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr });
     try {
       assert.equal(fake.stat(CTX_REFS), 1, 'the worker retained the primary context');
       assert.equal(fake.stat(REGISTERED), 1, 'the shadow mapping is registered');
@@ -165,7 +178,7 @@ describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !=
       assert.equal(fake.stat(EVENTS_RECORDED) - f0[1]!, 3);
       assert.ok(fake.stat(NOT_READY) - f0[2]! >= 3, 'each completion waited for its event');
       assert.equal(fake.stat(BYTES_HTOD) - f0[3]!, 4 * KiB + 128 * KiB + 8 * BS);
-      const s = emu.stats().emulatedP2p;
+      const s = ep2p(emu);
       assert.equal(s.bytesToDevice, 4 * KiB + 128 * KiB + 8 * BS);
       assert.equal(s.fences, 3);
     } finally {
@@ -178,7 +191,7 @@ describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !=
   });
 
   it('writes from a cuda window take their data from device memory', async () => {
-    const w = await emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr });
+    const w = emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr });
     try {
       const data = pattern(64 * KiB, 2);
       cuMemcpyHtoD(dptr + 128 * KiB, data);
@@ -194,8 +207,8 @@ describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !=
   });
 
   it('a window past the end of its allocation, or on a device that does not exist, is refused cleanly', async () => {
-    await assert.rejects(emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr: dptr + BS }), /run past the end of its allocation/);
-    await assert.rejects(emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: 1, dptr }), /cuDeviceGet failed/);
+    assert.throws(() => emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr: dptr + BS }), /run past the end of its allocation/);
+    assert.throws(() => emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: 1, dptr }), /cuDeviceGet failed/);
     assert.equal(fake.stat(CTX_REFS), 0);
     assert.equal(fake.stat(REGISTERED), 0);
     assert.equal(emu.failure, null);
@@ -204,7 +217,7 @@ describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !=
   });
 
   it('a failed copy completes the command with Data Transfer Error and is logged with the driver error', async () => {
-    const w = await emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr });
+    const w = emu.addDeviceWindow(DEVICE_BYTES, { kind: 'cuda', ordinal: 0, dptr });
     const logged = logs.length;
     try {
       fake.setFailCopies(1);
@@ -222,7 +235,7 @@ describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !=
     assert.equal(fake.stat(CTX_REFS), 0);
     assert.equal(fake.stat(STREAMS), 0);
     // The controller runs on; a new window works.
-    const w2 = await emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: 0, dptr });
+    const w2 = emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: 0, dptr });
     try {
       host.bytes.set(pattern(BS, 4));
       await hostIo(NvmOpcode.Write, 3000, BS);

@@ -16,6 +16,19 @@ import { NoCudaDriverError, cudaDriverPresent } from '../../src/sys/cuda.js';
 import { openEmu, type DeviceWindow, type EmuTransport } from '../../src/transport/emu.js';
 import { fillPattern, firstDiff, pollUntil, waitFor } from '../driver/helpers.js';
 
+/** The emulated P2P counters of stats(). */
+function ep2p(emu: EmuTransport): { bytesToDevice: number; copiesToDevice: number; bytesFromDevice: number; copiesFromDevice: number; fences: number; errors: number } {
+  const s = emu.stats();
+  return {
+    bytesToDevice: s.emulatedP2pBytesToDevice,
+    copiesToDevice: s.emulatedP2pCopiesToDevice,
+    bytesFromDevice: s.emulatedP2pBytesFromDevice,
+    copiesFromDevice: s.emulatedP2pCopiesFromDevice,
+    fences: s.emulatedP2pFences,
+    errors: s.emulatedP2pErrors,
+  };
+}
+
 const BS = 4096;
 const KiB = 1024;
 
@@ -117,13 +130,13 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
   it('reads whose PRPs point into the window land in device memory (through the copy engine), not only in the shadow', async () => {
     const device = new SharedArrayBuffer(1 << 20);
     const dev = new Uint8Array(device);
-    const w = await emu.addDeviceWindow(1 << 20, { kind: 'memory', memory: device });
+    const w = emu.addDeviceWindow(1 << 20, { kind: 'memory', memory: device });
     try {
       assert.equal(w.bytes, 1 << 20);
       assert.ok(w.iova > 0 && w.iova % 4096 === 0);
       const data = pattern(128 * KiB, 1);
       await writeHost(0, data);
-      const s0 = emu.stats().emulatedP2p;
+      const s0 = ep2p(emu);
       // 1 page (PRP1), 2 pages (PRP2), 32 pages (a PRP list), at page offsets inside the window.
       for (const [off, len] of [
         [0, 4 * KiB],
@@ -137,7 +150,7 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
       // Nothing outside the ranges read.
       assert.ok(dev.subarray(4 * KiB, 64 * KiB).every((b) => b === 0));
       assert.ok(dev.subarray(384 * KiB).every((b) => b === 0));
-      const s1 = emu.stats().emulatedP2p;
+      const s1 = ep2p(emu);
       assert.equal(s1.bytesToDevice - s0.bytesToDevice, (4 + 8 + 128) * KiB);
       assert.ok(s1.copiesToDevice - s0.copiesToDevice >= 3);
       assert.equal(s1.fences - s0.fences, 3, 'one fence per polling round');
@@ -150,12 +163,12 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
   it('one fence per polling round: eight reads rung together share one', async () => {
     const device = new SharedArrayBuffer(64 * KiB);
     const dev = new Uint8Array(device);
-    const w = await emu.addDeviceWindow(64 * KiB, { kind: 'memory', memory: device });
+    const w = emu.addDeviceWindow(64 * KiB, { kind: 'memory', memory: device });
     const dps: DataPointer[] = [];
     try {
       const data = pattern(32 * KiB, 2);
       await writeHost(100, data);
-      const s0 = emu.stats().emulatedP2p;
+      const s0 = ep2p(emu);
       const cmds = [];
       for (let i = 0; i < 8; i++) {
         const dp = dataPointer(emu.dma, windowRange(w, i * 8 * KiB, 4 * KiB), 0, 4 * KiB);
@@ -168,7 +181,7 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
         new Array(8).fill(0),
       );
       for (let i = 0; i < 8; i++) assert.equal(firstDiff(dev.subarray(i * 8 * KiB, i * 8 * KiB + 4 * KiB), data.subarray(i * 4 * KiB, (i + 1) * 4 * KiB)), -1);
-      const s1 = emu.stats().emulatedP2p;
+      const s1 = ep2p(emu);
       assert.equal(s1.copiesToDevice - s0.copiesToDevice, 8);
       assert.equal(s1.fences - s0.fences, 1);
     } finally {
@@ -180,7 +193,7 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
   it('copyDelayMs = 50: the completion waits for the copy (no earlier than the delay), device memory changes only then', async () => {
     const device = new SharedArrayBuffer(64 * KiB);
     const dev = new Uint8Array(device);
-    const w = await emu.addDeviceWindow(64 * KiB, { kind: 'memory', memory: device, copyDelayMs: 50 });
+    const w = emu.addDeviceWindow(64 * KiB, { kind: 'memory', memory: device, copyDelayMs: 50 });
     const dp = dataPointer(emu.dma, windowRange(w, 0, 16 * KiB), 0, 16 * KiB);
     try {
       const data = pattern(16 * KiB, 3);
@@ -215,18 +228,18 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
   it('writes from the window take their data from device memory; it reads back through a normal buffer', async () => {
     const device = new SharedArrayBuffer(256 * KiB);
     const dev = new Uint8Array(device);
-    const w = await emu.addDeviceWindow(256 * KiB, { kind: 'memory', memory: device });
+    const w = emu.addDeviceWindow(256 * KiB, { kind: 'memory', memory: device });
     try {
       const data = pattern(128 * KiB, 4);
       dev.set(data, 64 * KiB);
-      const s0 = emu.stats().emulatedP2p;
+      const s0 = ep2p(emu);
       assert.equal((await windowIo(NvmOpcode.Write, w, 64 * KiB, 300, 128 * KiB)).status, 0);
       assert.equal(firstDiff(await readHost(300, 128 * KiB), data), -1);
       // A single page, too (PRP1 only).
       dev.set(pattern(4 * KiB, 5), 0);
       assert.equal((await windowIo(NvmOpcode.Write, w, 0, 400, 4 * KiB)).status, 0);
       assert.equal(firstDiff(await readHost(400, 4 * KiB), pattern(4 * KiB, 5)), -1);
-      const s1 = emu.stats().emulatedP2p;
+      const s1 = ep2p(emu);
       assert.equal(s1.bytesFromDevice - s0.bytesFromDevice, 132 * KiB);
       assert.equal(s1.copiesFromDevice - s0.copiesFromDevice, 2);
       assert.equal(s1.bytesToDevice, s0.bytesToDevice, 'a write copies nothing to the device');
@@ -240,7 +253,7 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
     const bytes = 3 * BS + 2048;
     const device = new SharedArrayBuffer(bytes);
     const dev = new Uint8Array(device);
-    const w = await emu.addDeviceWindow(bytes, { kind: 'memory', memory: device });
+    const w = emu.addDeviceWindow(bytes, { kind: 'memory', memory: device });
     try {
       await writeHost(500, pattern(8 * KiB, 6));
       const errors0 = emu.stats().errors;
@@ -265,7 +278,7 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
 
   it('release() of an idle window: later PRPs into its range fail as a transfer error; release is idempotent', async () => {
     const device = new SharedArrayBuffer(16 * KiB);
-    const w = await emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device });
+    const w = emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device });
     assert.equal((await windowIo(NvmOpcode.Read, w, 0, 0, BS)).status, 0);
     w.release();
     w.release();
@@ -280,7 +293,7 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
   it('release() while a copy is outstanding settles it first: the read completes with its data in device memory', async () => {
     const device = new SharedArrayBuffer(16 * KiB);
     const dev = new Uint8Array(device);
-    const w = await emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device, copyDelayMs: 40 });
+    const w = emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device, copyDelayMs: 40 });
     const dp = dataPointer(emu.dma, windowRange(w, 0, 8 * KiB), 0, 8 * KiB);
     const data = pattern(8 * KiB, 8);
     await writeHost(800, data);
@@ -306,7 +319,7 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
 
   it('a command waiting for its copy, aborted or its queue deleted, completes so; nobody waits for the copy any more', async () => {
     const device = new SharedArrayBuffer(16 * KiB);
-    const w = await emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device, copyDelayMs: 300 });
+    const w = emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device, copyDelayMs: 300 });
     const dp = dataPointer(emu.dma, windowRange(w, 0, BS), 0, BS);
     try {
       for (const abort of [true, false]) {
@@ -340,13 +353,13 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
 
   it('a failed copy completes its command with Data Transfer Error and is logged; never a hang', async () => {
     const device = new SharedArrayBuffer(16 * KiB);
-    const w = await emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device, failCopies: true });
+    const w = emu.addDeviceWindow(16 * KiB, { kind: 'memory', memory: device, failCopies: true });
     try {
       const logged = logs.length;
-      const errors0 = emu.stats().emulatedP2p.errors;
+      const errors0 = ep2p(emu).errors;
       assert.ok(isTransferError((await windowIo(NvmOpcode.Read, w, 0, 0, BS)).status));
       assert.ok(isTransferError((await windowIo(NvmOpcode.Write, w, 0, 0, BS)).status));
-      assert.ok(emu.stats().emulatedP2p.errors > errors0);
+      assert.ok(ep2p(emu).errors > errors0);
       await waitFor(() => logs.length > logged, 2000, 'the log message (it comes through the event loop)');
       await new Promise((r) => setTimeout(r, 20));
       const lines = logs.slice(logged);
@@ -361,26 +374,29 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
 
   it('refuses bad arguments before touching the controller', async () => {
     const device = new SharedArrayBuffer(BS);
-    await assert.rejects(emu.addDeviceWindow(0, { kind: 'memory', memory: device }), RangeError);
-    await assert.rejects(emu.addDeviceWindow(2 * BS, { kind: 'memory', memory: device }), /do not fit/);
-    await assert.rejects(emu.addDeviceWindow(BS, { kind: 'memory', memory: device, copyDelayMs: -1 }), /copyDelayMs/);
-    await assert.rejects(emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: -1, dptr: 1 }), /ordinal/);
+    assert.throws(() => emu.addDeviceWindow(0, { kind: 'memory', memory: device }), RangeError);
+    assert.throws(() => emu.addDeviceWindow(2 * BS, { kind: 'memory', memory: device }), /do not fit/);
+    assert.throws(() => emu.addDeviceWindow(BS, { kind: 'memory', memory: device, copyDelayMs: -1 }), /copyDelayMs/);
+    assert.throws(() => emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: -1, dptr: 1 }), /ordinal/);
   });
 
   it('a cuda window without a CUDA driver fails with NoCudaDriverError, cleanly; the controller runs on', { skip: cudaDriverPresent() ? 'a CUDA driver is present' : false }, async () => {
     const segments = emu.shmDma.segmentInfos().length;
-    await assert.rejects(emu.addDeviceWindow(1 << 20, { kind: 'cuda', ordinal: 0, dptr: 0x7f00_0000_0000 }), (e: unknown) => {
-      assert.ok(e instanceof NoCudaDriverError, `not a NoCudaDriverError: ${String(e)}`);
-      assert.match(e.message, /^no CUDA driver: libcuda\.so\.1 not found/);
-      return true;
-    });
+    assert.throws(
+      () => emu.addDeviceWindow(1 << 20, { kind: 'cuda', ordinal: 0, dptr: 0x7f00_0000_0000 }),
+      (e: unknown) => {
+        assert.ok(e instanceof NoCudaDriverError, `not a NoCudaDriverError: ${String(e)}`);
+        assert.match(e.message, /^no CUDA driver: libcuda\.so\.1 not found/);
+        return true;
+      },
+    );
     assert.equal(emu.shmDma.segmentInfos().length, segments, 'the shadow segment was released');
     assert.equal(emu.failure, null);
     await writeHost(1000, pattern(BS, 10));
     assert.equal(firstDiff(await readHost(1000, BS), pattern(BS, 10)), -1);
     // And windows still work after it.
     const device = new SharedArrayBuffer(BS);
-    const w = await emu.addDeviceWindow(BS, { kind: 'memory', memory: device });
+    const w = emu.addDeviceWindow(BS, { kind: 'memory', memory: device });
     assert.equal((await windowIo(NvmOpcode.Read, w, 0, 1000, BS)).status, 0);
     assert.equal(firstDiff(new Uint8Array(device), pattern(BS, 10)), -1);
     w.release();
@@ -391,8 +407,8 @@ describe('emulated P2P: SharedArrayBuffer mode', () => {
   it('refuses device windows (memfd mode required)', async () => {
     const emu = await openEmu({ namespaces: [{ sizeBytes: 1 << 20, lbads: 12 }] });
     try {
-      await assert.rejects(emu.addDeviceWindow(BS, { kind: 'memory', memory: new SharedArrayBuffer(BS) }), /memfd mode/);
-      await assert.rejects(emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: 0, dptr: 0x1000 }), /memfd mode/);
+      assert.throws(() => emu.addDeviceWindow(BS, { kind: 'memory', memory: new SharedArrayBuffer(BS) }), /memfd mode/);
+      assert.throws(() => emu.addDeviceWindow(BS, { kind: 'cuda', ordinal: 0, dptr: 0x1000 }), /memfd mode/);
     } finally {
       await emu.close();
     }
