@@ -87,6 +87,11 @@ export const CTL_STATE = 4;
  * (a GPU feeding a queue cannot futex-wake a thread; see EmuTransport.holdAwake).
  */
 export const CTL_AWAKE_HOLDS = 5;
+/**
+ * Emulated P2P: incremented (and notified) by the worker after it posted an 'addWindow' answer to its mailbox, so
+ * the host can wait for the answer synchronously (EmuTransport.addDeviceWindow).
+ */
+export const CTL_WINDOW_ANSWERS = 6;
 /** Int32 cells in the control block before the statistics. */
 export const CTL_INT_CELLS = 16;
 /** Byte offset of the Float64 statistics in the control block. */
@@ -106,6 +111,16 @@ export const STAT_WRITES = 4;
 export const STAT_ERRORS = 5;
 export const STAT_SLEEPS = 6;
 export const STAT_INVALID_DOORBELLS = 7;
+/** Emulated P2P (device windows, src/emu/device-window.ts): bytes and copies from the shadow to device memory. */
+export const STAT_EP2P_BYTES_TO_DEVICE = 8;
+export const STAT_EP2P_COPIES_TO_DEVICE = 9;
+/** Emulated P2P: bytes and copies from device memory into the shadow (writes whose data is in a window). */
+export const STAT_EP2P_BYTES_FROM_DEVICE = 10;
+export const STAT_EP2P_COPIES_FROM_DEVICE = 11;
+/** Emulated P2P: copy fences recorded (one per polling round and window that issued copies to the device). */
+export const STAT_EP2P_FENCES = 12;
+/** Emulated P2P: failed copies and fences (each completes its commands with Data Transfer Error). */
+export const STAT_EP2P_ERRORS = 13;
 export const STAT_CELLS = 16;
 
 export const CONTROL_BLOCK_BYTES = CTL_STATS_BYTE_OFFSET + STAT_CELLS * 8;
@@ -116,9 +131,42 @@ export const CONTROL_BLOCK_BYTES = CTL_STATS_BYTE_OFFSET + STAT_CELLS * 8;
  */
 export type SegmentSource = { index: number; sab: SharedArrayBuffer } | { index: number; fd: number; size: number };
 
+/**
+ * What a device window (emulated P2P, src/emu/device-window.ts) stands for:
+ * - 'cuda': `bytes` of device memory at device pointer `dptr` (cuMemAlloc memory in the primary context of
+ *   device `ordinal`, in this process); the controller worker copies with the CUDA copy engine.
+ * - 'memory': the test double: a SharedArrayBuffer playing device memory, copies by TypedArray.set, each
+ *   counting as done `copyDelayMs` after its fence (default 0); `failCopies` makes every copy fail (as a copy
+ *   engine error would), to test the error path.
+ */
+export type DeviceWindowTarget = { kind: 'cuda'; ordinal: number; dptr: number } | { kind: 'memory'; memory: SharedArrayBuffer; copyDelayMs?: number; failCopies?: boolean };
+
 /** Messages posted to the worker's mailbox. */
 export type ControlMessage =
-  ({ type: 'segment' } & SegmentSource) | { type: 'dropSegment'; index: number } | { type: 'inject'; rule: import('./faults.js').FaultRule } | { type: 'clearFaults' } | { type: 'setFatal' };
+  | ({ type: 'segment' } & SegmentSource)
+  | { type: 'dropSegment'; index: number }
+  | { type: 'inject'; rule: import('./faults.js').FaultRule }
+  | { type: 'clearFaults' }
+  | { type: 'setFatal' }
+  /**
+   * Make the first `bytes` of (known) segment `index`, the shadow, a device window; answered by a WindowAnswer
+   * posted back on the mailbox (then CTL_WINDOW_ANSWERS is bumped).
+   */
+  | { type: 'addWindow'; index: number; bytes: number; target: DeviceWindowTarget }
+  /** Settle the window's outstanding copies, complete the commands waiting on them, forget the window. */
+  | { type: 'dropWindow'; index: number };
+
+/** The answer to 'addWindow', posted back on the mailbox: error null when the window is live. */
+export interface WindowAnswer {
+  type: 'window';
+  index: number;
+  error: { name: string; message: string; code?: string } | null;
+}
+
+/** Messages the worker posts to the host through parentPort (besides 'ready' / 'error' at start). */
+export type WorkerMessage =
+  /** Something the controller wants a person to read (a failed copy, ...). */
+  { type: 'log'; message: string };
 
 /** Data handed to the worker at start. */
 export interface WorkerInit {

@@ -6,6 +6,10 @@
  *
  * Runs inside the worker thread (worker.ts calls run()). The host side sees only the BAR SharedArrayBuffer,
  * the control block and DMA memory, exactly like a driver sees a PCIe device.
+ *
+ * Device windows (emulated P2P, device-window.ts): DMA segments that stand for device memory. A command whose data
+ * lands in one has its completion held (a Pending with fences) until the copies to the device are done; the
+ * copies of one polling round share one fence per window. Commands that touch no window pay a few compares.
  */
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { DmaSegmentTable } from '../mem/shared-dma.js';
@@ -66,9 +70,16 @@ import {
   CTL_STATS_BYTE_OFFSET,
   CTL_STOP,
   CTL_WAKE,
+  CTL_WINDOW_ANSWERS,
   STAT_ADMIN_COMMANDS,
   STAT_CELLS,
   STAT_COMMANDS,
+  STAT_EP2P_BYTES_FROM_DEVICE,
+  STAT_EP2P_BYTES_TO_DEVICE,
+  STAT_EP2P_COPIES_FROM_DEVICE,
+  STAT_EP2P_COPIES_TO_DEVICE,
+  STAT_EP2P_ERRORS,
+  STAT_EP2P_FENCES,
   STAT_ERRORS,
   STAT_INVALID_DOORBELLS,
   STAT_IO_COMMANDS,
@@ -81,10 +92,15 @@ import {
   doorbellCells,
   type SegmentSource,
   type ControlMessage,
+  type DeviceWindowTarget,
   type EmuConfig,
+  type WindowAnswer,
   type WorkerInit,
+  type WorkerMessage,
 } from './config.js';
-import { DataPath } from './datapath.js';
+import { DataPath, ST_DATA_TRANSFER } from './datapath.js';
+import { COPIES_FAILED, COPIES_PENDING, DeviceWindow, DeviceWindows, Fence, fencesState, type DeviceCopier } from './device-window.js';
+import { MemoryCopier } from './memory-copier.js';
 import { faultMatches, type FaultRule } from './faults.js';
 import { ioCommand } from './io.js';
 import type { ErrorEntry, SmartCounters } from './logs.js';
@@ -115,7 +131,10 @@ const AER_EVENTS_KEPT = 16;
 /** takeAsyncEvent(): no event queued. */
 const NO_EVENT = -1;
 
-/** A fetched command whose completion is held back (delay / drop fault). Holds a reserved CQ slot. */
+/**
+ * A fetched command whose completion is held back (delay / drop fault, copies to a device window). Holds a
+ * reserved CQ slot.
+ */
 export interface Pending {
   sq: SubmissionQueue;
   cid: number;
@@ -123,6 +142,19 @@ export interface Pending {
   result: number;
   /** performance.now() deadline; Infinity: never (dropped). */
   due: number;
+  /** Emulated P2P: the copy fences the completion also waits for (null: none). */
+  fences: Fence[] | null;
+}
+
+/** Error fields a window answer carries to the host. */
+function errorInfo(e: unknown): { name: string; message: string; code?: string } {
+  if (!(e instanceof Error)) return { name: 'Error', message: String(e) };
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' ? { name: e.name, message: e.message, code } : { name: e.name, message: e.message };
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 export class Controller implements AdminTarget {
@@ -171,6 +203,8 @@ export class Controller implements AdminTarget {
   // Held completions, aborts of unfetched commands, asynchronous events
   private pending: Pending[] = [];
   private abortOnFetch: Array<{ sqid: number; cid: number }> = [];
+  /** Held completions that wait for copies to a device window (Pending.fences non-null). */
+  private copyWaits = 0;
   private aerCids: number[] = [];
   private aerEvents: number[] = [];
   private readonly faults: FaultRule[] = [];
@@ -195,6 +229,20 @@ export class Controller implements AdminTarget {
   private adminCommands = 0;
   private seenSeq = 0;
 
+  // Emulated P2P: device windows, the windows that started copies this polling round, the fences of the
+  // command just executed (set by startWindowCopies, taken by its caller), counters.
+  private readonly windows = new DeviceWindows((w, e) => this.windowFailed(w, e));
+  private readonly unfenced: DeviceWindow[] = [];
+  private heldFences: Fence[] | null = null;
+  private ep2pCopiesToDevice = 0;
+  private ep2pBytesToDevice = 0;
+  private ep2pFences = 0;
+  private ep2pErrors = 0;
+  /** Work that needs the event loop (loading the CUDA copier): run() returns 'async' so the worker runs it. */
+  private asyncTasks: Array<() => Promise<void>> = [];
+  /** Messages to the host (logs). */
+  private readonly toHost: (m: WorkerMessage) => void;
+
   /** Shared-memory operations (memfd mode only). */
   private readonly shmOps: EmuShmOps | null;
   /** memfd mode: the BAR mapping, the wake word over it, and the mapped DMA segments by index. */
@@ -203,8 +251,9 @@ export class Controller implements AdminTarget {
   private readonly wakeAddress: number = 0;
   private readonly segRegions = new Map<number, EmuShmRegion>();
 
-  constructor(init: WorkerInit, shmOps: EmuShmOps | null = null) {
+  constructor(init: WorkerInit, shmOps: EmuShmOps | null = null, toHost: (m: WorkerMessage) => void = () => {}) {
     this.cfg = init.config;
+    this.toHost = toHost;
     this.spinMs = this.cfg.spinUs / 1000;
     this.shmOps = shmOps;
     let bar: ArrayBufferLike;
@@ -254,7 +303,11 @@ export class Controller implements AdminTarget {
 
   // ---------------------------------------------------------------- main loop
 
-  run(): void {
+  /**
+   * Poll until the host sets CTL_STOP ('stopped'), or until work needs the event loop ('async': the worker awaits
+   * runAsyncTasks() and calls run() again; nothing is lost in between).
+   */
+  run(): 'stopped' | 'async' {
     const ctl = this.ctl;
     const regs = this.regs;
     const ccIdx = REG_CC >> 2;
@@ -262,13 +315,17 @@ export class Controller implements AdminTarget {
     let idleSince = 0;
     Atomics.store(ctl, CTL_STATE, WORKER_RUNNING);
     for (;;) {
-      if (Atomics.load(ctl, CTL_SEQ) !== this.seenSeq) this.handleControl();
+      if (Atomics.load(ctl, CTL_SEQ) !== this.seenSeq) {
+        this.handleControl();
+        if (this.asyncTasks.length !== 0) return 'async';
+      }
       if (Atomics.load(ctl, CTL_STOP) !== 0) break;
       const cc = Atomics.load(regs, ccIdx);
       if (cc !== this.lastCc) this.onCc(cc);
       if (this.readyAt !== 0 && performance.now() >= this.readyAt) this.becomeReady();
       let work = 0;
       if (this.ready && !this.fatal && !this.shutdownDone) work = this.poll();
+      if (this.unfenced.length !== 0) this.fenceRound();
       if (this.pending.length !== 0) work += this.runTimers();
       if (work !== 0) {
         idlePolls = 0;
@@ -285,6 +342,14 @@ export class Controller implements AdminTarget {
     }
     this.shutdownStores();
     Atomics.store(ctl, CTL_STATE, WORKER_STOPPED);
+    return 'stopped';
+  }
+
+  /** Run the work run() returned 'async' for. Each task answers the host itself; none throws. */
+  async runAsyncTasks(): Promise<void> {
+    const tasks = this.asyncTasks;
+    this.asyncTasks = [];
+    for (const t of tasks) await t();
   }
 
   /** Sleep on the wake word until a doorbell/CC/control change, or sleepMs (sooner if a held completion is due). */
@@ -299,7 +364,7 @@ export class Controller implements AdminTarget {
     let timeout = this.cfg.sleepMs;
     if (this.readyAt !== 0) timeout = Math.max(0, Math.min(timeout, this.readyAt - performance.now()));
     for (const p of this.pending) {
-      if (p.due !== Number.POSITIVE_INFINITY) timeout = Math.max(0, Math.min(timeout, p.due - performance.now()));
+      if (p.due !== Number.POSITIVE_INFINITY && p.fences === null) timeout = Math.max(0, Math.min(timeout, p.due - performance.now()));
     }
     this.stats[STAT_SLEEPS]! += 1;
     const r = Atomics.wait(ctl, CTL_WAKE, WAKE_SLEEPING, timeout);
@@ -330,7 +395,7 @@ export class Controller implements AdminTarget {
     let timeout = this.cfg.sleepMs;
     if (this.readyAt !== 0) timeout = Math.max(0, Math.min(timeout, this.readyAt - performance.now()));
     for (const p of this.pending) {
-      if (p.due !== Number.POSITIVE_INFINITY) timeout = Math.max(0, Math.min(timeout, p.due - performance.now()));
+      if (p.due !== Number.POSITIVE_INFINITY && p.fences === null) timeout = Math.max(0, Math.min(timeout, p.due - performance.now()));
     }
     return timeout;
   }
@@ -341,6 +406,7 @@ export class Controller implements AdminTarget {
     if (Atomics.load(ctl, CTL_SEQ) !== this.seenSeq || Atomics.load(ctl, CTL_STOP) !== 0) return true;
     if (Atomics.load(this.regs, REG_CC >> 2) !== this.lastCc) return true;
     if (!this.ready || this.fatal || this.shutdownDone) return false;
+    if (this.copyWaits !== 0) return true; // copies to a device window run: the copy engine takes microseconds
     const db = this.db;
     for (const sq of this.sqList) {
       if (Atomics.load(db, sq.dbIndex) !== sq.rawTail) return true;
@@ -358,6 +424,12 @@ export class Controller implements AdminTarget {
     s[STAT_READS] = this.hostReads;
     s[STAT_WRITES] = this.hostWrites;
     s[STAT_ERRORS] = this.errorCount;
+    s[STAT_EP2P_BYTES_TO_DEVICE] = this.ep2pBytesToDevice;
+    s[STAT_EP2P_COPIES_TO_DEVICE] = this.ep2pCopiesToDevice;
+    s[STAT_EP2P_BYTES_FROM_DEVICE] = this.windows.bytesFromDevice;
+    s[STAT_EP2P_COPIES_FROM_DEVICE] = this.windows.copiesFromDevice;
+    s[STAT_EP2P_FENCES] = this.ep2pFences;
+    s[STAT_EP2P_ERRORS] = this.ep2pErrors;
   }
 
   // ---------------------------------------------------------------- control mailbox
@@ -392,6 +464,12 @@ export class Controller implements AdminTarget {
         case 'setFatal':
           this.enterFatal();
           break;
+        case 'addWindow':
+          this.addWindow(msg.index, msg.bytes, msg.target);
+          break;
+        case 'dropWindow':
+          this.dropWindow(msg.index);
+          break;
       }
     }
   }
@@ -415,6 +493,7 @@ export class Controller implements AdminTarget {
 
   /** Forget a DMA segment (IOVAs in it become DMA faults) and unmap it here. */
   private dropSegment(index: number): void {
+    if (this.windows.get(index) !== undefined) this.dropWindow(index);
     this.dma.remove(index);
     const r = this.segRegions.get(index);
     if (r !== undefined) {
@@ -425,8 +504,191 @@ export class Controller implements AdminTarget {
 
   /** Release the shared memory mappings (memfd mode): called by the worker after run() returns. */
   dispose(): void {
+    for (const w of [...this.windows.list]) this.dropWindow(w.index);
     for (const index of [...this.segRegions.keys()]) this.dropSegment(index);
     this.barRegion?.close();
+  }
+
+  // ---------------------------------------------------------------- device windows (emulated P2P)
+
+  /**
+   * Make the first `bytes` of segment `index` (the shadow, already known) a device window for `target`, and
+   * answer the host. A cuda target loads the CUDA copier first: that needs the event loop (a dynamic import),
+   * so it is queued for runAsyncTasks().
+   */
+  private addWindow(index: number, bytes: number, target: DeviceWindowTarget): void {
+    const answer = (e: unknown): void => {
+      const a: WindowAnswer = { type: 'window', index, error: e === null ? null : errorInfo(e) };
+      this.mailbox.postMessage(a);
+      Atomics.add(this.ctl, CTL_WINDOW_ANSWERS, 1);
+      Atomics.notify(this.ctl, CTL_WINDOW_ANSWERS);
+    };
+    const shadow = this.dma.sab[index];
+    if (shadow === undefined) return answer(new Error(`emulated P2P: the window's shadow segment ${index} is not known to the controller`));
+    if (this.windows.get(index) !== undefined) return answer(new Error(`emulated P2P: segment ${index} is a device window already`));
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > shadow.byteLength) {
+      return answer(new RangeError(`emulated P2P: a window of ${bytes} bytes does not fit its ${shadow.byteLength}-byte shadow`));
+    }
+    if (target.kind === 'memory') {
+      try {
+        const device = new Uint8Array(target.memory, 0, bytes);
+        this.installWindow(index, bytes, new MemoryCopier(new Uint8Array(shadow, 0, bytes), device, target.copyDelayMs ?? 0, target.failCopies ?? false));
+      } catch (e) {
+        return answer(e);
+      }
+      return answer(null);
+    }
+    this.asyncTasks.push(async () => {
+      try {
+        const { createCudaCopier } = await import('./cuda-copier.js');
+        const region = this.segRegions.get(index);
+        if (region === undefined || this.dma.sab[index] !== shadow) {
+          throw new Error('emulated P2P: a cuda window needs its shadow in memfd memory, still mapped (was the window released while it was being added?)');
+        }
+        this.installWindow(index, bytes, createCudaCopier({ ordinal: target.ordinal, dptr: target.dptr, bytes, hostAddress: region.address, hostBytes: region.buffer.byteLength }));
+      } catch (e) {
+        return answer(e);
+      }
+      answer(null);
+    });
+  }
+
+  private installWindow(index: number, bytes: number, copier: DeviceCopier): void {
+    this.windows.add(new DeviceWindow(index, bytes, copier));
+    // A PRP past the window's end (into the page rounding of its shadow) is a DMA fault, like one past any segment.
+    this.dma.limit(index, bytes);
+    this.dp.windows = this.windows;
+  }
+
+  /**
+   * Forget window `index`: its copies are settled first (recorded, waited for; the commands waiting on them
+   * complete in the next loop, or with Data Transfer Error if a copy failed), then its copier is closed. The
+   * shadow segment stays until the host drops it.
+   */
+  private dropWindow(index: number): void {
+    const w = this.windows.get(index);
+    if (w === undefined) return;
+    if (this.unfenced.length !== 0) this.fenceRound();
+    if (w.error === null) {
+      try {
+        w.copier.drain();
+        w.doneSeq = w.copier.completed();
+      } catch (e) {
+        this.windowFailed(w, e);
+      }
+    }
+    this.windows.remove(index);
+    if (this.windows.count === 0) this.dp.windows = null;
+    try {
+      w.copier.close();
+    } catch (e) {
+      this.log(`emulated P2P: closing the copier of the device window at IOVA 0x${w.iova.toString(16)} (${w.copier.label}) failed: ${messageOf(e)}`);
+    }
+  }
+
+  /** A copy or fence of window `w` failed: the window fails (sticky), its waiting commands with it. Logged once. */
+  private windowFailed(w: DeviceWindow, e: unknown): void {
+    this.ep2pErrors++;
+    if (w.error !== null) return;
+    w.error = messageOf(e);
+    this.log(
+      `emulated P2P: a copy failed in the device window at IOVA 0x${w.iova.toString(16)} (${w.copier.label}): ${w.error}; ` +
+        'its commands complete with Data Transfer Error until the window is released',
+    );
+  }
+
+  private log(message: string): void {
+    try {
+      this.toHost({ type: 'log', message });
+    } catch {
+      // no host to tell
+    }
+  }
+
+  /**
+   * After a handler whose data touched device windows on its way to host memory: start the copies shadow ->
+   * device (when it succeeded) and leave the fences its completion waits for in heldFences. Returns its status:
+   * Data Transfer Error when a window has failed or a copy cannot be started.
+   */
+  private startWindowCopies(st: number): number {
+    const ws = this.windows;
+    const n = this.dp.windowHits;
+    this.dp.windowHits = 0;
+    let fences: Fence[] | null = null;
+    if (st === 0) {
+      for (let i = 0; i < n; i++) {
+        const w = ws.hitWin[i]!;
+        const len = ws.hitLen[i]!;
+        if (w.error !== null) {
+          st = ST_DATA_TRANSFER;
+          break;
+        }
+        try {
+          w.copier.toDevice(ws.hitOff[i]!, len);
+        } catch (e) {
+          this.windowFailed(w, e);
+          st = ST_DATA_TRANSFER;
+          break;
+        }
+        this.ep2pCopiesToDevice++;
+        this.ep2pBytesToDevice += len;
+        let f = w.roundFence;
+        if (f === null) {
+          f = w.roundFence = new Fence(w);
+          this.unfenced.push(w);
+        }
+        if (fences === null) fences = [f];
+        else if (!fences.includes(f)) fences.push(f);
+      }
+    }
+    ws.clearHits();
+    this.heldFences = st === 0 ? fences : null;
+    return st;
+  }
+
+  /** End of a polling round: one fence per window for all the copies it started in the round. */
+  private fenceRound(): void {
+    const u = this.unfenced;
+    for (let i = 0; i < u.length; i++) {
+      const w = u[i]!;
+      const f = w.roundFence!;
+      w.roundFence = null;
+      if (w.error !== null) {
+        f.failed = true;
+        continue;
+      }
+      try {
+        f.seq = w.copier.fence();
+        w.lastSeq = f.seq;
+        this.ep2pFences++;
+      } catch (e) {
+        f.failed = true;
+        this.windowFailed(w, e);
+      }
+    }
+    u.length = 0;
+  }
+
+  /** Ask each window with fences outstanding how far its copies got. */
+  private pollCopies(): void {
+    const list = this.windows.list;
+    for (let i = 0; i < list.length; i++) {
+      const w = list[i]!;
+      if (!w.outstanding) continue;
+      try {
+        w.doneSeq = w.copier.completed();
+      } catch (e) {
+        this.windowFailed(w, e);
+      }
+    }
+  }
+
+  /** Hold the completion of the command just executed until its copies (heldFences) are done. */
+  private holdForCopies(sq: SubmissionQueue, cid: number, st: number): void {
+    sq.cq.reserved++;
+    this.pending.push({ sq, cid, status: st, result: this.out.result, due: 0, fences: this.heldFences });
+    this.heldFences = null;
+    this.copyWaits++;
   }
 
   // ---------------------------------------------------------------- registers
@@ -502,6 +764,7 @@ export class Controller implements AdminTarget {
     this.sqList = [];
     this.cqList = [];
     this.pending = [];
+    this.copyWaits = 0; // the copies run on; nobody waits for them
     this.abortOnFetch = [];
     this.aerCids = [];
     this.aerEvents = [];
@@ -559,6 +822,7 @@ export class Controller implements AdminTarget {
     const keep: Pending[] = [];
     for (const p of this.pending) {
       if (p.sq === sq) {
+        if (p.fences !== null) this.copyWaits--;
         cq.reserved--;
         cq.post(0, sq.head, sq.qid, p.cid, ST_ABORTED_SQ_DELETION);
       } else keep.push(p);
@@ -666,6 +930,7 @@ export class Controller implements AdminTarget {
     }
     st = this.runHandler(q, b, admin);
     if (st === DEFERRED) return;
+    if (this.heldFences !== null) return this.holdForCopies(sq, cid, st);
     this.complete(sq, cid, st, q, b);
   }
 
@@ -682,6 +947,7 @@ export class Controller implements AdminTarget {
       st = ST_INTERNAL;
     }
     if (out.transfer !== TRANSFER_NONE) this.countTransfer(out);
+    if (this.dp.windowHits !== 0) st = this.startWindowCopies(st);
     return st;
   }
 
@@ -736,6 +1002,10 @@ export class Controller implements AdminTarget {
             if (st === DEFERRED) return DEFERRED;
           }
           if (st !== 0) this.logError(sq.qid, cid, st, nsid, this.out.errorLba);
+          // A delayed completion also waits for its copies to a device window; a dropped one waits for nothing.
+          const fences = a.kind === 'delay' ? this.heldFences : null;
+          this.heldFences = null;
+          if (fences !== null) this.copyWaits++;
           sq.cq.reserved++;
           this.pending.push({
             sq,
@@ -743,6 +1013,7 @@ export class Controller implements AdminTarget {
             status: st,
             result: this.out.result,
             due: a.kind === 'delay' ? performance.now() + a.ms : Number.POSITIVE_INFINITY,
+            fences,
           });
           return DEFERRED;
         }
@@ -751,19 +1022,35 @@ export class Controller implements AdminTarget {
     return DEFERRED - 1;
   }
 
-  /** Post held completions whose time has come. */
+  /** Post held completions whose time has come (and whose copies to a device window are done). */
   private runTimers(): number {
     if (!this.ready || this.fatal) return 0;
+    if (this.copyWaits !== 0) this.pollCopies();
     const now = performance.now();
     let n = 0;
     for (let i = 0; i < this.pending.length;) {
       const p = this.pending[i]!;
-      if (p.due <= now) {
-        this.pending.splice(i, 1);
-        p.sq.cq.reserved--;
-        p.sq.cq.post(p.result, p.sq.head, p.sq.qid, p.cid, p.status);
-        n++;
-      } else i++;
+      if (p.due > now) {
+        i++;
+        continue;
+      }
+      let st = p.status;
+      if (p.fences !== null) {
+        const c = fencesState(p.fences);
+        if (c === COPIES_PENDING) {
+          i++;
+          continue;
+        }
+        this.copyWaits--;
+        if (c === COPIES_FAILED && st === 0) {
+          st = ST_DATA_TRANSFER;
+          this.logError(p.sq.qid, p.cid, st, 0, 0);
+        }
+      }
+      this.pending.splice(i, 1);
+      p.sq.cq.reserved--;
+      p.sq.cq.post(p.result, p.sq.head, p.sq.qid, p.cid, st);
+      n++;
     }
     return n;
   }
@@ -774,6 +1061,7 @@ export class Controller implements AdminTarget {
       const p = this.pending[i]!;
       if (p.sq.qid === sqid && p.cid === cid) {
         this.pending.splice(i, 1);
+        if (p.fences !== null) this.copyWaits--;
         p.sq.cq.reserved--;
         this.logError(sqid, cid, ST_ABORT_REQUESTED, 0, 0);
         p.sq.cq.post(0, p.sq.head, sqid, cid, ST_ABORT_REQUESTED);

@@ -20,6 +20,16 @@ export const ST_INVALID_FIELD = st(GenericStatus.InvalidField);
 /** Most chunks one command may describe. */
 export const MAX_CHUNKS = 4096;
 
+/**
+ * Device windows (emulated P2P, src/emu/device-window.ts) as the data path sees them: after a successful map()
+ * the scanner looks at the chunk list. Chunks in a window whose data goes to the controller (writes) are filled
+ * from device memory right there; chunks whose data goes to host memory (reads) are recorded, to be copied to
+ * the device once the data is in the shadow, and counted in `windowHits`. Returns 0 or a status.
+ */
+export interface WindowScanner {
+  mapped(dp: DataPath, toHost: boolean): number;
+}
+
 export class DataPath {
   /** Chunk list of the last map(): segment index (0 = bit bucket: skip), offset in segment, length. */
   readonly seg = new Int32Array(MAX_CHUNKS);
@@ -28,6 +38,13 @@ export class DataPath {
   count = 0;
   /** Host memory page size (CC.MPS). */
   pageSize = 4096;
+  /** Device windows, or null while there are none (then map() costs one null check more). */
+  windows: WindowScanner | null = null;
+  /**
+   * Window chunks recorded by the scanner for a copy to the device since the controller last consumed them
+   * (the controller checks this one number after each command; see WindowScanner).
+   */
+  windowHits = 0;
 
   constructor(private readonly dma: DmaSegmentTable) {}
 
@@ -40,9 +57,12 @@ export class DataPath {
     this.count = 0;
     if (bytes === 0) return 0;
     const psdt = (q[b]! >>> SQE_PSDT_SHIFT) & 0x3;
-    if (psdt === PSDT_PRP) return this.mapPrp(q[b + SQE_DW_DPTR0]! + q[b + SQE_DW_DPTR1]! * TWO_POW_32, q[b + SQE_DW_DPTR2]! + q[b + SQE_DW_DPTR3]! * TWO_POW_32, bytes);
-    if (psdt === 3) return ST_INVALID_FIELD;
-    return this.mapSgl(q, b, bytes, toHost);
+    let st: number;
+    if (psdt === PSDT_PRP) st = this.mapPrp(q[b + SQE_DW_DPTR0]! + q[b + SQE_DW_DPTR1]! * TWO_POW_32, q[b + SQE_DW_DPTR2]! + q[b + SQE_DW_DPTR3]! * TWO_POW_32, bytes);
+    else if (psdt === 3) return ST_INVALID_FIELD;
+    else st = this.mapSgl(q, b, bytes, toHost);
+    if (st !== 0 || this.windows === null) return st;
+    return this.windows.mapped(this, toHost);
   }
 
   /** Append a chunk, merging with the previous one when contiguous. Returns false when the list is full. */

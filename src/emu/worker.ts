@@ -1,10 +1,11 @@
 /**
  * Entry point of the controller worker thread: build the controller from workerData and run its polling loop
- * until the host sets CTL_STOP. A crash is recorded in the control block (WORKER_CRASHED) before the thread
- * dies, so the host sees a surprise-removed device at once.
+ * until the host sets CTL_STOP. The loop leaves only for work that needs the event loop (loading the CUDA copier
+ * of a device window) and is entered again right after. A crash is recorded in the control block
+ * (WORKER_CRASHED) before the thread dies, so the host sees a surprise-removed device at once.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { CTL_STATE, CTL_STATS_BYTE_OFFSET, WORKER_CRASHED, type WorkerInit } from './config.js';
+import { CTL_STATE, CTL_STATS_BYTE_OFFSET, WORKER_CRASHED, type WorkerInit, type WorkerMessage } from './config.js';
 import { Controller, type EmuShmOps } from './controller.js';
 
 const init = workerData as WorkerInit;
@@ -19,7 +20,7 @@ try {
     // so nothing another process does to one can fault this one.
     shmOps = { mapShmFd: (fd, size) => shm.mapShmFd(fd, size, { requireSizeSeals: true }), futexWait: shm.futexWait };
   }
-  controller = new Controller(init, shmOps);
+  controller = new Controller(init, shmOps, (m: WorkerMessage) => parentPort?.postMessage(m));
 } catch (e) {
   parentPort?.postMessage({ type: 'error', message: (e as Error).message });
   Atomics.store(ctl, CTL_STATE, WORKER_CRASHED);
@@ -27,7 +28,7 @@ try {
 }
 parentPort?.postMessage({ type: 'ready' });
 try {
-  controller.run();
+  while (controller.run() === 'async') await controller.runAsyncTasks();
 } catch (e) {
   Atomics.store(ctl, CTL_STATE, WORKER_CRASHED);
   throw e;

@@ -228,6 +228,15 @@ export class DmaSegmentTable {
     this.size[index] = sab.byteLength;
   }
 
+  /**
+   * Shorten known segment `index` to its first `bytes` bytes: IOVAs past them become DMA faults (a device window
+   * smaller than the page-rounded memory behind it). Never grows a segment.
+   */
+  limit(index: number, bytes: number): void {
+    if (index <= 0 || index >= this.size.length) return;
+    this.size[index] = Math.max(0, Math.min(this.size[index]!, bytes));
+  }
+
   /** Forget segment `index`: IOVAs in it become DMA faults. */
   remove(index: number): void {
     if (index <= 0 || index >= this.size.length) return;

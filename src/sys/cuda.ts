@@ -80,6 +80,7 @@ interface Api {
   cuMemHostRegister_v2: Fn;
   cuMemHostUnregister: Fn;
   cuMemHostGetDevicePointer_v2: Fn;
+  cuMemGetAddressRange_v2: Fn;
   cuMemcpyHtoD_v2: Fn;
   cuMemcpyDtoH_v2: Fn;
   cuMemcpyHtoDAsync_v2: Fn;
@@ -122,6 +123,7 @@ const SIGNATURES: Record<keyof Api, string> = {
   cuMemHostRegister_v2: 'int cuMemHostRegister_v2(uint64_t p, size_t bytes, unsigned int flags)',
   cuMemHostUnregister: 'int cuMemHostUnregister(uint64_t p)',
   cuMemHostGetDevicePointer_v2: 'int cuMemHostGetDevicePointer_v2(_Out_ uint64_t *dptr, uint64_t p, unsigned int flags)',
+  cuMemGetAddressRange_v2: 'int cuMemGetAddressRange_v2(_Out_ uint64_t *base, _Out_ size_t *size, uint64_t dptr)',
   cuMemcpyHtoD_v2: 'int cuMemcpyHtoD_v2(uint64_t dst, const uint8_t *src, size_t bytes)',
   cuMemcpyDtoH_v2: 'int cuMemcpyDtoH_v2(uint8_t *dst, uint64_t src, size_t bytes)',
   cuMemcpyHtoDAsync_v2: 'int cuMemcpyHtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)',
@@ -284,6 +286,13 @@ export function cuMemHostUnregister(address: number): void {
 }
 export function cuMemHostGetDevicePointer(address: number): number {
   return asNumber(out<number | bigint>('cuMemHostGetDevicePointer', (o) => cu().cuMemHostGetDevicePointer_v2(o, address, 0)));
+}
+/** The allocation (cuMemAlloc) that device pointer `dptr` lies in: its base and size in bytes. */
+export function cuMemGetAddressRange(dptr: number): { base: number; bytes: number } {
+  const base: unknown[] = [null];
+  const size: unknown[] = [null];
+  check('cuMemGetAddressRange', cu().cuMemGetAddressRange_v2(base, size, dptr));
+  return { base: asNumber(base[0]), bytes: asNumber(size[0]) };
 }
 export function cuMemcpyHtoD(dst: number, src: Uint8Array): void {
   check('cuMemcpyHtoD', cu().cuMemcpyHtoD_v2(dst, src, src.byteLength));

@@ -2,8 +2,12 @@
  * Host side of the embedded NVMe controller: starts the controller worker and exposes it as a Transport.
  * BAR0 is a SharedArrayBuffer the worker polls; DMA memory is SharedDmaMemory whose segments are posted to
  * the worker's mailbox as they are created.
+ *
+ * Device windows (emulated P2P, addDeviceWindow): IOVA ranges that stand for device (GPU) memory. The controller
+ * moves data into a host shadow as usual and copies it to the device with the copy engine before it completes
+ * the command (src/emu/device-window.ts).
  */
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, receiveMessageOnPort } from 'node:worker_threads';
 import {
   CONTROL_BLOCK_BYTES,
   CTL_ACK,
@@ -13,9 +17,16 @@ import {
   CTL_STATS_BYTE_OFFSET,
   CTL_STOP,
   CTL_WAKE,
+  CTL_WINDOW_ANSWERS,
   STAT_ADMIN_COMMANDS,
   STAT_CELLS,
   STAT_COMMANDS,
+  STAT_EP2P_BYTES_FROM_DEVICE,
+  STAT_EP2P_BYTES_TO_DEVICE,
+  STAT_EP2P_COPIES_FROM_DEVICE,
+  STAT_EP2P_COPIES_TO_DEVICE,
+  STAT_EP2P_ERRORS,
+  STAT_EP2P_FENCES,
   STAT_ERRORS,
   STAT_INVALID_DOORBELLS,
   STAT_IO_COMMANDS,
@@ -29,10 +40,13 @@ import {
   resolveConfig,
   shmBarLayout,
   type ControlMessage,
+  type DeviceWindowTarget,
   type EmuBacking,
   type EmuConfig,
   type EmuNamespaceConfig,
+  type WindowAnswer,
   type WorkerInit,
+  type WorkerMessage,
 } from '../emu/config.js';
 import type { FaultRule } from '../emu/faults.js';
 import type { DmaBuffer } from '../mem/dma.js';
@@ -44,7 +58,7 @@ import { AtomicsWaker, FutexWaker, doorbellNotifier, type Waker } from './doorbe
 import { createIoQueuePair, deleteIoQueuePair, programAdminQueue } from './pcie-queues.js';
 import type { AdminChannel, ExportedMemory, QueueExporter, QueueNotifier, QueueRings, Transport } from './transport.js';
 
-export type { EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
+export type { DeviceWindowTarget, EmuBacking, EmuNamespaceConfig } from '../emu/config.js';
 export type { FaultRule, FaultAction } from '../emu/faults.js';
 
 export interface EmuOptions {
@@ -81,6 +95,24 @@ export interface EmuOptions {
    * shmLocation(), and dma.createDedicated()): the mode a daemon uses to hand queue pairs to clients.
    */
   sharedMemory?: 'sab' | 'memfd';
+  /** Where the controller's messages go (a failed emulated P2P copy, ...); default console.warn. */
+  log?: (message: string) => void;
+}
+
+/**
+ * A device window (emulated P2P): PRPs (or SGL data blocks) into [iova, iova + bytes) name device memory. Reads
+ * into it complete once the copy engine has put the data in device memory; writes from it take the data from
+ * device memory.
+ */
+export interface DeviceWindow {
+  /** IOVA of the window's first byte (device byte 0). */
+  readonly iova: number;
+  readonly bytes: number;
+  /**
+   * Settle the window's copies (the commands waiting on them complete), then forget it: later PRPs into its range
+   * fail with Data Transfer Error. Idempotent.
+   */
+  release(): void;
 }
 
 /** What another process needs to map BAR0 of a memfd-mode controller (doorbells and wake word). */
@@ -100,6 +132,8 @@ export interface EmuBarShm {
 interface ShmModules {
   shm: typeof import('../sys/shm.js');
   dma: typeof import('../mem/shm-dma.js');
+  /** For NoCudaDriverError only (loading the module loads no driver; it loads libcuda at its first call). */
+  cuda: typeof import('../sys/cuda.js');
 }
 
 export interface EmuStats {
@@ -114,6 +148,16 @@ export interface EmuStats {
   /** Times the controller went to sleep on the wake word. */
   sleeps: number;
   invalidDoorbells: number;
+  /** Emulated P2P (device windows): bytes the copy engine moved from shadows to device memory (read payloads). */
+  emulatedP2pBytesToDevice: number;
+  emulatedP2pCopiesToDevice: number;
+  /** Emulated P2P: bytes moved from device memory into shadows (write payloads). */
+  emulatedP2pBytesFromDevice: number;
+  emulatedP2pCopiesFromDevice: number;
+  /** Emulated P2P: copy fences recorded (one per polling round and window with copies to the device). */
+  emulatedP2pFences: number;
+  /** Emulated P2P: failed copies or fences (each completed its commands with Data Transfer Error). */
+  emulatedP2pErrors: number;
 }
 
 /** Registers the host may write; everything else below the doorbells is read-only. */
@@ -123,6 +167,40 @@ const EMU_DOORBELL_STRIDE = 4;
 /** How long synchronous control calls wait for the worker before declaring it dead. */
 const CONTROL_TIMEOUT_MS = 5000;
 const DEAD = 0xffffffff;
+/** How long addDeviceWindow waits for the controller's answer (a CUDA window initializes the driver). */
+const WINDOW_TIMEOUT_MS = 60_000;
+
+/** The error a window answer carries, as an Error here (NoCudaDriverError where it was one). */
+function windowError(info: { name: string; message: string; code?: string }, cuda: typeof import('../sys/cuda.js')): Error {
+  if (info.code === 'no-cuda-driver') {
+    const e = new cuda.NoCudaDriverError();
+    e.message = info.message;
+    return e;
+  }
+  const message = info.message.startsWith('emulated P2P') ? info.message : `emulated P2P: ${info.message}`;
+  const e = info.name === 'RangeError' ? new RangeError(message) : new Error(message);
+  if (e.name !== info.name) e.name = info.name;
+  if (info.code !== undefined) (e as Error & { code?: string }).code = info.code;
+  return e;
+}
+
+/** A structured-clonable copy of a window target, checked. */
+function checkTarget(bytes: number, target: DeviceWindowTarget): DeviceWindowTarget {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > 2 ** 32) throw new RangeError(`device window bytes must be in [1, 4 GiB], not ${bytes}`);
+  if (target.kind === 'cuda') {
+    if (!Number.isSafeInteger(target.ordinal) || target.ordinal < 0) throw new RangeError(`cuda window: ordinal must be a device ordinal, not ${target.ordinal}`);
+    if (!Number.isSafeInteger(target.dptr) || target.dptr <= 0) throw new RangeError(`cuda window: dptr must be a device pointer, not ${target.dptr}`);
+    return { kind: 'cuda', ordinal: target.ordinal, dptr: target.dptr };
+  }
+  if (target.kind === 'memory') {
+    if (!(target.memory instanceof SharedArrayBuffer)) throw new TypeError('memory window: memory must be a SharedArrayBuffer');
+    if (target.memory.byteLength < bytes) throw new RangeError(`memory window: ${bytes} bytes do not fit the ${target.memory.byteLength}-byte memory`);
+    const delay = target.copyDelayMs ?? 0;
+    if (!Number.isFinite(delay) || delay < 0) throw new RangeError(`memory window: copyDelayMs must be >= 0, not ${delay}`);
+    return { kind: 'memory', memory: target.memory, copyDelayMs: delay, failCopies: target.failCopies === true };
+  }
+  throw new TypeError(`unknown device window kind ${(target as { kind: unknown }).kind}`);
+}
 
 export class EmuTransport implements Transport {
   readonly kind = 'emu';
@@ -147,10 +225,19 @@ export class EmuTransport implements Transport {
   private dead: Error | null = null;
   private closing: Promise<void> | null = null;
   private readonly exited: Promise<void>;
+  private readonly log: (message: string) => void;
 
   /** Use openEmu(). */
-  constructor(config: EmuConfig, description: string, dmaSegmentSize: number | undefined, dmaMaxBytes: number | undefined, shmMods: ShmModules | null = null) {
+  constructor(
+    config: EmuConfig,
+    description: string,
+    dmaSegmentSize: number | undefined,
+    dmaMaxBytes: number | undefined,
+    shmMods: ShmModules | null = null,
+    log: (message: string) => void = (m) => console.warn(`homi emu: ${m}`),
+  ) {
     this.config = config;
+    this.log = log;
     this.description = description;
     this.shmMods = shmMods;
     this.sharedMemory = shmMods === null ? 'sab' : 'memfd';
@@ -209,6 +296,9 @@ export class EmuTransport implements Transport {
     });
     this.worker.on('error', (e) => {
       this.dead ??= new Error(`emulated NVMe controller crashed: ${e.message}`);
+    });
+    this.worker.on('message', (m: WorkerMessage | { type: 'ready' | 'error' }) => {
+      if (m.type === 'log') this.log(m.message);
     });
   }
 
@@ -395,6 +485,70 @@ export class EmuTransport implements Transport {
     return Atomics.load(this.ctl, CTL_AWAKE_HOLDS);
   }
 
+  /**
+   * Emulated P2P: a device window of `bytes` for `target` (memfd mode). The window is a shadow segment of host
+   * memory at its own IOVA: the controller moves data into and out of the shadow as usual and copies it to or
+   * from the device with the copy engine, completing a read only once its copy to the device is done.
+   * A cuda target (`dptr`: cuMemAlloc memory in this process, in the primary context of device `ordinal`) makes
+   * the controller load the CUDA driver; without one this throws NoCudaDriverError and the controller runs on.
+   * A memory target is the test double: `memory` plays device memory. Synchronous like the other control calls:
+   * it blocks this thread until the controller has set the window up (a CUDA driver's initialization included;
+   * at most 60 s).
+   */
+  addDeviceWindow(bytes: number, target: DeviceWindowTarget): DeviceWindow {
+    const clean = checkTarget(bytes, target);
+    const mods = this.shmMods;
+    if (mods === null) throw new Error(`a device window (emulated P2P) needs the controller in memfd mode (openEmu({ sharedMemory: 'memfd' }))`);
+    const seg = this.shmDma.createDedicated(bytes, 'homi-ep2p-shadow');
+    const index = seg.index;
+    try {
+      const seen = Atomics.load(this.ctl, CTL_WINDOW_ANSWERS);
+      this.post({ type: 'addWindow', index, bytes, target: clean }, true);
+      const answer = this.windowAnswer(index, seen);
+      if (answer.error !== null) throw windowError(answer.error, mods.cuda);
+    } catch (e) {
+      seg.release(); // the controller forgets a window with its shadow (whatever of it was set up)
+      throw e;
+    }
+    let released = false;
+    return {
+      iova: seg.iovaBase,
+      bytes,
+      release: () => {
+        if (released) return;
+        released = true;
+        try {
+          if (this.closing === null && this.failure === null) this.post({ type: 'dropWindow', index }, true);
+        } finally {
+          seg.release();
+        }
+      },
+    };
+  }
+
+  /**
+   * Wait (blocking this thread, like every synchronous control call) for the controller's answer to the
+   * 'addWindow' of segment `index`, posted back on the mailbox; `seen` is CTL_WINDOW_ANSWERS before the post.
+   * An answer for another index is a late one for an add that gave up: dropped.
+   */
+  private windowAnswer(index: number, seen: number): WindowAnswer {
+    const deadline = Date.now() + WINDOW_TIMEOUT_MS;
+    for (;;) {
+      const m = receiveMessageOnPort(this.port);
+      if (m !== undefined) {
+        const a = m.message as WindowAnswer;
+        if (a.index === index) return a;
+        continue;
+      }
+      if (this.failure !== null) throw this.failure;
+      const now = Date.now();
+      if (now > deadline) throw new Error(`emulated P2P: the controller did not answer within ${WINDOW_TIMEOUT_MS / 1000} s`);
+      const v = Atomics.load(this.ctl, CTL_WINDOW_ANSWERS);
+      if (v === seen) Atomics.wait(this.ctl, CTL_WINDOW_ANSWERS, v, Math.min(100, deadline - now));
+      seen = v;
+    }
+  }
+
   stats(): EmuStats {
     const s = this.statCells;
     return {
@@ -406,6 +560,12 @@ export class EmuTransport implements Transport {
       errors: s[STAT_ERRORS]!,
       sleeps: s[STAT_SLEEPS]!,
       invalidDoorbells: s[STAT_INVALID_DOORBELLS]!,
+      emulatedP2pBytesToDevice: s[STAT_EP2P_BYTES_TO_DEVICE]!,
+      emulatedP2pCopiesToDevice: s[STAT_EP2P_COPIES_TO_DEVICE]!,
+      emulatedP2pBytesFromDevice: s[STAT_EP2P_BYTES_FROM_DEVICE]!,
+      emulatedP2pCopiesFromDevice: s[STAT_EP2P_COPIES_FROM_DEVICE]!,
+      emulatedP2pFences: s[STAT_EP2P_FENCES]!,
+      emulatedP2pErrors: s[STAT_EP2P_ERRORS]!,
     };
   }
 
@@ -452,8 +612,8 @@ export async function openEmu(opts: EmuOptions): Promise<EmuTransport> {
   });
   const mode = opts.sharedMemory ?? 'sab';
   if (mode !== 'sab' && mode !== 'memfd') throw new RangeError("sharedMemory must be 'sab' or 'memfd'");
-  const mods: ShmModules | null = mode === 'memfd' ? { shm: await import('../sys/shm.js'), dma: await import('../mem/shm-dma.js') } : null;
-  const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes, mods);
+  const mods: ShmModules | null = mode === 'memfd' ? { shm: await import('../sys/shm.js'), dma: await import('../mem/shm-dma.js'), cuda: await import('../sys/cuda.js') } : null;
+  const t = new EmuTransport(config, opts.description ?? 'emu', opts.dmaSegmentSize, opts.dmaMaxBytes, mods, opts.log);
   try {
     await t.started();
   } catch (e) {
