@@ -5,7 +5,7 @@
  */
 import type { GpuQueueLease, HomidClient } from '../client/index.js';
 import type { GpuDevice } from './device.js';
-import type { GpuTarget } from './perf.js';
+import type { GpuTarget } from './options.js';
 import { GpuQueueSet, dataBytesFor } from './queues.js';
 
 export interface HomidGpuOptions {

@@ -17,43 +17,9 @@ import { GpuDevice, gpuEvents, type GpuInfo } from './device.js';
 import { HomiGpuJob, HomiGpuResult, HomiQueueState, JOB_RANDOM, JOB_VERIFY, LAT_BUCKETS, LAT_SUB_BITS, encode } from './layout.js';
 import { GpuQueueSet, dataBytesFor, stateLayout } from './queues.js';
 import type { DeviceBuffer } from './device.js';
+import { type GpuMode, type GpuPerfOptions, type GpuRw, type GpuTarget } from './options.js';
 
-export const GPU_MODES = ['block', 'ticket'] as const;
-export type GpuMode = (typeof GPU_MODES)[number];
-export const GPU_RW = ['read', 'write', 'randread', 'randwrite', 'randrw'] as const;
-export type GpuRw = (typeof GPU_RW)[number];
-
-export interface GpuPerfOptions {
-  /** emu://... (the embedded controller) or gpuctl://... (the GPU-resident controller). */
-  uri: string;
-  mode: GpuMode;
-  rw: GpuRw;
-  bs: number;
-  /** Commands in flight per queue: threads per queue (block mode: the block size). */
-  qd: number;
-  nqueues: number;
-  /** SQ/CQ entries per queue (a power of two; above qd in block mode; default the smallest power of two > qd, at least 64). */
-  entries?: number;
-  /** Threads per block in ticket mode (default min(qd, 256)). */
-  blockThreads?: number;
-  /** Total I/Os (rounded up to whole I/Os per thread), or a time bound. */
-  ios?: number | null;
-  timeSec?: number | null;
-  rwmixread?: number;
-  verify?: boolean;
-  /** Where payloads land: host memory read in place by GPU threads, or GPU memory (emulated P2P on emu). */
-  placement?: 'host' | 'device';
-  nsid?: number;
-  seed?: number;
-  /** Deadline of one wait in the kernels, ms (default 2000). */
-  timeoutMs?: number;
-  /** GPU ordinal (default 0). */
-  gpu?: number;
-  /** LBAs of the region used (default: the namespace, capped so that --verify's write pass is short). */
-  spanBytes?: number;
-  /** Progress lines (verify passes, calibration). */
-  log?: (line: string) => void;
-}
+export { GPU_MODES, GPU_RW, type GpuMode, type GpuPerfOptions, type GpuRw, type GpuTarget } from './options.js';
 
 export interface GpuLatency {
   /** Microseconds (from clock64 cycles at the GPU's nominal clock). */
@@ -161,24 +127,6 @@ export function defaultEntries(qd: number): number {
 }
 
 const RW_READ_PERCENT: Record<GpuRw, number | null> = { read: 100, randread: 100, write: 0, randwrite: 0, randrw: null };
-
-/** What a launch needs from the target: the queue table, and the namespace geometry. */
-export interface GpuTarget {
-  readonly kind: 'emu' | 'gpu-resident';
-  readonly description: string;
-  readonly table: number;
-  readonly nqueues: number;
-  readonly entries: number;
-  readonly blockSize: number;
-  readonly blocks: number;
-  readonly placement: string;
-  /** Counters of the controller since the target was opened. */
-  counters(): Record<string, number>;
-  /** Stop and release everything (after the last launch). */
-  close(): Promise<void>;
-  /** Queue health after a launch. */
-  broken(): boolean;
-}
 
 /** One launch of an initiator kernel over `target`; resolves when the kernel is done (or throws after the host deadline). */
 export async function launchJob(
@@ -288,11 +236,9 @@ export async function openEmuTarget(gpu: GpuDevice, o: GpuPerfOptions, entries: 
   }
 }
 
-/** Device placement on the embedded controller: a device window (emulated P2P), where the transport has them. */
+/** Device placement on the embedded controller: a device window (emulated P2P: the copy engine moves the data). */
 function deviceWindowOf(transport: EmuTransport, ordinal: number): (dptr: number, bytes: number) => { iova: number; release(): void } {
-  const t = transport as unknown as { addDeviceWindow?: (bytes: number, target: { kind: 'cuda'; ordinal: number; dptr: number }) => { iova: number; release(): void } };
-  if (typeof t.addDeviceWindow !== 'function') throw new Error('this embedded controller cannot place payloads in GPU memory (no device windows)');
-  return (dptr, bytes) => t.addDeviceWindow!(bytes, { kind: 'cuda', ordinal, dptr });
+  return (dptr, bytes) => transport.addDeviceWindow(bytes, { kind: 'cuda', ordinal, dptr });
 }
 
 /** Run a GPU perf job end to end. */
@@ -349,6 +295,11 @@ export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice
     const after = target.counters();
     const ctl: Record<string, number> = {};
     for (const [k, v] of Object.entries(after)) ctl[k] = v - (before[k] ?? 0);
+    if (ctl['emulatedP2pCopiesToDevice'] !== undefined && (ctl['emulatedP2pCopiesToDevice'] > 0 || ctl['emulatedP2pCopiesFromDevice']! > 0)) {
+      notes.push(
+        `emulated P2P (not P2P): the controller moved ${(ctl['emulatedP2pBytesToDevice']! / 2 ** 20).toFixed(1)} MiB into GPU memory in ${ctl['emulatedP2pCopiesToDevice']} copy-engine copies (${ctl['emulatedP2pFences']} fences) and ${(ctl['emulatedP2pBytesFromDevice']! / 2 ** 20).toFixed(1)} MiB out of it in ${ctl['emulatedP2pCopiesFromDevice']}`,
+      );
+    }
     if (r.result.timeouts > 0) notes.push(`${r.result.timeouts} I/Os timed out (deadline ${timeoutMs} ms per wait): the queue was abandoned`);
     return {
       initiator: 'gpu',

@@ -14,7 +14,7 @@ import { parseSize } from '../util/size.js';
 import type { DeviceBuffer, GpuDevice } from './device.js';
 import { gpuEvents } from './device.js';
 import { HomiCtrlJob, HomiCtrlQueue, HomiGpuQueue, QF_GPU_SCOPE, encode } from './layout.js';
-import type { GpuPerfOptions, GpuTarget } from './perf.js';
+import type { GpuPerfOptions, GpuTarget } from './options.js';
 import { planQueue, stateLayout, writePrpLists } from './queues.js';
 
 const PAGE = 4096;

@@ -220,6 +220,25 @@ describe('GPU initiators on the embedded controller (in this process)', { skip: 
   }
 });
 
+describe('payloads in GPU memory from the embedded controller (emulated P2P)', { skip: NO_DRIVER }, () => {
+  for (const mode of MODES) {
+    for (const bs of [4096, 65536]) {
+      test(`${mode} mode, ${bs} B: GPU-written pattern read back into GPU memory through the copy engine, checked by the GPU`, { timeout: 300_000 }, async () => {
+        const r = await runGpuPerf({ uri: 'emu://?size=128MiB', mode, rw: 'randread', bs, qd: 64, nqueues: 2, ios: 20_000, verify: true, spanBytes: 32 << 20, placement: 'device' });
+        assert.equal(r.errors + r.timeouts, 0, `first error ${r.firstError}`);
+        assert.equal(r.mismatches, 0);
+        assert.match(r.placement, /emulated P2P/);
+        assert.ok(
+          r.notes.some((n) => /^emulated P2P \(not P2P\)/.test(n)),
+          r.notes.join('; '),
+        );
+        assert.ok(r.controller['emulatedP2pBytesToDevice']! >= r.ios * bs, 'every read went through the copy engine');
+        note(`emulated P2P ${mode} ${bs}B`, { ios: r.ios, mibPerSec: Math.round(r.mibPerSec), notes: r.notes });
+      });
+    }
+  }
+});
+
 describe('GPU-resident controller', { skip: NO_DRIVER }, () => {
   for (const mode of MODES) {
     test(`${mode} mode: null namespace, 512 B random reads, no errors`, { timeout: 120_000 }, async () => {

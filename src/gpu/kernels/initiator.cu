@@ -114,7 +114,10 @@ extern "C" __global__ void __launch_bounds__(1024) homi_block_io(HomiGpuJob job)
   }
 }
 
-// Reap every completion that has arrived (caller holds the CQ lock). Returns false on a malformed entry.
+// Reap every completion that has arrived (caller holds the CQ lock). The status words of HOMI_REAP_BATCH
+// entries are loaded together (relaxed, overlapping round trips), then one acquire fence orders what follows
+// (the payload reads of the threads woken) after them. Returns false on a malformed entry.
+#define HOMI_REAP_BATCH 8u
 __device__ bool homi_reap(const HomiGpuQueue& q, HomiQueueState* st) {
   const uint32_t E = q.entries;
   uint32_t* filled = (uint32_t*)q.filled;
@@ -122,15 +125,26 @@ __device__ bool homi_reap(const HomiGpuQueue& q, HomiQueueState* st) {
   uint32_t* status = (uint32_t*)q.status;
   uint32_t h = homi_load_volatile(&st->cq_head);
   const uint32_t first = h;
-  for (uint32_t k = 0; k < E; k++) {
-    const uint32_t dw3 = homi_cqe_dw3(q, h % E);
-    if (((dw3 >> HOMI_CQE_DW3_PHASE_SHIFT) & 1u) != homi_expected_phase(h, E)) break;
-    const uint32_t cid = dw3 & HOMI_CQE_CID_MASK;
-    if (cid >= E) return false;
-    status[cid] = dw3 >> HOMI_CQE_DW3_STATUS_SHIFT;
-    __threadfence();
-    homi_store_volatile(&done[cid], homi_load_volatile(&filled[cid]));
-    h++;
+  bool more = true;
+  while (more && h - first < E) {
+    uint32_t w[HOMI_REAP_BATCH];
+#pragma unroll
+    for (uint32_t k = 0; k < HOMI_REAP_BATCH; k++) w[k] = homi_cqe_dw3_relaxed(q, (h + k) % E);
+    homi_acquire_fence(q);
+#pragma unroll
+    for (uint32_t k = 0; k < HOMI_REAP_BATCH; k++) {
+      if (!more) break;
+      if (((w[k] >> HOMI_CQE_DW3_PHASE_SHIFT) & 1u) != homi_expected_phase(h, E) || h - first >= E) {
+        more = false;
+        break;
+      }
+      const uint32_t cid = w[k] & HOMI_CQE_CID_MASK;
+      if (cid >= E) return false;
+      status[cid] = w[k] >> HOMI_CQE_DW3_STATUS_SHIFT;
+      __threadfence();
+      homi_store_volatile(&done[cid], homi_load_volatile(&filled[cid]));
+      h++;
+    }
   }
   if (h != first) {
     homi_store_volatile(&st->cq_head, h);

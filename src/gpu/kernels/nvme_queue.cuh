@@ -119,6 +119,16 @@ __device__ __forceinline__ uint32_t homi_load_acquire_gpu(const uint32_t* p) {
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
+__device__ __forceinline__ uint32_t homi_load_relaxed_sys(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.relaxed.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t homi_load_relaxed_gpu(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
 __device__ __forceinline__ uint32_t homi_load_volatile(const uint32_t* p) { return *(volatile const uint32_t*)p; }
 __device__ __forceinline__ void homi_store_volatile(uint32_t* p, uint32_t v) { *(volatile uint32_t*)p = v; }
 
@@ -134,6 +144,16 @@ __device__ __forceinline__ void homi_ring(const HomiGpuQueue& q, uint64_t db, ui
 __device__ __forceinline__ uint32_t homi_cqe_dw3(const HomiGpuQueue& q, uint32_t index) {
   const uint32_t* p = (const uint32_t*)(q.cq + (uint64_t)index * HOMI_CQE_BYTES + 12);
   return (q.flags & HOMI_QF_GPU_SCOPE) ? homi_load_acquire_gpu(p) : homi_load_acquire_sys(p);
+}
+// The status word of a CQE without ordering: loads of several entries overlap (one PCIe round trip for a batch
+// instead of one per entry); the caller fences (homi_acquire_fence) before it reads what they publish.
+__device__ __forceinline__ uint32_t homi_cqe_dw3_relaxed(const HomiGpuQueue& q, uint32_t index) {
+  const uint32_t* p = (const uint32_t*)(q.cq + (uint64_t)index * HOMI_CQE_BYTES + 12);
+  return (q.flags & HOMI_QF_GPU_SCOPE) ? homi_load_relaxed_gpu(p) : homi_load_relaxed_sys(p);
+}
+__device__ __forceinline__ void homi_acquire_fence(const HomiGpuQueue& q) {
+  if (q.flags & HOMI_QF_GPU_SCOPE) asm volatile("fence.acq_rel.gpu;" ::: "memory");
+  else asm volatile("fence.acq_rel.sys;" ::: "memory");
 }
 // Expected phase tag of the completion at unwrapped CQ position `pos`: 1 on the first pass, flipping each wrap.
 __device__ __forceinline__ uint32_t homi_expected_phase(uint32_t pos, uint32_t entries) { return ((pos / entries) & 1u) ^ 1u; }
