@@ -53,6 +53,10 @@ let current: CuHandle = null;
 
 export class CudaCopier implements DeviceCopier {
   readonly label: string;
+  /** Copy-engine copies issued (after coalescing). */
+  issued = 0;
+  private pendingOff = 0;
+  private pendingLen = 0;
   private readonly dev: number;
   private readonly ctx: CuHandle;
   private readonly stream: CuHandle;
@@ -99,18 +103,41 @@ export class CudaCopier implements DeviceCopier {
     }
   }
 
+  /**
+   * Copies to the device are coalesced: a range that starts where the pending one ends extends it (commands of
+   * one polling round on consecutive slots are consecutive in the window), and the pending range is issued as
+   * one copy when a range does not follow it, or at the round's fence. One FFI call per run of commands.
+   */
   toDevice(off: number, len: number): void {
+    if (this.pendingLen !== 0 && off === this.pendingOff + this.pendingLen) {
+      this.pendingLen += len;
+      return;
+    }
+    this.flush();
+    this.pendingOff = off;
+    this.pendingLen = len;
+  }
+
+  /** Issue the pending copy to the device, if any. */
+  private flush(): void {
+    if (this.pendingLen === 0) return;
+    const off = this.pendingOff;
+    const len = this.pendingLen;
+    this.pendingLen = 0;
     this.use();
     cuMemcpyHtoDAsync(this.dptr + off, this.host + off, len, this.stream);
+    this.issued++;
   }
 
   fromDevice(off: number, len: number): void {
+    this.flush();
     this.use();
     cuMemcpyDtoHAsync(this.host + off, this.dptr + off, len, this.stream);
     cuStreamSynchronize(this.stream);
   }
 
   fence(): number {
+    this.flush();
     this.use();
     const ev = this.spare.pop() ?? cuEventCreate(CU_EVENT_DISABLE_TIMING);
     try {
@@ -135,6 +162,7 @@ export class CudaCopier implements DeviceCopier {
   }
 
   drain(): void {
+    this.flush();
     this.use();
     cuStreamSynchronize(this.stream);
     this.completed();

@@ -62,7 +62,9 @@ export function ioCommand(c: IoTarget, q: Uint32Array, b: number, out: CommandOu
       const read = opc === NvmOpcode.Read;
       out.transfer = read ? TRANSFER_READ : TRANSFER_WRITE;
       out.units512 = nlb << (lbads - UNIT_512_SHIFT);
-      if (c.nullMode) return 0;
+      // A null namespace moves no data, except into device windows: their bytes still go through the copy
+      // engine (emulated P2P's cost is the copy, whatever the bytes).
+      if (c.nullMode) return c.dp.windows === null ? 0 : c.dp.map(q, b, bytes, read);
       const st = c.dp.map(q, b, bytes, read);
       if (st !== 0) return st;
       if (read) c.dp.readToHost(ns.store, slba * 2 ** lbads);

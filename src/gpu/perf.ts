@@ -297,7 +297,7 @@ export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice
     for (const [k, v] of Object.entries(after)) ctl[k] = v - (before[k] ?? 0);
     if (ctl['emulatedP2pCopiesToDevice'] !== undefined && (ctl['emulatedP2pCopiesToDevice'] > 0 || ctl['emulatedP2pCopiesFromDevice']! > 0)) {
       notes.push(
-        `emulated P2P (not P2P): the controller moved ${(ctl['emulatedP2pBytesToDevice']! / 2 ** 20).toFixed(1)} MiB into GPU memory in ${ctl['emulatedP2pCopiesToDevice']} copy-engine copies (${ctl['emulatedP2pFences']} fences) and ${(ctl['emulatedP2pBytesFromDevice']! / 2 ** 20).toFixed(1)} MiB out of it in ${ctl['emulatedP2pCopiesFromDevice']}`,
+        `emulated P2P (not P2P): the controller moved ${(ctl['emulatedP2pBytesToDevice']! / 2 ** 20).toFixed(1)} MiB into GPU memory through the copy engine (${ctl['emulatedP2pCopiesToDevice']} ranges, adjacent ones coalesced into one copy; ${ctl['emulatedP2pFences']} fences) and ${(ctl['emulatedP2pBytesFromDevice']! / 2 ** 20).toFixed(1)} MiB out of it in ${ctl['emulatedP2pCopiesFromDevice']}`,
       );
     }
     if (r.result.timeouts > 0) notes.push(`${r.result.timeouts} I/Os timed out (deadline ${timeoutMs} ms per wait): the queue was abandoned`);

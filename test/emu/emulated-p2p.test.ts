@@ -414,3 +414,39 @@ describe('emulated P2P: SharedArrayBuffer mode', () => {
     }
   });
 });
+
+describe('emulated P2P on a null namespace', () => {
+  it('reads into a window still go through the copy engine (the cost measured), though no data is kept', async () => {
+    const emu = await openEmu({ namespaces: [{ sizeBytes: 16 << 20, lbads: 12 }], backing: 'null', sharedMemory: 'memfd', log: () => undefined });
+    const ctrl = await Controller.open(emu, { log: () => undefined });
+    try {
+      const qp = await ctrl.createQueuePair({ entries: 64 });
+      const device = new SharedArrayBuffer(1 << 20);
+      const dev = new Uint8Array(device);
+      dev.fill(0xab);
+      const w = emu.addDeviceWindow(1 << 20, { kind: 'memory', memory: device });
+      const s0 = ep2p(emu);
+      const len = 64 * KiB;
+      const dp = dataPointer(emu.dma, windowRange(w, 128 * KiB, len), 0, len);
+      let status = -1;
+      assert.ok(qp.submitIo(NvmOpcode.Read, 1, 0, len / BS, dp.prp1, dp.prp2, 1) >= 0);
+      qp.ring();
+      await pollUntil(
+        qp,
+        (_t, s) => void (status = s),
+        () => status !== -1,
+      );
+      dp.release();
+      assert.equal(status, 0);
+      const s1 = ep2p(emu);
+      assert.equal(s1.bytesToDevice - s0.bytesToDevice, len, 'the 64 KiB went through the copier');
+      assert.ok(dev.subarray(128 * KiB, 128 * KiB + len).every((b) => b === 0), 'device memory now holds the shadow bytes');
+      assert.ok(dev.subarray(0, 128 * KiB).every((b) => b === 0xab), 'nothing outside the command was touched');
+      w.release();
+      await ctrl.deleteQueuePair(qp);
+    } finally {
+      await ctrl.close();
+      await emu.close();
+    }
+  });
+});

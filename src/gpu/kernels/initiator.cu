@@ -117,10 +117,9 @@ extern "C" __global__ void __launch_bounds__(1024) homi_block_io(HomiGpuJob job)
 // Reap every completion that has arrived (caller holds the CQ lock). The status words of HOMI_REAP_BATCH
 // entries are loaded together (relaxed, overlapping round trips), then one acquire fence orders what follows
 // (the payload reads of the threads woken) after them. Returns false on a malformed entry.
-#define HOMI_REAP_BATCH 8u
+#define HOMI_REAP_BATCH 16u
 __device__ bool homi_reap(const HomiGpuQueue& q, HomiQueueState* st) {
   const uint32_t E = q.entries;
-  uint32_t* filled = (uint32_t*)q.filled;
   uint32_t* done = (uint32_t*)q.done;
   uint32_t* status = (uint32_t*)q.status;
   uint32_t h = homi_load_volatile(&st->cq_head);
@@ -142,7 +141,9 @@ __device__ bool homi_reap(const HomiGpuQueue& q, HomiQueueState* st) {
       if (cid >= E) return false;
       status[cid] = w[k] >> HOMI_CQE_DW3_STATUS_SHIFT;
       __threadfence();
-      homi_store_volatile(&done[cid], homi_load_volatile(&filled[cid]));
+      // a slot's occupants complete one after another (the next takes the slot only after its predecessor saw
+      // its completion), so the k-th completion of a slot is generation k - 1's: count, no load needed
+      atomicAdd(&done[cid], 1u);
       h++;
     }
   }
@@ -153,13 +154,29 @@ __device__ bool homi_reap(const HomiGpuQueue& q, HomiQueueState* st) {
   return true;
 }
 
-// Move the SQ tail over contiguous filled entries and ring (caller holds the SQ lock).
+// Move the SQ tail over contiguous filled entries and ring (caller holds the SQ lock). The marks are loaded
+// HOMI_PUBLISH_BATCH at a time (independent loads, one L2 round trip per batch, not one per entry).
+#define HOMI_PUBLISH_BATCH 16u
 __device__ void homi_publish(const HomiGpuQueue& q, HomiQueueState* st) {
   const uint32_t E = q.entries;
   const uint32_t* filled = (const uint32_t*)q.filled;
   uint32_t tt = homi_load_volatile(&st->tail_ticket);
   const uint32_t first = tt;
-  while (homi_load_volatile(&filled[tt % E]) == tt / E + 1u && tt - first < E) tt++;
+  bool more = true;
+  while (more && tt - first < E) {
+    uint32_t m[HOMI_PUBLISH_BATCH];
+#pragma unroll
+    for (uint32_t k = 0; k < HOMI_PUBLISH_BATCH; k++) m[k] = homi_load_volatile(&filled[(tt + k) % E]);
+#pragma unroll
+    for (uint32_t k = 0; k < HOMI_PUBLISH_BATCH; k++) {
+      if (!more) break;
+      if (m[k] != (tt / E) + 1u || tt - first >= E) {
+        more = false;
+        break;
+      }
+      tt++;
+    }
+  }
   if (tt != first) {
     homi_ring(q, q.sq_db, tt % E);
     homi_store_volatile(&st->tail_ticket, tt);
