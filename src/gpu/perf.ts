@@ -300,6 +300,9 @@ export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice
         `emulated P2P (not P2P): the controller moved ${(ctl['emulatedP2pBytesToDevice']! / 2 ** 20).toFixed(1)} MiB into GPU memory through the copy engine (${ctl['emulatedP2pCopiesToDevice']} ranges, adjacent ones coalesced into one copy; ${ctl['emulatedP2pFences']} fences) and ${(ctl['emulatedP2pBytesFromDevice']! / 2 ** 20).toFixed(1)} MiB out of it in ${ctl['emulatedP2pCopiesFromDevice']}`,
       );
     }
+    if (target.kind === 'emu' && /[?&]null=1(&|$)/.test(o.uri) && (o.placement ?? 'host') === 'host') {
+      notes.push('null namespace: the controller moves no payload bytes; MiB/s is commands x I/O size');
+    }
     if (r.result.timeouts > 0) notes.push(`${r.result.timeouts} I/Os timed out (deadline ${timeoutMs} ms per wait): the queue was abandoned`);
     return {
       initiator: 'gpu',
