@@ -7,11 +7,10 @@
 //    threads by command id, and thread 0 rings the CQ head once.
 //  - homi_ticket_io: any grid; each warp shares one queue (warp w -> queue w % nqueues, warps numbered
 //    block by block, a partial warp counting as one: a grid of one-thread blocks gives block b queue
-//    b % nqueues). Per-thread tickets taken in GPU memory with warp aggregation (one atomicAdd per warp,
-//    lanes ranked by popc), each thread waits for its slot's turn and a free SQ entry and fills it, then one
-//    thread of the warp moves the tail over the warp's filled slots and rings, after the batches of earlier
-//    tickets (BaM's shape, the tail moved per warp). Completions are reaped by whichever waiting thread holds
-//    the queue's CQ lock, in batches of overlapping loads.
+//    b % nqueues). A thread takes a ticket
+//    (one atomicAdd per warp, lanes ranked by popc), waits for its slot's turn and a free SQ entry, fills it,
+//    marks it, and whichever thread holds the queue's SQ lock moves the tail over contiguous marked entries and
+//    rings (BaM's shape). Completions are reaped by whichever waiting thread holds the CQ lock.
 #include "nvme_queue.cuh"
 
 #define HOMI_MAX_BLOCK 1024u
@@ -155,6 +154,35 @@ __device__ bool homi_reap(const HomiGpuQueue& q, HomiQueueState* st) {
   return true;
 }
 
+// Move the SQ tail over contiguous filled entries and ring (caller holds the SQ lock). The marks are loaded
+// HOMI_PUBLISH_BATCH at a time (independent loads, one L2 round trip per batch, not one per entry).
+#define HOMI_PUBLISH_BATCH 16u
+__device__ void homi_publish(const HomiGpuQueue& q, HomiQueueState* st) {
+  const uint32_t E = q.entries;
+  const uint32_t* filled = (const uint32_t*)q.filled;
+  uint32_t tt = homi_load_volatile(&st->tail_ticket);
+  const uint32_t first = tt;
+  bool more = true;
+  while (more && tt - first < E) {
+    uint32_t m[HOMI_PUBLISH_BATCH];
+#pragma unroll
+    for (uint32_t k = 0; k < HOMI_PUBLISH_BATCH; k++) m[k] = homi_load_volatile(&filled[(tt + k) % E]);
+#pragma unroll
+    for (uint32_t k = 0; k < HOMI_PUBLISH_BATCH; k++) {
+      if (!more) break;
+      if (m[k] != (tt / E) + 1u || tt - first >= E) {
+        more = false;
+        break;
+      }
+      tt++;
+    }
+  }
+  if (tt != first) {
+    homi_ring(q, q.sq_db, tt % E);
+    homi_store_volatile(&st->tail_ticket, tt);
+  }
+}
+
 extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
   const uint64_t gtid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
   const uint32_t lane = threadIdx.x & 31u;
@@ -177,9 +205,8 @@ extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
     // a ticket: one atomic per warp
     const uint32_t mask = __activemask();
     const uint32_t leader = __ffs(mask) - 1u;
-    const uint32_t n = (uint32_t)__popc(mask);
     uint32_t base = 0;
-    if (lane == leader) base = atomicAdd(&st->ticket, n);
+    if (lane == leader) base = atomicAdd(&st->ticket, (uint32_t)__popc(mask));
     base = __shfl_sync(mask, base, leader);
     const uint32_t t = base + (uint32_t)__popc(mask & ((1u << lane) - 1u));
     const uint32_t slot = t % E;
@@ -195,39 +222,30 @@ extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
       }
       __nanosleep(HOMI_BACKOFF_NS);
     }
-    // a lane that could not take its slot abandons the queue for the whole warp (its batch can never be published)
-    if (__any_sync(mask, late)) {
-      homi_store_volatile(&st->broken, 1u);
-      atomicAdd(&res->timeouts, (unsigned long long)(job.ios_per_thread - it));
-      return;
-    }
     uint32_t opcode;
     uint64_t slba;
     homi_pick(job, rng, (uint64_t)it * threads + gtid, opcode, slba);
     uint64_t* buf = (uint64_t*)(q.data + (uint64_t)slot * q.slot_bytes);
-    if (opcode == HOMI_OPC_WRITE && (job.flags & HOMI_JOB_VERIFY)) homi_fill(buf, job.seed, slba, job.blocks_per_io, q.lba_shift);
-    homi_write_sqe(q, slot, opcode, slot, slba, job.blocks_per_io);
-    if (q.flags & HOMI_QF_GPU_SCOPE) __threadfence();
-    else __threadfence_system();
-    homi_store_volatile(&filled[slot], gen + 1u);
-    __syncwarp(mask);
-    // One thread moves the tail over the warp's filled slots [base, base + n), once the batches before it are
-    // published (tickets reach the controller in order; the wait is on GPU memory and short).
-    if (lane == leader) {
-      while (homi_load_volatile(&st->tail_ticket) != base) {
+    if (!late) {
+      if (opcode == HOMI_OPC_WRITE && (job.flags & HOMI_JOB_VERIFY)) homi_fill(buf, job.seed, slba, job.blocks_per_io, q.lba_shift);
+      homi_write_sqe(q, slot, opcode, slot, slba, job.blocks_per_io);
+      if (q.flags & HOMI_QF_GPU_SCOPE) __threadfence();
+      else __threadfence_system();
+      homi_store_volatile(&filled[slot], gen + 1u);
+      while (homi_load_volatile(&st->tail_ticket) - t - 1u >= 0x80000000u) {  // tail_ticket <= t
+        if (homi_try_lock(&st->sq_lock)) {
+          homi_publish(q, st);
+          __threadfence();
+          atomicExch(&st->sq_lock, 0u);
+        } else {
+          __nanosleep(HOMI_BACKOFF_NS);
+        }
         if (homi_past(deadline) || homi_load_volatile(&st->broken) != 0u) {
           late = true;
           break;
         }
-        __nanosleep(HOMI_BACKOFF_NS);
-      }
-      if (!late) {
-        homi_ring(q, q.sq_db, (base + n) % E);
-        __threadfence();
-        homi_store_volatile(&st->tail_ticket, base + n);
       }
     }
-    late = __shfl_sync(mask, late ? 1u : 0u, leader) != 0u;
     while (!late && homi_load_volatile(&done[slot]) != gen + 1u) {
       if (homi_try_lock(&st->cq_lock)) {
         const bool ok = homi_reap(q, st);

@@ -31,7 +31,7 @@
 // HOMI_LAYOUT HomiQueueState 64
 struct HomiQueueState {
   uint32_t ticket;       // 0  next ticket (ticket mode)
-  uint32_t sq_lock;      // 4  unused (the tail is moved per warp, in ticket order)
+  uint32_t sq_lock;      // 4  held by the thread moving the SQ tail
   uint32_t tail_ticket;  // 8  tickets published to the controller (the SQ tail, unwrapped)
   uint32_t cq_lock;      // 12 held by the thread reaping completions
   uint32_t cq_head;      // 16 completions consumed (the CQ head, unwrapped)
