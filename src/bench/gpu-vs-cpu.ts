@@ -4,7 +4,8 @@
  * kernels), each on a fresh controller of the same configuration; medians and the ratio. Also qd-1 latency of
  * both. The machines are noisy: compare within a run, not across runs.
  *
- *   node dist/src/bench/gpu-vs-cpu.js [--uri emu://?size=1GiB&null=1] [--rounds 3] [--time 3] [--qd 128] [--nqueues 4] [--json]
+ *   node dist/src/bench/gpu-vs-cpu.js [--uri emu://?size=1GiB&null=1] [--rounds 3] [--time 3] [--qd 128] [--nqueues 4]
+ *     [--mode block|ticket] [--cpu-threads N] [--json]
  */
 import { parseArgs } from 'node:util';
 import { runPerf } from './perf.js';
@@ -24,10 +25,10 @@ function median(v: number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-export async function gpuVsCpu(o: { uri: string; rounds: number; timeSec: number; qd: number; nqueues: number; mode: GpuMode; log: (s: string) => void }): Promise<SideBySide[]> {
+export async function gpuVsCpu(o: { uri: string; rounds: number; timeSec: number; qd: number; nqueues: number; mode: GpuMode; cpuThreads: number; log: (s: string) => void }): Promise<SideBySide[]> {
   const out: SideBySide[] = [];
   for (const [label, qd, nq] of [
-    [`4 KiB randread qd ${o.qd} x ${o.nqueues} queues`, o.qd, o.nqueues],
+    [`4 KiB randread qd ${o.qd} x ${o.nqueues} queues${o.cpuThreads > 1 ? ` (CPU: ${o.cpuThreads} threads)` : ''}`, o.qd, o.nqueues],
     ['4 KiB randread qd 1 x 1 queue (latency)', 1, 1],
   ] as Array<[string, number, number]>) {
     const row: SideBySide = { label, cpu: { iops: [], p50Us: [] }, gpu: { iops: [], p50Us: [] }, ratio: 0 };
@@ -70,6 +71,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       qd: { type: 'string', default: '128' },
       nqueues: { type: 'string', default: '4' },
       mode: { type: 'string', default: 'ticket' },
+      'cpu-threads': { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -80,6 +82,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     qd: Number(values.qd),
     nqueues: Number(values.nqueues),
     mode: values.mode as GpuMode,
+    cpuThreads: Number(values['cpu-threads']),
     log: (s) => process.stderr.write(`${s}\n`),
   });
   if (values.json) process.stdout.write(`${JSON.stringify(rows)}\n`);

@@ -130,22 +130,28 @@ __device__ bool homi_reap(const HomiGpuQueue& q, HomiQueueState* st) {
 #pragma unroll
     for (uint32_t k = 0; k < HOMI_REAP_BATCH; k++) w[k] = homi_cqe_dw3_relaxed(q, (h + k) % E);
     homi_acquire_fence(q);
+    // the arrived prefix of the batch: statuses first, one fence, then the done marks (a fence per entry
+    // would make the reaper, and so the whole queue, wait on one memory round trip per completion)
+    uint32_t c = 0;
 #pragma unroll
     for (uint32_t k = 0; k < HOMI_REAP_BATCH; k++) {
-      if (!more) break;
-      if (((w[k] >> HOMI_CQE_DW3_PHASE_SHIFT) & 1u) != homi_expected_phase(h, E) || h - first >= E) {
-        more = false;
-        break;
-      }
+      if (c != k) break;
+      if (((w[k] >> HOMI_CQE_DW3_PHASE_SHIFT) & 1u) != homi_expected_phase(h + k, E) || h + k - first >= E) break;
       const uint32_t cid = w[k] & HOMI_CQE_CID_MASK;
       if (cid >= E) return false;
       status[cid] = w[k] >> HOMI_CQE_DW3_STATUS_SHIFT;
-      __threadfence();
-      // a slot's occupants complete one after another (the next takes the slot only after its predecessor saw
-      // its completion), so the k-th completion of a slot is generation k - 1's: count, no load needed
-      atomicAdd(&done[cid], 1u);
-      h++;
+      c++;
     }
+    if (c == 0) break;
+    __threadfence();
+    // a slot's occupants complete one after another (the next takes the slot only after its predecessor saw
+    // its completion), so the k-th completion of a slot is generation k - 1's: count, no load needed
+#pragma unroll
+    for (uint32_t k = 0; k < HOMI_REAP_BATCH; k++) {
+      if (k < c) atomicAdd(&done[w[k] & HOMI_CQE_CID_MASK], 1u);
+    }
+    h += c;
+    more = c == HOMI_REAP_BATCH;
   }
   if (h != first) {
     homi_store_volatile(&st->cq_head, h);
