@@ -440,8 +440,14 @@ describe('emulated P2P on a null namespace', () => {
       assert.equal(status, 0);
       const s1 = ep2p(emu);
       assert.equal(s1.bytesToDevice - s0.bytesToDevice, len, 'the 64 KiB went through the copier');
-      assert.ok(dev.subarray(128 * KiB, 128 * KiB + len).every((b) => b === 0), 'device memory now holds the shadow bytes');
-      assert.ok(dev.subarray(0, 128 * KiB).every((b) => b === 0xab), 'nothing outside the command was touched');
+      assert.ok(
+        dev.subarray(128 * KiB, 128 * KiB + len).every((b) => b === 0),
+        'device memory now holds the shadow bytes',
+      );
+      assert.ok(
+        dev.subarray(0, 128 * KiB).every((b) => b === 0xab),
+        'nothing outside the command was touched',
+      );
       w.release();
       await ctrl.deleteQueuePair(qp);
     } finally {
