@@ -21,7 +21,14 @@ export interface HomidGpuOptions {
 export async function openHomidTarget(gpu: GpuDevice, client: HomidClient, o: HomidGpuOptions): Promise<GpuTarget & { leases: GpuQueueLease[] }> {
   const leases: GpuQueueLease[] = [];
   let set: GpuQueueSet | null = null;
+  // Give the queues back only once this process's kernels are done with them (the context synchronized): homid
+  // deletes them at once. A process that dies instead loses its context first, and homid reclaims after.
   const close = async (): Promise<void> => {
+    try {
+      gpu.synchronize();
+    } catch {
+      // a context in error has no running kernels either
+    }
     set?.close();
     for (const l of leases) await l.close().catch(() => undefined);
   };

@@ -348,6 +348,51 @@ describe('GPU leases through homid', { skip: NO_DRIVER }, () => {
   });
 });
 
+describe('npm run build:gpu through NVRTC (no nvcc)', { skip: NO_DRIVER }, () => {
+  test('NVRTC compiles every module; the PTX loads and declares the launchers\' parameter lists', { timeout: 120_000 }, async () => {
+    const { buildGpu } = await import('../../src/gpu/build.js');
+    const { KERNELS, KERNEL_DIR, MODULES, paramBytes, ptxEntries } = await import('../../src/gpu/kernels.js');
+    const cu = await import('../../src/sys/cuda.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'homi-nvrtc-'));
+    const saved = process.env['NVCC'];
+    try {
+      fs.cpSync(KERNEL_DIR, dir, { recursive: true });
+      process.env['NVCC'] = '/nonexistent/nvcc';
+      let m;
+      try {
+        m = buildGpu(`${dir}/`, () => undefined);
+      } catch (e) {
+        if (/no NVRTC library/.test((e as Error).message)) return void note('nvrtc', 'no NVRTC library on this machine');
+        throw e;
+      }
+      assert.match(m.compiler, /^nvrtc /);
+      const gpu = GpuDevice.open(0);
+      try {
+        for (const [name, mod] of Object.entries(MODULES)) {
+          const ptx = fs.readFileSync(path.join(dir, mod.ptx), 'utf8');
+          const h = cu.cuModuleLoadData(ptx);
+          const entries = ptxEntries(ptx);
+          for (const k of Object.values(KERNELS).filter((x) => x.module === name)) {
+            assert.deepEqual(
+              entries.get(k.name)?.map((p) => p.bytes),
+              k.params.map((p) => paramBytes(p)),
+            );
+            cu.cuModuleGetFunction(h, k.name);
+          }
+          cu.cuModuleUnload(h);
+        }
+        note('nvrtc', m.compiler);
+      } finally {
+        gpu.close();
+      }
+    } finally {
+      if (saved === undefined) delete process.env['NVCC'];
+      else process.env['NVCC'] = saved;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('homi perf --initiator gpu (the CLI)', { skip: NO_DRIVER }, () => {
   test('JSON from a verified run on the embedded controller', { timeout: 300_000 }, () => {
     const r = spawnSync(

@@ -11,7 +11,13 @@
 // The layouts below are mirrored by src/gpu/layout.ts (offsets checked by a CI test against this header's
 // HOMI_LAYOUT comments).
 #pragma once
+#if defined(__CUDACC_RTC__)
+// NVRTC (npm run build:gpu without nvcc) has no host headers: the two fixed-width types used here.
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+#else
 #include <stdint.h>
+#endif
 
 // ---- NVMe constants (NVM Express Base 2.x, NVM Command Set) ----
 #define HOMI_SQE_BYTES 64u
