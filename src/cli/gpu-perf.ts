@@ -40,7 +40,9 @@ export function gpuOptionsFrom(uri: string, o: GpuCliOptions): GpuPerfOptions {
   if (!(GPU_RW as readonly string[]).includes(o.rw)) throw new UsageError(`--rw: '${o.rw}' is not one of ${GPU_RW.join(', ')} for --initiator gpu`);
   if (o.backend !== undefined && o.backend !== 'driver') throw new UsageError(`--backend ${o.backend}: GPU initiators drive NVMe queues themselves (no backend to choose)`);
   if (o.threads !== undefined && o.threads !== '1') throw new UsageError('--threads: GPU runs size themselves with --qd, --nqueues and --mode');
-  if (!uri.startsWith('emu:') && !uri.startsWith('gpuctl:')) throw new UsageError(`--initiator gpu: '${uri}' is not an emu:// (embedded controller) or gpuctl:// (GPU-resident controller) URI`);
+  if (!uri.startsWith('emu:') && !uri.startsWith('gpuctl:') && !uri.startsWith('homid:')) {
+    throw new UsageError(`--initiator gpu: '${uri}' is not an emu:// (embedded controller), gpuctl:// (GPU-resident controller) or homid:<device> (GPU leases from homid) URI`);
+  }
   if (o.time !== undefined && o.ios !== undefined) throw new UsageError('--time and --ios cannot be combined; choose one bound');
   let bs: number;
   try {

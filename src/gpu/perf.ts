@@ -236,6 +236,39 @@ export async function openEmuTarget(gpu: GpuDevice, o: GpuPerfOptions, entries: 
   }
 }
 
+/**
+ * `homid:<device>[?socket=PATH]`: GPU leases from a running homid ($HOMID_SOCKET or the default socket when
+ * the URI names none); the connection closes with the target.
+ */
+async function openHomidUri(gpu: GpuDevice, o: GpuPerfOptions, entries: number): Promise<GpuTarget> {
+  const u = new URL(o.uri);
+  const device = decodeURIComponent(u.pathname);
+  for (const k of u.searchParams.keys()) if (k !== 'socket') throw new RangeError(`homid: URI: unknown parameter '${k}' (known: socket)`);
+  if (u.searchParams.getAll('socket').length > 1) throw new RangeError("homid: URI: 'socket' given twice");
+  if (device === '') throw new RangeError("homid: URI: name homid's device, e.g. homid:nvme0");
+  if ((o.placement ?? 'host') !== 'host') throw new RangeError('homid: GPU leases carry payloads in host memory (--placement device is for emu:// targets)');
+  const { HomidClient } = await import('../client/index.js');
+  const { openHomidTarget } = await import('./homid.js');
+  const socket = u.searchParams.get('socket') ?? undefined;
+  const client = await HomidClient.connect(socket);
+  try {
+    const t = await openHomidTarget(gpu, client, { device, nsid: o.nsid ?? 1, nqueues: o.nqueues, entries, bs: o.bs });
+    return {
+      ...t,
+      close: async () => {
+        try {
+          await t.close();
+        } finally {
+          client.close();
+        }
+      },
+    };
+  } catch (e) {
+    client.close();
+    throw e;
+  }
+}
+
 /** Device placement on the embedded controller: a device window (emulated P2P: the copy engine moves the data). */
 function deviceWindowOf(transport: EmuTransport, ordinal: number): (dptr: number, bytes: number) => { iova: number; release(): void } {
   return (dptr, bytes) => transport.addDeviceWindow(bytes, { kind: 'cuda', ordinal, dptr });
@@ -258,7 +291,9 @@ export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice
         ? await openTarget(gpu, entries)
         : o.uri.startsWith('gpuctl:')
           ? await (await import('./resident.js')).openResidentTarget(gpu, o, entries)
-          : await openEmuTarget(gpu, o, entries);
+          : o.uri.startsWith('homid:')
+            ? await openHomidUri(gpu, o, entries)
+            : await openEmuTarget(gpu, o, entries);
     const bs = o.bs;
     if (bs % target.blockSize !== 0) throw new RangeError(`--bs ${bs} is not a multiple of the namespace's ${target.blockSize}-byte LBAs`);
     const nlb = bs / target.blockSize;

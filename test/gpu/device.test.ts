@@ -302,6 +302,43 @@ describe('GPU leases through homid', { skip: NO_DRIVER }, () => {
     });
   }
 
+  test('homi perf homid:<device> --initiator gpu: GPU leases through the CLI, verified', { timeout: 300_000 }, async () => {
+    const args = [
+      path.join(root, 'dist/src/cli/main.js'),
+      'perf',
+      `homid:m?socket=${sock}`,
+      '--initiator',
+      'gpu',
+      '--mode',
+      'block',
+      '--qd',
+      '64',
+      '--nqueues',
+      '2',
+      '--ios',
+      '20000',
+      '--verify',
+      '--verify-span',
+      '8MiB',
+      '--json',
+    ];
+    const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      c.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+    assert.equal(out.code, 0, out.stderr);
+    const j = JSON.parse(out.stdout) as { ios: number; mismatches: number; errors: number; device: string };
+    assert.equal(j.mismatches, 0);
+    assert.equal(j.errors, 0);
+    assert.ok(j.ios >= 20_000);
+    assert.match(j.device, /homid device 'm'/);
+    note('homid CLI', { ios: j.ios });
+  });
+
   test('a client killed while its kernel runs has its GPU queues reclaimed; the controller keeps serving others', { timeout: 300_000 }, async () => {
     const other = await HomidClient.connect(sock);
     const t = await openHomidTarget(gpu, other, { device: 'm', nqueues: 1, entries: 256, bs: 4096 });
@@ -349,7 +386,7 @@ describe('GPU leases through homid', { skip: NO_DRIVER }, () => {
 });
 
 describe('npm run build:gpu through NVRTC (no nvcc)', { skip: NO_DRIVER }, () => {
-  test('NVRTC compiles every module; the PTX loads and declares the launchers\' parameter lists', { timeout: 120_000 }, async () => {
+  test("NVRTC compiles every module; the PTX loads and declares the launchers' parameter lists", { timeout: 120_000 }, async () => {
     const { buildGpu } = await import('../../src/gpu/build.js');
     const { KERNELS, KERNEL_DIR, MODULES, paramBytes, ptxEntries } = await import('../../src/gpu/kernels.js');
     const cu = await import('../../src/sys/cuda.js');

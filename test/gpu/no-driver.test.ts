@@ -44,5 +44,5 @@ test('the library API: GpuDevice.open and cudaDriverPresent say the same', { tim
 test('a bad option is still a usage error before any driver is needed', { timeout: 30_000 }, () => {
   const r = spawnSync(process.execPath, [cli, 'perf', '/tmp/file.img', '--initiator', 'gpu'], { env, encoding: 'utf8' });
   assert.equal(r.status, 2);
-  assert.match(r.stderr, /is not an emu:\/\/ \(embedded controller\) or gpuctl:\/\//);
+  assert.match(r.stderr, /is not an emu:\/\/ \(embedded controller\), gpuctl:\/\/ \(GPU-resident controller\) or homid:<device>/);
 });
