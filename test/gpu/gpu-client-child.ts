@@ -8,7 +8,12 @@ import { GpuDevice, gpuEvents } from '../../src/gpu/device.js';
 import { openHomidTarget } from '../../src/gpu/homid.js';
 import { HomiGpuJob, HomiGpuResult, JOB_RANDOM, encode } from '../../src/gpu/layout.js';
 
-const [sock, count] = [process.argv[2]!, Number(process.argv[3] ?? '1')];
+if (process.argv[2] === undefined) {
+  // node --test runs every file under test/: this one is a helper that device.test.ts starts with its arguments
+  process.stdout.write('# gpu-client-child: a helper of device.test.ts (nothing to do without its arguments)\n');
+  process.exit(0);
+}
+const [sock, count] = [process.argv[2], Number(process.argv[3] ?? '1')];
 const gpu = GpuDevice.open(0);
 const client = await HomidClient.connect(sock);
 const t = await openHomidTarget(gpu, client, { device: 'm', nqueues: count, entries: 256, bs: 4096 });
