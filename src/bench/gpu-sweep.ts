@@ -6,7 +6,7 @@
 import * as os from 'node:os';
 import { runGpuPerf, type GpuPerfOptions, type GpuPerfReport } from '../gpu/perf.js';
 import { formatSize } from '../util/size.js';
-import { escapeXml, formatCompact, renderLineChart, type Series } from './report-svg.js';
+import { escapeXml, formatCompact, PALETTE, renderLineChart, type Series } from './report-svg.js';
 
 export interface GpuSweepOptions {
   base: Omit<GpuPerfOptions, 'qd' | 'nqueues' | 'bs'>;
@@ -14,6 +14,7 @@ export interface GpuSweepOptions {
   nqueues: number[];
   bss: number[];
   onPoint?: (i: number, total: number, p: GpuSweepPoint) => void;
+  onStart?: (i: number, total: number, p: Pick<GpuSweepPoint, 'qd' | 'nqueues' | 'bs'>) => void;
   /** Test seam: the run of one point (default runGpuPerf). */
   run?: (o: GpuPerfOptions) => Promise<GpuPerfReport>;
 }
@@ -54,6 +55,7 @@ export async function runGpuSweep(o: GpuSweepOptions): Promise<GpuSweepResult> {
   for (const bs of o.bss) {
     for (const nq of o.nqueues) {
       for (const qd of o.qds) {
+        o.onStart?.(i, total, { qd, nqueues: nq, bs });
         let p: GpuSweepPoint;
         try {
           const r = await run({ ...o.base, qd, nqueues: nq, bs });
@@ -83,6 +85,24 @@ export async function runGpuSweep(o: GpuSweepOptions): Promise<GpuSweepResult> {
   };
 }
 
+/** A point's name in progress lines and summaries, e.g. `4 KiB 4 q x qd 64`. */
+export function gpuSweepPointName(p: Pick<GpuSweepPoint, 'qd' | 'nqueues' | 'bs'>): string {
+  return `${formatSize(p.bs)} ${p.nqueues} q x qd ${p.qd}`;
+}
+
+/** The end of a GPU sweep in lines: how many points ran, how many failed or saw errors, then one line for each of those. */
+export function gpuSweepSummary(r: GpuSweepResult): string[] {
+  const failed = r.points.filter((p) => p.failure !== undefined);
+  const withErrors = r.points.filter((p) => p.failure === undefined && (p.errors > 0 || p.timeouts > 0));
+  const ok = r.points.length - failed.length - withErrors.length;
+  const counts = failed.length + withErrors.length === 0 ? 'all ok' : [`${ok} ok`, `${failed.length} failed`, ...(withErrors.length > 0 ? [`${withErrors.length} with errors`] : [])].join(', ');
+  return [
+    `${r.points.length} point${r.points.length === 1 ? '' : 's'} (${counts})`,
+    ...failed.map((p) => `failed: ${gpuSweepPointName(p)}: ${p.failure}`),
+    ...withErrors.map((p) => `errors: ${gpuSweepPointName(p)}: ${p.errors} errors, ${p.timeouts} timeouts`),
+  ];
+}
+
 export function gpuSweepCharts(r: GpuSweepResult): Array<{ title: string; svg: string }> {
   const ok = r.points.filter((p) => p.failure === undefined);
   const charts: Array<{ title: string; svg: string }> = [];
@@ -93,6 +113,18 @@ export function gpuSweepCharts(r: GpuSweepResult): Array<{ title: string; svg: s
     }));
     const title = `IOPS by queue depth, ${formatSize(bs)} ${r.rw}`;
     charts.push({ title, svg: renderLineChart({ title, xLabel: 'queue depth (threads per queue)', yLabel: 'IOPS', series }) });
+    // p50 (solid) and p99 (dashed) by queue depth, one colour per queue count.
+    const latency: Series[] = [...new Set(ok.map((p) => p.nqueues))].flatMap((nq, i) => {
+      const pts = ok.filter((p) => p.bs === bs && p.nqueues === nq && p.latency !== null);
+      const color = PALETTE[i % PALETTE.length]!;
+      const name = `${nq} queue${nq > 1 ? 's' : ''}`;
+      return [
+        { name: `${name} p50`, color, points: pts.map((p): [number, number] => [p.qd, p.latency!.p50Us]) },
+        { name: `${name} p99`, color, dashed: true, points: pts.map((p): [number, number] => [p.qd, p.latency!.p99Us]) },
+      ];
+    });
+    const latTitle = `Latency by queue depth, ${formatSize(bs)} ${r.rw}`;
+    charts.push({ title: latTitle, svg: renderLineChart({ title: latTitle, xLabel: 'queue depth (threads per queue)', yLabel: 'latency (us), p50 solid, p99 dashed', series: latency }) });
   }
   if (new Set(ok.map((p) => p.bs)).size > 1) {
     const series: Series[] = [];

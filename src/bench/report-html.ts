@@ -3,14 +3,29 @@
  * resources): IOPS and bandwidth against the swept variable with one line per backend, and a table of all points.
  */
 import { formatSize } from '../util/size.js';
-import { escapeXml, formatCompact, renderLineChart, type Series } from './report-svg.js';
+import { escapeXml, formatCompact, PALETTE, renderLineChart, type Series } from './report-svg.js';
 import type { SweepPoint, SweepResult } from './sweep.js';
 
 function seriesBy(points: SweepPoint[], backends: string[], x: (p: SweepPoint) => number, y: (p: SweepPoint) => number): Series[] {
   return backends.map((b) => ({ name: b, points: points.filter((p) => p.backend === b && !p.failure).map((p) => [x(p), y(p)] as [number, number]) }));
 }
 
-/** The charts of a sweep: against queue depth (one pair per block size), against block size (one pair per depth). */
+/** p50 (solid) and p99 (dashed) latency against queue depth, one colour per backend. */
+function latencySeries(points: SweepPoint[], backends: string[]): Series[] {
+  return backends.flatMap((b, i) => {
+    const pts = points.filter((p) => p.backend === b && !p.failure && p.latencyUs !== null);
+    const color = PALETTE[i % PALETTE.length]!;
+    return [
+      { name: `${b} p50`, color, points: pts.map((p) => [p.qd, p.latencyUs!.p50] as [number, number]) },
+      { name: `${b} p99`, color, dashed: true, points: pts.map((p) => [p.qd, p.latencyUs!.p99] as [number, number]) },
+    ];
+  });
+}
+
+/**
+ * The charts of a sweep: against queue depth (IOPS, bandwidth and p50/p99 latency per block size), against block
+ * size (IOPS and bandwidth per depth).
+ */
 export function sweepCharts(r: SweepResult): Array<{ title: string; svg: string }> {
   const out: Array<{ title: string; svg: string }> = [];
   const b = r.grid.backends;
@@ -47,6 +62,10 @@ export function sweepCharts(r: SweepResult): Array<{ title: string; svg: string 
             (p) => p.bandwidthMiBps,
           ),
         }),
+      });
+      out.push({
+        title: `Latency vs queue depth (${sfx})`,
+        svg: renderLineChart({ title: `Latency vs queue depth (${sfx})`, xLabel: 'queue depth', yLabel: 'latency (us), p50 solid, p99 dashed', series: latencySeries(pts, b) }),
       });
     }
   }

@@ -7,7 +7,14 @@
 export interface Series {
   name: string;
   points: Array<[number, number]>;
+  /** Stroke colour (default: the palette's colour for the series' index). */
+  color?: string;
+  /** A dashed line (e.g. p99 beside a solid p50 of the same colour). */
+  dashed?: boolean;
 }
+
+/** The dash pattern of a dashed series. */
+const DASH = '6 4';
 
 export interface LineChart {
   title: string;
@@ -91,12 +98,14 @@ export function renderLineChart(c: LineChart): string {
   out.push(`<text class="x-label" x="${m.left + pw / 2}" y="${H - 10}" text-anchor="middle">${escapeXml(c.xLabel)}${logX ? ' (log scale)' : ''}</text>`);
   out.push(`<text class="y-label" transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${escapeXml(c.yLabel)}</text>`);
   // Lines.
+  const colorOf = (s: Series, i: number): string => s.color ?? PALETTE[i % PALETTE.length]!;
+  const dashOf = (s: Series): string => (s.dashed ? ` stroke-dasharray="${DASH}"` : '');
   c.series.forEach((s, i) => {
-    const color = PALETTE[i % PALETTE.length]!;
+    const color = colorOf(s, i);
     const pts = s.points.filter((p) => Number.isFinite(p[1])).sort((a, b) => a[0] - b[0]);
     if (pts.length > 0) {
       out.push(`<g class="series" data-name="${escapeXml(s.name)}">`);
-      out.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.map((p) => `${fx(p[0]).toFixed(1)},${fy(p[1]).toFixed(1)}`).join(' ')}"/>`);
+      out.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dashOf(s)} points="${pts.map((p) => `${fx(p[0]).toFixed(1)},${fy(p[1]).toFixed(1)}`).join(' ')}"/>`);
       for (const p of pts)
         out.push(`<circle cx="${fx(p[0]).toFixed(1)}" cy="${fy(p[1]).toFixed(1)}" r="3" fill="${color}"><title>${escapeXml(`${s.name}: ${fmtX(p[0])} -> ${formatCompact(p[1])}`)}</title></circle>`);
       out.push('</g>');
@@ -107,7 +116,7 @@ export function renderLineChart(c: LineChart): string {
   c.series.forEach((s, i) => {
     const y = m.top + 10 + i * 20;
     const x = m.left + pw + 16;
-    out.push(`<line x1="${x}" x2="${x + 20}" y1="${y}" y2="${y}" stroke="${PALETTE[i % PALETTE.length]}" stroke-width="3"/>`);
+    out.push(`<line x1="${x}" x2="${x + 20}" y1="${y}" y2="${y}" stroke="${colorOf(s, i)}" stroke-width="3"${dashOf(s)}/>`);
     out.push(`<text x="${x + 26}" y="${y}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
   });
   out.push('</g>');

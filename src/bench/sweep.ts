@@ -5,6 +5,7 @@
 import * as os from 'node:os';
 import { checkPerfOptions, runPerf, type PerfOptions, type PerfReport } from './perf.js';
 import type { BackendName } from '../io/types.js';
+import { formatSize } from '../util/size.js';
 
 export interface SweepOptions {
   base: Omit<PerfOptions, 'qd' | 'bs' | 'backend' | 'onProgress'>;
@@ -122,4 +123,26 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
     model,
     points,
   };
+}
+
+/** A point's name in progress lines and summaries, e.g. `io_uring bs 4 KiB qd 16`. */
+export function sweepPointName(p: Pick<SweepPoint, 'backend' | 'bs' | 'qd'>): string {
+  return `${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}`;
+}
+
+/**
+ * The end of a sweep in lines: how many points ran and how many of them failed or saw I/O errors, the grid, then
+ * one line per failed point (its reason) and per point with errors.
+ */
+export function sweepSummary(r: SweepResult): string[] {
+  const failed = r.points.filter((p) => p.failure !== undefined);
+  const withErrors = r.points.filter((p) => p.failure === undefined && (p.errors > 0 || p.verifyErrors > 0));
+  const ok = r.points.length - failed.length - withErrors.length;
+  const counts = failed.length + withErrors.length === 0 ? 'all ok' : [`${ok} ok`, `${failed.length} failed`, ...(withErrors.length > 0 ? [`${withErrors.length} with errors`] : [])].join(', ');
+  const grid = `${r.grid.backends.join(', ')} x bs ${r.grid.bs.map((b) => formatSize(b)).join(',')} x qd ${r.grid.qd.join(',')}`;
+  return [
+    `${r.points.length} point${r.points.length === 1 ? '' : 's'} (${counts}): ${grid}`,
+    ...failed.map((p) => `failed: ${sweepPointName(p)}: ${p.failure}`),
+    ...withErrors.map((p) => `errors: ${sweepPointName(p)}: ${p.errors} I/O errors, ${p.verifyErrors} verify mismatches`),
+  ];
 }

@@ -188,6 +188,13 @@ function parseRun(spec: PathSpec, stdout: string): Omit<RunRecord, 'path' | 'rep
   };
 }
 
+/** `fio --version` (the guest runs the host's fio, over 9p); a clear error where there is none. */
+function fioVersion(): string {
+  const r = spawnSync('fio', ['--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) throw new Error(`fio --version failed (${r.error?.message ?? `exit ${r.status}`}): install fio on the host (apt-get install fio; npm run bench:vm does it as root)`);
+  return r.stdout.trim();
+}
+
 async function guestMain(): Promise<void> {
   const plan = JSON.parse(process.env.HOMI_VMBENCH_PLAN ?? 'null') as GuestPlan | null;
   if (!plan || process.env.HOMI_GUEST !== '1') throw new Error('--guest runs inside the VM harness guest only (the host side starts it)');
@@ -202,7 +209,7 @@ async function guestMain(): Promise<void> {
     cpus: readFileSync('/proc/cpuinfo', 'utf8')
       .split('\n')
       .filter((l) => l.startsWith('processor')).length,
-    fio: spawnSync('fio', ['--version'], { encoding: 'utf8' }).stdout.trim(),
+    fio: fioVersion(),
     node: process.version,
     names: await kernelNames(plan.serial),
   };
@@ -411,6 +418,15 @@ async function hostMain(argv: string[]): Promise<number> {
   }
   const { runInGuest } = await import('../vm/run.js');
   const { repoRoot } = await import('../vm/paths.js');
+  const { ensureHostTools, ProvisionError } = await import('../vm/host-tools.js');
+  try {
+    // QEMU and the rest of the harness, and fio, taskset and dmesg, which the guest runs from the host's root.
+    await ensureHostTools(['vm', 'bench']);
+  } catch (e) {
+    if (!(e instanceof ProvisionError)) throw e;
+    console.error(`vm-bench: ${e.message}`);
+    return 1;
+  }
   const paths = benchPaths(o.qd1);
   const plan: GuestPlan = { serial: SERIAL, timeSec: o.timeSec, reps: o.reps, paths };
   const nRuns = paths.filter((p) => !p.probe).length * o.reps + paths.filter((p) => p.probe).length;

@@ -15,10 +15,11 @@ const USAGE_ERROR_NAMES = new Set(['UriError', 'InvalidArgumentError', 'NoCudaDr
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;
 
-export function reportAndExit(err: unknown): never {
+/** Print `<program>: <message>` (the program that failed: homi, or homid) and exit 2 for a usage error, 1 otherwise. */
+export function reportAndExit(err: unknown, program = 'homi'): never {
   const e = err instanceof Error ? err : new Error(String(err));
   const usage = e instanceof UsageError || e instanceof RangeError || USAGE_ERROR_NAMES.has(e.name);
-  process.stderr.write(`homi: ${e.message}\n`);
+  process.stderr.write(`${program}: ${e.message}\n`);
   if (process.env['HOMI_DEBUG'] && e.stack) process.stderr.write(`${e.stack}\n`);
   process.exit(usage ? EXIT_USAGE : EXIT_RUNTIME);
 }

@@ -134,7 +134,7 @@ function list(name: string, text: string, f: (s: string) => number): number[] {
 export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
   const { mkdirSync, writeFileSync } = await import('node:fs');
   const { join, resolve } = await import('node:path');
-  const { runGpuSweep, renderGpuSweepHtml } = await import('../bench/gpu-sweep.js');
+  const { runGpuSweep, renderGpuSweepHtml, gpuSweepPointName, gpuSweepSummary } = await import('../bench/gpu-sweep.js');
   const qds = list('--qd', o.qd, (s) => int('--qd', s, 1023));
   const nqs = list('--nqueues', o.nqueues, (s) => int('--nqueues', s, 4096));
   const bss = list('--bs', o.bs, (s) => {
@@ -147,23 +147,30 @@ export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print:
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
   const dir = resolve(o.out ?? `homi-gpu-sweep-${stamp}`);
   mkdirSync(dir, { recursive: true });
+  // As the CPU sweep: a live line while a point runs on a terminal, one finished line per point in any case.
+  const tty = process.stderr.isTTY === true;
   const r = await runGpuSweep({
     base: rest,
     qds,
     nqueues: nqs,
     bss,
-    onPoint: (i, total, p) =>
-      process.stderr.write(
+    onStart: (i, total, p) => {
+      if (tty) process.stderr.write(`\r\x1b[K[${i + 1}/${total}] ${gpuSweepPointName(p)} ...`);
+    },
+    onPoint: (i, total, p) => {
+      const line =
         p.failure !== undefined
-          ? `[${i + 1}/${total}] ${formatSize(p.bs)} ${p.nqueues} q x qd ${p.qd}: failed: ${p.failure}\n`
-          : `[${i + 1}/${total}] ${formatSize(p.bs)} ${p.nqueues} q x qd ${p.qd}: ${fmt(p.iops)} IOPS, ${(p.mibPerSec / 1024).toFixed(2)} GiB/s${p.errors + p.timeouts > 0 ? `, ${p.errors} errors, ${p.timeouts} timeouts` : ''}\n`,
-      ),
+          ? `[${i + 1}/${total}] ${gpuSweepPointName(p)}: failed: ${p.failure}`
+          : `[${i + 1}/${total}] ${gpuSweepPointName(p)}: ${fmt(p.iops)} IOPS, ${(p.mibPerSec / 1024).toFixed(2)} GiB/s${p.latency ? `, p50 ${p.latency.p50Us.toFixed(1)} us, p99 ${p.latency.p99Us.toFixed(1)} us` : ''}${p.errors + p.timeouts > 0 ? `, ${p.errors} errors, ${p.timeouts} timeouts` : ''}`;
+      process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`);
+    },
   });
   const jsonPath = join(dir, 'results.json');
   const htmlPath = join(dir, 'report.html');
   writeFileSync(jsonPath, `${JSON.stringify(r, null, 2)}\n`);
   writeFileSync(htmlPath, renderGpuSweepHtml(r));
-  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: r.points.length }));
-  else print(`${r.points.length} points\nresults: ${jsonPath}\nreport:  ${htmlPath}`);
+  const failed = r.points.filter((p) => p.failure !== undefined).map(gpuSweepPointName);
+  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: r.points.length, failed }));
+  else print([...gpuSweepSummary(r), `results: ${jsonPath}`, `report:  ${htmlPath}`].join('\n'));
   return r.points.some((p) => p.failure !== undefined || p.errors > 0 || p.timeouts > 0) ? 1 : 0;
 }

@@ -182,7 +182,7 @@ export async function sweepCommand(uri: string, o: SweepCliOptions & { initiator
   }
   const { mkdirSync, writeFileSync } = await import('node:fs');
   const { join, resolve } = await import('node:path');
-  const { runSweep, checkSweep } = await import('../bench/sweep.js');
+  const { runSweep, checkSweep, sweepPointName, sweepSummary } = await import('../bench/sweep.js');
   const { renderSweepHtml } = await import('../bench/report-html.js');
   const { defaultBackend, parseTarget } = await import('../io/target.js');
   const qds = parseList('--qd', o.qd, (s) => usage('--qd', () => parsePositiveInt('--qd', s, MAX_QD))).sort((a, b) => a - b);
@@ -210,25 +210,27 @@ export async function sweepCommand(uri: string, o: SweepCliOptions & { initiator
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
   const dir = resolve(o.out ?? `homi-sweep-${stamp}`);
   mkdirSync(dir, { recursive: true });
+  // A live line while each point runs on a terminal; one finished line per point on a terminal or not (a log).
   const result = await runSweep({
     ...sweep,
     onStart: (i, total, backend, bs, qd) => {
-      if (tty) process.stderr.write(`\r\x1b[K[${i + 1}/${total}] ${backend} bs ${formatSize(bs)} qd ${qd} ...`);
+      if (tty) process.stderr.write(`\r\x1b[K[${i + 1}/${total}] ${sweepPointName({ backend, bs, qd })} ...`);
     },
     onPoint: (i, total, p) => {
       const line = p.failure
-        ? `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: failed: ${p.failure}`
-        : `[${i + 1}/${total}] ${p.backend} bs ${formatSize(p.bs)} qd ${p.qd}: ${fmtNum(p.iops)} IOPS, ${p.bandwidthMiBps.toFixed(1)} MiB/s, ${p.cpuNsPerIo.toFixed(0)} ns/IO${p.errors ? `, ${p.errors} errors` : ''}`;
-      if (tty) process.stderr.write(`\r\x1b[K${line}\n`);
+        ? `[${i + 1}/${total}] ${sweepPointName(p)}: failed: ${p.failure}`
+        : `[${i + 1}/${total}] ${sweepPointName(p)}: ${fmtNum(p.iops)} IOPS, ${p.bandwidthMiBps.toFixed(1)} MiB/s${p.latencyUs ? `, p50 ${p.latencyUs.p50.toFixed(1)} us, p99 ${p.latencyUs.p99.toFixed(1)} us` : ''}, ${p.cpuNsPerIo.toFixed(0)} ns/IO${p.errors ? `, ${p.errors} errors` : ''}`;
+      process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`);
     },
   });
   const jsonPath = join(dir, 'results.json');
   const htmlPath = join(dir, 'report.html');
   writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
   writeFileSync(htmlPath, renderSweepHtml(result));
-  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: result.points.length }));
+  const failed = result.points.filter((p) => p.failure !== undefined).map(sweepPointName);
+  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: result.points.length, failed }));
   else {
-    print(`${result.points.length} points: ${backends.join(', ')} x bs ${bss.map((b) => formatSize(b)).join(',')} x qd ${qds.join(',')}`);
+    for (const line of sweepSummary(result)) print(line);
     print(`results: ${jsonPath}`);
     print(`report:  ${htmlPath}`);
   }

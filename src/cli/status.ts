@@ -3,8 +3,30 @@
  * extent cache.
  */
 import { HomidClient } from '../client/index.js';
-import type { StatusSnapshot } from '../ipc/messages.js';
+import { IpcError, IpcErrorCode } from '../ipc/errors.js';
+import { DEFAULT_SOCKET, type StatusSnapshot } from '../ipc/messages.js';
 import { renderTable } from '../util/table.js';
+
+/** connect() failures that mean no homid listens at the path: no socket there, or one left by a homid that is gone. */
+const NOT_LISTENING = new Set(['ENOENT', 'ECONNREFUSED']);
+
+/** The socket a client connects to: --socket, else $HOMID_SOCKET, else the default. */
+export function homidSocket(socket: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return socket ?? (env['HOMID_SOCKET'] || DEFAULT_SOCKET);
+}
+
+/** A failed connect as one line that says what to do: start homid, or point at its socket; other errors unchanged. */
+export function explainConnectError(socket: string, e: unknown): unknown {
+  if (!(e instanceof IpcError) || e.code !== IpcErrorCode.ConnectFailed) return e;
+  const errno = /failed: (E[A-Z]+)$/.exec(e.message)?.[1] ?? 'unknown error';
+  if (NOT_LISTENING.has(errno)) {
+    return new Error(
+      `homid is not running at ${socket} (connect: ${errno}): start it with \`homi daemon --config FILE\` or \`homid --config FILE\`, or point --socket or $HOMID_SOCKET at the socket it listens on`,
+    );
+  }
+  if (errno === 'EACCES') return new Error(`not allowed to connect to homid at ${socket} (EACCES): its socket_mode decides who may (the socket's owner and group)`);
+  return e;
+}
 
 export function formatStatus(s: StatusSnapshot): string {
   const out: string[] = [`homid ${s.version} (pid ${s.pid}, up ${s.uptimeS} s)`, ''];
@@ -56,7 +78,13 @@ function clientDriven(q: StatusSnapshot['clients'][number]['queuePairs'][number]
 }
 
 export async function statusCommand(o: { json?: boolean; socket?: string }): Promise<number> {
-  const c = await HomidClient.connect(o.socket);
+  const socket = homidSocket(o.socket);
+  let c: HomidClient;
+  try {
+    c = await HomidClient.connect(socket);
+  } catch (e) {
+    throw explainConnectError(socket, e);
+  }
   try {
     // the status without the response envelope (ok, id)
     const { ok, id, ...s } = await c.status();

@@ -1,16 +1,27 @@
 #!/usr/bin/env node
 // The VM harness's command line:
 //   node dist/src/vm/cli.js provision
+//   node dist/src/vm/cli.js host-tools [--scope unit,vm,bench] [--check] [--warn-only]
 //   node dist/src/vm/cli.js run [options] -- <command...>
 import { provision, ProvisionError } from './provision.js';
+import { describeMissing, ensureHostTools, HOST_TOOLS, missingTools, systemProbe, TOOL_SCOPES, type ToolScope } from './host-tools.js';
 import { runInGuest } from './run.js';
 import type { GuestRunOptions } from './spec.js';
+import { progress } from './paths.js';
 import { parseNvmeSpec } from './nvme-arg.js';
 
 const USAGE = `usage:
   homi-vm provision                      install QEMU etc., fetch the kernel, build the initramfs (cached)
+  homi-vm host-tools [options]           install the system tools the suites run when missing (apt-get, as
+                                         root on Debian), or say which are missing and how to install them
   homi-vm run [options] -- <command...>  boot a guest, run the command there (bash, in --cwd), power off
   homi-vm qemu-command [options]         print the QEMU command line 'run' would use
+
+host-tools options:
+  --scope LIST       comma-separated: unit (the suites but the VM), vm (the real-kernel suite), bench
+                     (npm run bench:vm); default unit,vm, or unit when HOMI_SKIP_VM=1
+  --check            only say what is missing (exit 1 if anything is), install nothing
+  --warn-only        when the tools cannot be installed here, say so and exit 0 (the suites skip what needs them)
 
 run options:
   --nvme SPEC        add an NVMe controller (repeatable). SPEC is comma-separated key=value:
@@ -128,6 +139,44 @@ function quoteArg(a: string): string {
   return /^[A-Za-z0-9_\-+=/.,:@%]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
 }
 
+/** `host-tools`: provision (or check) the system tools of the given scopes. */
+async function hostTools(argv: string[]): Promise<number> {
+  let scopes: ToolScope[] = process.env.HOMI_SKIP_VM === '1' ? ['unit'] : ['unit', 'vm'];
+  let check = false;
+  let warnOnly = false;
+  for (let i = 0; i < argv.length; i++) {
+    const f = argv[i];
+    if (f === '--check') check = true;
+    else if (f === '--warn-only') warnOnly = true;
+    else if (f === '--scope') {
+      const list = (argv[++i] ?? '').split(',').filter((s) => s !== '');
+      const bad = list.find((s) => !(TOOL_SCOPES as readonly string[]).includes(s));
+      if (list.length === 0 || bad !== undefined) throw new Error(`--scope: '${bad ?? ''}' is not one of ${TOOL_SCOPES.join(', ')}`);
+      scopes = list as ToolScope[];
+    } else throw new Error(`host-tools: unknown option ${f}`);
+  }
+  const count = HOST_TOOLS.filter((t) => scopes.includes(t.scope)).length;
+  if (check) {
+    const probe = systemProbe();
+    const missing = missingTools(scopes, probe);
+    if (missing.length > 0) {
+      process.stderr.write(`[homi-vm] ${describeMissing(missing, `--check, scope ${scopes.join(',')}`, probe)}\n`);
+      return 1;
+    }
+  } else {
+    try {
+      const installed = await ensureHostTools(scopes);
+      if (installed.length > 0) progress(`installed ${installed.join(' ')}`);
+    } catch (e) {
+      if (!(warnOnly && e instanceof ProvisionError)) throw e;
+      process.stderr.write(`[homi-vm] warning: ${e.message}\n[homi-vm] the tests that need them will skip or fail\n`);
+      return 0;
+    }
+  }
+  progress(`host tools: all ${count} present (${scopes.join(', ')})`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
   if (!verb || verb === '-h' || verb === '--help' || verb === 'help') {
@@ -141,6 +190,7 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
+  if (verb === 'host-tools') return hostTools(rest);
   if (verb === 'qemu-command') {
     const { opts } = parseRunArgs(rest, false);
     const { buildQemuPlan } = await import('./qemu.js');

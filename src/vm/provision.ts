@@ -1,5 +1,6 @@
 // Provisioning of everything the VM harness needs, idempotent and cached:
-//  - Debian packages: qemu-system-x86 (QEMU 7.2), busybox-static, kmod, cpio (apt-get when missing);
+//  - Debian packages: qemu-system-x86 (QEMU 7.2), busybox-static, kmod, cpio, xz-utils (apt-get when missing;
+//    host-tools.ts lists them, with every other tool the suites run);
 //  - a Debian 6.12 kernel package fetched with `apt-get download` (an exact package name), unpacked with
 //    `dpkg -x` into <cache>/kernel/<package>/ and indexed with `depmod -b`;
 //  - a tiny initramfs (busybox + the 9p/virtio modules) whose /init mounts the host's root read-only over 9p.
@@ -10,29 +11,17 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { cacheDir, progress } from './paths.js';
 import { INIT_SCRIPT } from './init-script.js';
+import { aptUpdateOnce, ensureHostTools, ProvisionError } from './host-tools.js';
 
 const run = promisify(execFile);
 
 /** The kernel package the harness prefers (see /work/shared/notes/qemu-harness.md). */
 export const PREFERRED_KERNEL_PACKAGE = 'linux-image-6.12.107+deb12-amd64-unsigned';
 
-/** Debian packages the harness needs on the host, with a file that proves each is installed. */
-export const HOST_PACKAGES: ReadonlyArray<{ pkg: string; file: string }> = [
-  { pkg: 'qemu-system-x86', file: '/usr/bin/qemu-system-x86_64' },
-  { pkg: 'busybox-static', file: '/bin/busybox' },
-  { pkg: 'kmod', file: '/sbin/modprobe' },
-  { pkg: 'cpio', file: '/bin/cpio' },
-];
-
 /** Modules the initramfs loads (with their dependencies) when they are modules in the kernel. */
 export const INITRAMFS_MODULES = ['virtio_pci', 'virtio_ring', 'virtio', '9pnet_virtio', '9p', 'overlay'];
 
-export class ProvisionError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ProvisionError';
-  }
-}
+export { ProvisionError };
 
 export interface KernelInfo {
   /** Debian package name, e.g. linux-image-6.12.107+deb12-amd64-unsigned. */
@@ -65,47 +54,9 @@ function which(cmd: string): string | null {
   return null;
 }
 
-function isInstalled(pkg: string): boolean {
-  const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });
-  return r.status === 0 && r.stdout.includes('install ok installed');
-}
-
-async function aptGet(args: string[]): Promise<void> {
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  // Another process may hold the dpkg/apt lock for a while; wait for it rather than fail.
-  const lockOpts = ['-o', 'DPkg::Lock::Timeout=300'];
-  try {
-    await run('apt-get', [...lockOpts, ...args], { env, maxBuffer: 64 << 20 });
-  } catch (e) {
-    const err = e as { stderr?: string; message: string };
-    throw new ProvisionError(`apt-get ${args.join(' ')} failed: ${(err.stderr ?? err.message).trim().slice(-2000)}`);
-  }
-}
-
-let aptUpdated = false;
-async function aptUpdateOnce(): Promise<void> {
-  if (aptUpdated) return;
-  progress('apt-get update');
-  await aptGet(['update']);
-  aptUpdated = true;
-}
-
-/** Installs the host packages the harness needs when they are missing. */
+/** Installs the host packages the harness needs when they are missing (host-tools.ts, scope 'vm'). */
 export async function ensureHostPackages(): Promise<void> {
-  const missing = HOST_PACKAGES.filter((p) => !isInstalled(p.pkg) || !existsSync(p.file)).map((p) => p.pkg);
-  if (missing.length === 0) return;
-  if (process.getuid && process.getuid() !== 0) {
-    throw new ProvisionError(`missing packages ${missing.join(', ')} and not root: run \`sudo apt-get install ${missing.join(' ')}\``);
-  }
-  progress(`installing ${missing.join(', ')}`);
-  try {
-    await aptGet(['install', '-y', '--no-install-recommends', ...missing]);
-  } catch {
-    await aptUpdateOnce();
-    await aptGet(['install', '-y', '--no-install-recommends', ...missing]);
-  }
-  const still = HOST_PACKAGES.filter((p) => !existsSync(p.file));
-  if (still.length > 0) throw new ProvisionError(`after apt-get install, still missing: ${still.map((p) => p.file).join(', ')}`);
+  await ensureHostTools(['vm']);
 }
 
 async function candidateVersion(pkg: string): Promise<string | null> {

@@ -124,9 +124,36 @@ test('perf sweep writes results.json and a self-contained report.html and prints
       assert.ok(['posix', 'io_uring'].includes(p.backend));
     }
     const html = readFileSync(join(out, 'report.html'), 'utf8');
-    assert.equal((html.match(/<svg /g) ?? []).length, 8, 'IOPS + bandwidth vs qd for 2 sizes, vs bs for 2 depths');
+    assert.equal((html.match(/<svg /g) ?? []).length, 10, 'IOPS + bandwidth + latency vs qd for 2 sizes, IOPS + bandwidth vs bs for 2 depths');
     assert.doesNotMatch(html, /<script|src=|href=/);
     assert.ok(existsSync(out));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('perf sweep with stderr not a terminal: one progress line per point, and a summary that names the failed points', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'homi-io-sweep-'));
+  try {
+    // 1 MiB passes the option checks (made on the first block size) but exceeds the embedded controller's
+    // maximum transfer size when its points run: two of the four points fail.
+    const r = homi('perf', 'sweep', 'emu://?size=16MiB&null=1', '--bs', '4096,1MiB', '--qd', '1,4', '--ios', '200', '--warmup', '0', '--out', join(dir, 'out'));
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(!r.stderr.includes('\r') && !r.stderr.includes('\x1b['), `no live line when stderr is a pipe: ${JSON.stringify(r.stderr)}`);
+    const progress = r.stderr.trim().split('\n');
+    assert.equal(progress.length, 4, r.stderr);
+    assert.match(progress[0]!, /^\[1\/4\] driver bs 4 KiB qd 1: [\d.]+[kM]? IOPS, [\d.]+ MiB\/s, p50 [\d.]+ us, p99 [\d.]+ us, \d+ ns\/IO$/);
+    assert.match(progress[1]!, /^\[2\/4\] driver bs 4 KiB qd 4: .* IOPS/);
+    assert.match(progress[2]!, /^\[3\/4\] driver bs 1 MiB qd 1: failed: .*maximum transfer size/);
+    assert.match(progress[3]!, /^\[4\/4\] driver bs 1 MiB qd 4: failed: .*maximum transfer size/);
+    const out = r.stdout.trim().split('\n');
+    assert.equal(out[0], '4 points (2 ok, 2 failed): driver x bs 4 KiB,1 MiB x qd 1,4');
+    assert.match(out[1]!, /^failed: driver bs 1 MiB qd 1: --bs 1048576 exceeds the controller's maximum transfer size/);
+    assert.match(out[2]!, /^failed: driver bs 1 MiB qd 4: /);
+    assert.match(out[3]!, /^results: /);
+    const j = homi('perf', 'sweep', 'emu://?size=16MiB&null=1', '--bs', '4096,1MiB', '--qd', '1', '--ios', '100', '--warmup', '0', '--out', join(dir, 'json'), '--json');
+    assert.equal(j.code, 1, j.stderr);
+    assert.deepEqual(JSON.parse(j.stdout).failed, ['driver bs 1 MiB qd 1']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

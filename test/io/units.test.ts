@@ -277,7 +277,7 @@ test('sweep HTML report is self-contained: inline SVG charts and a table of all 
   const html = renderSweepHtml(r);
   assert.match(html, /^<!DOCTYPE html>/);
   assert.doesNotMatch(html, /<script|src=|href=/);
-  assert.equal((html.match(/<svg /g) ?? []).length, 2, 'IOPS and bandwidth vs queue depth');
+  assert.equal((html.match(/<svg /g) ?? []).length, 3, 'IOPS, bandwidth and latency vs queue depth');
   assert.equal((html.match(/<tr>/g) ?? []).length, 6 + 5 + 1, 'meta rows + point rows + header');
   assert.match(html, /boom &lt;x&gt;/);
 });

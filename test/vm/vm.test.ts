@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { provision, type Provisioned } from '../../src/vm/provision.js';
+import { ensureHostTools } from '../../src/vm/host-tools.js';
 import { runInGuest } from '../../src/vm/run.js';
 import { repoRoot } from '../../src/vm/paths.js';
 import type { GuestRunOptions, GuestRunResult } from '../../src/vm/spec.js';
@@ -50,6 +51,8 @@ before(async () => {
   if (skip) return;
   try {
     const t0 = Date.now();
+    // The guest suite runs the host's own tools (mkfs.xfs, losetup, ...): the same provisioning as npm test's.
+    await ensureHostTools(['unit', 'vm']);
     prov = await provision();
     process.stderr.write(`[vm.test] provisioning: ${Date.now() - t0} ms (kernel ${prov.kernel.release})\n`);
   } catch (e) {
