@@ -1,9 +1,14 @@
 /** The part of the posix and io_uring devices they share: the target, the host buffer pool, Promise helpers. */
 import * as fs from 'node:fs';
 import { statusName } from '../nvme/status.js';
+import { errnoName } from '../sys/libc.js';
+import { dropPageCache } from '../sys/fileio.js';
 import { HostBufferPool, PromiseIoDevice } from './common.js';
 import type { KernelTarget } from './target.js';
 import type { BackendName, IoBuffer, IoDevice, IoFeatures, IoGeometry, IoQueue } from './types.js';
+
+/** statfs(2) f_type of tmpfs: its page cache is the file's storage, and dropping it is a no-op. */
+const TMPFS_MAGIC = 0x01021994;
 
 export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
   abstract readonly backend: BackendName;
@@ -27,6 +32,19 @@ export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
       nsid: 1,
       maxQueueDepth,
     };
+  }
+
+  /** Without O_DIRECT the page cache is in the path. */
+  get buffered(): boolean {
+    return !this.target.direct;
+  }
+
+  invalidateCache(offset: number, length: number): string | null {
+    this.checkOpen();
+    const r = dropPageCache(this.target.fd, offset, length);
+    if (r < 0) throw new Error(`${this.target.path}: cannot drop the page cache (fdatasync, posix_fadvise DONTNEED): ${errnoName(-r)}`);
+    if (this.target.type === 'file' && fs.statfsSync(this.target.path).type === TMPFS_MAGIC) return 'tmpfs: the page cache is the file itself; it cannot be invalidated';
+    return null;
   }
 
   get model(): string {

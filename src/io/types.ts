@@ -123,6 +123,13 @@ export interface IoDevice {
   /** A new queue set with at least `depth` slots. */
   createQueue(depth: number): Promise<IoQueue>;
   statusName(status: number): string;
+  /** The kernel paths: whether I/O goes through the page cache (a file or block device opened without O_DIRECT). */
+  readonly buffered?: boolean;
+  /**
+   * The kernel paths: write back, then drop bytes [offset, offset + length) of the target from the page cache
+   * (fdatasync + POSIX_FADV_DONTNEED, as fio's invalidate). Returns a note when the cache cannot be dropped (tmpfs).
+   */
+  invalidateCache?(offset: number, length: number): string | null;
   read(lba: number, nlb: number, buf: IoBuffer): Promise<void>;
   write(lba: number, nlb: number, buf: IoBuffer): Promise<void>;
   flush(): Promise<void>;

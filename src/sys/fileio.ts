@@ -17,6 +17,7 @@ interface FileLib {
   munmap: (addr: Ptr, len: number) => number;
   ioctlRange: (fd: number, req: number, arg: BigUint64Array) => number;
   fcntlInt: (fd: number, cmd: number, arg: number) => number;
+  fadvise: (fd: number, off: number, len: number, advice: number) => number;
 }
 let lib: FileLib | null = null;
 
@@ -35,6 +36,7 @@ function fileLib(): FileLib {
       ioctlRange: l.func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as FileLib['ioctlRange'],
       // fcntl is variadic in C; an int third argument is passed identically on the Linux LP64 ABIs.
       fcntlInt: l.func('fcntl', 'int', ['int', 'int', 'int']) as FileLib['fcntlInt'],
+      fadvise: l.func('int posix_fadvise(int fd, int64_t off, int64_t len, int advice)') as FileLib['fadvise'],
     };
   }
   return lib;
@@ -66,6 +68,24 @@ export function fallocateRange(fd: number, mode: number, off: number, len: numbe
 export function fdatasyncFd(fd: number): number {
   return fileLib().fdatasync(fd) < 0 ? -koffi.errno() : 0;
 }
+/** posix_fadvise advice: the range will not be needed soon (clean pages of it leave the page cache). */
+export const POSIX_FADV_DONTNEED = 4;
+
+/** posix_fadvise(fd, off, len, advice); returns 0 or -errno (the call returns the error number itself). */
+export function fadviseRange(fd: number, off: number, len: number, advice: number): number {
+  const r = fileLib().fadvise(fd, off, len, advice);
+  return r > 0 ? -r : 0;
+}
+
+/**
+ * Drop [off, off + len) of a file or block device from the page cache, as fio's invalidate does: fdatasync first
+ * (POSIX_FADV_DONTNEED leaves dirty pages where they are), then POSIX_FADV_DONTNEED. Returns 0 or -errno.
+ */
+export function dropPageCache(fd: number, off: number, len: number): number {
+  const r = fdatasyncFd(fd);
+  return r < 0 ? r : fadviseRange(fd, off, len, POSIX_FADV_DONTNEED);
+}
+
 /** fcntl F_GETFL: a descriptor's file access mode and status flags (open(2) flags as the kernel keeps them). */
 export const F_GETFL = 3;
 /** The access-mode bits of the status flags (open(2)): O_RDONLY, O_WRONLY or O_RDWR. */

@@ -29,6 +29,8 @@ interface Libc {
   mlock: (addr: Ptr, len: number) => number;
   ioctlLong: (fd: number, req: number, arg: number) => number;
   ioctlStr: (fd: number, req: number, arg: string) => number;
+  mincore: (addr: Ptr, len: number, vec: Uint8Array) => number;
+  sysconf: (name: number) => number;
 }
 let lib: Libc | null = null;
 
@@ -43,6 +45,8 @@ function libc(): Libc {
       // ioctl is variadic in C; on the Linux x86-64 / arm64 ABIs a fixed third argument is passed identically.
       ioctlLong: l.func('ioctl', 'int', ['int', 'unsigned long', 'long']) as Libc['ioctlLong'],
       ioctlStr: l.func('ioctl', 'int', ['int', 'unsigned long', 'const char *']) as Libc['ioctlStr'],
+      mincore: l.func('int mincore(void *addr, size_t len, void *vec)') as Libc['mincore'],
+      sysconf: l.func('long sysconf(int name)') as Libc['sysconf'],
     };
   }
   return lib;
@@ -120,4 +124,34 @@ export function ioctlString(fd: number, request: number, arg: string): number {
   const r = libc().ioctlStr(fd, request, arg);
   if (r < 0) throw new OsError(`ioctl(0x${request.toString(16)}, "${arg}")`, koffi.errno());
   return r;
+}
+
+const SC_PAGESIZE = 30;
+
+/** The size of a memory page (sysconf(_SC_PAGESIZE)). */
+export function pageSize(): number {
+  return libc().sysconf(SC_PAGESIZE);
+}
+
+/**
+ * How many of the pages of [0, length) of a file are in the page cache: the file is mapped read-only and shared
+ * (nothing is read through the mapping), mincore(2) tells each page's residency, the mapping is dropped. Linux
+ * answers for the page cache only for a file the caller owns or may write; otherwise only for pages this process
+ * mapped. Throws OsError on failure.
+ */
+export function residentPages(fd: number, length: number): { resident: number; pages: number } {
+  if (!Number.isSafeInteger(length) || length <= 0) throw new RangeError(`residentPages: invalid length ${length}`);
+  const l = libc();
+  const p = l.mmap(null, length, PROT_READ, MAP_SHARED, fd, 0n);
+  if (koffi.address(p) === MAP_FAILED) throw new OsError(`mmap(fd ${fd}, ${length} bytes)`, koffi.errno());
+  try {
+    const page = pageSize();
+    const vec = new Uint8Array(Math.ceil(length / page));
+    if (l.mincore(p, length, vec) !== 0) throw new OsError(`mincore(fd ${fd}, ${length} bytes)`, koffi.errno());
+    let resident = 0;
+    for (const b of vec) resident += b & 1;
+    return { resident, pages: vec.length };
+  } finally {
+    l.munmap(p, length);
+  }
 }
