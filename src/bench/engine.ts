@@ -12,11 +12,13 @@ import { NvmOpcode } from '../nvme/opcodes.js';
 import { statusName } from '../nvme/status.js';
 import type { CompletionHandler, QueueContract } from '../queue/contract.js';
 import { threadCpuNs, processCpuNs } from '../util/cputime.js';
-import { LatencyRecorder, newLatencyHistogram } from './latency.js';
+import { DEFAULT_PERCENTILES, directionFigures, latencySummary, type DirectionFigures, type LatencySummary } from './figures.js';
+import { LatencyRecorder, mergeMoments, newLatencyHistogram, type LatencyMoments } from './latency.js';
 import { checkPattern, describeMismatch, fillPattern, type PatternMismatch } from './pattern.js';
 import { isRandom, readPercent, Rng, type RwMode } from './workload.js';
 
 export { newLatencyHistogram } from './latency.js';
+export { latencySummary, type LatencySummary } from './figures.js';
 
 /** The queues the engine drives: the queue contract. */
 export type EngineQueue = QueueContract;
@@ -51,8 +53,12 @@ export interface EngineConfig {
   statusName?: (status: number) => string;
   /** First LBA of the region this engine works on (default 0; threads of one run get disjoint regions). */
   baseLba?: number;
-  /** Return the latency histogram, compressed (for merging the results of several threads). */
+  /** Return the latency histograms and moments per direction (for merging the results of several threads). */
   exportHistogram?: boolean;
+  /** Percentiles to report (default DEFAULT_PERCENTILES, src/bench/figures.ts). */
+  percentiles?: readonly number[];
+  /** Called once the --verify prefill has written its span, before the warm-up (e.g. to drop the page cache). */
+  afterPrefill?: () => void;
 }
 
 export interface EngineProgress {
@@ -65,22 +71,14 @@ export interface EngineProgress {
   errors: number;
 }
 
-export interface LatencySummary {
-  p50: number;
-  p99: number;
-  p999: number;
-  max: number;
-  mean: number;
-}
-
-/** p50, p99, p99.9, max and mean of a nanosecond histogram, in microseconds (ns resolution). */
-export function latencySummary(hist: hdr.Histogram): LatencySummary {
-  const us = (v: number): number => Math.round(v) / 1000;
-  return { p50: us(hist.getValueAtPercentile(50)), p99: us(hist.getValueAtPercentile(99)), p999: us(hist.getValueAtPercentile(99.9)), max: us(hist.maxValue), mean: us(hist.mean) };
+/** What a thread hands the merge for one direction: its latency histogram (ns, compressed base64) and exact moments. */
+export interface LatencyExport {
+  histogram: string;
+  moments: LatencyMoments;
 }
 
 /** The settings of a run that are the same for every thread of it. */
-export type EngineWorkload = Pick<EngineConfig, 'rw' | 'bs' | 'qd' | 'rwmixread' | 'timeSec' | 'ios' | 'warmupSec' | 'verify' | 'verifySpan' | 'seed'>;
+export type EngineWorkload = Pick<EngineConfig, 'rw' | 'bs' | 'qd' | 'rwmixread' | 'timeSec' | 'ios' | 'warmupSec' | 'verify' | 'verifySpan' | 'seed' | 'percentiles'>;
 
 /** EngineConfig for thread `thread` of a run, working on LBAs [baseLba, baseLba + blocks) of namespace `ns`. */
 export function threadConfig(w: EngineWorkload, ns: { nsid: number; blockSize: number }, baseLba: number, blocks: number, thread: number): EngineConfig {
@@ -99,6 +97,7 @@ export function threadConfig(w: EngineWorkload, ns: { nsid: number; blockSize: n
     verify: w.verify,
     verifySpan: w.verifySpan,
     seed: w.seed + thread,
+    ...(w.percentiles !== undefined ? { percentiles: w.percentiles } : {}),
   };
 }
 
@@ -112,7 +111,11 @@ export interface EngineResult {
   elapsedSec: number;
   iops: number;
   bandwidthMiBps: number;
+  /** Latency of every I/O of the run (both directions). */
   latencyUs: LatencySummary;
+  /** Reads and writes apart (as fio's read and write sections; a direction without I/O has zeros). */
+  read: DirectionFigures;
+  write: DirectionFigures;
   verified: number;
   verifyErrors: number;
   firstMismatch: PatternMismatch | null;
@@ -121,8 +124,8 @@ export interface EngineResult {
   /** CPU time of the whole process per I/O (includes an in-process emulated controller), ns. */
   processCpuNsPerIo: number;
   prefilledBlocks: number;
-  /** The latency histogram (ns), compressed base64, when cfg.exportHistogram. */
-  latencyHistogram?: string;
+  /** Per direction, the latency histogram and moments, when cfg.exportHistogram. */
+  latencyExport?: { read: LatencyExport; write: LatencyExport };
 }
 
 const UNKNOWN_GEN = 0xffffffff;
@@ -200,7 +203,8 @@ export async function runEngine(queues: QueueContract[], buffers: EngineBuffer[]
     }
   }
 
-  const lat = new LatencyRecorder();
+  // Lane 0: reads, lane 1: writes (a slot's slotWrite value picks its lane).
+  const lat = new LatencyRecorder(2);
   const rng = new Rng(cfg.seed);
   const nsid = cfg.nsid;
   const verify = cfg.verify;
@@ -352,7 +356,7 @@ export async function runEngine(queues: QueueContract[], buffers: EngineBuffer[]
         P[P_NOW] = now;
         P[P_LAST_DONE] = now;
         C[C_DONE] += nDone;
-        if (recordLatency) lat.recordBatch(P, P_NOW, slotStart, doneTags, nDone);
+        if (recordLatency) lat.recordBatch(P, P_NOW, slotStart, doneTags, nDone, slotWrite);
         idle = 0;
       } else if ((++idle & 63) === 0) {
         now = performance.now();
@@ -399,6 +403,7 @@ export async function runEngine(queues: QueueContract[], buffers: EngineBuffer[]
     await phase('prefill', true, true, units, 0);
     prefilledBlocks = units * nlb;
     if (C[C_ERRORS]! > 0) throw new Error(`prefill for --verify failed: ${C[C_ERRORS]} write errors (${Object.keys(errorsByStatus).join(', ')})`);
+    cfg.afterPrefill?.();
   }
   if (cfg.warmupSec > 0) await phase('warmup', false, false, 0, cfg.warmupSec * 1000);
   // Measured phase.
@@ -416,8 +421,6 @@ export async function runEngine(queues: QueueContract[], buffers: EngineBuffer[]
   const pcpu = processCpuNs() - pcpu0;
   const ios = C[C_DONE]!;
   const writes = C[C_WRITES]!;
-  const hist = newLatencyHistogram();
-  lat.addTo(hist);
   const result: EngineResult = {
     ios,
     reads: ios - writes,
@@ -427,7 +430,7 @@ export async function runEngine(queues: QueueContract[], buffers: EngineBuffer[]
     elapsedSec,
     iops: ios / elapsedSec,
     bandwidthMiBps: (ios * cfg.bs) / elapsedSec / (1024 * 1024),
-    latencyUs: latencySummary(hist),
+    ...latencyFigures(lat, ios - writes, writes, cfg.bs, elapsedSec, cfg.percentiles, cfg.exportHistogram ?? false),
     verified: C[C_VERIFIED]!,
     verifyErrors: C[C_VERIFY_ERRORS]!,
     firstMismatch,
@@ -435,7 +438,40 @@ export async function runEngine(queues: QueueContract[], buffers: EngineBuffer[]
     processCpuNsPerIo: ios > 0 ? pcpu / ios : 0,
     prefilledBlocks,
   };
-  if (cfg.exportHistogram) result.latencyHistogram = hdr.encodeIntoCompressedBase64(hist);
-  hist.destroy();
   return result;
+}
+
+/** The latency part of a result from the recorder's two lanes (0 reads, 1 writes), and their export if asked. */
+function latencyFigures(
+  lat: LatencyRecorder,
+  reads: number,
+  writes: number,
+  bs: number,
+  elapsedSec: number,
+  percentiles: readonly number[] | undefined,
+  exportHistogram: boolean,
+): Pick<EngineResult, 'latencyUs' | 'read' | 'write' | 'latencyExport'> {
+  const hists = [newLatencyHistogram(), newLatencyHistogram()] as const;
+  const all = newLatencyHistogram();
+  try {
+    lat.addTo(hists[0], 0);
+    lat.addTo(hists[1], 1);
+    all.add(hists[0]);
+    all.add(hists[1]);
+    const [mr, mw] = [lat.moments(0), lat.moments(1)];
+    const out: Pick<EngineResult, 'latencyUs' | 'read' | 'write' | 'latencyExport'> = {
+      latencyUs: latencySummary(all, mergeMoments(mr, mw), percentiles),
+      read: directionFigures(reads, bs, elapsedSec, hists[0], mr, percentiles ?? DEFAULT_PERCENTILES),
+      write: directionFigures(writes, bs, elapsedSec, hists[1], mw, percentiles ?? DEFAULT_PERCENTILES),
+    };
+    if (exportHistogram) {
+      out.latencyExport = {
+        read: { histogram: hdr.encodeIntoCompressedBase64(hists[0]), moments: mr },
+        write: { histogram: hdr.encodeIntoCompressedBase64(hists[1]), moments: mw },
+      };
+    }
+    return out;
+  } finally {
+    for (const h of [...hists, all]) h.destroy();
+  }
 }

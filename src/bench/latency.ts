@@ -39,60 +39,151 @@ export function latencyBucketValue(i: number): number {
   return (SUB + (b % SUB)) * 2 ** (e - 10);
 }
 
+/**
+ * Exact figures of a set of latencies (ns), kept per I/O beside the buckets: count, min, max, and the sums of
+ * (v - shift) and (v - shift)^2 where shift is the first value recorded. The shift keeps the squares small, so
+ * the variance (sumSq - sum^2 / count) does not cancel away in doubles when the spread is small against the mean.
+ */
+export interface LatencyMoments {
+  count: number;
+  min: number;
+  max: number;
+  shift: number;
+  sum: number;
+  sumSq: number;
+}
+
+export function emptyMoments(): LatencyMoments {
+  return { count: 0, min: 0, max: 0, shift: 0, sum: 0, sumSq: 0 };
+}
+
+/** a + b, exactly as recording both sets into one recorder gives (b's sums re-expressed around a's shift). */
+export function mergeMoments(a: LatencyMoments, b: LatencyMoments): LatencyMoments {
+  if (a.count === 0) return { ...b };
+  if (b.count === 0) return { ...a };
+  const d = b.shift - a.shift;
+  return {
+    count: a.count + b.count,
+    min: Math.min(a.min, b.min),
+    max: Math.max(a.max, b.max),
+    shift: a.shift,
+    sum: a.sum + b.sum + b.count * d,
+    sumSq: a.sumSq + b.sumSq + 2 * d * b.sum + b.count * d * d,
+  };
+}
+
+/** The exact mean (ns). */
+export function momentsMean(m: LatencyMoments): number {
+  return m.count > 0 ? m.shift + m.sum / m.count : 0;
+}
+
+/** The sample standard deviation (ns; n - 1 in the denominator, as fio reports it; 0 for fewer than 2 values). */
+export function momentsStddev(m: LatencyMoments): number {
+  if (m.count < 2) return 0;
+  const ss = m.sumSq - (m.sum * m.sum) / m.count;
+  return Math.sqrt(Math.max(0, ss) / (m.count - 1));
+}
+
+// Indices of one lane's exact figures in LatencyRecorder's stats array.
+const S_COUNT = 0;
+const S_MIN = 1;
+const S_MAX = 2;
+const S_SHIFT = 3;
+const S_SUM = 4;
+const S_SUMSQ = 5;
+const S_FIELDS = 6;
+
+/**
+ * Records latencies into `lanes` independent sets (the engine: lane 0 reads, lane 1 writes): per lane the flat
+ * bucket counts and the exact moments.
+ */
 export class LatencyRecorder {
-  /** Counts per bucket (doubles: a bucket may see more than 2^32 I/Os in a long run). */
-  readonly counts = new Float64Array(LATENCY_BUCKETS);
-  /** The largest value recorded in the flat array, exactly (the HDR histogram reports the exact maximum). */
-  private max = 0;
-  /** Values of 2^31 ns and more. */
-  private readonly bigValues: number[] = [];
+  /** Counts per bucket, lane after lane (doubles: a bucket may see more than 2^32 I/Os in a long run). */
+  readonly counts: Float64Array;
+  /** Each lane's exact figures (S_* fields): typed, so that updating them boxes nothing. */
+  private readonly stats: Float64Array;
+  /** Values of 2^31 ns and more, per lane (in the moments too). */
+  private readonly bigValues: number[][];
+
+  constructor(readonly lanes = 1) {
+    this.counts = new Float64Array(lanes * LATENCY_BUCKETS);
+    this.stats = new Float64Array(lanes * S_FIELDS);
+    this.bigValues = Array.from({ length: lanes }, () => []);
+  }
 
   /** Record one latency in nanoseconds (rounded to an integer, at least 1, as the HDR histogram was fed). */
-  record(ns: number): void {
-    if (ns < MAX_FLAT) {
-      const v = ns < 1 ? 1 : (ns + 0.5) | 0;
-      if (v > this.max) this.max = v;
-      this.counts[v < LINEAR ? v : latencyBucket(v)]++;
-    } else this.bigValues.push(Math.round(ns));
+  record(ns: number, lane = 0): void {
+    const v = ns < 1 ? 1 : ns < MAX_FLAT ? (ns + 0.5) | 0 : Math.round(ns);
+    if (v < MAX_FLAT) this.counts[lane * LATENCY_BUCKETS + (v < LINEAR ? v : latencyBucket(v))]++;
+    else this.bigValues[lane]!.push(v);
+    this.note(lane * S_FIELDS, v);
+  }
+
+  private note(o: number, v: number): void {
+    const st = this.stats;
+    if (st[o + S_COUNT] === 0) {
+      st[o + S_SHIFT] = v;
+      st[o + S_MIN] = v;
+    } else if (v < st[o + S_MIN]!) st[o + S_MIN] = v;
+    if (v > st[o + S_MAX]!) st[o + S_MAX] = v;
+    const d = v - st[o + S_SHIFT]!;
+    st[o + S_COUNT]++;
+    st[o + S_SUM] += d;
+    st[o + S_SUMSQ] += d * d;
   }
 
   /**
    * Record the latencies of n commands that completed at `clock[at]` (ms, performance.now()): command i started
-   * at `starts[tags[i]]` (ms). One call per batch; the clock comes in an array so that no double is boxed.
+   * at `starts[tags[i]]` (ms), into lane `laneOf[tags[i]]` (lane 0 without laneOf). One call per batch; the clock
+   * comes in an array so that no double is boxed.
    */
-  recordBatch(clock: Float64Array, at: number, starts: Float64Array, tags: Int32Array, n: number): void {
+  recordBatch(clock: Float64Array, at: number, starts: Float64Array, tags: Int32Array, n: number, laneOf?: Uint8Array): void {
     const now = clock[at]!;
     const counts = this.counts;
-    let max = this.max;
     for (let i = 0; i < n; i++) {
-      const ns = (now - starts[tags[i]!]!) * 1e6;
+      const tag = tags[i]!;
+      const ns = (now - starts[tag]!) * 1e6;
+      const lane = laneOf === undefined ? 0 : laneOf[tag]!;
       if (ns < MAX_FLAT) {
         const v = ns < 1 ? 1 : (ns + 0.5) | 0;
-        if (v > max) max = v;
-        counts[v < LINEAR ? v : latencyBucket(v)]++;
-      } else this.bigValues.push(Math.round(ns));
+        counts[lane * LATENCY_BUCKETS + (v < LINEAR ? v : latencyBucket(v))]++;
+        this.note(lane * S_FIELDS, v);
+      } else this.record(ns, lane);
     }
-    this.max = max;
   }
 
   reset(): void {
     this.counts.fill(0);
-    this.bigValues.length = 0;
-    this.max = 0;
+    this.stats.fill(0);
+    for (const b of this.bigValues) b.length = 0;
   }
 
-  /** Add everything recorded so far into an HDR histogram: the same buckets, the same maximum. */
-  addTo(h: hdr.Histogram): void {
+  /** The exact figures of one lane. */
+  moments(lane = 0): LatencyMoments {
+    const st = this.stats;
+    const o = lane * S_FIELDS;
+    return { count: st[o + S_COUNT]!, min: st[o + S_MIN]!, max: st[o + S_MAX]!, shift: st[o + S_SHIFT]!, sum: st[o + S_SUM]!, sumSq: st[o + S_SUMSQ]! };
+  }
+
+  /**
+   * Add what one lane recorded into an HDR histogram: the same buckets, and the exact minimum and maximum (the
+   * other values of the minimum's bucket go in as the minimum, the rest as their bucket's lowest value).
+   */
+  addTo(h: hdr.Histogram, lane = 0): void {
     const c = this.counts;
-    const maxAt = this.max > 0 ? latencyBucket(this.max) : -1;
-    for (let i = 0; i < c.length; i++) {
-      const n = c[i]!;
+    const { count, min, max } = this.moments(lane);
+    const minAt = count > 0 && min < MAX_FLAT ? latencyBucket(min) : -1;
+    const maxAt = count > 0 && max < MAX_FLAT ? latencyBucket(max) : -1;
+    const base = lane * LATENCY_BUCKETS;
+    for (let i = 0; i < LATENCY_BUCKETS; i++) {
+      let n = c[base + i]!;
       if (n === 0) continue;
       if (i === maxAt) {
-        if (n > 1) h.recordValueWithCount(latencyBucketValue(i), n - 1);
-        h.recordValue(this.max);
-      } else h.recordValueWithCount(latencyBucketValue(i), n);
+        h.recordValue(max);
+        n--;
+      }
+      if (n > 0) h.recordValueWithCount(i === minAt ? min : latencyBucketValue(i), n);
     }
-    for (const v of this.bigValues) h.recordValue(v);
+    for (const v of this.bigValues[lane]!) h.recordValue(v);
   }
 }

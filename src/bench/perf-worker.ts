@@ -1,7 +1,7 @@
 /** One thread of a multi-threaded `homi perf`: opens the target itself, waits at the gate, runs, reports. */
 import { parentPort, workerData } from 'node:worker_threads';
 import { openIo } from '../io/open.js';
-import { runPerf, type PerfOptions } from './perf.js';
+import { perfRegion, runPerf, type PerfOptions } from './perf.js';
 
 interface Data {
   opts: PerfOptions;
@@ -15,9 +15,9 @@ const port = parentPort!;
 async function main(): Promise<void> {
   const region = opts.region!;
   if (verifySplit) {
-    // Disjoint regions for --verify: thread i owns blocks [i * span, (i + 1) * span).
+    // Disjoint regions for --verify: thread i owns blocks [i * span, (i + 1) * span) of the run's region.
     const probe = await openIo(opts.uri, { ...(opts.backend ? { backend: opts.backend } : {}), direct: opts.direct ?? false });
-    const blocks = probe.geometry.blocks;
+    const blocks = perfRegion(opts, probe.geometry).blocks;
     await probe.close();
     const span = Math.floor(blocks / region.count);
     region.base = region.index * span;

@@ -3,6 +3,9 @@
  * sets with preallocated buffers, run the engine, tear everything down. With threads > 1, each worker thread
  * opens the target itself and drives its own queue sets; the results are merged (IOPS summed, latency
  * histograms merged).
+ *
+ * File and block-device targets are dropped from the page cache before the run (fio's invalidate=1) unless
+ * `invalidate` is false; a run without O_DIRECT says it is buffered.
  */
 import { Worker } from 'node:worker_threads';
 import * as hdr from 'hdr-histogram-js';
@@ -16,7 +19,10 @@ import { openController } from '../device/controller.js';
 import { provisionQueuePair, type ProvisionedQueuePair } from '../driver/attach.js';
 import type { RawQueueGrant as QueuePairGrant } from '../ipc/raw-grant.js';
 import { prpListPagesNeeded } from '../nvme/prp.js';
-import { latencySummary, newLatencyHistogram, runEngine, threadConfig, type EngineBuffer, type EngineProgress, type EngineResult } from './engine.js';
+import { newLatencyHistogram, runEngine, threadConfig, type EngineBuffer, type EngineProgress, type EngineResult, type LatencyExport } from './engine.js';
+import { DEFAULT_PERCENTILES, directionFigures, latencySummary } from './figures.js';
+import { emptyMoments, mergeMoments, type LatencyMoments } from './latency.js';
+import { homiVersion } from '../util/version.js';
 import type { RwMode } from './workload.js';
 
 export interface PerfOptions {
@@ -40,6 +46,13 @@ export interface PerfOptions {
   hipri?: boolean;
   /** Worker threads, each with its own queue sets (default 1: the calling thread). */
   threads?: number;
+  /** Latency percentiles to report (default 50, 99, 99.9). */
+  percentiles?: number[];
+  /** Drop the target's page cache before the run (file and block-device targets; default true, as fio). */
+  invalidate?: boolean;
+  /** First byte of the region the run uses (default 0), and its length (default: to the end of the target). */
+  offset?: number;
+  size?: number;
   onProgress?: (p: EngineProgress) => void;
   /** Internal (worker threads): the LBA region of this thread, a run barrier, histogram export. */
   region?: { base: number; blocks: number | null; index: number; count: number };
@@ -61,6 +74,45 @@ export interface PerfReport extends EngineResult {
   model: string;
   /** Per-thread results when threads > 1. */
   perThread?: Array<{ iops: number; ios: number; cpuNsPerIo: number; errors: number }>;
+  /** HOMI's version (package.json), when the run ended (unix seconds and ms, as fio; ISO 8601). */
+  version: string;
+  timestamp: number;
+  timestamp_ms: number;
+  time: string;
+  /** Every option of the run, defaults filled in. */
+  options: PerfRunOptions;
+  /** Bytes [offset, offset + size) of the target that the run used. */
+  region: { offset: number; size: number };
+  /** The page cache is in the path (a file or block device without O_DIRECT). */
+  buffered: boolean;
+  /** The target's page cache was dropped before the run (and after the --verify prefill). */
+  invalidated: boolean;
+  /** What a reader of the figures should know ("buffered: page cache in the path", ...). */
+  notes: string[];
+}
+
+/** The options of a run as reported: PerfOptions without callbacks and internals, every default filled in. */
+export type PerfRunOptions = Omit<Required<PerfOptions>, 'onProgress' | 'region' | 'beforeRun' | 'exportHistogram' | 'offset' | 'size'> & { offset: number; size: number | null };
+
+export const BUFFERED_NOTE = 'buffered: page cache in the path';
+
+/**
+ * The region of the target a run uses, in blocks: [offset, offset + size) of PerfOptions (bytes, each a multiple
+ * of the block size), by default the whole target. RangeError when it does not fit.
+ */
+export function perfRegion(o: Pick<PerfOptions, 'uri' | 'offset' | 'size'>, g: { blockSize: number; blocks: number }): { base: number; blocks: number } {
+  const capacity = g.blocks * g.blockSize;
+  const offset = o.offset ?? 0;
+  for (const [name, v] of [
+    ['--offset', offset],
+    ['--size', o.size ?? 0],
+  ] as const) {
+    if (v % g.blockSize !== 0) throw new RangeError(`${name} ${v} is not a multiple of the ${g.blockSize}-byte block size of ${o.uri}`);
+  }
+  if (offset >= capacity) throw new RangeError(`--offset ${offset} is not inside ${o.uri} (${capacity} bytes)`);
+  const size = o.size ?? capacity - offset;
+  if (size <= 0 || offset + size > capacity) throw new RangeError(`--offset ${offset} + --size ${size} run past the end of ${o.uri} (${capacity} bytes)`);
+  return { base: offset / g.blockSize, blocks: size / g.blockSize };
 }
 
 /** Check the backend and its options against the target, without opening anything (for failing before a run). */
@@ -81,11 +133,49 @@ function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipr
 
 export async function runPerf(o: PerfOptions): Promise<PerfReport> {
   const backend = checkPerfOptions(o);
-  if ((o.threads ?? 1) > 1) return backend === 'driver' || backend === 'emu' ? runAttachedThreads(o, backend) : runThreads(o, backend);
-  return runSingle(o, backend);
+  const r = (o.threads ?? 1) > 1 ? await (backend === 'driver' || backend === 'emu' ? runAttachedThreads(o, backend) : runThreads(o, backend)) : await runSingle(o, backend);
+  const now = Date.now();
+  return { ...r, version: homiVersion(), timestamp: Math.floor(now / 1000), timestamp_ms: now, time: new Date(now).toISOString(), options: runOptions(o, backend) };
 }
 
-async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
+function runOptions(o: PerfOptions, backend: BackendName): PerfRunOptions {
+  return {
+    uri: o.uri,
+    rw: o.rw,
+    bs: o.bs,
+    qd: o.qd,
+    nqueues: o.nqueues,
+    threads: o.threads ?? 1,
+    timeSec: o.timeSec,
+    ios: o.ios,
+    warmupSec: o.warmupSec,
+    rwmixread: o.rwmixread,
+    nsid: o.nsid,
+    verify: o.verify,
+    verifySpan: o.verifySpan,
+    seed: o.seed,
+    backend,
+    direct: o.direct ?? false,
+    fixedBuffers: o.fixedBuffers ?? false,
+    hipri: o.hipri ?? false,
+    percentiles: o.percentiles ?? [...DEFAULT_PERCENTILES],
+    invalidate: o.invalidate ?? true,
+    offset: o.offset ?? 0,
+    size: o.size ?? null,
+  };
+}
+
+/** What runSingle reports before runPerf adds the version, the time and the options. */
+type RunReport = Omit<PerfReport, 'version' | 'timestamp' | 'timestamp_ms' | 'time' | 'options'>;
+
+/** Drop the page cache of blocks [base, base + blocks) of a kernel-path device; the notes it gives. */
+function invalidate(dev: IoDevice, base: number, blocks: number): string[] {
+  const bs = dev.geometry.blockSize;
+  const note = dev.invalidateCache?.(base * bs, blocks * bs) ?? null;
+  return note === null ? [] : [note];
+}
+
+async function runSingle(o: PerfOptions, backend: BackendName): Promise<RunReport> {
   const dev: IoDevice = await openIo(o.uri, { backend, ...optsFor(o) });
   const buffers: IoBuffer[] = [];
   const queues: IoQueue[] = [];
@@ -114,8 +204,15 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfRepo
     }
     // Queues after buffers: io_uring registers the buffers that exist when a ring is set up.
     for (let q = 0; q < o.nqueues; q++) queues.push(await dev.createQueue(o.qd));
-    const base = o.region?.base ?? 0;
-    const blocks = o.region?.blocks ?? g.blocks - base;
+    // The user's region (--offset, --size), and this thread's part of it (o.region, relative to it).
+    const user = perfRegion(o, g);
+    const base = user.base + (o.region?.base ?? 0);
+    const blocks = o.region?.blocks ?? user.blocks - (o.region?.base ?? 0);
+    const io: IoDevice = dev;
+    const buffered = io.buffered === true;
+    const canInvalidate = (o.invalidate ?? true) && io.invalidateCache !== undefined;
+    const notes = buffered ? [BUFFERED_NOTE] : [];
+    if (canInvalidate) notes.push(...invalidate(dev, base, blocks));
     await o.beforeRun?.();
     const result = await runEngine(
       queues.map((q) => q.engineQueue),
@@ -125,8 +222,11 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfRepo
         statusName: (s) => dev.statusName(s),
         exportHistogram: o.exportHistogram ?? false,
         ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+        ...(canInvalidate ? { afterPrefill: () => void invalidate(dev, base, blocks) } : {}),
       },
     );
+    if (canInvalidate) notes.push('page cache of the target dropped before the run (--invalidate 0 keeps it)');
+    else if (buffered) notes.push('page cache kept (--invalidate 0): reads may come from memory, not from the device');
     return {
       device: o.uri,
       transport: dev.transport,
@@ -140,6 +240,10 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<PerfRepo
       blockSize: g.blockSize,
       model: dev.model,
       ...result,
+      region: { offset: user.base * g.blockSize, size: user.blocks * g.blockSize },
+      buffered,
+      invalidated: canInvalidate,
+      notes,
     };
   } finally {
     try {
@@ -204,12 +308,12 @@ async function runWorkers<R>(n: number, script: URL, workerDataOf: (i: number) =
 }
 
 /** Worker threads: each opens the target and runs one single-thread perf; a shared word starts them together. */
-async function runThreads(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
+async function runThreads(o: PerfOptions, backend: BackendName): Promise<RunReport> {
   const n = o.threads!;
   const { onProgress, beforeRun: _b, ...plain } = o;
   // --verify: each thread verifies its own disjoint region (perf-worker.ts); otherwise every thread spans the whole target.
   const regionOf = (i: number): PerfOptions['region'] => ({ base: 0, blocks: null, index: i, count: n });
-  const results = await runWorkers<PerfReport>(
+  const results = await runWorkers<RunReport>(
     n,
     new URL('./perf-worker.js', import.meta.url),
     (i) => ({ opts: { ...plain, backend, threads: 1, region: regionOf(i), exportHistogram: true }, verifySplit: o.verify }),
@@ -232,7 +336,7 @@ export interface AttachWorkerData {
  * provisions --nqueues queue pairs per worker thread (src/driver/attach.ts), and each worker attaches its
  * queue pairs and runs the engine over them; then every queue pair is reclaimed and the controller closed.
  */
-async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise<PerfReport> {
+async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise<RunReport> {
   const n = o.threads!;
   const u = parseDeviceUri(o.uri);
   if (u.kind !== 'emu') throw new RangeError(`--threads ${n}: the ${backend} backend needs an emu:// URI for worker threads`);
@@ -267,16 +371,38 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
         fds[i]!.push(p.fds);
       }
     }
-    // --verify: thread i owns blocks [i * span, (i + 1) * span); otherwise every thread spans the namespace.
-    const span = o.verify ? Math.floor(ns.blocks / n) : ns.blocks;
+    // --verify: thread i owns blocks [i * span, (i + 1) * span) of the region; otherwise every thread spans it.
+    const user = perfRegion(o, ns);
+    const span = o.verify ? Math.floor(user.blocks / n) : user.blocks;
     const { onProgress, beforeRun: _b, ...plain } = o;
     const results = await runWorkers<EngineResult>(
       n,
       new URL('./perf-attach-worker.js', import.meta.url),
-      (i): AttachWorkerData => ({ opts: { ...plain, backend, threads: 1 }, grants: grants[i]!, fds: fds[i]!, region: { base: o.verify ? i * span : 0, blocks: span, index: i, count: n } }),
+      (i): AttachWorkerData => ({
+        opts: { ...plain, backend, threads: 1 },
+        grants: grants[i]!,
+        fds: fds[i]!,
+        region: { base: user.base + (o.verify ? i * span : 0), blocks: span, index: i, count: n },
+      }),
       onProgress,
     );
-    const head = { device: o.uri, transport: transport.kind, backend, threads: 1, rw: o.rw, bs: o.bs, qd: o.qd, nqueues: o.nqueues, nsid: o.nsid, blockSize: ns.blockSize, model: ctrl.identity.model };
+    const head = {
+      device: o.uri,
+      transport: transport.kind,
+      backend,
+      threads: 1,
+      rw: o.rw,
+      bs: o.bs,
+      qd: o.qd,
+      nqueues: o.nqueues,
+      nsid: o.nsid,
+      blockSize: ns.blockSize,
+      model: ctrl.identity.model,
+      region: { offset: user.base * ns.blockSize, size: user.blocks * ns.blockSize },
+      buffered: false,
+      invalidated: false,
+      notes: [],
+    };
     return mergeReports(
       results.map((r) => ({ ...head, ...r })),
       o,
@@ -290,32 +416,57 @@ async function runAttachedThreads(o: PerfOptions, backend: BackendName): Promise
   }
 }
 
-export function mergeReports(rs: PerfReport[], o: PerfOptions): PerfReport {
-  const first = rs[0]!;
+/** Merge one direction's histograms and moments from every thread (each thread exported them). */
+function mergeDirection(parts: Array<LatencyExport | undefined>): { hist: hdr.Histogram; moments: LatencyMoments } {
   const hist = newLatencyHistogram();
-  for (const r of rs) {
-    if (r.latencyHistogram) {
-      const h = hdr.decodeFromCompressedBase64(r.latencyHistogram, 64, false);
-      hist.add(h);
-      h.destroy();
-    }
+  let moments = emptyMoments();
+  for (const p of parts) {
+    if (!p) continue;
+    const h = hdr.decodeFromCompressedBase64(p.histogram, 64, false);
+    hist.add(h);
+    h.destroy();
+    moments = mergeMoments(moments, p.moments);
   }
-  const sum = (f: (r: PerfReport) => number): number => rs.reduce((a, r) => a + f(r), 0);
+  return { hist, moments };
+}
+
+export function mergeReports<R extends RunReport>(rs: R[], o: PerfOptions): R {
+  const first = rs[0]!;
+  const sum = (f: (r: R) => number): number => rs.reduce((a, r) => a + f(r), 0);
   const ios = sum((r) => r.ios);
+  const reads = sum((r) => r.reads);
+  const writes = sum((r) => r.writes);
+  const elapsedSec = Math.max(...rs.map((r) => r.elapsedSec));
   const errorsByStatus: Record<string, number> = {};
   for (const r of rs) for (const [k, v] of Object.entries(r.errorsByStatus)) errorsByStatus[k] = (errorsByStatus[k] ?? 0) + v;
-  const merged: PerfReport = {
+  const rd = mergeDirection(rs.map((r) => r.latencyExport?.read));
+  const wr = mergeDirection(rs.map((r) => r.latencyExport?.write));
+  const all = newLatencyHistogram();
+  all.add(rd.hist);
+  all.add(wr.hist);
+  const percentiles = o.percentiles ?? DEFAULT_PERCENTILES;
+  // Rates per direction: each thread's own rate, summed (as the totals: threads ran side by side).
+  const rate = (dir: 'read' | 'write', figures: ReturnType<typeof directionFigures>): ReturnType<typeof directionFigures> => ({
+    ...figures,
+    iops: sum((r) => r[dir].iops),
+    bandwidthMiBps: sum((r) => r[dir].bandwidthMiBps),
+    bw_bytes: sum((r) => r[dir].bw_bytes),
+    bw: sum((r) => r[dir].bw),
+  });
+  const merged: R = {
     ...first,
     threads: rs.length,
     ios,
-    reads: sum((r) => r.reads),
-    writes: sum((r) => r.writes),
+    reads,
+    writes,
     errors: sum((r) => r.errors),
     errorsByStatus,
-    elapsedSec: Math.max(...rs.map((r) => r.elapsedSec)),
+    elapsedSec,
     iops: sum((r) => r.iops),
     bandwidthMiBps: sum((r) => r.bandwidthMiBps),
-    latencyUs: latencySummary(hist),
+    latencyUs: latencySummary(all, mergeMoments(rd.moments, wr.moments), percentiles),
+    read: rate('read', directionFigures(reads, first.bs, elapsedSec, rd.hist, rd.moments, percentiles)),
+    write: rate('write', directionFigures(writes, first.bs, elapsedSec, wr.hist, wr.moments, percentiles)),
     verified: sum((r) => r.verified),
     verifyErrors: sum((r) => r.verifyErrors),
     firstMismatch: rs.find((r) => r.firstMismatch !== null)?.firstMismatch ?? null,
@@ -325,8 +476,7 @@ export function mergeReports(rs: PerfReport[], o: PerfOptions): PerfReport {
     prefilledBlocks: sum((r) => r.prefilledBlocks),
     perThread: rs.map((r) => ({ iops: r.iops, ios: r.ios, cpuNsPerIo: r.cpuNsPerIo, errors: r.errors })),
   };
-  delete merged.latencyHistogram;
-  hist.destroy();
-  void o;
+  delete merged.latencyExport;
+  for (const h of [rd.hist, wr.hist, all]) h.destroy();
   return merged;
 }

@@ -250,7 +250,7 @@ test('sweep HTML report is self-contained: inline SVG charts and a table of all 
     qd,
     iops,
     bandwidthMiBps: iops / 256,
-    latencyUs: { p50: 1, p99: 2, p999: 3, max: 4, mean: 1 },
+    latencyUs: { min: 0.5, p50: 1, p99: 2, p999: 3, max: 4, mean: 1, stddev: 0.5, percentiles: { p50: 1, p99: 2, 'p99.9': 3 } },
     cpuNsPerIo: 100,
     processCpuNsPerIo: 120,
     errors: 0,
