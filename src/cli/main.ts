@@ -7,6 +7,7 @@ import { reportAndExit, EXIT_USAGE, UsageError } from './errors.js';
 import { extentsCommand } from '../extents/cli.js';
 import { daemonCommand } from './daemon.js';
 import { statusCommand } from './status.js';
+import { addFioAliases } from './fio-options.js';
 
 const program = new Command();
 program
@@ -30,8 +31,7 @@ program
 
 const BACKEND_HELP = 'posix|io_uring|io_uring_cmd|driver (default: driver for emu:/pci:, io_uring for files and block devices, io_uring_cmd for /dev/ngXnY)';
 function perfCommonOptions(c: Command): Command {
-  return c
-    .addOption(new Option('--rw <mode>', 'randread|randwrite|read|write|randrw|rw').default('randread'))
+  c.addOption(new Option('--rw <mode>', 'randread|randwrite|read|write|randrw|rw').default('randread'))
     .option('--nqueues <n>', 'queue sets (I/O queue pairs, rings) driven by each thread (gpu sweep: a comma-separated list)', '1')
     .option('--threads <n>', 'worker threads, each with its own queue sets (results merged)', '1')
     .option('--time <seconds>', 'run for this long (default 5 s unless --ios is given)')
@@ -46,6 +46,10 @@ function perfCommonOptions(c: Command): Command {
     .option('--verify-span <bytes>', 'bytes of the namespace used (and prefilled) by --verify', '64MiB')
     .option('--seed <n>', 'random seed', '1')
     .option('--json', 'print one JSON object', false)
+    .option('--percentiles <list>', 'latency percentiles to report, e.g. 50,90,99,99.9,99.99 (default 50,99,99.9)')
+    .option('--invalidate <0|1>', 'files and block devices: drop their page cache before the run (1, as fio) or keep it (0)', '1')
+    .option('--size <bytes>', 'bytes of the target the run uses (default: to its end)')
+    .option('--offset <bytes>', 'first byte of the region the run uses', '0')
     .addOption(new Option('--initiator <who>', 'who builds and submits the commands: cpu, or gpu (CUDA kernels ring the doorbells)').choices(['cpu', 'gpu']).default('cpu'))
     .addOption(new Option('--mode <shape>', 'gpu: submission shape: block (a thread block per queue, a slot per thread) or ticket (per-thread tickets)').choices(['block', 'ticket']).default('block'))
     .addOption(new Option('--placement <where>', 'gpu: payloads in host memory (read in place) or device memory (emulated P2P on emu://)').choices(['host', 'device']).default('host'))
@@ -53,6 +57,7 @@ function perfCommonOptions(c: Command): Command {
     .option('--entries <n>', 'gpu: SQ/CQ entries per queue (a power of two above --qd)')
     .option('--block-threads <n>', 'gpu ticket mode: threads per block (default min(qd, 256))')
     .option('--gpu-timeout-ms <ms>', 'gpu: deadline of one wait in the kernels', '2000');
+  return addFioAliases(c);
 }
 
 const perf = program

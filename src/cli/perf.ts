@@ -1,5 +1,6 @@
 /** `homi perf <uri> ...`: the synthetic benchmark through the driver core. */
 import { checkPerfOptions, runPerf, type PerfOptions, type PerfReport } from '../bench/perf.js';
+import { parsePercentiles, type LatencySummary } from '../bench/figures.js';
 import { BACKENDS, type BackendName } from '../io/types.js';
 import { RW_MODES, type RwMode } from '../bench/workload.js';
 import type { EngineProgress } from '../bench/engine.js';
@@ -26,6 +27,10 @@ export interface PerfCliOptions {
   fixedBuffers?: boolean;
   hipri?: boolean;
   threads?: string;
+  percentiles?: string;
+  invalidate?: string;
+  size?: string;
+  offset?: string;
 }
 
 const MAX_QD = 65535;
@@ -35,16 +40,35 @@ function usage<T>(name: string, f: () => T): T {
   try {
     return f();
   } catch (e) {
-    throw new UsageError(`${name}: ${(e as Error).message.replace(/^[^:]*: /, '')}`);
+    // Drop the option's own name where the parser put it first ("--qd: ..."); keep messages that start otherwise.
+    throw new UsageError(`${name}: ${(e as Error).message.replace(/^--[\w-]+: /, '')}`);
   }
 }
 
+/** Seconds per unit of a duration (fio's: seconds by default, ms, s, m, h). */
+const TIME_UNITS: Record<string, number> = { '': 1, ms: 1e-3, s: 1, m: 60, h: 3600 };
+
 function parseSeconds(name: string, text: string, allowZero: boolean): number {
-  const v = Number(text);
-  if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(v) || (!allowZero && v <= 0)) {
-    throw new UsageError(`${name}: '${text}' is not a ${allowZero ? 'non-negative' : 'positive'} number of seconds`);
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
+  const v = m ? Number(m[1]) * TIME_UNITS[m[2] ?? '']! : NaN;
+  if (!Number.isFinite(v) || (!allowZero && v <= 0)) {
+    throw new UsageError(`${name}: '${text}' is not a ${allowZero ? 'non-negative' : 'positive'} number of seconds (units: ms, s, m, h)`);
   }
   return v;
+}
+
+/** --size: bytes of the target the run uses (fio's size), more than 0. */
+function parseRegionSize(text: string): number {
+  const v = usage('--size', () => parseSize(text));
+  if (v === 0) throw new UsageError(`--size: '${text}' must be more than 0 bytes`);
+  return v;
+}
+
+/** fio's --invalidate: 1 (default) drops the target's page cache before the run, 0 keeps it. */
+function parseInvalidate(text: string | undefined): boolean {
+  if (text === undefined || text === '1') return true;
+  if (text === '0') return false;
+  throw new UsageError(`--invalidate: '${text}' must be 0 or 1`);
 }
 
 export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
@@ -79,6 +103,10 @@ export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
     fixedBuffers: o.fixedBuffers === true,
     hipri: o.hipri === true,
     threads,
+    ...(o.percentiles !== undefined ? { percentiles: usage('--percentiles', () => parsePercentiles(o.percentiles!)) } : {}),
+    invalidate: parseInvalidate(o.invalidate),
+    ...(o.offset !== undefined ? { offset: usage('--offset', () => parseSize(o.offset!)) } : {}),
+    ...(o.size !== undefined ? { size: parseRegionSize(o.size) } : {}),
   };
 }
 
@@ -97,31 +125,31 @@ function fmtNum(v: number): string {
   return v.toFixed(0);
 }
 
+const us = (v: number): string => v.toFixed(1);
+
 export function formatPerf(r: PerfReport): string {
   const title = `${r.rw} ${formatSize(r.bs)} qd ${r.qd} x ${r.nqueues} queue${r.nqueues > 1 ? 's' : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}, ${r.device} (${r.model}, ${r.blockSize}-byte blocks)`;
   const path = r.backend === 'driver' || r.backend === 'emu' ? `driver core -> ${r.transport}` : `${r.backend}: ${r.transport}`;
-  const table = renderTable(
-    ['path', 'IOPS', 'MiB/s', 'p50 us', 'p99 us', 'p99.9 us', 'max us', 'thread ns/IO', 'process ns/IO', 'errors'],
-    [
-      [
-        path,
-        fmtNum(r.iops),
-        r.bandwidthMiBps.toFixed(1),
-        r.latencyUs.p50.toFixed(1),
-        r.latencyUs.p99.toFixed(1),
-        r.latencyUs.p999.toFixed(1),
-        r.latencyUs.max.toFixed(1),
-        r.cpuNsPerIo.toFixed(0),
-        r.processCpuNsPerIo.toFixed(0),
-        String(r.errors),
-      ],
-    ],
-  );
+  const pcts = Object.keys(r.latencyUs.percentiles);
+  const latency = (l: LatencySummary): string[] => [us(l.min), ...pcts.map((k) => us(l.percentiles[k]!)), us(l.max), us(l.mean), us(l.stddev)];
+  const cpu = [r.cpuNsPerIo.toFixed(0), r.processCpuNsPerIo.toFixed(0), String(r.errors)];
+  // A mixed run has a row per direction (as fio's read and write sections) and one for all I/O.
+  const mixed = r.reads > 0 && r.writes > 0;
+  const rows = mixed
+    ? [
+        [path, 'read', fmtNum(r.read.iops), r.read.bandwidthMiBps.toFixed(1), ...latency(r.read.latencyUs), '', '', ''],
+        ['', 'write', fmtNum(r.write.iops), r.write.bandwidthMiBps.toFixed(1), ...latency(r.write.latencyUs), '', '', ''],
+        ['', 'all', fmtNum(r.iops), r.bandwidthMiBps.toFixed(1), ...latency(r.latencyUs), ...cpu],
+      ]
+    : [[path, r.writes > 0 ? 'write' : 'read', fmtNum(r.iops), r.bandwidthMiBps.toFixed(1), ...latency(r.latencyUs), ...cpu]];
+  const table = renderTable(['path', 'I/O', 'IOPS', 'MiB/s', 'min us', ...pcts.map((k) => `${k} us`), 'max us', 'mean us', 'stddev us', 'thread ns/IO', 'process ns/IO', 'errors'], rows);
   const lines = [title, '', table, '', `${r.ios} I/Os (${r.reads} reads, ${r.writes} writes) in ${r.elapsedSec.toFixed(2)} s`];
   if (r.prefilledBlocks > 0 || r.verified > 0) lines.push(`verify: ${r.verified} blocks checked, ${r.verifyErrors} mismatches (${r.prefilledBlocks} blocks prefilled)`);
   if (r.firstMismatch) lines.push(`first mismatch: ${JSON.stringify(r.firstMismatch)}`);
   for (const [k, v] of Object.entries(r.errorsByStatus)) lines.push(`errors: ${v} x ${k}`);
   if (r.perThread) r.perThread.forEach((t, i) => lines.push(`thread ${i}: ${fmtNum(t.iops)} IOPS, ${t.cpuNsPerIo.toFixed(0)} ns/IO, ${t.errors} errors`));
+  if (r.options.offset > 0 || r.options.size !== null) lines.push(`region: bytes ${r.region.offset}..${r.region.offset + r.region.size - 1} of the target (${formatSize(r.region.size)})`);
+  for (const n of r.notes) lines.push(n);
   lines.push('thread ns/IO = CPU time (user + kernel) of the submitting thread(s) per I/O; process ns/IO adds every other thread (the embedded controller, kernel workers do not count).');
   return lines.join('\n');
 }
