@@ -157,7 +157,7 @@ test('perf --threads merges per-thread results; --verify gives each thread its o
       assert.ok(r.verified > 0);
       assert.ok(Math.abs(r.iops - r.perThread!.reduce((a, t) => a + t.iops, 0)) < 1e-6);
       assert.ok(r.latencyUs.p50 > 0 && r.latencyUs.max >= r.latencyUs.p99);
-      assert.equal('latencyHistogram' in r, false);
+      assert.equal('latencyExport' in r, false);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
