@@ -9,6 +9,10 @@
  * octave above the first): values 0..2047 ns have one bucket each; above, the octave [2^e, 2^(e+1)) for
  * e = 11..30 has 1024 buckets of width 2^(e-10). Values of 2^31 ns (2.1 s) and more go to the HDR histogram
  * directly (rare: only a command that takes seconds).
+ *
+ * Beside the buckets the recorder keeps each lane's exact moments (count, min, max, shifted sums and sums of
+ * squares, LatencyMoments): the reports' min, max, mean and stddev come from them, not from bucket values, and
+ * the percentiles are clamped to the exact [min, max] (src/bench/figures.ts). Lanes keep reads and writes apart.
  */
 import * as hdr from 'hdr-histogram-js';
 
@@ -134,21 +138,81 @@ export class LatencyRecorder {
 
   /**
    * Record the latencies of n commands that completed at `clock[at]` (ms, performance.now()): command i started
-   * at `starts[tags[i]]` (ms), into lane `laneOf[tags[i]]` (lane 0 without laneOf). One call per batch; the clock
-   * comes in an array so that no double is boxed.
+   * at `starts[tags[i]]` (ms), into lane `laneOf[tags[i]]` (0 or 1; lane 0 without laneOf). One call per batch;
+   * the clock comes in an array so that no double is boxed. The moments of the batch are summed in locals (two
+   * lanes at most here) and added to the lanes' stats once.
    */
   recordBatch(clock: Float64Array, at: number, starts: Float64Array, tags: Int32Array, n: number, laneOf?: Uint8Array): void {
+    if (n === 0) return;
     const now = clock[at]!;
     const counts = this.counts;
+    const st = this.stats;
+    const two = this.lanes > 1;
+    const L1 = S_FIELDS;
+    // A lane without values yet takes the batch's first latency as its shift (any value near the mean does).
+    const first = Math.max(1, Math.round((now - starts[tags[0]!]!) * 1e6));
+    if (st[S_COUNT] === 0) st[S_SHIFT] = first;
+    if (two && st[L1 + S_COUNT] === 0) st[L1 + S_SHIFT] = first;
+    const k0 = st[S_SHIFT]!;
+    const k1 = two ? st[L1 + S_SHIFT]! : 0;
+    let c0 = 0;
+    let s0 = 0;
+    let q0 = 0;
+    let lo0 = st[S_COUNT] === 0 ? Infinity : st[S_MIN]!;
+    let hi0 = st[S_MAX]!;
+    let c1 = 0;
+    let s1 = 0;
+    let q1 = 0;
+    let lo1 = !two || st[L1 + S_COUNT] === 0 ? Infinity : st[L1 + S_MIN]!;
+    let hi1 = two ? st[L1 + S_MAX]! : 0;
+    let big = 0;
     for (let i = 0; i < n; i++) {
       const tag = tags[i]!;
       const ns = (now - starts[tag]!) * 1e6;
+      // Values of 2^31 ns and more: a second pass below (keeps v an integer here).
+      if (ns >= MAX_FLAT) {
+        big++;
+        continue;
+      }
       const lane = laneOf === undefined ? 0 : laneOf[tag]!;
-      if (ns < MAX_FLAT) {
-        const v = ns < 1 ? 1 : (ns + 0.5) | 0;
-        counts[lane * LATENCY_BUCKETS + (v < LINEAR ? v : latencyBucket(v))]++;
-        this.note(lane * S_FIELDS, v);
-      } else this.record(ns, lane);
+      const v = ns < 1 ? 1 : (ns + 0.5) | 0;
+      counts[lane * LATENCY_BUCKETS + (v < LINEAR ? v : latencyBucket(v))]++;
+      if (lane === 0) {
+        const d = v - k0;
+        c0++;
+        s0 += d;
+        q0 += d * d;
+        if (v < lo0) lo0 = v;
+        if (v > hi0) hi0 = v;
+      } else {
+        const d = v - k1;
+        c1++;
+        s1 += d;
+        q1 += d * d;
+        if (v < lo1) lo1 = v;
+        if (v > hi1) hi1 = v;
+      }
+    }
+    if (c0 > 0) {
+      st[S_COUNT] += c0;
+      st[S_SUM] += s0;
+      st[S_SUMSQ] += q0;
+      st[S_MIN] = lo0;
+      st[S_MAX] = hi0;
+    }
+    if (c1 > 0) {
+      st[L1 + S_COUNT] += c1;
+      st[L1 + S_SUM] += s1;
+      st[L1 + S_SUMSQ] += q1;
+      st[L1 + S_MIN] = lo1;
+      st[L1 + S_MAX] = hi1;
+    }
+    if (big > 0) {
+      for (let i = 0; i < n; i++) {
+        const tag = tags[i]!;
+        const ns = (now - starts[tag]!) * 1e6;
+        if (ns >= MAX_FLAT) this.record(ns, laneOf === undefined ? 0 : laneOf[tag]!);
+      }
     }
   }
 

@@ -97,6 +97,43 @@ test('moments merge exactly: two recorders merged equal one recorder that saw ev
   assert.deepEqual(mergeMoments(emptyMoments(), o), o);
 });
 
+test('recordBatch over two lanes (reads, writes) gives what recording value by value gives, big values included', () => {
+  const rng = new Rng(9);
+  const batch = new LatencyRecorder(2);
+  const single = [new LatencyRecorder(), new LatencyRecorder()];
+  const slots = 64;
+  const starts = new Float64Array(slots);
+  const laneOf = new Uint8Array(slots);
+  const tags = new Int32Array(slots);
+  const clock = new Float64Array([5000]);
+  for (let round = 0; round < 2000; round++) {
+    const n = 1 + (rng.next() % slots);
+    for (let i = 0; i < n; i++) {
+      tags[i] = i;
+      laneOf[i] = rng.next() % 3 === 0 ? 1 : 0;
+      // ms before the clock: mostly 1..200 us, now and then above 2^31 ns
+      starts[i] = clock[0]! - (round % 500 === 7 && i === 0 ? 2300 : (1 + (rng.next() % 200_000)) / 1e6);
+    }
+    batch.recordBatch(clock, 0, starts, tags, n, laneOf);
+    for (let i = 0; i < n; i++) single[laneOf[i]!]!.record((clock[0]! - starts[i]!) * 1e6);
+  }
+  for (const lane of [0, 1]) {
+    const a = batch.moments(lane);
+    const b = single[lane]!.moments();
+    assert.equal(a.count, b.count);
+    assert.equal(a.min, b.min);
+    assert.equal(a.max, b.max);
+    assert.ok(a.max > 2 ** 31, 'a big value was seen');
+    assert.ok(Math.abs(momentsMean(a) - momentsMean(b)) < 1e-6, `lane ${lane} mean`);
+    assert.ok(Math.abs(momentsStddev(a) - momentsStddev(b)) / momentsStddev(b) < 1e-9, `lane ${lane} stddev`);
+    const ha = newLatencyHistogram();
+    const hb = newLatencyHistogram();
+    batch.addTo(ha, lane);
+    single[lane]!.addTo(hb);
+    for (const p of [50, 99, 99.9]) assert.equal(ha.getValueAtPercentile(p), hb.getValueAtPercentile(p));
+  }
+});
+
 test('percentile lists: commas or colons (fio), sorted, each in (0, 100], at most 20', () => {
   assert.deepEqual(parsePercentiles('99.9,50,90'), [50, 90, 99.9]);
   assert.deepEqual(parsePercentiles('99.5:99.9:99.99'), [99.5, 99.9, 99.99]);
