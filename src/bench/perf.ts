@@ -5,7 +5,8 @@
  * histograms merged).
  *
  * File and block-device targets are dropped from the page cache before the run (fio's invalidate=1) unless
- * `invalidate` is false; a run without O_DIRECT says it is buffered.
+ * `invalidate` is false, and told the access pattern (fio's fadvise_hint: POSIX_FADV_RANDOM for random workloads,
+ * which turns readahead off) unless `fadviseHint` is false; a run without O_DIRECT says it is buffered.
  */
 import { Worker } from 'node:worker_threads';
 import * as hdr from 'hdr-histogram-js';
@@ -23,7 +24,7 @@ import { newLatencyHistogram, runEngine, threadConfig, type EngineBuffer, type E
 import { DEFAULT_PERCENTILES, directionFigures, latencySummary } from './figures.js';
 import { emptyMoments, mergeMoments, type LatencyMoments } from './latency.js';
 import { homiVersion } from '../util/version.js';
-import type { RwMode } from './workload.js';
+import { isRandom, type RwMode } from './workload.js';
 
 export interface PerfOptions {
   uri: string;
@@ -50,6 +51,8 @@ export interface PerfOptions {
   percentiles?: number[];
   /** Drop the target's page cache before the run (file and block-device targets; default true, as fio). */
   invalidate?: boolean;
+  /** posix_fadvise the access pattern on file and block-device targets (default true, as fio's fadvise_hint). */
+  fadviseHint?: boolean;
   /** First byte of the region the run uses (default 0), and its length (default: to the end of the target). */
   offset?: number;
   size?: number;
@@ -160,6 +163,7 @@ function runOptions(o: PerfOptions, backend: BackendName): PerfRunOptions {
     hipri: o.hipri ?? false,
     percentiles: o.percentiles ?? [...DEFAULT_PERCENTILES],
     invalidate: o.invalidate ?? true,
+    fadviseHint: o.fadviseHint ?? true,
     offset: o.offset ?? 0,
     size: o.size ?? null,
   };
@@ -213,6 +217,11 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<RunRepor
     const canInvalidate = (o.invalidate ?? true) && io.invalidateCache !== undefined;
     const notes = buffered ? [BUFFERED_NOTE] : [];
     if (canInvalidate) notes.push(...invalidate(dev, base, blocks));
+    if ((o.fadviseHint ?? true) && io.adviseAccess !== undefined) {
+      const pattern = isRandom(o.rw) ? 'random' : 'sequential';
+      io.adviseAccess(pattern);
+      if (buffered) notes.push(`access pattern told to the kernel: POSIX_FADV_${pattern.toUpperCase()}${pattern === 'random' ? ', no readahead' : ''} (--fadvise_hint 0: the kernel's default)`);
+    }
     await o.beforeRun?.();
     const result = await runEngine(
       queues.map((q) => q.engineQueue),

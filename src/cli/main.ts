@@ -48,6 +48,7 @@ function perfCommonOptions(c: Command): Command {
     .option('--json', 'print one JSON object', false)
     .option('--percentiles <list>', 'latency percentiles to report, e.g. 50,90,99,99.9,99.99 (default 50,99,99.9)')
     .option('--invalidate <0|1>', 'files and block devices: drop their page cache before the run (1, as fio) or keep it (0)', '1')
+    .option('--fadvise_hint <0|1>', 'files and block devices: posix_fadvise the access pattern (1, as fio: RANDOM, no readahead, for random I/O) or not (0)', '1')
     .option('--size <bytes>', 'bytes of the target the run uses (default: to its end)')
     .option('--offset <bytes>', 'first byte of the region the run uses', '0')
     .addOption(new Option('--initiator <who>', 'who builds and submits the commands: cpu, or gpu (CUDA kernels ring the doorbells)').choices(['cpu', 'gpu']).default('cpu'))

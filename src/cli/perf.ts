@@ -29,6 +29,7 @@ export interface PerfCliOptions {
   threads?: string;
   percentiles?: string;
   invalidate?: string;
+  fadvise_hint?: string;
   size?: string;
   offset?: string;
 }
@@ -64,11 +65,11 @@ function parseRegionSize(text: string): number {
   return v;
 }
 
-/** fio's --invalidate: 1 (default) drops the target's page cache before the run, 0 keeps it. */
-function parseInvalidate(text: string | undefined): boolean {
+/** fio's 0|1 switches (--invalidate, --fadvise_hint), on by default. */
+function parseSwitch(name: string, text: string | undefined): boolean {
   if (text === undefined || text === '1') return true;
   if (text === '0') return false;
-  throw new UsageError(`--invalidate: '${text}' must be 0 or 1`);
+  throw new UsageError(`${name}: '${text}' must be 0 or 1`);
 }
 
 export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
@@ -104,7 +105,8 @@ export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
     hipri: o.hipri === true,
     threads,
     ...(o.percentiles !== undefined ? { percentiles: usage('--percentiles', () => parsePercentiles(o.percentiles!)) } : {}),
-    invalidate: parseInvalidate(o.invalidate),
+    invalidate: parseSwitch('--invalidate', o.invalidate),
+    fadviseHint: parseSwitch('--fadvise_hint', o.fadvise_hint),
     ...(o.offset !== undefined ? { offset: usage('--offset', () => parseSize(o.offset!)) } : {}),
     ...(o.size !== undefined ? { size: parseRegionSize(o.size) } : {}),
   };

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import { statusName } from '../nvme/status.js';
 import { errnoName } from '../sys/libc.js';
-import { dropPageCache } from '../sys/fileio.js';
+import { dropPageCache, fadviseRange, POSIX_FADV_RANDOM, POSIX_FADV_SEQUENTIAL } from '../sys/fileio.js';
 import { HostBufferPool, PromiseIoDevice } from './common.js';
 import type { KernelTarget } from './target.js';
 import type { BackendName, IoBuffer, IoDevice, IoFeatures, IoGeometry, IoQueue } from './types.js';
@@ -45,6 +45,13 @@ export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
     if (r < 0) throw new Error(`${this.target.path}: cannot drop the page cache (fdatasync, posix_fadvise DONTNEED): ${errnoName(-r)}`);
     if (this.target.type === 'file' && fs.statfsSync(this.target.path).type === TMPFS_MAGIC) return 'tmpfs: the page cache is the file itself; it cannot be invalidated';
     return null;
+  }
+
+  /** posix_fadvise on the whole file, as fio's fadvise_hint (RANDOM turns readahead off for this descriptor). */
+  adviseAccess(pattern: 'random' | 'sequential'): void {
+    this.checkOpen();
+    const r = fadviseRange(this.target.fd, 0, 0, pattern === 'random' ? POSIX_FADV_RANDOM : POSIX_FADV_SEQUENTIAL);
+    if (r < 0) throw new Error(`${this.target.path}: posix_fadvise ${pattern.toUpperCase()}: ${errnoName(-r)}`);
   }
 
   get model(): string {

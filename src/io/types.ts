@@ -130,6 +130,8 @@ export interface IoDevice {
    * (fdatasync + POSIX_FADV_DONTNEED, as fio's invalidate). Returns a note when the cache cannot be dropped (tmpfs).
    */
   invalidateCache?(offset: number, length: number): string | null;
+  /** The kernel paths: tell the kernel the access pattern of this open file (readahead off for random). */
+  adviseAccess?(pattern: 'random' | 'sequential'): void;
   read(lba: number, nlb: number, buf: IoBuffer): Promise<void>;
   write(lba: number, nlb: number, buf: IoBuffer): Promise<void>;
   flush(): Promise<void>;

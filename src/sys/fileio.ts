@@ -68,6 +68,12 @@ export function fallocateRange(fd: number, mode: number, off: number, len: numbe
 export function fdatasyncFd(fd: number): number {
   return fileLib().fdatasync(fd) < 0 ? -koffi.errno() : 0;
 }
+/** posix_fadvise advice: no particular pattern (the kernel's default readahead). */
+export const POSIX_FADV_NORMAL = 0;
+/** posix_fadvise advice: random access (no readahead on this open file). */
+export const POSIX_FADV_RANDOM = 1;
+/** posix_fadvise advice: sequential access (a larger readahead window on this open file). */
+export const POSIX_FADV_SEQUENTIAL = 2;
 /** posix_fadvise advice: the range will not be needed soon (clean pages of it leave the page cache). */
 export const POSIX_FADV_DONTNEED = 4;
 

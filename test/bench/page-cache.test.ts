@@ -90,6 +90,34 @@ test('an O_DIRECT file run is not labelled buffered, and is invalidated too; the
   }
 });
 
+test("random runs tell the kernel (fio's fadvise_hint): after invalidation, n random 4 KiB reads leave at most n pages cached", { skip: onTmpfs ? 'tmpfs' : false }, async () => {
+  const d = mkdtempSync(join(tmpdir(), 'homi-pagecache-'));
+  try {
+    const path = join(d, 'random.img');
+    writeFileSync(path, Buffer.alloc(SIZE, 2));
+    const reads = 100;
+    for (const backend of ['posix', 'io_uring'] as const) {
+      const r = await runPerf(opts(path, { backend, qd: 1, ios: reads }));
+      const after = resident(path);
+      assert.ok(after.resident > 0 && after.resident <= reads, `${backend}: ${after.resident} pages cached after ${reads} random reads (readahead?)`);
+      assert.ok(
+        r.notes.some((n) => /POSIX_FADV_RANDOM, no readahead/.test(n)),
+        JSON.stringify(r.notes),
+      );
+      const off = await runPerf(opts(path, { backend, qd: 1, ios: reads, fadviseHint: false }));
+      assert.equal(off.options.fadviseHint, false);
+      assert.ok(!off.notes.some((n) => /POSIX_FADV/.test(n)));
+    }
+    const seq = await runPerf(opts(path, { backend: 'posix', rw: 'read' }));
+    assert.ok(
+      seq.notes.some((n) => /POSIX_FADV_SEQUENTIAL/.test(n)),
+      JSON.stringify(seq.notes),
+    );
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
 test('emu:// runs are neither buffered nor invalidated', async () => {
   const r = await runPerf(opts('emu://?size=16MiB&null=1', {}));
   assert.equal(r.buffered, false);

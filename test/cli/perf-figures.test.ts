@@ -139,6 +139,7 @@ test('perf --json carries the version, a timestamp, the device and every option 
     hipri: false,
     percentiles: [50, 99, 99.9],
     invalidate: true,
+    fadviseHint: true,
     offset: 0,
     size: null,
   });
@@ -191,6 +192,7 @@ test('bad figures options: one line naming the bad part, exit status 2', () => {
     [['perf', uri, '--percentiles', '0'], /--percentiles: '0' is not a percentile in \(0, 100\]/],
     [['perf', uri, '--percentile_list', '99:101'], /--percentiles: '101' is not a percentile/],
     [['perf', uri, '--invalidate', '2'], /--invalidate: '2' must be 0 or 1/],
+    [['perf', uri, '--fadvise_hint', 'yes'], /--fadvise_hint: 'yes' must be 0 or 1/],
     [['perf', uri, '--size', '0'], /--size: '0' must be more than 0 bytes/],
     [['perf', uri, '--offset', 'far'], /--offset: 'far' is not a byte size/],
     [['perf', uri, '--runtime', '5x'], /--time: '5x' is not a positive number of seconds/],
