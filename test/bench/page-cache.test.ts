@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runPerf, BUFFERED_NOTE, type PerfOptions } from '../../src/bench/perf.js';
@@ -114,6 +115,45 @@ test("random runs tell the kernel (fio's fadvise_hint): after invalidation, n ra
       JSON.stringify(seq.notes),
     );
   } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+/** A loop device over `file` (root and losetup needed), or the reason there is none. */
+function loopDevice(file: string): { dev: string } | { skip: string } {
+  if (process.getuid?.() !== 0) return { skip: 'needs root for a loop device' };
+  const r = spawnSync('losetup', ['-f', '--show', file], { encoding: 'utf8' });
+  if (r.status !== 0) return { skip: `no loop device: ${(r.stderr || String(r.error)).trim()}` };
+  return { dev: r.stdout.trim() };
+}
+
+test('a block device is dropped from the page cache too (a loop device; its cache lives while a descriptor holds it open)', async (t) => {
+  const d = mkdtempSync(join(tmpdir(), 'homi-pagecache-'));
+  const file = join(d, 'backing.img');
+  writeFileSync(file, Buffer.alloc(SIZE, 4));
+  const loop = loopDevice(file);
+  try {
+    if ('skip' in loop) {
+      t.skip(loop.skip);
+      return;
+    }
+    // The kernel drops a block device's page cache when its last descriptor closes: hold one for the whole test.
+    const hold = openSync(loop.dev, 'r');
+    try {
+      for (const invalidate of [true, false]) {
+        readSync(hold, Buffer.alloc(SIZE), 0, SIZE, 0);
+        assert.equal(residentPages(hold, SIZE).resident, SIZE / 4096, 'warm');
+        let atStart = -1;
+        const r = await runPerf(opts(loop.dev, { invalidate, beforeRun: () => void (atStart = residentPages(hold, SIZE).resident) }));
+        assert.match(r.model, /^block device /);
+        assert.equal(atStart, invalidate ? 0 : SIZE / 4096, `invalidate ${invalidate}`);
+        assert.ok(r.notes.includes(BUFFERED_NOTE));
+      }
+    } finally {
+      closeSync(hold);
+    }
+  } finally {
+    if ('dev' in loop) spawnSync('losetup', ['-d', loop.dev]);
     rmSync(d, { recursive: true, force: true });
   }
 });
