@@ -81,13 +81,15 @@ export function decodeResult(
   const hist: number[] = [];
   for (let i = 0; i < LAT_BUCKETS; i++) hist.push(dv.getUint32(f.hist.offset + 4 * i, true));
   const total = hist.reduce((a, c) => a + c, 0);
+  const maxCycles = u64(f.lat_max.offset);
   const pct = (p: number): number => {
     if (total === 0) return 0;
     const want = Math.ceil(total * p);
     let seen = 0;
     for (let i = 0; i < LAT_BUCKETS; i++) {
       seen += hist[i]!;
-      if (seen >= want) return cyclesToUs(latBucketCycles(i));
+      // A bucket's midpoint can lie above the exact maximum the kernels kept: never report past it.
+      if (seen >= want) return cyclesToUs(Math.min(latBucketCycles(i), maxCycles));
     }
     return 0;
   };
@@ -99,7 +101,7 @@ export function decodeResult(
     bytes: u64(f.bytes.offset),
     firstStatus: dv.getUint32(f.first_status.offset, true),
     firstMismatchLba: dv.getUint32(f.first_mismatch_lba.offset, true),
-    latency: { meanUs: ios > 0 ? cyclesToUs(u64(f.lat_sum.offset) / ios) : 0, p50Us: pct(0.5), p99Us: pct(0.99), maxUs: cyclesToUs(u64(f.lat_max.offset)) },
+    latency: { meanUs: ios > 0 ? cyclesToUs(u64(f.lat_sum.offset) / ios) : 0, p50Us: pct(0.5), p99Us: pct(0.99), maxUs: cyclesToUs(maxCycles) },
   };
 }
 

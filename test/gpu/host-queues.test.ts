@@ -292,4 +292,12 @@ test('latency buckets: the host reads each bucket back within its range, and per
   assert.ok(Math.abs(d.latency.p50Us - 1) < 0.07);
   assert.ok(Math.abs(d.latency.p99Us - 4.5) < 0.3);
   assert.equal(d.latency.maxUs, 4.5);
+  // The maximum at the bottom of its bucket: the bucket's middle lies above it, and p99 is clamped to it.
+  dv.setUint32(64 + 4 * latBucket(9000), 0, true);
+  dv.setUint32(64 + 4 * latBucket(8193), 2, true);
+  dv.setBigUint64(48, 8193n, true);
+  assert.ok(latBucketCycles(latBucket(8193)) > 8193);
+  const low = decodeResult(r, 2_000_000);
+  assert.ok(Math.abs(low.latency.maxUs - 8193 / 2000) < 1e-12);
+  assert.equal(low.latency.p99Us, low.latency.maxUs);
 });
