@@ -14,7 +14,7 @@ function point(backend: string, qd: number, p50: number, p99: number, extra: Par
     qd,
     iops: 1000 * qd,
     bandwidthMiBps: (1000 * qd) / 256,
-    latencyUs: { p50, p99, p999: p99 * 2, max: p99 * 3, mean: p50 },
+    latencyUs: { min: p50 / 2, p50, p99, p999: p99 * 2, max: p99 * 3, mean: p50, stddev: p50 / 4, percentiles: { p50, p99, 'p99.9': p99 * 2 } },
     cpuNsPerIo: 100,
     processCpuNsPerIo: 120,
     errors: 0,
