@@ -14,20 +14,17 @@ import * as fs from 'node:fs';
 import { IORING_SETUP_CQE32, IORING_SETUP_IOPOLL, IORING_SETUP_SQE128, IORING_URING_CMD_FIXED, IoringOp, Sqe } from '../sys/uring.js';
 import { allocHostMemory, freeHostMemory, type HostMemory } from '../sys/fileio.js';
 import { ioctl } from '../sys/libc.js';
+import { NVME_IOCTL_ID, NVME_IOCTL_TYPE, NVME_PASSTHRU_CMD_SIZE, iowr } from '../sys/nvme-ioctl.js';
 import { HostBufferPool, PromiseIoDevice, checkBufferFor, checkRange } from './common.js';
 import { UringRing, registerPoolBuffers } from './uring-ring.js';
 import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
 import type { QueueContract } from '../queue/contract.js';
 import { STATUS_FIELD_MASK, errnoStatus, statusName } from '../nvme/status.js';
 
-export const NVME_URING_CMD_SIZE = 72;
-/** _IOWR(type, nr, size) = (3 << 30) | (size << 16) | (type << 8) | nr. */
-export function iowr(type: number, nr: number, size: number): number {
-  return ((3 << 30) | (size << 16) | (type << 8) | nr) >>> 0;
-}
-export const NVME_URING_CMD_IO = iowr(0x4e, 0x80, NVME_URING_CMD_SIZE);
-/** _IO('N', 0x40): the namespace id of an NVMe block or generic char device. */
-export const NVME_IOCTL_ID = 0x4e40;
+export { iowr, NVME_IOCTL_ID } from '../sys/nvme-ioctl.js';
+/** sizeof(struct nvme_uring_cmd): struct nvme_passthru_cmd's layout (src/sys/nvme-ioctl.ts). */
+export const NVME_URING_CMD_SIZE = NVME_PASSTHRU_CMD_SIZE;
+export const NVME_URING_CMD_IO = iowr(NVME_IOCTL_TYPE, 0x80, NVME_URING_CMD_SIZE);
 const DSM_ATTR_DEALLOCATE = 1 << 2;
 const TWO32 = 4294967296;
 
