@@ -10,7 +10,8 @@ export class UsageError extends Error {
 
 /** Errors from lower layers that mean the request itself was bad. */
 /** NoCudaDriverError: a GPU entry point on a machine without a CUDA driver exits 2 too (nothing ran). */
-const USAGE_ERROR_NAMES = new Set(['UriError', 'InvalidArgumentError', 'NoCudaDriverError']);
+/** NotNvmeDeviceError: a path given where a kernel NVMe device node was expected. */
+const USAGE_ERROR_NAMES = new Set(['UriError', 'InvalidArgumentError', 'NoCudaDriverError', 'NotNvmeDeviceError']);
 
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;

@@ -8,6 +8,9 @@ import { extentsCommand } from '../extents/cli.js';
 import { daemonCommand } from './daemon.js';
 import { statusCommand } from './status.js';
 import { addFioAliases } from './fio-options.js';
+import { listCommand } from './list.js';
+import { smartLogCommand } from './smart-log.js';
+import { errorLogCommand } from './error-log.js';
 
 const program = new Command();
 program
@@ -20,9 +23,18 @@ program
   .enablePositionalOptions();
 
 program
+  .command('list')
+  .description('list NVMe devices: PCI functions (driver, IOMMU group), kernel controllers and namespaces, homid devices')
+  .option('--json', 'print one JSON object', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { json: boolean; socket?: string }) => {
+    process.exitCode = await listCommand(o);
+  });
+
+program
   .command('identify')
-  .description('bring a controller up and print Identify data for it and its namespaces')
-  .argument('<uri>', "device URI, e.g. 'emu://?size=1GiB'")
+  .description('print Identify data (nvme-cli id-ctrl / id-ns field names) for a controller and its namespaces')
+  .argument('<uri|/dev/nvmeX>', "device URI (the user-space driver brings it up), e.g. 'emu://?size=1GiB', or a kernel NVMe device")
   .option('--json', 'print one JSON object')
   .action(async (uri: string, o: { json?: boolean }) => {
     const r = await identifyReport(uri);
@@ -106,6 +118,26 @@ program
   .option('--socket <path>', 'override the socket path of the configuration')
   .action(async (o: { config?: string; socket?: string }) => {
     process.exitCode = await daemonCommand(o);
+  });
+
+program
+  .command('smart-log')
+  .description('print the SMART / Health Information log page (nvme-cli smart-log field names)')
+  .argument('<uri|/dev/nvmeX>', 'device URI or kernel NVMe device')
+  .option('--nsid <n>', 'namespace (default: the whole controller, 0xffffffff)')
+  .option('--json', 'print one JSON object', false)
+  .action(async (target: string, o: { nsid?: string; json: boolean }) => {
+    process.exitCode = await smartLogCommand(target, o);
+  });
+
+program
+  .command('error-log')
+  .description('print the Error Information log page (nvme-cli error-log field names)')
+  .argument('<uri|/dev/nvmeX>', 'device URI or kernel NVMe device')
+  .option('--entries <n>', 'entries to read (default: all the controller keeps, ELPE + 1)')
+  .option('--json', 'print one JSON object', false)
+  .action(async (target: string, o: { entries?: string; json: boolean }) => {
+    process.exitCode = await errorLogCommand(target, o);
   });
 
 program
