@@ -7,6 +7,7 @@
  */
 import { join } from 'node:path';
 import { HomidClient } from '../client/index.js';
+import { IpcError, IpcErrorCode } from '../ipc/errors.js';
 import { DEFAULT_SOCKET, type DeviceInfo } from '../ipc/messages.js';
 import { listNvmeFunctions, PCI_CLASS_NVME, type PciFunction } from '../pci/discover.js';
 import { listKernelNvme, type KernelController } from '../pci/kernel-nvme.js';
@@ -43,37 +44,26 @@ export interface ListOptions {
   homidTimeoutMs?: number;
 }
 
-/** Why connecting to homid failed, in words. */
-function homidAbsence(socket: string, e: unknown): string {
+/** Why asking homid failed, in words. */
+function homidAbsence(socket: string, e: unknown, timeoutMs: number): string {
   const msg = e instanceof Error ? e.message : String(e);
+  if (e instanceof IpcError && e.code === IpcErrorCode.Timeout) return `homid did not answer on ${socket} within ${timeoutMs} ms`;
   if (/\bENOENT\b/.test(msg)) return `homid is not running (no socket at ${socket})`;
   if (/\bECONNREFUSED\b/.test(msg)) return `homid is not running (${socket} refuses connections: a stale socket)`;
   return `homid did not answer on ${socket}: ${msg}`;
 }
 
-/** homid's devices, or a note saying why there are none. Never throws. */
+/** homid's devices, or a note saying why there are none. Never throws; every request is bounded by `timeoutMs`. */
 export async function homidSection(socket: string, timeoutMs = HOMID_ANSWER_TIMEOUT_MS): Promise<HomidSection> {
-  let timer: NodeJS.Timeout | undefined;
-  const connecting = HomidClient.connect(socket, { client: 'homi list' });
-  const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
   try {
-    const c = await Promise.race([connecting, timeout]);
-    if (c === 'timeout') {
-      // A late connection is closed when it comes.
-      connecting.then((late) => late.close()).catch(() => undefined);
-      return { socket, running: false, devices: [], note: `homid did not answer on ${socket} within ${timeoutMs} ms` };
-    }
+    const c = await HomidClient.connect(socket, { client: 'homi list', timeoutMs });
     try {
-      const devices = await Promise.race([c.listDevices(), timeout]);
-      if (devices === 'timeout') return { socket, running: false, devices: [], note: `homid did not list its devices within ${timeoutMs} ms` };
-      return { socket, running: true, devices, note: null };
+      return { socket, running: true, devices: await c.listDevices(), note: null };
     } finally {
       c.close();
     }
   } catch (e) {
-    return { socket, running: false, devices: [], note: homidAbsence(socket, e) };
-  } finally {
-    clearTimeout(timer);
+    return { socket, running: false, devices: [], note: homidAbsence(socket, e, timeoutMs) };
   }
 }
 

@@ -189,12 +189,24 @@ export class HomidClient {
     });
   }
 
-  static async connect(socket = process.env.HOMID_SOCKET ?? DEFAULT_SOCKET, opts: { client?: string } = {}): Promise<HomidClient & { session: number; raw: boolean; class: string }> {
-    const ipc = await IpcClient.connect(socket);
+  /**
+   * Connect and say hello. `timeoutMs` bounds every request of the connection, hello included (default 30 s).
+   * A failed hello (timeout, refusal) closes the connection before the error is rethrown.
+   */
+  static async connect(
+    socket = process.env.HOMID_SOCKET ?? DEFAULT_SOCKET,
+    opts: { client?: string; timeoutMs?: number } = {},
+  ): Promise<HomidClient & { session: number; raw: boolean; class: string }> {
+    const ipc = await IpcClient.connect(socket, opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
     const c = new HomidClient(ipc);
-    const { response } = await ipc.request({ type: 'hello', version: PROTOCOL_VERSION, client: opts.client ?? `pid ${process.pid}` });
-    const r = check(response);
-    return Object.assign(c, { session: r.session, raw: r.raw, class: r.class });
+    try {
+      const { response } = await ipc.request({ type: 'hello', version: PROTOCOL_VERSION, client: opts.client ?? `pid ${process.pid}` });
+      const r = check(response);
+      return Object.assign(c, { session: r.session, raw: r.raw, class: r.class });
+    } catch (e) {
+      c.close();
+      throw e;
+    }
   }
 
   async listDevices(): Promise<DeviceInfo[]> {
