@@ -1,6 +1,6 @@
 /** Running the `homi` command in tests: one spawn helper and the check every usage error must pass. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -15,6 +15,16 @@ export interface HomiRun {
 export function runHomi(args: string[], timeoutMs: number): HomiRun {
   const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: timeoutMs });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Run `homi args...` without blocking this process's event loop (for a server this process runs itself). */
+export function runHomiAsync(args: string[], timeoutMs: number): Promise<HomiRun> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
 
 /** Each argument list fails before running with exit code 2 and one line on stderr, `homi: ...`, matching its pattern. */

@@ -25,6 +25,34 @@ export interface FakeDevice {
   resource0Only?: boolean;
 }
 
+/** A namespace of a fake kernel NVMe controller. */
+export interface FakeKernelNamespace {
+  /** The namespace head's instance (the N of nvme0nN, ng0nN). */
+  head: number;
+  nsid: number;
+  sizeBytes: number;
+  lbaSize: number;
+  /** Native multipath: a hidden path nvme<S>c<C>n<H> here, the disk nvme<S>n<H> under the subsystem. */
+  subsystem?: number;
+  /** No block device (only the generic char device). */
+  genericOnly?: boolean;
+}
+
+/** A fake kernel NVMe controller (/sys/class/nvme/nvmeC). */
+export interface FakeKernelController {
+  /** C of nvmeC. */
+  instance: number;
+  /** PCI function it sits on (added with addDevice first); omitted: a fabrics controller. */
+  address?: string;
+  transport?: string;
+  model?: string;
+  serial?: string;
+  firmware?: string;
+  state?: string;
+  cntlid?: number;
+  namespaces?: FakeKernelNamespace[];
+}
+
 export class FakeSys {
   readonly root: string;
   readonly sys: string;
@@ -34,6 +62,8 @@ export class FakeSys {
   readonly writes: string[] = [];
   /** Drivers whose probe fails (bind refused). */
   readonly refuse = new Set<string>();
+  /** Minor numbers handed to fake generic char and block devices. */
+  private nextMinor = 0;
   /** Default driver by class code (what probing picks without an override). */
   readonly defaults = new Map<number, string>([[0x010802, 'nvme']]);
 
@@ -116,6 +146,72 @@ export class FakeSys {
         mkdirSync(join(blk, 'holders'), { recursive: true });
       }
     }
+  }
+
+  /**
+   * A kernel NVMe controller as drivers/nvme/host lays it out in sysfs: its folder (under the PCI function, or
+   * a virtual one), /sys/class/nvme/nvmeC, /sys/dev/char/MAJ:MIN (major 246 for controllers, 242 for generic
+   * char devices), and per namespace its block device (/sys/block/..., /sys/dev/block/259:N) and ng device.
+   */
+  addKernelController(c: FakeKernelController): void {
+    const name = `nvme${c.instance}`;
+    const dir = c.address ? join(this.devDir(c.address), 'nvme', name) : join(this.sys, 'devices', 'virtual', 'nvme-fabrics', 'ctl', name);
+    mkdirSync(dir, { recursive: true });
+    const transport = c.transport ?? (c.address ? 'pcie' : 'tcp');
+    const attrs: Record<string, string> = {
+      model: c.model ?? 'QEMU NVMe Ctrl',
+      serial: c.serial ?? `SN${c.instance}`,
+      firmware_rev: c.firmware ?? '8.0.0',
+      transport,
+      state: c.state ?? 'live',
+      cntlid: String(c.cntlid ?? 0),
+      subsysnqn: `nqn.2019-08.org.qemu:${c.serial ?? `SN${c.instance}`}`,
+      address: c.address ?? 'traddr=127.0.0.1,trsvcid=4420',
+      dev: `246:${c.instance}`,
+    };
+    for (const [k, v] of Object.entries(attrs)) writeFileSync(join(dir, k), `${v}\n`);
+    mkdirSync(join(this.sys, 'class', 'nvme'), { recursive: true });
+    symlinkSync(dir, join(this.sys, 'class', 'nvme', name));
+    this.devNumber('char', `246:${c.instance}`, dir, 'nvme');
+    for (const ns of c.namespaces ?? []) {
+      const ng = join(dir, `ng${c.instance}n${ns.head}`);
+      mkdirSync(ng, { recursive: true });
+      const ngNumber = `242:${this.nextMinor++}`;
+      writeFileSync(join(ng, 'dev'), `${ngNumber}\n`);
+      this.devNumber('char', ngNumber, ng, 'nvme-generic');
+      if (ns.genericOnly) continue;
+      const nsAttrs = (d: string): void => {
+        mkdirSync(join(d, 'queue'), { recursive: true });
+        mkdirSync(join(d, 'holders'), { recursive: true });
+        writeFileSync(join(d, 'nsid'), `${ns.nsid}\n`);
+        writeFileSync(join(d, 'size'), `${ns.sizeBytes / 512}\n`);
+        writeFileSync(join(d, 'queue', 'logical_block_size'), `${ns.lbaSize}\n`);
+      };
+      let disk: string;
+      let diskDir: string;
+      if (ns.subsystem === undefined) {
+        disk = `nvme${c.instance}n${ns.head}`;
+        diskDir = join(dir, disk);
+      } else {
+        disk = `nvme${ns.subsystem}n${ns.head}`;
+        diskDir = join(this.sys, 'devices', 'virtual', 'nvme-subsystem', `nvme-subsys${ns.subsystem}`, disk);
+        const path = join(dir, `nvme${ns.subsystem}c${c.instance}n${ns.head}`);
+        mkdirSync(path, { recursive: true });
+        writeFileSync(join(path, 'nsid'), `${ns.nsid}\n`);
+      }
+      nsAttrs(diskDir);
+      if (!existsSync(join(this.sys, 'block', disk))) symlinkSync(diskDir, join(this.sys, 'block', disk));
+      if (!existsSync(join(diskDir, 'subsystem'))) this.devNumber('block', `259:${this.nextMinor++}`, diskDir, 'block');
+    }
+  }
+
+  /** /sys/dev/<type>/<maj:min> -> the device's folder, with its `subsystem` link naming the class. */
+  private devNumber(type: 'char' | 'block', number: string, dir: string, subsystem: string): void {
+    const cls = join(this.sys, 'class', subsystem);
+    mkdirSync(cls, { recursive: true });
+    if (!existsSync(join(dir, 'subsystem'))) symlinkSync(cls, join(dir, 'subsystem'));
+    mkdirSync(join(this.sys, 'dev', type), { recursive: true });
+    symlinkSync(dir, join(this.sys, 'dev', type, number));
   }
 
   driverOf(addr: string): string | null {
