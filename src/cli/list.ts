@@ -8,7 +8,8 @@
 import { join } from 'node:path';
 import { HomidClient } from '../client/index.js';
 import { IpcError, IpcErrorCode } from '../ipc/errors.js';
-import { DEFAULT_SOCKET, type DeviceInfo } from '../ipc/messages.js';
+import type { DeviceInfo } from '../ipc/messages.js';
+import { homidSocket } from './status.js';
 import { listNvmeFunctions, PCI_CLASS_NVME, type PciFunction } from '../pci/discover.js';
 import { listKernelNvme, type KernelController } from '../pci/kernel-nvme.js';
 import { exists, sysPaths, type SysPathOptions } from '../pci/sysfs.js';
@@ -44,12 +45,12 @@ export interface ListOptions {
   homidTimeoutMs?: number;
 }
 
-/** Why asking homid failed, in words. */
+/** Why asking homid failed, in words (the connect errno as `homi status` words it). */
 function homidAbsence(socket: string, e: unknown, timeoutMs: number): string {
-  const msg = e instanceof Error ? e.message : String(e);
   if (e instanceof IpcError && e.code === IpcErrorCode.Timeout) return `homid did not answer on ${socket} within ${timeoutMs} ms`;
-  if (/\bENOENT\b/.test(msg)) return `homid is not running (no socket at ${socket})`;
-  if (/\bECONNREFUSED\b/.test(msg)) return `homid is not running (${socket} refuses connections: a stale socket)`;
+  const msg = e instanceof Error ? e.message : String(e);
+  const errno = e instanceof IpcError && e.code === IpcErrorCode.ConnectFailed ? /failed: (E[A-Z]+)$/.exec(msg)?.[1] : undefined;
+  if (errno === 'ENOENT' || errno === 'ECONNREFUSED') return `homid is not running at ${socket} (connect: ${errno})`;
   return `homid did not answer on ${socket}: ${msg}`;
 }
 
@@ -74,7 +75,7 @@ function pciAddressOfUri(uri: string): string | null {
 
 export async function listReport(o: ListOptions = {}): Promise<ListReport> {
   const p = sysPaths(o.sys);
-  const socket = o.socket ?? process.env.HOMID_SOCKET ?? DEFAULT_SOCKET;
+  const socket = homidSocket(o.socket);
   const homid = await homidSection(socket, o.homidTimeoutMs);
   const functions = listNvmeFunctions(p);
   const controllers = listKernelNvme(p);

@@ -206,7 +206,7 @@ describe('list', () => {
   test('on this machine: the real sysfs, and no homid on the socket', () => {
     const r = homi('list', '--socket', join(dir, 'none.sock'));
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /homid is not running \(no socket at .*none\.sock\)\.$/m);
+    assert.match(r.stdout, /homid is not running at .*none\.sock \(connect: ENOENT\)\.$/m);
     const j = JSON.parse(homi('list', '--json', '--socket', join(dir, 'none.sock')).stdout);
     assert.equal(j.homid.running, false);
     assert.deepEqual(j.homid.devices, []);
@@ -236,7 +236,7 @@ describe('list', () => {
         r.controllers.map((c) => [c.name, c.serial, c.pciAddress, c.namespaces.map((n) => [n.nsid, n.blockDevice, n.genericDevice, n.sizeBytes, n.lbaSize])]),
         [['nvme0', 'HOMI-A', '0000:01:00.0', [[1, join(f.dev, 'nvme0n1'), join(f.dev, 'ng0n1'), 64 << 20, 512]]]],
       );
-      assert.deepEqual(r.notes, [`homid is not running (no socket at ${join(dir, 'none.sock')})`]);
+      assert.deepEqual(r.notes, [`homid is not running at ${join(dir, 'none.sock')} (connect: ENOENT)`]);
       const text = formatList(r);
       assert.match(text, /^0000:01:00\.0\s+1b36:0010\s+nvme\s+5\s+0\s+nvme0\s+-$/m);
       assert.match(text, /^0000:02:00\.0\s+1b36:0010\s+vfio-pci\s+6\s+-\s+-\s+-$/m);
