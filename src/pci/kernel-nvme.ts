@@ -5,8 +5,10 @@
  *
  * Names the kernel gives (drivers/nvme/host): a controller nvme<C> (char device /dev/nvme<C>); a namespace's
  * block device nvme<C>n<H> without native multipath, or, with it, nvme<S>n<H> (the subsystem's head disk) with a
- * hidden per-path disk nvme<S>c<C>n<H> in the controller's folder; its generic char device ng<C>n<H>. H is the
- * namespace head's instance, not the NSID (read `nsid`).
+ * hidden per-path disk nvme<S>c<C>n<H> in the controller's folder; its generic char device ng<C>n<H> in the
+ * controller's folder, or with multipath the head's ng<S>n<H> in the subsystem's (nvme-subsys<S>). H is the
+ * namespace head's instance, not the NSID (read `nsid`). Seen on Linux 6.12 (the VM guest): QEMU's SR-IOV capable
+ * controller reports multi-controller capability, so the kernel drives its namespace through multipath.
  */
 import { statSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -50,7 +52,7 @@ export interface KernelController {
 
 const CTRL_NAME = /^nvme\d+$/;
 /** A namespace disk in a controller folder: nvme<C>n<H>, or the hidden path nvme<S>c<C>n<H>. */
-const NS_DISK = /^nvme(\d+)(?:c\d+)?n(\d+)$/;
+const NS_DISK = /^nvme(\d+)(c\d+)?n(\d+)$/;
 const NS_GENERIC = /^ng\d+n(\d+)$/;
 
 /** The kernel's NVMe controllers (sorted by number), with their namespaces; empty without /sys/class/nvme. */
@@ -60,6 +62,12 @@ export function listKernelNvme(opts: SysPathOptions = {}): KernelController[] {
   const names = listDir(cls).filter((n) => CTRL_NAME.test(n));
   names.sort((a, b) => Number(a.slice(4)) - Number(b.slice(4)));
   return names.map((name) => kernelController(p, name));
+}
+
+/** With native multipath the generic char device belongs to the namespace head: nvme-subsys<S>/ng<S>n<H>. */
+function headGeneric(p: SysPaths, subsys: string, head: string): string | undefined {
+  const name = `ng${subsys}n${head}`;
+  return exists(join(p.sys, 'class', 'nvme-subsystem', `nvme-subsys${subsys}`, name)) ? name : undefined;
 }
 
 function kernelController(p: SysPaths, name: string): KernelController {
@@ -80,7 +88,8 @@ function kernelController(p: SysPaths, name: string): KernelController {
   for (const e of entries) {
     const m = NS_DISK.exec(e);
     if (!m) continue;
-    const head = m[2]!;
+    const head = m[3]!;
+    const multipath = m[2] !== undefined;
     seenHeads.add(head);
     // The block device: the entry itself, or for a hidden path the subsystem's head disk nvme<S>n<H>.
     const disk = `nvme${m[1]}n${head}`;
@@ -88,7 +97,8 @@ function kernelController(p: SysPaths, name: string): KernelController {
     const nsid = parseDec(readText(join(dir, e, 'nsid'))) ?? (diskDir ? parseDec(readText(join(diskDir, 'nsid'))) : null);
     const sectors = diskDir ? parseDec(readText(join(diskDir, 'size'))) : parseDec(readText(join(dir, e, 'size')));
     const lbaSize = parseDec(readText(join(diskDir ?? join(dir, e), 'queue', 'logical_block_size')));
-    const ng = generic.get(head);
+    // The generic char device: the controller's ng<C>n<H>, or with multipath the head's ng<S>n<H> (under the subsystem).
+    const ng = multipath ? headGeneric(p, m[1]!, head) : generic.get(head);
     namespaces.push({
       nsid,
       disk: diskDir ? disk : null,

@@ -32,7 +32,7 @@ export interface FakeKernelNamespace {
   nsid: number;
   sizeBytes: number;
   lbaSize: number;
-  /** Native multipath: a hidden path nvme<S>c<C>n<H> here, the disk nvme<S>n<H> under the subsystem. */
+  /** Native multipath: a hidden path nvme<S>c<C>n<H> here, the disk nvme<S>n<H> and ng<S>n<H> under the subsystem. */
   subsystem?: number;
   /** No block device (only the generic char device). */
   genericOnly?: boolean;
@@ -174,7 +174,9 @@ export class FakeSys {
     symlinkSync(dir, join(this.sys, 'class', 'nvme', name));
     this.devNumber('char', `246:${c.instance}`, dir, 'nvme');
     for (const ns of c.namespaces ?? []) {
-      const ng = join(dir, `ng${c.instance}n${ns.head}`);
+      // with multipath the generic char device is the head's, in the subsystem's folder
+      const subsysDir = ns.subsystem === undefined ? null : join(this.sys, 'devices', 'virtual', 'nvme-subsystem', `nvme-subsys${ns.subsystem}`);
+      const ng = subsysDir === null ? join(dir, `ng${c.instance}n${ns.head}`) : join(subsysDir, `ng${ns.subsystem}n${ns.head}`);
       mkdirSync(ng, { recursive: true });
       const ngNumber = `242:${this.nextMinor++}`;
       writeFileSync(join(ng, 'dev'), `${ngNumber}\n`);
@@ -194,7 +196,10 @@ export class FakeSys {
         diskDir = join(dir, disk);
       } else {
         disk = `nvme${ns.subsystem}n${ns.head}`;
-        diskDir = join(this.sys, 'devices', 'virtual', 'nvme-subsystem', `nvme-subsys${ns.subsystem}`, disk);
+        diskDir = join(subsysDir!, disk);
+        mkdirSync(join(this.sys, 'class', 'nvme-subsystem'), { recursive: true });
+        const link = join(this.sys, 'class', 'nvme-subsystem', `nvme-subsys${ns.subsystem}`);
+        if (!existsSync(link)) symlinkSync(subsysDir!, link);
         const path = join(dir, `nvme${ns.subsystem}c${c.instance}n${ns.head}`);
         mkdirSync(path, { recursive: true });
         writeFileSync(join(path, 'nsid'), `${ns.nsid}\n`);

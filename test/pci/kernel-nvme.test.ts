@@ -51,8 +51,8 @@ test('listKernelNvme: controllers by number with their attributes, namespaces by
       { nsid: 2, disk: 'nvme0n2', blockDevice: join(f.dev, 'nvme0n2'), genericDevice: join(f.dev, 'ng0n2'), sizeBytes: 32 * MiB, lbaSize: 4096 },
       { nsid: null, disk: null, blockDevice: null, genericDevice: join(f.dev, 'ng0n3'), sizeBytes: null, lbaSize: null },
     ]);
-    // native multipath: the hidden path nvme5c1n4 names the subsystem's disk nvme5n4; the ng device is per controller
-    assert.deepEqual(mp.namespaces, [{ nsid: 1, disk: 'nvme5n4', blockDevice: join(f.dev, 'nvme5n4'), genericDevice: join(f.dev, 'ng1n4'), sizeBytes: 8 * MiB, lbaSize: 512 }]);
+    // native multipath: the hidden path nvme5c1n4 names the subsystem's disk nvme5n4 and the head's ng5n4
+    assert.deepEqual(mp.namespaces, [{ nsid: 1, disk: 'nvme5n4', blockDevice: join(f.dev, 'nvme5n4'), genericDevice: join(f.dev, 'ng5n4'), sizeBytes: 8 * MiB, lbaSize: 512 }]);
     assert.equal(mp.firmware, '1.0');
     assert.equal(fab.transport, 'tcp');
     assert.equal(fab.pciAddress, null, 'no PCI address for a fabrics controller');
