@@ -58,7 +58,13 @@ export class KernelNvmeAdmin {
       const present = have.length === 0 ? 'this machine has no NVMe controller the kernel drives' : `present: ${have.join(', ')}`;
       throw new NotNvmeDeviceError(`${node.refused}: give a controller /dev/nvmeX (or a namespace /dev/nvmeXnY, /dev/ngXnY); ${present}`);
     }
-    const fd = fs.openSync(path, fs.constants.O_RDONLY);
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? 'error';
+      throw new Error(`${path}: cannot open the ${node.kind === 'controller' ? 'controller' : 'namespace'} device (${code})${code === 'EACCES' ? ': run as root' : ''}`);
+    }
     return new KernelNvmeAdmin(path, node, fd);
   }
 
