@@ -12,6 +12,15 @@ export interface EmuNamespaceConfig {
   lbads: 9 | 12;
 }
 
+/** A memory namespace's smallest chunk (allocated on its first write): 1 MiB. */
+export const MEMORY_MIN_CHUNK_SHIFT = 20;
+/** Chunks per memory namespace at most (the chunk size grows with the namespace to stay below this). */
+export const MEMORY_MAX_CHUNKS = 1 << 16;
+/** A memory namespace's largest chunk: 1 GiB (one Buffer). */
+export const MEMORY_MAX_CHUNK_SHIFT = 30;
+/** The largest memory namespace: 64 TiB (file-backed and null namespaces have no such bound). */
+export const MAX_MEMORY_NAMESPACE_BYTES = MEMORY_MAX_CHUNKS * 2 ** MEMORY_MAX_CHUNK_SHIFT;
+
 /** 'memory': RAM in the worker; 'null': no data kept (like null_blk); { file }: a file holding all namespaces back to back. */
 export type EmuBacking = 'memory' | 'null' | { file: string };
 
@@ -201,6 +210,9 @@ export function resolveConfig(c: Partial<EmuConfig> & Pick<EmuConfig, 'namespace
     const bs = 1 << ns.lbads;
     if (!Number.isSafeInteger(ns.sizeBytes) || ns.sizeBytes < bs || ns.sizeBytes % bs !== 0) {
       throw new RangeError(`namespaces[${i}].sizeBytes must be a positive multiple of ${bs}`);
+    }
+    if (cfg.backing === 'memory' && ns.sizeBytes > MAX_MEMORY_NAMESPACE_BYTES) {
+      throw new RangeError(`namespaces[${i}].sizeBytes: a memory namespace holds at most ${MAX_MEMORY_NAMESPACE_BYTES} bytes (64 TiB)`);
     }
   });
   if (!Number.isInteger(cfg.maxQueuePairs) || cfg.maxQueuePairs < 1 || cfg.maxQueuePairs > 0xfffe) {

@@ -3,7 +3,7 @@
  * a Buffer (a view of a DMA segment or a scratch buffer); it never allocates per call on the fast path.
  */
 import * as fs from 'node:fs';
-import type { EmuBacking, EmuNamespaceConfig } from './config.js';
+import { MAX_MEMORY_NAMESPACE_BYTES, MEMORY_MAX_CHUNKS, MEMORY_MIN_CHUNK_SHIFT, type EmuBacking, type EmuNamespaceConfig } from './config.js';
 
 export interface BackingStore {
   /** Copy `len` bytes at media offset `off` into dst[dstOff..]. */
@@ -22,13 +22,31 @@ const OP_READ = 0;
 const OP_WRITE = 1;
 const OP_ZERO = 2;
 
-/** RAM store, chunked so namespaces may exceed the largest single Buffer. */
+/**
+ * RAM store, sparse: the media is cut into chunks that are allocated on their first write; a chunk never
+ * written (or zeroed whole since) reads as zeros. A 1 TiB namespace costs its chunk table until written. The
+ * chunk size grows with the namespace so that the table stays at most MEMORY_MAX_CHUNKS entries; the largest
+ * namespace is MEMORY_MAX_CHUNKS chunks of 2^MEMORY_MAX_CHUNK_SHIFT bytes (MAX_MEMORY_NAMESPACE_BYTES, checked by
+ * the configuration). Once a chunk exists, reads and writes through it allocate nothing.
+ */
 export class MemoryStore implements BackingStore {
-  static readonly CHUNK_SHIFT = 30; // 1 GiB chunks
-  private readonly chunks: Buffer[] = [];
+  readonly chunkShift: number;
+  private readonly chunkBytes: number;
+  private readonly chunks: Array<Buffer | null>;
+  private allocated = 0;
   constructor(readonly size: number) {
-    const chunk = 2 ** MemoryStore.CHUNK_SHIFT;
-    for (let off = 0; off < size; off += chunk) this.chunks.push(Buffer.alloc(Math.min(chunk, size - off)));
+    if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_MEMORY_NAMESPACE_BYTES) {
+      throw new RangeError(`a memory namespace holds 1 byte to ${MAX_MEMORY_NAMESPACE_BYTES} bytes (64 TiB); got ${size}`);
+    }
+    let shift = MEMORY_MIN_CHUNK_SHIFT;
+    while (size > MEMORY_MAX_CHUNKS * 2 ** shift) shift++;
+    this.chunkShift = shift;
+    this.chunkBytes = 2 ** shift;
+    this.chunks = new Array<Buffer | null>(Math.ceil(size / this.chunkBytes)).fill(null);
+  }
+  /** Bytes of RAM held by written chunks. */
+  get allocatedBytes(): number {
+    return this.allocated;
   }
   read(off: number, dst: Buffer, dstOff: number, len: number): void {
     this.span(OP_READ, off, dst, dstOff, len);
@@ -39,25 +57,42 @@ export class MemoryStore implements BackingStore {
   zero(off: number, len: number): void {
     this.span(OP_ZERO, off, null, 0, len);
   }
-  /** Walk [off, off + len) across the 1 GiB chunks, copying to / from `buf` or zeroing, piece by piece. */
+  /** Walk [off, off + len) across the chunks, copying to / from `buf` or zeroing, piece by piece. */
   private span(op: number, off: number, buf: Buffer | null, bufOff: number, len: number): void {
-    const chunk = 2 ** MemoryStore.CHUNK_SHIFT;
+    const chunk = this.chunkBytes;
     while (len > 0) {
       const ci = Math.floor(off / chunk);
-      const c = this.chunks[ci]!;
       const co = off - ci * chunk;
-      const n = Math.min(len, c.length - co);
-      if (op === OP_READ) c.copy(buf!, bufOff, co, co + n);
-      else if (op === OP_WRITE) buf!.copy(c, co, bufOff, bufOff + n);
-      else c.fill(0, co, co + n);
+      const n = Math.min(len, chunk - co);
+      const c = this.chunks[ci]!;
+      if (op === OP_READ) {
+        if (c === null) buf!.fill(0, bufOff, bufOff + n);
+        else c.copy(buf!, bufOff, co, co + n);
+      } else if (op === OP_WRITE) buf!.copy(c ?? this.allocate(ci), co, bufOff, bufOff + n);
+      else if (c !== null) {
+        if (n === c.length) this.release(ci);
+        else c.fill(0, co, co + n);
+      }
       off += n;
       bufOff += n;
       len -= n;
     }
   }
+  private allocate(ci: number): Buffer {
+    const c = Buffer.alloc(Math.min(this.chunkBytes, this.size - ci * this.chunkBytes));
+    this.chunks[ci] = c;
+    this.allocated += c.length;
+    return c;
+  }
+  /** A chunk zeroed whole goes back: it reads as zeros again. */
+  private release(ci: number): void {
+    this.allocated -= this.chunks[ci]!.length;
+    this.chunks[ci] = null;
+  }
   flush(): void {}
   close(): void {
-    this.chunks.length = 0;
+    this.chunks.fill(null);
+    this.allocated = 0;
   }
 }
 
