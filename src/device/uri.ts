@@ -4,10 +4,13 @@
  *   emu:///path/file.img?size=1GiB        file-backed (relative paths too: emu://disk.img)
  *   parameters: size (per namespace, default 1GiB), namespaces=N (default 1), lbads=9|12 (default 12),
  *               null=1 (null mode), queues=N (max I/O queue pairs, default 64), model=, serial=
+ *   Memory namespaces are sparse (RAM is taken by what is written), up to 64 TiB each.
  * PCIe: pci:0000:01:00.0[?mode=uio|vfio|auto] (the user-space PCIe transport; default mode auto).
- * Every error names the bad part of the URI.
+ * Every error names the bad part of the URI; an unknown or repeated parameter is refused.
  */
-import { parseSize, parsePositiveInt } from '../util/size.js';
+import { MAX_MEMORY_NAMESPACE_BYTES } from '../emu/config.js';
+import { queryKeyProblem } from '../util/query.js';
+import { parseSize, parsePositiveInt, formatSize } from '../util/size.js';
 
 export class UriError extends Error {
   constructor(uri: string, what: string) {
@@ -41,7 +44,8 @@ export interface PciUri {
 
 export type DeviceUri = EmuUri | PciUri;
 
-const EMU_PARAMS = new Set(['size', 'namespaces', 'lbads', 'null', 'queues', 'model', 'serial']);
+const EMU_PARAMS = ['size', 'namespaces', 'lbads', 'null', 'queues', 'model', 'serial'] as const;
+const PCI_PARAMS = ['mode'] as const;
 export const DEFAULT_EMU_SIZE = 1024 ** 3;
 const MAX_EMU_NAMESPACES = 64;
 const MAX_EMU_QUEUE_PAIRS = 1024;
@@ -54,9 +58,8 @@ export function parseDeviceUri(uri: string): DeviceUri {
     const address = q < 0 ? rest : rest.slice(0, q);
     if (!PCI_ADDRESS.test(address)) throw new UriError(uri, `'${address}' is not a PCI address like 0000:01:00.0`);
     const params = new URLSearchParams(q < 0 ? '' : rest.slice(q + 1));
-    for (const key of params.keys()) {
-      if (key !== 'mode') throw new UriError(uri, `unknown parameter '${key}' (known: mode)`);
-    }
+    const problem = queryKeyProblem(params, PCI_PARAMS);
+    if (problem !== null) throw new UriError(uri, problem);
     const mode = params.get('mode') ?? 'auto';
     if (mode !== 'uio' && mode !== 'vfio' && mode !== 'auto') throw new UriError(uri, `mode: '${mode}' must be uio, vfio or auto`);
     return { kind: 'pci', uri, address: address.toLowerCase(), mode };
@@ -69,9 +72,8 @@ export function parseDeviceUri(uri: string): DeviceUri {
   const q = rest.indexOf('?');
   const path = decodeURIComponent(q < 0 ? rest : rest.slice(0, q));
   const params = new URLSearchParams(q < 0 ? '' : rest.slice(q + 1));
-  for (const key of params.keys()) {
-    if (!EMU_PARAMS.has(key)) throw new UriError(uri, `unknown parameter '${key}' (known: ${[...EMU_PARAMS].join(', ')})`);
-  }
+  const problem = queryKeyProblem(params, EMU_PARAMS);
+  if (problem !== null) throw new UriError(uri, problem);
   const get = (k: string): string | null => params.get(k);
   const wrap = <T>(k: string, f: () => T): T => {
     try {
@@ -93,6 +95,9 @@ export function parseDeviceUri(uri: string): DeviceUri {
   const nullMode = nullText === '1';
   const file = path === '' || path === '/' ? null : path;
   if (nullMode && file) throw new UriError(uri, 'null=1 cannot be combined with a backing file');
+  if (!nullMode && file === null && namespaceSize > MAX_MEMORY_NAMESPACE_BYTES) {
+    throw new UriError(uri, `size: ${formatSize(namespaceSize)} is above the ${formatSize(MAX_MEMORY_NAMESPACE_BYTES)} a memory namespace holds (use a backing file or null=1)`);
+  }
   const out: EmuUri = {
     kind: 'emu',
     uri,

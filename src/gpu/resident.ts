@@ -10,6 +10,7 @@
  *     warps  controller warps (default 16: 4 blocks of 128 threads)
  */
 import * as cu from '../sys/cuda.js';
+import { queryKeyProblem } from '../util/query.js';
 import { parseSize } from '../util/size.js';
 import type { DeviceBuffer, GpuDevice } from './device.js';
 import { gpuEvents } from './device.js';
@@ -20,6 +21,7 @@ import { planQueue, stateLayout, writePrpLists } from './queues.js';
 const PAGE = 4096;
 const CTRL_THREADS_PER_BLOCK = 128;
 const WARP = 32;
+const RESIDENT_PARAMS = ['size', 'null', 'lbads', 'warps'] as const;
 
 export interface ResidentOptions {
   sizeBytes: number;
@@ -32,8 +34,8 @@ export interface ResidentOptions {
 export function parseResidentUri(uri: string): ResidentOptions {
   const u = new URL(uri);
   if (u.protocol !== 'gpuctl:') throw new RangeError(`not a gpuctl:// URI: ${uri}`);
-  const known = new Set(['size', 'null', 'lbads', 'warps']);
-  for (const k of u.searchParams.keys()) if (!known.has(k)) throw new RangeError(`gpuctl://: unknown parameter '${k}' (known: ${[...known].join(', ')})`);
+  const problem = queryKeyProblem(u.searchParams, RESIDENT_PARAMS);
+  if (problem !== null) throw new RangeError(`gpuctl://: ${problem}`);
   const size = parseSize(u.searchParams.get('size') ?? '1GiB');
   const lbads = Number(u.searchParams.get('lbads') ?? '9');
   if (lbads !== 9 && lbads !== 12) throw new RangeError('gpuctl://: lbads must be 9 or 12');

@@ -8,13 +8,14 @@
  */
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
+import { queryKeyProblem } from '../util/query.js';
 import { parseSize } from '../util/size.js';
 import { ioctl } from '../sys/libc.js';
 import { IoOpenError, type BackendName } from './types.js';
 
 export type Target = { kind: 'device'; uri: string; scheme: 'emu' | 'pci' } | { kind: 'path'; uri: string; path: string; size: number | null; blockSize: number | null };
 
-const PATH_PARAMS = new Set(['size', 'bs']);
+const PATH_PARAMS = ['size', 'bs'] as const;
 
 export function parseTarget(uri: string): Target {
   if (uri.startsWith('emu://')) return { kind: 'device', uri, scheme: 'emu' };
@@ -31,7 +32,8 @@ export function parseTarget(uri: string): Target {
   if (q >= 0 && (uri.startsWith('file:') || !fs.existsSync(rest))) {
     path = rest.slice(0, q);
     const params = new URLSearchParams(rest.slice(q + 1));
-    for (const k of params.keys()) if (!PATH_PARAMS.has(k)) throw new IoOpenError(`'${uri}': unknown parameter '${k}' (known: size, bs)`);
+    const problem = queryKeyProblem(params, PATH_PARAMS);
+    if (problem !== null) throw new IoOpenError(`'${uri}': ${problem}`);
     const s = params.get('size');
     if (s !== null) {
       try {

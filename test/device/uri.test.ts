@@ -39,6 +39,10 @@ test('bad URIs name the bad part', () => {
     ['nvme://foo', /unknown scheme 'nvme:'/],
     ['just-a-path', /missing scheme/],
     ['pci:01:00.0', /'01:00.0' is not a PCI address/],
+    ['emu://?size=16MiB&size=32MiB', /parameter 'size' is given more than once/],
+    ['emu://x.img?namespaces=2&lbads=9&namespaces=3', /parameter 'namespaces' is given more than once/],
+    ['pci:0000:01:00.0?mode=uio&mode=vfio', /parameter 'mode' is given more than once/],
+    ['emu://?size=65TiB', /size: 65 TiB is above the 64 TiB a memory namespace holds \(use a backing file or null=1\)/],
   ];
   for (const [uri, re] of cases) {
     assert.throws(
@@ -46,6 +50,13 @@ test('bad URIs name the bad part', () => {
       (e: unknown) => e instanceof UriError && re.test(e.message) && e.message.includes(uri),
       uri,
     );
+  }
+});
+
+test('a large memory namespace is accepted up to 64 TiB; file-backed and null ones beyond', () => {
+  for (const uri of ['emu://?size=64TiB', 'emu://?size=65TiB&null=1', 'emu:///tmp/x.img?size=65TiB']) {
+    const u = parseDeviceUri(uri);
+    assert.ok(u.kind === 'emu' && u.namespaceSize >= 64 * 2 ** 40, uri);
   }
 });
 

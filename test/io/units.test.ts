@@ -102,6 +102,7 @@ test('targets and backend refusals', () => {
   assert.equal(parseTarget('emu://?size=1MiB').kind, 'device');
   assert.throws(() => parseTarget('nvme://x'), /unknown scheme/);
   assert.throws(() => parseTarget('file:/tmp/a?frob=1'), /unknown parameter 'frob'/);
+  assert.throws(() => parseTarget('file:/tmp/a?size=1MiB&size=2MiB'), /parameter 'size' is given more than once/);
   const file = parseTarget('/tmp/a.img');
   const emu = parseTarget('emu://?size=1MiB');
   assert.equal(resolveBackend(file, {}), 'io_uring');
