@@ -91,6 +91,27 @@ function readSysNumber(path: string): number | null {
   }
 }
 
+const DEV_DIR = '/dev/';
+const NVME_BLOCK_NAME = /^nvme\d+n\d+$/;
+
+/** Paths under /dev name devices: a missing one is never created as a regular file. */
+function isUnderDev(path: string): boolean {
+  return path.startsWith(DEV_DIR);
+}
+
+/** A missing device under /dev: say so, and name the NVMe block devices that do exist. */
+function missingDeviceMessage(path: string): string {
+  let have: string[];
+  try {
+    have = fs.readdirSync(DEV_DIR).filter((n) => NVME_BLOCK_NAME.test(n));
+  } catch {
+    have = [];
+  }
+  const present =
+    have.length === 0 ? "no /dev/nvmeXnY here at all; an embedded controller needs no device: 'emu://?size=1GiB'" : `NVMe block devices here: ${have.map((n) => `${DEV_DIR}${n}`).join(', ')}`;
+  return `'${path}' does not exist: no such device on this machine (${present})`;
+}
+
 export function openKernelTarget(t: Extract<Target, { kind: 'path' }>, direct: boolean, backend: BackendName): KernelTarget {
   let st: fs.Stats | null = null;
   try {
@@ -98,6 +119,7 @@ export function openKernelTarget(t: Extract<Target, { kind: 'path' }>, direct: b
   } catch {
     st = null;
   }
+  if (st === null && isUnderDev(t.path)) throw new IoOpenError(missingDeviceMessage(t.path));
   if (st === null && t.size === null) {
     throw new IoOpenError(`'${t.path}' does not exist; give a size to create it, e.g. 'file:${t.path}?size=1GiB'`);
   }
