@@ -118,6 +118,23 @@ export function perfRegion(o: Pick<PerfOptions, 'uri' | 'offset' | 'size'>, g: {
   return { base: offset / g.blockSize, blocks: size / g.blockSize };
 }
 
+/** Backends that perform each I/O at submission (one at a time per queue): a depth above 1 would change nothing. */
+const SYNCHRONOUS_BACKENDS: ReadonlySet<BackendName> = new Set(['posix']);
+
+/** Whether a backend performs each I/O at submission, so that --qd and --nqueues above 1 would be ignored. */
+export function isSynchronousBackend(b: BackendName): boolean {
+  return SYNCHRONOUS_BACKENDS.has(b);
+}
+
+/** Why --verify cannot work on a target (a null namespace keeps no data), or null. */
+export function verifyImpossible(uri: string): string | null {
+  const t = parseTarget(uri);
+  if (t.kind !== 'device' || t.scheme !== 'emu') return null;
+  const u = parseDeviceUri(uri);
+  if (u.kind !== 'emu' || !u.nullMode) return null;
+  return `'${uri}' is a null namespace (null=1): it keeps no data, so no read can return what was written; drop null=1 (a memory namespace) or --verify`;
+}
+
 /** Check the backend and its options against the target, without opening anything (for failing before a run). */
 export function checkPerfOptions(o: PerfOptions): BackendName {
   const backend = resolveBackend(parseTarget(o.uri), { ...optsFor(o), ...(o.backend ? { backend: o.backend } : {}) });
@@ -127,7 +144,41 @@ export function checkPerfOptions(o: PerfOptions): BackendName {
       `--threads ${threads}: the ${backend} backend on a pci: URI drives the controller from one thread (PCIe queue memory cannot be handed to worker threads yet); use --nqueues for more queue pairs`,
     );
   }
+  if (isSynchronousBackend(backend) && o.qd > 1) {
+    throw new RangeError(`--qd ${o.qd}: the ${backend} backend is synchronous (one pread/pwrite at a time), so a depth above 1 would be ignored; use --qd 1, and --threads N for parallel I/O`);
+  }
+  if (isSynchronousBackend(backend) && o.nqueues > 1) {
+    throw new RangeError(`--nqueues ${o.nqueues}: the ${backend} backend is synchronous, so queues of one thread run one I/O at a time; use --threads ${o.nqueues} instead`);
+  }
+  if (o.verify) {
+    const why = verifyImpossible(o.uri);
+    if (why !== null) throw new RangeError(`--verify: ${why}`);
+  }
   return backend;
+}
+
+/**
+ * Check a run's sizes against the opened device before any queue exists: the queue pairs it grants, the
+ * maximum transfer, the block size, the queue depth, and the units --verify needs (one thread).
+ */
+export function checkGeometry(o: Pick<PerfOptions, 'uri' | 'bs' | 'qd' | 'nqueues' | 'verify' | 'verifySpan' | 'threads'>, dev: IoDevice): void {
+  const driver = dev instanceof DriverDevice;
+  if (driver && (o.threads ?? 1) === 1 && dev.maxQueuePairs < o.nqueues) {
+    throw new RangeError(`--nqueues ${o.nqueues}: the controller grants only ${dev.maxQueuePairs} I/O queue pairs`);
+  }
+  const g = dev.geometry;
+  if (o.bs > g.maxTransferBytes) {
+    throw new RangeError(`--bs ${o.bs} exceeds the ${driver ? "controller's" : "device's"} maximum transfer size of ${g.maxTransferBytes} bytes`);
+  }
+  if (o.bs % g.blockSize !== 0) throw new RangeError(`--bs ${o.bs} is not a multiple of the ${g.blockSize}-byte block size of ${o.uri}`);
+  if (o.qd > g.maxQueueDepth) {
+    throw new RangeError(`--qd ${o.qd} needs ${o.qd + 1} queue entries; the ${driver ? 'controller' : 'backend'} allows ${g.maxQueueDepth + 1}`);
+  }
+  if (o.verify && (o.threads ?? 1) === 1) {
+    const units = Math.floor(Math.min(g.blocks, Math.floor(o.verifySpan / g.blockSize)) / (o.bs / g.blockSize));
+    const slots = o.nqueues * o.qd;
+    if (units < 2 * slots) throw new RangeError(`--verify needs at least ${2 * slots} distinct ${o.bs}-byte units in its span; have ${units} (raise --verify-span)`);
+  }
 }
 
 function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipri: boolean; nsid: number; maxQueues: number } {
@@ -184,17 +235,8 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<RunRepor
   const buffers: IoBuffer[] = [];
   const queues: IoQueue[] = [];
   try {
-    if (dev instanceof DriverDevice && dev.maxQueuePairs < o.nqueues) {
-      throw new RangeError(`--nqueues ${o.nqueues}: the controller grants only ${dev.maxQueuePairs} I/O queue pairs`);
-    }
+    checkGeometry({ ...o, threads: 1 }, dev);
     const g = dev.geometry;
-    if (o.bs > g.maxTransferBytes) {
-      throw new RangeError(`--bs ${o.bs} exceeds the ${dev instanceof DriverDevice ? "controller's" : "device's"} maximum transfer size of ${g.maxTransferBytes} bytes`);
-    }
-    if (o.bs % g.blockSize !== 0) throw new RangeError(`--bs ${o.bs} is not a multiple of the ${g.blockSize}-byte block size of ${o.uri}`);
-    if (o.qd > g.maxQueueDepth) {
-      throw new RangeError(`--qd ${o.qd} needs ${o.qd + 1} queue entries; the ${dev instanceof DriverDevice ? 'controller' : 'backend'} allows ${g.maxQueueDepth + 1}`);
-    }
     const engineBuffers: EngineBuffer[][] = [];
     for (let q = 0; q < o.nqueues; q++) {
       const buf = dev.allocBuffer(o.qd * o.bs);
