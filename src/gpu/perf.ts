@@ -18,8 +18,10 @@ import { HomiGpuJob, HomiGpuResult, HomiQueueState, JOB_RANDOM, JOB_VERIFY, LAT_
 import { GpuQueueSet, dataBytesFor, stateLayout } from './queues.js';
 import type { DeviceBuffer } from './device.js';
 import { type GpuMode, type GpuPerfOptions, type GpuRw, type GpuTarget } from './options.js';
+import { checkGpuTarget, gpuTargetFacts, type GpuTargetFacts } from './checks.js';
 
 export { GPU_MODES, GPU_RW, type GpuMode, type GpuPerfOptions, type GpuRw, type GpuTarget } from './options.js';
+export { gpuTargetFacts, type GpuTargetFacts } from './checks.js';
 
 export interface GpuLatency {
   /** Microseconds (from clock64 cycles at the GPU's nominal clock). */
@@ -276,13 +278,31 @@ function deviceWindowOf(transport: EmuTransport, ordinal: number): (dptr: number
   return (dptr, bytes) => transport.addDeviceWindow(bytes, { kind: 'cuda', ordinal, dptr });
 }
 
-/** Run a GPU perf job end to end. */
-export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice, entries: number) => Promise<GpuTarget>): Promise<GpuPerfReport> {
-  const log = o.log ?? ((): void => undefined);
+/** The share of reads of a run (randrw: --rwmixread). */
+function readPercentOf(o: Pick<GpuPerfOptions, 'rw' | 'rwmixread'>): number {
+  return RW_READ_PERCENT[o.rw] ?? o.rwmixread ?? 50;
+}
+
+/**
+ * Check a run (or one sweep point) before the GPU is touched: queue entries, the launch shape, --verify's
+ * workload, and, given its facts, the target (src/gpu/checks.ts). Returns the SQ/CQ entries per queue.
+ */
+export function checkGpuPerfOptions(o: GpuPerfOptions, target: GpuTargetFacts | null): number {
   const entries = o.entries ?? defaultEntries(o.qd);
   if ((entries & (entries - 1)) !== 0 || entries < 2) throw new RangeError(`--entries ${entries} must be a power of two`);
   // block mode gives each thread its own slot; ticket mode lets more threads than slots wait for a free one (a full queue)
   if (o.mode === 'block' && entries <= o.qd) throw new RangeError(`--entries ${entries} must be above --qd ${o.qd} in block mode (a slot per thread, one entry kept free)`);
+  launchShape(o);
+  const readPercent = readPercentOf(o);
+  if (o.verify === true && readPercent > 0 && readPercent < 100) throw new RangeError('--verify needs a pure read or pure write workload (a mixed run races writes against reads of the same LBAs)');
+  if (target !== null) checkGpuTarget(o, entries, target);
+  return entries;
+}
+
+/** Run a GPU perf job end to end (a given openTarget stands for the target its URI would name: not checked against the URI). */
+export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice, entries: number) => Promise<GpuTarget>): Promise<GpuPerfReport> {
+  const log = o.log ?? ((): void => undefined);
+  const entries = checkGpuPerfOptions(o, openTarget === undefined ? await gpuTargetFacts(o.uri) : null);
   const shape = launchShape(o);
   const gpu = GpuDevice.open(o.gpu ?? 0);
   let target: GpuTarget | null = null;
@@ -304,10 +324,9 @@ export async function runGpuPerf(o: GpuPerfOptions, openTarget?: (gpu: GpuDevice
     const seed = o.seed ?? 1;
     const timeoutMs = o.timeoutMs ?? 2000;
     const random = o.rw.startsWith('rand');
-    const readPercent = RW_READ_PERCENT[o.rw] ?? o.rwmixread ?? 50;
+    const readPercent = readPercentOf(o);
     const notes: string[] = [];
     const base = { mode: o.mode, grid: shape.grid, block: shape.block, bs, lbaBase: 0, lbaSpan: spanBlocks, seed, timeoutMs };
-    if (o.verify === true && readPercent > 0 && readPercent < 100) throw new RangeError('--verify needs a pure read or pure write workload (a mixed run races writes against reads of the same LBAs)');
     if (o.verify === true && readPercent === 100) {
       // Reads are checked against the pattern: write it first, sequentially over the span, from the GPU too.
       const per = Math.ceil(spanBlocks / nlb / shape.threads);
