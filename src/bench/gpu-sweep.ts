@@ -4,7 +4,7 @@
  * size), written as results.json and a self-contained report.html.
  */
 import * as os from 'node:os';
-import { runGpuPerf, type GpuPerfOptions, type GpuPerfReport } from '../gpu/perf.js';
+import { checkGpuPerfOptions, gpuTargetFacts, runGpuPerf, type GpuPerfOptions, type GpuPerfReport } from '../gpu/perf.js';
 import { formatSize } from '../util/size.js';
 import { escapeXml, formatCompact, PALETTE, renderLineChart, type Series } from './report-svg.js';
 
@@ -45,7 +45,25 @@ export interface GpuSweepResult {
   points: GpuSweepPoint[];
 }
 
+/** Check every point of the grid against its target before the GPU is touched (throws on the first, naming it). */
+export async function checkGpuSweep(o: Pick<GpuSweepOptions, 'base' | 'qds' | 'nqueues' | 'bss'>): Promise<void> {
+  const facts = await gpuTargetFacts(o.base.uri);
+  for (const bs of o.bss) {
+    for (const nq of o.nqueues) {
+      for (const qd of o.qds) {
+        try {
+          checkGpuPerfOptions({ ...o.base, qd, nqueues: nq, bs }, facts);
+        } catch (e) {
+          throw new RangeError(`sweep point bs ${bs} nqueues ${nq} qd ${qd}: ${(e as Error).message}`);
+        }
+      }
+    }
+  }
+}
+
+/** Run the grid; without a `run` seam every point is checked first (checkGpuSweep). */
 export async function runGpuSweep(o: GpuSweepOptions): Promise<GpuSweepResult> {
+  if (o.run === undefined) await checkGpuSweep(o);
   const run = o.run ?? runGpuPerf;
   const points: GpuSweepPoint[] = [];
   let gpu: GpuPerfReport['gpu'] | null = null;

@@ -3,7 +3,8 @@
  * every result; report-html.ts turns them into a self-contained HTML page.
  */
 import * as os from 'node:os';
-import { checkPerfOptions, runPerf, type PerfOptions, type PerfReport } from './perf.js';
+import { checkGeometry, checkPerfOptions, isSynchronousBackend, runPerf, type PerfOptions, type PerfReport } from './perf.js';
+import { openIo } from '../io/open.js';
 import type { BackendName } from '../io/types.js';
 import { formatSize } from '../util/size.js';
 
@@ -12,6 +13,8 @@ export interface SweepOptions {
   qds: number[];
   bss: number[];
   backends: BackendName[];
+  /** Queue depths of a backend where they differ from `qds` (a synchronous backend runs at depth 1 only). */
+  qdsByBackend?: Partial<Record<BackendName, number[]>>;
   onPoint?: (i: number, total: number, p: SweepPoint) => void;
   onStart?: (i: number, total: number, backend: string, bs: number, qd: number) => void;
 }
@@ -50,20 +53,63 @@ export interface SweepResult {
   points: SweepPoint[];
 }
 
-/** Check every backend against the target and options before the first point runs (throws on the first refusal). */
-export function checkSweep(o: SweepOptions): void {
-  for (const b of o.backends) checkPerfOptions({ ...o.base, qd: o.qds[0]!, bs: o.bss[0]!, backend: b });
+/** The queue depths a backend runs at. */
+function qdsOf(o: Pick<SweepOptions, 'qds' | 'qdsByBackend'>, backend: BackendName): number[] {
+  return o.qdsByBackend?.[backend] ?? o.qds;
 }
 
+/** Every point's options against the target, without opening anything (throws on the first refusal, naming the point). */
+export function checkSweepOptions(o: SweepOptions): void {
+  for (const backend of o.backends) {
+    for (const bs of o.bss) {
+      for (const qd of qdsOf(o, backend)) {
+        if (isSynchronousBackend(backend) && qd > 1) {
+          throw new RangeError(
+            `sweep point ${backend} bs ${bs} qd ${qd}: the ${backend} backend is synchronous (one I/O at a time), so a depth above 1 would be ignored; leave --qd out to sweep it at depth 1 beside the others`,
+          );
+        }
+        checkPerfOptions({ ...o.base, qd, bs, backend });
+      }
+    }
+  }
+}
+
+/**
+ * Check the whole grid before anything runs: every point's options (checkSweepOptions), then every (bs, qd)
+ * against the device as each backend sees it (opened once per backend, nothing submitted, closed): the maximum
+ * transfer, the block size, the queue size, the queue pairs. Throws on the first point the device cannot run.
+ */
+export async function checkSweep(o: SweepOptions): Promise<void> {
+  checkSweepOptions(o);
+  for (const backend of o.backends) {
+    const { direct, fixedBuffers, hipri, nsid, nqueues } = o.base;
+    const dev = await openIo(o.base.uri, { backend, direct: direct ?? false, fixedBuffers: fixedBuffers ?? false, hipri: hipri ?? false, nsid, maxQueues: nqueues });
+    try {
+      for (const bs of o.bss) {
+        for (const qd of qdsOf(o, backend)) {
+          try {
+            checkGeometry({ ...o.base, bs, qd }, dev);
+          } catch (e) {
+            throw new RangeError(`sweep point ${backend} bs ${bs} qd ${qd}: ${(e as Error).message}`);
+          }
+        }
+      }
+    } finally {
+      await dev.close();
+    }
+  }
+}
+
+/** Run the grid (call checkSweep first: here each point that cannot run is recorded as a failure). */
 export async function runSweep(o: SweepOptions): Promise<SweepResult> {
-  checkSweep(o);
+  checkSweepOptions(o);
   const points: SweepPoint[] = [];
-  const total = o.backends.length * o.bss.length * o.qds.length;
+  const total = o.backends.reduce((a, b) => a + o.bss.length * qdsOf(o, b).length, 0);
   let model = '';
   let i = 0;
   for (const backend of o.backends) {
     for (const bs of o.bss) {
-      for (const qd of o.qds) {
+      for (const qd of qdsOf(o, backend)) {
         o.onStart?.(i, total, backend, bs, qd);
         let p: SweepPoint;
         try {

@@ -134,7 +134,7 @@ function list(name: string, text: string, f: (s: string) => number): number[] {
 export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
   const { mkdirSync, writeFileSync } = await import('node:fs');
   const { join, resolve } = await import('node:path');
-  const { runGpuSweep, renderGpuSweepHtml, gpuSweepPointName, gpuSweepSummary } = await import('../bench/gpu-sweep.js');
+  const { checkGpuSweep, runGpuSweep, renderGpuSweepHtml, gpuSweepPointName, gpuSweepSummary } = await import('../bench/gpu-sweep.js');
   const qds = list('--qd', o.qd, (s) => int('--qd', s, 1023));
   const nqs = list('--nqueues', o.nqueues, (s) => int('--nqueues', s, 4096));
   const bss = list('--bs', o.bs, (s) => {
@@ -144,6 +144,7 @@ export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print:
   });
   const base = gpuOptionsFrom(uri, { ...o, qd: String(qds[0]), nqueues: String(nqs[0]), bs: String(bss[0]), time: o.time ?? (o.ios === undefined ? '1' : undefined) });
   const { qd: _q, nqueues: _n, bs: _b, ...rest } = base;
+  await checkGpuSweep({ base: rest, qds, nqueues: nqs, bss });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
   const dir = resolve(o.out ?? `homi-gpu-sweep-${stamp}`);
   mkdirSync(dir, { recursive: true });

@@ -11,6 +11,7 @@ import { addFioAliases } from './fio-options.js';
 import { listCommand } from './list.js';
 import { smartLogCommand } from './smart-log.js';
 import { errorLogCommand } from './error-log.js';
+import { explicitOptions } from './refuse.js';
 
 const program = new Command();
 program
@@ -81,8 +82,8 @@ const perf = program
   .option('--bs <bytes>', 'I/O size', '4096')
   .option('--qd <n>', 'queue depth per queue', '32')
   .enablePositionalOptions();
-perfCommonOptions(perf).action(async (uri: string, o: Parameters<typeof perfCommand>[1]) => {
-  process.exitCode = await perfCommand(uri, o);
+perfCommonOptions(perf).action(async (uri: string, o: Parameters<typeof perfCommand>[1], cmd: Command) => {
+  process.exitCode = await perfCommand(uri, { ...o, explicit: explicitOptions(cmd) });
 });
 
 const sweep = perf
@@ -93,8 +94,8 @@ const sweep = perf
   .option('--bs <list>', 'comma-separated I/O sizes', '4096')
   .option('--qd <list>', 'comma-separated queue depths', '1,2,4,8,16,32,64,128')
   .option('--out <dir>', 'output directory (default ./homi-sweep-<timestamp>/)');
-perfCommonOptions(sweep).action(async (uri: string, o: Parameters<typeof sweepCommand>[1]) => {
-  process.exitCode = await sweepCommand(uri, o);
+perfCommonOptions(sweep).action(async (uri: string, o: Parameters<typeof sweepCommand>[1], cmd: Command) => {
+  process.exitCode = await sweepCommand(uri, { ...o, explicit: explicitOptions(cmd) });
 });
 
 program

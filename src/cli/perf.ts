@@ -1,5 +1,5 @@
 /** `homi perf <uri> ...`: the synthetic benchmark through the driver core. */
-import { checkPerfOptions, runPerf, type PerfOptions, type PerfReport } from '../bench/perf.js';
+import { checkPerfOptions, isSynchronousBackend, runPerf, type PerfOptions, type PerfReport } from '../bench/perf.js';
 import { parsePercentiles, type LatencySummary } from '../bench/figures.js';
 import { BACKENDS, type BackendName } from '../io/types.js';
 import { RW_MODES, type RwMode } from '../bench/workload.js';
@@ -7,6 +7,7 @@ import type { EngineProgress } from '../bench/engine.js';
 import { parsePositiveInt, parseSize, formatSize } from '../util/size.js';
 import { renderTable } from '../util/table.js';
 import { UsageError } from './errors.js';
+import { refuseIgnoredOptions, type CliRunOptions } from './refuse.js';
 
 export interface PerfCliOptions {
   rw: string;
@@ -164,12 +165,15 @@ export function progressPrinter(enabled: boolean): ((p: EngineProgress) => void)
   };
 }
 
-export async function perfCommand(uri: string, o: PerfCliOptions & { initiator?: string }): Promise<number> {
+export async function perfCommand(uri: string, o: PerfCliOptions & CliRunOptions): Promise<number> {
+  refuseIgnoredOptions(uri, o);
   if (o.initiator === 'gpu') {
     const { gpuPerfCommand } = await import('./gpu-perf.js');
     return gpuPerfCommand(uri, o as unknown as import('./gpu-perf.js').GpuCliOptions);
   }
   const opts = perfOptionsFrom(uri, o);
+  // A synchronous backend runs one I/O at a time: unless --qd was given (and is refused above 1), its depth is 1.
+  if (opts.backend !== undefined && isSynchronousBackend(opts.backend) && o.explicit !== undefined && !o.explicit.has('qd')) opts.qd = 1;
   checkBeforeRun(opts);
   const tty = process.stderr.isTTY === true;
   const onProgress = progressPrinter(tty);
@@ -205,7 +209,8 @@ function parseList<T>(name: string, text: string, f: (s: string) => T): T[] {
   return [...new Set(out)];
 }
 
-export async function sweepCommand(uri: string, o: SweepCliOptions & { initiator?: string }, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+export async function sweepCommand(uri: string, o: SweepCliOptions & CliRunOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
+  refuseIgnoredOptions(uri, o);
   if (o.initiator === 'gpu') {
     const { gpuSweepCommand } = await import('./gpu-perf.js');
     return gpuSweepCommand(uri, o as unknown as import('./gpu-perf.js').GpuSweepCliOptions, print);
@@ -230,11 +235,15 @@ export async function sweepCommand(uri: string, o: SweepCliOptions & { initiator
   for (const b of backends) if (!(BACKENDS as readonly string[]).includes(b)) throw new UsageError(`--backends: '${b}' is not one of ${BACKENDS.join(', ')}`);
   const base = perfOptionsFrom(uri, { ...o, qd: String(qds[0]), bs: String(bss[0]), time: o.time ?? (o.ios === undefined ? '2' : undefined) } as PerfCliOptions);
   const { qd: _q, bs: _b, backend: _k, ...rest } = base;
-  const sweep = { base: rest, qds, bss, backends };
+  // A synchronous backend runs at depth 1 only, unless --qd was given (then a depth above 1 is refused).
+  const syncQds = o.explicit !== undefined && !o.explicit.has('qd') ? Object.fromEntries(backends.filter(isSynchronousBackend).map((b) => [b, [1]])) : {};
+  const sweep = { base: rest, qds, bss, backends, qdsByBackend: syncQds };
   try {
-    checkSweep(sweep);
+    await checkSweep(sweep);
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    // A point the device cannot run, or a target that cannot be opened, is a usage error; a failing device is not.
+    if (e instanceof RangeError || (e as Error).name === 'IoOpenError') throw new UsageError((e as Error).message);
+    throw e;
   }
   const tty = process.stderr.isTTY === true;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);

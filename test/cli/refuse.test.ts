@@ -5,7 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { assertUsageErrors, runHomi, type HomiRun } from './run.js';
 
 const homi = (...args: string[]): HomiRun => runHomi(args, 60_000);
@@ -18,4 +20,108 @@ test('a missing device under /dev is said not to exist; no file under /dev is su
   const r = homi('perf', '/dev/nvme9n9');
   assert.doesNotMatch(r.stderr, /file:|give a size/);
   assert.equal(existsSync('/dev/homi-test-missing'), false);
+});
+
+test('--verify on a null namespace is refused with the reason, on the CPU and the GPU paths (before any GPU is touched)', () => {
+  assertUsageErrors(homi, [
+    [['perf', 'emu://?size=64MiB&null=1', '--verify'], /--verify: 'emu:\/\/\?size=64MiB&null=1' is a null namespace .*keeps no data/],
+    [['perf', 'emu://?size=64MiB&null=1', '--verify', '--threads', '2'], /is a null namespace/],
+    [['perf', 'sweep', 'emu://?size=64MiB&null=1', '--verify', '--qd', '1'], /is a null namespace/],
+    [['perf', 'emu://?size=64MiB&null=1', '--initiator', 'gpu', '--verify'], /--verify: 'emu:\/\/\?size=64MiB&null=1' is a null namespace/],
+    [['perf', 'gpuctl://?null=1', '--initiator', 'gpu', '--verify'], /is a null namespace.*null=0 gives a namespace in GPU memory/],
+    [['perf', 'gpuctl://', '--initiator', 'gpu', '--verify'], /'gpuctl:\/\/' is a null namespace/],
+    [['perf', 'sweep', 'gpuctl://?size=1GiB', '--initiator', 'gpu', '--verify', '--qd', '32'], /is a null namespace/],
+  ]);
+});
+
+test('options the mode, backend or initiator would ignore are refused when given, never at their defaults', () => {
+  const img = 'file:/tmp/homi-refuse-test.img?size=16MiB';
+  assertUsageErrors(homi, [
+    [['perf', 'emu://?size=64MiB', '--rwmixread', '30'], /--rwmixread would be ignored: .*--rw randread only reads/],
+    [['perf', 'emu://?size=64MiB', '--rw', 'write', '--rwmixread', '30'], /--rw write only writes/],
+    [['perf', 'emu://?size=64MiB', '--verify-span', '1MiB'], /--verify-span would be ignored: .*add --verify/],
+    [['perf', 'emu://?size=64MiB', '--rw', 'read', '--seed', '7'], /--seed would be ignored: .*--rw read is sequential/],
+    [['perf', img, '--backend', 'posix', '--qd', '32'], /--qd 32: the posix backend is synchronous/],
+    [['perf', img, '--backend', 'posix', '--nqueues', '2'], /--nqueues 2: the posix backend is synchronous.*--threads 2/],
+    [['perf', img, '--backend', 'io_uring', '--direct', '--hipri', '--rw', 'read', '--seed', '2'], /--seed would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--direct'], /--direct \(O_DIRECT\) applies to the posix and io_uring backends/],
+    [['perf', 'emu://?size=64MiB', '--hipri'], /--hipri .*the driver always polls/],
+    [['perf', img, '--backend', 'posix', '--fixed-buffers'], /--fixed-buffers .* not posix/],
+    ...(['--mode ticket', '--placement device', '--gpu 1', '--entries 128', '--block-threads 64', '--gpu-timeout-ms 100'].map((o) => [
+      ['perf', 'emu://?size=64MiB', ...o.split(' ')],
+      new RegExp(`${o.split(' ')[0]} would be ignored: it applies to --initiator gpu`),
+    ]) as Array<[string[], RegExp]>),
+    [['perf', 'sweep', 'emu://?size=64MiB', '--qd', '1', '--mode', 'ticket'], /--mode would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--warmup', '1'], /--warmup would be ignored: a GPU run has no warm-up/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--direct'], /--direct would be ignored: GPU threads drive the NVMe queues themselves/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--fixed-buffers'], /--fixed-buffers would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--hipri'], /--hipri would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--block-threads', '64'], /--block-threads would be ignored: .*--mode ticket/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--rwmixread', '10'], /--rwmixread would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--verify-span', '1MiB'], /--verify-span would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--rw', 'read', '--seed', '2'], /--seed would be ignored/],
+    [['perf', 'gpuctl://?null=1', '--initiator', 'gpu', '--placement', 'host'], /--placement would be ignored: .*GPU memory only/],
+    [['perf', 'gpuctl://?null=1', '--initiator', 'gpu', '--nsid', '2'], /--nsid 2: .* has one namespace/],
+    [['perf', 'sweep', 'emu://?size=64MiB', '--initiator', 'gpu', '--backends', 'driver'], /--backends would be ignored/],
+  ]);
+});
+
+test('what the options mean at their defaults, or where they take effect, runs', () => {
+  // --rwmixread with a mixed mode, --seed with a random one, --verify-span with --verify: each takes effect.
+  const r = homi('perf', 'emu://?size=64MiB', '--rw', 'randrw', '--rwmixread', '30', '--seed', '5', '--verify', '--verify-span', '8MiB', '--ios', '2000', '--warmup', '0', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.verifyErrors, 0);
+  assert.equal(j.prefilledBlocks, (8 << 20) / 4096);
+  // posix at its default depth runs at depth 1.
+  const p = homi('perf', 'file:/tmp/homi-refuse-test.img?size=16MiB', '--backend', 'posix', '--ios', '500', '--warmup', '0', '--json');
+  assert.equal(p.code, 0, p.stderr);
+  assert.equal(JSON.parse(p.stdout).qd, 1);
+});
+
+test('a sweep grid with a point the device cannot run is refused before anything runs (no output directory)', () => {
+  const out = join(mkdtempSync(join(tmpdir(), 'homi-refuse-sweep-')), 'out');
+  try {
+    const img = `file:${join(dirname(out), 's.img')}?size=16MiB`;
+    // (a GPU sweep has no warm-up to set)
+    const sweep = (...args: string[]): string[] => ['perf', 'sweep', ...args, '--ios', '100', ...(args.includes('gpu') ? [] : ['--warmup', '0']), '--out', out];
+    assertUsageErrors(homi, [
+      [sweep('emu://?size=64MiB', '--qd', '1,2048'), /sweep point driver bs 4096 qd 2048: --qd 2048 needs 2049 queue entries; the controller allows 1024/],
+      [sweep('emu://?size=64MiB', '--bs', '4096,256k', '--qd', '1'), /sweep point driver bs 262144 qd 1: --bs 262144 exceeds the controller's maximum transfer size of 131072 bytes/],
+      [sweep('emu://?size=64MiB&lbads=12', '--bs', '512,4096', '--qd', '1'), /sweep point driver bs 512 qd 1: --bs 512 is not a multiple of the 4096-byte block size/],
+      [sweep(img, '--backends', 'io_uring,posix', '--qd', '1,4'), /sweep point posix bs 4096 qd 4: the posix backend is synchronous.*leave --qd out/],
+      [sweep(img, '--backends', 'io_uring,driver', '--qd', '1'), /the driver backend .* needs an emu:\/\/ or pci: URI/],
+      [
+        sweep('emu://?size=64MiB', '--qd', '1,8', '--verify', '--verify-span', '32KiB'),
+        /sweep point driver bs 4096 qd 8: --verify needs at least 16 distinct 4096-byte units in its span; have 8 \(raise --verify-span\)/,
+      ],
+      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--mode', 'ticket', '--qd', '32,48'), /sweep point bs 4096 nqueues 1 qd 48: ticket mode: --qd 48 must be below 32 or a multiple of 32/],
+      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--bs', '4096,256k', '--qd', '32'), /sweep point bs 262144 nqueues 1 qd 32: --bs 262144 exceeds the controller's maximum transfer size/],
+      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--nqueues', '1,65', '--qd', '32'), /sweep point bs 4096 nqueues 65 qd 32: --nqueues 65: the controller offers 64 I\/O queue pairs/],
+    ]);
+    assert.equal(existsSync(out), false, 'nothing ran, nothing was written');
+  } finally {
+    rmSync(dirname(out), { recursive: true, force: true });
+  }
+});
+
+test('a sweep with posix and --qd left out runs posix at depth 1 beside the deeper backends', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'homi-refuse-sweep-'));
+  try {
+    const out = join(dir, 'out');
+    const r = homi('perf', 'sweep', `file:${join(dir, 's.img')}?size=16MiB`, '--backends', 'posix,io_uring', '--ios', '200', '--warmup', '0', '--out', out, '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { points: Array<{ backend: string; qd: number; iops: number }> };
+    assert.deepEqual(
+      j.points.filter((p) => p.backend === 'posix').map((p) => p.qd),
+      [1],
+    );
+    assert.deepEqual(
+      j.points.filter((p) => p.backend === 'io_uring').map((p) => p.qd),
+      [1, 2, 4, 8, 16, 32, 64, 128],
+    );
+    for (const p of j.points) assert.ok(p.iops > 0, JSON.stringify(p));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
