@@ -125,3 +125,24 @@ test('a sweep with posix and --qd left out runs posix at depth 1 beside the deep
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a repeated or unknown URI key is refused, whichever scheme', () => {
+  assertUsageErrors(homi, [
+    [['identify', 'emu://?size=16MiB&size=32MiB'], /invalid device URI 'emu:\/\/\?size=16MiB&size=32MiB': parameter 'size' is given more than once/],
+    [['identify', 'pci:0000:01:00.0?mode=vfio&mode=uio'], /parameter 'mode' is given more than once/],
+    [['perf', 'file:/tmp/homi-refuse-dup.img?size=1MiB&size=2MiB'], /parameter 'size' is given more than once/],
+    [['perf', 'gpuctl://?null=0&null=1', '--initiator', 'gpu'], /gpuctl:\/\/: parameter 'null' is given more than once/],
+    [['perf', 'gpuctl://?nul=0', '--initiator', 'gpu'], /gpuctl:\/\/: unknown parameter 'nul'/],
+  ]);
+});
+
+test('identify of 64 namespaces of 1 TiB each (memory, sparse) answers within seconds', () => {
+  const t0 = performance.now();
+  const r = runHomi(['identify', 'emu://?size=1TiB&namespaces=64', '--json'], 30_000);
+  const ms = performance.now() - t0;
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { namespaces: Array<{ blocks: number; blockSize: number }> };
+  assert.equal(j.namespaces.length, 64);
+  for (const n of j.namespaces) assert.equal(n.blocks * n.blockSize, 2 ** 40);
+  assert.ok(ms < 5000, `identify took ${Math.round(ms)} ms`);
+});
