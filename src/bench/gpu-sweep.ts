@@ -54,7 +54,7 @@ export async function checkGpuSweep(o: Pick<GpuSweepOptions, 'base' | 'qds' | 'n
         try {
           checkGpuPerfOptions({ ...o.base, qd, nqueues: nq, bs }, facts);
         } catch (e) {
-          throw new RangeError(`sweep point bs ${bs} nqueues ${nq} qd ${qd}: ${(e as Error).message}`);
+          throw new RangeError(`sweep point ${gpuSweepPointName({ qd, nqueues: nq, bs })}: ${(e as Error).message}`);
         }
       }
     }

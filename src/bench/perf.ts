@@ -144,6 +144,12 @@ export function checkPerfOptions(o: PerfOptions): BackendName {
       `--threads ${threads}: the ${backend} backend on a pci: URI drives the controller from one thread (PCIe queue memory cannot be handed to worker threads yet); use --nqueues for more queue pairs`,
     );
   }
+  if (threads > 1 && (backend === 'driver' || backend === 'emu')) {
+    const u = parseDeviceUri(o.uri);
+    if (u.kind === 'emu' && u.maxQueuePairs < threads * o.nqueues) {
+      throw new RangeError(`--threads ${threads} --nqueues ${o.nqueues}: needs ${threads * o.nqueues} I/O queue pairs; the controller grants only ${u.maxQueuePairs} (queues=N in the URI raises it)`);
+    }
+  }
   if (isSynchronousBackend(backend) && o.qd > 1) {
     throw new RangeError(`--qd ${o.qd}: the ${backend} backend is synchronous (one pread/pwrite at a time), so a depth above 1 would be ignored; use --qd 1, and --threads N for parallel I/O`);
   }
@@ -174,8 +180,10 @@ export function checkGeometry(o: Pick<PerfOptions, 'uri' | 'bs' | 'qd' | 'nqueue
   if (o.qd > g.maxQueueDepth) {
     throw new RangeError(`--qd ${o.qd} needs ${o.qd + 1} queue entries; the ${driver ? 'controller' : 'backend'} allows ${g.maxQueueDepth + 1}`);
   }
-  if (o.verify && (o.threads ?? 1) === 1) {
-    const units = Math.floor(Math.min(g.blocks, Math.floor(o.verifySpan / g.blockSize)) / (o.bs / g.blockSize));
+  if (o.verify) {
+    // With threads, --verify gives each thread its own region of blocks / threads.
+    const blocks = Math.floor(g.blocks / (o.threads ?? 1));
+    const units = Math.floor(Math.min(blocks, Math.floor(o.verifySpan / g.blockSize)) / (o.bs / g.blockSize));
     const slots = o.nqueues * o.qd;
     if (units < 2 * slots) throw new RangeError(`--verify needs at least ${2 * slots} distinct ${o.bs}-byte units in its span; have ${units} (raise --verify-span)`);
   }

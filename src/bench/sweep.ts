@@ -65,10 +65,16 @@ export function checkSweepOptions(o: SweepOptions): void {
       for (const qd of qdsOf(o, backend)) {
         if (isSynchronousBackend(backend) && qd > 1) {
           throw new RangeError(
-            `sweep point ${backend} bs ${bs} qd ${qd}: the ${backend} backend is synchronous (one I/O at a time), so a depth above 1 would be ignored; leave --qd out to sweep it at depth 1 beside the others`,
+            `sweep point ${sweepPointName({ backend, bs, qd })}: the ${backend} backend is synchronous (one I/O at a time), so a depth above 1 would be ignored; leave --qd out to sweep it at depth 1 beside the others`,
           );
         }
-        checkPerfOptions({ ...o.base, qd, bs, backend });
+        try {
+          checkPerfOptions({ ...o.base, qd, bs, backend });
+        } catch (e) {
+          // A refusal of the backend itself (IoOpenError: not of this point) reads as is.
+          if ((e as Error).name === 'IoOpenError') throw e;
+          throw new RangeError(`sweep point ${sweepPointName({ backend, bs, qd })}: ${(e as Error).message}`);
+        }
       }
     }
   }
@@ -90,7 +96,7 @@ export async function checkSweep(o: SweepOptions): Promise<void> {
           try {
             checkGeometry({ ...o.base, bs, qd }, dev);
           } catch (e) {
-            throw new RangeError(`sweep point ${backend} bs ${bs} qd ${qd}: ${(e as Error).message}`);
+            throw new RangeError(`sweep point ${sweepPointName({ backend, bs, qd })}: ${(e as Error).message}`);
           }
         }
       }

@@ -86,18 +86,21 @@ test('a sweep grid with a point the device cannot run is refused before anything
     // (a GPU sweep has no warm-up to set)
     const sweep = (...args: string[]): string[] => ['perf', 'sweep', ...args, '--ios', '100', ...(args.includes('gpu') ? [] : ['--warmup', '0']), '--out', out];
     assertUsageErrors(homi, [
-      [sweep('emu://?size=64MiB', '--qd', '1,2048'), /sweep point driver bs 4096 qd 2048: --qd 2048 needs 2049 queue entries; the controller allows 1024/],
-      [sweep('emu://?size=64MiB', '--bs', '4096,256k', '--qd', '1'), /sweep point driver bs 262144 qd 1: --bs 262144 exceeds the controller's maximum transfer size of 131072 bytes/],
-      [sweep('emu://?size=64MiB&lbads=12', '--bs', '512,4096', '--qd', '1'), /sweep point driver bs 512 qd 1: --bs 512 is not a multiple of the 4096-byte block size/],
-      [sweep(img, '--backends', 'io_uring,posix', '--qd', '1,4'), /sweep point posix bs 4096 qd 4: the posix backend is synchronous.*leave --qd out/],
+      [sweep('emu://?size=64MiB', '--qd', '1,2048'), /sweep point driver bs 4 KiB qd 2048: --qd 2048 needs 2049 queue entries; the controller allows 1024/],
+      [sweep('emu://?size=64MiB', '--bs', '4096,256k', '--qd', '1'), /sweep point driver bs 256 KiB qd 1: --bs 262144 exceeds the controller's maximum transfer size of 131072 bytes/],
+      [sweep('emu://?size=64MiB&lbads=12', '--bs', '512,4096', '--qd', '1'), /sweep point driver bs 512 B qd 1: --bs 512 is not a multiple of the 4096-byte block size/],
+      [sweep(img, '--backends', 'io_uring,posix', '--qd', '1,4'), /sweep point posix bs 4 KiB qd 4: the posix backend is synchronous.*leave --qd out/],
       [sweep(img, '--backends', 'io_uring,driver', '--qd', '1'), /the driver backend .* needs an emu:\/\/ or pci: URI/],
       [
         sweep('emu://?size=64MiB', '--qd', '1,8', '--verify', '--verify-span', '32KiB'),
-        /sweep point driver bs 4096 qd 8: --verify needs at least 16 distinct 4096-byte units in its span; have 8 \(raise --verify-span\)/,
+        /sweep point driver bs 4 KiB qd 8: --verify needs at least 16 distinct 4096-byte units in its span; have 8 \(raise --verify-span\)/,
       ],
-      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--mode', 'ticket', '--qd', '32,48'), /sweep point bs 4096 nqueues 1 qd 48: ticket mode: --qd 48 must be below 32 or a multiple of 32/],
-      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--bs', '4096,256k', '--qd', '32'), /sweep point bs 262144 nqueues 1 qd 32: --bs 262144 exceeds the controller's maximum transfer size/],
-      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--nqueues', '1,65', '--qd', '32'), /sweep point bs 4096 nqueues 65 qd 32: --nqueues 65: the controller offers 64 I\/O queue pairs/],
+      // with threads, each verifies its own region: 2 x 16 blocks of this 128 KiB namespace
+      [sweep('emu://?size=128KiB', '--qd', '1,16', '--threads', '2', '--verify'), /sweep point driver bs 4 KiB qd 16: --verify needs at least 32 distinct 4096-byte units in its span; have 16/],
+      [sweep('emu://?size=64MiB&queues=4', '--qd', '1', '--threads', '3', '--nqueues', '2'), /--threads 3 --nqueues 2: needs 6 I\/O queue pairs; the controller grants only 4/],
+      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--mode', 'ticket', '--qd', '32,48'), /sweep point 4 KiB 1 q x qd 48: ticket mode: --qd 48 must be below 32 or a multiple of 32/],
+      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--bs', '4096,256k', '--qd', '32'), /sweep point 256 KiB 1 q x qd 32: --bs 262144 exceeds the controller's maximum transfer size/],
+      [sweep('emu://?size=64MiB', '--initiator', 'gpu', '--nqueues', '1,65', '--qd', '32'), /sweep point 4 KiB 65 q x qd 32: --nqueues 65: the controller offers 64 I\/O queue pairs/],
     ]);
     assert.equal(existsSync(out), false, 'nothing ran, nothing was written');
   } finally {

@@ -135,29 +135,44 @@ test('perf sweep writes results.json and a self-contained report.html and prints
   }
 });
 
-test('perf sweep with stderr not a terminal: one progress line per point, and a summary that names the failed points', () => {
+test('perf sweep with stderr not a terminal: one progress line per point; a point the device cannot run is refused before any runs', () => {
   const dir = mkdtempSync(join(tmpdir(), 'homi-io-sweep-'));
   try {
-    // 1 MiB passes the option checks (made on the first block size) but exceeds the embedded controller's
-    // maximum transfer size when its points run: two of the four points fail.
-    const r = homi('perf', 'sweep', 'emu://?size=16MiB&null=1', '--bs', '4096,1MiB', '--qd', '1,4', '--ios', '200', '--warmup', '0', '--out', join(dir, 'out'));
-    assert.equal(r.code, 1, r.stderr);
+    const r = homi('perf', 'sweep', 'emu://?size=16MiB&null=1', '--bs', '4096,8192', '--qd', '1,4', '--ios', '200', '--warmup', '0', '--out', join(dir, 'out'));
+    assert.equal(r.code, 0, r.stderr);
     assert.ok(!r.stderr.includes('\r') && !r.stderr.includes('\x1b['), `no live line when stderr is a pipe: ${JSON.stringify(r.stderr)}`);
     const progress = r.stderr.trim().split('\n');
     assert.equal(progress.length, 4, r.stderr);
     assert.match(progress[0]!, /^\[1\/4\] driver bs 4 KiB qd 1: [\d.]+[kM]? IOPS, [\d.]+ MiB\/s, p50 [\d.]+ us, p99 [\d.]+ us, \d+ ns\/IO$/);
     assert.match(progress[1]!, /^\[2\/4\] driver bs 4 KiB qd 4: .* IOPS/);
-    assert.match(progress[2]!, /^\[3\/4\] driver bs 1 MiB qd 1: failed: .*maximum transfer size/);
-    assert.match(progress[3]!, /^\[4\/4\] driver bs 1 MiB qd 4: failed: .*maximum transfer size/);
+    assert.match(progress[3]!, /^\[4\/4\] driver bs 8 KiB qd 4: .* IOPS/);
     const out = r.stdout.trim().split('\n');
-    assert.equal(out[0], '4 points (2 ok, 2 failed): driver x bs 4 KiB,1 MiB x qd 1,4');
-    assert.match(out[1]!, /^failed: driver bs 1 MiB qd 1: --bs 1048576 exceeds the controller's maximum transfer size/);
-    assert.match(out[2]!, /^failed: driver bs 1 MiB qd 4: /);
-    assert.match(out[3]!, /^results: /);
-    const j = homi('perf', 'sweep', 'emu://?size=16MiB&null=1', '--bs', '4096,1MiB', '--qd', '1', '--ios', '100', '--warmup', '0', '--out', join(dir, 'json'), '--json');
-    assert.equal(j.code, 1, j.stderr);
-    assert.deepEqual(JSON.parse(j.stdout).failed, ['driver bs 1 MiB qd 1']);
+    assert.equal(out[0], '4 points (all ok): driver x bs 4 KiB,8 KiB x qd 1,4');
+    assert.match(out[1]!, /^results: /);
+    // 1 MiB exceeds the embedded controller's maximum transfer size: refused before the first point runs.
+    const big = homi('perf', 'sweep', 'emu://?size=16MiB&null=1', '--bs', '4096,1MiB', '--qd', '1,4', '--ios', '200', '--warmup', '0', '--out', join(dir, 'big'));
+    assert.equal(big.code, 2, big.stderr);
+    assert.match(big.stderr, /^homi: sweep point driver bs 1 MiB qd 1: --bs 1048576 exceeds the controller's maximum transfer size/);
+    assert.equal(existsSync(join(dir, 'big')), false);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a sweep point that fails while running is recorded, and the summary names it (runSweep without checkSweep)', async () => {
+  const { runSweep, sweepSummary, sweepPointName } = await import('../../src/bench/sweep.js');
+  const r = await runSweep({
+    base: { uri: 'emu://?size=16MiB&null=1', rw: 'randread', nqueues: 1, timeSec: null, ios: 100, warmupSec: 0, rwmixread: 50, nsid: 1, verify: false, verifySpan: 1 << 20, seed: 1 },
+    qds: [1],
+    bss: [4096, 1 << 20],
+    backends: ['driver'],
+  });
+  assert.deepEqual(
+    r.points.map((p) => p.failure === undefined),
+    [true, false],
+  );
+  const lines = sweepSummary(r);
+  assert.equal(lines[0], '2 points (1 ok, 1 failed): driver x bs 4 KiB,1 MiB x qd 1');
+  assert.match(lines[1]!, /^failed: driver bs 1 MiB qd 1: --bs 1048576 exceeds the controller's maximum transfer size/);
+  assert.deepEqual(r.points.filter((p) => p.failure !== undefined).map(sweepPointName), ['driver bs 1 MiB qd 1']);
 });
