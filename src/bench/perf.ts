@@ -165,9 +165,9 @@ export function checkPerfOptions(o: PerfOptions): BackendName {
 
 /**
  * Check a run's sizes against the opened device before any queue exists: the queue pairs it grants, the
- * maximum transfer, the block size, the queue depth, and the units --verify needs (one thread).
+ * maximum transfer, the block size, the queue depth, the region (--offset, --size), and the units --verify needs.
  */
-export function checkGeometry(o: Pick<PerfOptions, 'uri' | 'bs' | 'qd' | 'nqueues' | 'verify' | 'verifySpan' | 'threads'>, dev: IoDevice): void {
+export function checkGeometry(o: Pick<PerfOptions, 'uri' | 'bs' | 'qd' | 'nqueues' | 'verify' | 'verifySpan' | 'threads' | 'offset' | 'size'>, dev: IoDevice): void {
   const driver = dev instanceof DriverDevice;
   if (driver && (o.threads ?? 1) === 1 && dev.maxQueuePairs < o.nqueues) {
     throw new RangeError(`--nqueues ${o.nqueues}: the controller grants only ${dev.maxQueuePairs} I/O queue pairs`);
@@ -180,9 +180,11 @@ export function checkGeometry(o: Pick<PerfOptions, 'uri' | 'bs' | 'qd' | 'nqueue
   if (o.qd > g.maxQueueDepth) {
     throw new RangeError(`--qd ${o.qd} needs ${o.qd + 1} queue entries; the ${driver ? 'controller' : 'backend'} allows ${g.maxQueueDepth + 1}`);
   }
+  // The region the run uses (--offset, --size); with threads, --verify gives each thread its own part of it.
+  const region = perfRegion(o, g);
+  if (o.bs > region.blocks * g.blockSize) throw new RangeError(`--bs ${o.bs}: the region the run uses holds only ${region.blocks * g.blockSize} bytes`);
   if (o.verify) {
-    // With threads, --verify gives each thread its own region of blocks / threads.
-    const blocks = Math.floor(g.blocks / (o.threads ?? 1));
+    const blocks = Math.floor(region.blocks / (o.threads ?? 1));
     const units = Math.floor(Math.min(blocks, Math.floor(o.verifySpan / g.blockSize)) / (o.bs / g.blockSize));
     const slots = o.nqueues * o.qd;
     if (units < 2 * slots) throw new RangeError(`--verify needs at least ${2 * slots} distinct ${o.bs}-byte units in its span; have ${units} (raise --verify-span)`);

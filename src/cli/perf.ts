@@ -166,12 +166,14 @@ export function progressPrinter(enabled: boolean): ((p: EngineProgress) => void)
 }
 
 export async function perfCommand(uri: string, o: PerfCliOptions & CliRunOptions): Promise<number> {
-  refuseIgnoredOptions(uri, o);
   if (o.initiator === 'gpu') {
+    refuseIgnoredOptions(uri, o);
     const { gpuPerfCommand } = await import('./gpu-perf.js');
     return gpuPerfCommand(uri, o as unknown as import('./gpu-perf.js').GpuCliOptions);
   }
   const opts = perfOptionsFrom(uri, o);
+  // A bad value is named as such (above) before an option is refused as ignored.
+  refuseIgnoredOptions(uri, o);
   // A synchronous backend runs one I/O at a time: unless --qd was given (and is refused above 1), its depth is 1.
   if (opts.backend !== undefined && isSynchronousBackend(opts.backend) && o.explicit !== undefined && !o.explicit.has('qd')) opts.qd = 1;
   checkBeforeRun(opts);
@@ -210,8 +212,8 @@ function parseList<T>(name: string, text: string, f: (s: string) => T): T[] {
 }
 
 export async function sweepCommand(uri: string, o: SweepCliOptions & CliRunOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
-  refuseIgnoredOptions(uri, o);
   if (o.initiator === 'gpu') {
+    refuseIgnoredOptions(uri, o);
     const { gpuSweepCommand } = await import('./gpu-perf.js');
     return gpuSweepCommand(uri, o as unknown as import('./gpu-perf.js').GpuSweepCliOptions, print);
   }
@@ -235,6 +237,7 @@ export async function sweepCommand(uri: string, o: SweepCliOptions & CliRunOptio
   for (const b of backends) if (!(BACKENDS as readonly string[]).includes(b)) throw new UsageError(`--backends: '${b}' is not one of ${BACKENDS.join(', ')}`);
   const base = perfOptionsFrom(uri, { ...o, qd: String(qds[0]), bs: String(bss[0]), time: o.time ?? (o.ios === undefined ? '2' : undefined) } as PerfCliOptions);
   const { qd: _q, bs: _b, backend: _k, ...rest } = base;
+  refuseIgnoredOptions(uri, o);
   // A synchronous backend runs at depth 1 only, unless --qd was given (then a depth above 1 is refused).
   const syncQds = o.explicit !== undefined && !o.explicit.has('qd') ? Object.fromEntries(backends.filter(isSynchronousBackend).map((b) => [b, [1]])) : {};
   const sweep = { base: rest, qds, bss, backends, qdsByBackend: syncQds };

@@ -6,6 +6,7 @@
  * live with the run's own checks (src/io/open.ts, src/bench/perf.ts, src/gpu/checks.ts).
  */
 import type { Command } from 'commander';
+import { defaultBackend, parseTarget } from '../io/target.js';
 import { UsageError } from './errors.js';
 
 /** The options given on the command line (attribute names, e.g. 'verifySpan'), never those left at their defaults. */
@@ -28,12 +29,16 @@ export interface RunShape {
   /** GPU submission shape: block or ticket. */
   mode: string;
   placement: string;
+  /** The CPU backends the run uses (a sweep's --backends; else --backend or the target's default); [] if unknown. */
+  backends: string[];
 }
 
 const MIXED_RW = new Set(['randrw', 'rw']);
 const RANDOM_RW = new Set(['randread', 'randwrite', 'randrw']);
 const READ_ONLY_RW = new Set(['randread', 'read']);
 const GPU_RESIDENT_SCHEME = 'gpuctl:';
+/** Backends that go through the page cache of a file or block device (io_uring_cmd and the driver do not). */
+const PAGE_CACHE_BACKENDS = new Set(['posix', 'io_uring']);
 
 /** An option and when it takes effect; `why` completes "<flag> would be ignored: ...". */
 interface Rule {
@@ -51,6 +56,14 @@ const gpuOnly = (key: string, flag: string): Rule => ({
 });
 
 const cpuOnly = (key: string, flag: string, why: string): Rule => ({ key, flag, takesEffect: (s) => s.initiator === 'cpu', why: () => why });
+
+const pageCache = (key: string, flag: string): Rule => ({
+  key,
+  flag,
+  takesEffect: (s) => s.initiator === 'cpu' && s.backends.some((b) => PAGE_CACHE_BACKENDS.has(b)),
+  why: (s) =>
+    `it concerns the page cache of files and block devices (the posix and io_uring backends); ${s.initiator === 'gpu' ? 'GPU threads drive the NVMe queues themselves' : `the ${s.backends.join(', ')} backend${s.backends.length > 1 ? 's' : ''} bypass${s.backends.length > 1 ? '' : 'es'} it`}`,
+});
 
 /** Why a kernel I/O option means nothing to a GPU run. */
 const NO_KERNEL_PATH = 'GPU threads drive the NVMe queues themselves, with no kernel I/O path';
@@ -75,6 +88,11 @@ const RULES: readonly Rule[] = [
   cpuOnly('fixedBuffers', '--fixed-buffers', NO_KERNEL_PATH),
   cpuOnly('hipri', '--hipri', NO_KERNEL_PATH),
   cpuOnly('backends', '--backends', 'a GPU sweep has no backend to compare (GPU threads drive the NVMe queues themselves)'),
+  cpuOnly('percentiles', '--percentiles', "a GPU run reports the percentiles of its kernels' own histogram (p50, p99)"),
+  cpuOnly('offset', '--offset', 'a GPU run spans the namespace from LBA 0 (--verify-span bounds it)'),
+  cpuOnly('size', '--size', 'a GPU run spans the namespace from LBA 0 (--verify-span bounds it)'),
+  pageCache('invalidate', '--invalidate'),
+  pageCache('fadvise_hint', '--fadvise_hint'),
   gpuOnly('mode', '--mode'),
   gpuOnly('placement', '--placement'),
   gpuOnly('gpu', '--gpu'),
@@ -102,6 +120,9 @@ export interface CliRunOptions {
   initiator?: string;
   mode?: string;
   placement?: string;
+  backend?: string;
+  /** A sweep's comma-separated backends. */
+  backends?: string;
   /** Attribute names of the options given on the command line; undefined: unknown, nothing is refused here. */
   explicit?: ReadonlySet<string>;
 }
@@ -109,8 +130,33 @@ export interface CliRunOptions {
 /** Refuse the first option given on the command line that the run would ignore: a UsageError (exit 2). */
 export function refuseIgnoredOptions(uri: string, o: CliRunOptions): void {
   if (o.explicit === undefined) return;
-  const s: RunShape = { initiator: o.initiator === 'gpu' ? 'gpu' : 'cpu', uri, rw: o.rw, verify: o.verify, mode: o.mode ?? 'block', placement: o.placement ?? 'host' };
-  for (const r of RULES) {
+  const s: RunShape = {
+    initiator: o.initiator === 'gpu' ? 'gpu' : 'cpu',
+    uri,
+    rw: o.rw,
+    verify: o.verify,
+    mode: o.mode ?? 'block',
+    placement: o.placement ?? 'host',
+    backends: backendsOf(uri, o),
+  };
+  // With the backends unknown (a bad target, refused later with its reason), backend rules do not apply.
+  const rules = s.backends.length === 0 ? RULES.filter((r) => r.key !== 'invalidate' && r.key !== 'fadvise_hint') : RULES;
+  for (const r of rules) {
     if (o.explicit.has(r.key) && !r.takesEffect(s)) throw new UsageError(`${r.flag} would be ignored: ${r.why(s)}`);
+  }
+}
+
+/** The CPU backends a run uses: a sweep's --backends, --backend, or the target's default ([] when the target is not understood). */
+function backendsOf(uri: string, o: Pick<CliRunOptions, 'backend' | 'backends'>): string[] {
+  if (o.backends !== undefined)
+    return o.backends
+      .split(',')
+      .map((b) => b.trim())
+      .filter((b) => b !== '');
+  if (o.backend !== undefined) return [o.backend];
+  try {
+    return [defaultBackend(parseTarget(uri))];
+  } catch {
+    return [];
   }
 }

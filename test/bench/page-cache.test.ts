@@ -25,7 +25,23 @@ function resident(path: string): { resident: number; pages: number } {
 }
 
 function opts(path: string, extra: Partial<PerfOptions>): PerfOptions {
-  return { uri: path, rw: 'randread', bs: 4096, qd: 4, nqueues: 1, timeSec: null, ios: 200, warmupSec: 0, rwmixread: 50, nsid: 1, verify: false, verifySpan: 1 << 20, seed: 1, ...extra };
+  // posix is synchronous: a depth above 1 is refused
+  return {
+    uri: path,
+    rw: 'randread',
+    bs: 4096,
+    qd: extra.backend === 'posix' ? 1 : 4,
+    nqueues: 1,
+    timeSec: null,
+    ios: 200,
+    warmupSec: 0,
+    rwmixread: 50,
+    nsid: 1,
+    verify: false,
+    verifySpan: 1 << 20,
+    seed: 1,
+    ...extra,
+  };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'homi-pagecache-'));

@@ -63,6 +63,14 @@ test('options the mode, backend or initiator would ignore are refused when given
     [['perf', 'gpuctl://?null=1', '--initiator', 'gpu', '--placement', 'host'], /--placement would be ignored: .*GPU memory only/],
     [['perf', 'gpuctl://?null=1', '--initiator', 'gpu', '--nsid', '2'], /--nsid 2: .* has one namespace/],
     [['perf', 'sweep', 'emu://?size=64MiB', '--initiator', 'gpu', '--backends', 'driver'], /--backends would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--invalidate', '0'], /--invalidate would be ignored: .*page cache .*the driver backend bypasses it/],
+    [['perf', 'sweep', 'emu://?size=64MiB', '--fadvise_hint', '0', '--qd', '1'], /--fadvise_hint would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--percentiles', '50,90'], /--percentiles would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--size', '1MiB'], /--size would be ignored/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--offset', '4096'], /--offset would be ignored/],
+    // fio's names count as given too
+    [['perf', img, '--backend', 'posix', '--iodepth', '8'], /--qd 8: the posix backend is synchronous/],
+    [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--ramp_time', '1'], /--warmup would be ignored/],
   ]);
 });
 
