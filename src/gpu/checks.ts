@@ -1,10 +1,11 @@
 /**
  * What a GPU perf run is checked against before the GPU is touched: the target as its URI describes it (an
- * embedded controller's emu:// URI, or the GPU-resident controller's gpuctl:// URI). Every refusal is a
- * RangeError with one line that says why.
+ * embedded controller's emu:// URI, or the GPU-resident controller's gpuctl:// URI; of a homid:<device> URI
+ * only its form, the device being homid's to describe). Every refusal is a RangeError with one line that says why.
  */
 import { parseDeviceUri } from '../device/uri.js';
 import { EMU_DEFAULTS } from '../emu/config.js';
+import { queryKeyProblem } from '../util/query.js';
 import type { GpuPerfOptions } from './options.js';
 
 /** The embedded controller's page: MDTS counts in these. */
@@ -27,7 +28,17 @@ export interface GpuTargetFacts {
   maxTransferBytes: number | null;
 }
 
-export async function gpuTargetFacts(uri: string): Promise<GpuTargetFacts> {
+/** The scheme of GPU leases from a running homid (src/gpu/perf.ts openHomidUri). */
+const HOMID_SCHEME = 'homid:';
+const HOMID_PARAMS = ['socket'] as const;
+
+/** The target's facts; null for homid:<device> (known only once homid grants the leases: its URI's form is checked). */
+export async function gpuTargetFacts(uri: string): Promise<GpuTargetFacts | null> {
+  if (uri.startsWith(HOMID_SCHEME)) {
+    const problem = queryKeyProblem(new URL(uri).searchParams, HOMID_PARAMS);
+    if (problem !== null) throw new RangeError(`homid: URI: ${problem}`);
+    return null;
+  }
   if (uri.startsWith('gpuctl:')) {
     const r = (await import('./resident.js')).parseResidentUri(uri);
     return {
@@ -58,7 +69,11 @@ export async function gpuTargetFacts(uri: string): Promise<GpuTargetFacts> {
 }
 
 /** Check one run (one sweep point) against its target; `entries` is the SQ/CQ size the run will use. */
-export function checkGpuTarget(o: GpuPerfOptions, entries: number, t: GpuTargetFacts): void {
+export function checkGpuTarget(o: GpuPerfOptions, entries: number, t: GpuTargetFacts | null): void {
+  if (o.uri.startsWith(HOMID_SCHEME) && (o.placement ?? 'host') !== 'host') {
+    throw new RangeError('homid: GPU leases carry payloads in host memory (--placement device is for emu:// targets)');
+  }
+  if (t === null) return;
   if (o.verify === true && t.nullMode) {
     const hint = t.kind === 'gpu-resident' ? 'null=0 gives a namespace in GPU memory (gpuctl:// is null unless null=0)' : 'drop null=1 (a memory namespace)';
     throw new RangeError(`--verify: '${t.uri}' is a null namespace: it keeps no data, so no read can return what was written; ${hint}, or drop --verify`);

@@ -62,6 +62,7 @@ test('options the mode, backend or initiator would ignore are refused when given
     [['perf', 'emu://?size=64MiB', '--initiator', 'gpu', '--rw', 'read', '--seed', '2'], /--seed would be ignored/],
     [['perf', 'gpuctl://?null=1', '--initiator', 'gpu', '--placement', 'host'], /--placement would be ignored: .*GPU memory only/],
     [['perf', 'gpuctl://?null=1', '--initiator', 'gpu', '--nsid', '2'], /--nsid 2: .* has one namespace/],
+    [['perf', 'homid:nvme0', '--initiator', 'gpu', '--placement', 'device'], /homid: GPU leases carry payloads in host memory/],
     [['perf', 'sweep', 'emu://?size=64MiB', '--initiator', 'gpu', '--backends', 'driver'], /--backends would be ignored/],
     [['perf', 'emu://?size=64MiB', '--invalidate', '0'], /--invalidate would be ignored: .*page cache .*the driver backend bypasses it/],
     [['perf', 'sweep', 'emu://?size=64MiB', '--fadvise_hint', '0', '--qd', '1'], /--fadvise_hint would be ignored/],
@@ -144,6 +145,8 @@ test('a repeated or unknown URI key is refused, whichever scheme', () => {
     [['perf', 'file:/tmp/homi-refuse-dup.img?size=1MiB&size=2MiB'], /parameter 'size' is given more than once/],
     [['perf', 'gpuctl://?null=0&null=1', '--initiator', 'gpu'], /gpuctl:\/\/: parameter 'null' is given more than once/],
     [['perf', 'gpuctl://?nul=0', '--initiator', 'gpu'], /gpuctl:\/\/: unknown parameter 'nul'/],
+    [['perf', 'homid:nvme0?socket=/a&socket=/b', '--initiator', 'gpu'], /homid: URI: parameter 'socket' is given more than once/],
+    [['perf', 'homid:nvme0?sock=/a', '--initiator', 'gpu'], /homid: URI: unknown parameter 'sock' \(known: socket\)/],
   ]);
 });
 
