@@ -3,7 +3,7 @@
  * can be verified, missing devices, repeated URI keys, sweep grids with points the device cannot run. Each is
  * refused before anything runs: exit 2, one line that says why.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,9 @@ import { dirname, join } from 'node:path';
 import { assertUsageErrors, runHomi, type HomiRun } from './run.js';
 
 const homi = (...args: string[]): HomiRun => runHomi(args, 60_000);
+const scratch = mkdtempSync(join(tmpdir(), 'homi-refuse-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+const IMG = `file:${join(scratch, 'f.img')}?size=16MiB`;
 
 test('a missing device under /dev is said not to exist; no file under /dev is suggested or created', () => {
   assertUsageErrors(homi, [
@@ -35,7 +38,7 @@ test('--verify on a null namespace is refused with the reason, on the CPU and th
 });
 
 test('options the mode, backend or initiator would ignore are refused when given, never at their defaults', () => {
-  const img = 'file:/tmp/homi-refuse-test.img?size=16MiB';
+  const img = IMG;
   assertUsageErrors(homi, [
     [['perf', 'emu://?size=64MiB', '--rwmixread', '30'], /--rwmixread would be ignored: .*--rw randread only reads/],
     [['perf', 'emu://?size=64MiB', '--rw', 'write', '--rwmixread', '30'], /--rw write only writes/],
@@ -83,7 +86,7 @@ test('what the options mean at their defaults, or where they take effect, runs',
   assert.equal(j.verifyErrors, 0);
   assert.equal(j.prefilledBlocks, (8 << 20) / 4096);
   // posix at its default depth runs at depth 1.
-  const p = homi('perf', 'file:/tmp/homi-refuse-test.img?size=16MiB', '--backend', 'posix', '--ios', '500', '--warmup', '0', '--json');
+  const p = homi('perf', IMG, '--backend', 'posix', '--ios', '500', '--warmup', '0', '--json');
   assert.equal(p.code, 0, p.stderr);
   assert.equal(JSON.parse(p.stdout).qd, 1);
 });
