@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import { checkGpuPerfOptions, gpuTargetFacts, runGpuPerf, type GpuPerfOptions, type GpuPerfReport } from '../gpu/perf.js';
 import { formatSize } from '../util/size.js';
 import { escapeXml, formatCompact, PALETTE, renderLineChart, type Series } from './report-svg.js';
+import { REPORT_CSS } from './report-html.js';
 
 export interface GpuSweepOptions {
   base: Omit<GpuPerfOptions, 'qd' | 'nqueues' | 'bs'>;
@@ -188,14 +189,7 @@ export function renderGpuSweepHtml(r: GpuSweepResult): string {
 <meta charset="utf-8">
 <title>homi GPU-initiated sweep: ${e(r.uri)}</title>
 <style>
-body { font-family: sans-serif; margin: 24px; color: #222; }
-.charts { display: flex; flex-wrap: wrap; gap: 16px; }
-.charts figure { margin: 0; border: 1px solid #ddd; }
-table.points { border-collapse: collapse; margin-top: 16px; }
-table.points th, table.points td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-table.points th { background: #f3f3f3; }
-td.fail { color: #b00; text-align: left; }
-</style>
+${REPORT_CSS}</style>
 </head>
 <body>
 <h1>homi GPU-initiated sweep</h1>

@@ -109,6 +109,18 @@ export function sweepCharts(r: SweepResult): Array<{ title: string; svg: string 
   return out;
 }
 
+/** The style sheet of the sweep reports (this one and the GPU sweep's, src/bench/gpu-sweep.ts). */
+export const REPORT_CSS = `body { font-family: sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 20px; }
+.meta td { padding: 2px 12px 2px 0; }
+.charts { display: flex; flex-wrap: wrap; gap: 16px; }
+.charts figure { margin: 0; border: 1px solid #ddd; }
+table.points { border-collapse: collapse; margin-top: 16px; }
+table.points th, table.points td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+table.points th { background: #f3f3f3; }
+td.fail { color: #b00; text-align: left; }
+`;
+
 export function renderSweepHtml(r: SweepResult): string {
   const e = escapeXml;
   const charts = sweepCharts(r);
@@ -142,16 +154,7 @@ export function renderSweepHtml(r: SweepResult): string {
 <meta charset="utf-8">
 <title>homi perf sweep: ${e(r.uri)}</title>
 <style>
-body { font-family: sans-serif; margin: 24px; color: #222; }
-h1 { font-size: 20px; }
-.meta td { padding: 2px 12px 2px 0; }
-.charts { display: flex; flex-wrap: wrap; gap: 16px; }
-.charts figure { margin: 0; border: 1px solid #ddd; }
-table.points { border-collapse: collapse; margin-top: 16px; }
-table.points th, table.points td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-table.points th { background: #f3f3f3; }
-td.fail { color: #b00; text-align: left; }
-</style>
+${REPORT_CSS}</style>
 </head>
 <body>
 <h1>homi perf sweep</h1>

@@ -4,6 +4,7 @@ import { statusName } from '../nvme/status.js';
 import { formatSize, parsePositiveInt, parseSize } from '../util/size.js';
 import { renderTable } from '../util/table.js';
 import { UsageError } from './errors.js';
+import { sweepDir, writeSweep } from './sweep-output.js';
 
 export interface GpuCliOptions {
   rw: string;
@@ -132,8 +133,6 @@ function list(name: string, text: string, f: (s: string) => number): number[] {
 
 /** `homi perf sweep --initiator gpu`: queue depth x queue count x I/O size; results.json and report.html. */
 export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<number> {
-  const { mkdirSync, writeFileSync } = await import('node:fs');
-  const { join, resolve } = await import('node:path');
   const { checkGpuSweep, runGpuSweep, renderGpuSweepHtml, gpuSweepPointName, gpuSweepSummary } = await import('../bench/gpu-sweep.js');
   const qds = list('--qd', o.qd, (s) => int('--qd', s, 1023));
   const nqs = list('--nqueues', o.nqueues, (s) => int('--nqueues', s, 4096));
@@ -145,9 +144,7 @@ export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print:
   const base = gpuOptionsFrom(uri, { ...o, qd: String(qds[0]), nqueues: String(nqs[0]), bs: String(bss[0]), time: o.time ?? (o.ios === undefined ? '1' : undefined) });
   const { qd: _q, nqueues: _n, bs: _b, ...rest } = base;
   await checkGpuSweep({ base: rest, qds, nqueues: nqs, bss });
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
-  const dir = resolve(o.out ?? `homi-gpu-sweep-${stamp}`);
-  mkdirSync(dir, { recursive: true });
+  const dir = sweepDir(o.out, 'homi-gpu-sweep');
   // As the CPU sweep: a live line while a point runs on a terminal, one finished line per point in any case.
   const tty = process.stderr.isTTY === true;
   const r = await runGpuSweep({
@@ -166,12 +163,7 @@ export async function gpuSweepCommand(uri: string, o: GpuSweepCliOptions, print:
       process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`);
     },
   });
-  const jsonPath = join(dir, 'results.json');
-  const htmlPath = join(dir, 'report.html');
-  writeFileSync(jsonPath, `${JSON.stringify(r, null, 2)}\n`);
-  writeFileSync(htmlPath, renderGpuSweepHtml(r));
   const failed = r.points.filter((p) => p.failure !== undefined).map(gpuSweepPointName);
-  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: r.points.length, failed }));
-  else print([...gpuSweepSummary(r), `results: ${jsonPath}`, `report:  ${htmlPath}`].join('\n'));
+  writeSweep(dir, { result: r, html: renderGpuSweepHtml(r), failed, summary: gpuSweepSummary(r) }, o.json, print);
   return r.points.some((p) => p.failure !== undefined || p.errors > 0 || p.timeouts > 0) ? 1 : 0;
 }

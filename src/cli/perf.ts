@@ -8,6 +8,7 @@ import { parsePositiveInt, parseSize, formatSize } from '../util/size.js';
 import { renderTable } from '../util/table.js';
 import { UsageError } from './errors.js';
 import { refuseIgnoredOptions, type CliRunOptions } from './refuse.js';
+import { sweepDir, writeSweep } from './sweep-output.js';
 
 export interface PerfCliOptions {
   rw: string;
@@ -217,8 +218,6 @@ export async function sweepCommand(uri: string, o: SweepCliOptions & CliRunOptio
     const { gpuSweepCommand } = await import('./gpu-perf.js');
     return gpuSweepCommand(uri, o as unknown as import('./gpu-perf.js').GpuSweepCliOptions, print);
   }
-  const { mkdirSync, writeFileSync } = await import('node:fs');
-  const { join, resolve } = await import('node:path');
   const { runSweep, checkSweep, sweepPointName, sweepSummary } = await import('../bench/sweep.js');
   const { renderSweepHtml } = await import('../bench/report-html.js');
   const { defaultBackend, parseTarget } = await import('../io/target.js');
@@ -249,9 +248,7 @@ export async function sweepCommand(uri: string, o: SweepCliOptions & CliRunOptio
     throw e;
   }
   const tty = process.stderr.isTTY === true;
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
-  const dir = resolve(o.out ?? `homi-sweep-${stamp}`);
-  mkdirSync(dir, { recursive: true });
+  const dir = sweepDir(o.out, 'homi-sweep');
   // A live line while each point runs on a terminal; one finished line per point on a terminal or not (a log).
   const result = await runSweep({
     ...sweep,
@@ -265,16 +262,7 @@ export async function sweepCommand(uri: string, o: SweepCliOptions & CliRunOptio
       process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`);
     },
   });
-  const jsonPath = join(dir, 'results.json');
-  const htmlPath = join(dir, 'report.html');
-  writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
-  writeFileSync(htmlPath, renderSweepHtml(result));
   const failed = result.points.filter((p) => p.failure !== undefined).map(sweepPointName);
-  if (o.json) print(JSON.stringify({ results: jsonPath, report: htmlPath, points: result.points.length, failed }));
-  else {
-    for (const line of sweepSummary(result)) print(line);
-    print(`results: ${jsonPath}`);
-    print(`report:  ${htmlPath}`);
-  }
+  writeSweep(dir, { result, html: renderSweepHtml(result), failed, summary: sweepSummary(result) }, o.json, print);
   return result.points.some((p) => p.failure !== undefined || p.errors > 0 || p.verifyErrors > 0) ? 1 : 0;
 }

@@ -185,11 +185,24 @@ export async function launchJob(
   }
 }
 
-/** Open an embedded controller (memfd mode, held awake) with `nqueues` GPU queue pairs. */
-export async function openEmuTarget(gpu: GpuDevice, o: GpuPerfOptions, entries: number): Promise<GpuTarget> {
-  const opened: OpenedController = await openController(o.uri, { sharedMemory: 'memfd' });
+/** GPU queue pairs on an embedded controller, provisioned as homid provisions raw leases (what openEmuTarget and the GPU suite share). */
+export interface EmuQueueTarget extends GpuTarget {
+  readonly set: GpuQueueSet;
+  readonly provisioned: readonly ProvisionedQueuePair[];
+}
+
+/**
+ * `nqueues` GPU queue pairs on the already open embedded controller `opened` (memfd mode): provisioned
+ * (driver/attach.ts), attached and registered with `gpu`. close() gives the queues back and leaves the
+ * controller open; the caller keeps it awake (a GPU cannot wake it) and closes it.
+ */
+export async function emuQueueTarget(
+  gpu: GpuDevice,
+  opened: OpenedController,
+  o: Pick<GpuPerfOptions, 'nqueues' | 'bs' | 'nsid' | 'placement' | 'gpu'> & { description: string },
+  entries: number,
+): Promise<EmuQueueTarget> {
   const transport = opened.transport as EmuTransport;
-  const release = transport.holdAwake?.() ?? ((): void => undefined);
   const provisioned: ProvisionedQueuePair[] = [];
   const set = new GpuQueueSet(gpu, {
     slotBytes: o.bs,
@@ -201,27 +214,24 @@ export async function openEmuTarget(gpu: GpuDevice, o: GpuPerfOptions, entries: 
   const close = async (): Promise<void> => {
     set.close();
     for (const p of provisioned) await p.reclaim().catch(() => undefined);
-    release();
-    await opened.close();
   };
   try {
     const nsid = o.nsid ?? 1;
     const ns = opened.controller.namespaces.find((n) => n.nsid === nsid);
-    if (ns === undefined) throw new RangeError(`namespace ${nsid} does not exist on ${o.uri}`);
+    if (ns === undefined) throw new RangeError(`namespace ${nsid} does not exist on ${o.description}`);
     for (let i = 0; i < o.nqueues; i++) {
       const p = await provisionQueuePair(opened.controller, transport, { entries, nsid, dataBytes: dataBytesFor(entries, o.bs), name: `homi-gpu-q${i}` });
       provisioned.push(p);
       set.add(p.grant, p.fds);
     }
     const table = set.publish();
-    const blockSize = ns.blockSize;
     return {
       kind: 'emu',
-      description: o.uri,
+      description: o.description,
       table,
       nqueues: o.nqueues,
       entries,
-      blockSize,
+      blockSize: ns.blockSize,
       blocks: ns.blocks,
       placement: o.placement === 'device' ? 'device (emulated P2P: the controller copies through the copy engine)' : 'host (pinned, read by GPU threads in place)',
       counters: () => {
@@ -233,11 +243,40 @@ export async function openEmuTarget(gpu: GpuDevice, o: GpuPerfOptions, entries: 
       },
       broken: () => set.queues.some((_, i) => set.readState(i).broken),
       close,
+      set,
+      provisioned,
     };
   } catch (e) {
     await close();
     throw e;
   }
+}
+
+/** Open an embedded controller (memfd mode, held awake) with `nqueues` GPU queue pairs; close() closes it all. */
+export async function openEmuTarget(gpu: GpuDevice, o: GpuPerfOptions, entries: number): Promise<GpuTarget> {
+  const opened: OpenedController = await openController(o.uri, { sharedMemory: 'memfd' });
+  const release = opened.transport.holdAwake?.() ?? ((): void => undefined);
+  const shutdown = async (): Promise<void> => {
+    release();
+    await opened.close();
+  };
+  let t: EmuQueueTarget;
+  try {
+    t = await emuQueueTarget(gpu, opened, { ...o, description: o.uri }, entries);
+  } catch (e) {
+    await shutdown();
+    throw e;
+  }
+  return {
+    ...t,
+    close: async () => {
+      try {
+        await t.close();
+      } finally {
+        await shutdown();
+      }
+    },
+  };
 }
 
 /**

@@ -89,6 +89,27 @@ export function stateLayout(entries: number): { bytes: number; turn: number; fil
   return { bytes: prp2 + 8 * entries, turn, filled, done, status, prp2 };
 }
 
+/**
+ * Fill a queue's GPU-memory state block (zeroed by alloc) with its per-slot PRP2 table, and return the
+ * HomiGpuQueue fields that point into the block: prp2 (0 when no slot needs a list), state, turn, filled,
+ * done, status.
+ */
+export function initQueueState(gpu: Pick<GpuMemoryOps, 'copyToDevice'>, state: DeviceBuffer, plan: QueuePlan, prp2: readonly number[]): Values<typeof HomiGpuQueue> {
+  const sl = stateLayout(plan.entries);
+  const table = new Uint8Array(8 * plan.entries);
+  const dv = new DataView(table.buffer);
+  prp2.forEach((v, i) => dv.setBigUint64(8 * i, BigInt(v), true));
+  gpu.copyToDevice(state.dptr + sl.prp2, table);
+  return {
+    prp2: plan.prpListOffset !== null ? state.dptr + sl.prp2 : 0,
+    state: state.dptr,
+    turn: state.dptr + sl.turn,
+    filled: state.dptr + sl.filled,
+    done: state.dptr + sl.done,
+    status: state.dptr + sl.status,
+  };
+}
+
 /** One queue pair ready for GPU threads. */
 export interface GpuQueue {
   readonly qid: number;
@@ -174,23 +195,14 @@ export class GpuQueueSet {
     }
     const lists = plan.prpListOffset !== null ? hostData.subarray(plan.prpListOffset, plan.prpListOffset + plan.entries * plan.pageBytes) : null;
     const prp2 = writePrpLists(plan, dataBus, lists, region.iova + (plan.prpListOffset ?? 0));
-    const prpBytes = new Uint8Array(8 * plan.entries);
-    const pdv = new DataView(prpBytes.buffer);
-    prp2.forEach((v, i) => pdv.setBigUint64(8 * i, BigInt(v), true));
-    this.gpu.copyToDevice(state.dptr + sl.prp2, prpBytes);
     const values: Values<typeof HomiGpuQueue> = {
+      ...initQueueState(this.gpu, state, plan, prp2),
       sq: memReg.dptr + grant.sq.offset,
       cq: memReg.dptr + grant.cq.offset,
       sq_db: dbReg.dptr + grant.doorbell.sqTailOffset - grant.doorbell.barOffset,
       cq_db: dbReg.dptr + grant.doorbell.cqHeadOffset - grant.doorbell.barOffset,
       data,
       data_bus: dataBus,
-      prp2: plan.prpListOffset !== null ? state.dptr + sl.prp2 : 0,
-      state: state.dptr,
-      turn: state.dptr + sl.turn,
-      filled: state.dptr + sl.filled,
-      done: state.dptr + sl.done,
-      status: state.dptr + sl.status,
       entries: grant.entries,
       nsid: grant.nsid,
       lba_shift: Math.log2(grant.blockSize),

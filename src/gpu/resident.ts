@@ -16,7 +16,7 @@ import type { DeviceBuffer, GpuDevice } from './device.js';
 import { gpuEvents } from './device.js';
 import { HomiCtrlJob, HomiCtrlQueue, HomiGpuQueue, QF_GPU_SCOPE, encode } from './layout.js';
 import type { GpuPerfOptions, GpuTarget } from './options.js';
-import { planQueue, stateLayout, writePrpLists } from './queues.js';
+import { initQueueState, planQueue, stateLayout, writePrpLists } from './queues.js';
 
 const PAGE = 4096;
 const CTRL_THREADS_PER_BLOCK = 128;
@@ -86,9 +86,6 @@ export async function openResidentTarget(gpu: GpuDevice, o: GpuPerfOptions, entr
       const lists = plan.prpListOffset !== null ? new Uint8Array(entries * PAGE) : null;
       const prp2 = writePrpLists(plan, data.dptr, lists, data.dptr + (plan.prpListOffset ?? 0));
       if (lists !== null) gpu.copyToDevice(data.dptr + plan.prpListOffset!, lists);
-      const pb = new Uint8Array(8 * entries);
-      prp2.forEach((v, k) => new DataView(pb.buffer).setBigUint64(8 * k, BigInt(v), true));
-      gpu.copyToDevice(state.dptr + sl.prp2, pb);
       const sqDb = dbs.dptr + 8 * i;
       const cqDb = sqDb + 4;
       encode(
@@ -100,12 +97,7 @@ export async function openResidentTarget(gpu: GpuDevice, o: GpuPerfOptions, entr
           cq_db: cqDb,
           data: data.dptr,
           data_bus: data.dptr,
-          prp2: plan.prpListOffset !== null ? state.dptr + sl.prp2 : 0,
-          state: state.dptr,
-          turn: state.dptr + sl.turn,
-          filled: state.dptr + sl.filled,
-          done: state.dptr + sl.done,
-          status: state.dptr + sl.status,
+          ...initQueueState(gpu, state, plan, prp2),
           entries,
           nsid,
           lba_shift: r.lbads,

@@ -15,13 +15,11 @@ import { HomidClient } from '../../src/client/index.js';
 import { configFromObject } from '../../src/daemon/config.js';
 import { startHomidServer, type HomidServer } from '../../src/daemon/server.js';
 import { openController, type OpenedController } from '../../src/device/controller.js';
-import { provisionQueuePair, type ProvisionedQueuePair } from '../../src/driver/attach.js';
 import { dataPointer } from '../../src/driver/dptr.js';
 import { GpuDevice, cudaDriverPresent } from '../../src/gpu/device.js';
 import { openHomidTarget } from '../../src/gpu/homid.js';
 import { checkPattern } from '../../src/gpu/pattern.js';
-import { launchJob, launchShape, runGpuPerf, type GpuMode, type GpuTarget } from '../../src/gpu/perf.js';
-import { GpuQueueSet, dataBytesFor } from '../../src/gpu/queues.js';
+import { emuQueueTarget, launchJob, launchShape, runGpuPerf, type EmuQueueTarget, type GpuMode } from '../../src/gpu/perf.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import type { EmuTransport } from '../../src/transport/emu.js';
 
@@ -39,34 +37,8 @@ function note(k: string, v: unknown): void {
 }
 
 /** GPU queue pairs on an embedded controller this test keeps open (for host-side checks afterwards). */
-async function emuTarget(gpu: GpuDevice, opened: OpenedController, n: number, entries: number, bs: number): Promise<GpuTarget & { provisioned: ProvisionedQueuePair[]; set: GpuQueueSet }> {
-  const provisioned: ProvisionedQueuePair[] = [];
-  const set = new GpuQueueSet(gpu, { slotBytes: bs, closeFds: false });
-  for (let i = 0; i < n; i++) {
-    const p = await provisionQueuePair(opened.controller, opened.transport, { entries, dataBytes: dataBytesFor(entries, bs), nsid: 1 });
-    provisioned.push(p);
-    set.add(p.grant, p.fds);
-  }
-  const table = set.publish();
-  const ns = opened.controller.namespaces[0]!;
-  return {
-    kind: 'emu',
-    description: 'test',
-    table,
-    nqueues: n,
-    entries,
-    blockSize: ns.blockSize,
-    blocks: ns.blocks,
-    placement: 'host',
-    counters: () => ({}),
-    broken: () => set.queues.some((_, i) => set.readState(i).broken),
-    close: async () => {
-      set.close();
-      for (const p of provisioned) await p.reclaim();
-    },
-    provisioned,
-    set,
-  };
+function emuTarget(gpu: GpuDevice, opened: OpenedController, n: number, entries: number, bs: number): Promise<EmuQueueTarget> {
+  return emuQueueTarget(gpu, opened, { nqueues: n, bs, nsid: 1, description: 'test' }, entries);
 }
 
 /** Read `lba` (bs bytes) through a CPU queue pair of the driver core. */
