@@ -64,22 +64,12 @@ export const ID_CTRL_FIELDS: ReadonlyArray<readonly [keyof IdentifyController, F
 ];
 
 /** nvme-cli's `id-ns` fields HOMI decodes (the byte arrays as hex strings, the formats as `lbafs`). */
-export interface IdNsFields {
-  nsze: number;
-  ncap: number;
-  nuse: number;
-  nsfeat: number;
-  nlbaf: number;
-  flbas: number;
-  mc: number;
-  dpc: number;
-  dps: number;
-  nmic: number;
+export type IdNsFields = Pick<IdentifyNamespace, 'nsze' | 'ncap' | 'nuse' | 'nsfeat' | 'nlbaf' | 'flbas' | 'mc' | 'dpc' | 'dps' | 'nmic'> & {
   nguid: string;
   eui64: string;
   /** ms: metadata bytes; ds: log2 of the data size (LBADS); rp: relative performance. */
   lbafs: Array<{ ms: number; ds: number; rp: number }>;
-}
+};
 
 const ID_NS_FIELDS: ReadonlyArray<readonly [Exclude<keyof IdNsFields, 'lbafs'>, FieldFormat]> = [
   ['nsze', { hex: 1 }],
