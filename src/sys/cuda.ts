@@ -12,8 +12,8 @@ import koffi from 'koffi';
 
 /** The driver library's file name (cuda.h's ABI major version 1). */
 export const LIBCUDA = 'libcuda.so.1';
-/** Where NVIDIA's container images put the driver when it is not on the loader path. */
-const LIBCUDA_FALLBACKS = ['/usr/local/nvidia/lib64/libcuda.so.1', '/usr/lib/x86_64-linux-gnu/libcuda.so.1', '/usr/lib64/libcuda.so.1'];
+/** Where the driver is looked for: the loader path, then where NVIDIA's container images and distributions put it. */
+export const LIBCUDA_PATHS: readonly string[] = [LIBCUDA, '/usr/local/nvidia/lib64/libcuda.so.1', '/usr/lib/x86_64-linux-gnu/libcuda.so.1', '/usr/lib64/libcuda.so.1'];
 
 // ---- cuda.h constants used by HOMI ----
 export const CUDA_SUCCESS = 0;
@@ -153,7 +153,7 @@ let loadFailure: NoCudaDriverError | null = null;
 
 function openLibrary(): koffi.IKoffiLib {
   const override = process.env['HOMI_LIBCUDA'];
-  const candidates = override !== undefined && override !== '' ? [override] : [LIBCUDA, ...LIBCUDA_FALLBACKS];
+  const candidates = override !== undefined && override !== '' ? [override] : LIBCUDA_PATHS;
   let last = '';
   for (const c of candidates) {
     try {

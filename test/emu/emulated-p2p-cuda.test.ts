@@ -14,33 +14,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
-import { Controller } from '../../src/driver/controller.js';
 import { dataPointer, type DataPointer } from '../../src/driver/dptr.js';
-import type { QueuePair } from '../../src/driver/queue-pair.js';
 import type { DmaBuffer } from '../../src/mem/dma.js';
-import { statusSc, statusSct } from '../../src/nvme/cqe.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
-import { GenericStatus, Sct } from '../../src/nvme/status.js';
-import { cuInit, cuMemAlloc, cuMemcpyDtoH, cuMemcpyHtoD, cuMemFree } from '../../src/sys/cuda.js';
-import { openEmu, type DeviceWindow, type EmuTransport } from '../../src/transport/emu.js';
-import { fillPattern, firstDiff, pollUntil, waitFor } from '../driver/helpers.js';
-
-/** The emulated P2P counters of stats(). */
-function ep2p(emu: EmuTransport): { bytesToDevice: number; copiesToDevice: number; bytesFromDevice: number; copiesFromDevice: number; fences: number; errors: number } {
-  const s = emu.stats();
-  return {
-    bytesToDevice: s.emulatedP2pBytesToDevice,
-    copiesToDevice: s.emulatedP2pCopiesToDevice,
-    bytesFromDevice: s.emulatedP2pBytesFromDevice,
-    copiesFromDevice: s.emulatedP2pCopiesFromDevice,
-    fences: s.emulatedP2pFences,
-    errors: s.emulatedP2pErrors,
-  };
-}
+import { LIBCUDA_PATHS, cuInit, cuMemAlloc, cuMemcpyDtoH, cuMemcpyHtoD, cuMemFree } from '../../src/sys/cuda.js';
+import type { DeviceWindow, EmuTransport } from '../../src/transport/emu.js';
+import { firstDiff, waitFor } from '../driver/helpers.js';
+import { BS, KiB, P2pRig, ep2p, isTransferError, pattern } from './p2p-rig.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-const BS = 4096;
-const KiB = 1024;
 
 /** Build the fake driver: fake-libcuda.c plus NOT_SUPPORTED stubs for every other function src/sys/cuda.ts binds. */
 function buildFake(dir: string): string | null {
@@ -59,7 +41,7 @@ function buildFake(dir: string): string | null {
 }
 
 function realDriverPresent(): boolean {
-  for (const p of ['libcuda.so.1', '/usr/local/nvidia/lib64/libcuda.so.1', '/usr/lib/x86_64-linux-gnu/libcuda.so.1', '/usr/lib64/libcuda.so.1']) {
+  for (const p of LIBCUDA_PATHS) {
     try {
       koffi.load(p);
       return true;
@@ -78,31 +60,15 @@ if (lib !== null) process.env['HOMI_LIBCUDA'] = lib;
 
 describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !== false ? skip : lib === null ? 'no C compiler' : false }, () => {
   let emu: EmuTransport;
-  let ctrl: Controller;
-  let qp: QueuePair;
   let host: DmaBuffer;
   let dptr = 0;
   let fake: { stat: (which: number) => number; setFailCopies: (on: number) => void };
   const logs: string[] = [];
-  let tag = 0;
   const DEVICE_BYTES = 1 << 20;
   const [HTOD_ASYNC, DTOH_ASYNC, BYTES_HTOD, EVENTS_RECORDED, NOT_READY, CTX_REFS, REGISTERED, STREAMS, EVENTS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
 
-  async function batch(cmds: Array<{ opcode: number; slba: number; nlb: number; dp: DataPointer }>): Promise<number[]> {
-    const done = new Map<number, number>();
-    const tags: number[] = [];
-    for (const c of cmds) {
-      tags.push(++tag);
-      assert.ok(qp.submitIo(c.opcode, 1, c.slba, c.nlb, c.dp.prp1, c.dp.prp2, tag) >= 0);
-    }
-    qp.ring();
-    await pollUntil(
-      qp,
-      (t, status) => void done.set(t, status),
-      () => done.size === cmds.length,
-    );
-    return tags.map((t) => done.get(t)!);
-  }
+  let rig: P2pRig;
+  const batch = async (cmds: Array<{ opcode: number; slba: number; nlb: number; dp: DataPointer }>): Promise<number[]> => (await rig.batch(cmds)).map((d) => d.status);
   async function hostIo(opcode: number, slba: number, len: number): Promise<void> {
     const dp = dataPointer(emu.dma, host, 0, len);
     try {
@@ -111,41 +77,25 @@ describe('emulated P2P: the CUDA copier against a fake libcuda', { skip: skip !=
       dp.release();
     }
   }
-  async function windowIo(opcode: number, w: DeviceWindow, off: number, slba: number, len: number): Promise<number> {
-    const dp = dataPointer(emu.dma, { iova: w.iova + off, size: len, bytes: new Uint8Array(0) }, 0, len);
-    try {
-      return (await batch([{ opcode, slba, nlb: len / BS, dp }]))[0]!;
-    } finally {
-      dp.release();
-    }
-  }
-  function pattern(len: number, seed: number): Uint8Array {
-    const b = new Uint8Array(len);
-    fillPattern(b, seed);
-    return b;
-  }
+  const windowIo = async (opcode: number, w: DeviceWindow, off: number, slba: number, len: number): Promise<number> => (await rig.windowIo(opcode, w, off, slba, len)).status;
   function device(off: number, len: number): Uint8Array {
     const b = new Uint8Array(len);
     cuMemcpyDtoH(b, dptr + off);
     return b;
   }
-  const isTransferError = (status: number): boolean => statusSct(status) === Sct.Generic && statusSc(status) === GenericStatus.DataTransferError;
 
   before(async () => {
     const l = koffi.load(lib!);
     fake = { stat: l.func('long fake_stat(int which)') as (which: number) => number, setFailCopies: l.func('void fake_set_fail_copies(int on)') as (on: number) => void };
     cuInit();
     dptr = cuMemAlloc(DEVICE_BYTES);
-    emu = await openEmu({ namespaces: [{ sizeBytes: 16 << 20, lbads: 12 }], backing: 'memory', sharedMemory: 'memfd', log: (m) => logs.push(m) });
-    ctrl = await Controller.open(emu, { log: () => undefined });
-    qp = await ctrl.createQueuePair({ entries: 64 });
-    host = emu.dma.alloc(256 * KiB);
+    rig = await P2pRig.open((m) => logs.push(m));
+    ({ emu, host } = rig);
   });
   after(async () => {
     try {
-      await ctrl?.close();
+      await rig?.close();
     } finally {
-      await emu?.close();
       if (dptr !== 0) cuMemFree(dptr);
       rmSync(dir, { recursive: true, force: true });
     }

@@ -14,34 +14,8 @@ import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { GenericStatus, Sct } from '../../src/nvme/status.js';
 import { NoCudaDriverError, cudaDriverPresent } from '../../src/sys/cuda.js';
 import { openEmu, type DeviceWindow, type EmuTransport } from '../../src/transport/emu.js';
-import { fillPattern, firstDiff, pollUntil, waitFor } from '../driver/helpers.js';
-
-/** The emulated P2P counters of stats(). */
-function ep2p(emu: EmuTransport): { bytesToDevice: number; copiesToDevice: number; bytesFromDevice: number; copiesFromDevice: number; fences: number; errors: number } {
-  const s = emu.stats();
-  return {
-    bytesToDevice: s.emulatedP2pBytesToDevice,
-    copiesToDevice: s.emulatedP2pCopiesToDevice,
-    bytesFromDevice: s.emulatedP2pBytesFromDevice,
-    copiesFromDevice: s.emulatedP2pCopiesFromDevice,
-    fences: s.emulatedP2pFences,
-    errors: s.emulatedP2pErrors,
-  };
-}
-
-const BS = 4096;
-const KiB = 1024;
-
-interface Done {
-  status: number;
-  /** performance.now() when the completion was reaped. */
-  at: number;
-}
-
-/** A DmaBuffer-shaped description of [window.iova + off, + len), for dataPointer (which reads only iova and size). */
-function windowRange(w: DeviceWindow, off: number, len: number): DmaBuffer {
-  return { iova: w.iova + off, size: len, bytes: new Uint8Array(0) };
-}
+import { firstDiff, pollUntil, waitFor } from '../driver/helpers.js';
+import { BS, KiB, P2pRig, ep2p, isTransferError, pattern, windowRange, type Done } from './p2p-rig.js';
 
 describe('emulated P2P: device windows (memory test double, memfd mode)', () => {
   let emu: EmuTransport;
@@ -49,29 +23,12 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
   let qp: QueuePair;
   let host: DmaBuffer;
   const logs: string[] = [];
-  let tag = 0;
-
-  /** Submit `n` I/Os (ringing once), wait for all their completions. */
-  async function batch(cmds: Array<{ opcode: number; slba: number; nlb: number; dp: DataPointer }>): Promise<Done[]> {
-    const done = new Map<number, Done>();
-    const tags: number[] = [];
-    for (const c of cmds) {
-      const t = ++tag;
-      tags.push(t);
-      assert.ok(qp.submitIo(c.opcode, 1, c.slba, c.nlb, c.dp.prp1, c.dp.prp2, t) >= 0, 'queue full');
-    }
-    qp.ring();
-    await pollUntil(
-      qp,
-      (t, status) => void done.set(t, { status, at: performance.now() }),
-      () => done.size === cmds.length,
-    );
-    return tags.map((t) => done.get(t)!);
-  }
-
-  async function io(opcode: number, slba: number, len: number, dp: DataPointer): Promise<Done> {
-    return (await batch([{ opcode, slba, nlb: len / BS, dp }]))[0]!;
-  }
+  let rig: P2pRig;
+  /** Tags of the commands a test submits itself (apart from the rig's). */
+  let tag = 1_000_000;
+  const batch = (cmds: Array<{ opcode: number; slba: number; nlb: number; dp: DataPointer }>): Promise<Done[]> => rig.batch(cmds);
+  const io = (opcode: number, slba: number, len: number, dp: DataPointer): Promise<Done> => rig.io(opcode, slba, len, dp);
+  const windowIo = (opcode: number, w: DeviceWindow, off: number, slba: number, len: number): Promise<Done> => rig.windowIo(opcode, w, off, slba, len);
 
   /** Write `data` to LBA `slba` through ordinary DMA memory. */
   async function writeHost(slba: number, data: Uint8Array): Promise<void> {
@@ -96,35 +53,12 @@ describe('emulated P2P: device windows (memory test double, memfd mode)', () => 
     return host.bytes.slice(0, len);
   }
 
-  async function windowIo(opcode: number, w: DeviceWindow, off: number, slba: number, len: number): Promise<Done> {
-    const dp = dataPointer(emu.dma, windowRange(w, off, len), 0, len);
-    try {
-      return await io(opcode, slba, len, dp);
-    } finally {
-      dp.release();
-    }
-  }
-
-  function pattern(len: number, seed: number): Uint8Array {
-    const b = new Uint8Array(len);
-    fillPattern(b, seed);
-    return b;
-  }
-
-  const isTransferError = (status: number): boolean => statusSct(status) === Sct.Generic && statusSc(status) === GenericStatus.DataTransferError;
-
   before(async () => {
-    emu = await openEmu({ namespaces: [{ sizeBytes: 16 << 20, lbads: 12 }], backing: 'memory', sharedMemory: 'memfd', log: (m) => logs.push(m) });
-    ctrl = await Controller.open(emu, { log: () => undefined });
-    qp = await ctrl.createQueuePair({ entries: 64 });
-    host = emu.dma.alloc(256 * KiB);
+    rig = await P2pRig.open((m) => logs.push(m));
+    ({ emu, ctrl, qp, host } = rig);
   });
   after(async () => {
-    try {
-      await ctrl?.close();
-    } finally {
-      await emu?.close();
-    }
+    await rig?.close();
   });
 
   it('reads whose PRPs point into the window land in device memory (through the copy engine), not only in the shadow', async () => {
