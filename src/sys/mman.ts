@@ -107,6 +107,13 @@ export function mmap(length: number, prot: number, flags: number, fd: number, of
   return new Mapping(p, addr, length, koffi.view(p, length), what);
 }
 
+/** munmap the whole mapping (its views must not be used afterwards). Idempotent. */
+export function munmap(m: Mapping): void {
+  if (m.isRetired) return;
+  m.retire();
+  libc().munmap(m.ptr, m.length);
+}
+
 /** mlock the whole mapping (keeps it resident). Throws OsError on failure. */
 export function mlock(m: Mapping): void {
   if (libc().mlock(m.ptr, m.length) !== 0) throw new OsError(`mlock(${m.what})`, koffi.errno());

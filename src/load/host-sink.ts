@@ -1,0 +1,88 @@
+/**
+ * The host sink: every file gets a page-aligned slot in one anonymous mapping (the arena), locked in memory
+ * (mlock) when the process may lock that much; the report says which. Callers of the library may read the
+ * loaded bytes straight from `view(i)`.
+ */
+import { MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping, mlock, mmap, munmap } from '../sys/mman.js';
+import type { LoadFile, LoadSink } from './types.js';
+
+export const ARENA_ALIGN = 4096;
+
+export function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+/** Slot offsets of `files` in an arena (each slot page-aligned, sized to the file rounded up to a page). */
+export function arenaLayout(files: readonly Pick<LoadFile, 'size'>[]): { offsets: number[]; bytes: number } {
+  const offsets: number[] = [];
+  let at = 0;
+  for (const f of files) {
+    offsets.push(at);
+    at += alignUp(Math.max(f.size, 1), ARENA_ALIGN);
+  }
+  return { offsets, bytes: Math.max(at, ARENA_ALIGN) };
+}
+
+export class HostSink implements LoadSink {
+  readonly target = 'host' as const;
+  readonly describe: string;
+  /** Whether the arena is locked in memory. */
+  readonly pinned: boolean;
+  private readonly map: Mapping;
+  private readonly bytes: Uint8Array;
+  private readonly offsets: number[];
+  private readonly sizes: number[];
+
+  constructor(files: readonly LoadFile[], opts: { pin?: boolean } = {}) {
+    const { offsets, bytes } = arenaLayout(files);
+    this.offsets = offsets;
+    this.sizes = files.map((f) => f.size);
+    this.map = mmap(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'homi load host arena');
+    this.bytes = new Uint8Array(this.map.buffer);
+    let note = 'not locked';
+    let pinned = false;
+    if (opts.pin !== false) {
+      try {
+        mlock(this.map);
+        pinned = true;
+        note = 'mlock';
+      } catch (e) {
+        note = `not locked: ${(e as Error).message}`;
+      }
+    }
+    this.pinned = pinned;
+    this.describe = `host memory, ${pinned ? 'pinned' : 'pageable'} (${note})`;
+  }
+
+  /** The loaded bytes of file `file` (a view into the arena, valid until close()). */
+  view(file: number): Uint8Array {
+    const off = this.offsets[file]!;
+    return this.bytes.subarray(off, off + this.sizes[file]!);
+  }
+
+  /** The page-aligned slot of file `file` (its size rounded up to a page): paths may read into it directly. */
+  slot(file: number): Uint8Array {
+    const off = this.offsets[file]!;
+    return this.bytes.subarray(off, off + alignUp(Math.max(this.sizes[file]!, 1), ARENA_ALIGN));
+  }
+
+  adoptStaging(): void {}
+
+  deliver(file: number, offset: number, data: Uint8Array): void {
+    const size = this.sizes[file]!;
+    if (offset < 0 || offset + data.length > alignUp(Math.max(size, 1), ARENA_ALIGN)) {
+      throw new RangeError(`deliver of bytes ${offset}..${offset + data.length} is outside file ${file} (${size} bytes)`);
+    }
+    this.bytes.set(data, this.offsets[file]! + offset);
+  }
+
+  drain(): void {}
+
+  readBack(file: number): Uint8Array {
+    return this.view(file);
+  }
+
+  close(): void {
+    munmap(this.map);
+  }
+}
