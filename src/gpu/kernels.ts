@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { HomiCtrlJob, HomiGpuJob, type Layout } from './layout.js';
+import { HomiCtrlJob, HomiGpuJob, HomiListJob, type Layout } from './layout.js';
 
 /** The folder holding the .cu, .cuh and .ptx files and manifest.json (in the package, beside dist/). */
 export const KERNEL_DIR = fileURLToPath(new URL('../../../src/gpu/kernels/', import.meta.url));
@@ -32,6 +32,7 @@ export type ModuleName = keyof typeof MODULES;
 export const KERNELS = {
   blockIo: { module: 'initiator', name: 'homi_block_io', params: [{ name: 'job', layout: HomiGpuJob }] },
   ticketIo: { module: 'initiator', name: 'homi_ticket_io', params: [{ name: 'job', layout: HomiGpuJob }] },
+  listIo: { module: 'initiator', name: 'homi_list_io', params: [{ name: 'job', layout: HomiListJob }] },
   controller: { module: 'gpu_controller', name: 'homi_gpu_controller', params: [{ name: 'job', layout: HomiCtrlJob }] },
 } as const satisfies Record<string, KernelSpec>;
 export type KernelName = keyof typeof KERNELS;

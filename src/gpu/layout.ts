@@ -88,6 +88,22 @@ export const HomiGpuJob = {
   },
 } as const satisfies Layout<string>;
 
+/** One read of a file load (homi_list_io). */
+export const HomiListCmd = {
+  name: 'HomiListCmd',
+  bytes: 48,
+  fields: { slba: u64(0), dst: u64(8), start_ns: u64(16), end_ns: u64(24), nlb: u32(32), bytes: u32(36), file: u32(40), status: u32(44) },
+} as const satisfies Layout<string>;
+
+export const HomiListJob = {
+  name: 'HomiListJob',
+  bytes: 48,
+  fields: { queues: u64(0), result: u64(8), cmds: u64(16), timeout_cycles: u64(24), nqueues: u32(32), ncmds: u32(36) },
+} as const satisfies Layout<string>;
+/** HomiListCmd.status before the launch, and when its wait timed out. */
+export const LIST_NOT_RUN = 0xffffffff;
+export const LIST_TIMEOUT = 0xfffffffe;
+
 export const HomiCtrlQueue = {
   name: 'HomiCtrlQueue',
   bytes: 48,
@@ -110,7 +126,7 @@ export const HomiCtrlJob = {
   },
 } as const satisfies Layout<string>;
 
-export const LAYOUTS = [HomiQueueState, HomiGpuQueue, HomiGpuResult, HomiGpuJob, HomiCtrlQueue, HomiCtrlJob] as const;
+export const LAYOUTS = [HomiQueueState, HomiGpuQueue, HomiGpuResult, HomiGpuJob, HomiListCmd, HomiListJob, HomiCtrlQueue, HomiCtrlJob] as const;
 
 /** HomiGpuQueue.flags: queues and doorbells in GPU memory (GPU-scope ordering). */
 export const QF_GPU_SCOPE = 1;

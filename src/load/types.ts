@@ -39,9 +39,10 @@ export interface LoadSink {
   readonly describe: string;
   /**
    * The path's staging memory, handed over once before any deliver() from it (the gpu sink registers it with
-   * CUDA so copies run at DMA speed). Optional to call; deliver() works on any memory.
+   * CUDA so copies run at DMA speed; it needs the memory's virtual address for that, and copies from
+   * pageable memory without it). Optional to call; deliver() works on any memory.
    */
-  adoptStaging(mem: Uint8Array): void;
+  adoptStaging(mem: Uint8Array, address?: number): void;
   /** Bytes [offset, offset + data.length) of file `file` are in `data`; copied before this returns. */
   deliver(file: number, offset: number, data: Uint8Array): void;
   /** Every byte delivered so far has landed (gpu: the stream is synchronized). */

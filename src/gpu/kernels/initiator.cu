@@ -11,6 +11,9 @@
 //    (one atomicAdd per warp, lanes ranked by popc), waits for its slot's turn and a free SQ entry, fills it,
 //    marks it, and whichever thread holds the queue's SQ lock moves the tail over contiguous marked entries and
 //    rings (BaM's shape). Completions are reaped by whichever waiting thread holds the CQ lock.
+//  - homi_list_io: a given list of reads (homi load --path gpu: a file's extents, coalesced by the host), block
+//    shape: block b takes its rounds of blockDim.x commands from the list, reads each into its slot, and the
+//    whole block then copies every good slot to the command's destination with 16-byte loads and stores.
 #include "nvme_queue.cuh"
 
 #define HOMI_MAX_BLOCK 1024u
@@ -283,5 +286,116 @@ extern "C" __global__ void homi_ticket_io(HomiGpuJob job) {
     atomicAdd(&st->completed, 1u);
     __threadfence();
     homi_store_volatile(&turn[slot], gen + 1u);
+  }
+}
+
+__device__ __forceinline__ uint64_t homi_globaltimer() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Copy `bytes` from a slot (written by the controller: loads bypass L1) to `dst`, with every thread of the block.
+__device__ void homi_block_copy(uint8_t* dst, const uint8_t* src, uint32_t bytes) {
+  const uint32_t tid = threadIdx.x;
+  const uint32_t n = blockDim.x;
+  const uint32_t vec = bytes / 16u;
+  if ((((uint64_t)dst | (uint64_t)src) & 15u) == 0u) {
+    for (uint32_t i = tid; i < vec; i += n) ((uint4*)dst)[i] = __ldcv((const uint4*)src + i);
+  } else {
+    for (uint32_t i = tid; i < vec * 16u; i += n) dst[i] = *(volatile const uint8_t*)(src + i);
+  }
+  for (uint32_t i = vec * 16u + tid; i < bytes; i += n) dst[i] = *(volatile const uint8_t*)(src + i);
+}
+
+extern "C" __global__ void __launch_bounds__(1024) homi_list_io(HomiListJob job) {
+  __shared__ uint32_t s_status[HOMI_MAX_BLOCK];
+  __shared__ uint32_t s_tail, s_head, s_broken;
+  const uint32_t tid = threadIdx.x;
+  const uint32_t n = blockDim.x;
+  const HomiGpuQueue q = ((const HomiGpuQueue*)job.queues)[blockIdx.x % job.nqueues];
+  HomiQueueState* st = (HomiQueueState*)q.state;
+  HomiGpuResult* res = (HomiGpuResult*)job.result;
+  HomiListCmd* cmds = (HomiListCmd*)job.cmds;
+  const uint32_t E = q.entries;
+  if (tid == 0) {
+    s_tail = homi_load_volatile(&st->tail_ticket);
+    s_head = homi_load_volatile(&st->cq_head);
+    s_broken = homi_load_volatile(&st->broken);
+  }
+  __syncthreads();
+  if (s_broken != 0u || n >= E) return;  // every command stays HOMI_LIST_NOT_RUN: the host reports it
+  for (uint64_t base = (uint64_t)blockIdx.x * n; base < job.ncmds; base += (uint64_t)gridDim.x * n) {
+    const uint32_t k = (uint32_t)min((uint64_t)n, job.ncmds - base);
+    const uint32_t tail = s_tail;
+    const uint32_t slot = (tail + tid) % E;
+    const bool mine = tid < k;
+    HomiListCmd* c = cmds + base + tid;
+    uint32_t nlb = 0;
+    if (mine) {
+      nlb = c->nlb;
+      c->start_ns = homi_globaltimer();
+      homi_write_sqe(q, slot, HOMI_OPC_READ, slot, c->slba, nlb);
+    }
+    s_status[tid] = HOMI_STATUS_BAD_CID;
+    __syncthreads();
+    if (tid == 0) homi_ring(q, q.sq_db, (tail + k) % E);
+    const uint64_t start = clock64();
+    if (mine) {
+      const uint64_t deadline = start + job.timeout_cycles;
+      const uint32_t pos = s_head + tid;
+      const uint32_t want = homi_expected_phase(pos, E);
+      uint32_t dw3 = 0;
+      bool late = false;
+      for (;;) {
+        dw3 = homi_cqe_dw3(q, pos % E);
+        if (((dw3 >> HOMI_CQE_DW3_PHASE_SHIFT) & 1u) == want) break;
+        if (homi_past(deadline) || homi_load_volatile(&s_broken) != 0u) {
+          late = true;
+          break;
+        }
+      }
+      if (late) {
+        atomicExch(&s_broken, 1u);
+      } else {
+        const uint32_t owner = ((dw3 & HOMI_CQE_CID_MASK) + E - (tail % E)) % E;
+        if (owner < k) s_status[owner] = dw3 >> HOMI_CQE_DW3_STATUS_SHIFT;
+        else atomicExch(&s_broken, 1u);
+      }
+    }
+    __syncthreads();
+    if (s_broken != 0u) {
+      if (mine) {
+        const uint32_t s = s_status[tid];
+        c->status = s == HOMI_STATUS_BAD_CID ? HOMI_LIST_TIMEOUT : s;
+        if (s == HOMI_STATUS_BAD_CID) atomicAdd(&res->timeouts, 1ull);
+      }
+      if (tid == 0) homi_store_volatile(&st->broken, 1u);
+      return;
+    }
+    if (mine) homi_record(res, s_status[tid], (uint64_t)nlb << q.lba_shift, clock64() - start);
+    // Every thread copies every good slot of this round (coalesced), then each command gets its status.
+    for (uint32_t j = 0; j < k; j++) {
+      if (s_status[j] != 0u) continue;
+      const HomiListCmd* cj = cmds + base + j;
+      const uint32_t sj = (tail + j) % E;
+      homi_block_copy((uint8_t*)cj->dst, (const uint8_t*)(q.data + (uint64_t)sj * q.slot_bytes), cj->bytes);
+    }
+    __syncthreads();
+    if (mine) {
+      c->end_ns = homi_globaltimer();
+      c->status = s_status[tid];
+    }
+    if (tid == 0) {
+      s_head += k;
+      s_tail += k;
+      homi_ring(q, q.cq_db, s_head % E);
+    }
+    __syncthreads();
+  }
+  if (tid == 0) {
+    homi_store_volatile(&st->tail_ticket, s_tail);
+    homi_store_volatile(&st->cq_head, s_head);
+    homi_store_volatile(&st->ticket, s_tail);
   }
 }

@@ -13,6 +13,7 @@
 #pragma once
 #if defined(__CUDACC_RTC__)
 // NVRTC (npm run build:gpu without nvcc) has no host headers: the two fixed-width types used here.
+typedef unsigned char uint8_t;
 typedef unsigned int uint32_t;
 typedef unsigned long long uint64_t;
 #else
@@ -106,6 +107,33 @@ struct HomiGpuJob {
   uint32_t flags;           // 64 HOMI_JOB_*
   uint32_t threads_per_queue; // 68 ticket mode: how many threads share a queue (0 = all threads over nqueues)
   uint32_t pad[2];          // 72
+};
+
+// A file load (homi load --path gpu): one read of `nlb` blocks at `slba`, whose first `bytes` bytes the block
+// copies to `dst` (GPU memory, or host memory registered with the GPU). The kernel fills status and the
+// %globaltimer times; the host set status to HOMI_LIST_NOT_RUN before the launch.
+#define HOMI_LIST_NOT_RUN 0xffffffffu
+#define HOMI_LIST_TIMEOUT 0xfffffffeu
+// HOMI_LAYOUT HomiListCmd 48
+struct HomiListCmd {
+  uint64_t slba;      // 0
+  uint64_t dst;       // 8   where the bytes go
+  uint64_t start_ns;  // 16  %globaltimer when the command was submitted
+  uint64_t end_ns;    // 24  %globaltimer when its bytes had been copied
+  uint32_t nlb;       // 32  blocks (1 .. slot_bytes >> lba_shift)
+  uint32_t bytes;     // 36  bytes kept (<= nlb << lba_shift)
+  uint32_t file;      // 40  the host's file index (not read by the kernel)
+  uint32_t status;    // 44  completion status field, HOMI_LIST_TIMEOUT, or HOMI_LIST_NOT_RUN
+};
+// HOMI_LAYOUT HomiListJob 48
+struct HomiListJob {
+  uint64_t queues;          // 0  HomiGpuQueue[nqueues] (GPU memory)
+  uint64_t result;          // 8  HomiGpuResult (GPU memory)
+  uint64_t cmds;            // 16 HomiListCmd[ncmds] (GPU memory)
+  uint64_t timeout_cycles;  // 24 deadline of one wait, clock64 cycles
+  uint32_t nqueues;         // 32
+  uint32_t ncmds;           // 36
+  uint32_t pad[2];          // 40
 };
 
 // ---- memory access helpers ----
