@@ -12,6 +12,8 @@ import { listCommand } from './list.js';
 import { smartLogCommand } from './smart-log.js';
 import { errorLogCommand } from './error-log.js';
 import { explicitOptions } from './refuse.js';
+import { loadCommand } from './load.js';
+import { DEFAULT_DEPTH as DEFAULT_LOAD_DEPTH } from '../load/defaults.js';
 
 const program = new Command();
 program
@@ -40,6 +42,30 @@ program
   .action(async (uri: string, o: { json?: boolean }) => {
     const r = await identifyReport(uri);
     process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${formatIdentify(r)}\n`);
+  });
+
+program
+  .command('load')
+  .description('load files into host or GPU memory through a read path, and measure (files, MiB/s, per-file latency)')
+  .argument('<inputs...>', 'files, directories (every regular file below) or globs')
+  .option('--path <paths>', 'posix|io_uring|driver|gpu, or several comma-separated (run one after the other)', 'io_uring')
+  .option('--to <target>', 'host (pinned host memory) or gpu (GPU memory)', 'host')
+  .option('--qd <n>', `I/Os in flight (gpu: GPU threads per queue pair); default ${DEFAULT_LOAD_DEPTH}`)
+  .option('--chunk <size>', 'largest read (e.g. 1MiB; the driver and gpu paths may use less: MDTS, slot size)')
+  .option('--direct', 'O_DIRECT (posix; io_uring uses it by default)')
+  .option('--no-direct', 'buffered reads through the page cache (posix default; io_uring)')
+  .option('--cold', 'drop each file\'s page cache before each path (default for buffered paths)')
+  .option('--no-cold', 'leave the page cache as it is (a warm run)')
+  .option('--socket <path>', 'homid socket (driver, gpu; default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .option('--device <name>', "homid's device holding the files (driver, gpu)")
+  .option('--mode <mode>', 'driver: raw (the queue pair in this process, default) or mediated')
+  .option('--queues <n>', 'gpu: GPU queue pairs (thread blocks)')
+  .option('--verify', 'compare every loaded file with a normal read', false)
+  .option('--json', 'one JSON object per path on stdout', false)
+  .option('--interval <seconds>', 'progress line interval when stderr is not a terminal', '1')
+  .option('--no-progress', 'no progress output')
+  .action(async (inputs: string[], o: Parameters<typeof loadCommand>[1]) => {
+    process.exitCode = await loadCommand(inputs, o);
   });
 
 const BACKEND_HELP = 'posix|io_uring|io_uring_cmd|driver (default: driver for emu:/pci:, io_uring for files and block devices, io_uring_cmd for /dev/ngXnY)';

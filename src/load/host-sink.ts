@@ -54,6 +54,19 @@ export class HostSink implements LoadSink {
     this.describe = `host memory, ${pinned ? 'pinned' : 'pageable'} (${note})`;
   }
 
+  /** Virtual address of the arena's first byte (for registering it with a GPU). */
+  get address(): number {
+    return this.map.addressNumber;
+  }
+  /** Offset of file `file`'s slot in the arena. */
+  offsetOf(file: number): number {
+    return this.offsets[file]!;
+  }
+  /** Bytes of the arena. */
+  get bytesTotal(): number {
+    return this.map.length;
+  }
+
   /** The loaded bytes of file `file` (a view into the arena, valid until close()). */
   view(file: number): Uint8Array {
     const off = this.offsets[file]!;

@@ -105,7 +105,7 @@ export async function runLoad(files: readonly LoadFile[], engine: LoadPathEngine
     fileStart(i) {
       if (started[i]! < 0) started[i] = performance.now();
     },
-    fileDone(i, error) {
+    fileDone(i, error, measuredMs) {
       if (latencyMs[i]! >= 0 || failed.has(i)) return; // one outcome per file
       filesDone++;
       if (error) {
@@ -113,7 +113,7 @@ export async function runLoad(files: readonly LoadFile[], engine: LoadPathEngine
         return;
       }
       const now = performance.now();
-      latencyMs[i] = now - (started[i]! >= 0 ? started[i]! : t0);
+      latencyMs[i] = measuredMs ?? now - (started[i]! >= 0 ? started[i]! : t0);
     },
     bytes(k) {
       bytesDone += k;

@@ -58,8 +58,11 @@ export interface LoadSink {
 export interface LoadEvents {
   /** The path starts reading file `file` (latency runs from here). */
   fileStart(file: number): void;
-  /** File `file` is finished: every byte delivered (error null), or it failed (the rest of the load goes on). */
-  fileDone(file: number, error: Error | null): void;
+  /**
+   * File `file` is finished: every byte delivered (error null), or it failed (the rest of the load goes on).
+   * A path that timed the file itself (the gpu path, on the GPU's clock) passes its latency in milliseconds.
+   */
+  fileDone(file: number, error: Error | null, latencyMs?: number): void;
   /** `n` more bytes were delivered (progress). */
   bytes(n: number): void;
 }
