@@ -235,6 +235,34 @@ export class UringRing {
   }
 }
 
+const TWO32 = 4294967296;
+
+/**
+ * Write the 64-byte SQE at word `at` of `w` (UringRing.sqes, the index nextSqe() returned) for a read/write-style
+ * operation (READ, WRITE, READ_FIXED, WRITE_FIXED, FSYNC, FALLOCATE): sqe.flags and ioprio 0, `off` as the 64-bit
+ * file offset, `addr` the 64-bit address (FALLOCATE: the length), `len` (FALLOCATE: the mode), `opFlags`
+ * (rw_flags / fsync_flags), user_data = userHi << 32 | userLo, buf_index (READ_FIXED / WRITE_FIXED). Call
+ * UringRing.commit() after it.
+ */
+export function writeRwSqe(w: Uint32Array, at: number, op: number, fd: number, off: number, addr: number, len: number, opFlags: number, userLo: number, userHi: number, bufIndex: number): void {
+  w[at] = op;
+  w[at + 1] = fd;
+  w[at + 2] = off >>> 0;
+  w[at + 3] = (off / TWO32) >>> 0;
+  w[at + 4] = addr >>> 0;
+  w[at + 5] = (addr / TWO32) >>> 0;
+  w[at + 6] = len;
+  w[at + 7] = opFlags;
+  w[at + 8] = userLo;
+  w[at + 9] = userHi;
+  w[at + 10] = bufIndex;
+  w[at + 11] = 0;
+  w[at + 12] = 0;
+  w[at + 13] = 0;
+  w[at + 14] = 0;
+  w[at + 15] = 0;
+}
+
 /**
  * The registered-buffer index of every allocation of `pool` (by allocation id; -1: not registered). With
  * `register`, the pool's live buffers are registered with `ring` first (IORING_REGISTER_BUFFERS); if that fails

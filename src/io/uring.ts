@@ -10,7 +10,7 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, falloc
 import { checkBufferFor, checkRange } from './common.js';
 import { KernelDevice } from './kernel-device.js';
 import type { KernelTarget } from './target.js';
-import { UringRing, registerPoolBuffers } from './uring-ring.js';
+import { UringRing, registerPoolBuffers, writeRwSqe } from './uring-ring.js';
 import { IoOp, IoOpenError, STATUS_LBA_OUT_OF_RANGE, type BackendName, type IoBuffer, type IoCompletionHandler, type IoOpcode, type IoQueue } from './types.js';
 import type { QueueContract } from '../queue/contract.js';
 import { errnoStatus, statusErrno } from '../nvme/status.js';
@@ -26,7 +26,6 @@ const STATUS_EINVAL = errnoStatus(EINVAL);
 function sysStatus(r: number): number {
   return r < 0 ? errnoStatus(-r) : 0;
 }
-const TWO32 = 4294967296;
 const MAX_RING_ENTRIES = 32768;
 /**
  * SQEs queued before submitIo hands them to the kernel itself (ring() submits the rest). Submitting a whole
@@ -191,22 +190,7 @@ class UringQueue implements IoQueue {
         return -1;
     }
     const fileOff = opcode === IoOp.Flush ? 0 : off;
-    w[at] = op;
-    w[at + 1] = this.fd;
-    w[at + 2] = fileOff >>> 0;
-    w[at + 3] = (fileOff / TWO32) >>> 0;
-    w[at + 4] = addr >>> 0;
-    w[at + 5] = (addr / TWO32) >>> 0;
-    w[at + 6] = length;
-    w[at + 7] = opFlags;
-    w[at + 8] = tag;
-    w[at + 9] = expect;
-    w[at + 10] = bufIndex;
-    w[at + 11] = 0;
-    w[at + 12] = 0;
-    w[at + 13] = 0;
-    w[at + 14] = 0;
-    w[at + 15] = 0;
+    writeRwSqe(w, at, op, this.fd, fileOff, addr, length, opFlags, tag, expect, bufIndex);
     const r = this.ring_;
     r.commit();
     this.outstanding_++;

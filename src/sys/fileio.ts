@@ -113,6 +113,14 @@ export function fdStatusFlags(fd: number): number {
   return r;
 }
 
+/** fcntl F_SETFL: set a descriptor's status flags (only O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME, O_NONBLOCK change). */
+export const F_SETFL = 4;
+
+/** fcntl(fd, F_SETFL, flags). Throws OsError. */
+export function setFdStatusFlags(fd: number, flags: number): void {
+  if (fileLib().fcntlInt(fd, F_SETFL, flags) < 0) throw new OsError(`fcntl(${fd}, F_SETFL)`, koffi.errno());
+}
+
 /** BLKDISCARD / BLKZEROOUT on [off, off + len); returns 0 or -errno. */
 export function blockRangeIoctl(fd: number, request: number, off: number, len: number): number {
   return fileLib().ioctlRange(fd, request, new BigUint64Array([BigInt(off), BigInt(len)])) < 0 ? -koffi.errno() : 0;
