@@ -6,80 +6,37 @@
  * connection (or dying) gives every queue pair back.
  */
 import * as fs from 'node:fs';
-import { attachQueuePair, type AttachedQueuePair } from '../driver/attach.js';
-import { dataPointer } from '../driver/dptr.js';
+import { attachQueuePair } from '../driver/attach.js';
 import { IpcClient } from '../ipc/client.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
 import { MEDIATED_FD_RING, MEDIATED_FD_SEGMENT, validateMediatedGrant, type MediatedQueueGrant } from '../ipc/mediated-grant.js';
 import { DEFAULT_SOCKET, type DeviceInfo, type ErrorResponse, type GpuDeviceKind, type LeaseGrant, type OkResponse, type RequestType, type StatusResult } from '../ipc/messages.js';
 import { validateRawGrant, type RawQueueGrant } from '../ipc/raw-grant.js';
 import { WireFormatError } from '../ipc/validate.js';
-import { NvmOpcode } from '../nvme/opcodes.js';
-import { statusName } from '../nvme/status.js';
 import { mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
 import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../ipc/extent-table.js';
 import { MediatedQueuePair } from './mediated-queue.js';
 
+import { ClientErrorCode, HomidClientError } from './errors.js';
+import type { Lease, MediatedLease, RawLease } from './lease.js';
+import { readExtents, type ReadOptions } from './read-file.js';
+
 export { MediatedQueuePair } from './mediated-queue.js';
-
-/**
- * Codes of failures that happen in this library rather than in homid (same style as the wire's codes, see
- * src/ipc/errors.ts, and none of them on the wire). A HomidClientError carries one of these, or the code of
- * homid's error response.
- */
-export const ClientErrorCode = {
-  /** A grant did not come with the descriptors it names, or is not what was asked for. */
-  BadGrant: 'bad-grant',
-  /** The extent map stayed busy (homid kept rebuilding it). */
-  Busy: 'busy',
-  /** The mediated queue had no free slot. */
-  QueueFull: 'queue-full',
-  /** homid went away while a mediated command was in flight. */
-  HomidGone: 'homid-gone',
-  /** A mediated read did not complete in time. */
-  ReadTimeout: 'read-timeout',
-  /** A read completed with an error status. */
-  ReadFailed: 'read-failed',
-} as const;
-export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode];
-
-export class HomidClientError extends Error {
-  constructor(
-    /** homid's error code (src/ipc/errors.ts), or a ClientErrorCode. */
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'HomidClientError';
-  }
-}
-
-export interface RawLease {
-  mode: 'raw';
-  grantId: string;
-  qid: number;
-  qp: AttachedQueuePair;
-  grant: RawQueueGrant;
-}
-
-/** A mediated grant as homid sends it (src/ipc/mediated-grant.ts). */
-export type MediatedGrantInfo = MediatedQueueGrant;
-
-/**
- * A mediated queue pair. Without a write grant, homid passes its data memory as a read-only descriptor and the
- * client maps it read-only: `qp.data` is then for reading (the device's reads land there); storing into it
- * faults the process. Read into distinct offsets (prp1) instead of clearing it.
- */
-export interface MediatedLease {
-  mode: 'mediated';
-  grantId: string;
-  qid: number;
-  qp: MediatedQueuePair;
-  grant: MediatedGrantInfo;
-  regions: ShmRegion[];
-}
-
-export type Lease = RawLease | MediatedLease;
+export { ClientErrorCode, HomidClientError } from './errors.js';
+export type { Lease, MediatedGrantInfo, MediatedLease, RawLease } from './lease.js';
+export {
+  DEFAULT_MAX_COMMAND_BYTES,
+  DEFAULT_READ_DEPTH,
+  DEFAULT_READ_TIMEOUT_MS,
+  ExtentReader,
+  planRead,
+  readExtents,
+  type ReadCommand,
+  type ReadDest,
+  type ReadOptions,
+  type ReadPlan,
+  type ReadStats,
+} from './read-file.js';
 
 /** What openQueuePairs asks for (the fields of the openQueuePair request). */
 export interface OpenOptions {
@@ -376,9 +333,11 @@ export class HomidClient {
 
   /**
    * Read a whole file through its extents: open it, pass the descriptor, map it, and read its blocks through
-   * `lease` into a buffer (raw: the attached queue pair's data region; mediated: the grant's data buffer).
+   * `lease` with up to `opts.depth` commands in flight (readExtents: raw, into the attached queue pair's data
+   * region; mediated, into the grant's data buffer), into a new buffer of the file's size. Fails with
+   * 'file-changed' when homid rebuilt the file's extent map before the read was over.
    */
-  async readFile(path: string, lease: Lease, device?: string): Promise<Uint8Array> {
+  async readFile(path: string, lease: Lease, device?: string, opts: ReadOptions = {}): Promise<Uint8Array> {
     const fd = fs.openSync(path, 'r');
     let map: ExtentMapHandle;
     try {
@@ -387,13 +346,9 @@ export class HomidClient {
       fs.closeSync(fd);
     }
     try {
-      let snap = map.read();
-      for (let i = 0; snap === null && i < 2000; i++) {
-        await new Promise((r) => setTimeout(r, 5));
-        snap = map.read();
-      }
-      if (!snap) throw new HomidClientError(ClientErrorCode.Busy, 'the extent map stayed busy');
-      return await readThrough(lease, snap);
+      const out = new Uint8Array(map.last.size);
+      await readExtents(lease, map, (off, bytes) => out.set(bytes, off), opts);
+      return out;
     } finally {
       map.close();
     }
@@ -405,50 +360,9 @@ export class HomidClient {
   }
 }
 
-/** Read the bytes of `snap` block by block through a lease's queue pair. */
-export async function readThrough(lease: Lease, snap: ExtentSnapshot): Promise<Uint8Array> {
-  const bs = lease.grant.blockSize;
-  const nsid = lease.grant.nsid;
+/** Read the bytes of `snap` through a lease's queue pair (readExtents into a new buffer of the file's size). */
+export async function readThrough(lease: Lease, snap: ExtentSnapshot, opts: ReadOptions = {}): Promise<Uint8Array> {
   const out = new Uint8Array(snap.size);
-  const chunk = 32 * bs;
-  type Io = { lba: number; nlb: number; fileOff: number };
-  const ios: Io[] = [];
-  for (const e of snap.extents) {
-    if (e.flags.includes('inline') || e.flags.includes('delalloc')) continue;
-    for (let o = 0; o < e.length && e.logical + o < snap.size; o += chunk) {
-      const n = Math.min(chunk, e.length - o, Math.ceil((snap.size - e.logical - o) / bs) * bs);
-      ios.push({ lba: (e.physical + o) / bs, nlb: Math.ceil(n / bs), fileOff: e.logical + o });
-    }
-  }
-  for (const io of ios) {
-    let status = -1;
-    let bytes: Uint8Array;
-    if (lease.mode === 'raw') {
-      const buf = lease.qp.dma.alloc(io.nlb * bs);
-      const dp = dataPointer(lease.qp.dma, buf);
-      try {
-        await lease.qp.exec({ opcode: NvmOpcode.Read, nsid, cdw10: io.lba >>> 0, cdw11: Math.floor(io.lba / 2 ** 32), cdw12: io.nlb - 1, prp1: dp.prp1, prp2: dp.prp2, cid: 0 });
-        status = 0;
-        bytes = buf.bytes.slice();
-      } finally {
-        dp.release();
-        lease.qp.dma.free(buf);
-      }
-    } else {
-      const q = lease.qp;
-      if (q.submitIo(NvmOpcode.Read, nsid, io.lba, io.nlb, 0, 0, 0) < 0) throw new HomidClientError(ClientErrorCode.QueueFull, 'mediated queue full');
-      q.ring();
-      const t0 = Date.now();
-      while (q.poll((_t, s) => (status = s)) === 0) {
-        if (q.abandoned !== null) throw new HomidClientError(ClientErrorCode.HomidGone, `mediated read of LBA ${io.lba}: ${q.abandoned}`);
-        if (Date.now() - t0 > 10_000) throw new HomidClientError(ClientErrorCode.ReadTimeout, 'mediated read timed out');
-        await new Promise((r) => setImmediate(r));
-      }
-      bytes = q.data.slice(0, io.nlb * bs);
-    }
-    if (status !== 0) throw new HomidClientError(ClientErrorCode.ReadFailed, `read of LBA ${io.lba} failed: ${statusName(status)} (status 0x${status.toString(16)})`);
-    const n = Math.min(bytes.length, snap.size - io.fileOff);
-    out.set(bytes.subarray(0, n), io.fileOff);
-  }
+  await readExtents(lease, snap, (off, bytes) => out.set(bytes, off), opts);
   return out;
 }
