@@ -350,8 +350,18 @@ export class HomidClient {
       await readExtents(lease, map, (off, bytes) => out.set(bytes, off), opts);
       return out;
     } finally {
-      map.close();
+      await this.releaseFile(map);
     }
+  }
+
+  /**
+   * Give a file grant back and unmap its table (homid drops the file's LBAs from this client's mediated grants
+   * and stops counting it against [limits] file_grants_*). Without it, grants last as long as the connection.
+   */
+  async releaseFile(map: ExtentMapHandle): Promise<void> {
+    map.close();
+    if (this.ipc.isClosed) return;
+    check((await this.ipc.request({ type: 'releaseFile', fileId: map.fileId })).response);
   }
 
   /** Close the connection (homid reclaims every lease). */

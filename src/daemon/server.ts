@@ -125,6 +125,9 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
             if (fd !== undefined) closeFd(fd);
           }
         }
+        case 'releaseFile':
+          homid.releaseFile(s, r.fileId);
+          return { response: { ok: true } };
         case 'status':
           // the socket's accounting (per-uid connections, refusals) is homid-wide: root only
           return { response: { ok: true, ...homid.status(s), ...(s.peer.uid === 0 ? { ipc: await ipc.stats() } : {}) } };

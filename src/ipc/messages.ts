@@ -104,6 +104,13 @@ export const ResolveExtentsRequest = z.object({
   device: z.string().min(1).max(MAX_STRING).optional(),
 });
 
+/** Give a file grant back (its fileId from resolveExtents): its LBAs leave the client's mediated grants. */
+export const ReleaseFileRequest = z.object({
+  ...requestBase,
+  type: z.literal('releaseFile'),
+  fileId: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+});
+
 export const StatusRequest = z.object({
   ...requestBase,
   type: z.literal('status'),
@@ -184,6 +191,7 @@ export const OpenQueuePairResult = z.strictObject({
 });
 
 export const CloseQueuePairResult = z.strictObject({});
+export const ReleaseFileResult = z.strictObject({});
 
 export const Extent = z.strictObject({
   logical: z.number().nonnegative(),
@@ -369,11 +377,12 @@ export const catalogue = {
     /** The read-only shared extent table (homid). */
     resultFds: { min: 0, max: 1 },
   },
+  releaseFile: { request: ReleaseFileRequest, result: ReleaseFileResult, requestFds: NO_FDS, resultFds: NO_FDS },
   status: { request: StatusRequest, result: StatusResult, requestFds: NO_FDS, resultFds: NO_FDS },
 } as const satisfies Catalogue;
 export type HomidCatalogue = typeof catalogue;
 
-export const RequestSchema = z.discriminatedUnion('type', [HelloRequest, ListDevicesRequest, OpenQueuePairRequest, CloseQueuePairRequest, ResolveExtentsRequest, StatusRequest]);
+export const RequestSchema = z.discriminatedUnion('type', [HelloRequest, ListDevicesRequest, OpenQueuePairRequest, CloseQueuePairRequest, ResolveExtentsRequest, ReleaseFileRequest, StatusRequest]);
 
 export type RequestType<C extends Catalogue = HomidCatalogue> = keyof C & string;
 export type RequestOf<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = z.infer<C[T]['request']>;

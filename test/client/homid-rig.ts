@@ -76,7 +76,7 @@ function listFiles(root: string): string[] {
   return out.sort();
 }
 
-export async function startRig(extra: Record<string, number> = {}): Promise<Rig> {
+export async function startRig(extra: Record<string, number> = {}, limits?: { file_grants_per_client: number }): Promise<Rig> {
   const dir = tmpDir('homi-deepread-');
   const tree = path.join(dir, 'tree');
   fs.mkdirSync(tree);
@@ -91,6 +91,7 @@ export async function startRig(extra: Record<string, number> = {}): Promise<Rig>
       device: [{ name: device, uri: `emu://${image}?size=${IMAGE_MIB}MiB&queues=16`, extents: 'decoder:ext4', extent_root: tree }],
       class: { default: { queue_pairs: 12, per_client: 6 } },
       raw: { users: [process.getuid!()] },
+      ...(limits ? { limits } : {}),
     }),
     { logger: silent() },
   );

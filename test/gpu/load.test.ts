@@ -94,7 +94,9 @@ describe('homi load into GPU memory', { skip: SKIP }, () => {
         assert.equal(r.report.target, to);
         if (p === 'gpu') assert.match(r.report.describe, /GPU-initiated \(homi_list_io/);
         if (to === 'gpu') assert.match(r.report.sink, /GPU memory on/);
-        process.stdout.write(`# ${p}->${to}: ${r.report.files} files ${(r.report.bytes / MiB).toFixed(1)} MiB in ${r.report.seconds.toFixed(3)} s (${r.report.mibPerSec.toFixed(0)} MiB/s, p50 ${r.report.latency.p50.toFixed(3)} ms) | ${r.report.describe} | ${r.report.sink}\n`);
+        process.stdout.write(
+          `# ${p}->${to}: ${r.report.files} files ${(r.report.bytes / MiB).toFixed(1)} MiB in ${r.report.seconds.toFixed(3)} s (${r.report.mibPerSec.toFixed(0)} MiB/s, p50 ${r.report.latency.p50.toFixed(3)} ms) | ${r.report.describe} | ${r.report.sink}\n`,
+        );
       } finally {
         r.close();
       }
@@ -102,7 +104,9 @@ describe('homi load into GPU memory', { skip: SKIP }, () => {
   }
 
   test('the CLI: homi load --path gpu --to gpu --verify --json prints one report and exits 0', { timeout: 120_000 }, () => {
-    const out = spawnSync(process.execPath, [path.join(root, 'dist/src/cli/main.js'), 'load', tree, '--path', 'gpu', '--to', 'gpu', '--device', 'img', '--socket', sock, '--verify', '--json'], { encoding: 'utf8' });
+    const out = spawnSync(process.execPath, [path.join(root, 'dist/src/cli/main.js'), 'load', tree, '--path', 'gpu', '--to', 'gpu', '--device', 'img', '--socket', sock, '--verify', '--json'], {
+      encoding: 'utf8',
+    });
     assert.equal(out.status, 0, out.stderr);
     const j = JSON.parse(out.stdout.trim()) as { files: number; verified: boolean; path: string; target: string; latency: { p50: number } };
     assert.equal(j.files, total);

@@ -140,7 +140,10 @@ describe('the runner', () => {
     try {
       const good = await runLoad(files, fakeEngine(), sink, { verify: true });
       assert.equal(good.files, 6);
-      assert.equal(good.bytes, files.reduce((s, f) => s + f.size, 0));
+      assert.equal(
+        good.bytes,
+        files.reduce((s, f) => s + f.size, 0),
+      );
       assert.equal(good.verified, true);
       assert.deepEqual(good.errors, []);
       assert.ok(good.latency.p50 > 0 && good.latency.max >= good.latency.p99);

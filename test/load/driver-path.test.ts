@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { HostSink } from '../../src/load/host-sink.js';
+import { discover } from '../../src/load/discover.js';
+import { HomidClient } from '../../src/client/index.js';
 import { openDriverPath, type DriverPathEngine } from '../../src/load/paths/driver.js';
 import type { LoadEvents, LoadFile, LoadPathOptions, LoadSink } from '../../src/load/types.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_DEPTH } from '../../src/load/defaults.js';
@@ -195,6 +197,61 @@ describe('homi load --path driver', { skip: skipNoMkfs }, () => {
       sink.close();
     } finally {
       await eng.close();
+    }
+  });
+});
+
+describe('homi load --path driver gives every file grant back', { skip: skipNoMkfs }, () => {
+  test('a load of more files than [limits] file_grants_per_client allows succeeds, raw and mediated, and homid holds no grant after', async () => {
+    const rig = await startRig({}, { file_grants_per_client: 8 });
+    try {
+      const { files } = discover([rig.tree]);
+      assert.ok(files.length > 8 * 4, `${files.length} files`);
+      for (const mode of ['raw', 'mediated'] as const) {
+        const engine = await openDriverPath(options(rig, mode));
+        const sink = new HostSink(files);
+        try {
+          const ev = new Recorder();
+          await engine.run(files, sink, ev);
+          assert.deepEqual(
+            ev.failed().map(([i, e]) => `${files[i]!.path}: ${e.message}`),
+            [],
+          );
+          checkBytes(sink, files);
+          const held = [...rig.srv.homid.sessions.values()].reduce((n, s) => n + s.files.size, 0);
+          assert.equal(held, 0, 'every file grant was given back');
+        } finally {
+          sink.close();
+          await engine.close();
+        }
+      }
+      // and without giving them back, the ninth file is refused: the limit is real
+      const c = await HomidClient.connect(rig.sock);
+      try {
+        const maps = [];
+        for (let i = 0; i < 8; i++) {
+          const fd = fs.openSync(files[i]!.path, 'r');
+          try {
+            maps.push(await c.resolveExtents(fd, rig.device));
+          } finally {
+            fs.closeSync(fd);
+          }
+        }
+        const fd = fs.openSync(files[8]!.path, 'r');
+        try {
+          await assert.rejects(c.resolveExtents(fd, rig.device), /limit-file-grants|holds 8 of 8 file grants/);
+          await c.releaseFile(maps[0]!);
+          const again = await c.resolveExtents(fd, rig.device);
+          assert.equal(again.last.size, files[8]!.size, 'after one release the next file resolves');
+        } finally {
+          fs.closeSync(fd);
+        }
+        await assert.rejects(c.releaseFile(maps[0]!), /no file grant/);
+      } finally {
+        c.close();
+      }
+    } finally {
+      await rig.close();
     }
   });
 });

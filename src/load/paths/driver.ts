@@ -9,6 +9,7 @@
  * fileDone(i, error) and the load goes on; homid going away (the connection closed, the lease revoked) fails the
  * files in flight and rejects run().
  */
+import { HomidErrorCode } from '../../ipc/errors.js';
 import * as fs from 'node:fs';
 import { ClientErrorCode, ExtentReader, HomidClient, HomidClientError, type ExtentMapHandle, type Lease, type ReadStats } from '../../client/index.js';
 import type { DeviceInfo } from '../../ipc/messages.js';
@@ -153,7 +154,9 @@ function engine(client: HomidClient, lease: Lease, dev: DeviceInfo, reader: Exte
         events.bytes(bytes.length);
       });
     } finally {
-      handle.close();
+      // give the grant back: a load of many files stays within [limits] file_grants_per_client, and a mediated
+      // lease's allowed LBAs stay those of the files in flight
+      await client.releaseFile(handle).catch(() => handle.close());
     }
   };
 
@@ -174,12 +177,37 @@ function engine(client: HomidClient, lease: Lease, dev: DeviceInfo, reader: Exte
       }
       let next = 0;
       let fatal: Error | null = null;
+      // Files between their resolve and their release. When homid refuses a resolve because this connection holds
+      // its [limits] file_grants_per_client, the file waits for one in flight to finish and tries again; with
+      // none in flight the refusal stands.
+      let inFlight = 0;
+      let waiters: (() => void)[] = [];
+      const finished = (): void => {
+        inFlight--;
+        const w = waiters;
+        waiters = [];
+        for (const wake of w) wake();
+      };
+      const loadWithinLimit = async (f: LoadFile): Promise<void> => {
+        for (;;) {
+          inFlight++;
+          try {
+            await loadOne(f, sink, events);
+            return;
+          } catch (e) {
+            if (!(e instanceof HomidClientError && e.code === HomidErrorCode.LimitFileGrants) || inFlight <= 1) throw e;
+          } finally {
+            finished();
+          }
+          if (inFlight > 0) await new Promise<void>((r) => waiters.push(r));
+        }
+      };
       const worker = async (): Promise<void> => {
         while (fatal === null && next < files.length) {
           const f = files[next++]!;
           events.fileStart(f.index);
           try {
-            await loadOne(f, sink, events);
+            await loadWithinLimit(f);
             events.fileDone(f.index, null);
           } catch (e) {
             if (isFatal(e, client)) {

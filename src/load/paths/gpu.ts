@@ -104,7 +104,7 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
               if (snap.size !== f.size) throw new Error(`the file changed before the load (size ${f.size} -> ${snap.size})`);
               for (const r of planReads(f.size, snap.extents, bs, maxRead)) reads.push({ file: f, slba: r.slba, nlb: r.nlb, dst: dst(f) + r.fileOffset, bytes: r.bytes });
             } catch (e) {
-              map?.close();
+              if (map) await client.releaseFile(map).catch(() => map!.close());
               map = null;
               reads.length = b.first[b.first.length - 1]!;
               events.fileDone(f.index, e as Error);
@@ -128,13 +128,21 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
           const stream = gpu.launchStream();
           const end = gpu.event(false);
           if (b.ncmds > 0) {
-            const job = encode(HomiListJob, { queues: target!.table, result: res.dptr, cmds: buf.dptr, timeout_cycles: Math.round(WAIT_TIMEOUT_MS * gpu.info.clockKhz), nqueues: target!.nqueues, ncmds: b.ncmds });
+            const job = encode(HomiListJob, {
+              queues: target!.table,
+              result: res.dptr,
+              cmds: buf.dptr,
+              timeout_cycles: Math.round(WAIT_TIMEOUT_MS * gpu.info.clockKhz),
+              nqueues: target!.nqueues,
+              ncmds: b.ncmds,
+            });
             gpu.launch('listIo', target!.nqueues, threads, stream, [job]);
           }
           gpuEvents.record(end, stream);
           return { done: () => gpuEvents.query(end), buf };
         };
 
+        const releases: Promise<void>[] = [];
         const finish = (b: Batch, buf: DeviceBuffer): void => {
           const back = b.ncmds > 0 ? gpu.copyFromDevice(buf.dptr, b.ncmds * HomiListCmd.bytes) : new Uint8Array(0);
           const dv = new DataView(back.buffer, back.byteOffset, back.byteLength);
@@ -152,7 +160,12 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
               const st = u32(i, F.status.offset);
               if (st !== 0) {
                 const lba = u64(i, F.slba.offset);
-                const why = st === LIST_NOT_RUN ? 'never ran (its GPU queue pair broke earlier)' : st === LIST_TIMEOUT ? `timed out after ${WAIT_TIMEOUT_MS / 1000} s` : `failed: ${statusName(st)} (status 0x${st.toString(16)})`;
+                const why =
+                  st === LIST_NOT_RUN
+                    ? 'never ran (its GPU queue pair broke earlier)'
+                    : st === LIST_TIMEOUT
+                      ? `timed out after ${WAIT_TIMEOUT_MS / 1000} s`
+                      : `failed: ${statusName(st)} (status 0x${st.toString(16)})`;
                 error = new Error(`GPU read of LBA ${lba} ${why}`);
                 break;
               }
@@ -161,7 +174,7 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
               bytes += u32(i, F.bytes.offset);
             }
             if (error === null && map.changed) error = new Error('the file changed during the load (homid moved its extent map)');
-            map.close();
+            releases.push(client.releaseFile(map).catch(() => map.close()));
             if (error === null) events.bytes(bytes);
             events.fileDone(f.index, error, error === null && b.count[k]! > 0 ? (t1 - t0) / 1e6 : undefined);
           });
@@ -181,6 +194,7 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
             slot ^= 1;
           }
         }
+        await Promise.all(releases);
         if (target.broken()) throw new Error('a GPU queue pair broke (a wait timed out): the controller stopped serving it');
       } finally {
         for (const b of cmdBufs) b?.free();
