@@ -109,6 +109,7 @@ export async function loadCommand(inputs: string[], o: LoadCliOptions): Promise<
   const paths = parsePaths(o.path);
   if (!(LOAD_TARGETS as readonly string[]).includes(o.to)) throw new UsageError(`--to ${o.to}: host or gpu`);
   const to = o.to as LoadTarget;
+  if (paths.includes('gpu') && o.device === undefined) throw new UsageError('--path gpu reads through homid: name its device (--device)');
   if (o.mode !== undefined && o.mode !== 'raw' && o.mode !== 'mediated') throw new UsageError(`--mode ${o.mode}: raw or mediated`);
   const depth = o.qd !== undefined ? parsePositiveInt('--qd', o.qd, 4096) : DEFAULT_DEPTH;
   const chunkBytes = o.chunk !== undefined ? parseSize(o.chunk) : DEFAULT_CHUNK_BYTES;
