@@ -182,7 +182,7 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
 
         let pending: { b: Batch; h: ReturnType<typeof launch> } | null = null;
         let slot = 0;
-        for (let at = 0; at <= files.length; at += GPU_BATCH_FILES) {
+        for (let at = 0; at < files.length || pending !== null; at += GPU_BATCH_FILES) {
           const next = at < files.length ? await prepare(files.slice(at, at + GPU_BATCH_FILES)) : null;
           if (pending) {
             while (!pending.h.done()) await sleep(0);

@@ -217,7 +217,7 @@ class UringPath implements LoadPathEngine {
     };
 
     try {
-      sink.adoptStaging(staging);
+      sink.adoptStaging(staging, this.mem.address);
       let lastYield = performance.now();
       while (done < n) {
         fill();

@@ -57,7 +57,7 @@ class PosixPath implements LoadPathEngine {
     if (this.running) throw new Error('posix path: run() is already in progress');
     this.running = true;
     try {
-      sink.adoptStaging(this.staging);
+      sink.adoptStaging(this.staging, this.mem?.address);
       let cursor = 0;
       const worker = async (w: number): Promise<void> => {
         const buf = this.staging.subarray(w * this.chunk, (w + 1) * this.chunk);
