@@ -4,6 +4,8 @@
 #
 #   bash bench/load/gpu-load.sh            (from the repository root; dist/ built and carried)
 #
+# $OUT gets gpu-load.log (the machine, each set's table, errors) and load-<set>.json per dataset: five files.
+#
 # Sized to finish in about 6 minutes on a virtio disk. Every size is an environment variable:
 #   LOAD_SETS="small medium large safetensors"  which datasets, in this order
 #   SMALL_FILES=4096  SMALL_BYTES=110KiB        many small files (payload per file, +-20%)
@@ -14,12 +16,15 @@
 #   LOAD_DIR=<dir>    where datasets go (default: <largest non-tmpfs filesystem>/homi-load-data)
 #   LOAD_TIMEOUT=300  seconds for one dataset's load-compare; RUN_TIMEOUT=120 seconds for one contender's run
 #   HOMI_CMD=<cmd>    what runs `homi` (default: node dist/src/cli/main.js; tests pass a fake)
+#   HOMI_ARGS="--no-progress"  more arguments for every homi load (e.g. "--no-progress --qd 128")
 #   PYTHON=python3    NODE=<node binary> (default: node on PATH, else .carry/node.xz unpacked to /tmp/nodebin)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/out/load}
 mkdir -p "$OUT"
 LOG=$OUT/gpu-load.log
+: > "$LOG"
+work=$(mktemp -d)
 say() { echo "gpu-load: $*" | tee -a "$LOG"; }
 t_start=$(date +%s)
 
@@ -43,8 +48,7 @@ PYTHON=${PYTHON:-python3}
   $PYTHON -c 'import safetensors, numpy; print("safetensors", safetensors.__version__, "numpy", numpy.__version__)' 2>&1 | tail -1
   [ -e /proc/driver/nvidia-fs ] && echo "nvidia-fs: present" || echo "nvidia-fs: absent (cuFile runs in compatibility mode)"
   nproc; free -g | head -2; df -hT -x tmpfs -x devtmpfs -x overlay 2>/dev/null
-} > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt" | tee -a "$LOG"
+} 2>&1 | tee -a "$LOG"
 
 # --- where the datasets go: the non-tmpfs filesystem with the most room, among the usual places ---
 if [ -z "${LOAD_DIR:-}" ]; then
@@ -70,6 +74,7 @@ LOAD_TIMEOUT=${LOAD_TIMEOUT:-300}
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 extra=()
 [ -n "${HOMI_CMD:-}" ] && extra+=(--homi-cmd "$HOMI_CMD")
+extra+=("--homi-args=${HOMI_ARGS:---no-progress}")  # "=": a value that starts with -- must be attached
 [ -n "${LOAD_BASELINES:-}" ] && extra+=(--baselines "$LOAD_BASELINES")
 [ "${LOAD_VERIFY:-0}" = 1 ] && extra+=(--verify)
 
@@ -89,11 +94,13 @@ for set in $LOAD_SETS; do
   t0=$(date +%s)
   timeout "$LOAD_TIMEOUT" $NODE dist/src/bench/load-compare.js --dataset "$dir" --paths "$LOAD_PATHS" --to "$LOAD_TO" --cold \
     --rounds "$LOAD_ROUNDS" --python "$PYTHON" --timeout "$RUN_TIMEOUT" --out "$OUT/load-$set.json" ${extra[@]+"${extra[@]}"} \
-    > "$OUT/load-$set.txt" 2> "$OUT/load-$set.log"
+    > "$work/$set.txt" 2> "$work/$set.log"
   rc=$?
   say "$set: load-compare rc=$rc in $(( $(date +%s) - t0 )) s"
-  cat "$OUT/load-$set.txt" | tee -a "$LOG"
-  [ $rc = 0 ] || tail -5 "$OUT/load-$set.log" | tee -a "$LOG"
+  tee -a "$LOG" < "$work/$set.txt"
+  # each round's lines, for the record (errors included)
+  sed 's/^/  | /' "$work/$set.log" >> "$LOG"
+  [ $rc = 0 ] || tail -5 "$work/$set.log"
   # free the disk for the next set (the .pt twins too)
   [ "${LOAD_KEEP:-0}" = 1 ] || rm -rf "$dir" "$dir.pt-twins"
 done

@@ -17,7 +17,8 @@ failed on a file. Notes go to stderr. Exit status: 0; 3 when torch itself is mis
 CUDA (every baseline is then printed as skipped, and stderr has one line saying why); 2 for bad arguments.
 
 Baselines (each imports its modules itself, so one missing module skips only the baselines that need it):
-  torch:safetensors  safetensors.torch.load_file(p, device=dev); bytes are the tensors' bytes
+  torch:safetensors  safetensors.torch.load_file(p, device=dev); bytes are the tensors' bytes. On the CPU the
+                     tensors may be backed by a lazy mapping: one byte of every 4 KiB page is touched
   torch:load-mmap    torch.load(p.pt, map_location=dev, mmap=True, weights_only=True) on a .pt twin of each file
                      (one uint8 tensor holding the file's bytes, written with torch.save in a sibling directory
                      before any clock runs, kept for later runs); files and bytes are those of the .pt files.
@@ -29,7 +30,9 @@ Baselines (each imports its modules itself, so one missing module skips only the
 
 Each file's latency runs from the call to the device being synchronised (torch.cuda.synchronize()) after it;
 seconds are the wall time of the loop over all files, less the time --verify spends hashing between files.
-The CUDA context is created before any clock. Loaded tensors are freed after each file.
+The CUDA context is created, and each baseline loads the first file once, before any clock (imports, lazy
+kernels and first allocations are not measured; --cold drops the pages after that). Loaded tensors are freed
+after each file.
 
 --cold drops each file's pages from the page cache before each baseline (os.posix_fadvise(POSIX_FADV_DONTNEED)
 on a plain read-only open, no fsync: files written by `homi load gen` are already on disk) and reports how many
@@ -253,12 +256,28 @@ def tensor_bytes(t):
 # Each returns (load(path) -> (object, bytes), bytes_for_verify(object, path) -> iterable of buffers, describe).
 
 
+def touch_pages(t):
+    """Fault in every 4 KiB page of a host tensor (one byte each): a lazily mapped tensor holds no bytes yet."""
+    import torch
+
+    flat = t.reshape(-1)
+    if flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8)
+    if flat.numel() > 0:
+        int(flat[::PAGE].sum())
+
+
 def baseline_safetensors(dev):
-    import torch  # noqa: F401
+    import torch
     from safetensors.torch import load_file
+
+    touch = torch.device(dev).type == "cpu"
 
     def load(p):
         d = load_file(p, device=dev)
+        if touch:
+            for t in d.values():
+                touch_pages(t)
         return d, sum(t.numel() * t.element_size() for t in d.values())
 
     def verify_bytes(d, p):
@@ -272,7 +291,8 @@ def baseline_safetensors(dev):
         for _, k in order:
             yield tensor_bytes(d[k])
 
-    return load, verify_bytes, f"safetensors.torch.load_file(p, device='{dev}'); bytes: the tensors' bytes"
+    how = "; CPU: one byte per 4 KiB page touched (the tensors may be backed by a lazy mapping)" if touch else ""
+    return load, verify_bytes, f"safetensors.torch.load_file(p, device='{dev}'){how}; bytes: the tensors' bytes"
 
 
 def baseline_load_mmap(dev, twin_of):
@@ -282,8 +302,8 @@ def baseline_load_mmap(dev, twin_of):
 
     def load(p):
         t = torch.load(twin_of[p], map_location=dev, mmap=True, weights_only=True)
-        if touch and t.numel() > 0:
-            int(t[::PAGE].sum())  # fault in every 4 KiB page: mmap alone reads nothing
+        if touch:
+            touch_pages(t)  # mmap alone reads nothing
         return t, os.path.getsize(twin_of[p])
 
     def verify_bytes(t, p):
@@ -329,6 +349,22 @@ def baseline_read(dev):
     return load, verify_bytes, f"open(p, 'rb').read(), torch.frombuffer(b, dtype=torch.uint8).to('{dev}')"
 
 
+def cufile_log_cause():
+    """The first errors of cuFile's last burst in ./cufile.log (where it logs by default), for the report."""
+    try:
+        with open("cufile.log", "r", encoding="utf-8", errors="replace") as f:
+            lines = [ln.strip() for ln in f.readlines() if " ERROR " in ln][-5:]
+    except OSError:
+        return ""
+    msgs = []
+    for ln in lines:
+        text = ln.split(" ERROR ", 1)[1].strip()
+        text = text.split(" ", 1)[1] if " " in text else text  # drop the "cufio-xxx:NN" source tag
+        if text not in msgs:
+            msgs.append(text)
+    return f" (cufile.log: {'; '.join(msgs[:2])})" if msgs else ""
+
+
 def baseline_gds(dev):
     import torch
 
@@ -344,7 +380,10 @@ def baseline_gds(dev):
         size = os.path.getsize(p)
         # O_DIRECT reads whole blocks: the buffer is rounded up to 4 KiB, the tensor is its first `size` bytes
         buf = torch.empty(max(PAGE, (size + PAGE - 1) // PAGE * PAGE), dtype=torch.uint8, device=dev)
-        f = gds.GdsFile(p, os.O_RDONLY)
+        try:
+            f = gds.GdsFile(p, os.O_RDONLY)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}{cufile_log_cause()}") from None
         try:
             f.load_storage(buf.untyped_storage(), 0)
         finally:
@@ -418,6 +457,14 @@ def run_one(name, make, files, dev, target, args, sync, expected):
         return skipped(name, target, f"{type(e).__name__}: {e}")
     extra = {}
     read_paths = [p for p, _ in files] if name != "torch:load-mmap" else [args.twin_of[p] for p, _ in files]
+    # One load of the first file before the clock: imports, lazy CUDA kernels and first allocations are not
+    # what is measured (the cold drop below comes after it).
+    try:
+        obj, _ = load(files[0][0])
+        sync()
+        del obj
+    except Exception as e:  # noqa: BLE001
+        return result(name, target, 0, 0, 0.0, [], describe, error=f"{files[0][0]}: {type(e).__name__}: {e}")
     if args.cold:
         why_not = cold_state(read_paths)
         extra["cold"] = f"not dropped: {why_not}" if why_not else drop_cache(read_paths)

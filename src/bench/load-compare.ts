@@ -5,11 +5,14 @@
  *
  *   node dist/src/bench/load-compare.js --dataset <dir> [--paths io_uring,posix,...] [--to gpu|host]
  *     [--python python3|none] [--baselines torch:safetensors,...] [--cold] [--verify] [--rounds 3]
- *     [--out file.json] [--json] [--homi-cmd "node dist/src/cli/main.js"] [--script bench/load/torch_baselines.py]
+ *     [--out file.json] [--json] [--homi-cmd "node dist/src/cli/main.js"] [--homi-args "--no-progress --qd 64"]
+ *     [--script bench/load/torch_baselines.py]
  *     [--timeout 600]
  *
  * The dataset is a directory written by `homi load gen` (its manifest.json lists the files; both sides load
- * exactly those). A homi contender is `<homi-cmd> load <files...> --path X --to T --json [--verify]`; the PyTorch
+ * exactly those). A homi contender is `<homi-cmd> load <files...> --path X --to T --json --cold|--no-cold
+ * [--verify] <homi-args>` (homi-args default: --no-progress); a result line with per-file `errors` or
+ * `verified: false` counts as failed. The PyTorch
  * contenders are one run of bench/load/torch_baselines.py per round (every baseline in turn). Both print JSON lines
  * of one shape (LoadResultSchema); anything else on stdout is ignored, so any command that prints such lines can
  * stand in for `homi` (tests use a fake one).
@@ -44,7 +47,12 @@ export const LoadResultSchema = z.looseObject({
   skipped: z.string().optional(),
   error: z.string().optional(),
   cold: z.string().optional(),
-  verified: z.number().optional(),
+  /** homi load: the page cache's state for this path; torch_baselines.py says it in `cold`. */
+  cache: z.string().optional(),
+  /** homi load: true / false / null (not asked); torch_baselines.py: the number of files verified. */
+  verified: z.union([z.number(), z.boolean()]).nullable().optional(),
+  /** homi load: the files that failed ({path, reason}); the run's numbers count only the others. */
+  errors: z.array(z.unknown()).optional(),
 });
 export type LoadResult = z.infer<typeof LoadResultSchema>;
 
@@ -84,6 +92,8 @@ export interface CompareOptions {
   baselines: string[];
   /** Command that runs `homi` (argv prefix before `load`). */
   homiCmd: string[];
+  /** More arguments for every `homi load` (e.g. --qd 128, --no-progress). */
+  homiArgs: string[];
   cold: boolean;
   verify: boolean;
   rounds: number;
@@ -116,7 +126,7 @@ export interface ContenderReport {
   skipped: string | null;
   /** The first error of any round (such rounds are left out of the medians). */
   error: string | null;
-  /** What --cold did before each round (one line per round). */
+  /** The page cache before each round: what --cold did here, what homi load said of it (one line per round). */
   cold: string[];
   /** Median MiB/s over the best PyTorch baseline's median MiB/s. */
   vsTorch: number | null;
@@ -275,7 +285,8 @@ export async function loadCompare(o: CompareOptions): Promise<CompareReport> {
   const record = (c: ContenderReport, r: LoadResult, round: number): void => {
     c.rounds.push(r);
     if (r.describe !== '' && c.describe === '') c.describe = r.describe;
-    if (r.cold !== undefined) c.cold.push(r.cold);
+    const cold = [r.cold, r.cache !== undefined ? `homi load says: ${r.cache}` : undefined].filter((x) => x !== undefined);
+    if (cold.length > 0) c.cold.push(cold.join('; '));
     if (r.skipped !== undefined) c.skipped ??= r.skipped;
     if (r.error !== undefined) c.error ??= `round ${round}: ${r.error}`;
   };
@@ -287,13 +298,15 @@ export async function loadCompare(o: CompareOptions): Promise<CompareReport> {
     run: async (round: number) => {
       const c = add(`homi:${p}`, 'homi');
       const cold = o.cold ? dropFiles(files) : undefined;
-      const argv = [...o.homiCmd, 'load', ...files, '--path', p, '--to', o.to, '--json', ...(o.verify ? ['--verify'] : [])];
+      const argv = [...o.homiCmd, 'load', ...files, '--path', p, '--to', o.to, '--json', o.cold ? '--cold' : '--no-cold', ...(o.verify ? ['--verify'] : []), ...o.homiArgs];
       const r = await runCommand(argv, o.timeoutSec);
       const lines = parseResultLines(r.stdout);
       const mine = lines.find((l) => l.path === p) ?? (lines.length === 1 ? lines[0] : undefined);
       let res: LoadResult;
       if (r.spawnError !== null) res = fail(c.name, 'homi', o.to, 'error', `${o.homiCmd.join(' ')}: ${r.spawnError}`);
       else if (mine === undefined) res = fail(c.name, 'homi', o.to, 'error', `exit ${r.code}, no result line: ${lastLine(r.stderr, '(no stderr)')}`);
+      else if (mine.errors !== undefined && mine.errors.length > 0) res = { ...mine, error: `${mine.errors.length} file(s) failed, the first: ${JSON.stringify(mine.errors[0])}` };
+      else if (mine.verified === false) res = { ...mine, error: '--verify: the loaded bytes differ from the files' };
       else if (r.code !== 0 && mine.error === undefined) res = { ...mine, error: `exit ${r.code}: ${lastLine(r.stderr, '(no stderr)')}` };
       else res = mine;
       if (cold !== undefined) res = { ...res, cold };
@@ -419,7 +432,7 @@ export function renderCompare(r: CompareReport): string {
     const parts = c.describe !== '' ? [c.describe] : [];
     if (c.skipped !== null && c.median === null) parts.push(`skipped: ${c.skipped}`);
     if (c.error !== null) parts.push(`error: ${c.error}`);
-    if (c.cold.length > 0) parts.push(`cold: ${c.cold[c.cold.length - 1]}`);
+    if (c.cold.length > 0) parts.push(`cache: ${c.cold[c.cold.length - 1]}`);
     lines.push(`  ${c.name}: ${parts.join('; ')}`);
   }
   for (const n of r.notes) lines.push(`note: ${n}`);
@@ -430,29 +443,37 @@ function splitCmd(s: string): string[] {
   return s.split(/\s+/).filter((x) => x !== '');
 }
 
+const OPTIONS = {
+  dataset: { type: 'string' },
+  paths: { type: 'string', default: 'io_uring,posix' },
+  to: { type: 'string', default: 'host' },
+  python: { type: 'string', default: 'python3' },
+  baselines: { type: 'string', default: TORCH_BASELINES.join(',') },
+  script: { type: 'string', default: DEFAULT_SCRIPT },
+  'homi-cmd': { type: 'string' },
+  'homi-args': { type: 'string', default: '--no-progress' },
+  cold: { type: 'boolean', default: false },
+  verify: { type: 'boolean', default: false },
+  rounds: { type: 'string', default: '3' },
+  timeout: { type: 'string', default: '600' },
+  out: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  quiet: { type: 'boolean', default: false },
+} as const;
+
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      dataset: { type: 'string' },
-      paths: { type: 'string', default: 'io_uring,posix' },
-      to: { type: 'string', default: 'host' },
-      python: { type: 'string', default: 'python3' },
-      baselines: { type: 'string', default: TORCH_BASELINES.join(',') },
-      script: { type: 'string', default: DEFAULT_SCRIPT },
-      'homi-cmd': { type: 'string' },
-      cold: { type: 'boolean', default: false },
-      verify: { type: 'boolean', default: false },
-      rounds: { type: 'string', default: '3' },
-      timeout: { type: 'string', default: '600' },
-      out: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      quiet: { type: 'boolean', default: false },
-    },
-  });
   const usage = (why: string): number => {
     process.stderr.write(`load-compare: ${why}\n`);
     return 2;
   };
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>;
+  try {
+    parsed = parseArgs({ options: OPTIONS });
+  } catch (e) {
+    const m = (e as Error).message.split('\n')[0]!;
+    return usage(/ambiguous/.test(m) ? `${m} (attach a value that begins with --: --homi-args=--qd=128)` : m);
+  }
+  const { values } = parsed;
   if (values.dataset === undefined) return usage('--dataset <dir> is required (a directory written by homi load gen)');
   if (!(LOAD_TARGETS as readonly string[]).includes(values.to)) return usage(`--to ${values.to}: one of ${LOAD_TARGETS.join(', ')}`);
   const paths = values.paths
@@ -482,6 +503,7 @@ async function main(): Promise<number> {
       script: values.script,
       baselines,
       homiCmd: values['homi-cmd'] !== undefined ? splitCmd(values['homi-cmd']) : DEFAULT_HOMI,
+      homiArgs: splitCmd(values['homi-args']),
       cold: values.cold,
       verify: values.verify,
       rounds,

@@ -109,23 +109,24 @@ test('fake homi and fake torch: interleaved rounds, medians of what they measure
     assert.equal(c.skipped, 'fake: not measured');
     assert.match(r.stdout, new RegExp(`^${b}\\s+skipped`, 'm'));
   }
-  assert.match(r.stdout, /^ {2}homi:posix: fake homi --path posix: readFileSync per file/m);
+  assert.match(r.stdout, /^ {2}homi:posix: fake homi --path posix: readFileSync per file; cache: (page cache dropped|not dropped)/m);
+  assert.ok(report.contenders.find((c) => c.name === 'homi:posix')!.cold.every((l) => l.endsWith('; homi load says: fake: cold asked')));
   // --cold: before each homi run the files left the page cache (or it says why they could not).
   const pages = manifest.files.reduce((a, f) => a + Math.ceil(f.size / 4096), 0);
   for (const k of ['homi:io_uring', 'homi:posix']) {
     const c = report.contenders.find((x) => x.name === k)!;
     assert.equal(c.cold.length, 3);
     for (const line of c.cold) {
-      assert.match(line, onTmpfs ? /^not dropped: .* tmpfs/ : /^page cache dropped \(posix_fadvise DONTNEED\): 0\.0% of \d+ pages resident after$/);
+      assert.match(line, onTmpfs ? /^not dropped: .* tmpfs/ : /^page cache dropped \(posix_fadvise DONTNEED\): 0\.0% of \d+ pages resident after; homi load says: fake: cold asked$/);
       if (!onTmpfs) assert.equal(Number(/of (\d+) pages/.exec(line)![1]), pages);
     }
   }
   assert.match(r.stdout, /cold \(page cache dropped before each run\)/);
 });
 
-test('a homi path that fails is shown failed with its reason; the others still run', () => {
+test('a homi path that fails, or fails a file, is shown failed with its reason; the others still run', () => {
   const out = join(root, 'fail.json');
-  const r = compare(['--paths', 'io_uring,posix', '--python', 'none', '--rounds', '1', '--out', out, '--verify'], { FAKE_HOMI_FAIL: 'posix' });
+  const r = compare(['--paths', 'io_uring,posix,driver', '--python', 'none', '--rounds', '1', '--out', out, '--verify'], { FAKE_HOMI_FAIL: 'posix', FAKE_HOMI_FILE_ERROR: 'driver' });
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(readFileSync(out, 'utf8')) as CompareReport;
   const posix = report.contenders.find((c) => c.name === 'homi:posix')!;
@@ -136,10 +137,15 @@ test('a homi path that fails is shown failed with its reason; the others still r
   assert.ok(io.median!.mibPerSec > 0);
   assert.equal(io.vsIoUring, 1);
   assert.equal(io.vsTorch, null);
-  assert.match(io.describe, /verify asked/);
+  assert.equal(io.rounds[0]!.verified, true);
+  assert.match(io.cold[0]!, /homi load says: fake: warm asked/);
+  const driver = report.contenders.find((c) => c.name === 'homi:driver')!;
+  assert.equal(driver.median, null);
+  assert.match(driver.error!, /^round 1: 1 file\(s\) failed, the first: \{"path":".*small-00000\.safetensors","reason":"fake: unreadable"\}$/);
+  assert.match(r.stdout, /^homi:driver\s+failed/m);
   assert.deepEqual(
     report.contenders.map((c) => c.name),
-    ['homi:io_uring', 'homi:posix'],
+    ['homi:io_uring', 'homi:posix', 'homi:driver'],
   );
   assert.match(r.stdout, /note: PyTorch baselines not run \(--python none\)/);
 });
@@ -149,6 +155,7 @@ test('load-compare refuses bad arguments with one line', () => {
     [['--to', 'disk'], /^load-compare: --to disk: one of host, gpu$/],
     [['--rounds', '0'], /^load-compare: --rounds 0/],
     [['--baselines', 'torch:nope'], /^load-compare: --baselines: unknown torch:nope/],
+    [['--homi-args', '--qd'], /^load-compare: .*--homi-args.* ambiguous.*attach a value/],
   ] as Array<[string[], RegExp]>) {
     const r = compare(args);
     assert.equal(r.code, 2, args.join(' '));

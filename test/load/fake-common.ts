@@ -15,6 +15,9 @@ export interface FakeLine {
   latency: { p50: number; p99: number; max: number };
   describe: string;
   skipped?: string;
+  errors?: unknown[];
+  verified?: boolean | null;
+  cache?: string;
 }
 
 /** Read every file `passes` times (readFileSync), timing each file; a result line named `path`. */
