@@ -197,7 +197,8 @@ def drop_cache(paths):
         res += r[0]
         pages += r[1]
     pct = 100.0 * res / pages if pages else 0.0
-    return f"page cache dropped (posix_fadvise DONTNEED): {pct:.1f}% of {pages} pages resident after"
+    hint = " (dirty pages stay: run sync after writing the files)" if res > 0 else ""
+    return f"page cache dropped (posix_fadvise DONTNEED): {pct:.1f}% of {pages} pages resident after{hint}"
 
 
 # ---------------------------------------------------------------- timing

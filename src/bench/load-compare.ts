@@ -237,7 +237,8 @@ export function dropFiles(files: readonly string[]): string {
       closeSync(fd);
     }
   }
-  return `page cache dropped (posix_fadvise DONTNEED): ${pages === 0 ? '0.0' : ((100 * resident) / pages).toFixed(1)}% of ${pages} pages resident after`;
+  const hint = resident > 0 ? ' (dirty pages stay: run sync after writing the files)' : '';
+  return `page cache dropped (posix_fadvise DONTNEED): ${pages === 0 ? '0.0' : ((100 * resident) / pages).toFixed(1)}% of ${pages} pages resident after${hint}`;
 }
 
 function residentOf(fd: number): { resident: number; pages: number } {
