@@ -18,6 +18,12 @@
 #   HOMI_CMD=<cmd>    what runs `homi` (default: node dist/src/cli/main.js; tests pass a fake)
 #   HOMI_ARGS="--no-progress"  more arguments for every homi load (e.g. "--no-progress --qd 128")
 #   PYTHON=python3    NODE=<node binary> (default: node on PATH, else .carry/node.xz unpacked to /tmp/nodebin)
+#   LOAD_HOMID=1      also serve each dataset through homid (an ext4 image of it, made with mkfs.ext4 -d, on an
+#                     embedded controller backed by the image file) and add the driver and gpu paths to the
+#                     comparison: their bytes come from that image file (through the page cache), not from
+#                     the disk the other contenders read, so their rows measure HOMI's queues, not the disk
+#   RAW_DISK=1        measure what raw io_uring O_DIRECT reads from the disk: homi perf on the dataset's
+#                     largest file, sequential 1 MiB reads at qd 16 (the "90% of raw" goal)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/out/load}
@@ -91,11 +97,54 @@ for set in $LOAD_SETS; do
   $NODE dist/src/bench/load-gen.js "$set" "$dir" --files "$files" --bytes "$bytes" --quiet 2>&1 | tee -a "$LOG"
   [ "${PIPESTATUS[0]}" = 0 ] || { say "$set: generation failed"; continue; }
   say "$set: generated in $(( $(date +%s) - t0 )) s"
+  paths=$LOAD_PATHS
+  setextra=()
+  homid_pid=""
+  if [ "${RAW_DISK:-1}" = 1 ]; then
+    big=$(ls -S "$dir"/* | head -1)
+    raw=$(timeout 60 $NODE dist/src/cli/main.js perf "$big" --backend io_uring --direct --rw read --bs 1MiB --qd 16 --time 3 --json 2>/dev/null | $NODE -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{try{const j=JSON.parse(s);console.log(j.bandwidthMiBps.toFixed(1))}catch{console.log('failed')}})")
+    say "$set: raw io_uring O_DIRECT sequential 1 MiB reads at qd 16 on $(basename "$big") ($(stat -c %s "$big") bytes): $raw MiB/s"
+  fi
+  if [ "${LOAD_HOMID:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then
+    img=$LOAD_DIR/$set.ext4
+    mib=$(( $(du -sm "$dir" | cut -f1) * 12 / 10 + 64 ))
+    if mkfs.ext4 -q -F -d "$dir" -b 4096 "$img" "${mib}M" 2>>"$LOG"; then
+      sock=$work/homid-$set.sock
+      cat > "$work/homid-$set.toml" <<TOML
+socket = "$sock"
+log_level = "warn"
+[[device]]
+name = "img"
+uri = "emu://$img?size=${mib}MiB&queues=16"
+extents = "decoder:ext4"
+extent_root = "$dir"
+[raw]
+users = [0]
+[class.default]
+queue_pairs = 16
+per_client = 16
+gpu_queues = 8
+TOML
+      $NODE dist/src/cli/homid.js --config "$work/homid-$set.toml" >> "$work/homid-$set.log" 2>&1 &
+      homid_pid=$!
+      for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+      if [ -S "$sock" ]; then
+        paths=$paths,driver,gpu
+        setextra+=("--homi-args=${HOMI_ARGS:---no-progress} --socket $sock --device img")
+        say "$set: homid serves an ext4 image of it ($mib MiB, emu:// over the image file) for the driver and gpu paths"
+      else
+        say "$set: homid did not start: $(tail -3 "$work/homid-$set.log")"
+      fi
+    else
+      say "$set: mkfs.ext4 -d failed: no driver/gpu rows"
+    fi
+  fi
   t0=$(date +%s)
-  timeout "$LOAD_TIMEOUT" $NODE dist/src/bench/load-compare.js --dataset "$dir" --paths "$LOAD_PATHS" --to "$LOAD_TO" --cold \
-    --rounds "$LOAD_ROUNDS" --python "$PYTHON" --timeout "$RUN_TIMEOUT" --out "$OUT/load-$set.json" ${extra[@]+"${extra[@]}"} \
+  timeout "$LOAD_TIMEOUT" $NODE dist/src/bench/load-compare.js --dataset "$dir" --paths "$paths" --to "$LOAD_TO" --cold \
+    --rounds "$LOAD_ROUNDS" --python "$PYTHON" --timeout "$RUN_TIMEOUT" --out "$OUT/load-$set.json" ${extra[@]+"${extra[@]}"} ${setextra[@]+"${setextra[@]}"} \
     > "$work/$set.txt" 2> "$work/$set.log"
   rc=$?
+  if [ -n "$homid_pid" ]; then kill "$homid_pid" 2>/dev/null; wait "$homid_pid" 2>/dev/null; rm -f "$LOAD_DIR/$set.ext4"; fi
   say "$set: load-compare rc=$rc in $(( $(date +%s) - t0 )) s"
   tee -a "$LOG" < "$work/$set.txt"
   # each round's lines, for the record (errors included)

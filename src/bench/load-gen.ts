@@ -25,7 +25,7 @@ export function loadGenMain(argv: string[]): number {
     },
   });
   const fail = (why: string): number => {
-    process.stderr.write(`load-gen: ${why}\n`);
+    process.stderr.write(`homi dataset: ${why}\n`);
     return 2;
   };
   const [name, dir] = positionals;
@@ -49,7 +49,7 @@ export function loadGenMain(argv: string[]): number {
         const now = performance.now();
         if (!values.quiet && (now - last > 1000 || done === total)) {
           last = now;
-          process.stderr.write(`load-gen: ${spec.name}: ${formatSize(done)} of ${formatSize(total)} (${((100 * done) / total).toFixed(0)}%)\n`);
+          process.stderr.write(`homi dataset: ${spec.name}: ${formatSize(done)} of ${formatSize(total)} (${((100 * done) / total).toFixed(0)}%)\n`);
         }
       },
     });

@@ -13,6 +13,7 @@ import { smartLogCommand } from './smart-log.js';
 import { errorLogCommand } from './error-log.js';
 import { explicitOptions } from './refuse.js';
 import { loadCommand } from './load.js';
+import { loadGenMain } from '../bench/load-gen.js';
 import { DEFAULT_DEPTH as DEFAULT_LOAD_DEPTH } from '../load/defaults.js';
 
 const program = new Command();
@@ -54,7 +55,7 @@ program
   .option('--chunk <size>', 'largest read (e.g. 1MiB; the driver and gpu paths may use less: MDTS, slot size)')
   .option('--direct', 'O_DIRECT (posix; io_uring uses it by default)')
   .option('--no-direct', 'buffered reads through the page cache (posix default; io_uring)')
-  .option('--cold', 'drop each file\'s page cache before each path (default for buffered paths)')
+  .option('--cold', "drop each file's page cache before each path (default for buffered paths)")
   .option('--no-cold', 'leave the page cache as it is (a warm run)')
   .option('--socket <path>', 'homid socket (driver, gpu; default $HOMID_SOCKET or /run/homi/homid.sock)')
   .option('--device <name>', "homid's device holding the files (driver, gpu)")
@@ -66,6 +67,23 @@ program
   .option('--no-progress', 'no progress output')
   .action(async (inputs: string[], o: Parameters<typeof loadCommand>[1]) => {
     process.exitCode = await loadCommand(inputs, o);
+  });
+
+program
+  .command('dataset')
+  .description('write a FIL-like dataset for homi load (every file a valid safetensors file; manifest.json with sha256)')
+  .argument('<set>', 'small (many ~110 KiB files) | medium (7-8 MiB files) | large (a few multi-GiB files) | safetensors (shards)')
+  .argument('<dir>', 'where to write it')
+  .option('--files <n>', 'number of files (default: the preset)')
+  .option('--bytes <size>', 'bytes per file (default: the preset)')
+  .option('--scale <x>', 'scale the preset (file count for small/medium, file size for large/safetensors)')
+  .option('--seed <n>', 'seed of the contents', '1')
+  .action((set: string, dir: string, o: { files?: string; bytes?: string; scale?: string; seed: string }) => {
+    const argv = [set, dir, '--seed', o.seed];
+    if (o.files !== undefined) argv.push('--files', o.files);
+    if (o.bytes !== undefined) argv.push('--bytes', o.bytes);
+    if (o.scale !== undefined) argv.push('--scale', o.scale);
+    process.exitCode = loadGenMain(argv);
   });
 
 const BACKEND_HELP = 'posix|io_uring|io_uring_cmd|driver (default: driver for emu:/pci:, io_uring for files and block devices, io_uring_cmd for /dev/ngXnY)';

@@ -62,6 +62,9 @@ export class HostSink implements LoadSink {
   get address(): number {
     return this.map.addressNumber;
   }
+  hostAddress(file: number): number {
+    return this.map.addressNumber + this.offsets[file]!;
+  }
   /** Offset of file `file`'s slot in the arena. */
   offsetOf(file: number): number {
     return this.offsets[file]!;

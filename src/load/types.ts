@@ -49,6 +49,11 @@ export interface LoadSink {
   drain(): void;
   /** The loaded bytes of a file, read back to the host (for --verify). */
   readBack(file: number): Uint8Array;
+  /**
+   * Virtual address of file `file`'s destination in this process, page-aligned and sized to the file rounded up
+   * to 4 KiB, for paths that can read straight into it (host target): the bytes then need no deliver().
+   */
+  hostAddress?(file: number): number;
   /** Device address of file `file`'s destination, for paths that write there themselves (gpu target only). */
   deviceAddress?(file: number): bigint;
   close(): void;

@@ -100,6 +100,11 @@ class Recorder implements LoadEvents {
 class RecordingSink extends HostSink {
   adopted = 0;
   deliveredBeforeAdopt = false;
+  /** staged: hide hostAddress, so that a path must stage and deliver (as into GPU memory). */
+  constructor(files: LoadFile[], opts: { pin?: boolean }, staged = false) {
+    super(files, opts);
+    if (staged) (this as { hostAddress?: unknown }).hostAddress = undefined;
+  }
   override adoptStaging(): void {
     this.adopted++;
   }
@@ -109,9 +114,9 @@ class RecordingSink extends HostSink {
   }
 }
 
-async function load(open: Opener, opts: Partial<LoadPathOptions>, files: LoadFile[]): Promise<{ sink: RecordingSink; ev: Recorder; describe: string }> {
+async function load(open: Opener, opts: Partial<LoadPathOptions>, files: LoadFile[], staged = false): Promise<{ sink: RecordingSink; ev: Recorder; describe: string }> {
   const engine = await open({ depth: DEFAULT_DEPTH, chunkBytes: DEFAULT_CHUNK_BYTES, direct: false, ...opts });
-  const sink = new RecordingSink(files, { pin: false });
+  const sink = new RecordingSink(files, { pin: false }, staged);
   const ev = new Recorder();
   try {
     await engine.run(files, sink, ev);
@@ -146,22 +151,21 @@ function assertLoaded(files: LoadFile[], sink: RecordingSink, ev: Recorder, fail
 for (const p of PATHS) {
   const skip = p.direct && NO_DIRECT !== null ? NO_DIRECT : false;
 
-  test(`${p.name}: files of varied sizes, 1 MiB reads, depth 8`, { skip }, async () => {
-    const files = plan(makeFiles(join(ROOT, `${p.name}-varied`), SIZES));
-    const { sink, ev, describe } = await load(p.open, { direct: p.direct, depth: 8, chunkBytes: MiB }, files);
-    assertLoaded(files, sink, ev);
-    sink.close();
-    if (p.open === openUringPath) {
-      assert.match(
-        describe,
-        new RegExp(
-          `^io_uring, ${p.direct ? 'O_DIRECT' : 'buffered \\(page cache\\)'}, (registered buffers \\(READ_FIXED\\)|unregistered buffers \\(READ; IORING_REGISTER_BUFFERS failed: .*\\)), 8 in flight, 1 MiB reads$`,
-        ),
-      );
-    } else {
-      assert.match(describe, new RegExp(`^pread \\(node:fs/promises on libuv's \\d+ threads\\), ${p.direct ? 'O_DIRECT \\(page-aligned buffers\\)' : 'buffered'}, 8 files at a time, 1 MiB reads$`));
-    }
-  });
+  for (const staged of p.open === openUringPath ? [true, false] : [false])
+    test(`${p.name}: files of varied sizes, 1 MiB reads, depth 8${p.open === openUringPath ? (staged ? ', through staging buffers' : ', straight into the host arena') : ''}`, { skip }, async () => {
+      const files = plan(makeFiles(join(ROOT, `${p.name}-varied${staged ? '-staged' : ''}`), SIZES));
+      const { sink, ev, describe } = await load(p.open, { direct: p.direct, depth: 8, chunkBytes: MiB }, files, staged);
+      assertLoaded(files, sink, ev);
+      sink.close();
+      if (p.open === openUringPath) {
+        const buffers = staged
+          ? '(registered buffers \\(READ_FIXED\\)|unregistered buffers \\(READ; IORING_REGISTER_BUFFERS failed: .*\\))'
+          : 'straight into the destination \\(READ, no staging copy\\)';
+        assert.match(describe, new RegExp(`^io_uring, ${p.direct ? 'O_DIRECT' : 'buffered \\(page cache\\)'}, ${buffers}, 8 in flight, 1 MiB reads$`));
+      } else {
+        assert.match(describe, new RegExp(`^pread \\(node:fs/promises on libuv's \\d+ threads\\), ${p.direct ? 'O_DIRECT \\(page-aligned buffers\\)' : 'buffered'}, 8 files at a time, 1 MiB reads$`));
+      }
+    });
 
   test(`${p.name}: small reads (16 KiB, depth 5): many reads per file in flight at once`, { skip }, async () => {
     const files = plan(makeFiles(join(ROOT, `${p.name}-small-reads`), SIZES));

@@ -42,7 +42,13 @@ export async function openUringPath(opts: LoadPathOptions): Promise<LoadPathEngi
 
 class UringPath implements LoadPathEngine {
   readonly path = 'io_uring' as const;
-  readonly describe: string;
+  private readonly baseDescribe: string;
+  private readonly bufferNote: string;
+  /** Whether the last run read straight into the sink's host destinations. */
+  private lastRunDirect = false;
+  get describe(): string {
+    return this.baseDescribe.replace('{buffers}', this.lastRunDirect ? 'straight into the destination (READ, no staging copy)' : this.bufferNote);
+  }
   private readonly ring: UringRing;
   private readonly mem: HostMemory;
   private readonly staging: Uint8Array;
@@ -88,7 +94,8 @@ class UringPath implements LoadPathEngine {
     this.slotLen = new Int32Array(depth);
     this.slotGot = new Int32Array(depth);
     this.freeSlots = new Int32Array(depth);
-    this.describe = `io_uring, ${direct ? 'O_DIRECT' : 'buffered (page cache)'}, ${bufferNote}, ${depth} in flight, ${formatSize(chunk)} reads`;
+    this.bufferNote = bufferNote;
+    this.baseDescribe = `io_uring, ${direct ? 'O_DIRECT' : 'buffered (page cache)'}, {buffers}, ${depth} in flight, ${formatSize(chunk)} reads`;
   }
 
   async run(files: readonly LoadFile[], sink: LoadSink, events: LoadEvents): Promise<void> {
@@ -101,7 +108,11 @@ class UringPath implements LoadPathEngine {
     const cqI32 = ring.cqI32;
     const { depth, chunk, direct, fixed, staging, slotView, slotFile, slotOff, slotLen, slotGot, freeSlots } = this;
     const base = this.mem.address;
-    const op = fixed ? IoringOp.ReadFixed : IoringOp.Read;
+    // A sink with host destinations (the pinned arena) is read into straight: no staging, no copy, plain READ
+    // (the arena is not a registered buffer). Otherwise each read lands in a staging slot and is delivered.
+    const into = sink.hostAddress?.bind(sink) ?? null;
+    const op = fixed && into === null ? IoringOp.ReadFixed : IoringOp.Read;
+    this.lastRunDirect = into !== null;
     /** Per file: descriptor (-1: not open), next offset to issue, reads in flight, error (once failed). */
     const fds = new Int32Array(n).fill(-1);
     const nextOff = new Float64Array(n);
@@ -128,7 +139,8 @@ class UringPath implements LoadPathEngine {
     const queueRead = (s: number, fd: number, off: number, at: number, len: number): void => {
       const w = ring.nextSqe();
       if (w < 0) throw new Error('io_uring path: the SQ is full with a free staging slot (a bug)');
-      writeRwSqe(sqes, w, op, fd, off, base + s * chunk + at, len, 0, s, 0, fixed ? s : 0);
+      const addr = into !== null ? into(files[slotFile[s]!]!.index) + off + at : base + s * chunk + at;
+      writeRwSqe(sqes, w, op, fd, off, addr, len, 0, s, 0, op === IoringOp.ReadFixed ? s : 0);
       ring.commit();
       outstanding++;
     };
@@ -183,7 +195,7 @@ class UringPath implements LoadPathEngine {
           const have = got + res;
           const want = Math.min(len, f.size - off);
           if (have >= want) {
-            sink.deliver(f.index, off, want === chunk ? slotView[s]! : staging.subarray(s * chunk, s * chunk + want));
+            if (into === null) sink.deliver(f.index, off, want === chunk ? slotView[s]! : staging.subarray(s * chunk, s * chunk + want));
             events.bytes(want);
           } else if (res === 0) {
             errors[k] = shortFile(f, off + have);
