@@ -64,6 +64,7 @@ export function formatLoadReports(reports: readonly LoadReport[]): string {
   for (const r of reports) {
     out.push(`${r.path}: read by ${r.describe}`);
     out.push(`${' '.repeat(r.path.length)}  into ${r.sink}`);
+    if (r.setupSeconds >= 0.001) out.push(`${' '.repeat(r.path.length)}  set-up before the clock: ${fmtSeconds(r.setupSeconds)} s`);
     if (r.cache) out.push(`${' '.repeat(r.path.length)}  cache: ${r.cache}`);
     if (r.verified) out.push(`${' '.repeat(r.path.length)}  verified: all ${r.files} loaded file(s) equal a normal read`);
     if (r.errors.length) {

@@ -91,6 +91,11 @@ export interface LoadPathEngine {
   readonly path: LoadPath;
   /** What really runs, for every report (never a silent fallback), e.g. "io_uring O_DIRECT, registered buffers, qd 64, 1 MiB reads". */
   readonly describe: string;
+  /**
+   * Set-up that belongs before the clock (queue leases, GPU registrations, kernel modules), given the files and
+   * the sink; the runner reports its duration apart (setupSeconds). Optional.
+   */
+  prepare?(files: readonly LoadFile[], sink: LoadSink): Promise<void>;
   /** Read every file of `files` into `sink`, reporting through `events`. Resolves when all are done (ok or failed). */
   run(files: readonly LoadFile[], sink: LoadSink, events: LoadEvents): Promise<void>;
   close(): Promise<void>;

@@ -72,7 +72,7 @@ describe('homi load on files', () => {
       assert.ok(rep.seconds > 0 && rep.mibPerSec > 0 && rep.filesPerSec > 0);
       assert.ok(rep.latency.p50 > 0 && rep.latency.p50 <= rep.latency.p99 && rep.latency.p99 <= rep.latency.max);
     }
-    assert.match(u!.describe, /^io_uring, O_DIRECT, registered buffers \(READ_FIXED\), 16 in flight/);
+    assert.match(u!.describe, /^io_uring, O_DIRECT, straight into the destination \(READ, no staging copy\), 16 in flight/);
     assert.match(u!.cache!, /O_DIRECT: the page cache is bypassed/);
     assert.match(p!.describe, /^pread .*buffered/);
     assert.match(p!.cache!, /^cold: the page cache of \d+ file\(s\) was dropped/);

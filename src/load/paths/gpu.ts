@@ -59,29 +59,73 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
   const entries = nextPow2(threads * 2);
   const slotBytes = Math.min(GPU_SLOT_BYTES, opts.chunkBytes);
   let describe = `GPU-initiated (homi_list_io): ${nqueues} GPU queue pair(s) from homid on '${device}' x ${threads} GPU threads, reads up to ${slotBytes / 1024} KiB; extents from homid`;
+  type Target = Awaited<ReturnType<typeof openHomidTarget>>;
+  interface Setup {
+    sink: LoadSink;
+    gpu: GpuDevice;
+    ownGpu: boolean;
+    client: HomidClient;
+    target: Target | null;
+    hostReg: { dptr: number; unregister: () => void } | null;
+  }
+  let setup: Setup | null = null;
+  const teardown = async (): Promise<void> => {
+    const st = setup;
+    setup = null;
+    if (!st) return;
+    try {
+      if (st.target) await st.target.close();
+    } finally {
+      st.client.close();
+      st.hostReg?.unregister();
+      if (st.ownGpu) st.gpu.close();
+    }
+  };
+  /** Everything before the first read: the GPU, homid's GPU queue pairs, the host arena's registration, the module. */
+  const prepare = async (sink: LoadSink): Promise<Setup> => {
+    if (setup && setup.sink === sink) return setup;
+    await teardown();
+    if (!(sink instanceof GpuSink) && !(sink instanceof HostSink)) throw new Error('the gpu path writes into a GpuSink or a HostSink');
+    const ownGpu = !(sink instanceof GpuSink);
+    const gpu = sink instanceof GpuSink ? sink.gpu : GpuDevice.open(0);
+    let client: HomidClient | null = null;
+    const st: Setup = { sink, gpu, ownGpu, client: null as unknown as HomidClient, target: null, hostReg: null };
+    try {
+      client = await HomidClient.connect(opts.socket, { client: 'homi load (gpu)' });
+      st.client = client;
+      if (sink instanceof HostSink) st.hostReg = gpu.registerHost(sink.address, sink.bytesTotal);
+      st.target = await openHomidTarget(gpu, client, { device, nqueues, entries, bs: slotBytes, write: false });
+      gpu.preload();
+    } catch (e) {
+      if (st.target) await st.target.close().catch(() => undefined);
+      client?.close();
+      st.hostReg?.unregister();
+      if (ownGpu) gpu.close();
+      throw e;
+    }
+    setup = st;
+    return st;
+  };
   return {
     path: 'gpu',
     get describe() {
       return describe;
     },
+    async prepare(_files: readonly LoadFile[], sink: LoadSink): Promise<void> {
+      await prepare(sink);
+    },
     async run(files: readonly LoadFile[], sink: LoadSink, events: LoadEvents): Promise<void> {
-      const ownGpu = !(sink instanceof GpuSink);
-      if (!(sink instanceof GpuSink) && !(sink instanceof HostSink)) throw new Error('the gpu path writes into a GpuSink or a HostSink');
-      const gpu = sink instanceof GpuSink ? sink.gpu : GpuDevice.open(0);
-      let hostReg: { dptr: number; unregister: () => void } | null = null;
-      const client = await HomidClient.connect(opts.socket, { client: 'homi load (gpu)' });
-      let target: Awaited<ReturnType<typeof openHomidTarget>> | null = null;
+      const { gpu, client, hostReg } = await prepare(sink);
+      const target = setup!.target!;
       const cmdBufs: DeviceBuffer[] = [];
       try {
-        if (sink instanceof HostSink) hostReg = gpu.registerHost(sink.address, sink.bytesTotal);
         const dst = (f: LoadFile): number => (sink instanceof GpuSink ? Number(sink.deviceAddress(f.index)) : hostReg!.dptr + (sink as HostSink).offsetOf(f.index));
-        target = await openHomidTarget(gpu, client, { device, nqueues, entries, bs: slotBytes, write: false });
         const bs = target.blockSize;
         const maxRead = Math.floor(slotBytes / bs) * bs;
         describe = `GPU-initiated (homi_list_io on ${gpu.info.name}): ${target.nqueues} GPU queue pair(s) from homid on '${device}'${target.leases[0]!.busyPoll ? ' (controller held awake)' : ''} x ${threads} GPU threads, reads up to ${maxRead / 1024} KiB into host-pinned queue slots, copied by the GPU to ${sink.target === 'gpu' ? 'GPU memory' : 'the pinned host arena'}; extents from homid`;
         const res = gpu.scratch('list-result', HomiGpuResult.bytes);
 
-        const prepare = async (batchFiles: LoadFile[]): Promise<Batch> => {
+        const prepareBatch = async (batchFiles: LoadFile[]): Promise<Batch> => {
           const b: Batch = { files: batchFiles, first: [], count: [], maps: [], cmds: new Uint8Array(0), ncmds: 0 };
           const reads: { file: LoadFile; slba: number; nlb: number; dst: number; bytes: number }[] = [];
           for (const f of batchFiles) {
@@ -183,7 +227,7 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
         let pending: { b: Batch; h: ReturnType<typeof launch> } | null = null;
         let slot = 0;
         for (let at = 0; at < files.length || pending !== null; at += GPU_BATCH_FILES) {
-          const next = at < files.length ? await prepare(files.slice(at, at + GPU_BATCH_FILES)) : null;
+          const next = at < files.length ? await prepareBatch(files.slice(at, at + GPU_BATCH_FILES)) : null;
           if (pending) {
             while (!pending.h.done()) await sleep(0);
             finish(pending.b, pending.h.buf);
@@ -198,12 +242,11 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
         if (target.broken()) throw new Error('a GPU queue pair broke (a wait timed out): the controller stopped serving it');
       } finally {
         for (const b of cmdBufs) b?.free();
-        if (target) await target.close();
-        client.close();
-        hostReg?.unregister();
-        if (ownGpu) gpu.close();
+        await teardown();
       }
     },
-    async close() {},
+    async close() {
+      await teardown();
+    },
   };
 }
