@@ -16,7 +16,7 @@ import { GpuDevice, gpuEvents, type DeviceBuffer } from '../../gpu/device.js';
 import { openHomidTarget } from '../../gpu/homid.js';
 import { HomiGpuResult, HomiListCmd, HomiListJob, LIST_NOT_RUN, LIST_TIMEOUT, encode } from '../../gpu/layout.js';
 import { statusName } from '../../nvme/status.js';
-import { planReads } from '../extent-plan.js';
+import { planReads, type PlannedRead } from '../extent-plan.js';
 import { GpuSink } from '../gpu-sink.js';
 import { HostSink } from '../host-sink.js';
 import type { LoadEvents, LoadFile, LoadPathEngine, LoadPathOptions, LoadSink } from '../types.js';
@@ -27,6 +27,8 @@ export const GPU_SLOT_BYTES = 128 * 1024;
 export const GPU_DEFAULT_QUEUES = 4;
 /** Files resolved and launched together. */
 export const GPU_BATCH_FILES = 256;
+/** homid resolves of one batch in flight at once. */
+const RESOLVES_IN_FLIGHT = 64;
 /** Deadline of one wait of a GPU thread. */
 const WAIT_TIMEOUT_MS = 10_000;
 
@@ -125,37 +127,51 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
         describe = `GPU-initiated (homi_list_io on ${gpu.info.name}): ${target.nqueues} GPU queue pair(s) from homid on '${device}'${target.leases[0]!.busyPoll ? ' (controller held awake)' : ''} x ${threads} GPU threads, reads up to ${maxRead / 1024} KiB into host-pinned queue slots, copied by the GPU to ${sink.target === 'gpu' ? 'GPU memory' : 'the pinned host arena'}; extents from homid`;
         const res = gpu.scratch('list-result', HomiGpuResult.bytes);
 
+        /** Resolve one file through homid and plan its reads; null (and fileDone with the error) when it fails. */
+        const resolveOne = async (f: LoadFile): Promise<{ map: ExtentMapHandle; reads: PlannedRead[] } | null> => {
+          let map: ExtentMapHandle | null = null;
+          try {
+            const fd = fs.openSync(f.path, 'r');
+            try {
+              map = await client.resolveExtents(fd, device);
+            } finally {
+              fs.closeSync(fd);
+            }
+            let snap = map.read();
+            for (let i = 0; snap === null && i < 200; i++) {
+              await sleep(5);
+              snap = map.read();
+            }
+            if (snap === null) throw new Error('the extent map stayed busy (homid kept rebuilding it)');
+            if (snap.size !== f.size) throw new Error(`the file changed before the load (size ${f.size} -> ${snap.size})`);
+            return { map, reads: planReads(f.size, snap.extents, bs, maxRead) };
+          } catch (e) {
+            if (map) await client.releaseFile(map).catch(() => map!.close());
+            events.fileDone(f.index, e as Error);
+            return null;
+          }
+        };
         const prepareBatch = async (batchFiles: LoadFile[]): Promise<Batch> => {
           const b: Batch = { files: batchFiles, first: [], count: [], maps: [], cmds: new Uint8Array(0), ncmds: 0 };
-          const reads: { file: LoadFile; slba: number; nlb: number; dst: number; bytes: number }[] = [];
-          for (const f of batchFiles) {
-            events.fileStart(f.index);
-            b.first.push(reads.length);
-            let map: ExtentMapHandle | null = null;
-            try {
-              const fd = fs.openSync(f.path, 'r');
-              try {
-                map = await client.resolveExtents(fd, device);
-              } finally {
-                fs.closeSync(fd);
-              }
-              let snap = map.read();
-              for (let i = 0; snap === null && i < 200; i++) {
-                await sleep(5);
-                snap = map.read();
-              }
-              if (snap === null) throw new Error('the extent map stayed busy (homid kept rebuilding it)');
-              if (snap.size !== f.size) throw new Error(`the file changed before the load (size ${f.size} -> ${snap.size})`);
-              for (const r of planReads(f.size, snap.extents, bs, maxRead)) reads.push({ file: f, slba: r.slba, nlb: r.nlb, dst: dst(f) + r.fileOffset, bytes: r.bytes });
-            } catch (e) {
-              if (map) await client.releaseFile(map).catch(() => map!.close());
-              map = null;
-              reads.length = b.first[b.first.length - 1]!;
-              events.fileDone(f.index, e as Error);
+          // resolves overlap (homid serves them on its resolver threads): up to RESOLVES_IN_FLIGHT at a time
+          const resolved: ({ map: ExtentMapHandle; reads: PlannedRead[] } | null)[] = new Array(batchFiles.length).fill(null);
+          let nextFile = 0;
+          const worker = async (): Promise<void> => {
+            while (nextFile < batchFiles.length) {
+              const i = nextFile++;
+              events.fileStart(batchFiles[i]!.index);
+              resolved[i] = await resolveOne(batchFiles[i]!);
             }
-            b.maps.push(map);
-            b.count.push(reads.length - b.first[b.first.length - 1]!);
-          }
+          };
+          await Promise.all(Array.from({ length: Math.min(RESOLVES_IN_FLIGHT, batchFiles.length) }, worker));
+          const reads: { file: LoadFile; slba: number; nlb: number; dst: number; bytes: number }[] = [];
+          batchFiles.forEach((f, i) => {
+            const r = resolved[i] ?? null;
+            b.first.push(reads.length);
+            b.maps.push(r?.map ?? null);
+            if (r) for (const p of r.reads) reads.push({ file: f, slba: p.slba, nlb: p.nlb, dst: dst(f) + p.fileOffset, bytes: p.bytes });
+            b.count.push(reads.length - b.first[i]!);
+          });
           b.ncmds = reads.length;
           b.cmds = new Uint8Array(Math.max(1, reads.length) * HomiListCmd.bytes);
           reads.forEach((r, i) => encode(HomiListCmd, { slba: r.slba, dst: r.dst, nlb: r.nlb, bytes: r.bytes, file: r.file.index, status: LIST_NOT_RUN }, b.cmds, i * HomiListCmd.bytes));
