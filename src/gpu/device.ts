@@ -129,6 +129,10 @@ export class GpuDevice {
   copyToDevice(dptr: number, bytes: Uint8Array): void {
     cu.cuMemcpyHtoD(dptr, bytes);
   }
+  /** Copy `bytes` from pinned (registered) host memory at `hostAddress` to `dptr` on `stream`, asynchronously. */
+  copyToDeviceAsync(dptr: number, hostAddress: number, bytes: number, stream: cu.CuHandle): void {
+    cu.cuMemcpyHtoDAsync(dptr, hostAddress, bytes, stream);
+  }
   copyFromDevice(dptr: number, bytes: number): Uint8Array {
     const out = new Uint8Array(bytes);
     cu.cuMemcpyDtoH(out, dptr);

@@ -4,10 +4,20 @@
  * that hands over its staging memory with its address has it registered with CUDA (page-locked, DEVICEMAP), so
  * the copies run as DMA from pinned memory; other memory is copied from pageable memory (the driver stages it),
  * and the description says which. The gpu path writes into the slots itself (deviceAddress).
+ *
+ * The mirror (when the files fit in MIRROR_MAX_BYTES and the memory can be pinned): a host arena laid out like
+ * the device one, registered with CUDA; a path that reads straight into host memory (hostAddress, the io_uring
+ * path) reads there, says what landed, and the sink queues an asynchronous copy of exactly those bytes to the
+ * same offset in GPU memory (cuMemcpyHtoDAsync on one stream): the disk, the CPU and the copy engine work at
+ * once, and drain() waits for the copies.
  */
-import { GpuDevice, type DeviceBuffer } from '../gpu/device.js';
+import { GpuDevice, gpuEvents, type DeviceBuffer } from '../gpu/device.js';
+import { MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping, mmap, munmap } from '../sys/mman.js';
 import { ARENA_ALIGN, alignUp, arenaLayout } from './host-sink.js';
 import type { LoadFile, LoadSink } from './types.js';
+
+/** Largest pinned host mirror (bytes of files): beyond it, paths stage and deliver. */
+export const MIRROR_MAX_BYTES = 16 * 1024 ** 3;
 
 export class GpuSink implements LoadSink {
   readonly target = 'gpu' as const;
@@ -18,12 +28,19 @@ export class GpuSink implements LoadSink {
   private registered = 0;
   private pageable = false;
   private closed = false;
+  /** The pinned host mirror (null: none; deliver() copies synchronously). */
+  private mirror: { map: Mapping; unregister: () => void } | null = null;
+  private mirrorNote = '';
+  private stream: ReturnType<GpuDevice['stream']> | null = null;
+  private asyncCopies = 0;
+  private syncCopies = 0;
 
   /** Files into GPU `gpu` (opened here when not given; closed with the sink when opened here). */
   constructor(
     files: readonly LoadFile[],
     readonly gpu: GpuDevice = GpuDevice.open(0),
     private readonly ownsGpu = true,
+    opts: { mirror?: boolean } = {},
   ) {
     const { offsets, bytes } = arenaLayout(files);
     this.offsets = offsets;
@@ -34,9 +51,40 @@ export class GpuSink implements LoadSink {
       if (ownsGpu) gpu.close();
       throw new Error(`GPU memory for ${files.length} files (${bytes} bytes) could not be allocated on ${gpu.info.name}: ${(e as Error).message}`);
     }
+    if (opts.mirror !== false) {
+      if (bytes > MIRROR_MAX_BYTES) this.mirrorNote = `no pinned mirror: ${bytes} bytes is more than ${MIRROR_MAX_BYTES}`;
+      else {
+        let map: Mapping | null = null;
+        try {
+          map = mmap(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'homi load GPU mirror');
+          new Uint8Array(map.buffer).fill(0); // touch every page before the clock (see host-sink.ts)
+          const r = gpu.registerHost(map.addressNumber, bytes);
+          this.mirror = { map, unregister: r.unregister };
+          this.stream = gpu.stream();
+          const base = map.addressNumber;
+          this.hostAddress = (file: number): number => base + this.offsets[file]!;
+        } catch (e) {
+          if (map) munmap(map);
+          this.mirrorNote = `no pinned mirror: ${(e as Error).message}`;
+        }
+      }
+    }
+  }
+
+  hostAddress?(file: number): number;
+
+  /** Queue the copy of bytes that landed in the mirror to the same place in GPU memory. */
+  landed(file: number, offset: number, length: number): void {
+    if (!this.mirror || length <= 0) return;
+    const at = this.offsets[file]! + offset;
+    this.gpu.copyToDeviceAsync(this.buf.dptr + at, this.mirror.map.addressNumber + at, length, this.stream!);
+    this.asyncCopies++;
   }
 
   get describe(): string {
+    if (this.asyncCopies > 0)
+      return `GPU memory on ${this.gpu.info.name} (${this.gpu.info.pciBusId}), read into a pinned host mirror and copied by the copy engine as each read lands (${this.asyncCopies} cuMemcpyHtoDAsync)`;
+    if (this.syncCopies === 0) return `GPU memory on ${this.gpu.info.name} (${this.gpu.info.pciBusId}), written by the path itself (no host copies)`;
     const how = this.registered > 0 ? `from registered (pinned) staging${this.pageable ? ', some from pageable memory' : ''}` : 'from pageable memory';
     return `GPU memory on ${this.gpu.info.name} (${this.gpu.info.pciBusId}), cuMemcpyHtoD ${how}`;
   }
@@ -68,10 +116,14 @@ export class GpuSink implements LoadSink {
     if (offset < 0 || offset + data.length > alignUp(Math.max(size, 1), ARENA_ALIGN)) {
       throw new RangeError(`deliver of bytes ${offset}..${offset + data.length} is outside file ${file} (${size} bytes)`);
     }
-    if (data.length > 0) this.gpu.copyToDevice(this.buf.dptr + this.offsets[file]! + offset, data);
+    if (data.length > 0) {
+      this.gpu.copyToDevice(this.buf.dptr + this.offsets[file]! + offset, data);
+      this.syncCopies++;
+    }
   }
 
   drain(): void {
+    if (this.stream) gpuEvents.streamSynchronize(this.stream);
     this.gpu.synchronize();
   }
 
@@ -84,6 +136,11 @@ export class GpuSink implements LoadSink {
     if (this.closed) return;
     this.closed = true;
     for (const u of this.unregister) u();
+    if (this.mirror) {
+      this.mirror.unregister();
+      munmap(this.mirror.map);
+      this.mirror = null;
+    }
     this.buf.free();
     if (this.ownsGpu) this.gpu.close();
   }

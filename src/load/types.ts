@@ -54,6 +54,11 @@ export interface LoadSink {
    * to 4 KiB, for paths that can read straight into it (host target): the bytes then need no deliver().
    */
   hostAddress?(file: number): number;
+  /**
+   * A path that read straight into hostAddress() says which bytes are there: [offset, offset + length) of file
+   * `file` (the gpu sink then copies them on to GPU memory, asynchronously; drain() waits for the copies).
+   */
+  landed?(file: number, offset: number, length: number): void;
   /** Device address of file `file`'s destination, for paths that write there themselves (gpu target only). */
   deviceAddress?(file: number): bigint;
   close(): void;

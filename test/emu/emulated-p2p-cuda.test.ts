@@ -8,53 +8,22 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { dataPointer, type DataPointer } from '../../src/driver/dptr.js';
 import type { DmaBuffer } from '../../src/mem/dma.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
-import { LIBCUDA_PATHS, cuInit, cuMemAlloc, cuMemcpyDtoH, cuMemcpyHtoD, cuMemFree } from '../../src/sys/cuda.js';
+import { cuInit, cuMemAlloc, cuMemcpyDtoH, cuMemcpyHtoD, cuMemFree } from '../../src/sys/cuda.js';
 import type { DeviceWindow, EmuTransport } from '../../src/transport/emu.js';
 import { firstDiff, waitFor } from '../driver/helpers.js';
 import { BS, KiB, P2pRig, ep2p, isTransferError, pattern } from './p2p-rig.js';
-
-const root = fileURLToPath(new URL('../../../', import.meta.url));
-
-/** Build the fake driver: fake-libcuda.c plus NOT_SUPPORTED stubs for every other function src/sys/cuda.ts binds. */
-function buildFake(dir: string): string | null {
-  const source = readFileSync(join(root, 'test/emu/fake-libcuda.c'), 'utf8');
-  const defined = new Set([...source.matchAll(/^int (cu\w+)\(/gm)].map((m) => m[1]!));
-  const bound = new Set([...readFileSync(join(root, 'src/sys/cuda.ts'), 'utf8').matchAll(/'int (cu\w+)\(/g)].map((m) => m[1]!));
-  const stubs = [...bound].filter((n) => !defined.has(n)).map((n) => `int ${n}(void) { return 801; }\n`);
-  writeFileSync(join(dir, 'stubs.c'), stubs.join(''));
-  const out = join(dir, 'libcuda-fake.so');
-  try {
-    execFileSync('cc', ['-shared', '-fPIC', '-O1', '-o', out, join(root, 'test/emu/fake-libcuda.c'), join(dir, 'stubs.c'), '-lpthread'], { stdio: 'pipe' });
-  } catch {
-    return null;
-  }
-  return out;
-}
-
-function realDriverPresent(): boolean {
-  for (const p of LIBCUDA_PATHS) {
-    try {
-      koffi.load(p);
-      return true;
-    } catch {
-      // not there
-    }
-  }
-  return false;
-}
+import { buildFakeCuda, realCudaDriverPresent } from './fake-cuda.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'homi-fake-cuda-'));
-const skip = realDriverPresent() ? 'a real CUDA driver is present' : false;
-const lib = skip === false ? buildFake(dir) : null;
+const skip = realCudaDriverPresent() ? 'a real CUDA driver is present' : false;
+const lib = skip === false ? buildFakeCuda(dir) : null;
 // Before src/sys/cuda.ts first loads the driver, here and in the controller worker (which inherits the environment).
 if (lib !== null) process.env['HOMI_LIBCUDA'] = lib;
 

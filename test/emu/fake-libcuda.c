@@ -54,6 +54,8 @@ struct op { int kind; u64 dst, src, bytes; void *event; }; /* kind 0: copy, 1: e
 struct stream { struct op ops[MAX_OPS]; int head, tail; int flags; };
 struct event { int recorded, complete, polls; struct stream *s; };
 static int streams_alive, events_alive;
+#define MAX_STREAMS 64
+static struct stream *all_streams[MAX_STREAMS];
 
 /* Run the stream's operations up to (and including) `until`'s record, or all when until is NULL. */
 static int run_stream(struct stream *s, struct event *until) {
@@ -81,6 +83,12 @@ int cuDeviceGet(int *dev, int ordinal) {
 int cuDevicePrimaryCtxRetain(void **ctx, int dev) { (void)dev; ctx_refs++; *ctx = (void *)0x1c7c; return OK; }
 int cuDevicePrimaryCtxRelease_v2(int dev) { (void)dev; if (ctx_refs <= 0) return E_INVALID_CONTEXT; ctx_refs--; return OK; }
 int cuCtxSetCurrent(void *ctx) { current_ctx = ctx; return OK; }
+/* What GpuDevice.open asks of a device (homi load's GPU sink runs on this fake too). */
+int cuDriverGetVersion(int *v) { *v = 13000; return OK; }
+int cuDeviceGetCount(int *n) { *n = initialized ? 1 : 0; return initialized ? OK : E_NOT_INITIALIZED; }
+int cuDeviceGetName(char *name, int len, int dev) { (void)dev; strncpy(name, "Fake GPU (test double)", (size_t)len); if (len > 0) name[len - 1] = 0; return OK; }
+int cuDeviceGetAttribute(int *v, int attrib, int dev) { (void)dev; *v = attrib == 13 ? 1000000 : attrib == 16 ? 1 : attrib == 75 ? 9 : 0; return OK; }
+int cuDeviceTotalMem_v2(u64 *bytes, int dev) { (void)dev; *bytes = 1ull << 34; return OK; }
 
 int cuMemAlloc_v2(u64 *dptr, size_t bytes) {
   void *p = aligned_alloc(256, (bytes + 255) / 256 * 256);
@@ -110,7 +118,7 @@ int cuMemGetAddressRange_v2(u64 *base, size_t *size, u64 dptr) {
 }
 int cuMemHostRegister_v2(u64 p, size_t bytes, unsigned flags) {
   if (current_ctx == NULL) return E_INVALID_CONTEXT;
-  if (flags != 0x01) return E_INVALID_VALUE; /* the copier asks for PORTABLE only */
+  if (flags != 0x01 && flags != 0x03) return E_INVALID_VALUE; /* PORTABLE (the copier), or with DEVICEMAP (GpuDevice) */
   if (find_range(registered, p, 1) >= 0) return E_HOST_MEMORY_ALREADY_REGISTERED;
   add_range(registered, p, bytes);
   return OK;
@@ -119,6 +127,17 @@ int cuMemHostUnregister(u64 p) {
   int i = find_range(registered, p, 0);
   if (i < 0 || registered[i].base != p) return E_HOST_MEMORY_NOT_REGISTERED;
   registered[i].size = 0;
+  return OK;
+}
+int cuMemHostGetDevicePointer_v2(u64 *dptr, u64 p, unsigned flags) {
+  (void)flags;
+  if (find_range(registered, p, 1) < 0) return E_INVALID_VALUE;
+  *dptr = p;
+  return OK;
+}
+int cuMemsetD8_v2(u64 dptr, uint8_t value, size_t bytes) {
+  if (find_range(allocs, dptr, bytes) < 0) return E_INVALID_VALUE;
+  memset((void *)(uintptr_t)dptr, value, bytes);
   return OK;
 }
 /* Synchronous copies: the test's own access to "device memory". */
@@ -160,11 +179,18 @@ int cuStreamCreate(void **stream, unsigned flags) {
   s->flags = flags;
   *stream = s;
   streams_alive++;
+  for (int i = 0; i < MAX_STREAMS; i++) if (all_streams[i] == NULL) { all_streams[i] = s; break; }
   return OK;
 }
 int cuStreamDestroy_v2(void *stream) {
+  for (int i = 0; i < MAX_STREAMS; i++) if (all_streams[i] == stream) all_streams[i] = NULL;
   free(stream);
   streams_alive--;
+  return OK;
+}
+/* The context's work: every stream's queued copies. */
+int cuCtxSynchronize(void) {
+  for (int i = 0; i < MAX_STREAMS; i++) if (all_streams[i] != NULL) { int r = run_stream(all_streams[i], NULL); if (r != OK) return r; }
   return OK;
 }
 int cuStreamSynchronize(void *stream) { return run_stream(stream, NULL); }

@@ -111,6 +111,7 @@ class UringPath implements LoadPathEngine {
     // A sink with host destinations (the pinned arena) is read into straight: no staging, no copy, plain READ
     // (the arena is not a registered buffer). Otherwise each read lands in a staging slot and is delivered.
     const into = sink.hostAddress?.bind(sink) ?? null;
+    const landed = sink.landed?.bind(sink) ?? null;
     const op = fixed && into === null ? IoringOp.ReadFixed : IoringOp.Read;
     this.lastRunDirect = into !== null;
     /** Per file: descriptor (-1: not open), next offset to issue, reads in flight, error (once failed). */
@@ -196,6 +197,7 @@ class UringPath implements LoadPathEngine {
           const want = Math.min(len, f.size - off);
           if (have >= want) {
             if (into === null) sink.deliver(f.index, off, want === chunk ? slotView[s]! : staging.subarray(s * chunk, s * chunk + want));
+            if (into !== null && landed !== null) landed(f.index, off, want);
             events.bytes(want);
           } else if (res === 0) {
             errors[k] = shortFile(f, off + have);
