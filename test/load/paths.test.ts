@@ -301,12 +301,12 @@ test('io_uring and posix refuse, at open, an O_DIRECT read size that is not a mu
   await assert.rejects(openUringPath({ depth: 0.5, chunkBytes: MiB, direct: true }), /depth must be 1\.\.4096/);
 });
 
-test('the defaults: io_uring is O_DIRECT, 64 in flight, 1 MiB reads unless told otherwise', { skip: NO_DIRECT ?? false }, async () => {
-  assert.equal(DEFAULT_DEPTH, 64);
+test('the defaults: io_uring is O_DIRECT, 128 in flight, 1 MiB reads unless told otherwise', { skip: NO_DIRECT ?? false }, async () => {
+  assert.equal(DEFAULT_DEPTH, 128);
   assert.equal(DEFAULT_CHUNK_BYTES, MiB);
   const e = await openUringPath({ depth: 0, chunkBytes: 0, direct: undefined as unknown as boolean });
   try {
-    assert.match(e.describe, /^io_uring, O_DIRECT, .*, 64 in flight, 1 MiB reads$/);
+    assert.match(e.describe, /^io_uring, O_DIRECT, .*, 128 in flight, 1 MiB reads$/);
     assert.equal(e.path, 'io_uring');
   } finally {
     await e.close();
