@@ -101,7 +101,7 @@ for set in $LOAD_SETS; do
   setextra=()
   homid_pid=""
   if [ "${RAW_DISK:-1}" = 1 ]; then
-    big=$(ls -S "$dir"/* | head -1)
+    big=$(ls -S "$dir"/*.safetensors | head -1)
     raw=$(timeout 60 $NODE dist/src/cli/main.js perf "$big" --backend io_uring --direct --rw read --bs 1MiB --qd 16 --time 3 --json 2>/dev/null | $NODE -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{try{const j=JSON.parse(s);console.log(j.bandwidthMiBps.toFixed(1))}catch{console.log('failed')}})")
     say "$set: raw io_uring O_DIRECT sequential 1 MiB reads at qd 16 on $(basename "$big") ($(stat -c %s "$big") bytes): $raw MiB/s"
   fi
