@@ -121,14 +121,36 @@ test('sr-iov: the PF stays with the kernel, its file system mounted; a VF driven
     assert.deepEqual({ online: sec.online, vq: sec.vq, vi: sec.vi }, { online: true, vq: 2, vi: 1 });
     assert.equal(st1.caps.vqFlexibleAssigned, 2);
     assert.equal(st1.caps.viFlexibleAssigned, 1);
-    assert.deepEqual([...st1.attachments[1]!].sort((a, b) => a - b), [pfCntlid, vf.scid].sort((a, b) => a - b));
+    assert.deepEqual(
+      [...st1.attachments[1]!].sort((a, b) => a - b),
+      [pfCntlid, vf.scid].sort((a, b) => a - b),
+    );
     assert.equal(st1.sysfs.numVfs, spec!.sriov!.maxVfs);
     assert.equal(st1.sysfs.driversAutoprobe, false);
-    assert.ok(st1.sysfs.vfs.every((v) => v.driver === null), 'a VF was bound to a driver without being asked');
+    assert.ok(
+      st1.sysfs.vfs.every((v) => v.driver === null),
+      'a VF was bound to a driver without being asked',
+    );
     assert.equal(pciDriver(PF), 'nvme');
 
-    // Resources run out: 2 of 4 VQ are free, a second VF asking for 3 is refused, nothing changes.
-    await assert.rejects(pf.provision({ vq: 3, vi: 1, nsids: [1] }), (e: unknown) => e instanceof SriovResourcesError && /resources exhausted/.test(e.message));
+    // More than one secondary may have is refused; a second VF takes the rest of the pool exactly; a third is
+    // refused because nothing is free; the controller's lists change only for the second.
+    await assert.rejects(pf.provision({ vq: 3, vi: 1, nsids: [1] }), (e: unknown) => e instanceof SriovResourcesError && /exceed the 2 one secondary/.test(e.message));
+    assert.deepEqual((await pf.status()).secondaries, st1.secondaries);
+    const vfB = await pf.provision({ vq: 2, vi: 1, nsids: [] });
+    assert.notEqual(vfB.scid, vf.scid);
+    const stB = await pf.status([1]);
+    assert.deepEqual([stB.caps.vqFlexibleAssigned, stB.caps.viFlexibleAssigned], [4, 2]);
+    assert.deepEqual(
+      stB.secondaries.map((s) => [s.scid, s.online, s.vq, s.vi]),
+      st1.secondaries.map((s) => [s.scid, true, 2, 1]),
+    );
+    assert.ok(!stB.attachments[1]!.includes(vfB.scid), 'a namespace not asked for is attached to the second VF');
+    await assert.rejects(
+      pf.provision({ vq: 2, vi: 1, nsids: [1] }),
+      (e: unknown) => e instanceof SriovResourcesError && /resources exhausted: asked for 2 VQ and 1 VI, 0 VQ and 0 VI are free/.test(e.message),
+    );
+    assert.deepEqual(await pf.reclaim(vfB.scid), []);
     assert.deepEqual((await pf.status()).secondaries, st1.secondaries);
 
     // HOMI's driver on the VF, through VFIO.
@@ -164,7 +186,10 @@ test('sr-iov: the PF stays with the kernel, its file system mounted; a VF driven
     const errs = await pf.reclaim(vf.scid);
     assert.deepEqual(errs, []);
     const st2 = await pf.status([1]);
-    assert.ok(st2.secondaries.every((s) => !s.online && s.vq === 0 && s.vi === 0), JSON.stringify(st2.secondaries));
+    assert.ok(
+      st2.secondaries.every((s) => !s.online && s.vq === 0 && s.vi === 0),
+      JSON.stringify(st2.secondaries),
+    );
     assert.equal(st2.caps.vqFlexibleAssigned, 0);
     assert.deepEqual(st2.attachments[1], [pfCntlid]);
 

@@ -76,7 +76,15 @@ export class SriovPf {
       if (this.held.size > 0) throw new Error(`${this.pf}: ${this.held.size} VFs are handed out; reclaim them first`);
       for (const s of await this.mgr.secondaryControllers()) if (s.online || s.vq > 0 || s.vi > 0) await this.mgr.release(s.scid);
     }
-    return enableVfs(this.pf, count, { ...this.sys, force: count === 0 });
+    const st = enableVfs(this.pf, count, { ...this.sys, force: count === 0 });
+    if (count > 0) await this.detachIdle();
+    return st;
+  }
+
+  /** New VFs may come up with shared namespaces attached: detach every namespace from secondaries not handed out. */
+  private async detachIdle(): Promise<void> {
+    const enabled = sriovState(this.pf, this.sys).numVfs;
+    for (const s of await this.mgr.secondaryControllers()) if (!this.held.has(s.scid) && s.vfNumber > 0 && s.vfNumber <= enabled) await this.mgr.setAttachments(s.scid, []);
   }
 
   /**
@@ -97,15 +105,17 @@ export class SriovPf {
     this.held.set(scid, vf);
     try {
       await this.mgr.setResources(scid, plan.assign);
-      if (state.numVfs === 0) state = enableVfs(this.pf, opts.vfsWanted ?? state.totalVfs, this.sys);
+      if (state.numVfs === 0) {
+        state = enableVfs(this.pf, opts.vfsWanted ?? state.totalVfs, this.sys);
+        await this.detachIdle();
+      }
       const pci = state.vfs.find((v) => v.index === plan.secondary.vfNumber - 1);
       if (!pci) throw new Error(`${this.pf}: VF ${plan.secondary.vfNumber} is not enabled (${state.numVfs} VFs are)`);
       vf.address = pci.address;
+      // Exactly the namespaces asked for, before the secondary can be enabled by anyone.
+      vf.nsids = [...req.nsids];
+      await this.mgr.setAttachments(scid, req.nsids);
       await this.mgr.online(scid);
-      for (const nsid of req.nsids) {
-        await this.mgr.attachNamespace(nsid, [scid]);
-        vf.nsids.push(nsid);
-      }
       return { ...vf, nsids: [...vf.nsids] };
     } catch (e) {
       const errs = await this.reclaim(scid, { reset: false });
@@ -132,7 +142,7 @@ export class SriovPf {
     await step(`offline secondary ${scid}`, async () => {
       if ((await this.mgr.secondary(scid)).online) await this.mgr.offline(scid);
     });
-    for (const nsid of vf?.nsids ?? []) await step(`detach namespace ${nsid} from ${scid}`, () => this.mgr.detachNamespace(nsid, [scid]));
+    await step(`detach namespaces from ${scid}`, () => this.mgr.setAttachments(scid, []));
     await step(`release resources of ${scid}`, () => this.mgr.release(scid));
     if (errs.length === 0) this.held.delete(scid);
     return errs;

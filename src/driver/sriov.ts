@@ -7,7 +7,9 @@
  * (Virtualization Management), attach and detach namespaces (Namespace Attachment with a controller list), and
  * plan an assignment against what the controller says is free (`planSecondaryAssignment`, pure).
  */
-import { IDENTIFY_SIZE } from '../nvme/opcodes.js';
+import { Cns, IDENTIFY_SIZE } from '../nvme/opcodes.js';
+import { identify } from '../nvme/commands.js';
+import { decodeActiveNamespaceList, NSID_LIST_MAX_ENTRIES } from '../nvme/namespace-list.js';
 import type { Sqe } from '../nvme/sqe.js';
 import {
   decodeControllerList,
@@ -78,8 +80,14 @@ export class SriovResourcesError extends Error {
 /** Flexible resources not assigned to any secondary controller (nor allocated to the primary). */
 export function freeFlexibleResources(caps: PrimaryControllerCapabilities, secondaries: readonly SecondaryController[]): SecondaryResources {
   // VQRFA / VIRFA are the controller's own totals; the list is the cross-check (the larger wins: never overbook).
-  const vqAssigned = Math.max(caps.vqFlexibleAssigned, secondaries.reduce((s, c) => s + c.vq, 0));
-  const viAssigned = Math.max(caps.viFlexibleAssigned, secondaries.reduce((s, c) => s + c.vi, 0));
+  const vqAssigned = Math.max(
+    caps.vqFlexibleAssigned,
+    secondaries.reduce((s, c) => s + c.vq, 0),
+  );
+  const viAssigned = Math.max(
+    caps.viFlexibleAssigned,
+    secondaries.reduce((s, c) => s + c.vi, 0),
+  );
   return {
     vq: Math.max(0, caps.vqFlexibleTotal - caps.vqFlexibleAllocatedPrimary - vqAssigned),
     vi: Math.max(0, caps.viFlexibleTotal - caps.viFlexibleAllocatedPrimary - viAssigned),
@@ -110,11 +118,14 @@ export function planSecondaryAssignment(
   opts: { busy?: ReadonlySet<number>; vfsEnabled?: number; preferVfNumber?: number } = {},
 ): AssignmentPlan {
   if (!caps.supportsVq || !caps.supportsVi) throw new SriovResourcesError(`the controller does not support flexible ${!caps.supportsVq ? 'VQ' : 'VI'} resources`);
-  if (!Number.isInteger(want.vq) || want.vq < MIN_SECONDARY_VQ) throw new SriovResourcesError(`a virtual function needs at least ${MIN_SECONDARY_VQ} VQ resources (its admin and one I/O queue), asked for ${want.vq}`);
+  if (!Number.isInteger(want.vq) || want.vq < MIN_SECONDARY_VQ)
+    throw new SriovResourcesError(`a virtual function needs at least ${MIN_SECONDARY_VQ} VQ resources (its admin and one I/O queue), asked for ${want.vq}`);
   if (!Number.isInteger(want.vi) || want.vi < MIN_SECONDARY_VI) throw new SriovResourcesError(`a virtual function needs at least ${MIN_SECONDARY_VI} VI resource, asked for ${want.vi}`);
   const assign = { vq: roundUp(want.vq, caps.vqGranularity), vi: roundUp(want.vi, caps.viGranularity) };
-  if (caps.vqMaxPerSecondary > 0 && assign.vq > caps.vqMaxPerSecondary) throw new SriovResourcesError(`${assign.vq} VQ resources exceed the ${caps.vqMaxPerSecondary} one secondary controller may have`);
-  if (caps.viMaxPerSecondary > 0 && assign.vi > caps.viMaxPerSecondary) throw new SriovResourcesError(`${assign.vi} VI resources exceed the ${caps.viMaxPerSecondary} one secondary controller may have`);
+  if (caps.vqMaxPerSecondary > 0 && assign.vq > caps.vqMaxPerSecondary)
+    throw new SriovResourcesError(`${assign.vq} VQ resources exceed the ${caps.vqMaxPerSecondary} one secondary controller may have`);
+  if (caps.viMaxPerSecondary > 0 && assign.vi > caps.viMaxPerSecondary)
+    throw new SriovResourcesError(`${assign.vi} VI resources exceed the ${caps.viMaxPerSecondary} one secondary controller may have`);
   const free = freeFlexibleResources(caps, secondaries);
   if (assign.vq > free.vq || assign.vi > free.vi) {
     throw new SriovResourcesError(`resources exhausted: asked for ${assign.vq} VQ and ${assign.vi} VI, ${free.vq} VQ and ${free.vi} VI are free`);
@@ -186,6 +197,38 @@ export class SriovManager {
 
   async detachNamespace(nsid: number, controllers: readonly number[]): Promise<void> {
     await this.channel.adminCommand(namespaceAttachment(nsid, NsAttachSel.Detach), { write: encodeControllerList(controllers) });
+  }
+
+  /** The primary's active namespaces (CNS 02h). */
+  async namespaceIds(): Promise<number[]> {
+    const all: number[] = [];
+    let after = 0;
+    for (;;) {
+      const ids = decodeActiveNamespaceList((await this.channel.adminCommand(identify(Cns.ActiveNamespaceList, after, 0), { read: IDENTIFY_SIZE })).data);
+      all.push(...ids);
+      if (ids.length < NSID_LIST_MAX_ENTRIES) return all;
+      after = ids[ids.length - 1]!;
+    }
+  }
+
+  /** The namespaces (of `nsids`, default the primary's) attached to controller `cntlid`. */
+  async namespacesOf(cntlid: number, nsids?: readonly number[]): Promise<number[]> {
+    const out: number[] = [];
+    for (const n of nsids ?? (await this.namespaceIds())) if ((await this.attachedControllers(n)).includes(cntlid)) out.push(n);
+    return out;
+  }
+
+  /**
+   * Make `cntlid`'s attachments among the primary's namespaces exactly `wanted` (a controller may come up with
+   * every shared namespace attached, as QEMU's VFs do): detach the others, attach the missing ones.
+   */
+  async setAttachments(cntlid: number, wanted: readonly number[]): Promise<void> {
+    const all = await this.namespaceIds();
+    const missing = wanted.filter((n) => !all.includes(n));
+    if (missing.length > 0) throw new Error(`${this.channel.description}: no namespace ${missing.join(', ')} (the primary has ${all.join(', ') || 'none'})`);
+    const have = await this.namespacesOf(cntlid, all);
+    for (const n of have) if (!wanted.includes(n)) await this.detachNamespace(n, [cntlid]);
+    for (const n of wanted) if (!have.includes(n)) await this.attachNamespace(n, [cntlid]);
   }
 
   /** Controllers attached to namespace `nsid` (CNS 12h). */

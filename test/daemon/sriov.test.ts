@@ -1,0 +1,141 @@
+// SR-IOV management without a VM: the planner on constructed capabilities, SriovManager and homid's VF pool
+// (SriovPf) against a spec-modelled primary controller (test/daemon/fake-sriov.ts) and a fake sysfs whose
+// sriov_numvfs creates VFs. Resources are checked in the controller's own lists.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freeFlexibleResources, planSecondaryAssignment, SriovResourcesError } from '../../src/driver/sriov.js';
+import { SriovPf } from '../../src/daemon/sriov.js';
+import type { PrimaryControllerCapabilities, SecondaryController } from '../../src/nvme/sriov.js';
+import { enableVfs, sriovState } from '../../src/pci/sriov.js';
+import { FakePrimary, FakeStatusError, fakeSriovSys, PF } from './fake-sriov.js';
+
+const caps = (o: Partial<PrimaryControllerCapabilities> = {}): PrimaryControllerCapabilities => ({
+  cntlid: 1,
+  portId: 0,
+  supportsVq: true,
+  supportsVi: true,
+  vqFlexibleTotal: 4,
+  vqFlexibleAssigned: 0,
+  vqFlexibleAllocatedPrimary: 0,
+  vqPrivate: 2,
+  vqMaxPerSecondary: 2,
+  vqGranularity: 1,
+  viFlexibleTotal: 2,
+  viFlexibleAssigned: 0,
+  viFlexibleAllocatedPrimary: 0,
+  viPrivate: 1,
+  viMaxPerSecondary: 1,
+  viGranularity: 1,
+  ...o,
+});
+const sec = (scid: number, o: Partial<SecondaryController> = {}): SecondaryController => ({ scid, pcid: 1, online: false, vfNumber: scid - 1, vq: 0, vi: 0, ...o });
+
+test('planner: the first free secondary, exact resources, the pool after', () => {
+  const p = planSecondaryAssignment(caps(), [sec(2), sec(3)], { vq: 2, vi: 1 });
+  assert.equal(p.secondary.scid, 2);
+  assert.deepEqual(p.assign, { vq: 2, vi: 1 });
+  assert.deepEqual(p.freeAfter, { vq: 2, vi: 1 });
+  // busy (leased) and resourced secondaries are skipped; a preferred VF is taken when free
+  assert.equal(planSecondaryAssignment(caps(), [sec(2), sec(3)], { vq: 2, vi: 1 }, { busy: new Set([2]) }).secondary.scid, 3);
+  assert.equal(planSecondaryAssignment(caps(), [sec(2), sec(3)], { vq: 2, vi: 1 }, { preferVfNumber: 2 }).secondary.scid, 3);
+  assert.equal(planSecondaryAssignment(caps({ vqFlexibleAssigned: 2, viFlexibleAssigned: 1 }), [sec(2, { vq: 2, vi: 1, online: true }), sec(3)], { vq: 2, vi: 1 }).secondary.scid, 3);
+  // only enabled VFs when told how many are
+  assert.throws(() => planSecondaryAssignment(caps(), [sec(2, { vq: 2, vi: 1 }), sec(3)], { vq: 2, vi: 1 }, { vfsEnabled: 1 }), /no free secondary controller/);
+});
+
+test('planner: refusals name the reason', () => {
+  const r = (fn: () => unknown, re: RegExp): void => assert.throws(fn, (e: unknown) => e instanceof SriovResourcesError && re.test(e.message));
+  r(() => planSecondaryAssignment(caps(), [sec(2)], { vq: 1, vi: 1 }), /at least 2 VQ/);
+  r(() => planSecondaryAssignment(caps(), [sec(2)], { vq: 2, vi: 0 }), /at least 1 VI/);
+  r(() => planSecondaryAssignment(caps(), [sec(2)], { vq: 3, vi: 1 }), /3 VQ resources exceed the 2 one secondary/);
+  r(
+    () => planSecondaryAssignment(caps({ vqMaxPerSecondary: 4, vqFlexibleAssigned: 3 }), [sec(2, { vq: 3 }), sec(3)], { vq: 2, vi: 1 }),
+    /resources exhausted: asked for 2 VQ and 1 VI, 1 VQ and 2 VI are free/,
+  );
+  r(() => planSecondaryAssignment(caps({ supportsVi: false }), [sec(2)], { vq: 2, vi: 1 }), /does not support flexible VI/);
+  // the list is the cross-check of VQRFA: the larger count wins (never overbook)
+  assert.deepEqual(freeFlexibleResources(caps(), [sec(2, { vq: 3, vi: 1 })]), { vq: 1, vi: 1 });
+  assert.deepEqual(freeFlexibleResources(caps({ vqFlexibleAllocatedPrimary: 1 }), []), { vq: 3, vi: 2 });
+  // granularity rounds up
+  assert.deepEqual(planSecondaryAssignment(caps({ vqGranularity: 4, vqMaxPerSecondary: 4 }), [sec(2)], { vq: 3, vi: 1 }).assign, { vq: 4, vi: 1 });
+});
+
+test('sysfs: enabling VFs turns driver autoprobe off; a different count needs 0 first', (t) => {
+  const ctrl = new FakePrimary({ vfs: 2, vqFlexible: 4, viFlexible: 2 });
+  const fs = fakeSriovSys(ctrl);
+  t.after(() => fs.cleanup());
+  let st = sriovState(PF, fs.paths);
+  assert.deepEqual([st.totalVfs, st.numVfs, st.driversAutoprobe, st.vfs.length], [2, 0, true, 0]);
+  st = enableVfs(PF, 2, fs.paths);
+  assert.deepEqual([st.numVfs, st.driversAutoprobe], [2, false]);
+  assert.deepEqual(
+    st.vfs.map((v) => [v.index, v.address, v.driver]),
+    [
+      [0, '0000:01:00.1', null],
+      [1, '0000:01:00.2', null],
+    ],
+  );
+  assert.throws(() => enableVfs(PF, 1, fs.paths), /disable them first/);
+  assert.throws(() => enableVfs(PF, 3, fs.paths), /supports 0..2/);
+  assert.equal(enableVfs(PF, 1, { ...fs.paths, force: true }).numVfs, 1);
+});
+
+test('VF pool: provision assigns, enables, attaches exactly the namespaces asked for, onlines; reclaim undoes all', async (t) => {
+  const ctrl = new FakePrimary({ vfs: 2, vqFlexible: 4, viFlexible: 2, vqMaxPerSecondary: 2, viMaxPerSecondary: 1, nsids: [1, 2] });
+  const fs = fakeSriovSys(ctrl);
+  t.after(() => fs.cleanup());
+  const pool = new SriovPf(PF, ctrl, fs.paths);
+  const a = await pool.provision({ vq: 2, vi: 1, nsids: [1] });
+  assert.deepEqual(a, { vfNumber: 1, scid: 2, address: '0000:01:00.1', resources: { vq: 2, vi: 1 }, nsids: [1] });
+  // The controller's own view: resources, online, attachments (the other VF had every namespace on arrival:
+  // detached; namespace 2 was not asked for: detached).
+  assert.deepEqual(ctrl.secondaries[0], { scid: 2, pcid: 1, online: true, vfNumber: 1, vq: 2, vi: 1 });
+  assert.deepEqual([...ctrl.attached.get(1)!].sort(), [1, 2]);
+  assert.deepEqual([...ctrl.attached.get(2)!].sort(), [1]);
+  const st = await pool.status([1, 2]);
+  assert.deepEqual([st.caps.vqFlexibleAssigned, st.caps.viFlexibleAssigned], [4 - 2, 2 - 1]);
+  assert.deepEqual(st.attachments, { 1: [1, 2], 2: [1] });
+  assert.equal(st.sysfs.numVfs, 2);
+  assert.equal(st.sysfs.driversAutoprobe, false);
+
+  const b = await pool.provision({ vq: 2, vi: 1, nsids: [2] });
+  assert.equal(b.scid, 3);
+  assert.deepEqual(ctrl.assigned(), { vq: 4, vi: 2 });
+  await assert.rejects(pool.provision({ vq: 2, vi: 1, nsids: [] }), /resources exhausted/);
+  assert.equal(pool.provisioned.length, 2);
+
+  assert.deepEqual(await pool.reclaim(a.scid), []);
+  assert.deepEqual(ctrl.secondaries[0], { scid: 2, pcid: 1, online: false, vfNumber: 1, vq: 0, vi: 0 });
+  assert.deepEqual([...ctrl.attached.get(1)!], [1]);
+  assert.deepEqual(fs.writes.filter((w) => w.includes('0000:01:00.1/reset')).length, 1, 'the VF was not reset');
+  // the freed VF is handed to the next request
+  const c = await pool.provision({ vq: 2, vi: 1, nsids: [1] });
+  assert.equal(c.scid, 2);
+  assert.deepEqual(await pool.reclaim(c.scid), []);
+  assert.deepEqual(await pool.reclaim(b.scid), []);
+  assert.deepEqual(ctrl.assigned(), { vq: 0, vi: 0 });
+  // teardown: no VFs
+  await pool.setVfCount(0);
+  assert.equal(sriovState(PF, fs.paths).numVfs, 0);
+});
+
+test('VF pool: a step that fails undoes what was done and reports it; disabling refuses while VFs are handed out', async (t) => {
+  const ctrl = new FakePrimary({ vfs: 2, vqFlexible: 4, viFlexible: 2, nsids: [1] });
+  const fs = fakeSriovSys(ctrl);
+  t.after(() => fs.cleanup());
+  const pool = new SriovPf(PF, ctrl, fs.paths);
+  // namespace 9 does not exist: refused after resources were assigned; they go back
+  await assert.rejects(pool.provision({ vq: 2, vi: 1, nsids: [9] }), /no namespace 9/);
+  assert.deepEqual(ctrl.assigned(), { vq: 0, vi: 0 });
+  assert.ok(ctrl.secondaries.every((s) => !s.online));
+  assert.equal(pool.provisioned.length, 0);
+  // the controller refusing: more than the pool has is caught by the plan before any command
+  const before = ctrl.log.length;
+  await assert.rejects(pool.provision({ vq: 5, vi: 1, nsids: [] }), SriovResourcesError);
+  assert.equal(ctrl.log.length, before);
+  const a = await pool.provision({ vq: 2, vi: 1, nsids: [1] });
+  await assert.rejects(pool.setVfCount(0), /1 VFs are handed out/);
+  assert.deepEqual(await pool.reclaim(a.scid), []);
+  // online on a secondary with no resources is the controller's refusal, surfaced as is
+  await assert.rejects(pool.mgr.online(3), (e: unknown) => e instanceof FakeStatusError);
+});
