@@ -1,7 +1,7 @@
 /**
  * homid's SR-IOV control of one physical function: the VF pool. The PF stays with whoever owns it (the
  * kernel's nvme driver: admin commands through its passthrough; or HOMI: its own admin queue) and this class
- * only speaks through the driver core's AdminChannel (src/driver/sriov.ts) and sysfs (src/pci/sriov.ts).
+ * only speaks through the driver core's AdminCommandChannel (src/driver/sriov.ts) and sysfs (src/pci/sriov.ts).
  *
  * provision(): choose a free secondary controller (planned against the controller's own lists), assign its VQ
  * and VI resources, make sure its VF is enabled (driver autoprobe off), bring it online, attach the namespaces.
@@ -9,7 +9,7 @@
  * function reset, offline, detach the namespaces, resources back to the pool. The caller binds the VF to
  * vfio-pci (driver_override) and puts the binding back before reclaim.
  */
-import { planSecondaryAssignment, SriovManager, type AdminChannel, type SecondaryResources } from '../driver/sriov.js';
+import { planSecondaryAssignment, SriovManager, type AdminCommandChannel, type SecondaryResources } from '../driver/sriov.js';
 import type { PrimaryControllerCapabilities, SecondaryController } from '../nvme/sriov.js';
 import { enableVfs, resetFunction, sriovState, type SriovState } from '../pci/sriov.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
@@ -47,7 +47,7 @@ export class SriovPf {
 
   constructor(
     readonly pf: string,
-    channel: AdminChannel,
+    channel: AdminCommandChannel,
     private readonly sys: SysPathOptions = {},
   ) {
     this.mgr = new SriovManager(channel);
@@ -91,12 +91,12 @@ export class SriovPf {
    * Provision one VF. `vfsWanted`: how many VFs to enable when none are (default: all the PF supports).
    * Throws SriovResourcesError when the controller has no room (nothing changed then).
    */
-  async provision(req: VfRequest, opts: { vfsWanted?: number; preferVfNumber?: number } = {}): Promise<ProvisionedVf> {
+  async provision(req: VfRequest, opts: { vfsWanted?: number; preferVfNumber?: number; busy?: ReadonlySet<number> } = {}): Promise<ProvisionedVf> {
     let state = sriovState(this.pf, this.sys);
     const caps = await this.mgr.primaryCapabilities();
     const list = await this.mgr.secondaryControllers();
     const plan = planSecondaryAssignment(caps, list, req, {
-      busy: new Set(this.held.keys()),
+      busy: new Set([...this.held.keys(), ...(opts.busy ?? [])]),
       vfsEnabled: state.numVfs > 0 ? state.numVfs : undefined,
       preferVfNumber: opts.preferVfNumber,
     });

@@ -1,6 +1,6 @@
 /**
  * SR-IOV management of a primary controller (the physical function), over one admin interface with two
- * implementations: HOMI's own admin queue (a live Controller: `controllerAdminChannel`) and the kernel's admin
+ * implementations: HOMI's own admin queue (a live Controller: `controllerAdminCommandChannel`) and the kernel's admin
  * passthrough when the kernel keeps the PF (src/io/kernel-admin.ts, `KernelNvmeAdmin`). What it does:
  * read the primary controller's capabilities (Identify CNS 14h) and the secondary controller list (CNS 15h),
  * assign and release flexible VQ / VI resources and take secondary controllers online and offline
@@ -33,14 +33,14 @@ import {
 import type { Controller } from './controller.js';
 
 /** One admin command: its completion DW0 and the data read (empty when none). An error status throws. */
-export interface AdminChannel {
+export interface AdminCommandChannel {
   /** What the commands go through, for messages: e.g. "/dev/nvme0 (kernel passthrough)". */
   readonly description: string;
   adminCommand(sqe: Sqe, data?: { read?: number; write?: Uint8Array }): Promise<{ result: number; data: Uint8Array }>;
 }
 
-/** HOMI's own admin queue of a live controller as an AdminChannel. */
-export function controllerAdminChannel(c: Controller, description = 'HOMI admin queue'): AdminChannel {
+/** HOMI's own admin queue of a live controller as an AdminCommandChannel. */
+export function controllerAdminCommandChannel(c: Controller, description = 'HOMI admin queue'): AdminCommandChannel {
   return {
     description,
     async adminCommand(sqe, data = {}) {
@@ -140,7 +140,7 @@ export function planSecondaryAssignment(
 
 /** SR-IOV management commands on one primary controller. */
 export class SriovManager {
-  constructor(readonly channel: AdminChannel) {}
+  constructor(readonly channel: AdminCommandChannel) {}
 
   async primaryCapabilities(): Promise<PrimaryControllerCapabilities> {
     return decodePrimaryControllerCapabilities((await this.channel.adminCommand(identifyPrimaryControllerCapabilities(), { read: IDENTIFY_SIZE })).data);

@@ -17,7 +17,7 @@ import { nvmeAdminCommand } from '../sys/nvme-ioctl.js';
 import { OsError } from '../sys/libc.js';
 import { listKernelNvme, nvmeNodeOf, type NvmeNode } from '../pci/kernel-nvme.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
-import type { AdminChannel } from '../driver/sriov.js';
+import type { AdminCommandChannel } from '../driver/sriov.js';
 
 /** A path that is no NVMe device the kernel drives (missing, a file, another driver's device, a partition). */
 export class NotNvmeDeviceError extends Error {
@@ -131,8 +131,8 @@ export class KernelNvmeAdmin {
   }
 }
 
-/** The kernel's admin passthrough of a controller it drives, as the driver core's AdminChannel (SR-IOV management). */
-export function kernelAdminChannel(k: KernelNvmeAdmin): AdminChannel {
+/** The kernel's admin passthrough of a controller it drives, as the driver core's AdminCommandChannel (SR-IOV management). */
+export function kernelAdminChannel(k: KernelNvmeAdmin): AdminCommandChannel {
   return {
     description: `${k.path} (kernel admin passthrough)`,
     // The executor runs exec synchronously; a throw becomes the rejection.

@@ -7,7 +7,7 @@
  */
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AdminChannel } from '../../src/driver/sriov.js';
+import type { AdminCommandChannel } from '../../src/driver/sriov.js';
 import {
   decodeControllerList,
   encodeControllerList,
@@ -44,7 +44,7 @@ export interface FakePrimaryOptions {
   nsids?: number[];
 }
 
-export class FakePrimary implements AdminChannel {
+export class FakePrimary implements AdminCommandChannel {
   readonly description = 'fake primary controller';
   readonly cntlid = 1;
   readonly secondaries: SecondaryController[];
