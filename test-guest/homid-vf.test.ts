@@ -55,10 +55,7 @@ after(async () => {
 function client(sock: string, slba: number, bytes: number, action: 'write-hold' | 'exit', asUid?: number): Proc {
   const env = { HOMI_VF_CHILD: '1' };
   const args = [CLIENT, sock, 'pf0', String(slba), String(bytes), action];
-  const p =
-    asUid === undefined
-      ? spawnProc(process.execPath, args, { env })
-      : spawnProc('setpriv', [`--reuid=${asUid}`, `--regid=${asUid}`, '--clear-groups', process.execPath, ...args], { env });
+  const p = asUid === undefined ? spawnProc(process.execPath, args, { env }) : spawnProc('setpriv', [`--reuid=${asUid}`, `--regid=${asUid}`, '--clear-groups', process.execPath, ...args], { env });
   procs.push(p);
   return p;
 }

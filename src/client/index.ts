@@ -11,7 +11,17 @@ import { dataPointer } from '../driver/dptr.js';
 import { IpcClient } from '../ipc/client.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
 import { MEDIATED_FD_RING, MEDIATED_FD_SEGMENT, validateMediatedGrant, type MediatedQueueGrant } from '../ipc/mediated-grant.js';
-import { DEFAULT_SOCKET, type DeviceInfo, type ErrorResponse, type GpuDeviceKind, type LeaseGrant, type OkResponse, type RequestType, type SriovStatusResult, type StatusResult } from '../ipc/messages.js';
+import {
+  DEFAULT_SOCKET,
+  type DeviceInfo,
+  type ErrorResponse,
+  type GpuDeviceKind,
+  type LeaseGrant,
+  type OkResponse,
+  type RequestType,
+  type SriovStatusResult,
+  type StatusResult,
+} from '../ipc/messages.js';
 import { validateRawGrant, type RawQueueGrant } from '../ipc/raw-grant.js';
 import { WireFormatError } from '../ipc/validate.js';
 import { NvmOpcode } from '../nvme/opcodes.js';

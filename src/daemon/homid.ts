@@ -400,7 +400,8 @@ export class Homid {
    */
   async openVf(s: ClientSession, req: { pf: string; vq: number; vi: number; nsids: number[] }): Promise<VfLease> {
     if (s.closed) throw new HomidError('closed', 'the session is closed');
-    if (!s.raw) this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold a virtual function: its holder drives a controller unchecked, as a raw client does (config [raw] users/groups)`));
+    if (!s.raw)
+      this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold a virtual function: its holder drives a controller unchecked, as a raw client does (config [raw] users/groups)`));
     const k = s.klass;
     const held = this.classVfHeld(k.name);
     if (held + 1 > k.vfs) this.refuse(s, new HomidError('budget-class', `class VF budget exceeded: class '${k.name}' holds ${held} of ${k.vfs} virtual functions (vfs)`));
@@ -419,7 +420,10 @@ export class Homid {
       await this.reclaimVf(s, lease);
       throw new HomidError('closed', 'the session closed while its virtual function was being provisioned');
     }
-    this.log.info({ client: s.id, pid: s.peer.pid, lease: lease.id, pf: req.pf, vf: lease.vf.address, scid: lease.vf.scid, vq: lease.vf.resources.vq, vi: lease.vf.resources.vi, nsids: lease.vf.nsids }, 'virtual function granted');
+    this.log.info(
+      { client: s.id, pid: s.peer.pid, lease: lease.id, pf: req.pf, vf: lease.vf.address, scid: lease.vf.scid, vq: lease.vf.resources.vq, vi: lease.vf.resources.vi, nsids: lease.vf.nsids },
+      'virtual function granted',
+    );
     return lease;
   }
 

@@ -8,6 +8,9 @@ import { SriovPf } from '../../src/daemon/sriov.js';
 import type { PrimaryControllerCapabilities, SecondaryController } from '../../src/nvme/sriov.js';
 import { enableVfs, sriovState } from '../../src/pci/sriov.js';
 import { FakePrimary, FakeStatusError, fakeSriovSys, PF } from './fake-sriov.js';
+import { ConfigError } from '../../src/daemon/config.js';
+import { Homid } from '../../src/daemon/homid.js';
+import { config, NOBODY_PEER, refused, ROOT_PEER, silent } from './fixtures.js';
 
 const caps = (o: Partial<PrimaryControllerCapabilities> = {}): PrimaryControllerCapabilities => ({
   cntlid: 1,
@@ -138,4 +141,50 @@ test('VF pool: a step that fails undoes what was done and reports it; disabling 
   assert.deepEqual(await pool.reclaim(a.scid), []);
   // online on a secondary with no resources is the controller's refusal, surfaced as is
   await assert.rejects(pool.mgr.online(3), (e: unknown) => e instanceof FakeStatusError);
+});
+
+test('config: [[sriov]] physical functions and the class key vfs (default 0)', () => {
+  const c = config({ sriov: [{ name: 'pf0', pf: '01:00.0' }], class: { gpu: { vfs: 2 } } });
+  assert.deepEqual(c.sriov, [{ name: 'pf0', pf: '0000:01:00.0', admin: 'kernel' }]);
+  assert.equal(c.classes.get('default')!.vfs, 0);
+  assert.equal(c.classes.get('gpu')!.vfs, 2);
+  assert.throws(
+    () => config({ sriov: [{ name: 'pf0', pf: 'nonsense' }] }),
+    (e: unknown) => e instanceof ConfigError && /sriov\[0\]\.pf: a PCI address/.test(e.message),
+  );
+  assert.throws(() => config({ sriov: [{ name: 'a', pf: '0000:01:00.0', admin: 'homi' }] }), /sriov\[0\]\.admin/);
+  assert.throws(
+    () =>
+      config({
+        sriov: [
+          { name: 'a', pf: '0000:01:00.0' },
+          { name: 'a', pf: '0000:02:00.0' },
+        ],
+      }),
+    /duplicate name 'a'/,
+  );
+  assert.throws(() => config({ class: { default: { vfs: -1 } } }), /class\.default\.vfs/);
+});
+
+test('homid: VF refusals before anything is touched: no raw trust, class budget (default 0), unknown or unavailable PF', async (t) => {
+  // A PF address that does not exist here: homid reports it and serves the rest.
+  const h = await Homid.start(config({ sriov: [{ name: 'pf0', pf: '0000:7f:1f.7' }], class: { default: { vfs: 1 } }, raw: { users: [ROOT_PEER.uid] } }), { logger: silent() });
+  t.after(() => h.stop());
+  const nobody = h.connect(NOBODY_PEER);
+  const e1 = await refused(h.openVf(nobody, { pf: 'pf0', vq: 2, vi: 1, nsids: [1] }), 'raw-denied');
+  assert.match(e1.message, /uid 65534 may not hold a virtual function/);
+  const root = h.connect(ROOT_PEER);
+  const e2 = await refused(h.openVf(root, { pf: 'pf0', vq: 2, vi: 1, nsids: [1] }), 'no-sriov');
+  assert.match(e2.message, /'pf0' is not available: no PCI function 0000:7f:1f.7/);
+  await refused(h.openVf(root, { pf: 'other', vq: 2, vi: 1, nsids: [1] }), 'no-sriov');
+  assert.equal(root.vfs.size, 0);
+  const st = await h.sriovStatus(root);
+  assert.equal(st.pfs.length, 1);
+  assert.match(st.pfs[0]!.error!, /no PCI function/);
+  assert.equal(h.counters.refusals, 3);
+
+  const h0 = await Homid.start(config({ sriov: [{ name: 'pf0', pf: '0000:7f:1f.7' }], raw: { users: [ROOT_PEER.uid] } }), { logger: silent() });
+  t.after(() => h0.stop());
+  const e3 = await refused(h0.openVf(h0.connect(ROOT_PEER), { pf: 'pf0', vq: 2, vi: 1, nsids: [1] }), 'budget-class');
+  assert.match(e3.message, /holds 0 of 0 virtual functions \(vfs\)/);
 });
