@@ -11,6 +11,7 @@ import { FakePrimary, FakeStatusError, fakeSriovSys, PF } from './fake-sriov.js'
 import { ConfigError } from '../../src/daemon/config.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { config, NOBODY_PEER, refused, ROOT_PEER, silent } from './fixtures.js';
+import { formatSriov } from '../../src/cli/sriov.js';
 
 const caps = (o: Partial<PrimaryControllerCapabilities> = {}): PrimaryControllerCapabilities => ({
   cntlid: 1,
@@ -187,4 +188,33 @@ test('homid: VF refusals before anything is touched: no raw trust, class budget 
   t.after(() => h0.stop());
   const e3 = await refused(h0.openVf(h0.connect(ROOT_PEER), { pf: 'pf0', vq: 2, vi: 1, nsids: [1] }), 'budget-class');
   assert.match(e3.message, /holds 0 of 0 virtual functions \(vfs\)/);
+});
+
+test('homi sriov: the table shows resources, state, namespaces and holders; errors per PF', () => {
+  const text = formatSriov([
+    {
+      name: 'pf0',
+      pf: '0000:01:00.0',
+      admin: '/dev/nvme1 (kernel admin passthrough)',
+      error: null,
+      totalVfs: 2,
+      numVfs: 2,
+      vqFlexible: 4,
+      vqAssigned: 2,
+      viFlexible: 2,
+      viAssigned: 1,
+      vqMaxPerVf: 2,
+      viMaxPerVf: 1,
+      secondaries: [
+        { scid: 2, vfNumber: 1, online: true, vq: 2, vi: 1, address: '0000:01:00.1', driver: 'vfio-pci', holder: { client: 3, pid: 77, uid: 0 }, nsids: [1] },
+        { scid: 3, vfNumber: 2, online: false, vq: 0, vi: 0, address: '0000:01:00.2', driver: null, holder: null, nsids: [] },
+      ],
+    },
+    { name: 'pf1', pf: '0000:02:00.0', admin: 'kernel', error: 'no PCI function 0000:02:00.0', totalVfs: 0, numVfs: 0, vqFlexible: 0, vqAssigned: 0, viFlexible: 0, viAssigned: 0, vqMaxPerVf: 0, viMaxPerVf: 0, secondaries: [] },
+  ]);
+  assert.match(text, /VFs 2 of 2 enabled; flexible VQ 2 of 4 assigned \(at most 2 per VF\); flexible VI 1 of 2 assigned/);
+  assert.match(text, /2 +1 +0000:01:00\.1 +vfio-pci +online +2 +1 +1 +client 3 \(pid 77, uid 0\)/);
+  assert.match(text, /3 +2 +0000:01:00\.2 +- +offline +0 +0 +- +-/);
+  assert.match(text, /pf1: PF 0000:02:00.0 \(admin: kernel\): ERROR no PCI function/);
+  assert.match(formatSriov([]), /no SR-IOV physical function is managed/);
 });
