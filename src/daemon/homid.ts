@@ -128,7 +128,7 @@ export class Homid {
   static async start(config: HomidConfig, opts: HomidOptions = {}): Promise<Homid> {
     const h = new Homid(config, opts);
     await h.registry.start(config.devices);
-    h.vfs.start(config.sriov);
+    await h.vfs.start(config.sriov);
     return h;
   }
 

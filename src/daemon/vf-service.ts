@@ -19,7 +19,8 @@ import { SriovResourcesError } from '../driver/sriov.js';
 import { KernelNvmeAdmin, kernelAdminChannel } from '../io/kernel-admin.js';
 import { HomidErrorCode } from '../ipc/errors.js';
 import { pciFunction } from '../pci/discover.js';
-import { bindTo, type DriverBinding } from '../pci/bind.js';
+import { bindTo, DriverBinding } from '../pci/bind.js';
+import { sriovState } from '../pci/sriov.js';
 import { deviceDir, driverDir, linkName, sysPaths, type SysPathOptions } from '../pci/sysfs.js';
 import { VfioDevice } from '../pci/vfio.js';
 import type { SriovConfig } from './config.js';
@@ -63,8 +64,12 @@ export class VfService {
     private readonly sys: SysPathOptions = {},
   ) {}
 
-  /** Open every configured PF's admin passthrough; failures are reported per PF (others are served). */
-  start(configs: readonly SriovConfig[]): void {
+  /**
+   * Open every configured PF's admin passthrough; failures are reported per PF (others are served). What an
+   * earlier homid left behind (it was killed: no reclaim ran) is taken back: VFs bound to vfio-pci through a
+   * driver_override are unbound, secondaries offline, namespaces detached, resources returned.
+   */
+  async start(configs: readonly SriovConfig[]): Promise<void> {
     for (const c of configs) {
       const m: ManagedPf = { config: c, pool: null, admin: null, error: null, quarantined: new Set() };
       this.pfs.set(c.name, m);
@@ -75,11 +80,32 @@ export class VfService {
         const dev = join(sysPaths(this.sys).dev, f.nvmeControllers[0]!);
         m.admin = KernelNvmeAdmin.open(dev, this.sys);
         m.pool = new SriovPf(c.pf, kernelAdminChannel(m.admin), this.sys);
+        await this.recoverStale(m, m.pool);
         this.log.info({ pf: c.name, address: c.pf, admin: dev, totalVfs: f.sriovTotalVfs }, 'SR-IOV physical function managed');
       } catch (e) {
         m.error = (e as Error).message;
+        m.admin?.close();
+        m.admin = null;
+        m.pool = null;
         this.log.error({ pf: c.name, address: c.pf, err: m.error }, 'SR-IOV physical function not available');
       }
+    }
+  }
+
+  private async recoverStale(m: ManagedPf, pool: SriovPf): Promise<void> {
+    const st = sriovState(m.config.pf, this.sys);
+    for (const s of await pool.mgr.secondaryControllers()) {
+      const vf = st.vfs.find((v) => v.index === s.vfNumber - 1);
+      const attached = vf ? await pool.mgr.namespacesOf(s.scid) : [];
+      if (!s.online && s.vq === 0 && s.vi === 0 && attached.length === 0 && (vf?.driver ?? null) === null) continue;
+      this.log.warn({ pf: m.config.name, scid: s.scid, vf: vf?.address, online: s.online, vq: s.vq, vi: s.vi, driver: vf?.driver ?? null }, 'taking back a VF an earlier homid left provisioned');
+      if (s.online) await pool.mgr.offline(s.scid);
+      if (vf && vf.driver === 'vfio-pci' && vf.driverOverride === 'vfio-pci') {
+        const b = new DriverBinding(sysPaths(this.sys), vf.address, null, null, 'vfio-pci', true); // no exit hook: the unbind below is the attempt
+        if (!(await this.unbind(b, vf.address))) throw new Error(`${vf.address} is still held through vfio-pci (a process from before keeps it open)`);
+      }
+      if (attached.length > 0) await pool.mgr.setAttachments(s.scid, []);
+      await pool.mgr.release(s.scid);
     }
   }
 

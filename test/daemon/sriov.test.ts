@@ -210,7 +210,21 @@ test('homi sriov: the table shows resources, state, namespaces and holders; erro
         { scid: 3, vfNumber: 2, online: false, vq: 0, vi: 0, address: '0000:01:00.2', driver: null, holder: null, nsids: [] },
       ],
     },
-    { name: 'pf1', pf: '0000:02:00.0', admin: 'kernel', error: 'no PCI function 0000:02:00.0', totalVfs: 0, numVfs: 0, vqFlexible: 0, vqAssigned: 0, viFlexible: 0, viAssigned: 0, vqMaxPerVf: 0, viMaxPerVf: 0, secondaries: [] },
+    {
+      name: 'pf1',
+      pf: '0000:02:00.0',
+      admin: 'kernel',
+      error: 'no PCI function 0000:02:00.0',
+      totalVfs: 0,
+      numVfs: 0,
+      vqFlexible: 0,
+      vqAssigned: 0,
+      viFlexible: 0,
+      viAssigned: 0,
+      vqMaxPerVf: 0,
+      viMaxPerVf: 0,
+      secondaries: [],
+    },
   ]);
   assert.match(text, /VFs 2 of 2 enabled; flexible VQ 2 of 4 assigned \(at most 2 per VF\); flexible VI 1 of 2 assigned/);
   assert.match(text, /2 +1 +0000:01:00\.1 +vfio-pci +online +2 +1 +1 +client 3 \(pid 77, uid 0\)/);
