@@ -204,3 +204,25 @@ test('sr-iov: the PF stays with the kernel, its file system mounted; a VF driven
   assert.equal(sys(`/sys/class/nvme/${kctrl!.name}/state`), 'live');
   assert.ok(readFileSync(file).length === kernelData.length);
 });
+
+test('homi sriov: enable, status (the controller own lists) and disable on a PF the kernel keeps', { skip }, () => {
+  const homi = (args: string[]): string => execFileSync(process.execPath, ['dist/src/cli/main.js', 'sriov', ...args], { encoding: 'utf8' });
+  const total = spec!.sriov!.maxVfs;
+  assert.match(homi(['enable', '--pf', PF, '--vfs', String(total)]), new RegExp(`${total} VFs enabled \\(driver autoprobe off\\)`));
+  assert.equal(sriovState(PF).numVfs, total);
+  const st = JSON.parse(homi(['status', '--pf', PF, '--json'])) as {
+    pfs: Array<{ numVfs: number; vqFlexible: number; vqAssigned: number; secondaries: Array<{ online: boolean; vq: number; address: string | null; driver: string | null; nsids: number[] }> }>;
+  };
+  const p = st.pfs[0]!;
+  assert.deepEqual([p.numVfs, p.vqFlexible, p.vqAssigned], [total, spec!.sriov!.vqFlexible, 0]);
+  assert.equal(p.secondaries.length, total);
+  // enabled, offline, nothing assigned, no driver, and no namespace: QEMU's VFs arrive with the shared one attached
+  assert.ok(
+    p.secondaries.every((s) => !s.online && s.vq === 0 && s.address !== null && s.driver === null && s.nsids.length === 0),
+    JSON.stringify(p.secondaries),
+  );
+  assert.match(homi(['status', '--pf', PF]), new RegExp(`VFs ${total} of ${total} enabled; flexible VQ 0 of ${spec!.sriov!.vqFlexible} assigned`));
+  assert.match(homi(['disable', '--pf', PF]), /no VFs enabled/);
+  assert.equal(sriovState(PF).numVfs, 0);
+  assert.equal(pciDriver(PF), 'nvme');
+});
