@@ -101,6 +101,14 @@ test('homid: VFs handed to client processes under a kernel-owned PF with its fil
     assert.equal(st0.pfs[0]!.error, null);
     assert.equal(st0.pfs[0]!.vqFlexible, spec!.sriov!.vqFlexible);
 
+    // More than one VF may have: refused with the resources code, nothing changed on the controller.
+    const before = await mgr.secondaryControllers();
+    await assert.rejects(
+      root.openVf({ pf: 'pf0', vq: 3, vi: 1, nsids: [1] }),
+      (e: unknown) => e instanceof HomidClientError && e.code === 'resources-exhausted' && /exceed the 2 one secondary/.test(e.message),
+    );
+    assert.deepEqual(await mgr.secondaryControllers(), before);
+
     // Client A: a VF, reads the file's blocks as the kernel wrote them, writes new ones, holds the VF.
     const a = client(sock, slba, kernelData.length, 'write-hold');
     const a1 = await nextJson(a, 120_000);
