@@ -165,6 +165,7 @@ export class VfService {
       unbound = await this.unbind(b, l.vf.address);
       if (!unbound) {
         m.quarantined.add(l.vf.scid);
+        this.watchQuarantined(m, l.vf.scid, l.vf.address);
         errs.push(`${l.vf.address}: vfio-pci did not let go within ${VF_UNBIND_TIMEOUT_MS} ms (a process still holds the device); the VF stays out of the pool until it does`);
       }
     }
@@ -175,7 +176,7 @@ export class VfService {
 
   /**
    * Put the VF's binding back (no driver, driver_override cleared) without blocking the main thread: the
-   * unbind runs in a child process; waits up to VF_UNBIND_TIMEOUT_MS, then keeps watching in the background.
+   * unbind runs in a child process, for up to VF_UNBIND_TIMEOUT_MS (then the VF is quarantined and watched).
    */
   private async unbind(b: DriverBinding, address: string): Promise<boolean> {
     const p = sysPaths(this.sys);
@@ -186,17 +187,39 @@ export class VfService {
       return true;
     }
     const ok = await new Promise<boolean>((resolve) => {
-      execFile('/bin/sh', ['-c', 'printf "%s" "$1" > "$2/driver/unbind"; printf "\\n" > "$2/driver_override"', 'sh', address, dir], { timeout: VF_UNBIND_TIMEOUT_MS }, (err) => resolve(err === null));
+      const script = 'if [ -e "$2/driver" ]; then printf "%s" "$1" > "$2/driver/unbind"; fi; printf "\\n" > "$2/driver_override"';
+      execFile('/bin/sh', ['-c', script, 'sh', address, dir], { timeout: VF_UNBIND_TIMEOUT_MS }, (err) => resolve(err === null));
     });
     if (!ok || linkName(join(dir, 'driver')) !== null) return false;
     b.restore(); // unbound already: clears driver_override and the exit hook, writes no unbind
     return true;
   }
 
+  private readonly watchers = new Set<NodeJS.Timeout>();
+
+  /** Back into the pool once the kernel has let go of the VF (its last holder closed it). */
+  private watchQuarantined(m: ManagedPf, scid: number, address: string): void {
+    const dir = deviceDir(sysPaths(this.sys), address);
+    const t = setInterval(() => {
+      if (linkName(join(dir, 'driver')) !== null) return;
+      clearInterval(t);
+      this.watchers.delete(t);
+      m.quarantined.delete(scid);
+      this.log.info({ pf: m.config.name, scid, vf: address }, 'a quarantined VF was released by its last holder; back in the pool');
+    }, 1000);
+    t.unref();
+    this.watchers.add(t);
+  }
+
   /** Disable the VFs homid enabled and close the admin passthroughs (homid stopping; leases reclaimed first). */
   async stop(): Promise<void> {
+    for (const t of this.watchers) clearInterval(t);
+    this.watchers.clear();
     for (const m of this.pfs.values()) {
-      if (m.pool && m.pool.provisioned.length === 0) {
+      // a VF still bound (a holder that never let go) would make sriov_numvfs = 0 wait for it: leave the VFs then
+      const bound = m.pool ? sriovState(m.config.pf, this.sys).vfs.filter((v) => v.driver !== null) : [];
+      if (bound.length > 0) this.log.warn({ pf: m.config.name, bound: bound.map((v) => `${v.address} (${v.driver})`) }, 'VFs still bound to a driver: leaving the VFs enabled');
+      if (m.pool && m.pool.provisioned.length === 0 && bound.length === 0) {
         try {
           await m.pool.setVfCount(0);
         } catch (e) {
