@@ -5,6 +5,7 @@
 //   Connects, asks for a VF of `pf` (2 VQ, 1 VI, namespace 1), opens it with HOMI's driver through the VFIO
 //   descriptors homid passed, reads `bytes` at `slba` of namespace 1 and prints {vf, scid, readSha256}.
 //   action 'write-hold': writes fresh random bytes there, prints {wroteSha256}, then holds the VF until killed.
+//   action 'hold': holds the VF (reads only) until killed.
 //   action 'exit': closes the VF (closeVf) and exits 0. A refusal prints {refused: code, message} and exits 0.
 import { createHash, randomBytes } from 'node:crypto';
 import { HomidClient, HomidClientError } from '../src/client/index.js';
@@ -58,6 +59,7 @@ async function main(): Promise<void> {
   const bytes = Number(bytesS);
   const got = await io(vf.transport!, qp, NvmOpcode.Read, slba, new Uint8Array(bytes), lbs);
   console.log(JSON.stringify({ vf: vf.address, scid: vf.scid, cntlid: ctrl.identity.cntlid, pid: process.pid, readSha256: sha(got) }));
+  if (action === 'hold') for (;;) await new Promise((r) => setTimeout(r, 1000));
   if (action === 'write-hold') {
     const data = randomBytes(bytes);
     await io(vf.transport!, qp, NvmOpcode.Write, slba, data, lbs);

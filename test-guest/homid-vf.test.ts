@@ -23,7 +23,7 @@ import { SriovManager } from '../src/driver/sriov.js';
 import { fiemapPath } from '../src/extents/fiemap.js';
 import { KernelNvmeAdmin, kernelAdminChannel } from '../src/io/kernel-admin.js';
 import { sriovState } from '../src/pci/sriov.js';
-import { nextJson, spawnProc, until, type Proc } from '../test/daemon/procs.js';
+import { CLI_DIR, nextJson, spawnNode, spawnProc, until, type Proc } from '../test/daemon/procs.js';
 import { assertInGuest, controllerBySerial, expectedNvme, namespacesOf, pciDriver, sys, waitFor } from './helpers.js';
 
 assertInGuest();
@@ -52,7 +52,7 @@ after(async () => {
   }
 });
 
-function client(sock: string, slba: number, bytes: number, action: 'write-hold' | 'exit', asUid?: number): Proc {
+function client(sock: string, slba: number, bytes: number, action: 'write-hold' | 'hold' | 'exit', asUid?: number): Proc {
   const env = { HOMI_VF_CHILD: '1' };
   const args = [CLIENT, sock, 'pf0', String(slba), String(bytes), action];
   const p = asUid === undefined ? spawnProc(process.execPath, args, { env }) : spawnProc('setpriv', [`--reuid=${asUid}`, `--regid=${asUid}`, '--clear-groups', process.execPath, ...args], { env });
@@ -176,6 +176,66 @@ test('homid: VFs handed to client processes under a kernel-owned PF with its fil
   } finally {
     root.close();
     if (srv) await srv.close();
+    admin.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('homid SIGKILLed while a client holds a VF: the next homid takes the VF back; a stopped homid leaves no VFs', { skip, timeout: 300_000 }, async () => {
+  const dir = mkdtempSync('/tmp/homid-vf-kill-');
+  chmodSync(dir, 0o755);
+  const sock = join(dir, 'homid.sock');
+  const cfg = join(dir, 'homid.toml');
+  writeFileSync(cfg, ['log_level = "warn"', `socket = "${sock}"`, '[[sriov]]', 'name = "pf0"', `pf = "${PF}"`, '[class.default]', 'vfs = 1', '[raw]', 'users = [0]', ''].join('\n'));
+  const homid = (): Proc => {
+    const p = spawnNode([join(CLI_DIR, 'homid.js'), '--config', cfg]);
+    procs.push(p);
+    return p;
+  };
+  const connect = async (h: Proc): Promise<HomidClient> => {
+    for (const t0 = Date.now(); ;) {
+      try {
+        return await HomidClient.connect(sock);
+      } catch (e) {
+        if (h.p.exitCode !== null || Date.now() - t0 > 120_000) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  };
+  const admin = KernelNvmeAdmin.open(`/dev/${kctrl!.name}`);
+  const mgr = new SriovManager(kernelAdminChannel(admin));
+  try {
+    const first = homid();
+    (await connect(first)).close();
+    const a = client(sock, 0, 4096, 'hold');
+    const a1 = await nextJson(a, 120_000);
+    assert.equal(a1.error, undefined, JSON.stringify(a1));
+    const vfAddr = a1.vf as string;
+    first.p.kill('SIGKILL');
+    await first.exited;
+    a.p.kill('SIGKILL');
+    await a.exited;
+    // What the killed homid left: the secondary online with its resources, the VF on vfio-pci.
+    const left = (await mgr.secondaryControllers()).find((x) => x.scid === a1.scid)!;
+    assert.deepEqual([left.online, left.vq, left.vi], [true, 2, 1]);
+    assert.equal(pciDriver(vfAddr), 'vfio-pci');
+
+    const second = homid();
+    const c = await connect(second);
+    const st = (await c.sriovStatus()).pfs[0]!;
+    assert.equal(st.error, null);
+    assert.ok(
+      st.secondaries.every((x) => !x.online && x.vq === 0 && x.vi === 0 && x.driver === null && x.nsids.length === 0 && x.holder === null),
+      JSON.stringify(st.secondaries),
+    );
+    assert.ok((await mgr.secondaryControllers()).every((x) => !x.online && x.vq === 0 && x.vi === 0));
+    assert.equal(sys(`/sys/bus/pci/devices/${vfAddr}/driver_override`), '(null)');
+    c.close();
+    second.p.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+    assert.equal(sriovState(PF).numVfs, 0, 'a stopped homid leaves VFs enabled');
+    assert.equal(pciDriver(PF), 'nvme');
+  } finally {
     admin.close();
     rmSync(dir, { recursive: true, force: true });
   }
