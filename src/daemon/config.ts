@@ -36,6 +36,7 @@
  * pf = "0000:01:00.0"               # its PCI address; it stays bound to the kernel's nvme driver
  * admin = "kernel"                  # admin commands through the kernel's passthrough (/dev/nvmeX)
  * # vfs = 2                         # VFs to enable (default: all it supports), driver autoprobe off
+ * # namespaces = [1]                # the namespaces a VF may have attached (default: any of the PF's)
  *
  * [raw]                             # who may hold raw (unmediated) queues
  * users = ["root"]
@@ -200,6 +201,7 @@ const sriovSchema = z
     // driver core's other AdminChannel, for a PF that homid owns as a device; not configurable here yet.)
     admin: z.enum(['kernel']).default('kernel'),
     vfs: z.number().int().min(1).max(65535).optional(),
+    namespaces: z.array(z.number().int().min(1).max(0xffff_fffe)).optional(),
   })
   .strict();
 
@@ -260,6 +262,8 @@ export interface SriovConfig {
   admin: 'kernel';
   /** VFs to enable (undefined: all the PF supports). */
   vfs?: number;
+  /** The namespaces a VF may have attached (undefined: any of the PF's). */
+  namespaces?: number[];
 }
 
 export interface HomidConfig {
@@ -306,7 +310,10 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
     if (pfNames.has(x.name)) throw new ConfigError(`${source}: invalid configuration:\n  sriov[${i}].name: duplicate name '${x.name}'`);
     pfNames.add(x.name);
     const pf = (x.pf.length === 7 ? `0000:${x.pf}` : x.pf).toLowerCase();
-    return x.vfs === undefined ? { name: x.name, pf, admin: x.admin } : { name: x.name, pf, admin: x.admin, vfs: x.vfs };
+    const out: SriovConfig = { name: x.name, pf, admin: x.admin };
+    if (x.vfs !== undefined) out.vfs = x.vfs;
+    if (x.namespaces !== undefined) out.namespaces = x.namespaces;
+    return out;
   });
   const classes = new Map<string, ClassConfig>();
   const dflt = classSchema.parse({});

@@ -402,6 +402,12 @@ export class Homid {
     if (s.closed) throw new HomidError('closed', 'the session is closed');
     if (!s.raw)
       this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold a virtual function: its holder drives a controller unchecked, as a raw client does (config [raw] users/groups)`));
+    const allowed = this.config.sriov.find((x) => x.name === req.pf)?.namespaces;
+    const outside = allowed === undefined ? [] : req.nsids.filter((n) => !allowed.includes(n));
+    if (outside.length > 0) {
+      this.refuse(s, new HomidError('bad-namespace', `namespace ${outside.join(', ')} may not be attached to a VF of '${req.pf}' (config [[sriov]] namespaces: ${allowed!.join(', ')})`));
+    }
+    if (new Set(req.nsids).size !== req.nsids.length) this.refuse(s, new HomidError('bad-request', `nsids lists a namespace twice: ${req.nsids.join(', ')}`));
     const k = s.klass;
     const held = this.classVfHeld(k.name);
     if (held + 1 > k.vfs) this.refuse(s, new HomidError('budget-class', `class VF budget exceeded: class '${k.name}' holds ${held} of ${k.vfs} virtual functions (vfs)`));

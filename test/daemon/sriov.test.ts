@@ -147,6 +147,7 @@ test('VF pool: a step that fails undoes what was done and reports it; disabling 
 test('config: [[sriov]] physical functions and the class key vfs (default 0)', () => {
   const c = config({ sriov: [{ name: 'pf0', pf: '01:00.0' }], class: { gpu: { vfs: 2 } } });
   assert.deepEqual(c.sriov, [{ name: 'pf0', pf: '0000:01:00.0', admin: 'kernel' }]);
+  assert.deepEqual(config({ sriov: [{ name: 'p', pf: '0000:01:00.0', vfs: 2, namespaces: [1, 3] }] }).sriov, [{ name: 'p', pf: '0000:01:00.0', admin: 'kernel', vfs: 2, namespaces: [1, 3] }]);
   assert.equal(c.classes.get('default')!.vfs, 0);
   assert.equal(c.classes.get('gpu')!.vfs, 2);
   assert.throws(
@@ -188,6 +189,15 @@ test('homid: VF refusals before anything is touched: no raw trust, class budget 
   t.after(() => h0.stop());
   const e3 = await refused(h0.openVf(h0.connect(ROOT_PEER), { pf: 'pf0', vq: 2, vi: 1, nsids: [1] }), 'budget-class');
   assert.match(e3.message, /holds 0 of 0 virtual functions \(vfs\)/);
+
+  // [[sriov]] namespaces: the only namespaces a VF may get; a repeated one is a bad request
+  const h1 = await Homid.start(config({ sriov: [{ name: 'pf0', pf: '0000:7f:1f.7', namespaces: [1] }], class: { default: { vfs: 1 } }, raw: { users: [ROOT_PEER.uid] } }), { logger: silent() });
+  t.after(() => h1.stop());
+  const r1 = h1.connect(ROOT_PEER);
+  const e4 = await refused(h1.openVf(r1, { pf: 'pf0', vq: 2, vi: 1, nsids: [1, 2] }), 'bad-namespace');
+  assert.match(e4.message, /namespace 2 may not be attached to a VF of 'pf0' \(config \[\[sriov\]\] namespaces: 1\)/);
+  await refused(h1.openVf(r1, { pf: 'pf0', vq: 2, vi: 1, nsids: [1, 1] }), 'bad-request');
+  await refused(h1.openVf(r1, { pf: 'pf0', vq: 2, vi: 1, nsids: [1] }), 'no-sriov');
 });
 
 test('homi sriov: the table shows resources, state, namespaces and holders; errors per PF', () => {
