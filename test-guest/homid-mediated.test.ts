@@ -162,7 +162,8 @@ const CONFIG: HomidConfig = {
   socketMode: 0o600,
   logLevel: 'info',
   devices: [{ name: DEVICE, uri: `pci:${BDF}?mode=${MODE}`, extents: 'decoder:ext4', extentRoot: tree, ioQueues: 4 }],
-  classes: new Map([['default', { name: 'default', queuePairs: 4, perClient: 4, gpuQueues: 0, maxDepth: 64, users: [], groups: [], write: true }]]),
+  sriov: [],
+  classes: new Map([['default', { name: 'default', queuePairs: 4, perClient: 4, gpuQueues: 0, vfs: 0, maxDepth: 64, users: [], groups: [], write: true }]]),
   raw: { users: [0], groups: [] },
   limits: { fileGrantsPerClient: 4096, fileGrantsPerUid: 16384 }, // config.ts's defaults (importing it would load zod)
 };

@@ -7,6 +7,7 @@ import { reportAndExit, EXIT_USAGE, UsageError } from './errors.js';
 import { extentsCommand } from '../extents/cli.js';
 import { daemonCommand } from './daemon.js';
 import { statusCommand } from './status.js';
+import { sriovDisableCommand, sriovEnableCommand, sriovStatusCommand } from './sriov.js';
 import { addFioAliases } from './fio-options.js';
 import { listCommand } from './list.js';
 import { smartLogCommand } from './smart-log.js';
@@ -192,6 +193,32 @@ program
   .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
   .action(async (o: { json: boolean; socket?: string }) => {
     process.exitCode = await statusCommand(o);
+  });
+
+const sriov = program.command('sriov').description('SR-IOV: a PF kept by the kernel, its virtual functions, their resources and holders');
+sriov
+  .command('status')
+  .description('PFs homid manages (or one PF directly with --pf): secondary controllers, VQ / VI resources, namespaces, holders')
+  .option('--pf <address>', 'one PF directly through the kernel admin passthrough (root), not through homid')
+  .option('--json', 'print one JSON object', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { pf?: string; json: boolean; socket?: string }) => {
+    process.exitCode = await sriovStatusCommand(o);
+  });
+sriov
+  .command('enable')
+  .description('enable VFs on a PF (driver autoprobe off, no namespace attached); the PF stays with the kernel')
+  .requiredOption('--pf <address>', 'the PF')
+  .requiredOption('--vfs <n>', 'VFs to enable')
+  .action(async (o: { pf: string; vfs: string }) => {
+    process.exitCode = await sriovEnableCommand(o);
+  });
+sriov
+  .command('disable')
+  .description('take every secondary controller offline, return its resources, disable the VFs')
+  .requiredOption('--pf <address>', 'the PF')
+  .action(async (o: { pf: string }) => {
+    process.exitCode = await sriovDisableCommand(o);
   });
 
 try {

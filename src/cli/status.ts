@@ -66,7 +66,7 @@ export function formatStatus(s: StatusSnapshot): string {
   const k = s.counters;
   out.push(
     '',
-    `reclaimed queue pairs ${k.reclaimedQueuePairs}, denied commands ${k.deniedCommands}, refusals ${k.refusals}, clients served ${k.clientsServed}, queue pairs lost to controller resets ${k.lostQueuePairs}`,
+    `reclaimed queue pairs ${k.reclaimedQueuePairs}, denied commands ${k.deniedCommands}, refusals ${k.refusals}, clients served ${k.clientsServed}, queue pairs lost to controller resets ${k.lostQueuePairs}, virtual functions reclaimed ${k.reclaimedVfs}`,
   );
   return out.join('\n');
 }

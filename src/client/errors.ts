@@ -26,7 +26,7 @@ export const ClientErrorCode = {
   /** The extent map cannot be read from the device as it is (inline, delayed, encoded or unknown extents; an invalid map; LBAs outside the namespace). */
   Unreadable: 'unreadable',
   /** The lease's data memory has no room for the reader's buffers. */
-  NoMemory: 'no-memory',
+  NoMemory: 'no-staging-memory',
 } as const;
 export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode];
 

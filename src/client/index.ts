@@ -10,12 +10,24 @@ import { attachQueuePair } from '../driver/attach.js';
 import { IpcClient } from '../ipc/client.js';
 import { PROTOCOL_VERSION } from '../ipc/frame.js';
 import { MEDIATED_FD_RING, MEDIATED_FD_SEGMENT, validateMediatedGrant, type MediatedQueueGrant } from '../ipc/mediated-grant.js';
-import { DEFAULT_SOCKET, type DeviceInfo, type ErrorResponse, type GpuDeviceKind, type LeaseGrant, type OkResponse, type RequestType, type StatusResult } from '../ipc/messages.js';
+import {
+  DEFAULT_SOCKET,
+  type DeviceInfo,
+  type ErrorResponse,
+  type GpuDeviceKind,
+  type LeaseGrant,
+  type OkResponse,
+  type RequestType,
+  type SriovStatusResult,
+  type StatusResult,
+} from '../ipc/messages.js';
 import { validateRawGrant, type RawQueueGrant } from '../ipc/raw-grant.js';
 import { WireFormatError } from '../ipc/validate.js';
 import { mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
 import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../ipc/extent-table.js';
 import { MediatedQueuePair } from './mediated-queue.js';
+import { Controller } from '../driver/controller.js';
+import { openPcieVfioFds, type PcieTransport } from '../transport/pcie.js';
 
 import { ClientErrorCode, HomidClientError } from './errors.js';
 import type { Lease, MediatedLease, RawLease } from './lease.js';
@@ -125,7 +137,61 @@ function check<T extends RequestType>(r: OkResponse<T> | ErrorResponse): OkRespo
   return r;
 }
 
+/**
+ * An SR-IOV virtual function homid handed to this process: its VFIO descriptors (container, group, device)
+ * until `open()` turns them into a transport and a live controller driven by HOMI's driver (its own admin
+ * queue). Closing (or losing the connection) closes the transport; homid then reclaims the VF.
+ */
+export class VfLease {
+  transport: PcieTransport | null = null;
+  controller: Controller | null = null;
+  private fds: { container: number; group: number; device: number } | null;
+  constructor(
+    readonly leaseId: string,
+    readonly address: string,
+    readonly iommuGroup: number,
+    readonly scid: number,
+    readonly vfNumber: number,
+    readonly vq: number,
+    readonly vi: number,
+    readonly nsids: readonly number[],
+    fds: { container: number; group: number; device: number },
+  ) {
+    this.fds = fds;
+  }
+
+  /** Bring the VF's controller up with HOMI's driver (I/O queue pairs: at most vq - 1). */
+  async open(opts: { ioQueues?: number } = {}): Promise<Controller> {
+    if (!this.fds) throw new Error(`VF ${this.address}: already opened or closed`);
+    const fds = this.fds;
+    this.fds = null;
+    this.transport = await openPcieVfioFds(this.address, this.iommuGroup, fds);
+    try {
+      this.controller = await Controller.open(this.transport, { ioQueues: opts.ioQueues ?? Math.max(1, this.vq - 1) });
+    } catch (e) {
+      await this.transport.close().catch(() => undefined);
+      this.transport = null;
+      throw e;
+    }
+    return this.controller;
+  }
+
+  /** Shut the controller down and close the VFIO descriptors (idempotent). */
+  async release(): Promise<void> {
+    const c = this.controller;
+    const t = this.transport;
+    this.controller = null;
+    this.transport = null;
+    if (c) await c.close().catch(() => undefined);
+    if (t) await t.close().catch(() => undefined);
+    if (this.fds) for (const fd of [this.fds.device, this.fds.group, this.fds.container]) closeFd(fd);
+    this.fds = null;
+  }
+}
+
 export class HomidClient {
+  /** VFs held: released (controller shut down, descriptors closed) when the connection ends. */
+  private readonly vfs = new Set<VfLease>();
   /** Raw leases still attached: detached (doorbells and memory unmapped) when the connection ends. */
   private readonly raws = new Set<RawLease>();
   /** Mediated leases still open: abandoned (in-flight commands fail at once) when the connection ends. */
@@ -143,6 +209,8 @@ export class HomidClient {
       this.mediated.clear();
       for (const gone of this.gpus.values()) gone(`homid connection closed: ${reason}`);
       this.gpus.clear();
+      for (const v of this.vfs) void v.release();
+      this.vfs.clear();
     });
   }
 
@@ -305,6 +373,43 @@ export class HomidClient {
     if (this.ipc.isClosed) gone = 'homid connection closed';
     else this.gpus.set(lease, (reason) => (gone ??= reason));
     return lease;
+  }
+
+  /**
+   * Ask homid for an SR-IOV virtual function of physical function `pf` (its [[sriov]] name) with `vq` queue and
+   * `vi` interrupt resources and namespaces `nsids` attached. `open()` the lease to drive it.
+   */
+  async openVf(o: { pf: string; vq: number; vi: number; nsids: number[] }): Promise<VfLease> {
+    const { response, fds } = await this.ipc.request({ type: 'openVf', pf: o.pf, vq: o.vq, vi: o.vi, nsids: o.nsids });
+    let r;
+    try {
+      r = check(response);
+    } catch (e) {
+      for (const fd of fds) closeFd(fd);
+      throw e;
+    }
+    if (fds.length !== 3) {
+      for (const fd of fds) closeFd(fd);
+      throw new WireFormatError(`openVf: expected 3 descriptors (VFIO container, group, device), got ${fds.length}`, 'fds');
+    }
+    const v = new VfLease(r.leaseId, r.address, r.iommuGroup, r.scid, r.vfNumber, r.vq, r.vi, r.nsids, { container: fds[0]!, group: fds[1]!, device: fds[2]! });
+    this.vfs.add(v);
+    return v;
+  }
+
+  /** Shut the VF down here, then have homid reclaim it. */
+  async closeVf(v: VfLease): Promise<void> {
+    await v.release();
+    this.vfs.delete(v);
+    const { response } = await this.ipc.request({ type: 'closeVf', leaseId: v.leaseId });
+    check(response);
+  }
+
+  /** The SR-IOV physical functions homid manages, their secondary controllers and holders. */
+  async sriovStatus(): Promise<SriovStatusResult> {
+    const { response } = await this.ipc.request({ type: 'sriovStatus' });
+    const r = check(response);
+    return { pfs: r.pfs };
   }
 
   async closeQueuePair(l: Lease): Promise<void> {

@@ -28,6 +28,16 @@
  * gpu_queues = 0                    # GPU queue pairs (lease mode 'gpu') held by all clients of the class
  *                                   # together, counted in queue_pairs too; 0 (the default): none (see below)
  *
+ * vfs = 0                          # SR-IOV virtual functions (openVf) held by all clients of the class
+ *                                   # together; 0 (the default): none. A VF carries raw trust (see [raw])
+ *
+ * [[sriov]]                         # a physical function whose VFs homid provisions and hands out
+ * name = "pf0"
+ * pf = "0000:01:00.0"               # its PCI address; it stays bound to the kernel's nvme driver
+ * admin = "kernel"                  # admin commands through the kernel's passthrough (/dev/nvmeX)
+ * # vfs = 2                         # VFs to enable (default: all it supports), driver autoprobe off
+ * # namespaces = [1]                # the namespaces a VF may have attached (default: any of the PF's)
+ *
  * [raw]                             # who may hold raw (unmediated) queues
  * users = ["root"]
  * groups = ["homi"]
@@ -121,6 +131,9 @@ export const DEFAULT_FILE_GRANTS_PER_UID = 16384;
 /** Default of [class.*] gpu_queues: no GPU queue pairs unless the class says so. */
 export const DEFAULT_GPU_QUEUES = 0;
 
+/** Default of [class.*] vfs: no SR-IOV virtual functions unless the class says so. */
+export const DEFAULT_VFS = 0;
+
 /** Largest value either limit accepts. */
 const MAX_FILE_GRANTS = 1 << 24;
 
@@ -170,6 +183,7 @@ const classSchema = z
     groups: z.array(principal).default([]),
     write: z.boolean().default(true),
     gpu_queues: z.number().int().min(0).default(DEFAULT_GPU_QUEUES),
+    vfs: z.number().int().min(0).default(DEFAULT_VFS),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -178,6 +192,18 @@ const classSchema = z
       ctx.addIssue({ code: 'custom', path: ['gpu_queues'], message: `gpu_queues (${c.gpu_queues}) exceeds queue_pairs (${c.queue_pairs}): GPU queue pairs count in queue_pairs too` });
     }
   });
+
+const sriovSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1..64 characters)'),
+    pf: z.string().regex(/^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/, 'a PCI address such as "0000:01:00.0"'),
+    // The PF stays with the kernel: admin commands go through its passthrough. (HOMI's own admin queue is the
+    // driver core's other AdminChannel, for a PF that homid owns as a device; not configurable here yet.)
+    admin: z.enum(['kernel']).default('kernel'),
+    vfs: z.number().int().min(1).max(65535).optional(),
+    namespaces: z.array(z.number().int().min(1).max(0xffff_fffe)).optional(),
+  })
+  .strict();
 
 const configSchema = z
   .object({
@@ -188,6 +214,7 @@ const configSchema = z
       .default('0660'),
     log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     device: z.array(deviceSchema).default([]),
+    sriov: z.array(sriovSchema).default([]),
     class: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,32}$/), classSchema).default({}),
     raw: z
       .object({ users: z.array(principal).default(['root']), groups: z.array(principal).default([]) })
@@ -224,6 +251,19 @@ export interface ClassConfig {
   write: boolean;
   /** GPU queue pairs all clients of the class may hold together (also counted in queuePairs). */
   gpuQueues: number;
+  /** SR-IOV virtual functions all clients of the class may hold together. */
+  vfs: number;
+}
+
+export interface SriovConfig {
+  name: string;
+  /** The PF's PCI address (normalised to domain:bus:dev.fn). */
+  pf: string;
+  admin: 'kernel';
+  /** VFs to enable (undefined: all the PF supports). */
+  vfs?: number;
+  /** The namespaces a VF may have attached (undefined: any of the PF's). */
+  namespaces?: number[];
 }
 
 export interface HomidConfig {
@@ -231,6 +271,7 @@ export interface HomidConfig {
   socketMode: number;
   logLevel: string;
   devices: DeviceConfig[];
+  sriov: SriovConfig[];
   /** Always holds "default". */
   classes: Map<string, ClassConfig>;
   raw: { users: (string | number)[]; groups: (string | number)[] };
@@ -264,10 +305,20 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
     if (d.block_device !== undefined) out.blockDevice = d.block_device;
     return out;
   });
+  const pfNames = new Set<string>();
+  const sriov: SriovConfig[] = c.sriov.map((x, i) => {
+    if (pfNames.has(x.name)) throw new ConfigError(`${source}: invalid configuration:\n  sriov[${i}].name: duplicate name '${x.name}'`);
+    pfNames.add(x.name);
+    const pf = (x.pf.length === 7 ? `0000:${x.pf}` : x.pf).toLowerCase();
+    const out: SriovConfig = { name: x.name, pf, admin: x.admin };
+    if (x.vfs !== undefined) out.vfs = x.vfs;
+    if (x.namespaces !== undefined) out.namespaces = x.namespaces;
+    return out;
+  });
   const classes = new Map<string, ClassConfig>();
   const dflt = classSchema.parse({});
   for (const [name, k] of Object.entries({ default: dflt, ...c.class })) {
-    classes.set(name, { name, queuePairs: k.queue_pairs, perClient: k.per_client, maxDepth: k.max_depth, users: k.users, groups: k.groups, write: k.write, gpuQueues: k.gpu_queues });
+    classes.set(name, { name, queuePairs: k.queue_pairs, perClient: k.per_client, maxDepth: k.max_depth, users: k.users, groups: k.groups, write: k.write, gpuQueues: k.gpu_queues, vfs: k.vfs });
   }
   const ipc: Partial<IpcLimits> = {};
   for (const [key, field] of Object.entries(IPC_LIMIT_KEYS)) {
@@ -276,7 +327,7 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
   }
   const limits: LimitsConfig = { fileGrantsPerClient: c.limits.file_grants_per_client, fileGrantsPerUid: c.limits.file_grants_per_uid };
   if (Object.keys(ipc).length > 0) limits.ipc = ipc;
-  return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, classes, raw: c.raw, limits };
+  return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, sriov, classes, raw: c.raw, limits };
 }
 
 /** Parse TOML text. */

@@ -25,6 +25,9 @@ import { MediatedPoller, type DeniedCommand } from './mediated.js';
 import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
 import { DeviceRegistry, type TransportOpener } from './registry.js';
 import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
+import { VfService, type VfLease } from './vf-service.js';
+import type { SysPathOptions } from '../pci/sysfs.js';
+import type { SriovStatusResult } from '../ipc/messages.js';
 
 export type { StatusSnapshot } from '../ipc/messages.js';
 export type { GpuLease, Lease, MediatedLease, RawLease } from './leases/index.js';
@@ -66,6 +69,10 @@ export interface FileGrant {
 export class ClientSession {
   readonly leases = new Map<number, Lease>();
   readonly files = new Map<number, FileGrant>();
+  /** SR-IOV virtual functions held (openVf). */
+  readonly vfs = new Map<number, VfLease>();
+  /** VFs being provisioned (counted against the class's vfs budget). */
+  reservedVfs = 0;
   /** File grants being resolved (counted against the file grant limits). */
   pendingFiles = 0;
   /** Queue pairs being created (counted against the budgets), and the GPU ones among them. */
@@ -85,6 +92,8 @@ export interface HomidOptions {
   logger?: HomidLogger;
   regions?: RegionProvider;
   opener?: TransportOpener;
+  /** sysfs / procfs / devfs roots of SR-IOV management (tests: a fake tree). */
+  sriovSys?: SysPathOptions;
 }
 
 export class Homid {
@@ -94,7 +103,8 @@ export class Homid {
   readonly poller = new MediatedPoller();
   readonly sessions = new Map<number, ClientSession>();
   readonly regions: RegionProvider;
-  readonly counters = { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0 };
+  readonly vfs: VfService;
+  readonly counters = { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0, reclaimedVfs: 0 };
   /** The latest denied commands (also logged). */
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
   readonly startedAt = Date.now();
@@ -110,6 +120,7 @@ export class Homid {
     this.regions = opts.regions ?? sabRegions;
     this.registry = new DeviceRegistry({ info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) }, opts.opener);
     this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
+    this.vfs = new VfService({ info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) }, opts.sriovSys);
     this.extents = new ExtentService(this.regions, { info: (o, m) => this.log.debug(o, m), warn: (o, m) => this.log.warn(o, m) });
   }
 
@@ -117,6 +128,7 @@ export class Homid {
   static async start(config: HomidConfig, opts: HomidOptions = {}): Promise<Homid> {
     const h = new Homid(config, opts);
     await h.registry.start(config.devices);
+    await h.vfs.start(config.sriov);
     return h;
   }
 
@@ -145,6 +157,7 @@ export class Homid {
     s.closed = true;
     const leases = [...s.leases.values()];
     for (const l of leases) await this.reclaim(s, l);
+    for (const v of [...s.vfs.values()]) await this.reclaimVf(s, v);
     for (const f of [...s.files.values()]) this.dropFile(s, f);
     this.sessions.delete(s.id);
     this.log.info({ client: s.id, pid: s.peer.pid, reclaimed: leases.length }, 'client disconnected; its queues were reclaimed');
@@ -371,6 +384,125 @@ export class Homid {
     this.log.info({ client: s.id, lease: l.id, device: l.device, qid: l.qid }, 'queue pair reclaimed');
   }
 
+  // ---------------------------------------------------------------- SR-IOV virtual functions
+
+  /** VFs the clients of class `name` hold or are being given. */
+  private classVfHeld(name: string): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.klass.name === name) n += s.vfs.size + s.reservedVfs;
+    return n;
+  }
+
+  /**
+   * Hand the client an SR-IOV virtual function: raw trust ([raw]) and the class's `vfs` budget are checked
+   * first; then the VF is provisioned and bound to vfio-pci (vf-service.ts). Refusals: raw-denied,
+   * budget-class, no-sriov, no-vfio, resources-exhausted.
+   */
+  async openVf(s: ClientSession, req: { pf: string; vq: number; vi: number; nsids: number[] }): Promise<VfLease> {
+    if (s.closed) throw new HomidError('closed', 'the session is closed');
+    if (!s.raw)
+      this.refuse(s, new HomidError('raw-denied', `uid ${s.peer.uid} may not hold a virtual function: its holder drives a controller unchecked, as a raw client does (config [raw] users/groups)`));
+    const allowed = this.config.sriov.find((x) => x.name === req.pf)?.namespaces;
+    const outside = allowed === undefined ? [] : req.nsids.filter((n) => !allowed.includes(n));
+    if (outside.length > 0) {
+      this.refuse(s, new HomidError('bad-namespace', `namespace ${outside.join(', ')} may not be attached to a VF of '${req.pf}' (config [[sriov]] namespaces: ${allowed!.join(', ')})`));
+    }
+    if (new Set(req.nsids).size !== req.nsids.length) this.refuse(s, new HomidError('bad-request', `nsids lists a namespace twice: ${req.nsids.join(', ')}`));
+    const k = s.klass;
+    const held = this.classVfHeld(k.name);
+    if (held + 1 > k.vfs) this.refuse(s, new HomidError('budget-class', `class VF budget exceeded: class '${k.name}' holds ${held} of ${k.vfs} virtual functions (vfs)`));
+    s.reservedVfs++;
+    let lease: VfLease;
+    try {
+      lease = await this.serial(`sriov:${req.pf}`, () => this.vfs.open(this.nextLease++, s.id, req));
+    } catch (e) {
+      if (e instanceof HomidError) this.refuse(s, e);
+      throw e;
+    } finally {
+      s.reservedVfs--;
+    }
+    s.vfs.set(lease.id, lease);
+    if (s.closed) {
+      await this.reclaimVf(s, lease);
+      throw new HomidError('closed', 'the session closed while its virtual function was being provisioned');
+    }
+    this.log.info(
+      { client: s.id, pid: s.peer.pid, lease: lease.id, pf: req.pf, vf: lease.vf.address, scid: lease.vf.scid, vq: lease.vf.resources.vq, vi: lease.vf.resources.vi, nsids: lease.vf.nsids },
+      'virtual function granted',
+    );
+    return lease;
+  }
+
+  async closeVf(s: ClientSession, leaseId: number): Promise<void> {
+    const l = s.vfs.get(leaseId);
+    if (!l) throw new HomidError('no-lease', `client ${s.id} holds no virtual function lease ${leaseId}`);
+    await this.reclaimVf(s, l);
+  }
+
+  private async reclaimVf(s: ClientSession, l: VfLease): Promise<void> {
+    if (!s.vfs.delete(l.id)) return;
+    const errs = await this.serial(`sriov:${l.pf}`, () => this.vfs.reclaim(l));
+    this.counters.reclaimedVfs++;
+    if (errs.length > 0) this.log.error({ client: s.id, lease: l.id, vf: l.vf.address, errors: errs }, 'reclaiming a virtual function did not finish');
+    else this.log.info({ client: s.id, lease: l.id, vf: l.vf.address, scid: l.vf.scid }, 'virtual function reclaimed');
+  }
+
+  /** The managed PFs and their secondary controllers, as the controller reports them, with holders. */
+  async sriovStatus(viewer: ClientSession | null = null): Promise<SriovStatusResult> {
+    const all = viewer === null || viewer.peer.uid === 0;
+    const holders = new Map<string, { client: number; pid: number; uid: number }>();
+    for (const s of this.sessions.values()) {
+      if (!all && s !== viewer) continue;
+      for (const l of s.vfs.values()) holders.set(`${l.pf}/${l.vf.scid}`, { client: s.id, pid: s.peer.pid, uid: s.peer.uid });
+    }
+    const pfs: SriovStatusResult['pfs'] = [];
+    for (const m of this.vfs.pfs.values()) {
+      const base = { name: m.config.name, pf: m.config.pf, admin: m.pool?.mgr.channel.description ?? m.config.admin };
+      const empty = { totalVfs: 0, numVfs: 0, vqFlexible: 0, vqAssigned: 0, viFlexible: 0, viAssigned: 0, vqMaxPerVf: 0, viMaxPerVf: 0, secondaries: [] };
+      if (!m.pool) {
+        pfs.push({ ...base, error: m.error ?? 'not started', ...empty });
+        continue;
+      }
+      try {
+        const pool = m.pool;
+        const st = await this.serial(`sriov:${m.config.name}`, async () => {
+          const nsids = await pool.mgr.namespaceIds();
+          return { st: await pool.status(nsids), nsids };
+        });
+        const { caps, secondaries, sysfs, attachments } = st.st;
+        pfs.push({
+          ...base,
+          error: null,
+          totalVfs: sysfs.totalVfs,
+          numVfs: sysfs.numVfs,
+          vqFlexible: caps.vqFlexibleTotal,
+          vqAssigned: caps.vqFlexibleAssigned,
+          viFlexible: caps.viFlexibleTotal,
+          viAssigned: caps.viFlexibleAssigned,
+          vqMaxPerVf: caps.vqMaxPerSecondary,
+          viMaxPerVf: caps.viMaxPerSecondary,
+          secondaries: secondaries.map((c) => {
+            const vf = sysfs.vfs.find((v) => v.index === c.vfNumber - 1);
+            return {
+              scid: c.scid,
+              vfNumber: c.vfNumber,
+              online: c.online,
+              vq: c.vq,
+              vi: c.vi,
+              address: vf?.address ?? null,
+              driver: vf?.driver ?? null,
+              holder: holders.get(`${m.config.name}/${c.scid}`) ?? null,
+              nsids: st.nsids.filter((n) => attachments[n]?.includes(c.scid)),
+            };
+          }),
+        });
+      } catch (e) {
+        pfs.push({ ...base, error: (e as Error).message, ...empty });
+      }
+    }
+    return { pfs };
+  }
+
   // ---------------------------------------------------------------- files and extents
 
   /** File grants (held and being resolved) per uid, for [limits] file_grants_per_uid. */
@@ -546,6 +678,7 @@ export class Homid {
 
   async stop(): Promise<void> {
     for (const s of [...this.sessions.values()]) await this.disconnect(s);
+    await this.vfs.stop();
     this.poller.stop();
     await this.extents.closeAll();
     await this.registry.close();

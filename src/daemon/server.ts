@@ -128,6 +128,20 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
         case 'releaseFile':
           homid.releaseFile(s, r.fileId);
           return { response: { ok: true } };
+        case 'openVf': {
+          const l = await homid.openVf(s, { pf: r.pf, vq: r.vq, vi: r.vi, nsids: r.nsids });
+          const d = l.vfio!.descriptors();
+          const v = l.vf;
+          return {
+            response: { ok: true, leaseId: String(l.id), address: v.address, iommuGroup: l.iommuGroup, scid: v.scid, vfNumber: v.vfNumber, vq: v.resources.vq, vi: v.resources.vi, nsids: v.nsids },
+            fds: [d.container, d.group, d.device],
+          };
+        }
+        case 'closeVf':
+          await homid.closeVf(s, Number(r.leaseId));
+          return { response: { ok: true } };
+        case 'sriovStatus':
+          return { response: { ok: true, ...(await homid.sriovStatus(s)) } };
         case 'status':
           // the socket's accounting (per-uid connections, refusals) is homid-wide: root only
           return { response: { ok: true, ...homid.status(s), ...(s.peer.uid === 0 ? { ipc: await ipc.stats() } : {}) } };

@@ -17,6 +17,7 @@ import { nvmeAdminCommand } from '../sys/nvme-ioctl.js';
 import { OsError } from '../sys/libc.js';
 import { listKernelNvme, nvmeNodeOf, type NvmeNode } from '../pci/kernel-nvme.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
+import type { AdminCommandChannel } from '../driver/sriov.js';
 
 /** A path that is no NVMe device the kernel drives (missing, a file, another driver's device, a partition). */
 export class NotNvmeDeviceError extends Error {
@@ -68,8 +69,11 @@ export class KernelNvmeAdmin {
     return new KernelNvmeAdmin(path, node, fd);
   }
 
-  /** Run one admin command reading `bytes` bytes; an error status throws KernelAdminStatusError. */
-  exec(sqe: Sqe, bytes: number): { result: number; data: Uint8Array } {
+  /**
+   * Run one admin command reading `bytes` bytes (or writing `writeData` to the controller); an error status
+   * throws KernelAdminStatusError.
+   */
+  exec(sqe: Sqe, bytes: number, writeData?: Uint8Array): { result: number; data: Uint8Array } {
     if (this.closed) throw new Error(`${this.path}: closed`);
     const what = opcodeName(sqe.opcode, true);
     let r;
@@ -78,6 +82,7 @@ export class KernelNvmeAdmin {
         this.fd,
         { opcode: sqe.opcode, nsid: sqe.nsid ?? 0, cdw10: sqe.cdw10, cdw11: sqe.cdw11, cdw12: sqe.cdw12, cdw13: sqe.cdw13, cdw14: sqe.cdw14, cdw15: sqe.cdw15, timeoutMs: KERNEL_ADMIN_TIMEOUT_MS },
         bytes,
+        writeData,
       );
     } catch (e) {
       if (e instanceof OsError && e.code === 'ENOTTY') throw new NotNvmeDeviceError(`${this.path}: the kernel refused NVME_IOCTL_ADMIN_CMD (ENOTTY): not an NVMe device`);
@@ -124,4 +129,13 @@ export class KernelNvmeAdmin {
     this.closed = true;
     fs.closeSync(this.fd);
   }
+}
+
+/** The kernel's admin passthrough of a controller it drives, as the driver core's AdminCommandChannel (SR-IOV management). */
+export function kernelAdminChannel(k: KernelNvmeAdmin): AdminCommandChannel {
+  return {
+    description: `${k.path} (kernel admin passthrough)`,
+    // The executor runs exec synchronously; a throw becomes the rejection.
+    adminCommand: (sqe, data = {}) => new Promise((resolve) => resolve(k.exec(sqe, data.read ?? 0, data.write))),
+  };
 }

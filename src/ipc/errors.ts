@@ -116,6 +116,12 @@ export const HomidErrorCode = {
   NoMemory: 'no-memory',
   /** The device cannot give a GPU a queue pair (its transport exports no memory another process can map). */
   GpuUnsupported: 'gpu-unsupported',
+  /** SR-IOV: the physical function has no room for the VF asked for (flexible VQ / VI resources, or no free VF). */
+  ResourcesExhausted: 'resources-exhausted',
+  /** SR-IOV: no physical function of that name is configured, or it did not come up. */
+  NoSriov: 'no-sriov',
+  /** SR-IOV: VFIO is missing (vfio-pci not loaded, no IOMMU), so a VF cannot be handed out. */
+  NoVfio: 'no-vfio',
   /** A request homid cannot serve as asked (the message says what to change). */
   BadRequest: 'bad-request',
   /** The peer's identity or class cannot be established (the connection is closed: fail closed). */

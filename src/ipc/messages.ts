@@ -94,6 +94,31 @@ export const CloseQueuePairRequest = z.object({
   grantId: z.string().min(1).max(256),
 });
 
+/** An SR-IOV virtual function with its flexible resources and namespaces, driven by the client through VFIO. */
+export const OpenVfRequest = z.object({
+  ...requestBase,
+  type: z.literal('openVf'),
+  /** The physical function's name in homid's [[sriov]] configuration. */
+  pf: z.string().min(1).max(MAX_STRING),
+  /** Flexible queue resources (the VF's admin queue pair counts: 2 gives one I/O queue pair). */
+  vq: z.number().int().min(2).max(0xffff),
+  /** Flexible interrupt resources. */
+  vi: z.number().int().min(1).max(0xffff),
+  /** Namespaces to attach to the VF's controller (each shared with the PF). */
+  nsids: z.array(z.number().int().min(1).max(0xffff_fffe)).max(64),
+});
+
+export const CloseVfRequest = z.object({
+  ...requestBase,
+  type: z.literal('closeVf'),
+  leaseId: z.string().min(1).max(256),
+});
+
+export const SriovStatusRequest = z.object({
+  ...requestBase,
+  type: z.literal('sriovStatus'),
+});
+
 /** The file to resolve travels as one open descriptor (SCM_RIGHTS); homid never trusts a path. */
 export const ResolveExtentsRequest = z.object({
   ...requestBase,
@@ -193,6 +218,57 @@ export const OpenQueuePairResult = z.strictObject({
 export const CloseQueuePairResult = z.strictObject({});
 export const ReleaseFileResult = z.strictObject({});
 
+/**
+ * A VF lease: the VF's PCI address and IOMMU group, and three descriptors in this order: the VFIO container
+ * (the group attached, the type1 IOMMU set: the client maps its own memory with VFIO_IOMMU_MAP_DMA), the
+ * group, and the device. Released with closeVf or when the connection closes: homid then takes the secondary
+ * controller offline, unbinds and resets the VF, detaches its namespaces and returns its resources.
+ */
+export const OpenVfResult = z.strictObject({
+  leaseId: z.string(),
+  address: z.string(),
+  iommuGroup: count,
+  /** The secondary controller's id (the VF controller's CNTLID) and the VF number (1-based). */
+  scid: count,
+  vfNumber: count,
+  vq: count,
+  vi: count,
+  nsids: z.array(count),
+});
+export const CloseVfResult = z.strictObject({});
+
+export const SecondaryControllerStatus = z.strictObject({
+  scid: count,
+  vfNumber: count,
+  online: z.boolean(),
+  vq: count,
+  vi: count,
+  /** The VF's PCI address while it is enabled, its driver. */
+  address: z.string().nullable(),
+  driver: z.string().nullable(),
+  /** The session holding it (only what the viewer may see: root sees every holder). */
+  holder: z.strictObject({ client: count, pid: count, uid: count }).nullable(),
+  /** Namespaces attached (of the PF's). */
+  nsids: z.array(count),
+});
+export const SriovPfStatusWire = z.strictObject({
+  name: z.string(),
+  pf: z.string(),
+  admin: z.string(),
+  error: z.string().nullable(),
+  totalVfs: count,
+  numVfs: count,
+  vqFlexible: count,
+  vqAssigned: count,
+  viFlexible: count,
+  viAssigned: count,
+  vqMaxPerVf: count,
+  viMaxPerVf: count,
+  secondaries: z.array(SecondaryControllerStatus),
+});
+export const SriovStatusResult = z.strictObject({ pfs: z.array(SriovPfStatusWire) });
+export type SriovStatusResult = z.infer<typeof SriovStatusResult>;
+
 export const Extent = z.strictObject({
   logical: z.number().nonnegative(),
   physical: z.number().nonnegative(),
@@ -282,6 +358,8 @@ export const HomidCounters = z.strictObject({
   refusals: count,
   clientsServed: count,
   lostQueuePairs: count,
+  /** SR-IOV virtual function leases taken back (closeVf or the client went away). */
+  reclaimedVfs: count,
 });
 
 const IpcUidUsage = z.strictObject({
@@ -379,10 +457,25 @@ export const catalogue = {
   },
   releaseFile: { request: ReleaseFileRequest, result: ReleaseFileResult, requestFds: NO_FDS, resultFds: NO_FDS },
   status: { request: StatusRequest, result: StatusResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  /** The VFIO container, group and device descriptors. */
+  openVf: { request: OpenVfRequest, result: OpenVfResult, requestFds: NO_FDS, resultFds: { min: 3, max: 3 } },
+  closeVf: { request: CloseVfRequest, result: CloseVfResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  sriovStatus: { request: SriovStatusRequest, result: SriovStatusResult, requestFds: NO_FDS, resultFds: NO_FDS },
 } as const satisfies Catalogue;
 export type HomidCatalogue = typeof catalogue;
 
-export const RequestSchema = z.discriminatedUnion('type', [HelloRequest, ListDevicesRequest, OpenQueuePairRequest, CloseQueuePairRequest, ResolveExtentsRequest, ReleaseFileRequest, StatusRequest]);
+export const RequestSchema = z.discriminatedUnion('type', [
+  HelloRequest,
+  ListDevicesRequest,
+  OpenQueuePairRequest,
+  CloseQueuePairRequest,
+  ResolveExtentsRequest,
+  ReleaseFileRequest,
+  StatusRequest,
+  OpenVfRequest,
+  CloseVfRequest,
+  SriovStatusRequest,
+]);
 
 export type RequestType<C extends Catalogue = HomidCatalogue> = keyof C & string;
 export type RequestOf<T extends RequestType<C>, C extends Catalogue = HomidCatalogue> = z.infer<C[T]['request']>;

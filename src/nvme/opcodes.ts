@@ -69,6 +69,14 @@ export const Cns = {
   Controller: 0x01,
   ActiveNamespaceList: 0x02,
   NamespaceIdDescriptors: 0x03,
+  /** Controllers attached to the namespace in NSID (a controller list), CNTID and up. */
+  NamespaceAttachedControllerList: 0x12,
+  /** Every controller of the NVM subsystem (a controller list), CNTID and up. */
+  ControllerList: 0x13,
+  /** Primary Controller Capabilities (SR-IOV: flexible VQ / VI resources). */
+  PrimaryControllerCapabilities: 0x14,
+  /** Secondary Controller List (SR-IOV: the virtual functions' controllers), CNTID and up. */
+  SecondaryControllerList: 0x15,
 } as const;
 
 /** Feature identifiers (Set/Get Features CDW10 bits 7:0). */

@@ -133,6 +133,20 @@ export class VfioDevice {
     }
   }
 
+  /**
+   * A device from descriptors another process set up and passed (SCM_RIGHTS): the container with the group
+   * attached and the type1 IOMMU set, the group, the device. This object owns them from now on (close()).
+   */
+  static fromDescriptors(address: string, group: number, fds: { container: number; group: number; device: number }): VfioDevice {
+    return new VfioDevice(address, group, fds.container, fds.group, fds.device, VFIO_TYPE1v2_IOMMU);
+  }
+
+  /** The three descriptors, to pass to another process (still owned by this object). */
+  descriptors(): { container: number; group: number; device: number } {
+    if (this.closed) throw new VfioError(`${this.address}: the VFIO device is closed`);
+    return { container: this.container, group: this.groupFd, device: this.deviceFd };
+  }
+
   regionInfo(index: number): RegionInfo {
     let buf = encodeRegionInfo(index);
     wrap(`VFIO_DEVICE_GET_REGION_INFO(${index})`, () => ioctl(this.deviceFd, VFIO_DEVICE_GET_REGION_INFO, buf));

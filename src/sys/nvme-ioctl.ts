@@ -93,18 +93,23 @@ export function encodePassthruCmd(cmd: PassthruCommand, addr: number, dataLen: n
 }
 
 /**
- * NVME_IOCTL_ADMIN_CMD on `fd`: run `cmd`, reading `readBytes` bytes from the controller (0: no data). The data
+ * NVME_IOCTL_ADMIN_CMD on `fd`: run `cmd`, reading `readBytes` bytes from the controller (0: no data), or, when
+ * `writeData` is given, transferring those bytes to the controller (an opcode whose data direction is host to
+ * controller, e.g. Namespace Attachment: the kernel takes the direction from the opcode's low bits). The data
  * buffer is page-aligned host memory, freed before returning. Throws OsError when the kernel refuses the ioctl
  * (ENOTTY: not an NVMe device; EACCES / EPERM: no CAP_SYS_ADMIN; EINVAL: ...); an NVMe error is `status`.
  */
-export function nvmeAdminCommand(fd: number, cmd: PassthruCommand, readBytes = 0): PassthruResult {
+export function nvmeAdminCommand(fd: number, cmd: PassthruCommand, readBytes = 0, writeData?: Uint8Array): PassthruResult {
   if (!Number.isSafeInteger(readBytes) || readBytes < 0) throw new RangeError(`admin passthrough: invalid data length ${readBytes}`);
-  const mem = readBytes > 0 ? allocHostMemory(readBytes) : null;
+  if (writeData !== undefined && readBytes > 0) throw new RangeError('admin passthrough: a command either reads or writes data, not both');
+  const len = writeData !== undefined ? writeData.length : readBytes;
+  const mem = len > 0 ? allocHostMemory(len) : null;
   try {
-    const arg = encodePassthruCmd(cmd, mem?.address ?? 0, readBytes);
+    if (mem && writeData) new Uint8Array(mem.buffer, 0, len).set(writeData);
+    const arg = encodePassthruCmd(cmd, mem?.address ?? 0, len);
     const status = ioctl(fd, NVME_IOCTL_ADMIN_CMD, arg);
     const result = new DataView(arg.buffer).getUint32(PassthruOffset.RESULT, true);
-    return { status, result, data: mem ? new Uint8Array(mem.buffer, 0, readBytes).slice() : new Uint8Array(0) };
+    return { status, result, data: mem && !writeData ? new Uint8Array(mem.buffer, 0, readBytes).slice() : new Uint8Array(0) };
   } finally {
     if (mem) freeHostMemory(mem);
   }

@@ -14,7 +14,7 @@ import { checkHugepagePreconditions, exportHugepageMemory, HUGEPAGE_SIZE, openHu
 import { exportVfioMemory, IovaSpace, openVfioDma } from '../mem/vfio-dma.js';
 import { CC_EN, CSTS_RDY, REG_CAP, REG_CC, REG_CSTS, REG_DOORBELL_BASE } from '../nvme/registers.js';
 import { PciError, normalizePciAddress } from '../pci/address.js';
-import { bindTo, type DriverBinding } from '../pci/bind.js';
+import { bindTo, DriverBinding } from '../pci/bind.js';
 import { enableBusMaster, PCI_COMMAND, PCI_COMMAND_MASTER, restoreBusMaster, sysfsConfigSpace, type ConfigSpace } from '../pci/config.js';
 import { mapSysfsBar0 } from '../pci/bar.js';
 import { PCI_CLASS_NVME, pciFunction, type PciFunction } from '../pci/discover.js';
@@ -277,6 +277,45 @@ export class PcieTransport implements Transport {
     this.binding.beforeRestore = undefined;
     step('driver binding', () => this.binding.restore());
     if (errors.length > 0) throw new PciError(`closing ${this.address}: ${errors.join('; ')}`);
+  }
+}
+
+/**
+ * A PCIe NVMe function through VFIO descriptors another process (homid) set up and passed: the function is
+ * already bound to vfio-pci by that process, which also puts its binding back; this transport never touches
+ * the binding. It owns the descriptors (closed on close()).
+ */
+export async function openPcieVfioFds(address: string, group: number, fds: { container: number; group: number; device: number }, opts: PcieOptions = {}): Promise<PcieTransport> {
+  const p = sysPaths(opts);
+  const log = opts.log ?? (() => undefined);
+  const addr = normalizePciAddress(address);
+  const f = pciFunction(addr, p);
+  const binding = new DriverBinding(p, addr, f.driver, f.driverOverride, f.driver ?? VFIO_DRIVER, true);
+  const dev = VfioDevice.fromDescriptors(addr, group, fds);
+  const undo: Array<() => void> = [() => dev.close()];
+  try {
+    const bar = dev.mapBar0();
+    undo.push(() => bar.retire());
+    const cfg = dev.configSpace();
+    const iovas = new IovaSpace();
+    const dma = openVfioDma(dev, opts.vfioChunkBytes, iovas);
+    undo.push(() => dma.close());
+    const before = enableBusMaster(cfg);
+    undo.push(() => restoreBusMaster(cfg, before));
+    if (bar.length <= REG_DOORBELL_BASE) throw new PciError(`${addr}: BAR0 is only ${bar.length} bytes, too small for NVMe doorbells`);
+    const hp: HugepageOptions = { ...opts.hugepages, proc: p.proc, sys: p.sys };
+    const t = new PcieTransport('vfio', f, binding, bar, cfg, before, dma, dev, log, { resource0: join(deviceDir(p, addr), 'resource0'), hugepages: hp, iovas });
+    await Promise.resolve();
+    return t;
+  } catch (e) {
+    for (const u of undo.reverse()) {
+      try {
+        u();
+      } catch {
+        // keep undoing
+      }
+    }
+    throw e;
   }
 }
 

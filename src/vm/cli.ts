@@ -30,6 +30,7 @@ run options:
                        qpairs=N (max_ioqpairs), msix=N (msix_qsize), mdts=N, subsys=ID,
                        vfs=N,vq=N,vi=N (SR-IOV: sriov_max_vfs, sriov_vq_flexible, sriov_vi_flexible),
                        image=PATH (existing image for the first namespace)
+                       shared=1 (every namespace shared: QEMU nvme-ns shared=on, for SR-IOV namespace attachment)
   --iommu            intel-iommu + intel_iommu=on (for VFIO)
   --fwd H:G          user-mode network (virtio-net, guest 10.0.2.15) with host 127.0.0.1:H -> guest port G (repeatable)
   --writable         writable root: overlay over the host root, writes kept in guest memory only

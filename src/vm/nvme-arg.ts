@@ -14,6 +14,7 @@ export function parseNvmeSpec(spec: string, index: number): NvmeDeviceSpec {
   let vq = 0;
   let vi = 0;
   let image: string | undefined;
+  let shared = false;
   for (const kv of spec.split(',').filter((s) => s.length > 0)) {
     const eq = kv.indexOf('=');
     if (eq < 0) throw new Error(`--nvme: expected key=value, got ${kv}`);
@@ -66,11 +67,16 @@ export function parseNvmeSpec(spec: string, index: number): NvmeDeviceSpec {
       case 'image':
         image = v;
         break;
+      case 'shared':
+        if (v !== '0' && v !== '1') throw new Error(`--nvme: shared must be 0 or 1, got ${v}`);
+        shared = v === '1';
+        break;
       default:
         throw new Error(`--nvme: unknown key ${k}`);
     }
   }
   if (vfs !== undefined) d.sriov = { maxVfs: vfs, vqFlexible: vq, viFlexible: vi };
+  if (shared) d.namespaces = (d.namespaces && d.namespaces.length > 0 ? d.namespaces : [{}]).map((n) => ({ ...n, shared: true }));
   if (image) {
     const nss = d.namespaces && d.namespaces.length > 0 ? d.namespaces : [{}];
     nss[0] = { ...nss[0], image };

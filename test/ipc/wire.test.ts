@@ -58,7 +58,7 @@ test('results are exact: a field the catalogue does not declare is refused, at b
     classes: [],
     clients: [],
     extents: [],
-    counters: { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0 },
+    counters: { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0, reclaimedVfs: 0 },
   };
   assert.ok(StatusResult.safeParse(status).success);
   assert.equal(StatusResult.safeParse({ ...status, counters: { ...status.counters, other: 1 } }).success, false);

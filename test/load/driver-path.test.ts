@@ -74,7 +74,9 @@ describe('homi load --path driver', { skip: skipNoMkfs }, () => {
         assert.equal(eng.path, 'driver');
         assert.match(
           eng.describe,
-          new RegExp(`^user-space driver via homid \\(${mode} queue pair ${eng.lease.qid} on img, extents decoder:ext4(, homid checks every command)?\\), ${DEFAULT_DEPTH} in flight, up to 128 KiB commands$`),
+          new RegExp(
+            `^user-space driver via homid \\(${mode} queue pair ${eng.lease.qid} on img, extents decoder:ext4(, homid checks every command)?\\), ${DEFAULT_DEPTH} in flight, up to 128 KiB commands$`,
+          ),
         );
         const files = planFiles(
           rig,

@@ -82,6 +82,13 @@ test('--nvme argument', () => {
     sriov: { maxVfs: 2, vqFlexible: 4, viFlexible: 2 },
   });
   assert.deepEqual(parseNvmeSpec('ns=0', 0).namespaces, []);
+  // shared=1: every namespace shared (SR-IOV namespace attachment)
+  assert.deepEqual(parseNvmeSpec('ns=16M+8M:4096,shared=1', 0).namespaces, [
+    { sizeMiB: 16, shared: true },
+    { sizeMiB: 8, logicalBlockSize: 4096, shared: true },
+  ]);
+  assert.deepEqual(parseNvmeSpec('shared=1', 0).namespaces, [{ shared: true }]);
+  assert.throws(() => parseNvmeSpec('shared=yes', 0), /shared must be 0 or 1/);
   assert.throws(() => parseNvmeSpec('ns=64M:1024', 0), /512 or 4096/);
   assert.throws(() => parseNvmeSpec('bogus=1', 0), /unknown key bogus/);
   assert.throws(() => parseNvmeSpec('qpairs=x', 0), /integer/);
