@@ -5,6 +5,7 @@
  *   and the user-space driver (emu://..., pci:...), with the queue contract every queue shares.
  * - The user-space NVMe driver core: openDevice(uri) -> Transport, Controller.open(transport) -> queue pairs.
  * - homid's client library: HomidClient.connect(socket) -> raw, mediated or GPU queue pairs, extent maps.
+ * - homi load: loadFiles(inputs, { path, to }) -> files in pinned host memory, GPU memory or the caller's buffers.
  * - The extent decoders: XFS and ext4 images read without the kernel, FIEMAP on a mounted file system.
  *
  * Everything else under dist/src is internal and may change without notice.
@@ -74,3 +75,24 @@ export {
   type FsKind,
   type OpenOptions as ExtentOpenOptions,
 } from './extents/index.js';
+
+// homi load: files into host or GPU memory through posix, io_uring, the user-space driver or GPU threads.
+export {
+  loadFiles,
+  loadPlanned,
+  discover,
+  HostSink,
+  GpuSink,
+  CallerSink,
+  LOAD_PATHS,
+  LOAD_TARGETS,
+  LoadFileError,
+  type Loaded,
+  type LoadOptions,
+  type LoadReport,
+  type LoadProgress,
+  type LoadFile,
+  type LoadSink,
+  type LoadPath,
+  type LoadTarget,
+} from './load/index.js';

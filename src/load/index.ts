@@ -20,6 +20,8 @@ export * from './types.js';
 export type { LoadReport, LoadProgress } from './runner.js';
 export { HostSink } from './host-sink.js';
 export { GpuSink } from './gpu-sink.js';
+export { CallerSink } from './caller-sink.js';
+export { discover, type Discovery, type DiscoveryError } from './discover.js';
 
 export interface LoadOptions extends Partial<LoadPathOptions> {
   path: LoadPath;

@@ -213,3 +213,29 @@ describe('sinks and the cache', () => {
     assert.throws(() => new GpuSink([{ index: 0, path: '/x', size: 10, dev: 0, ino: 0, mtimeMs: 0 }]), /no CUDA driver: libcuda\.so\.1 not found/);
   });
 });
+
+describe('the library call', () => {
+  test("loadFiles into pinned host memory, and into the caller's own buffers (io_uring stages and delivers there)", async () => {
+    const { loadFiles, loadPlanned, CallerSink, discover: disc } = await import('../../src/index.js');
+    const paths = [0, 1, 2].map((i) => write(`lib/f${i}.bin`, 70_000 + i * 4096 + 5, i + 9));
+    const r = await loadFiles([path.join(dir, 'lib')], { path: 'io_uring', verify: true });
+    try {
+      assert.equal(r.report.files, 3);
+      assert.equal(r.report.verified, true);
+      paths.forEach((p, i) => assert.ok(Buffer.from(r.view(i)).equals(fs.readFileSync(p))));
+      assert.throws(() => r.deviceAddress(0), /for the gpu target/);
+    } finally {
+      r.close();
+    }
+    const { files, errors } = disc(paths);
+    const mine = files.map((f) => new Uint8Array(f.size + 10).fill(0xee));
+    const c = await loadPlanned(files, errors, { path: 'io_uring', sink: new CallerSink(files, mine), verify: true });
+    assert.equal(c.report.files, 3);
+    assert.equal(c.report.sink, "the caller's buffers");
+    paths.forEach((p, i) => {
+      assert.ok(Buffer.from(mine[i]!.subarray(0, files[i]!.size)).equals(fs.readFileSync(p)));
+      assert.equal(mine[i]![files[i]!.size], 0xee, 'nothing written past the file');
+    });
+    assert.throws(() => new CallerSink(files, mine.slice(1)), /3 files need 3 buffers, got 2/);
+  });
+});
