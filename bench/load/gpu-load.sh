@@ -129,9 +129,10 @@ TOML
       homid_pid=$!
       for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
       if [ -S "$sock" ]; then
-        paths=$paths,driver,gpu
+        paths=$paths,driver
+        if command -v nvidia-smi >/dev/null 2>&1; then paths=$paths,gpu; fi
         setextra+=("--homi-args=${HOMI_ARGS:---no-progress} --socket $sock --device img")
-        say "$set: homid serves an ext4 image of it ($mib MiB, emu:// over the image file) for the driver and gpu paths"
+        say "$set: homid serves an ext4 image of it ($mib MiB, emu:// over the image file) for the paths through homid ($paths)"
       else
         say "$set: homid did not start: $(tail -3 "$work/homid-$set.log")"
       fi
