@@ -102,7 +102,7 @@ test('not allowed to install: one error naming each missing tool, its package an
         const lines = e.message.split('\n');
         assert.equal(lines[0], 'missing system tools (not root, so not installed):');
         assert.ok(lines.includes('  mkfs.xfs (xfsprogs): XFS images for the extent decoders (test/extents, test-guest/extents)'), e.message);
-        assert.ok(lines.includes('  cc (gcc + libc6-dev): the fake libcuda of the emulated-P2P copier test (test/emu/emulated-p2p-cuda)'), e.message);
+        assert.ok(lines.includes('  cc (gcc + libc6-dev): the fake libcuda (test/emu/emulated-p2p-cuda, test/load/gpu-sink)'), e.message);
         assert.ok(!e.message.includes('  fio '), 'fio is there');
         assert.match(lines.at(-1)!, /^install them with: sudo apt-get install -y --no-install-recommends xfsprogs e2fsprogs mount util-linux /);
         return true;
