@@ -102,8 +102,10 @@ for set in $LOAD_SETS; do
   homid_pid=""
   if [ "${RAW_DISK:-1}" = 1 ]; then
     big=$(ls -S "$dir"/*.safetensors | head -1)
+    if [ "$(stat -c %s "$big")" -lt $((16 * 1048576)) ]; then say "$set: no raw figure (its largest file is under 16 MiB)"; else
     raw=$(timeout 60 $NODE dist/src/cli/main.js perf "$big" --backend io_uring --direct --rw read --bs 1MiB --qd 16 --time 3 --json 2>/dev/null | $NODE -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{try{const j=JSON.parse(s);console.log(j.bandwidthMiBps.toFixed(1))}catch{console.log('failed')}})")
     say "$set: raw io_uring O_DIRECT sequential 1 MiB reads at qd 16 on $(basename "$big") ($(stat -c %s "$big") bytes): $raw MiB/s"
+    fi
   fi
   if [ "${LOAD_HOMID:-1}" = 1 ] && command -v mkfs.ext4 >/dev/null; then
     img=$LOAD_DIR/$set.ext4

@@ -10,6 +10,7 @@
  * Descriptors named in a job stay open until its promise settles; a thread that dies fails its job only once
  * it has exited, so a caller never closes a descriptor a thread may still use.
  */
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { DeviceReadError, type DeviceReader } from '../extents/device-source.js';
 import type { FileMap } from '../extents/types.js';
@@ -33,8 +34,12 @@ import {
   type WorkerMessage,
 } from './resolve-protocol.js';
 
-/** Resolver threads homid runs at most (each does one flush / FIEMAP / decode at a time). */
-export const RESOLVE_THREADS = 2;
+/**
+ * Resolver threads homid runs at most (each does one flush / FIEMAP / decode at a time): half the CPUs, 2 to 8.
+ * A load of many small files through homid is bound by them (one resolve per file: a flush, and a decode that
+ * opens the image and walks the path).
+ */
+export const RESOLVE_THREADS = Math.min(8, Math.max(2, Math.floor(availableParallelism() / 2)));
 
 export interface ResolveResult {
   map: FileMap;
