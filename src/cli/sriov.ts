@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { HomidClient } from '../client/index.js';
-import { SriovPf } from '../daemon/sriov.js';
+import { SriovPf, pfStatusFields } from '../daemon/sriov.js';
 import { KernelNvmeAdmin, kernelAdminChannel } from '../io/kernel-admin.js';
 import type { SriovStatusResult } from '../ipc/messages.js';
 import { normalizePciAddress } from '../pci/address.js';
@@ -73,34 +73,7 @@ async function directStatus(pf: string): Promise<PfStatus> {
   return withPf(pf, async (p) => {
     const nsids = await p.mgr.namespaceIds();
     const st = await p.status(nsids);
-    return {
-      name: st.pf,
-      pf: st.pf,
-      admin: st.admin,
-      error: null,
-      totalVfs: st.sysfs.totalVfs,
-      numVfs: st.sysfs.numVfs,
-      vqFlexible: st.caps.vqFlexibleTotal,
-      vqAssigned: st.caps.vqFlexibleAssigned,
-      viFlexible: st.caps.viFlexibleTotal,
-      viAssigned: st.caps.viFlexibleAssigned,
-      vqMaxPerVf: st.caps.vqMaxPerSecondary,
-      viMaxPerVf: st.caps.viMaxPerSecondary,
-      secondaries: st.secondaries.map((c) => {
-        const vf = st.sysfs.vfs.find((v) => v.index === c.vfNumber - 1);
-        return {
-          scid: c.scid,
-          vfNumber: c.vfNumber,
-          online: c.online,
-          vq: c.vq,
-          vi: c.vi,
-          address: vf?.address ?? null,
-          driver: vf?.driver ?? null,
-          holder: null,
-          nsids: nsids.filter((n) => st.attachments[n]?.includes(c.scid)),
-        };
-      }),
-    };
+    return { name: st.pf, pf: st.pf, admin: st.admin, error: null, ...pfStatusFields(st, nsids, () => null) };
   });
 }
 

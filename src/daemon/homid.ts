@@ -26,6 +26,7 @@ import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
 import { DeviceRegistry, type TransportOpener } from './registry.js';
 import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
 import { VfService, type VfLease } from './vf-service.js';
+import { pfStatusFields } from './sriov.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
 import type { SriovStatusResult } from '../ipc/messages.js';
 
@@ -469,33 +470,7 @@ export class Homid {
           const nsids = await pool.mgr.namespaceIds();
           return { st: await pool.status(nsids), nsids };
         });
-        const { caps, secondaries, sysfs, attachments } = st.st;
-        pfs.push({
-          ...base,
-          error: null,
-          totalVfs: sysfs.totalVfs,
-          numVfs: sysfs.numVfs,
-          vqFlexible: caps.vqFlexibleTotal,
-          vqAssigned: caps.vqFlexibleAssigned,
-          viFlexible: caps.viFlexibleTotal,
-          viAssigned: caps.viFlexibleAssigned,
-          vqMaxPerVf: caps.vqMaxPerSecondary,
-          viMaxPerVf: caps.viMaxPerSecondary,
-          secondaries: secondaries.map((c) => {
-            const vf = sysfs.vfs.find((v) => v.index === c.vfNumber - 1);
-            return {
-              scid: c.scid,
-              vfNumber: c.vfNumber,
-              online: c.online,
-              vq: c.vq,
-              vi: c.vi,
-              address: vf?.address ?? null,
-              driver: vf?.driver ?? null,
-              holder: holders.get(`${m.config.name}/${c.scid}`) ?? null,
-              nsids: st.nsids.filter((n) => attachments[n]?.includes(c.scid)),
-            };
-          }),
-        });
+        pfs.push({ ...base, error: null, ...pfStatusFields(st.st, st.nsids, (scid) => holders.get(`${m.config.name}/${scid}`) ?? null) });
       } catch (e) {
         pfs.push({ ...base, error: (e as Error).message, ...empty });
       }

@@ -13,6 +13,7 @@ import { planSecondaryAssignment, SriovManager, type AdminCommandChannel, type S
 import type { PrimaryControllerCapabilities, SecondaryController } from '../nvme/sriov.js';
 import { enableVfs, resetFunction, sriovState, type SriovState } from '../pci/sriov.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
+import type { SriovStatusResult } from '../ipc/messages.js';
 
 export interface VfRequest extends SecondaryResources {
   /** Namespaces to attach to the VF's controller. */
@@ -38,6 +39,42 @@ export interface SriovPfStatus {
   sysfs: SriovState;
   /** Controllers attached to each namespace asked about. */
   attachments: Record<number, number[]>;
+}
+
+/** One secondary controller's holder, as status shows it (null: not handed out, or not for this viewer). */
+export type VfHolder = SriovStatusResult['pfs'][number]['secondaries'][number]['holder'];
+
+/**
+ * A PF's status in the wire's shape (what `homi sriov` prints), less its name, address, admin channel and error:
+ * resources from the primary controller's capabilities, and per secondary controller its VF (address, driver
+ * from sysfs), state, resources, holder and the namespaces (of `nsids`) attached to it.
+ */
+export function pfStatusFields(st: SriovPfStatus, nsids: readonly number[], holder: (scid: number) => VfHolder): Omit<SriovStatusResult['pfs'][number], 'name' | 'pf' | 'admin' | 'error'> {
+  const { caps, sysfs, attachments } = st;
+  return {
+    totalVfs: sysfs.totalVfs,
+    numVfs: sysfs.numVfs,
+    vqFlexible: caps.vqFlexibleTotal,
+    vqAssigned: caps.vqFlexibleAssigned,
+    viFlexible: caps.viFlexibleTotal,
+    viAssigned: caps.viFlexibleAssigned,
+    vqMaxPerVf: caps.vqMaxPerSecondary,
+    viMaxPerVf: caps.viMaxPerSecondary,
+    secondaries: st.secondaries.map((c) => {
+      const vf = sysfs.vfs.find((v) => v.index === c.vfNumber - 1);
+      return {
+        scid: c.scid,
+        vfNumber: c.vfNumber,
+        online: c.online,
+        vq: c.vq,
+        vi: c.vi,
+        address: vf?.address ?? null,
+        driver: vf?.driver ?? null,
+        holder: holder(c.scid),
+        nsids: nsids.filter((n) => attachments[n]?.includes(c.scid)),
+      };
+    }),
+  };
 }
 
 export class SriovPf {
