@@ -22,7 +22,8 @@ export interface Discovery {
 
 const GLOB_CHARS = /[*?[{]/;
 
-function kindOf(st: fs.Stats): string {
+/** What a non-regular file is, in words ("a FIFO", "a directory", ...). */
+export function kindOf(st: fs.Stats): string {
   if (st.isDirectory()) return 'a directory';
   if (st.isFIFO()) return 'a FIFO';
   if (st.isSocket()) return 'a socket';

@@ -12,22 +12,10 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runHomi, runHomiAsync } from '../cli/run.js';
 import { skipNoMkfs, startRig, type Rig } from '../client/homid-rig.js';
+import type { LoadReport } from '../../src/load/runner.js';
 
-interface Report {
-  path: string;
-  target: string;
-  files: number;
-  bytes: number;
-  seconds: number;
-  filesPerSec: number;
-  mibPerSec: number;
-  latency: { p50: number; p99: number; max: number };
-  describe: string;
-  sink: string;
-  errors: { path: string; reason: string }[];
-  verified: boolean | null;
-  cache: string | null;
-}
+/** One `homi load --json` line: the runner's report. */
+type Report = LoadReport;
 
 function reports(stdout: string): Report[] {
   return stdout

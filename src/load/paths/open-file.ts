@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open as openAsync } from 'node:fs/promises';
 import { setFdStatusFlags } from '../../sys/fileio.js';
+import { kindOf } from '../discover.js';
 import { LoadFileError, type LoadFile } from '../types.js';
 
 /** Offset and length alignment of O_DIRECT reads (a page: enough for 512- and 4096-byte logical blocks). */
@@ -20,15 +21,6 @@ const { O_RDONLY, O_NONBLOCK, O_DIRECT } = fs.constants;
 
 function openFlags(direct: boolean): number {
   return O_RDONLY | O_NONBLOCK | (direct ? O_DIRECT : 0);
-}
-
-function kindOf(st: fs.Stats): string {
-  if (st.isDirectory()) return 'a directory';
-  if (st.isFIFO()) return 'a FIFO';
-  if (st.isSocket()) return 'a socket';
-  if (st.isCharacterDevice()) return 'a character device';
-  if (st.isBlockDevice()) return 'a block device';
-  return 'not a regular file';
 }
 
 function errCode(e: unknown): string {
