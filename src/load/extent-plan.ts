@@ -1,9 +1,12 @@
 /**
- * A file's extents (from homid) as device reads: logically and physically adjacent extents are merged, runs are
- * cut at the largest command, and each read keeps only the bytes inside the file. Holes and unwritten extents
- * read as zeros and need no command (every destination starts zeroed). Extents the device cannot serve (inline
- * data, delayed allocation, encoded) make the file unreadable through extents, said so.
+ * A file's extents (from homid) as the gpu path's list of device reads, each with one destination: the client
+ * library's read plan (client/read-file.ts planRead: adjacent extents coalesced up to the largest command, holes
+ * and unwritten extents as zeros, inline / delalloc / encoded extents and LBAs past the namespace refused) with
+ * each command turned into reads that land contiguously in the file. Holes and unwritten extents need no read
+ * (every destination starts zeroed). A command whose pieces scatter over the file becomes one read per piece; a
+ * piece that does not start on a block of the device cannot be a read of its own and is refused.
  */
+import { planRead } from '../client/index.js';
 import type { TableExtent } from '../ipc/extent-table.js';
 
 export interface PlannedRead {
@@ -17,27 +20,27 @@ export interface PlannedRead {
   bytes: number;
 }
 
-const UNSERVABLE = ['inline', 'delalloc', 'encoded', 'unknown'] as const;
-
-/** Reads for a file of `size` bytes; throws an Error naming the reason when the extents cannot be read. */
-export function planReads(size: number, extents: readonly TableExtent[], blockSize: number, maxBytes: number): PlannedRead[] {
-  if (maxBytes < blockSize || maxBytes % blockSize !== 0) throw new RangeError(`largest read ${maxBytes} is not a multiple of the ${blockSize}-byte block`);
-  const runs: { logical: number; physical: number; length: number }[] = [];
-  const sorted = [...extents].sort((a, b) => a.logical - b.logical);
-  for (const e of sorted) {
-    const bad = UNSERVABLE.find((f) => e.flags.includes(f));
-    if (bad !== undefined) throw new Error(`extent at file offset ${e.logical} is ${bad}: its bytes are not at an address on the device`);
-    if (e.flags.includes('unwritten') || e.length === 0 || e.logical >= size) continue;
-    if (e.physical % blockSize !== 0 || e.logical % blockSize !== 0) throw new Error(`extent at file offset ${e.logical} is not aligned to the ${blockSize}-byte block`);
-    const last = runs[runs.length - 1];
-    if (last && last.logical + last.length === e.logical && last.physical + last.length === e.physical) last.length += e.length;
-    else runs.push({ logical: e.logical, physical: e.physical, length: e.length });
-  }
+/**
+ * Reads for a file of `size` bytes on a namespace of `blocks` blocks of `blockSize` bytes, none over `maxBytes`;
+ * throws an Error naming the reason when the extents cannot be read so.
+ */
+export function planReads(size: number, extents: readonly TableExtent[], blockSize: number, maxBytes: number, blocks = Number.MAX_SAFE_INTEGER): PlannedRead[] {
+  const plan = planRead({ generation: 0, valid: true, size, ino: 0, dev: 0, extents: [...extents] }, blockSize, blocks, maxBytes);
   const out: PlannedRead[] = [];
-  for (const r of runs) {
-    for (let o = 0; o < r.length && r.logical + o < size; o += maxBytes) {
-      const bytes = Math.min(maxBytes, r.length - o, size - r.logical - o);
-      out.push({ slba: (r.physical + o) / blockSize, nlb: Math.ceil(bytes / blockSize), fileOffset: r.logical + o, bytes });
+  for (const c of plan.commands) {
+    const s = c.segs; // triples: byte offset in the command, file offset, bytes
+    let contiguous = s[0] === 0;
+    for (let i = 3; contiguous && i < s.length; i += 3) contiguous = s[i] === s[i - 3]! + s[i - 1]! && s[i + 1] === s[i - 2]! + s[i - 1]!;
+    if (contiguous) {
+      let bytes = 0;
+      for (let i = 2; i < s.length; i += 3) bytes += s[i]!;
+      out.push({ slba: c.lba, nlb: c.nlb, fileOffset: s[1]!, bytes });
+      continue;
+    }
+    for (let i = 0; i < s.length; i += 3) {
+      const at = s[i]!;
+      if (at % blockSize !== 0) throw new Error(`extent at file offset ${s[i + 1]} is not aligned to the ${blockSize}-byte block`);
+      out.push({ slba: c.lba + at / blockSize, nlb: Math.ceil(s[i + 2]! / blockSize), fileOffset: s[i + 1]!, bytes: s[i + 2]! });
     }
   }
   return out;

@@ -144,7 +144,7 @@ export async function openGpuPath(opts: GpuPathOptions): Promise<LoadPathEngine>
             }
             if (snap === null) throw new Error('the extent map stayed busy (homid kept rebuilding it)');
             if (snap.size !== f.size) throw new Error(`the file changed before the load (size ${f.size} -> ${snap.size})`);
-            return { map, reads: planReads(f.size, snap.extents, bs, maxRead) };
+            return { map, reads: planReads(f.size, snap.extents, bs, maxRead, target.blocks) };
           } catch (e) {
             if (map) await client.releaseFile(map).catch(() => map!.close());
             events.fileDone(f.index, e as Error);
