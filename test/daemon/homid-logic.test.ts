@@ -252,6 +252,32 @@ describe('mediated queues and the extent service', { skip: !haveTool('mkfs.ext4'
     }
   });
 
+  test("releaseFile: another client cannot give back a file grant that is not its own; the owner's release takes the file's LBAs out of its mediated grant", async () => {
+    const owner = h.connect(NOBODY_PEER);
+    const hostile = h.connect({ ...NOBODY_PEER, uid: 65533, gid: 65533 });
+    try {
+      const fd = fs.openSync(path.join(fx.tree, 'a.bin'), 'r');
+      const { grant } = await h.resolveExtents(owner, 'img', fd);
+      fs.closeSync(fd);
+      const [lease] = await h.openQueuePairs(owner, { device: 'img', depth: 16, mode: 'mediated' });
+      const mq = new MediatedQueuePair(lease!.ring!.bytes, lease!.data!.bytes, lease!.id);
+      const first = toLbaRanges(grant.entry.map, LBA)[0]!.lba;
+      assert.deepEqual(await run(mq, [[NvmOpcode.Read, first, 1, 0]]), [0], 'the owner reads its file');
+      // another client (another uid), naming the owner's grant id: refused, and the grant stays
+      await refused(() => h.releaseFile(hostile, grant.id), 'bad-request');
+      assert.ok(owner.files.has(grant.id), "the owner's grant is untouched");
+      assert.deepEqual(await run(mq, [[NvmOpcode.Read, first, 1, 0]]), [0], 'the owner still reads its file');
+      // the owner's own release: the file's blocks leave its mediated grant at once; a second release is refused
+      h.releaseFile(owner, grant.id);
+      assert.equal(owner.files.has(grant.id), false);
+      assert.deepEqual(await run(mq, [[NvmOpcode.Read, first, 1, 0]]), [STATUS_ACCESS_DENIED], 'a released file is no longer readable');
+      await refused(() => h.releaseFile(owner, grant.id), 'bad-request');
+    } finally {
+      await h.disconnect(hostile);
+      await h.disconnect(owner);
+    }
+  });
+
   test('a forged grant (a path string) is refused; files outside the extent root are refused', async () => {
     const s = h.connect(NOBODY_PEER);
     try {
