@@ -20,7 +20,7 @@
  * Timings are emulated (TCG): compare rows within one run, never with a host.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderTable } from '../util/table.js';
@@ -283,11 +283,11 @@ async function guestMain(o: Options): Promise<number> {
   if (process.env.HOMI_GUEST !== '1') throw new Error('--in-guest runs inside a VM harness guest only (HOMI_GUEST=1)');
   const root = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..');
   const names = await kernelNames(SERIAL);
-  const devices: BenchDevice[] = [{ id: 'native', label: `native ${names.blk} (kernel nvme)`, path: names.blk }, ...o.devs];
+  const devices: BenchDevice[] = [{ id: 'native', label: `native ${names.blk}`, path: names.blk }, ...o.devs];
   let loop: { dev: string; file: string } | undefined;
   if (o.loopMiB > 0) {
     loop = makeLoop(o.loopMiB);
-    devices.push({ id: 'loop', label: `${loop.dev} (loop over a ${o.loopMiB} MiB file in guest memory: plumbing check)`, path: loop.dev });
+    devices.push({ id: 'loop', label: `${loop.dev} (loop, ${o.loopMiB} MiB file in guest RAM)`, path: loop.dev });
   }
   for (const d of devices) if (!existsSync(d.path)) throw new Error(`${d.label}: ${d.path} does not exist in the guest`);
   const info = {
@@ -332,7 +332,7 @@ async function guestMain(o: Options): Promise<number> {
   } finally {
     if (loop) {
       spawnSync('losetup', ['-d', loop.dev]);
-      spawnSync('rm', ['-f', loop.file]);
+      rmSync(loop.file, { force: true });
     }
   }
   const summary = summarizeRows(rows, devices, records);

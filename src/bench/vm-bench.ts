@@ -431,7 +431,8 @@ async function hostMain(argv: string[]): Promise<number> {
   const paths = benchPaths(o.qd1);
   const plan: GuestPlan = { serial: SERIAL, timeSec: o.timeSec, reps: o.reps, paths };
   const nRuns = paths.filter((p) => !p.probe).length * o.reps + paths.filter((p) => p.probe).length;
-  const budgetMs = 120_000 + nRuns * (o.timeSec + 1 + 15) * 1000;
+  // A homi perf run starts node in the guest: 10 s on a quiet host, up to a minute on a loaded one.
+  const budgetMs = 120_000 + nRuns * (o.timeSec + 1 + 60) * 1000;
   const r = await runInGuest({
     command: 'node dist/src/bench/vm-bench.js --guest',
     cwd: repoRoot(),
@@ -455,9 +456,21 @@ async function hostMain(argv: string[]): Promise<number> {
   }
   const g = JSON.parse(line.slice(RESULT_MARK.length)) as { info: Record<string, unknown>; records: RunRecord[] };
   const summary = summarize(paths, g.records);
+  const at = (flag: string): string | undefined => r.qemuCommand[r.qemuCommand.indexOf(flag) + 1];
   const result = {
     workload: { rw: 'randread', bs: 4096, qd: 32, timeSec: o.timeSec, warmupSec: 1, reps: o.reps, pinnedCpu: 0 },
-    machine: { kernelArgs: [`nvme_core.io_timeout=${IO_TIMEOUT_S}`], cpus: o.cpus, namespaceMiB: o.sizeMiB, lbs: o.lbs, emulation: 'QEMU TCG', bootMs: r.bootMs, commandMs: r.commandMs, ...g.info },
+    machine: {
+      kernelArgs: [`nvme_core.io_timeout=${IO_TIMEOUT_S}`],
+      cpus: o.cpus,
+      accel: at('-accel'),
+      smp: at('-smp'),
+      namespaceMiB: o.sizeMiB,
+      lbs: o.lbs,
+      emulation: 'QEMU TCG',
+      bootMs: r.bootMs,
+      commandMs: r.commandMs,
+      ...g.info,
+    },
     summary,
     records: g.records,
   };

@@ -72,8 +72,9 @@ export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
   // and controller reset (docs/results/kqd/experiments.md). QEMU 8.1 emits the barriers always in system mode
   // ("tcg: Do not elide memory barriers for !CF_PARALLEL in system mode"). Here: always thread=multi and at least
   // two possible vCPUs (maxcpus; the extra one is never plugged), which makes every block parallel.
-  // Cost: real barriers and host atomics in translated code, and the guest kernel sizes per-CPU things (nvme's
-  // I/O queue count among them) for maxcpus possible CPUs. tcgParallel: false gives 7.2's behaviour back.
+  // Cost: real barriers and host atomics in translated code (slower TCG for barrier- and lock-heavy code). The
+  // unplugged vCPU is not among the 6.12 guest's possible CPUs (cpu/possible read 0), so nvme still makes one I/O
+  // queue per vCPU. tcgParallel: false gives QEMU 7.2's own choice back (to reproduce the timeouts).
   const parallel = o.tcgParallel ?? true;
   const maxCpus = parallel ? Math.max(cpus, 2) : cpus;
   args.push('-accel', parallel || cpus > 1 ? 'tcg,thread=multi' : 'tcg');
