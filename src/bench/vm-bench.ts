@@ -60,11 +60,11 @@ export interface RunRecord {
   wallSec: number;
 }
 
-function homiPerf(target: string, extra: string[]): string[] {
+export function homiPerf(target: string, extra: string[]): string[] {
   return ['dist/src/cli/main.js', 'perf', target, '--rw', 'randread', '--bs', '4096', '--qd', '{QD}', '--time', '{TIME}', '--warmup', '1', '--json', ...extra];
 }
 
-function fio(engine: string, file: string, extra: string[]): string[] {
+export function fio(engine: string, file: string, extra: string[]): string[] {
   return [
     // io_uring_cmd on /dev/ngXnY bypasses the page cache by nature; fio 3.33 refuses direct=1 there.
     '--name=vmbench',
@@ -124,7 +124,7 @@ function sysRead(p: string): string {
 }
 
 /** The controller's kernel names once it is on nvme and live: PCI address, block and char device. */
-async function kernelNames(serial: string, timeoutMs = 30_000): Promise<{ bdf: string; blk: string; ng: string }> {
+export async function kernelNames(serial: string, timeoutMs = 30_000): Promise<{ bdf: string; blk: string; ng: string }> {
   const t0 = Date.now();
   for (;;) {
     try {
@@ -146,13 +146,14 @@ async function kernelNames(serial: string, timeoutMs = 30_000): Promise<{ bdf: s
 }
 
 /** Kernel log lines about NVMe I/O timeouts so far. */
-function nvmeTimeouts(): number {
+export function nvmeTimeouts(): number {
   const r = spawnSync('dmesg', [], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  return (r.stdout ?? '').split('\n').filter((l) => /nvme.*timeout/.test(l)).length;
+  // (not the kernel command line's nvme_core.io_timeout=...)
+  return (r.stdout ?? '').split('\n').filter((l) => /nvme.*timeout/.test(l) && !l.includes('io_timeout=')).length;
 }
 
 /** [busy, total] jiffies of all CPUs (idle and iowait count as not busy). */
-function cpuTicks(): [number, number] {
+export function cpuTicks(): [number, number] {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
   const idle = (f[3] ?? 0) + (f[4] ?? 0);
@@ -165,7 +166,7 @@ function pick(o: Record<string, number> | undefined, k: string): number {
   return NaN;
 }
 
-function parseRun(spec: PathSpec, stdout: string): Omit<RunRecord, 'path' | 'rep' | 'guestBusy' | 'wallSec' | 'ioTimeouts'> {
+export function parseRun(spec: PathSpec, stdout: string): Omit<RunRecord, 'path' | 'rep' | 'guestBusy' | 'wallSec' | 'ioTimeouts'> {
   const start = stdout.indexOf('{');
   if (start < 0) throw new Error(`no JSON in the output: ${stdout.slice(-300)}`);
   const j = JSON.parse(stdout.slice(start)) as Record<string, unknown>;
@@ -189,7 +190,7 @@ function parseRun(spec: PathSpec, stdout: string): Omit<RunRecord, 'path' | 'rep
 }
 
 /** `fio --version` (the guest runs the host's fio, over 9p); a clear error where there is none. */
-function fioVersion(): string {
+export function fioVersion(): string {
   const r = spawnSync('fio', ['--version'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) throw new Error(`fio --version failed (${r.error?.message ?? `exit ${r.status}`}): install fio on the host (apt-get install fio; npm run bench:vm does it as root)`);
   return r.stdout.trim();
@@ -325,7 +326,7 @@ function parseArgs(argv: string[]): HostOptions {
   return o;
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return NaN;
   const m = v.length >> 1;
@@ -430,7 +431,8 @@ async function hostMain(argv: string[]): Promise<number> {
   const paths = benchPaths(o.qd1);
   const plan: GuestPlan = { serial: SERIAL, timeSec: o.timeSec, reps: o.reps, paths };
   const nRuns = paths.filter((p) => !p.probe).length * o.reps + paths.filter((p) => p.probe).length;
-  const budgetMs = 120_000 + nRuns * (o.timeSec + 1 + 15) * 1000;
+  // A homi perf run starts node in the guest: 10 s on a quiet host, up to a minute on a loaded one.
+  const budgetMs = 120_000 + nRuns * (o.timeSec + 1 + 60) * 1000;
   const r = await runInGuest({
     command: 'node dist/src/bench/vm-bench.js --guest',
     cwd: repoRoot(),
@@ -454,9 +456,21 @@ async function hostMain(argv: string[]): Promise<number> {
   }
   const g = JSON.parse(line.slice(RESULT_MARK.length)) as { info: Record<string, unknown>; records: RunRecord[] };
   const summary = summarize(paths, g.records);
+  const at = (flag: string): string | undefined => r.qemuCommand[r.qemuCommand.indexOf(flag) + 1];
   const result = {
     workload: { rw: 'randread', bs: 4096, qd: 32, timeSec: o.timeSec, warmupSec: 1, reps: o.reps, pinnedCpu: 0 },
-    machine: { kernelArgs: [`nvme_core.io_timeout=${IO_TIMEOUT_S}`], cpus: o.cpus, namespaceMiB: o.sizeMiB, lbs: o.lbs, emulation: 'QEMU TCG', bootMs: r.bootMs, commandMs: r.commandMs, ...g.info },
+    machine: {
+      kernelArgs: [`nvme_core.io_timeout=${IO_TIMEOUT_S}`],
+      cpus: o.cpus,
+      accel: at('-accel'),
+      smp: at('-smp'),
+      namespaceMiB: o.sizeMiB,
+      lbs: o.lbs,
+      emulation: 'QEMU TCG',
+      bootMs: r.bootMs,
+      commandMs: r.commandMs,
+      ...g.info,
+    },
     summary,
     records: g.records,
   };

@@ -38,6 +38,8 @@ run options:
   --hugepages MIB    reserve 2 MiB hugepages, mounted on /dev/hugepages
   --mem MIB          guest memory (default 2048)
   --cpus N           vCPUs (default 2)
+  --tcg-7.2-barriers QEMU 7.2's own TCG mode: with 1 vCPU the guest's memory barriers are dropped and the kernel
+                     nvme driver loses doorbells under load (only to reproduce that; docs/results/kqd/experiments.md)
   --cwd DIR          folder to run the command in (default the current folder)
   --env K=V          environment variable for the command (repeatable)
   --append ARG       extra kernel argument (repeatable)
@@ -102,6 +104,9 @@ function parseRunArgs(argv: string[], needCommand: boolean): Parsed {
         break;
       case '--cpus':
         opts.cpus = num();
+        break;
+      case '--tcg-7.2-barriers':
+        opts.tcgParallel = false;
         break;
       case '--cwd':
         opts.cwd = val();

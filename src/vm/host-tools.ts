@@ -40,8 +40,8 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { command: 'debugfs', packages: ['e2fsprogs'], scope: 'unit', usedBy: 'reading a granted write back through ext4 (test-guest/homid-mediated)' },
   { command: 'mount', packages: ['mount'], scope: 'unit', usedBy: 'loop mounts (test/daemon, test-guest/extents)' },
   { command: 'umount', packages: ['mount'], scope: 'unit', usedBy: 'loop mounts (test/daemon, test-guest/extents)' },
-  { command: 'losetup', packages: ['mount'], scope: 'unit', usedBy: 'loop devices (test-guest/extents)' },
-  { command: 'fallocate', packages: ['util-linux'], scope: 'unit', usedBy: 'preallocated and punched files (test-guest/extents)' },
+  { command: 'losetup', packages: ['mount'], scope: 'unit', usedBy: 'loop devices (test-guest/extents, src/bench/ublk-bench --loop)' },
+  { command: 'fallocate', packages: ['util-linux'], scope: 'unit', usedBy: 'preallocated and punched files (test-guest/extents, src/bench/ublk-bench --loop)' },
   { command: 'setpriv', packages: ['util-linux'], scope: 'unit', usedBy: 'children dropped to uid 65534 (test/daemon, test/ipc)' },
   { command: 'script', packages: ['bsdutils'], scope: 'unit', usedBy: 'homid on a terminal (test/cli/homid)' },
   { command: 'mknod', packages: ['coreutils'], scope: 'unit', usedBy: 'a block device node (test/daemon/homid-extents-guard)' },
@@ -56,9 +56,9 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { command: 'cpio', packages: ['cpio'], scope: 'vm', usedBy: "the guest's initramfs (src/vm/provision)" },
   { command: 'depmod', packages: ['kmod'], scope: 'vm', usedBy: "the guest kernel's modules (src/vm/provision)" },
   { command: 'xz', packages: ['xz-utils'], scope: 'vm', usedBy: "the guest kernel's compressed modules (src/vm/provision)" },
-  { command: 'fio', packages: ['fio'], scope: 'bench', usedBy: 'the reference paths of npm run bench:vm (src/bench/vm-bench)' },
-  { command: 'taskset', packages: ['util-linux'], scope: 'bench', usedBy: 'pinning each npm run bench:vm run to one CPU (src/bench/vm-bench)' },
-  { command: 'dmesg', packages: ['util-linux'], scope: 'bench', usedBy: 'counting NVMe I/O timeouts in the guest (src/bench/vm-bench)' },
+  { command: 'fio', packages: ['fio'], scope: 'bench', usedBy: 'the reference paths of npm run bench:vm (src/bench/vm-bench, src/bench/ublk-bench)' },
+  { command: 'taskset', packages: ['util-linux'], scope: 'bench', usedBy: 'pinning each npm run bench:vm run to one CPU (src/bench/vm-bench, src/bench/ublk-bench)' },
+  { command: 'dmesg', packages: ['util-linux'], scope: 'bench', usedBy: 'counting NVMe I/O timeouts in the guest (src/bench/vm-bench, src/bench/ublk-bench)' },
 ];
 
 /** How the machine is asked: where a command is, and whether dpkg holds a package (null: no dpkg, not Debian). */

@@ -62,8 +62,23 @@ export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
   const images: QemuPlan['images'] = [];
   args.push('-nodefaults', '-no-user-config', '-no-reboot');
   args.push('-machine', o.iommu ? 'q35,kernel-irqchip=split' : 'q35');
-  args.push('-accel', cpus > 1 ? 'tcg,thread=multi' : 'tcg');
-  args.push('-cpu', 'max', '-smp', String(cpus), '-m', String(mem));
+  // Guest memory barriers under TCG. QEMU 7.2 translates a guest barrier (mfence, a locked instruction) into a
+  // host one only for "parallel" translation blocks (tcg_gen_mb checks CF_PARALLEL), and a block is parallel only
+  // under multi-threaded TCG with more than one *possible* vCPU (tcg_cpu_init_cflags(cpu, max_cpus > 1)). But the
+  // device models (QEMU's NVMe controller) run in another host thread, so a 1-vCPU guest loses store->load order
+  // against them: the kernel nvme driver's shadow doorbell protocol (Doorbell Buffer Config: store the new tail or
+  // head in the shadow buffer, mb(), load the EventIdx; the controller does the mirror image) then skips the MMIO
+  // doorbell write the controller was waiting for, and commands sit unseen until the kernel's I/O timeout, abort
+  // and controller reset (docs/results/kqd/experiments.md). QEMU 8.1 emits the barriers always in system mode
+  // ("tcg: Do not elide memory barriers for !CF_PARALLEL in system mode"). Here: always thread=multi and at least
+  // two possible vCPUs (maxcpus; the extra one is never plugged), which makes every block parallel.
+  // Cost: real barriers and host atomics in translated code (slower TCG for barrier- and lock-heavy code). The
+  // unplugged vCPU is not among the 6.12 guest's possible CPUs (cpu/possible read 0), so nvme still makes one I/O
+  // queue per vCPU. tcgParallel: false gives QEMU 7.2's own choice back (to reproduce the timeouts).
+  const parallel = o.tcgParallel ?? true;
+  const maxCpus = parallel ? Math.max(cpus, 2) : cpus;
+  args.push('-accel', parallel || cpus > 1 ? 'tcg,thread=multi' : 'tcg');
+  args.push('-cpu', 'max', '-smp', maxCpus > cpus ? `${cpus},maxcpus=${maxCpus}` : String(cpus), '-m', String(mem));
   args.push('-display', 'none', '-serial', 'stdio');
   args.push('-kernel', io.vmlinuz, '-initrd', io.initramfs);
   const cmdline = ['console=ttyS0,115200', 'rdinit=/init', 'panic=-1', 'oops=panic', 'quiet', 'loglevel=4', 'mitigations=off', 'tsc=reliable'];

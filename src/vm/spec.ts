@@ -73,6 +73,12 @@ export interface GuestRunOptions {
   memoryMiB?: number;
   /** Guest vCPUs (default 2). */
   cpus?: number;
+  /**
+   * Make QEMU's TCG keep the guest's memory barriers against the device models' threads (default true: thread=multi
+   * and at least two possible vCPUs, see qemu.ts). false: QEMU 7.2's own choice for the vCPU count, which with one
+   * vCPU drops them and makes the kernel nvme driver lose doorbells (I/O timeouts) under load.
+   */
+  tcgParallel?: boolean;
   /** 2 MiB hugepages to reserve, in MiB (rounded up); hugetlbfs is mounted on /dev/hugepages. */
   hugepagesMiB?: number;
   /**

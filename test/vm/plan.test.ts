@@ -55,6 +55,32 @@ test('SR-IOV without a subsystem gets one; shared subsystems are declared once',
   assert.equal(p.images.length, 2);
 });
 
+function after(args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i < 0 ? undefined : args[i + 1];
+}
+
+test('TCG keeps guest memory barriers by default: multi-threaded TCG with at least two possible vCPUs', () => {
+  // QEMU 7.2 emits a guest barrier only in parallel blocks (more than one possible vCPU); without it a 1-vCPU guest's
+  // nvme driver loses shadow doorbell updates against QEMU's device thread (docs/results/kqd/experiments.md).
+  const one = buildQemuPlan({ command: 'true', cpus: 1 }, io);
+  assert.equal(after(one.args, '-accel'), 'tcg,thread=multi');
+  assert.equal(after(one.args, '-smp'), '1,maxcpus=2');
+  const dflt = buildQemuPlan({ command: 'true' }, io);
+  assert.equal(after(dflt.args, '-accel'), 'tcg,thread=multi');
+  assert.equal(after(dflt.args, '-smp'), '2');
+  const four = buildQemuPlan({ command: 'true', cpus: 4 }, io);
+  assert.equal(after(four.args, '-smp'), '4');
+  // tcgParallel: false is QEMU 7.2's own choice (what reproduces the lost doorbells with one vCPU)
+  const off = buildQemuPlan({ command: 'true', cpus: 1, tcgParallel: false }, io);
+  assert.equal(after(off.args, '-accel'), 'tcg');
+  assert.equal(after(off.args, '-smp'), '1');
+  const off2 = buildQemuPlan({ command: 'true', cpus: 2, tcgParallel: false }, io);
+  assert.equal(after(off2.args, '-accel'), 'tcg,thread=multi');
+  assert.equal(after(off2.args, '-smp'), '2');
+  for (const p of [one, dflt, four, off, off2]) assert.equal(p.args.filter((a) => a === '-smp' || a === '-accel').length, 2);
+});
+
 test('bad specs are refused with the field named', () => {
   assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: '' }] }, io), /serial/);
   assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'x'.repeat(21) }] }, io), /serial/);
