@@ -15,6 +15,10 @@
  */
 import { pino } from 'pino';
 import { toLbaRanges } from '../extents/types.js';
+import { openDmaBuf, type DmaBufHandle } from '../mem/dmabuf.js';
+import { DmaBufError } from '../sys/dmabuf.js';
+import { OsError } from '../sys/libc.js';
+import { dupCloexec } from '../sys/socket.js';
 import { readExtentTable } from '../ipc/extent-table.js';
 import type { DeviceStatus, LeaseMode, LeaseStatus, StatusSnapshot } from '../ipc/messages.js';
 import type { HomidConfig, ClassConfig } from './config.js';
@@ -54,8 +58,14 @@ export interface OpenQueuePairsRequest {
   mode?: LeaseMode;
   /** Mediated: ask for writes (granted when the class allows it). */
   write?: boolean;
-  /** Mediated: size of the data buffer (default 1 MiB). */
+  /** Mediated: size of the data buffer (default 1 MiB; with dataDmaBuf, the dma-buf's size). */
   dataBytes?: number;
+  /**
+   * Mediated, one queue pair: the data buffer is this dma-buf (an fd of the caller's, e.g. received with the
+   * request; homid duplicates it and keeps the duplicate for the lease). It must be a dma-buf of at least
+   * dataBytes that the device's transport can import (src/mem/dmabuf.ts).
+   */
+  dataDmaBuf?: number;
 }
 
 export interface FileGrant {
@@ -212,6 +222,33 @@ export class Homid {
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode: 'gpu' }): Promise<GpuLease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]> {
+    if (req.dataDmaBuf === undefined) return this.openLeases(s, req, null);
+    if (s.closed) throw new HomidError('closed', 'the session is closed');
+    if ((req.mode ?? 'raw') !== 'mediated' || (req.count ?? 1) !== 1) {
+      this.refuse(s, new HomidError('bad-request', `a dma-buf data buffer is for one mediated queue pair (asked for ${req.count ?? 1} ${req.mode ?? 'raw'})`));
+    }
+    let buf: DmaBufHandle;
+    try {
+      buf = openDmaBuf(dupCloexec(req.dataDmaBuf), { ownFd: true });
+    } catch (e) {
+      if (e instanceof DmaBufError || e instanceof OsError) this.refuse(s, new HomidError('bad-request', `the data buffer descriptor is refused: ${e.message}`));
+      throw e;
+    }
+    let kept = false;
+    try {
+      if (req.dataBytes !== undefined && req.dataBytes > buf.size) {
+        this.refuse(s, new HomidError('bad-request', `dataBytes ${req.dataBytes} is more than the ${buf.size} bytes of the ${buf.exporter} dma-buf`));
+      }
+      const leases = await this.openLeases(s, { ...req, dataBytes: req.dataBytes ?? Math.min(buf.size, MAX_DATA_BYTES) }, buf);
+      kept = true;
+      return leases;
+    } finally {
+      // the lease closes it on release; a refusal closes it here
+      if (!kept) buf.close();
+    }
+  }
+
+  private async openLeases(s: ClientSession, req: OpenQueuePairsRequest, dataDmaBuf: DmaBufHandle | null): Promise<Lease[]> {
     if (s.closed) throw new HomidError('closed', 'the session is closed');
     const count = req.count ?? 1;
     const mode = req.mode ?? 'raw';
@@ -262,7 +299,7 @@ export class Homid {
     this.deviceReserved.set(req.device, reservedOnDevice + count);
     const made: Lease[] = [];
     try {
-      for (let i = 0; i < count; i++) made.push(await this.createLease(s, dev, mode, nsid, req));
+      for (let i = 0; i < count; i++) made.push(await this.createLease(s, dev, mode, nsid, req, dataDmaBuf));
     } catch (e) {
       for (const l of made) await this.reclaim(s, l).catch(() => undefined);
       if (e instanceof HomidError) this.refuse(s, e);
@@ -303,7 +340,7 @@ export class Homid {
   }
 
   /** One lease of kind `mode`, registered in the session and serving. */
-  private async createLease(s: ClientSession, dev: LiveDevice, mode: LeaseMode, nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
+  private async createLease(s: ClientSession, dev: LiveDevice, mode: LeaseMode, nsid: number, req: OpenQueuePairsRequest, dataDmaBuf: DmaBufHandle | null): Promise<Lease> {
     const dataBytes = req.dataBytes ?? DEFAULT_DATA_BYTES;
     if (!Number.isInteger(dataBytes) || dataBytes < 4096 || dataBytes > MAX_DATA_BYTES) {
       throw new HomidError('bad-request', `dataBytes must be an integer in 4096..${MAX_DATA_BYTES}, got ${dataBytes}`);
@@ -317,6 +354,7 @@ export class Homid {
       nsid,
       depth: req.depth,
       dataBytes,
+      dataDmaBuf,
       write: req.write === true,
       serial: (fn) => this.serial(device, fn),
       regions: this.regions,

@@ -82,6 +82,10 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
             },
           };
         case 'openQueuePair': {
+          // a dma-buf data buffer comes as the one descriptor; homid keeps its own duplicate
+          if ((r.dataDmaBuf === true) !== (req.fds.length === 1)) {
+            return fail(HomidErrorCode.BadRequest, r.dataDmaBuf === true ? 'dataDmaBuf needs the dma-buf as the request descriptor' : 'openQueuePair takes a descriptor only with dataDmaBuf');
+          }
           const leases = await homid.openQueuePairs(s, {
             device: r.device,
             nsid: r.nsid,
@@ -90,6 +94,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
             mode: r.mode,
             write: r.write === true,
             ...(r.dataBytes !== undefined ? { dataBytes: r.dataBytes } : {}),
+            ...(r.dataDmaBuf === true ? { dataDmaBuf: req.fds[0]! } : {}),
           });
           const wires = leases.map((l) => l.wire());
           if (wires.some((w) => w === null)) {
