@@ -19,6 +19,7 @@ import { openDmaBuf, type DmaBufHandle } from '../mem/dmabuf.js';
 import { DmaBufError } from '../sys/dmabuf.js';
 import { OsError } from '../sys/libc.js';
 import { dupCloexec } from '../sys/socket.js';
+import { ShmSealError } from '../sys/shm.js';
 import { readExtentTable } from '../ipc/extent-table.js';
 import type { DeviceStatus, LeaseMode, LeaseStatus, StatusSnapshot } from '../ipc/messages.js';
 import type { HomidConfig, ClassConfig } from './config.js';
@@ -105,6 +106,12 @@ export interface HomidOptions {
   opener?: TransportOpener;
   /** sysfs / procfs / devfs roots of SR-IOV management (tests: a fake tree). */
   sriovSys?: SysPathOptions;
+  /**
+   * How the descriptor of a dataDmaBuf request (homid's own duplicate, which the handle owns) becomes a handle.
+   * Default: openDmaBuf, which refuses anything the kernel does not report as a dma-buf. Tests on kernels without
+   * udmabuf pass one that accepts a memfd stand-in (src/mem/dmabuf.ts memfdStandIn).
+   */
+  dmaBufOpener?: (fd: number) => DmaBufHandle;
 }
 
 export class Homid {
@@ -119,6 +126,7 @@ export class Homid {
   /** The latest denied commands (also logged). */
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
   readonly startedAt = Date.now();
+  private readonly dmaBufOpener: (fd: number) => DmaBufHandle;
   private nextSession = 1;
   private nextLease = 1;
   private nextFile = 1;
@@ -129,6 +137,7 @@ export class Homid {
   ) {
     this.log = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
     this.regions = opts.regions ?? sabRegions;
+    this.dmaBufOpener = opts.dmaBufOpener ?? ((fd) => openDmaBuf(fd, { ownFd: true }));
     this.registry = new DeviceRegistry({ info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) }, opts.opener);
     this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
     this.vfs = new VfService({ info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) }, opts.sriovSys);
@@ -229,9 +238,9 @@ export class Homid {
     }
     let buf: DmaBufHandle;
     try {
-      buf = openDmaBuf(dupCloexec(req.dataDmaBuf), { ownFd: true });
+      buf = this.dmaBufOpener(dupCloexec(req.dataDmaBuf));
     } catch (e) {
-      if (e instanceof DmaBufError || e instanceof OsError) this.refuse(s, new HomidError('bad-request', `the data buffer descriptor is refused: ${e.message}`));
+      if (e instanceof DmaBufError || e instanceof OsError || e instanceof ShmSealError) this.refuse(s, new HomidError('bad-request', `the data buffer descriptor is refused: ${e.message}`));
       throw e;
     }
     let kept = false;

@@ -19,6 +19,7 @@
  * udmabuf (CI): it exercises the importers' logic with the same pages semantics, and is named as a stand-in in
  * every description and error. inspectDmaBuf never accepts one as a dma-buf.
  */
+import * as fs from 'node:fs';
 import { DmaBufError, inspectDmaBuf, mapDmaBuf } from '../sys/dmabuf.js';
 import type { Mapping } from '../sys/mman.js';
 import { closeFd, mapShmFd, requireSizeSealed, ShmRegion, ShmSealError } from '../sys/shm.js';
@@ -106,12 +107,20 @@ export function openDmaBuf(fd: number, opts: { minBytes?: number; ownFd?: boolea
 }
 
 /**
- * STAND-IN: a sealed memfd (F_SEAL_SHRINK | F_SEAL_GROW, as createShm makes them) presented through the dma-buf
- * interface, for machines whose kernel has no udmabuf. The fd stays the region's.
+ * STAND-IN: memfd `fd`, sealed against shrinking and growing (createShm makes them so), presented through the
+ * dma-buf interface for machines whose kernel has no udmabuf. Its size is the file's. With `ownFd` the handle
+ * closes the fd (also when this throws ShmSealError).
  */
-export function memfdStandIn(region: ShmRegion): DmaBufHandle {
-  requireSizeSealed(region.fd, region.size);
-  return handle(region.fd, region.size, MEMFD_STAND_IN_EXPORTER, true, false);
+export function memfdStandIn(fd: number, opts: { ownFd?: boolean } = {}): DmaBufHandle {
+  try {
+    const size = fs.fstatSync(fd).size;
+    requireSizeSealed(fd, size);
+    if (size <= 0) throw new ShmSealError(fd, `memfd ${fd} is empty`);
+    return handle(fd, size, MEMFD_STAND_IN_EXPORTER, true, opts.ownFd === true);
+  } catch (e) {
+    if (opts.ownFd === true) closeFd(fd);
+    throw e;
+  }
 }
 
 /** One line on a handle, for messages: "udmabuf dma-buf (fd 7, 65536 bytes)". */
