@@ -256,17 +256,20 @@ export class HomidClient {
   async openQueuePairs(o: OpenOptions & { mode?: 'raw' }): Promise<RawLease[]>;
   async openQueuePairs(o: OpenOptions): Promise<Lease[]>;
   async openQueuePairs(o: OpenOptions): Promise<Lease[]> {
-    const { response, fds } = await this.ipc.request({
-      type: 'openQueuePair',
-      device: o.device,
-      nsid: o.nsid ?? 1,
-      depth: o.depth,
-      count: o.count ?? 1,
-      mode: o.mode ?? 'raw',
-      ...(o.write !== undefined ? { write: o.write } : {}),
-      ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
-      ...(o.dataDmaBuf !== undefined ? { dataDmaBuf: true as const } : {}),
-    }, o.dataDmaBuf !== undefined ? [o.dataDmaBuf] : []);
+    const { response, fds } = await this.ipc.request(
+      {
+        type: 'openQueuePair',
+        device: o.device,
+        nsid: o.nsid ?? 1,
+        depth: o.depth,
+        count: o.count ?? 1,
+        mode: o.mode ?? 'raw',
+        ...(o.write !== undefined ? { write: o.write } : {}),
+        ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
+        ...(o.dataDmaBuf !== undefined ? { dataDmaBuf: true as const } : {}),
+      },
+      o.dataDmaBuf !== undefined ? [o.dataDmaBuf] : [],
+    );
     try {
       const r = check(response);
       return r.grants.map((g: LeaseGrant): Lease => {

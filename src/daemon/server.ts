@@ -12,7 +12,7 @@ import { IpcServer, type IpcConnection, type IpcReply, type IpcRequest } from '.
 import { closeFd } from '../sys/shm.js';
 import type { HomidConfig } from './config.js';
 import { HomidError } from './errors.js';
-import { HOMID_VERSION, Homid, type ClientSession, type HomidLogger } from './homid.js';
+import { HOMID_VERSION, Homid, type ClientSession, type HomidLogger, type HomidOptions } from './homid.js';
 import { memfdOpener } from './registry.js';
 import { memfdRegions } from './shared-region.js';
 
@@ -31,7 +31,7 @@ export interface HomidServer {
  * one is live fails on the socket ('another server is listening') before it touches (resets) any device.
  * Requests that arrive while the devices come up wait for them.
  */
-export async function startHomidServer(config: HomidConfig, opts: { logger?: HomidLogger; socket?: string } = {}): Promise<HomidServer> {
+export async function startHomidServer(config: HomidConfig, opts: { logger?: HomidLogger; socket?: string; dmaBufOpener?: HomidOptions['dmaBufOpener'] } = {}): Promise<HomidServer> {
   const log: HomidLogger = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
   let homid!: Homid;
   let markReady!: () => void;
@@ -171,7 +171,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
     ...(config.limits.ipc ?? {}),
   });
   try {
-    homid = await Homid.start(config, { logger: log, regions: memfdRegions, opener: memfdOpener });
+    homid = await Homid.start(config, { logger: log, regions: memfdRegions, opener: memfdOpener, ...(opts.dmaBufOpener ? { dmaBufOpener: opts.dmaBufOpener } : {}) });
   } catch (e) {
     await ipc.close();
     throw e;

@@ -230,7 +230,12 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
   importDmaBuf(buf: DmaBufHandle, name: string): ImportedDmaBuf {
     if (this.closed) throw new DmaAllocationError('DMA memory is closed');
     if (buf.size % this.pageSize !== 0) {
-      throw new DmaBufImportError('emu-memfd', buf.exporter, `a size that is a multiple of ${this.pageSize}`, `emu-memfd cannot import ${describeDmaBuf(buf)} (${name}): its size is not a multiple of ${this.pageSize}`);
+      throw new DmaBufImportError(
+        'emu-memfd',
+        buf.exporter,
+        `a size that is a multiple of ${this.pageSize}`,
+        `emu-memfd cannot import ${describeDmaBuf(buf)} (${name}): its size is not a multiple of ${this.pageSize}`,
+      );
     }
     if (buf.size > SEGMENT_SPAN) throw new DmaBufImportError('emu-memfd', buf.exporter, 'at most 4 GiB', `emu-memfd cannot import ${describeDmaBuf(buf)} (${name}): a segment is at most 4 GiB`);
     const r = mapDmaBufForImport('emu-memfd', buf);

@@ -171,7 +171,8 @@ export function exportVfioMemory(mapper: DmaMapper, iovas: IovaSpace, bytes: num
  * carries the kernel's errno and names the upstream importer (iommufd IOMMU_IOAS_MAP_FILE).
  */
 export function importVfioDmaBuf(mapper: DmaMapper, iovas: IovaSpace, buf: DmaBufHandle, name: string): ImportedDmaBuf {
-  if (buf.size % PAGE !== 0) throw new DmaBufImportError('pcie-vfio', buf.exporter, `a size that is a multiple of ${PAGE}`, `pcie-vfio cannot import ${describeDmaBuf(buf)} (${name}): its size is not a multiple of ${PAGE}`);
+  if (buf.size % PAGE !== 0)
+    throw new DmaBufImportError('pcie-vfio', buf.exporter, `a size that is a multiple of ${PAGE}`, `pcie-vfio cannot import ${describeDmaBuf(buf)} (${name}): its size is not a multiple of ${PAGE}`);
   const r = mapDmaBufForImport('pcie-vfio', buf);
   let iova: number;
   try {

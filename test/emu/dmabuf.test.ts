@@ -143,7 +143,10 @@ describe('dma-buf import on the embedded controller (memfd mode)', () => {
     try {
       // createShm rounds nothing: a 6000-byte memfd is sealed but not page sized
       const h = memfdStandIn(odd.fd);
-      assert.throws(() => rig.emu.queueExporter()!.importDmaBuf(h, 'odd'), (e: unknown) => e instanceof DmaBufImportError && /not a multiple of 4096/.test(e.message));
+      assert.throws(
+        () => rig.emu.queueExporter()!.importDmaBuf(h, 'odd'),
+        (e: unknown) => e instanceof DmaBufImportError && /not a multiple of 4096/.test(e.message),
+      );
     } finally {
       odd.close();
     }

@@ -54,7 +54,11 @@ describe('dma-buf descriptors', () => {
         ['a negative number', -1, /is not a file descriptor/],
       ];
       for (const [what, fd, msg] of cases) {
-        assert.throws(() => inspectDmaBuf(fd), (e: unknown) => e instanceof DmaBufError && msg.test(e.message), what);
+        assert.throws(
+          () => inspectDmaBuf(fd),
+          (e: unknown) => e instanceof DmaBufError && msg.test(e.message),
+          what,
+        );
         assert.throws(() => openDmaBuf(fd), DmaBufError, what);
       }
       // openDmaBuf with ownFd closes what it refused

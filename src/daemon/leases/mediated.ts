@@ -114,7 +114,10 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
       direct = new DirectHwQueue(t, remote);
     } else {
       if (ctx.dataDmaBuf !== null) {
-        throw new HomidError('bad-request', `device '${dev.config.name}' cannot take a dma-buf data buffer: its transport exports no memory to other processes (an embedded controller in SharedArrayBuffer mode)`);
+        throw new HomidError(
+          'bad-request',
+          `device '${dev.config.name}' cannot take a dma-buf data buffer: its transport exports no memory to other processes (an embedded controller in SharedArrayBuffer mode)`,
+        );
       }
       data = dma.alloc(dataPart, page);
       qp = await ctx.serial(() => c.createQueuePair({ entries: ctx.depth, timeoutMs: 0 }));
