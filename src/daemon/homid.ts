@@ -245,10 +245,14 @@ export class Homid {
     }
     let kept = false;
     try {
+      if (buf.size > MAX_DATA_BYTES) {
+        // homid maps (and under VFIO pins) all of it: bounded like any data buffer
+        this.refuse(s, new HomidError('bad-request', `the ${buf.exporter} dma-buf holds ${buf.size} bytes; a data buffer is at most ${MAX_DATA_BYTES}`));
+      }
       if (req.dataBytes !== undefined && req.dataBytes > buf.size) {
         this.refuse(s, new HomidError('bad-request', `dataBytes ${req.dataBytes} is more than the ${buf.size} bytes of the ${buf.exporter} dma-buf`));
       }
-      const leases = await this.openLeases(s, { ...req, dataBytes: req.dataBytes ?? Math.min(buf.size, MAX_DATA_BYTES) }, buf);
+      const leases = await this.openLeases(s, { ...req, dataBytes: req.dataBytes ?? buf.size }, buf);
       kept = true;
       return leases;
     } finally {

@@ -83,9 +83,8 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
           };
         case 'openQueuePair': {
           // a dma-buf data buffer comes as the one descriptor; homid keeps its own duplicate
-          if ((r.dataDmaBuf === true) !== (req.fds.length === 1)) {
-            return fail(HomidErrorCode.BadRequest, r.dataDmaBuf === true ? 'dataDmaBuf needs the dma-buf as the request descriptor' : 'openQueuePair takes a descriptor only with dataDmaBuf');
-          }
+          if (r.dataDmaBuf === true && req.fds.length !== 1) return fail(IpcErrorCode.MissingFds, 'openQueuePair with dataDmaBuf needs the dma-buf as its one descriptor');
+          if (r.dataDmaBuf !== true && req.fds.length !== 0) return fail(IpcErrorCode.UnexpectedFds, 'openQueuePair takes a descriptor only with dataDmaBuf (the dma-buf data buffer)');
           const leases = await homid.openQueuePairs(s, {
             device: r.device,
             nsid: r.nsid,
