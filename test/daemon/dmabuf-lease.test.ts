@@ -70,7 +70,7 @@ describe('dma-buf data buffers of mediated leases, clients of uid 65534', { skip
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const run = async (kind: string): Promise<Record<string, unknown>> => {
+  const leaseAs = async (kind: string): Promise<Record<string, unknown>> => {
     const child = asNobody([sock, 'dmabuf-lease', 'img', mine, kind]);
     const r = await nextJson(child);
     await child.exited;
@@ -79,7 +79,7 @@ describe('dma-buf data buffers of mediated leases, clients of uid 65534', { skip
 
   test('MEMFD STAND-IN: reads land in the client buffer; a data offset past it is denied; the lease goes with the client', { timeout: 60_000 }, async () => {
     const before = srv.homid.counters.reclaimedQueuePairs;
-    const r = await run('stand-in');
+    const r = await leaseAs('stand-in');
     assert.equal(r.ok, true, JSON.stringify(r));
     assert.equal(r.dataDmaBuf, true, 'the grant says the data buffer is the client dma-buf');
     assert.equal(r.dataBytes, 64 * 1024);
@@ -92,14 +92,14 @@ describe('dma-buf data buffers of mediated leases, clients of uid 65534', { skip
   });
 
   test('a regular file, a memfd and a size lie are each refused with one bad-request, and nothing is held', { timeout: 60_000 }, async () => {
-    const regular = await run('regular');
+    const regular = await leaseAs('regular');
     assert.equal(regular.ok, false);
     assert.equal(regular.code, HomidErrorCode.BadRequest);
     assert.match(String(regular.message), /the data buffer descriptor is refused: fd \d+ is not a dma-buf \(it is .*mine\.bin\)/);
-    const memfd = await run('memfd-other');
+    const memfd = await leaseAs('memfd-other');
     assert.equal(memfd.code, HomidErrorCode.BadRequest);
     assert.match(String(memfd.message), /is not a dma-buf \(it is \/memfd:other/);
-    const lie = await run('size-lie');
+    const lie = await leaseAs('size-lie');
     assert.equal(lie.code, HomidErrorCode.BadRequest);
     assert.match(String(lie.message), /dataBytes 131072 is more than the 65536 bytes of the memfd-stand-in dma-buf/);
     await until(() => srv.homid.status().clients.every((c) => c.uid !== NOBODY_UID), 20_000, 'no session left');
