@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { dataPointer } from '../../src/driver/dptr.js';
 import type { DmaBuffer } from '../../src/mem/dma.js';
 import { DmaBufImportError, MEMFD_STAND_IN_EXPORTER, describeDmaBuf, memfdStandIn, openDmaBuf, uioRefusal, type DmaBufHandle, type ImportedDmaBuf } from '../../src/mem/dmabuf.js';
+import { IovaSpace, VFIO_IOVA_BASE, importVfioDmaBuf, type DmaMapper } from '../../src/mem/vfio-dma.js';
 import { NvmOpcode } from '../../src/nvme/opcodes.js';
 import { createUdmabuf, hasUdmabuf, inspectDmaBuf } from '../../src/sys/dmabuf.js';
 import { closeFd, createShm, type ShmRegion } from '../../src/sys/shm.js';
@@ -165,6 +166,66 @@ describe('dma-buf import on the embedded controller (memfd mode)', () => {
       assert.equal(u.transport, 'pcie-uio');
       assert.match(u.message, /no upstream interface gives user space the bus addresses of a dma-buf/);
       assert.match(u.needs, /out-of-tree dma-buf importer/);
+    } finally {
+      backing.close();
+    }
+  });
+});
+
+describe('dma-buf import for VFIO (importVfioDmaBuf) against a recording DMA mapper', () => {
+  /** A DmaMapper that records map/unmap calls, or refuses maps with `refuse`. */
+  function mapper(refuse: Error | null): DmaMapper & { maps: Array<[bigint, number, number]>; unmaps: Array<[number, number]> } {
+    const maps: Array<[bigint, number, number]> = [];
+    const unmaps: Array<[number, number]> = [];
+    return {
+      maps,
+      unmaps,
+      mapDma(vaddr: bigint, iova: number, size: number): void {
+        if (refuse) throw refuse;
+        maps.push([vaddr, iova, size]);
+      },
+      unmapDma(iova: number, size: number): void {
+        unmaps.push([iova, size]);
+      },
+    };
+  }
+
+  it('MEMFD STAND-IN: the mapping of the buffer is what goes into the IOMMU, at an IOVA of the space, and comes out on release', () => {
+    const backing = createShm('dmabuf-vfio', SIZE);
+    try {
+      const m = mapper(null);
+      const iovas = new IovaSpace();
+      const imp = importVfioDmaBuf(m, iovas, memfdStandIn(backing.fd), 'vfio');
+      assert.equal(imp.transport, 'pcie-vfio');
+      assert.equal(m.maps.length, 1);
+      const [vaddr, iova, size] = m.maps[0]!;
+      assert.equal(iova, imp.iova);
+      assert.equal(size, SIZE);
+      assert.ok(iova >= VFIO_IOVA_BASE);
+      assert.ok(vaddr > 0n);
+      new Uint8Array(backing.buffer)[123] = 0x5a;
+      assert.equal(imp.view[123], 0x5a, 'the imported view maps the same pages');
+      imp.release();
+      imp.release();
+      assert.deepEqual(m.unmaps, [[iova, SIZE]], 'unmapped once');
+      assert.equal(iovas.alloc(SIZE), iova, 'the IOVA range is free again');
+    } finally {
+      backing.close();
+    }
+  });
+
+  it('a kernel refusal of the map is one DmaBufImportError with the errno, naming IOMMU_IOAS_MAP_FILE; nothing stays reserved', () => {
+    const backing = createShm('dmabuf-vfio-refused', SIZE);
+    try {
+      const iovas = new IovaSpace();
+      const first = iovas.alloc(SIZE);
+      iovas.free(first, SIZE);
+      const refusal = new Error('VFIO_IOMMU_MAP_DMA(iova 0x100000000, 65536 bytes): EFAULT (errno 14)');
+      assert.throws(
+        () => importVfioDmaBuf(mapper(refusal), iovas, memfdStandIn(backing.fd), 'vfio'),
+        (e: unknown) => e instanceof DmaBufImportError && e.transport === 'pcie-vfio' && /EFAULT \(errno 14\)/.test(e.message) && /IOMMU_IOAS_MAP_FILE/.test(e.needs),
+      );
+      assert.equal(iovas.alloc(SIZE), first, 'the IOVA range was given back');
     } finally {
       backing.close();
     }
