@@ -23,7 +23,8 @@ import {
 } from '../ipc/messages.js';
 import { validateRawGrant, type RawQueueGrant } from '../ipc/raw-grant.js';
 import { WireFormatError } from '../ipc/validate.js';
-import { mapShmFd, closeFd, type ShmRegion } from '../sys/shm.js';
+import { mapShmFd, closeFd, ShmRegion } from '../sys/shm.js';
+import { mapDmaBuf } from '../sys/dmabuf.js';
 import { readExtentTable, tryReadExtentTable, extentTableGeneration, type ExtentSnapshot } from '../ipc/extent-table.js';
 import { MediatedQueuePair } from './mediated-queue.js';
 import { Controller } from '../driver/controller.js';
@@ -59,6 +60,11 @@ export interface OpenOptions {
   mode?: 'raw' | 'mediated';
   write?: boolean;
   dataBytes?: number;
+  /**
+   * Mediated, count 1: a dma-buf fd of this process (e.g. a udmabuf) to be the data buffer. It is sent to homid,
+   * which imports it for the device; this process keeps owning it, and the lease maps it for the data view.
+   */
+  dataDmaBuf?: number;
 }
 
 /** What openGpuQueue asks for: one queue pair (the fields of the openQueuePair request, mode 'gpu'). */
@@ -250,16 +256,20 @@ export class HomidClient {
   async openQueuePairs(o: OpenOptions & { mode?: 'raw' }): Promise<RawLease[]>;
   async openQueuePairs(o: OpenOptions): Promise<Lease[]>;
   async openQueuePairs(o: OpenOptions): Promise<Lease[]> {
-    const { response, fds } = await this.ipc.request({
-      type: 'openQueuePair',
-      device: o.device,
-      nsid: o.nsid ?? 1,
-      depth: o.depth,
-      count: o.count ?? 1,
-      mode: o.mode ?? 'raw',
-      ...(o.write !== undefined ? { write: o.write } : {}),
-      ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
-    });
+    const { response, fds } = await this.ipc.request(
+      {
+        type: 'openQueuePair',
+        device: o.device,
+        nsid: o.nsid ?? 1,
+        depth: o.depth,
+        count: o.count ?? 1,
+        mode: o.mode ?? 'raw',
+        ...(o.write !== undefined ? { write: o.write } : {}),
+        ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
+        ...(o.dataDmaBuf !== undefined ? { dataDmaBuf: true as const } : {}),
+      },
+      o.dataDmaBuf !== undefined ? [o.dataDmaBuf] : [],
+    );
     try {
       const r = check(response);
       return r.grants.map((g: LeaseGrant): Lease => {
@@ -285,7 +295,15 @@ export class HomidClient {
           // without a write grant homid passes a read-only descriptor: the data buffer and hardware CQ are read-only
           const seg = mapShmFd(mine[MEDIATED_FD_SEGMENT]!, gi.segmentBytes, { readOnly: !gi.write });
           regions.push(seg);
-          const data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
+          let data: Uint8Array;
+          if (gi.dataDmaBuf === true) {
+            if (o.dataDmaBuf === undefined) throw new HomidClientError(ClientErrorCode.BadGrant, 'homid answered with a dma-buf data buffer this client did not send');
+            const end = gi.dataOffset + gi.dataBytes;
+            const m = mapDmaBuf(o.dataDmaBuf, Math.ceil(end / 4096) * 4096);
+            const own = new ShmRegion(o.dataDmaBuf, m.length, m.buffer, m, false, false);
+            regions.push(own);
+            data = new Uint8Array(own.buffer, gi.dataOffset, gi.dataBytes);
+          } else data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
           let hwCq: Uint8Array | null = null;
           if (gi.hwCq) {
             let cq = seg;

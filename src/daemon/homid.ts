@@ -15,6 +15,11 @@
  */
 import { pino } from 'pino';
 import { toLbaRanges } from '../extents/types.js';
+import { openDmaBuf, type DmaBufHandle } from '../mem/dmabuf.js';
+import { DmaBufError } from '../sys/dmabuf.js';
+import { OsError } from '../sys/libc.js';
+import { dupCloexec } from '../sys/socket.js';
+import { ShmSealError } from '../sys/shm.js';
 import { readExtentTable } from '../ipc/extent-table.js';
 import type { DeviceStatus, LeaseMode, LeaseStatus, StatusSnapshot } from '../ipc/messages.js';
 import type { HomidConfig, ClassConfig } from './config.js';
@@ -54,8 +59,14 @@ export interface OpenQueuePairsRequest {
   mode?: LeaseMode;
   /** Mediated: ask for writes (granted when the class allows it). */
   write?: boolean;
-  /** Mediated: size of the data buffer (default 1 MiB). */
+  /** Mediated: size of the data buffer (default 1 MiB; with dataDmaBuf, the dma-buf's size). */
   dataBytes?: number;
+  /**
+   * Mediated, one queue pair: the data buffer is this dma-buf (an fd of the caller's, e.g. received with the
+   * request; homid duplicates it and keeps the duplicate for the lease). It must be a dma-buf of at least
+   * dataBytes that the device's transport can import (src/mem/dmabuf.ts).
+   */
+  dataDmaBuf?: number;
 }
 
 export interface FileGrant {
@@ -95,6 +106,12 @@ export interface HomidOptions {
   opener?: TransportOpener;
   /** sysfs / procfs / devfs roots of SR-IOV management (tests: a fake tree). */
   sriovSys?: SysPathOptions;
+  /**
+   * How the descriptor of a dataDmaBuf request (homid's own duplicate, which the handle owns) becomes a handle.
+   * Default: openDmaBuf, which refuses anything the kernel does not report as a dma-buf. Tests on kernels without
+   * udmabuf pass one that accepts a memfd stand-in (src/mem/dmabuf.ts memfdStandIn).
+   */
+  dmaBufOpener?: (fd: number) => DmaBufHandle;
 }
 
 export class Homid {
@@ -109,6 +126,7 @@ export class Homid {
   /** The latest denied commands (also logged). */
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
   readonly startedAt = Date.now();
+  private readonly dmaBufOpener: (fd: number) => DmaBufHandle;
   private nextSession = 1;
   private nextLease = 1;
   private nextFile = 1;
@@ -119,6 +137,7 @@ export class Homid {
   ) {
     this.log = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
     this.regions = opts.regions ?? sabRegions;
+    this.dmaBufOpener = opts.dmaBufOpener ?? ((fd) => openDmaBuf(fd, { ownFd: true }));
     this.registry = new DeviceRegistry({ info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) }, opts.opener);
     this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
     this.vfs = new VfService({ info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) }, opts.sriovSys);
@@ -212,6 +231,37 @@ export class Homid {
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode: 'gpu' }): Promise<GpuLease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]> {
+    if (req.dataDmaBuf === undefined) return this.openLeases(s, req, null);
+    if (s.closed) throw new HomidError('closed', 'the session is closed');
+    if ((req.mode ?? 'raw') !== 'mediated' || (req.count ?? 1) !== 1) {
+      this.refuse(s, new HomidError('bad-request', `a dma-buf data buffer is for one mediated queue pair (asked for ${req.count ?? 1} ${req.mode ?? 'raw'})`));
+    }
+    let buf: DmaBufHandle;
+    try {
+      buf = this.dmaBufOpener(dupCloexec(req.dataDmaBuf));
+    } catch (e) {
+      if (e instanceof DmaBufError || e instanceof OsError || e instanceof ShmSealError) this.refuse(s, new HomidError('bad-request', `the data buffer descriptor is refused: ${e.message}`));
+      throw e;
+    }
+    let kept = false;
+    try {
+      if (buf.size > MAX_DATA_BYTES) {
+        // homid maps (and under VFIO pins) all of it: bounded like any data buffer
+        this.refuse(s, new HomidError('bad-request', `the ${buf.exporter} dma-buf holds ${buf.size} bytes; a data buffer is at most ${MAX_DATA_BYTES}`));
+      }
+      if (req.dataBytes !== undefined && req.dataBytes > buf.size) {
+        this.refuse(s, new HomidError('bad-request', `dataBytes ${req.dataBytes} is more than the ${buf.size} bytes of the ${buf.exporter} dma-buf`));
+      }
+      const leases = await this.openLeases(s, { ...req, dataBytes: req.dataBytes ?? buf.size }, buf);
+      kept = true;
+      return leases;
+    } finally {
+      // the lease closes it on release; a refusal closes it here
+      if (!kept) buf.close();
+    }
+  }
+
+  private async openLeases(s: ClientSession, req: OpenQueuePairsRequest, dataDmaBuf: DmaBufHandle | null): Promise<Lease[]> {
     if (s.closed) throw new HomidError('closed', 'the session is closed');
     const count = req.count ?? 1;
     const mode = req.mode ?? 'raw';
@@ -262,7 +312,7 @@ export class Homid {
     this.deviceReserved.set(req.device, reservedOnDevice + count);
     const made: Lease[] = [];
     try {
-      for (let i = 0; i < count; i++) made.push(await this.createLease(s, dev, mode, nsid, req));
+      for (let i = 0; i < count; i++) made.push(await this.createLease(s, dev, mode, nsid, req, dataDmaBuf));
     } catch (e) {
       for (const l of made) await this.reclaim(s, l).catch(() => undefined);
       if (e instanceof HomidError) this.refuse(s, e);
@@ -303,7 +353,7 @@ export class Homid {
   }
 
   /** One lease of kind `mode`, registered in the session and serving. */
-  private async createLease(s: ClientSession, dev: LiveDevice, mode: LeaseMode, nsid: number, req: OpenQueuePairsRequest): Promise<Lease> {
+  private async createLease(s: ClientSession, dev: LiveDevice, mode: LeaseMode, nsid: number, req: OpenQueuePairsRequest, dataDmaBuf: DmaBufHandle | null): Promise<Lease> {
     const dataBytes = req.dataBytes ?? DEFAULT_DATA_BYTES;
     if (!Number.isInteger(dataBytes) || dataBytes < 4096 || dataBytes > MAX_DATA_BYTES) {
       throw new HomidError('bad-request', `dataBytes must be an integer in 4096..${MAX_DATA_BYTES}, got ${dataBytes}`);
@@ -317,6 +367,7 @@ export class Homid {
       nsid,
       depth: req.depth,
       dataBytes,
+      dataDmaBuf,
       write: req.write === true,
       serial: (fn) => this.serial(device, fn),
       regions: this.regions,

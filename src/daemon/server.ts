@@ -12,7 +12,7 @@ import { IpcServer, type IpcConnection, type IpcReply, type IpcRequest } from '.
 import { closeFd } from '../sys/shm.js';
 import type { HomidConfig } from './config.js';
 import { HomidError } from './errors.js';
-import { HOMID_VERSION, Homid, type ClientSession, type HomidLogger } from './homid.js';
+import { HOMID_VERSION, Homid, type ClientSession, type HomidLogger, type HomidOptions } from './homid.js';
 import { memfdOpener } from './registry.js';
 import { memfdRegions } from './shared-region.js';
 
@@ -31,7 +31,7 @@ export interface HomidServer {
  * one is live fails on the socket ('another server is listening') before it touches (resets) any device.
  * Requests that arrive while the devices come up wait for them.
  */
-export async function startHomidServer(config: HomidConfig, opts: { logger?: HomidLogger; socket?: string } = {}): Promise<HomidServer> {
+export async function startHomidServer(config: HomidConfig, opts: { logger?: HomidLogger; socket?: string; dmaBufOpener?: HomidOptions['dmaBufOpener'] } = {}): Promise<HomidServer> {
   const log: HomidLogger = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
   let homid!: Homid;
   let markReady!: () => void;
@@ -82,6 +82,9 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
             },
           };
         case 'openQueuePair': {
+          // a dma-buf data buffer comes as the one descriptor; homid keeps its own duplicate
+          if (r.dataDmaBuf === true && req.fds.length !== 1) return fail(IpcErrorCode.MissingFds, 'openQueuePair with dataDmaBuf needs the dma-buf as its one descriptor');
+          if (r.dataDmaBuf !== true && req.fds.length !== 0) return fail(IpcErrorCode.UnexpectedFds, 'openQueuePair takes a descriptor only with dataDmaBuf (the dma-buf data buffer)');
           const leases = await homid.openQueuePairs(s, {
             device: r.device,
             nsid: r.nsid,
@@ -90,6 +93,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
             mode: r.mode,
             write: r.write === true,
             ...(r.dataBytes !== undefined ? { dataBytes: r.dataBytes } : {}),
+            ...(r.dataDmaBuf === true ? { dataDmaBuf: req.fds[0]! } : {}),
           });
           const wires = leases.map((l) => l.wire());
           if (wires.some((w) => w === null)) {
@@ -166,7 +170,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
     ...(config.limits.ipc ?? {}),
   });
   try {
-    homid = await Homid.start(config, { logger: log, regions: memfdRegions, opener: memfdOpener });
+    homid = await Homid.start(config, { logger: log, regions: memfdRegions, opener: memfdOpener, ...(opts.dmaBufOpener ? { dmaBufOpener: opts.dmaBufOpener } : {}) });
   } catch (e) {
     await ipc.close();
     throw e;

@@ -138,7 +138,8 @@ export const CONTROL_BLOCK_BYTES = CTL_STATS_BYTE_OFFSET + STAT_CELLS * 8;
  * A DMA segment for the controller: a SharedArrayBuffer (in-process mode), or a memfd the worker maps
  * (memfd mode: fd numbers are process-wide, so the worker thread maps the very fd the host created).
  */
-export type SegmentSource = { index: number; sab: SharedArrayBuffer } | { index: number; fd: number; size: number };
+/** A DMA segment: a SharedArrayBuffer, or an fd the controller maps (a sealed memfd, or a dma-buf when `dmabuf`). */
+export type SegmentSource = { index: number; sab: SharedArrayBuffer } | { index: number; fd: number; size: number; dmabuf?: boolean };
 
 /**
  * What a device window (emulated P2P, src/emu/device-window.ts) stands for:

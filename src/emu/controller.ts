@@ -119,6 +119,8 @@ export interface EmuShmRegion {
  */
 export interface EmuShmOps {
   mapShmFd(fd: number, size: number): EmuShmRegion;
+  /** Map `size` bytes of a dma-buf fd (checked to be one, at least that big) MAP_SHARED. */
+  mapDmaBuf(fd: number, size: number): EmuShmRegion;
   futexWait(address: number, expected: number, timeoutMs: number): 'ok' | 'not-equal' | 'timed-out';
 }
 
@@ -483,7 +485,7 @@ export class Controller implements AdminTarget {
     this.dropSegment(s.index);
     let r: EmuShmRegion;
     try {
-      r = this.shmOps.mapShmFd(s.fd, s.size);
+      r = s.dmabuf === true ? this.shmOps.mapDmaBuf(s.fd, s.size) : this.shmOps.mapShmFd(s.fd, s.size);
     } catch {
       return; // the fd is gone: IOVAs in this segment stay DMA faults
     }

@@ -16,9 +16,19 @@ try {
   let shmOps: EmuShmOps | null = null;
   if (init.shm) {
     const shm = await import('../sys/shm.js');
+    const dmabuf = await import('../sys/dmabuf.js');
     // The controller runs in the owner's process (homid): it maps only memfds whose size no holder can change,
-    // so nothing another process does to one can fault this one.
-    shmOps = { mapShmFd: (fd, size) => shm.mapShmFd(fd, size, { requireSizeSeals: true }), futexWait: shm.futexWait };
+    // so nothing another process does to one can fault this one, and dma-bufs (whose size is fixed at export).
+    shmOps = {
+      mapShmFd: (fd, size) => shm.mapShmFd(fd, size, { requireSizeSeals: true }),
+      mapDmaBuf: (fd, size) => {
+        const f = dmabuf.inspectDmaBuf(fd);
+        if (f.size < size) throw new dmabuf.DmaBufError(`dma-buf fd ${fd} holds ${f.size} bytes, fewer than ${size}`);
+        const m = dmabuf.mapDmaBuf(fd, size);
+        return { buffer: m.buffer, address: m.addressNumber, close: () => m.retire() };
+      },
+      futexWait: shm.futexWait,
+    };
   }
   controller = new Controller(init, shmOps, (m: WorkerMessage) => parentPort?.postMessage(m));
 } catch (e) {

@@ -4,7 +4,8 @@
  *
  * Descriptors, by index: 0 the ring (mediated-ring.ts layout, `ringBytes` long); 1 the segment (`segmentBytes`),
  * holding the data buffer at [dataOffset, +dataBytes) and, in direct mode, the hardware CQ at `hwCq`. Without a
- * write grant, descriptor 1 is read-only and the client maps it read-only.
+ * write grant, descriptor 1 is read-only and the client maps it read-only. With `dataDmaBuf` the data buffer is the
+ * client's own dma-buf (sent with the request) and descriptor 1 holds only the hardware CQ.
  */
 import { z } from 'zod';
 import { CQE_SIZE } from '../nvme/registers.js';
@@ -41,6 +42,11 @@ const MediatedQueueGrantShape = record(
     maxTransferBytes: count(),
     /** Whether writes may be granted (and the segment is writable). */
     write: z.boolean({ error: (iss) => `${show(iss.input)} is not a boolean` }),
+    /**
+     * The data buffer is the dma-buf the client passed with its request ([dataOffset, +dataBytes) of it), not part
+     * of the segment; the segment then holds the hardware CQ only.
+     */
+    dataDmaBuf: z.literal(true, { error: (iss) => `${show(iss.input)} is not true` }).optional(),
   },
   'the grant is not an object',
 );
@@ -50,7 +56,7 @@ type Shape = z.infer<typeof MediatedQueueGrantShape>;
 function crossCheck(g: Shape, ctx: z.RefinementCtx): void {
   const issue = (path: (string | number)[], message: string): void => ctx.addIssue({ code: 'custom', path, message });
   if (g.ringBytes < ringBytes(g.entries)) return issue(['ringBytes'], `${g.ringBytes} is too small for ${g.entries} entries`);
-  if (g.dataOffset + g.dataBytes > g.segmentBytes) return issue([], 'data buffer lies outside its segment');
+  if (g.dataDmaBuf !== true && g.dataOffset + g.dataBytes > g.segmentBytes) return issue([], 'data buffer lies outside its segment');
   const c = g.hwCq;
   if (c !== null) {
     if (c.fd < MEDIATED_FD_SEGMENT || c.bytes < g.entries * CQE_SIZE) return issue(['hwCq'], 'bad hardware CQ region');

@@ -86,6 +86,11 @@ export const OpenQueuePairRequest = z.object({
     .min(4096)
     .max(1 << 30)
     .optional(),
+  /**
+   * Mediated, count 1: the data buffer is the dma-buf sent as the request's one descriptor (homid checks that it is
+   * a dma-buf of at least dataBytes, imports it for the device, and keeps it until the lease ends).
+   */
+  dataDmaBuf: z.literal(true).optional(),
 });
 
 export const CloseQueuePairRequest = z.object({
@@ -443,7 +448,8 @@ export const catalogue = {
   openQueuePair: {
     request: OpenQueuePairRequest,
     result: OpenQueuePairResult,
-    requestFds: NO_FDS,
+    /** The dma-buf of a dataDmaBuf request. */
+    requestFds: { min: 0, max: 1 },
     /** Queue and doorbell memory the client maps. */
     resultFds: { min: 0, max: 64 },
   },

@@ -16,6 +16,7 @@
  */
 import { createShm, mapShmFd, type ShmRegion } from '../sys/shm.js';
 import { DmaAllocationError, type DmaAllocator, type DmaBuffer } from './dma.js';
+import { DmaBufImportError, describeDmaBuf, mapDmaBufForImport, type DmaBufHandle, type ImportedDmaBuf } from './dmabuf.js';
 import { insertFree, takeFirstFit, type FreeRange } from './free-list.js';
 import { SEGMENT_SPAN, SegmentedDmaMemory, type SegmentedDmaOptions } from './shared-dma.js';
 
@@ -114,6 +115,8 @@ export interface ShmSegmentInfo {
   index: number;
   fd: number;
   size: number;
+  /** A dma-buf (not a memfd): the controller maps it without the memfd seal check, after checking it is a dma-buf. */
+  dmabuf?: boolean;
 }
 
 export interface ShmDmaOptions extends SegmentedDmaOptions {
@@ -162,6 +165,8 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
   private readonly name: string;
   private readonly regions = new Map<number, ShmRegion>();
   private readonly dedicated = new Map<number, DedicatedSegment>();
+  /** Indices of imported dma-buf segments (not memfds). */
+  private readonly dmabufs = new Set<number>();
   private closed = false;
 
   constructor(opts: ShmDmaOptions = {}) {
@@ -173,7 +178,7 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
 
   /** Every live segment (pool, dedicated, registered): what a controller must map. */
   segmentInfos(): ShmSegmentInfo[] {
-    return [...this.regions.entries()].map(([index, r]) => ({ index, fd: r.fd, size: r.size }));
+    return [...this.regions.entries()].map(([index, r]) => (this.dmabufs.has(index) ? { index, fd: r.fd, size: r.size, dmabuf: true } : { index, fd: r.fd, size: r.size }));
   }
 
   protected createBacking(index: number, size: number): ArrayBufferLike {
@@ -218,15 +223,45 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
     return this.adopt(index, r);
   }
 
-  private adopt(index: number, r: ShmRegion): DedicatedSegment {
+  /**
+   * Import a dma-buf (src/mem/dmabuf.ts) as a segment of its own: mapped here MAP_SHARED and announced to the
+   * controller, which maps the same fd, so PRPs into [iovaBase, iovaBase + size) land in the dma-buf's pages. The
+   * fd stays the handle's. Throws DmaBufImportError when the exporter cannot be mapped (GPU memory: the
+   * copy-engine path).
+   */
+  importDmaBuf(buf: DmaBufHandle, name: string): ImportedDmaBuf {
+    if (this.closed) throw new DmaAllocationError('DMA memory is closed');
+    if (buf.size % this.pageSize !== 0) {
+      throw new DmaBufImportError(
+        'emu-memfd',
+        buf.exporter,
+        `a size that is a multiple of ${this.pageSize}`,
+        `emu-memfd cannot import ${describeDmaBuf(buf)} (${name}): its size is not a multiple of ${this.pageSize}`,
+      );
+    }
+    if (buf.size > SEGMENT_SPAN) throw new DmaBufImportError('emu-memfd', buf.exporter, 'at most 4 GiB', `emu-memfd cannot import ${describeDmaBuf(buf)} (${name}): a segment is at most 4 GiB`);
+    const r = mapDmaBufForImport('emu-memfd', buf);
+    let seg: DedicatedSegment;
+    try {
+      seg = this.adopt(this.reserveIndex(), r, !buf.standIn);
+    } catch (e) {
+      r.close();
+      throw e;
+    }
+    return { transport: 'emu-memfd', iova: seg.iovaBase, size: buf.size, view: new Uint8Array(r.buffer, 0, buf.size), exporter: buf.exporter, release: () => seg.release() };
+  }
+
+  private adopt(index: number, r: ShmRegion, dmabuf = false): DedicatedSegment {
     this.regions.set(index, r);
+    if (dmabuf) this.dmabufs.add(index);
     const seg = new DedicatedSegment(index, r, new RegionAllocator(r.buffer, 0, r.size, index * SEGMENT_SPAN, this.pageSize), (s) => this.dropDedicated(s));
     this.dedicated.set(index, seg);
     try {
-      this.onSegment?.({ index, fd: r.fd, size: r.size });
+      this.onSegment?.(dmabuf ? { index, fd: r.fd, size: r.size, dmabuf } : { index, fd: r.fd, size: r.size });
     } catch (e) {
       this.dedicated.delete(index);
       this.regions.delete(index);
+      this.dmabufs.delete(index);
       r.close();
       throw e;
     }
@@ -236,6 +271,7 @@ export class ShmDmaMemory extends SegmentedDmaMemory {
   private dropDedicated(s: DedicatedSegment): void {
     this.dedicated.delete(s.index);
     this.regions.delete(s.index);
+    this.dmabufs.delete(s.index);
     try {
       if (!this.closed) this.onSegmentRemoved?.(s.index);
     } finally {

@@ -7,6 +7,7 @@
  * own chunks and exported memory never collide.
  */
 import { DmaAllocationError } from './dma.js';
+import { DmaBufImportError, describeDmaBuf, mapDmaBufForImport, type DmaBufHandle, type ImportedDmaBuf } from './dmabuf.js';
 import { insertFree, takeFirstFit, type FreeRange } from './free-list.js';
 import { ChunkedDmaAllocator, type ChunkSource, type DmaChunk } from './pcie-dma.js';
 import { MAP_ANONYMOUS, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, type Mapping } from '../sys/mman.js';
@@ -159,6 +160,57 @@ export function exportVfioMemory(mapper: DmaMapper, iovas: IovaSpace, bytes: num
       }
       iovas.free(iova, size);
       region.close();
+    },
+  };
+}
+
+/**
+ * Import a dma-buf for a VFIO container: mmap it (src/mem/dmabuf.ts) and VFIO_IOMMU_MAP_DMA the mapping at an IOVA
+ * from `iovas`. Whether type1 accepts the mapping is the kernel's call (it pins pages pin_user_pages can pin, and
+ * follows PFNMAP ranges only over non-RAM such as device BARs); a refusal comes back as a DmaBufImportError that
+ * carries the kernel's errno and names the upstream importer (iommufd IOMMU_IOAS_MAP_FILE).
+ */
+export function importVfioDmaBuf(mapper: DmaMapper, iovas: IovaSpace, buf: DmaBufHandle, name: string): ImportedDmaBuf {
+  if (buf.size % PAGE !== 0)
+    throw new DmaBufImportError('pcie-vfio', buf.exporter, `a size that is a multiple of ${PAGE}`, `pcie-vfio cannot import ${describeDmaBuf(buf)} (${name}): its size is not a multiple of ${PAGE}`);
+  const r = mapDmaBufForImport('pcie-vfio', buf);
+  let iova: number;
+  try {
+    iova = iovas.alloc(buf.size);
+  } catch (e) {
+    r.close();
+    throw e;
+  }
+  try {
+    mapper.mapDma(r.mapping.address, iova, buf.size);
+  } catch (e) {
+    iovas.free(iova, buf.size);
+    r.close();
+    throw new DmaBufImportError(
+      'pcie-vfio',
+      buf.exporter,
+      'iommufd IOMMU_IOAS_MAP_FILE (Linux 6.19+, vfio-pci exporters only) or an out-of-tree importer',
+      `pcie-vfio cannot import ${describeDmaBuf(buf)} (${name}): VFIO_IOMMU_MAP_DMA of its mapping was refused by the kernel (${(e as Error).message}); ` +
+        `type1 cannot pin this exporter's pages; the upstream importer is iommufd IOMMU_IOAS_MAP_FILE (6.19+, dma-bufs exported by vfio-pci only)`,
+    );
+  }
+  let released = false;
+  return {
+    transport: 'pcie-vfio',
+    iova,
+    size: buf.size,
+    view: new Uint8Array(r.buffer, 0, buf.size),
+    exporter: buf.exporter,
+    release(): void {
+      if (released) return;
+      released = true;
+      try {
+        mapper.unmapDma(iova, buf.size);
+      } catch {
+        // the container is gone: nothing is mapped any more
+      }
+      iovas.free(iova, buf.size);
+      r.close();
     },
   };
 }

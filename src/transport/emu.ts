@@ -8,6 +8,7 @@
  * the command (src/emu/device-window.ts).
  */
 import { MessageChannel, Worker, receiveMessageOnPort } from 'node:worker_threads';
+import type { DmaBufHandle, ImportedDmaBuf } from '../mem/dmabuf.js';
 import {
   CONTROL_BLOCK_BYTES,
   CTL_ACK,
@@ -273,7 +274,7 @@ export class EmuTransport implements Transport {
       this.dma = new shmMods.dma.ShmDmaMemory({
         segmentSize: dmaSegmentSize,
         maxTotalBytes: dmaMaxBytes,
-        onSegment: (seg) => this.post({ type: 'segment', index: seg.index, fd: seg.fd, size: seg.size }, true),
+        onSegment: (seg) => this.post({ type: 'segment', index: seg.index, fd: seg.fd, size: seg.size, ...(seg.dmabuf === true ? { dmabuf: true } : {}) }, true),
         onSegmentRemoved: (index) => {
           if (this.closing === null && this.failure === null) this.post({ type: 'dropSegment', index }, true);
         },
@@ -413,6 +414,7 @@ export class EmuTransport implements Transport {
         return { fd: bar.fd, offset: REG_DOORBELL_BASE, bytes };
       },
       wakeWindow: () => ({ fd: bar.fd, offset: bar.wakeOffset, bytes: 4096, word: 0 }),
+      importDmaBuf: (buf: DmaBufHandle, name: string): ImportedDmaBuf => dma.importDmaBuf(buf, name),
     };
   }
 

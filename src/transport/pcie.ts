@@ -11,7 +11,8 @@ import { closeSync, constants, existsSync, openSync, readFileSync } from 'node:f
 import { join } from 'node:path';
 import { ChunkedDmaAllocator } from '../mem/pcie-dma.js';
 import { checkHugepagePreconditions, exportHugepageMemory, HUGEPAGE_SIZE, openHugepageDma, type HugepageOptions } from '../mem/hugepage.js';
-import { exportVfioMemory, IovaSpace, openVfioDma } from '../mem/vfio-dma.js';
+import { exportVfioMemory, importVfioDmaBuf, IovaSpace, openVfioDma } from '../mem/vfio-dma.js';
+import { uioRefusal, type DmaBufHandle, type ImportedDmaBuf } from '../mem/dmabuf.js';
 import { CC_EN, CSTS_RDY, REG_CAP, REG_CC, REG_CSTS, REG_DOORBELL_BASE } from '../nvme/registers.js';
 import { PciError, normalizePciAddress } from '../pci/address.js';
 import { bindTo, DriverBinding } from '../pci/bind.js';
@@ -149,6 +150,10 @@ export class PcieTransport implements Transport {
           return vfio.bar0Window(REG_DOORBELL_BASE, bytes);
         },
         wakeWindow: () => null,
+        importDmaBuf: (buf: DmaBufHandle, name: string): ImportedDmaBuf => {
+          if (this.closed) throw new PciError(`${this.address} is closed`);
+          return importVfioDmaBuf(vfio, iovas, buf, name);
+        },
       };
     } else {
       const hp = this.exportOpts.hugepages;
@@ -174,6 +179,9 @@ export class PcieTransport implements Transport {
           return { fd: this.resourceFd, offset: REG_DOORBELL_BASE, bytes };
         },
         wakeWindow: () => null,
+        importDmaBuf: (buf: DmaBufHandle): ImportedDmaBuf => {
+          throw uioRefusal(buf);
+        },
       };
     }
     return this.exporter;

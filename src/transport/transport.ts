@@ -32,6 +32,7 @@
  * - `queueExporter`: null (queues cannot be mapped by another process).
  */
 import type { DmaAllocator } from '../mem/dma.js';
+import type { DmaBufHandle, ImportedDmaBuf } from '../mem/dmabuf.js';
 import type { Sqe } from '../nvme/sqe.js';
 
 /** Where a queue pair's rings live: what the core allocated, in the transport's address space (IOVAs). */
@@ -154,4 +155,9 @@ export interface QueueExporter {
   doorbellWindow(bytes: number): FdWindow;
   /** The 4096-byte page holding the wake word and the word's offset in it; null when the device never sleeps. */
   wakeWindow(): (FdWindow & { word: number }) | null;
+  /**
+   * Make a dma-buf the device can reach (src/mem/dmabuf.ts): its IOVA and a CPU view, or DmaBufImportError saying
+   * why this transport cannot and what it would need (uio: always refused).
+   */
+  importDmaBuf(buf: DmaBufHandle, name: string): ImportedDmaBuf;
 }

@@ -168,6 +168,59 @@ switch (mode) {
     }
     break;
   }
+  case 'dmabuf-lease': {
+    // A mediated lease whose data buffer is our own buffer: 'stand-in' (a sealed memfd; the test's homid accepts
+    // it as the memfd stand-in for a dma-buf), 'udmabuf' (a real one over that memfd), or attacks: 'regular' (a
+    // file), 'memfd-other' (a memfd not named as a stand-in), 'size-lie' (dataBytes beyond the buffer). Reads the
+    // file's first 16 KiB into data offset 0 and checks them through the memfd; then reads 8 KiB at data offset
+    // 60 KiB (past the 64 KiB buffer) and reports that status.
+    const [device, file, kind] = rest as [string, string, string];
+    const SIZE = 64 * 1024;
+    const { createShm, closeFd } = await import('../../src/sys/shm.js');
+    const { createUdmabuf } = await import('../../src/sys/dmabuf.js');
+    const backing = createShm(kind === 'memfd-other' ? 'other' : 'homi-dmabuf-stand-in', SIZE);
+    let fd = backing.fd;
+    let own = -1;
+    if (kind === 'udmabuf') fd = own = createUdmabuf([{ memfd: backing.fd, offset: 0, size: SIZE }]);
+    if (kind === 'regular') fd = own = fs.openSync(file, 'r');
+    const c = await connect();
+    try {
+      const [l] = await c.openQueuePairs({ device, depth: 16, mode: 'mediated', dataBytes: kind === 'size-lie' ? 2 * SIZE : SIZE, dataDmaBuf: fd });
+      const m = l as MediatedLease;
+      const ffd = fs.openSync(file, 'r');
+      const map = await c.resolveExtents(ffd, device);
+      fs.closeSync(ffd);
+      const lba = map.read()!.extents[0]!.physical / m.grant.blockSize;
+      const nlb = (16 * 1024) / m.grant.blockSize;
+      const statuses: number[] = [];
+      const submit = async (off: number, n: number): Promise<number> => {
+        if (m.qp.submitIo(NvmOpcode.Read, 1, lba, n, off, 0, statuses.length) < 0) throw new Error('queue full');
+        m.qp.ring();
+        let st = -1;
+        const t0 = Date.now();
+        while (st < 0) {
+          m.qp.poll((_t, s) => void (st = s));
+          if (Date.now() - t0 > 30_000) throw new Error('no completion');
+          await new Promise((r) => setImmediate(r));
+        }
+        return st;
+      };
+      const mem = new Uint8Array(backing.buffer, 0, SIZE);
+      mem.fill(0xee);
+      const status = await submit(0, nlb);
+      const want = fs.readFileSync(file).subarray(0, 16 * 1024);
+      const match = Buffer.compare(Buffer.from(mem.subarray(0, want.length)), want) === 0;
+      const outside = await submit(60 * 1024, (8 * 1024) / m.grant.blockSize);
+      out({ ok: true, status, match, outside, dataDmaBuf: m.grant.dataDmaBuf === true, dataBytes: m.grant.dataBytes, untouchedTail: mem.subarray(16 * 1024).every((b) => b === 0xee) });
+    } catch (e) {
+      out({ ok: false, ...errOf(e) });
+    } finally {
+      c.close();
+      if (own >= 0) closeFd(own);
+      backing.close();
+    }
+    break;
+  }
   default:
     out({ ok: false, code: 'usage', message: `unknown mode ${mode}` });
 }

@@ -7,6 +7,7 @@
 import type { Controller } from '../../driver/controller.js';
 import { ExportLimitError } from '../../driver/errors.js';
 import { DmaAllocationError } from '../../mem/dma.js';
+import { DmaBufImportError, type DmaBufHandle } from '../../mem/dmabuf.js';
 import { HugepageError } from '../../mem/hugepage.js';
 import type { LeaseGrant, LeaseStatus } from '../../ipc/messages.js';
 import type { Transport } from '../../transport/transport.js';
@@ -73,6 +74,11 @@ export interface LeaseContext {
   readonly depth: number;
   /** Bytes of data buffer (validated by homid). */
   readonly dataBytes: number;
+  /**
+   * Mediated: the data buffer is this dma-buf (checked by homid to be one of at least dataBytes); the lease imports
+   * it through the transport and closes it on release. Null: homid allocates the data buffer.
+   */
+  readonly dataDmaBuf: DmaBufHandle | null;
   /** Writes asked for (and allowed by the class). */
   readonly write: boolean;
   /** Run queue creation or deletion after every earlier one on this device (homid's per-device lock). */
@@ -94,6 +100,7 @@ export function leaseBase(ctx: LeaseContext, qid: number): LeaseBase {
 export function refusalOf(e: unknown, device: string): unknown {
   if (e instanceof HugepageError) return new HomidError('no-hugepages', `device '${device}': ${e.message}`);
   if (e instanceof DmaAllocationError) return new HomidError('no-memory', `device '${device}': ${e.message}`);
+  if (e instanceof DmaBufImportError) return new HomidError('bad-request', `device '${device}': ${e.message}`);
   if (e instanceof ExportLimitError) return new HomidError('bad-request', `device '${device}': ${e.message}; ask for less dataBytes or depth`);
   return e;
 }

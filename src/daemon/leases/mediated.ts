@@ -16,6 +16,7 @@ import { ringBytes } from '../../ipc/mediated-ring.js';
 import { CQE_SIZE, SQE_SIZE } from '../../nvme/registers.js';
 import { closeFd, openReadOnly } from '../../sys/shm.js';
 import type { ExportedMemory } from '../../transport/transport.js';
+import type { ImportedDmaBuf } from '../../mem/dmabuf.js';
 import { DirectHwQueue } from '../direct-hw.js';
 import { HomidError } from '../errors.js';
 import { LbaSet, MediatedQueue, type MediatedGrant as MediatedAccess, type MediatedPoller } from '../mediated.js';
@@ -60,6 +61,8 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
   const dataPart = Math.ceil(ctx.dataBytes / page) * page;
   const cqPart = Math.ceil((ctx.depth * CQE_SIZE) / page) * page;
   let exported: ExportedMemory | null = null;
+  /** The client's dma-buf as the device reaches it (ctx.dataDmaBuf). */
+  let imported: ImportedDmaBuf | null = null;
   /** Without a write grant the client gets a read-only descriptor of the exported memory (openReadOnly). */
   let clientFd: number | null = null;
   let hwSq: DmaBuffer | null = null;
@@ -73,6 +76,8 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
     clientFd = null;
     if (exported) exported.release();
     else if (data) dma.free(data);
+    imported?.release();
+    ctx.dataDmaBuf?.close();
     if (hwSq) dma.free(hwSq);
   };
   try {
@@ -83,25 +88,37 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
           `device '${dev.config.name}' (${x.kind}): mediated writes need a data buffer the client can write, and on this transport a client could release that memory under the device (a hugetlb hole punch); only root gets one here: use vfio, or ask without write`,
         );
       }
-      if (dataPart + cqPart > x.maxExportBytes) {
+      if ((ctx.dataDmaBuf !== null ? cqPart : dataPart + cqPart) > x.maxExportBytes) {
         throw new HomidError(
           'bad-request',
           `device '${dev.config.name}': a mediated queue of depth ${ctx.depth} with ${dataPart} bytes of data needs ${dataPart + cqPart} bytes of exported memory; this transport (${x.kind}) exports at most ${x.maxExportBytes}: ask for less dataBytes or depth`,
         );
       }
+      const dmabuf = ctx.dataDmaBuf;
       try {
-        exported = x.exportMemory(dataPart + cqPart, name);
+        if (dmabuf !== null) {
+          // the data buffer is the client's dma-buf, imported for this device; homid exports only the hardware CQ
+          imported = x.importDmaBuf(dmabuf, name);
+          exported = x.exportMemory(cqPart, name);
+        } else exported = x.exportMemory(dataPart + cqPart, name);
       } catch (e) {
         throw refusalOf(e, dev.config.name);
       }
       const mem = exported;
       if (!ctx.write) clientFd = openReadOnly(mem.fd);
-      data = { iova: mem.iova, size: dataPart, bytes: mem.view.subarray(0, dataPart) };
-      const cq: DmaBuffer = { iova: mem.iova + dataPart, size: cqPart, bytes: mem.view.subarray(dataPart, dataPart + cqPart) };
+      const cqAt = imported !== null ? 0 : dataPart;
+      data = imported !== null ? { iova: imported.iova, size: dataPart, bytes: imported.view.subarray(0, dataPart) } : { iova: mem.iova, size: dataPart, bytes: mem.view.subarray(0, dataPart) };
+      const cq: DmaBuffer = { iova: mem.iova + cqAt, size: cqPart, bytes: mem.view.subarray(cqAt, cqAt + cqPart) };
       const sq = (hwSq = dma.alloc(Math.ceil((ctx.depth * SQE_SIZE) / page) * page, page));
       const remote = await ctx.serial(() => c.createQueuePairOn({ sq, cq }, { entries: ctx.depth }));
       direct = new DirectHwQueue(t, remote);
     } else {
+      if (ctx.dataDmaBuf !== null) {
+        throw new HomidError(
+          'bad-request',
+          `device '${dev.config.name}' cannot take a dma-buf data buffer: its transport exports no memory to other processes (an embedded controller in SharedArrayBuffer mode)`,
+        );
+      }
       data = dma.alloc(dataPart, page);
       qp = await ctx.serial(() => c.createQueuePair({ entries: ctx.depth, timeoutMs: 0 }));
     }
@@ -134,8 +151,10 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
       dataBytes: data.size,
       dataOffset: 0,
       segmentBytes: mem ? mem.bytes : 0,
-      // direct mode: the hardware CQ follows the data buffer in the same region (read it, never write it)
-      hwCq: mem ? { fd: MEDIATED_FD_SEGMENT, offset: dataPart, bytes: cqPart, qid: hw.qid } : null,
+      // direct mode: the hardware CQ follows the data buffer in the same region (read it, never write it), or,
+      // when the data buffer is the client's dma-buf, is alone in the region
+      hwCq: mem ? { fd: MEDIATED_FD_SEGMENT, offset: imported !== null ? 0 : dataPart, bytes: cqPart, qid: hw.qid } : null,
+      ...(imported !== null ? { dataDmaBuf: true } : {}),
       nsid: ctx.nsid,
       blockSize: ns.blockSize,
       blocks: ns.blocks,
