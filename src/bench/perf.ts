@@ -13,7 +13,7 @@ import * as hdr from 'hdr-histogram-js';
 import { openIo } from '../io/open.js';
 import { parseTarget } from '../io/target.js';
 import { resolveBackend } from '../io/open.js';
-import type { BackendName, IoBuffer, IoDevice, IoQueue } from '../io/types.js';
+import type { BackendName, BufferPlacement, IoBuffer, IoDevice, IoQueue } from '../io/types.js';
 import { DriverDevice } from '../io/driver.js';
 import { parseDeviceUri } from '../device/uri.js';
 import { openController } from '../device/controller.js';
@@ -45,6 +45,8 @@ export interface PerfOptions {
   direct?: boolean;
   fixedBuffers?: boolean;
   hipri?: boolean;
+  /** Where the data buffers live (default host memory); device memory needs the driver backend on pci:. */
+  buffers?: BufferPlacement;
   /** Worker threads, each with its own queue sets (default 1: the calling thread). */
   threads?: number;
   /** Latency percentiles to report (default 50, 99, 99.9). */
@@ -92,6 +94,8 @@ export interface PerfReport extends EngineResult {
   invalidated: boolean;
   /** What a reader of the figures should know ("buffered: page cache in the path", ...). */
   notes: string[];
+  /** Where the data buffers were (host memory, or which device memory at which device address). */
+  buffers: string;
 }
 
 /** The options of a run as reported: PerfOptions without callbacks and internals, every default filled in. */
@@ -139,6 +143,9 @@ export function verifyImpossible(uri: string): string | null {
 export function checkPerfOptions(o: PerfOptions): BackendName {
   const backend = resolveBackend(parseTarget(o.uri), { ...optsFor(o), ...(o.backend ? { backend: o.backend } : {}) });
   const threads = o.threads ?? 1;
+  if (threads > 1 && o.buffers !== undefined && o.buffers.kind !== 'host') {
+    throw new RangeError(`--threads ${threads}: device-memory buffers (--buffers ${o.buffers.kind}) are driven from one thread; use --nqueues for more queue pairs`);
+  }
   if (threads > 1 && (backend === 'driver' || backend === 'emu') && !o.uri.startsWith('emu://')) {
     throw new RangeError(
       `--threads ${threads}: the ${backend} backend on a pci: URI drives the controller from one thread (PCIe queue memory cannot be handed to worker threads yet); use --nqueues for more queue pairs`,
@@ -191,15 +198,23 @@ export function checkGeometry(o: Pick<PerfOptions, 'uri' | 'bs' | 'qd' | 'nqueue
   }
 }
 
-function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipri: boolean; nsid: number; maxQueues: number } {
-  return { direct: o.direct ?? false, fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false, nsid: o.nsid, maxQueues: o.nqueues };
+function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipri: boolean; nsid: number; maxQueues: number; buffers?: BufferPlacement } {
+  return { direct: o.direct ?? false, fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false, nsid: o.nsid, maxQueues: o.nqueues, ...(o.buffers ? { buffers: o.buffers } : {}) };
 }
 
 export async function runPerf(o: PerfOptions): Promise<PerfReport> {
   const backend = checkPerfOptions(o);
   const r = (o.threads ?? 1) > 1 ? await (backend === 'driver' || backend === 'emu' ? runAttachedThreads(o, backend) : runThreads(o, backend)) : await runSingle(o, backend);
   const now = Date.now();
-  return { ...r, version: homiVersion(), timestamp: Math.floor(now / 1000), timestamp_ms: now, time: new Date(now).toISOString(), options: runOptions(o, backend) };
+  return {
+    ...r,
+    buffers: r.buffers ?? 'host memory',
+    version: homiVersion(),
+    timestamp: Math.floor(now / 1000),
+    timestamp_ms: now,
+    time: new Date(now).toISOString(),
+    options: runOptions(o, backend),
+  };
 }
 
 function runOptions(o: PerfOptions, backend: BackendName): PerfRunOptions {
@@ -222,6 +237,7 @@ function runOptions(o: PerfOptions, backend: BackendName): PerfRunOptions {
     direct: o.direct ?? false,
     fixedBuffers: o.fixedBuffers ?? false,
     hipri: o.hipri ?? false,
+    buffers: o.buffers ?? { kind: 'host' },
     percentiles: o.percentiles ?? [...DEFAULT_PERCENTILES],
     invalidate: o.invalidate ?? true,
     fadviseHint: o.fadviseHint ?? true,
@@ -231,7 +247,7 @@ function runOptions(o: PerfOptions, backend: BackendName): PerfRunOptions {
 }
 
 /** What runSingle reports before runPerf adds the version, the time and the options. */
-type RunReport = Omit<PerfReport, 'version' | 'timestamp' | 'timestamp_ms' | 'time' | 'options'>;
+type RunReport = Omit<PerfReport, 'version' | 'timestamp' | 'timestamp_ms' | 'time' | 'options' | 'buffers'> & { buffers?: string };
 
 /** Drop the page cache of blocks [base, base + blocks) of a kernel-path device; the notes it gives. */
 function invalidate(dev: IoDevice, base: number, blocks: number): string[] {
@@ -305,6 +321,7 @@ async function runSingle(o: PerfOptions, backend: BackendName): Promise<RunRepor
       buffered,
       invalidated: canInvalidate,
       notes,
+      buffers: dev.bufferPlacement ?? 'host memory',
     };
   } finally {
     try {

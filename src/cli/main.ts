@@ -126,6 +126,7 @@ const perf = program
   .option('--backend <name>', BACKEND_HELP)
   .option('--bs <bytes>', 'I/O size', '4096')
   .option('--qd <n>', 'queue depth per queue', '32')
+  .option('--buffers <where>', 'driver on pci:: data buffers in host memory (host, the default) or in a memory BAR of another PCI function (peer:<bdf>[:bar], BAR 2 by default): peer-to-peer DMA')
   .enablePositionalOptions();
 perfCommonOptions(perf).action(async (uri: string, o: Parameters<typeof perfCommand>[1], cmd: Command) => {
   process.exitCode = await perfCommand(uri, { ...o, explicit: explicitOptions(cmd) });

@@ -1,7 +1,8 @@
 /** `homi perf <uri> ...`: the synthetic benchmark through the driver core. */
 import { checkPerfOptions, isSynchronousBackend, runPerf, type PerfOptions, type PerfReport } from '../bench/perf.js';
 import { parsePercentiles, type LatencySummary } from '../bench/figures.js';
-import { BACKENDS, type BackendName } from '../io/types.js';
+import { BACKENDS, type BackendName, type BufferPlacement } from '../io/types.js';
+import { parsePeerSpec } from '../pci/peer-bar.js';
 import { RW_MODES, type RwMode } from '../bench/workload.js';
 import type { EngineProgress } from '../bench/engine.js';
 import { parsePositiveInt, parseSize, formatSize } from '../util/size.js';
@@ -34,6 +35,7 @@ export interface PerfCliOptions {
   fadvise_hint?: string;
   size?: string;
   offset?: string;
+  buffers?: string;
 }
 
 const MAX_QD = 65535;
@@ -65,6 +67,16 @@ function parseRegionSize(text: string): number {
   const v = usage('--size', () => parseSize(text));
   if (v === 0) throw new UsageError(`--size: '${text}' must be more than 0 bytes`);
   return v;
+}
+
+/** --buffers: host (default) or peer:<bdf>[:bar] (a memory BAR of another PCI function). */
+export function parseBuffers(text: string): BufferPlacement {
+  if (text === 'host') return { kind: 'host' };
+  if (text.startsWith('peer:')) {
+    const peer = usage('--buffers', () => parsePeerSpec(text.slice('peer:'.length)));
+    return { kind: 'peer', ...peer };
+  }
+  throw new UsageError(`--buffers: '${text}' is not host or peer:<bdf>[:bar] (e.g. peer:0000:00:04.0:2)`);
 }
 
 /** fio's 0|1 switches (--invalidate, --fadvise_hint), on by default. */
@@ -111,6 +123,7 @@ export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
     fadviseHint: parseSwitch('--fadvise_hint', o.fadvise_hint),
     ...(o.offset !== undefined ? { offset: usage('--offset', () => parseSize(o.offset!)) } : {}),
     ...(o.size !== undefined ? { size: parseRegionSize(o.size) } : {}),
+    ...(o.buffers !== undefined ? { buffers: parseBuffers(o.buffers) } : {}),
   };
 }
 
@@ -152,6 +165,7 @@ export function formatPerf(r: PerfReport): string {
   if (r.firstMismatch) lines.push(`first mismatch: ${JSON.stringify(r.firstMismatch)}`);
   for (const [k, v] of Object.entries(r.errorsByStatus)) lines.push(`errors: ${v} x ${k}`);
   if (r.perThread) r.perThread.forEach((t, i) => lines.push(`thread ${i}: ${fmtNum(t.iops)} IOPS, ${t.cpuNsPerIo.toFixed(0)} ns/IO, ${t.errors} errors`));
+  if (r.backend === 'driver' || r.buffers !== 'host memory') lines.push(`data buffers: ${r.buffers}`);
   if (r.options.offset > 0 || r.options.size !== null) lines.push(`region: bytes ${r.region.offset}..${r.region.offset + r.region.size - 1} of the target (${formatSize(r.region.size)})`);
   for (const n of r.notes) lines.push(n);
   lines.push('thread ns/IO = CPU time (user + kernel) of the submitting thread(s) per I/O; process ns/IO adds every other thread (the embedded controller, kernel workers do not count).');

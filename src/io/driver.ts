@@ -8,13 +8,27 @@ import { openController, type OpenedController } from '../device/controller.js';
 import { dataPointer, type DataPointer } from '../driver/dptr.js';
 import type { QueuePair } from '../driver/queue-pair.js';
 import { parseDeviceUri } from '../device/uri.js';
-import type { DmaBuffer } from '../mem/dma.js';
+import type { DmaAllocator, DmaBuffer } from '../mem/dma.js';
+import type { DeviceMemoryAllocator } from '../mem/device-memory.js';
+import { PcieTransport } from '../transport/pcie.js';
 import { writeCmdSqe } from '../nvme/sqe.js';
 import { statusName } from '../nvme/status.js';
 import type { Transport } from '../transport/transport.js';
 import type { QueueContract } from '../queue/contract.js';
 import { PromiseIoDevice, checkBufferFor, checkRange, checkSlice } from './common.js';
-import { IoOp, IoOpenError, type BackendName, type IoBuffer, type IoCompletionHandler, type IoDevice, type IoFeatures, type IoGeometry, type IoOpcode, type IoQueue } from './types.js';
+import {
+  IoOp,
+  IoOpenError,
+  type BackendName,
+  type BufferPlacement,
+  type IoBuffer,
+  type IoCompletionHandler,
+  type IoDevice,
+  type IoFeatures,
+  type IoGeometry,
+  type IoOpcode,
+  type IoQueue,
+} from './types.js';
 
 const DSM_ATTR_DEALLOCATE = 1 << 2;
 const DSM_SLOTS = 256;
@@ -58,6 +72,11 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
   /** Data pointers of every buffer and slice, by parent DMA buffer. */
   private readonly buffers = new Map<DmaBuffer, DriverBuffer[]>();
   private closed = false;
+  /** Where data buffers come from: the transport's host DMA memory, or device memory attached to it. */
+  private readonly data: DmaAllocator;
+  readonly bufferPlacement: string;
+  /** The device-memory allocator of --buffers peer:..., or null for host memory. */
+  readonly deviceMemory: DeviceMemoryAllocator | null;
 
   readonly t: Transport;
   readonly c: Controller;
@@ -67,11 +86,19 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
     readonly uri: string,
     private readonly opened: OpenedController,
     nsid: number,
+    deviceMemory: DeviceMemoryAllocator | null,
   ) {
     super();
     const c = opened.controller;
     this.t = opened.transport;
     this.c = c;
+    this.deviceMemory = deviceMemory;
+    this.data = deviceMemory ?? this.t.dma;
+    if (deviceMemory === null) this.bufferPlacement = 'host memory';
+    else {
+      const pl = deviceMemory.placement;
+      this.bufferPlacement = `device memory: ${pl.what}, ${pl.bytes} bytes at ${pl.route === 'iommu' ? 'IOVA' : 'bus address'} 0x${pl.iova.toString(16)}${pl.route === 'iommu' && pl.busAddress !== null ? ` (bus address 0x${pl.busAddress.toString(16)})` : ''}`;
+    }
     const ns = c.namespace(nsid);
     const mdts = Number.isFinite(c.identity.mdts) ? c.identity.mdts : 65536 * ns.blockSize;
     this.geometry = { blockSize: ns.blockSize, blocks: ns.blocks, maxTransferBytes: Math.min(mdts, 65536 * ns.blockSize), nsid, maxQueueDepth: c.cap.maxQueueEntries - 1 };
@@ -80,7 +107,7 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
     this.features = { flush: true, writeZeroes: true, deallocate: true };
   }
 
-  static async open(uri: string, backend: BackendName, nsid: number, maxQueues: number): Promise<DriverDevice> {
+  static async open(uri: string, backend: BackendName, nsid: number, maxQueues: number, buffers?: BufferPlacement): Promise<DriverDevice> {
     const parsed = parseDeviceUri(uri);
     if (backend === 'emu' && parsed.kind !== 'emu') throw new IoOpenError(`--backend emu needs an emu:// URI; '${uri}' is not one`);
     const opened = await openController(parsed, {
@@ -93,7 +120,19 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
         }
       },
     });
-    return new DriverDevice(backend, uri, opened, nsid);
+    let dm: DeviceMemoryAllocator | null = null;
+    if (buffers !== undefined && buffers.kind === 'peer') {
+      const t = opened.transport;
+      try {
+        if (!(t instanceof PcieTransport)) throw new IoOpenError(`--buffers peer: ${uri} is not a PCIe controller`);
+        dm = t.peerBarDma(buffers.address, buffers.bar);
+      } catch (e) {
+        await opened.close();
+        if (e instanceof IoOpenError) throw e;
+        throw new IoOpenError(`--buffers peer:${buffers.address}:${buffers.bar}: ${(e as Error).message}`);
+      }
+    }
+    return new DriverDevice(backend, uri, opened, nsid, dm);
   }
 
   get maxQueuePairs(): number {
@@ -102,7 +141,7 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
 
   allocBuffer(size: number): IoBuffer {
     if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`buffer size must be a positive integer, got ${size}`);
-    const dma = this.t.dma.alloc(size);
+    const dma = this.data.alloc(size);
     const b = new DriverBuffer(this, dma, dma.bytes.subarray(0, size), 0, dataPointer(this.t.dma, dma, 0, size));
     this.buffers.set(dma, [b]);
     return b;
@@ -121,7 +160,7 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
     if (!list || list[0] !== b) throw new RangeError('freeBuffer: not a buffer allocated (and not yet freed) by this device; free the parent, not a slice');
     for (const x of list) x.release();
     this.buffers.delete(b.dma);
-    this.t.dma.free(b.dma);
+    this.data.free(b.dma);
   }
 
   override async createQueue(depth: number): Promise<IoQueue> {
@@ -153,7 +192,7 @@ export class DriverDevice extends PromiseIoDevice implements IoDevice {
     } finally {
       for (const [dma, list] of this.buffers) {
         for (const x of list) x.release();
-        this.t.dma.free(dma);
+        this.data.free(dma);
       }
       this.buffers.clear();
       await this.opened.close();

@@ -44,6 +44,9 @@ export function resolveBackend(target: Target, o: IoOpenOptions): BackendName {
     );
   }
   if (o.hipri && backend === 'io_uring' && !o.direct) throw new IoOpenError('--hipri needs --direct: polled completions exist only for O_DIRECT I/O');
+  if (o.buffers !== undefined && o.buffers.kind !== 'host' && (backend !== 'driver' || !isDevice || target.scheme !== 'pci')) {
+    throw new IoOpenError(`--buffers ${o.buffers.kind}: device-memory buffers need the driver backend on a pci: controller (its DMA reaches the peer); not the ${backend} backend on '${target.uri}'`);
+  }
   if (o.nsid !== undefined && o.nsid !== 1 && !isDevice) throw new IoOpenError(`--nsid applies to the driver backends; a file or block device is one namespace`);
   return backend;
 }
@@ -51,7 +54,7 @@ export function resolveBackend(target: Target, o: IoOpenOptions): BackendName {
 export async function openIo(uri: string, o: IoOpenOptions = {}): Promise<IoDevice> {
   const target = parseTarget(uri);
   const backend = resolveBackend(target, o);
-  if (target.kind === 'device') return DriverDevice.open(uri, backend, o.nsid ?? 1, o.maxQueues ?? 16);
+  if (target.kind === 'device') return DriverDevice.open(uri, backend, o.nsid ?? 1, o.maxQueues ?? 16, o.buffers);
   if (backend === 'io_uring_cmd') return UringCmdDevice.open(uri, target.path, { fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false });
   const kt = openKernelTarget(target, o.direct ?? false, backend);
   if (backend === 'posix') return new PosixDevice(uri, kt);

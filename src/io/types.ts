@@ -64,8 +64,16 @@ export interface IoFeatures {
   deallocate: boolean;
 }
 
+/**
+ * Where the data buffers of a device live: host memory (the default), or device memory the controller reaches
+ * peer to peer (`peer`: a memory BAR of another PCI function; the driver backend on a pci: controller).
+ */
+export type BufferPlacement = { kind: 'host' } | { kind: 'peer'; address: string; bar: number };
+
 /** Options of openIo(). Each backend refuses, at open, an option it cannot honour. */
 export interface IoOpenOptions {
+  /** Data buffers in host memory (default) or device memory. */
+  buffers?: BufferPlacement;
   /** Backend; default: driver for emu:/pci: URIs, io_uring for files and block devices, io_uring_cmd for /dev/ng*. */
   backend?: BackendName;
   /** O_DIRECT (posix, io_uring). */
@@ -116,6 +124,8 @@ export interface IoDevice {
   readonly transport: string;
   /** Device model / description. */
   readonly model: string;
+  /** Where allocBuffer's memory lives, for reports (e.g. "host memory", "BAR2 of 0000:00:04.0 at IOVA 0x..."). */
+  readonly bufferPlacement?: string;
   readonly geometry: IoGeometry;
   readonly features: IoFeatures;
   allocBuffer(size: number): IoBuffer;

@@ -13,6 +13,8 @@ import { ChunkedDmaAllocator } from '../mem/pcie-dma.js';
 import { checkHugepagePreconditions, exportHugepageMemory, HUGEPAGE_SIZE, openHugepageDma, type HugepageOptions } from '../mem/hugepage.js';
 import { exportVfioMemory, importVfioDmaBuf, IovaSpace, openVfioDma } from '../mem/vfio-dma.js';
 import { uioRefusal, type DmaBufHandle, type ImportedDmaBuf } from '../mem/dmabuf.js';
+import { openDeviceMemory, type DeviceMemoryAllocator, type DeviceMemoryRegion } from '../mem/device-memory.js';
+import { DEFAULT_PEER_BAR, mapPeerBar, peerBarInfo } from '../pci/peer-bar.js';
 import { CC_EN, CSTS_RDY, REG_CAP, REG_CC, REG_CSTS, REG_DOORBELL_BASE } from '../nvme/registers.js';
 import { PciError, normalizePciAddress } from '../pci/address.js';
 import { bindTo, DriverBinding } from '../pci/bind.js';
@@ -91,6 +93,8 @@ export class PcieTransport implements Transport {
   private exporter: QueueExporter | null = null;
   /** CAP.DSTRD in bytes, read at the first notifier (0 until then). */
   private stride = 0;
+  /** Device-memory allocators attached (closed before the host DMA memory). */
+  private readonly deviceMemory: DeviceMemoryAllocator[] = [];
 
   /** Use openPcie(). */
   constructor(
@@ -103,7 +107,7 @@ export class PcieTransport implements Transport {
     dma: ChunkedDmaAllocator,
     private readonly vfio: VfioDevice | null,
     private readonly log: (m: string) => void,
-    private readonly exportOpts: { resource0: string; hugepages: HugepageOptions; iovas: IovaSpace | null },
+    private readonly exportOpts: { resource0: string; hugepages: HugepageOptions; iovas: IovaSpace | null; sys: SysPaths },
   ) {
     this.mode = mode;
     this.kind = `pcie-${mode}`;
@@ -114,6 +118,41 @@ export class PcieTransport implements Transport {
     this.dma = dma;
     this.regs = new Int32Array(bar.buffer, 0, bar.length >>> 2);
     this.doorbells = new Int32Array(bar.buffer, REG_DOORBELL_BASE, (bar.length - REG_DOORBELL_BASE) >>> 2);
+  }
+
+  /**
+   * A DMA allocator over device memory (a peer BAR, a p2pmem mapping, an imported dma-buf): uio reaches it at
+   * its bus address, VFIO through this container's IOMMU at an IOVA from the transport's own IOVA space. The
+   * transport owns it from now on (closed with the transport, before the host DMA memory); on failure the
+   * region is released.
+   */
+  attachDeviceMemory(region: DeviceMemoryRegion, bytes?: number): DeviceMemoryAllocator {
+    if (this.closed) {
+      region.release();
+      throw new PciError(`${this.address} is closed`);
+    }
+    const iovas = this.exportOpts.iovas;
+    const a =
+      this.mode === 'vfio' && this.vfio !== null && iovas !== null ? openDeviceMemory(region, { kind: 'iommu', mapper: this.vfio, iovas }, bytes) : openDeviceMemory(region, { kind: 'bus' }, bytes);
+    this.deviceMemory.push(a);
+    return a;
+  }
+
+  /**
+   * Data buffers in BAR `bar` (default 2) of the peer function `peer` (see pci/peer-bar.ts for what a BAR must
+   * be), its first `bytes` (default all of it).
+   */
+  peerBarDma(peer: string, bar = DEFAULT_PEER_BAR, bytes?: number): DeviceMemoryAllocator {
+    const info = peerBarInfo(this.exportOpts.sys, peer, bar, { controller: this.address, ...(bytes !== undefined ? { minBytes: bytes } : {}) });
+    return this.attachDeviceMemory(mapPeerBar(this.exportOpts.sys, info, bytes ?? info.size), bytes);
+  }
+
+  /** Give back one device-memory allocator before the transport closes (unmapped from the IOMMU, region released). */
+  detachDeviceMemory(a: DeviceMemoryAllocator): void {
+    const i = this.deviceMemory.indexOf(a);
+    if (i < 0) throw new PciError(`${this.address}: that device memory is not attached here`);
+    this.deviceMemory.splice(i, 1);
+    a.close();
   }
 
   /** Bytes of BAR0 mapped. */
@@ -238,7 +277,7 @@ export class PcieTransport implements Transport {
     } catch {
       // device gone
     }
-    for (const f of [() => this.bar.retire(), () => this.closeResourceFd(), () => this.cfg.close(), () => this.vfio?.close()]) {
+    for (const f of [...this.deviceMemory.splice(0).map((a) => () => a.close()), () => this.bar.retire(), () => this.closeResourceFd(), () => this.cfg.close(), () => this.vfio?.close()]) {
       try {
         f();
       } catch {
@@ -277,6 +316,7 @@ export class PcieTransport implements Transport {
     }
     this.closed = true;
     step('bus master', () => restoreBusMaster(this.cfg, this.commandBefore));
+    for (const a of this.deviceMemory.splice(0)) step('device memory', () => a.close());
     step('DMA memory', () => this.dma.close());
     step('BAR0', () => this.bar.retire());
     step('resource0', () => this.closeResourceFd());
@@ -312,7 +352,7 @@ export async function openPcieVfioFds(address: string, group: number, fds: { con
     undo.push(() => restoreBusMaster(cfg, before));
     if (bar.length <= REG_DOORBELL_BASE) throw new PciError(`${addr}: BAR0 is only ${bar.length} bytes, too small for NVMe doorbells`);
     const hp: HugepageOptions = { ...opts.hugepages, proc: p.proc, sys: p.sys };
-    const t = new PcieTransport('vfio', f, binding, bar, cfg, before, dma, dev, log, { resource0: join(deviceDir(p, addr), 'resource0'), hugepages: hp, iovas });
+    const t = new PcieTransport('vfio', f, binding, bar, cfg, before, dma, dev, log, { resource0: join(deviceDir(p, addr), 'resource0'), hugepages: hp, iovas, sys: p });
     await Promise.resolve();
     return t;
   } catch (e) {
@@ -372,7 +412,7 @@ export async function openPcie(address: string, opts: PcieOptions = {}): Promise
     const before = enableBusMaster(cfg);
     undo.push(() => restoreBusMaster(cfg, before));
     if (bar.length <= REG_DOORBELL_BASE) throw new PciError(`${addr}: BAR0 is only ${bar.length} bytes, too small for NVMe doorbells`);
-    const t = new PcieTransport(mode, pciFunction(addr, p), binding, bar, cfg, before, dma, vfio, log, { resource0: join(deviceDir(p, addr), 'resource0'), hugepages: hp, iovas });
+    const t = new PcieTransport(mode, pciFunction(addr, p), binding, bar, cfg, before, dma, vfio, log, { resource0: join(deviceDir(p, addr), 'resource0'), hugepages: hp, iovas, sys: p });
     binding.beforeRestore = () => t.releaseSync();
     return t;
   } catch (e) {

@@ -8,7 +8,7 @@ import { describeMissing, ensureHostTools, HOST_TOOLS, missingTools, systemProbe
 import { runInGuest } from './run.js';
 import type { GuestRunOptions } from './spec.js';
 import { progress } from './paths.js';
-import { parseNvmeSpec } from './nvme-arg.js';
+import { parseIvshmemArg, parseNvmeSpec } from './nvme-arg.js';
 
 const USAGE = `usage:
   homi-vm provision                      install QEMU etc., fetch the kernel, build the initramfs (cached)
@@ -32,6 +32,9 @@ run options:
                        image=PATH (existing image for the first namespace)
                        shared=1 (every namespace shared: QEMU nvme-ns shared=on, for SR-IOV namespace attachment)
   --iommu            intel-iommu + intel_iommu=on (for VFIO)
+  --ivshmem SPEC     add a device-memory stand-in (repeatable): ID:SIZE[:FILE], SIZE a power of two in M
+                       (e.g. gpu0:16M): QEMU ivshmem-plain (1af4:1110) whose BAR2 is the host FILE (created
+                       when missing; default a new file under the temp folder), kept after the run, path printed
   --fwd H:G          user-mode network (virtio-net, guest 10.0.2.15) with host 127.0.0.1:H -> guest port G (repeatable)
   --writable         writable root: overlay over the host root, writes kept in guest memory only
   --modules LIST     comma-separated modules to load (default nvme)
@@ -81,6 +84,9 @@ function parseRunArgs(argv: string[], needCommand: boolean): Parsed {
         break;
       case '--iommu':
         opts.iommu = true;
+        break;
+      case '--ivshmem':
+        opts.ivshmem = [...(opts.ivshmem ?? []), parseIvshmemArg(val())];
         break;
       case '--fwd': {
         const m = /^(\d+):(\d+)$/.exec(val());
@@ -201,7 +207,7 @@ async function main(argv: string[]): Promise<number> {
     const { opts } = parseRunArgs(rest, false);
     const { buildQemuPlan } = await import('./qemu.js');
     const p = await provision();
-    const plan = buildQemuPlan(opts, { qemu: p.qemu, vmlinuz: p.kernel.vmlinuz, initramfs: p.initramfs, jobShare: '<job-share>', imageDir: '<tmp>' });
+    const plan = buildQemuPlan(opts, { qemu: p.qemu, vmlinuz: p.kernel.vmlinuz, initramfs: p.initramfs, jobShare: '<job-share>', imageDir: '<tmp>', ivshmemDir: '<tmp>' });
     process.stdout.write(plan.args.map(quoteArg).join(' ') + '\n');
     return 0;
   }
@@ -221,6 +227,7 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGINT', onSig);
     process.on('SIGTERM', onSig);
     const r = await runInGuest(opts);
+    for (const f of r.ivshmem) progress(`ivshmem ${f.id}: BAR2 is the host file ${f.file} (${f.bytes} bytes, kept)`);
     if (json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     if (r.exitCode === null) {
       process.stderr.write(`[homi-vm] ${r.error ?? 'no exit code'}\n`);

@@ -58,7 +58,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { command: 'xz', packages: ['xz-utils'], scope: 'vm', usedBy: "the guest kernel's compressed modules (src/vm/provision)" },
   { command: 'fio', packages: ['fio'], scope: 'bench', usedBy: 'the reference paths of npm run bench:vm (src/bench/vm-bench, src/bench/ublk-bench)' },
   { command: 'taskset', packages: ['util-linux'], scope: 'bench', usedBy: 'pinning each npm run bench:vm run to one CPU (src/bench/vm-bench, src/bench/ublk-bench)' },
-  { command: 'dmesg', packages: ['util-linux'], scope: 'bench', usedBy: 'counting NVMe I/O timeouts in the guest (src/bench/vm-bench, src/bench/ublk-bench)' },
+  { command: 'dmesg', packages: ['util-linux'], scope: 'bench', usedBy: 'counting NVMe I/O timeouts in the guest (src/bench/vm-bench, src/bench/ublk-bench); IOMMU faults (test-guest/p2p)' },
 ];
 
 /** How the machine is asked: where a command is, and whether dpkg holds a package (null: no dpkg, not Debian). */

@@ -1,5 +1,5 @@
-// The --nvme argument of the VM harness's command line: comma-separated key=value pairs.
-import type { NvmeDeviceSpec, NvmeNamespaceSpec } from './spec.js';
+// The --nvme and --ivshmem arguments of the VM harness's command line.
+import type { IvshmemSpec, NvmeDeviceSpec, NvmeNamespaceSpec } from './spec.js';
 
 export function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)([MG]?)(i?B)?$/i.exec(s);
@@ -83,4 +83,11 @@ export function parseNvmeSpec(spec: string, index: number): NvmeDeviceSpec {
     d.namespaces = nss;
   }
   return d;
+}
+
+/** `--ivshmem ID:SIZE[:FILE]` (SIZE in MiB with an optional M suffix). */
+export function parseIvshmemArg(v: string): IvshmemSpec {
+  const m = /^([A-Za-z][A-Za-z0-9_-]*):(\d+)[Mm]?(?::(\/.+))?$/.exec(v);
+  if (!m) throw new Error(`--ivshmem needs ID:SIZE[:FILE] (SIZE in MiB, FILE an absolute path), got ${v}`);
+  return { id: m[1]!, sizeMiB: Number(m[2]), ...(m[3] !== undefined ? { file: m[3] } : {}) };
 }

@@ -1,5 +1,5 @@
 // The QEMU command line of a guest run (pure: no I/O).
-import type { GuestRunOptions, NvmeDeviceSpec } from './spec.js';
+import type { GuestRunOptions, IvshmemSpec, NvmeDeviceSpec } from './spec.js';
 
 export interface QemuPlan {
   args: string[];
@@ -7,6 +7,27 @@ export interface QemuPlan {
   images: Array<{ path: string; bytes: number }>;
   /** The kernel command line. */
   append: string;
+  /** Host files behind ivshmem BAR2s: created (zeroed) when missing, kept after the run. */
+  ivshmem: Array<{ id: string; file: string; bytes: number }>;
+}
+
+/** Largest ivshmem BAR2 the harness plans (MiB). */
+export const IVSHMEM_MAX_MIB = 1024;
+
+export function validateIvshmem(specs: IvshmemSpec[]): void {
+  const ids = new Set<string>();
+  specs.forEach((d, i) => {
+    if (typeof d.id !== 'string' || !/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(d.id)) {
+      throw new Error(`ivshmem[${i}].id must be a letter then up to 31 letters, digits, '-' or '_', got ${JSON.stringify(d.id)}`);
+    }
+    if (ids.has(d.id)) throw new Error(`ivshmem[${i}].id ${d.id} is used twice`);
+    ids.add(d.id);
+    const m = d.sizeMiB;
+    if (!Number.isInteger(m) || m < 1 || m > IVSHMEM_MAX_MIB || (m & (m - 1)) !== 0) {
+      throw new Error(`ivshmem[${i}].sizeMiB must be a power of two from 1 to ${IVSHMEM_MAX_MIB}, got ${String(m)}`);
+    }
+    if (d.file !== undefined && (typeof d.file !== 'string' || !d.file.startsWith('/'))) throw new Error(`ivshmem[${i}].file must be an absolute path`);
+  });
 }
 
 function props(p: Record<string, string | number | boolean | undefined>): string {
@@ -51,11 +72,16 @@ export interface PlanInputs {
   initramfs: string;
   jobShare: string;
   imageDir: string;
+  /** Folder for ivshmem backing files the spec does not name (kept after the run). */
+  ivshmemDir?: string;
 }
 
 export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
   const nvme = o.nvme ?? [];
   validateNvme(nvme);
+  const ivshmem = o.ivshmem ?? [];
+  validateIvshmem(ivshmem);
+  if (ivshmem.some((d) => d.file === undefined) && io.ivshmemDir === undefined) throw new Error('ivshmem: no folder for backing files that the spec does not name');
   const cpus = o.cpus ?? 2;
   const mem = o.memoryMiB ?? 2048;
   const args: string[] = [];
@@ -157,6 +183,16 @@ export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
       args.push('-device', `nvme-ns,${props(np)}`);
     });
   });
+  // Device memory on the root complex (an integrated endpoint of pcie.0), a peer of the NVMe root ports: the
+  // controllers' bus-master address space reaches BAR2 (through the vIOMMU when there is one).
+  const shm: QemuPlan['ivshmem'] = [];
+  for (const d of ivshmem) {
+    const file = d.file ?? `${io.ivshmemDir!}/${d.id}.mem`;
+    const bytes = d.sizeMiB * 1024 * 1024;
+    shm.push({ id: d.id, file, bytes });
+    args.push('-object', `memory-backend-file,id=${d.id}-mem,share=on,mem-path=${qemuEscape(file)},size=${bytes}`);
+    args.push('-device', `ivshmem-plain,id=${d.id},memdev=${d.id}-mem,bus=pcie.0`);
+  }
   args.push(...(o.qemuArgs ?? []));
-  return { args: [io.qemu, ...args], images, append };
+  return { args: [io.qemu, ...args], images, append, ivshmem: shm };
 }

@@ -95,6 +95,16 @@ function createImage(path: string, bytes: number): void {
   }
 }
 
+/** An ivshmem backing file: created zeroed when missing; an existing one must have exactly the BAR's size. */
+function prepareIvshmemFile(path: string, bytes: number): void {
+  if (existsSync(path)) {
+    const size = statSync(path).size;
+    if (size !== bytes) throw new Error(`ivshmem file ${path} has ${size} bytes, the BAR needs exactly ${bytes}`);
+    return;
+  }
+  createImage(path, bytes);
+}
+
 /** Removes temp folders of earlier runs whose process is gone (killed before it could clean up). */
 function removeStaleTempDirs(): void {
   let names: string[];
@@ -178,9 +188,13 @@ async function runOnce(o: GuestRunOptions, p: Provisioned): Promise<GuestRunResu
   mkdirSync(imageDir);
   const consoleLines: string[] = [];
   let result: GuestRunResult | undefined;
+  let ivshmemFiles: GuestRunResult['ivshmem'] = [];
   try {
-    const plan = buildQemuPlan(o, { qemu: p.qemu, vmlinuz: p.kernel.vmlinuz, initramfs: p.initramfs, jobShare: share, imageDir });
+    const ivshmemDir = (o.ivshmem ?? []).some((d) => d.file === undefined) ? mkdtempSync(join(tmpdir(), 'homi-ivshmem-')) : undefined;
+    const plan = buildQemuPlan(o, { qemu: p.qemu, vmlinuz: p.kernel.vmlinuz, initramfs: p.initramfs, jobShare: share, imageDir, ivshmemDir });
     for (const img of plan.images) createImage(img.path, img.bytes);
+    for (const f of plan.ivshmem) prepareIvshmemFile(f.file, f.bytes);
+    ivshmemFiles = plan.ivshmem;
     writeFileSync(join(share, 'guest.sh'), guestScript(o, p, cwd));
     writeFileSync(join(share, 'command.sh'), o.command.endsWith('\n') ? o.command : `${o.command}\n`);
     const [bin, ...args] = plan.args;
@@ -330,6 +344,7 @@ async function runOnce(o: GuestRunOptions, p: Provisioned): Promise<GuestRunResu
       ...(error ? { error } : {}),
       qemuExit: { code: exit.code, signal: exit.signal },
       qemuCommand: plan.args,
+      ivshmem: ivshmemFiles,
       tempDir: temp,
     };
     progress(`guest done in ${(totalMs / 1000).toFixed(1)} s: ${exitCode !== null ? `exit ${exitCode}` : error}`);

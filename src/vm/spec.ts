@@ -54,6 +54,25 @@ export interface NvmeDeviceSpec {
   props?: Record<string, string | number | boolean>;
 }
 
+/**
+ * A device-memory stand-in: QEMU's `ivshmem-plain` (PCI 1af4:1110), whose BAR2 is backed by a host file
+ * (`memory-backend-file,share=on`). It sits on the root complex next to the NVMe root ports, so an NVMe
+ * controller's DMA reaches BAR2 (through the vIOMMU when there is one) and lands in the file, which the host can
+ * read during and after the run.
+ */
+export interface IvshmemSpec {
+  /** QEMU id of the device (letters, digits, '-', '_'); the memory backend is `<id>-mem`. */
+  id: string;
+  /** Size of BAR2 in MiB: a power of two (QEMU requires it), 1 to 1024. */
+  sizeMiB: number;
+  /**
+   * The host file backing BAR2. When it exists it must have exactly the size; when not it is created (zeroed).
+   * Default: a new file in a folder of its own under the temp folder, kept after the run (its path is in the
+   * result's `ivshmem`; the caller removes it).
+   */
+  file?: string;
+}
+
 /** A user-mode network with TCP ports forwarded from the host's loopback into the guest. */
 export interface NetSpec {
   /** host 127.0.0.1:<host> -> guest 10.0.2.15:<guest> */
@@ -67,6 +86,8 @@ export interface GuestRunOptions {
   cwd?: string;
   /** NVMe controllers (default none). */
   nvme?: NvmeDeviceSpec[];
+  /** Device-memory stand-ins (ivshmem-plain with a file-backed BAR2), default none. */
+  ivshmem?: IvshmemSpec[];
   /** Add QEMU's intel-iommu (q35, kernel-irqchip=split, intremap=on) and boot with intel_iommu=on (for VFIO). */
   iommu?: boolean;
   /** Guest memory in MiB (default 2048). */
@@ -138,6 +159,8 @@ export interface GuestRunResult {
   qemuExit: { code: number | null; signal: string | null };
   /** The QEMU command line used. */
   qemuCommand: string[];
+  /** The host files behind each ivshmem device's BAR2 (kept after the run), in the order of the spec. */
+  ivshmem: Array<{ id: string; file: string; bytes: number }>;
   /** The run's temp folder (images, job share): already removed unless keepTemp was set. */
   tempDir: string;
 }

@@ -138,6 +138,7 @@ test('perf --json carries the version, a timestamp, the device and every option 
     direct: false,
     fixedBuffers: false,
     hipri: false,
+    buffers: { kind: 'host' },
     percentiles: [50, 99, 99.9],
     invalidate: true,
     fadviseHint: true,
@@ -145,6 +146,7 @@ test('perf --json carries the version, a timestamp, the device and every option 
     size: null,
   });
   assert.equal(j['buffered'], false);
+  assert.equal(j['buffers'], 'host memory');
   assert.equal(j.read.ios, 1000);
   assert.equal(j.write.ios, 0);
   assert.equal(j.write.clat_ns.N, 0);

@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildQemuPlan } from '../../src/vm/qemu.js';
-import { parseNvmeSpec } from '../../src/vm/nvme-arg.js';
+import { parseIvshmemArg, parseNvmeSpec } from '../../src/vm/nvme-arg.js';
+import type { IvshmemSpec } from '../../src/vm/spec.js';
 import { guestScript, shQuote } from '../../src/vm/run.js';
 import type { Provisioned } from '../../src/vm/provision.js';
 
@@ -136,4 +137,53 @@ test('guest script: quoting, modules, hugepages, environment', () => {
   assert.ok(s.includes(`-d '/c/it'\\''s'`));
   assert.throws(() => guestScript({ command: 'x', modules: ['a b'] }, p, '/'), /bad module/);
   assert.throws(() => guestScript({ command: 'x', env: { 'A-B': '1' } }, p, '/'), /bad environment/);
+});
+
+test('ivshmem: a file-backed memory backend and an ivshmem-plain on the root complex; unnamed files go to ivshmemDir', () => {
+  const p = buildQemuPlan(
+    {
+      command: 'true',
+      iommu: true,
+      nvme: [{ serial: 'S1' }],
+      ivshmem: [
+        { id: 'gpu0', sizeMiB: 16 },
+        { id: 'gpu1', sizeMiB: 2, file: '/data/a,b.mem' },
+      ],
+    },
+    { ...io, ivshmemDir: '/t/shm' },
+  );
+  const d = devices(p.args);
+  assert.ok(d.includes('ivshmem-plain,id=gpu0,memdev=gpu0-mem,bus=pcie.0'));
+  assert.ok(d.includes('ivshmem-plain,id=gpu1,memdev=gpu1-mem,bus=pcie.0'));
+  const objs = p.args.filter((_, i) => i > 0 && p.args[i - 1] === '-object');
+  assert.ok(objs.includes(`memory-backend-file,id=gpu0-mem,share=on,mem-path=/t/shm/gpu0.mem,size=${16 << 20}`));
+  assert.ok(objs.includes(`memory-backend-file,id=gpu1-mem,share=on,mem-path=/data/a,,b.mem,size=${2 << 20}`));
+  assert.deepEqual(p.ivshmem, [
+    { id: 'gpu0', file: '/t/shm/gpu0.mem', bytes: 16 << 20 },
+    { id: 'gpu1', file: '/data/a,b.mem', bytes: 2 << 20 },
+  ]);
+  // The IOMMU still comes first, so it translates the NVMe controller's DMA into BAR2.
+  assert.equal(d[0], 'intel-iommu,intremap=on');
+  assert.ok(d.indexOf('ivshmem-plain,id=gpu0,memdev=gpu0-mem,bus=pcie.0') > 0);
+});
+
+test('ivshmem: bad ids, sizes (not a power of two, too big) and relative files are refused; --ivshmem parses', () => {
+  const plan = (ivshmem: IvshmemSpec[]): unknown => buildQemuPlan({ command: 'true', ivshmem }, { ...io, ivshmemDir: '/t/shm' });
+  assert.throws(() => plan([{ id: '1x', sizeMiB: 2 }]), /ivshmem\[0\]\.id/);
+  assert.throws(() => plan([{ id: 'a', sizeMiB: 3 }]), /power of two/);
+  assert.throws(() => plan([{ id: 'a', sizeMiB: 2048 }]), /power of two from 1 to 1024/);
+  assert.throws(() => plan([{ id: 'a', sizeMiB: 2, file: 'rel.mem' }]), /absolute/);
+  assert.throws(
+    () =>
+      plan([
+        { id: 'a', sizeMiB: 2 },
+        { id: 'a', sizeMiB: 4 },
+      ]),
+    /used twice/,
+  );
+  assert.throws(() => buildQemuPlan({ command: 'true', ivshmem: [{ id: 'a', sizeMiB: 2 }] }, io), /no folder/);
+  assert.deepEqual(parseIvshmemArg('gpu0:16M'), { id: 'gpu0', sizeMiB: 16 });
+  assert.deepEqual(parseIvshmemArg('g:2:/tmp/x.mem'), { id: 'g', sizeMiB: 2, file: '/tmp/x.mem' });
+  assert.throws(() => parseIvshmemArg('g:2:rel'), /ID:SIZE/);
+  assert.throws(() => parseIvshmemArg('gpu0'), /ID:SIZE/);
 });
