@@ -126,6 +126,12 @@ export const HomidErrorCode = {
   BadRequest: 'bad-request',
   /** The peer's identity or class cannot be established (the connection is closed: fail closed). */
   Identity: 'identity',
+  /** The device has no device memory configured (config device_memory), or its transport cannot reach it. */
+  NoDeviceMemory: 'no-device-memory',
+  /** The device's device memory is lent to another client (it serves one client at a time). */
+  DeviceMemoryBusy: 'device-memory-busy',
+  /** The client holds as many bytes of device memory as device_memory_per_client allows. */
+  LimitDeviceMemory: 'limit-device-memory',
 } as const;
 export type HomidErrorCode = (typeof HomidErrorCode)[keyof typeof HomidErrorCode];
 
