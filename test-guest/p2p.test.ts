@@ -29,6 +29,7 @@ import { NvmOpcode } from '../src/nvme/opcodes.js';
 import { mapPeerBar, peerBarInfo } from '../src/pci/peer-bar.js';
 import { sysPaths } from '../src/pci/sysfs.js';
 import { openPcie, type PcieTransport } from '../src/transport/pcie.js';
+import { STATUS_INVALID_FIELD } from '../src/daemon/mediated.js';
 import { startHomidServer } from '../src/daemon/server.js';
 import { config, pattern, silent } from '../test/daemon/fixtures.js';
 import { asNobody, hostileSkipReason, sharedTmpDir } from '../test/daemon/hostile.js';
@@ -171,7 +172,7 @@ test(
       config({
         socket: sock,
         socket_mode: '0666',
-        device: [{ name: 'p2p', uri: `pci:${bdf}?mode=${MODE}`, extents: 'decoder:ext4', extent_root: tree, io_queues: 4, device_memory: `peer:${PEER!}` }],
+        device: [{ name: 'p2p', uri: `pci:${bdf}?mode=${MODE}`, extents: 'decoder:ext4', extent_root: tree, io_queues: 4, device_memory: `peer:${PEER!}`, device_memory_users: [65534] }],
         class: { default: { queue_pairs: 4, per_client: 4, write: false } },
       }),
       { logger: silent() },
@@ -183,7 +184,8 @@ test(
       assert.equal(r.zeroAtStart, true);
       assert.equal(r.status, 0);
       assert.equal(r.match, true, 'the file arrived in the client mapping of its BAR buffer');
-      assert.notEqual(r.outside, 0, 'a read aimed past its buffer (at its other buffer in the BAR) is denied');
+      assert.equal(r.outside, STATUS_INVALID_FIELD, 'a read aimed past its buffer (at its other buffer in the BAR) is denied by the mediated check');
+      assert.equal(srv.homid.counters.deniedCommands, 1, 'homid denied exactly that command');
       assert.equal(r.bUntouched, true);
       const da = r.dataDevice as { fd: number; offset: number; what: string };
       assert.equal(da.what, `BAR2 of ${PEER!}`);

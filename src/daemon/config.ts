@@ -21,8 +21,10 @@
  *                                   # mediated leases may ask data buffers in (dataMemory 'device'); the function
  *                                   # must be bound to uio_pci_generic or pci-stub (pci/peer-bar.ts); pci: only
  * # device_memory_bytes = 1048576   # use only this much of the BAR (default: all of it)
- * # device_memory_per_client = 16777216  # bytes of it one client may hold (default 16 MiB); the memory serves
- *                                   # one client at a time (daemon/device-memory-pool.ts says why)
+ * # device_memory_users = ["alice"] # who may get data buffers in it besides root (user names or uids; default
+ *                                   # none): a holder can map ALL of it (daemon/device-memory-pool.ts says why)
+ * # device_memory_per_client = 16777216  # bytes of it one uid may hold (default 16 MiB); the memory serves
+ *                                   # one uid at a time
  *
  * [class.default]                   # initiator classes: budgets; membership by user / group
  * queue_pairs = 16                  # queue pairs held by all clients of the class together
@@ -142,6 +144,7 @@ const deviceSchema = z
       .max(2 ** 40)
       .refine((n) => n % 4096 === 0, 'a whole number of 4 KiB pages')
       .optional(),
+    device_memory_users: z.array(principal).default([]),
     device_memory_per_client: z
       .number()
       .int()
@@ -153,6 +156,9 @@ const deviceSchema = z
   .superRefine((d, ctx) => {
     if (d.extents.startsWith('decoder:') && d.extent_root === undefined) {
       ctx.addIssue({ code: 'custom', path: ['extent_root'], message: `required when extents = "${d.extents}" (the host directory the image was built from)` });
+    }
+    if (d.device_memory === undefined && d.device_memory_users.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['device_memory_users'], message: 'only used with device_memory' });
     }
     if (d.device_memory === undefined && d.device_memory_bytes !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['device_memory_bytes'], message: 'only used with device_memory' });
@@ -345,7 +351,7 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
     if (d.block_device !== undefined) out.blockDevice = d.block_device;
     if (d.device_memory !== undefined) {
       const peer = parsePeerSpec(d.device_memory.slice('peer:'.length));
-      out.deviceMemory = { ...peer, perClient: d.device_memory_per_client, ...(d.device_memory_bytes !== undefined ? { bytes: d.device_memory_bytes } : {}) };
+      out.deviceMemory = { ...peer, perClient: d.device_memory_per_client, users: d.device_memory_users, ...(d.device_memory_bytes !== undefined ? { bytes: d.device_memory_bytes } : {}) };
     }
     return out;
   });

@@ -8,15 +8,18 @@
  *
  * The client's CPU view. The kernel has no per-range descriptor of a BAR here (sysfs `resourceN` maps the whole
  * BAR; a per-range dma-buf of a BAR, VFIO_DEVICE_FEATURE_DMA_BUF, is Linux 6.19 and only for vfio-pci-bound
- * devices), so the descriptor homid hands out reaches ALL of the pool's memory, not just the lease's window. homid
- * therefore fails closed on sharing: a pool serves ONE client session at a time (another session is refused
- * 'device-memory-busy' until the holder's last device-memory lease is gone), every buffer is zeroed when it is
- * handed out and again when it is given back (before the next session can become the holder), and a lease without
- * a write grant gets a read-only descriptor (O_RDONLY: the kernel refuses a writable shared mapping of it).
- * What a hostile holder can do with the descriptor is read and write memory that no other client holds and that
- * holds nothing of anyone else.
+ * devices), so the descriptor homid hands out reaches ALL of the pool's memory, not just the lease's window, and
+ * neither the descriptor nor a mapping made from it can be taken back: a client may keep both after its lease and
+ * its connection are gone. homid therefore fails closed:
+ * - only root and the uids the config lists (`device_memory_users`) get device memory at all ('device-memory-denied'):
+ *   whoever ever held it must be trusted with everything anyone later puts in it;
+ * - a pool serves ONE uid at a time (another uid is refused 'device-memory-busy' until the holder's last
+ *   device-memory lease is gone), so two listed users never hold buffers side by side;
+ * - every buffer is zeroed when handed out and again when given back (after its queue is deleted);
+ * - a lease without a write grant gets a read-only descriptor (O_RDONLY: the kernel refuses a writable shared
+ *   mapping of it).
  *
- * Limits: bytes per session (`device_memory_per_client`), and the pool's size (allocator exhaustion: 'no-memory').
+ * Limits: bytes per uid (`device_memory_per_client`), and the pool's size (allocator exhaustion: 'no-memory').
  */
 import { constants, openSync } from 'node:fs';
 import { join } from 'node:path';
@@ -36,8 +39,10 @@ export interface DeviceMemoryConfig {
   bar: number;
   /** Bytes of the BAR to use from its start (undefined: all of it). */
   bytes?: number;
-  /** Bytes one client session may hold. */
+  /** Bytes one uid may hold. */
   perClient: number;
+  /** Who may use it besides root (user names or uids). */
+  users: (string | number)[];
 }
 
 /** A device-memory source attached to a device's transport, as the pool uses it. */
@@ -84,9 +89,9 @@ export interface DeviceMemoryBuffer {
   release(): void;
 }
 
-/** The device memory of one device, lent to one session at a time (see the module comment). */
+/** The device memory of one device, lent to one uid at a time (see the module comment). */
 export class DeviceMemoryPool {
-  /** The session whose leases hold buffers, or null. */
+  /** The uid whose leases hold buffers, or null. */
   private holder: number | null = null;
   private heldBytes = 0;
   private buffers = 0;
@@ -102,28 +107,28 @@ export class DeviceMemoryPool {
   get what(): string {
     return this.supply.what;
   }
-  /** The session holding it (null: free). */
-  get holderSession(): number | null {
+  /** The uid holding it (null: free). */
+  get holderUid(): number | null {
     return this.holder;
   }
   get bytesHeld(): number {
     return this.heldBytes;
   }
 
-  /** A zeroed buffer of `bytes` (rounded up to pages) for session `session`; HomidError when refused. */
-  take(session: number, bytes: number): DeviceMemoryBuffer {
+  /** A zeroed buffer of `bytes` (rounded up to pages) for a client of `uid` (allowed by homid); HomidError when refused. */
+  take(uid: number, bytes: number): DeviceMemoryBuffer {
     if (this.closed) throw new HomidError('device-down', `device '${this.device}': its device memory is gone`);
-    if (this.holder !== null && this.holder !== session) {
+    if (this.holder !== null && this.holder !== uid) {
       throw new HomidError(
         'device-memory-busy',
-        `device '${this.device}': ${this.supply.what} is lent to another client; device memory serves one client at a time (a client's descriptor reaches all of it)`,
+        `device '${this.device}': ${this.supply.what} is lent to another user; device memory serves one uid at a time (a holder's descriptor reaches all of it)`,
       );
     }
     const size = Math.ceil(bytes / PAGE) * PAGE;
     if (this.heldBytes + size > this.perClient) {
       throw new HomidError(
         'limit-device-memory',
-        `device '${this.device}': a client may hold ${this.perClient} bytes of device memory (device_memory_per_client); it holds ${this.heldBytes} and asked for ${size} more`,
+        `device '${this.device}': uid ${uid} may hold ${this.perClient} bytes of device memory (device_memory_per_client); it holds ${this.heldBytes} and asked for ${size} more`,
       );
     }
     let buf: DmaBuffer;
@@ -133,7 +138,7 @@ export class DeviceMemoryPool {
       throw new HomidError('no-memory', `device '${this.device}': ${(e as Error).message}`);
     }
     buf.bytes.fill(0);
-    this.holder = session;
+    this.holder = uid;
     this.heldBytes += size;
     this.buffers++;
     let released = false;

@@ -28,7 +28,7 @@ import { HomidError } from './errors.js';
 import { ExtentService, type ExtentEntry } from './extent-service.js';
 import { createGpuLease, createMediatedLease, createRawLease, type GpuLease, type Lease, type LeaseContext, type LiveDevice, type MediatedLease, type RawLease } from './leases/index.js';
 import { MediatedPoller, type DeniedCommand } from './mediated.js';
-import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
+import { classFor, identify, listedUser, mayHoldRaw, type Peer } from './principals.js';
 import { DeviceRegistry, type TransportOpener } from './registry.js';
 import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
 import { VfService, type VfLease } from './vf-service.js';
@@ -386,7 +386,7 @@ export class Homid {
     if (cfg === undefined) throw new HomidError('no-device-memory', `device '${name}' has no device memory configured (device_memory in its [[device]] table)`);
     const old = this.deviceMemory.get(name);
     if (old !== undefined && old.transport === dev.transport) return old;
-    if (old !== undefined && old.holderSession !== null) {
+    if (old !== undefined && old.holderUid !== null) {
       throw new HomidError('device-memory-busy', `device '${name}': leases of the previous controller still hold its device memory; try again when they are closed`);
     }
     old?.close();
@@ -428,7 +428,14 @@ export class Homid {
     };
     if (mode === 'mediated' && req.dataMemory === 'device') {
       // the lease owns the buffer from here (released with it, or by createMediatedLease on failure)
-      (ctx as { dataDeviceMemory: DeviceMemoryBuffer | null }).dataDeviceMemory = this.deviceMemoryPool(dev).take(s.id, dataBytes);
+      const users = dev.config.deviceMemory?.users ?? [];
+      if (dev.config.deviceMemory !== undefined && s.peer.uid !== 0 && !listedUser(identify(s.peer), users)) {
+        throw new HomidError(
+          'device-memory-denied',
+          `uid ${s.peer.uid} may not use the device memory of '${dev.config.name}' (device_memory_users): a holder can map all of it, so it is lent only to users the config names`,
+        );
+      }
+      (ctx as { dataDeviceMemory: DeviceMemoryBuffer | null }).dataDeviceMemory = this.deviceMemoryPool(dev).take(s.peer.uid, dataBytes);
     }
     const lease = mode === 'raw' ? await createRawLease(ctx) : mode === 'gpu' ? await createGpuLease(ctx) : await createMediatedLease(ctx, this.poller);
     s.leases.set(lease.id, lease);

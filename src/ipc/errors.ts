@@ -128,9 +128,11 @@ export const HomidErrorCode = {
   Identity: 'identity',
   /** The device has no device memory configured (config device_memory), or its transport cannot reach it. */
   NoDeviceMemory: 'no-device-memory',
-  /** The device's device memory is lent to another client (it serves one client at a time). */
+  /** The uid may not use the device's device memory (config device_memory_users). */
+  DeviceMemoryDenied: 'device-memory-denied',
+  /** The device's device memory is lent to another client (it serves one uid at a time). */
   DeviceMemoryBusy: 'device-memory-busy',
-  /** The client holds as many bytes of device memory as device_memory_per_client allows. */
+  /** The client's uid holds as many bytes of device memory as device_memory_per_client allows. */
   LimitDeviceMemory: 'limit-device-memory',
 } as const;
 export type HomidErrorCode = (typeof HomidErrorCode)[keyof typeof HomidErrorCode];
