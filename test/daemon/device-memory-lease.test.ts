@@ -246,3 +246,16 @@ describe('device-memory data buffers over the socket, clients of uid 65534, DEVI
     assert.equal(n.zero, true, 'the next client finds no byte of the previous one');
   });
 });
+
+describe('device-memory configuration', () => {
+  test('device_memory names a peer BAR; the other keys need it; parsed into the device config', () => {
+    const ok = config({ device: [{ name: 'a', uri: 'pci:0000:00:03.0', device_memory: 'peer:00:04.0:4', device_memory_bytes: 8192, device_memory_users: ['alice', 1000] }] });
+    assert.deepEqual(ok.devices[0]!.deviceMemory, { address: '0000:00:04.0', bar: 4, perClient: 16 * 1024 * 1024, users: ['alice', 1000], bytes: 8192 });
+    assert.equal(config({ device: [{ name: 'a', uri: 'emu://?size=8MiB' }] }).devices[0]!.deviceMemory, undefined);
+    assert.throws(() => config({ device: [{ uri: 'pci:0000:00:03.0', device_memory: '0000:00:04.0' }] }), /device\[0\]\.device_memory: '0000:00:04\.0' is not peer:<bdf>\[:bar\]/);
+    assert.throws(() => config({ device: [{ uri: 'pci:0000:00:03.0', device_memory: 'peer:0000:00:04.0:7' }] }), /device\[0\]\.device_memory: .*BAR 7 does not exist/);
+    assert.throws(() => config({ device: [{ uri: 'pci:0000:00:03.0', device_memory_bytes: 8192 }] }), /device\[0\]\.device_memory_bytes: only used with device_memory/);
+    assert.throws(() => config({ device: [{ uri: 'pci:0000:00:03.0', device_memory_users: [1000] }] }), /device\[0\]\.device_memory_users: only used with device_memory/);
+    assert.throws(() => config({ device: [{ uri: 'pci:0000:00:03.0', device_memory: 'peer:0000:00:04.0', device_memory_bytes: 5000 }] }), /device_memory_bytes: a whole number of 4 KiB pages/);
+  });
+});
