@@ -45,6 +45,8 @@ export interface PerfOptions {
   direct?: boolean;
   fixedBuffers?: boolean;
   hipri?: boolean;
+  /** Data buffers in this PCI function's p2pmem (io_uring with O_DIRECT); default host memory. */
+  p2pmem?: string;
   /** Worker threads, each with its own queue sets (default 1: the calling thread). */
   threads?: number;
   /** Latency percentiles to report (default 50, 99, 99.9). */
@@ -95,7 +97,12 @@ export interface PerfReport extends EngineResult {
 }
 
 /** The options of a run as reported: PerfOptions without callbacks and internals, every default filled in. */
-export type PerfRunOptions = Omit<Required<PerfOptions>, 'onProgress' | 'region' | 'beforeRun' | 'exportHistogram' | 'offset' | 'size'> & { offset: number; size: number | null };
+export type PerfRunOptions = Omit<Required<PerfOptions>, 'onProgress' | 'region' | 'beforeRun' | 'exportHistogram' | 'offset' | 'size' | 'p2pmem'> & {
+  offset: number;
+  size: number | null;
+  /** Where the data buffers were: 'host', or 'p2pmem:<bdf>'. */
+  buffers: string;
+};
 
 export const BUFFERED_NOTE = 'buffered: page cache in the path';
 
@@ -191,8 +198,15 @@ export function checkGeometry(o: Pick<PerfOptions, 'uri' | 'bs' | 'qd' | 'nqueue
   }
 }
 
-function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipri: boolean; nsid: number; maxQueues: number } {
-  return { direct: o.direct ?? false, fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false, nsid: o.nsid, maxQueues: o.nqueues };
+function optsFor(o: PerfOptions): { direct: boolean; fixedBuffers: boolean; hipri: boolean; nsid: number; maxQueues: number; p2pmem?: { bdf: string } } {
+  return {
+    direct: o.direct ?? false,
+    fixedBuffers: o.fixedBuffers ?? false,
+    hipri: o.hipri ?? false,
+    nsid: o.nsid,
+    maxQueues: o.nqueues,
+    ...(o.p2pmem !== undefined ? { p2pmem: { bdf: o.p2pmem } } : {}),
+  };
 }
 
 export async function runPerf(o: PerfOptions): Promise<PerfReport> {
@@ -227,6 +241,7 @@ function runOptions(o: PerfOptions, backend: BackendName): PerfRunOptions {
     fadviseHint: o.fadviseHint ?? true,
     offset: o.offset ?? 0,
     size: o.size ?? null,
+    buffers: o.p2pmem !== undefined ? `p2pmem:${o.p2pmem}` : 'host',
   };
 }
 

@@ -100,6 +100,7 @@ function perfCommonOptions(c: Command): Command {
     .option('--direct', 'O_DIRECT (posix, io_uring)', false)
     .option('--fixed-buffers', 'io_uring registered buffers (READ_FIXED / WRITE_FIXED)', false)
     .option('--hipri', 'polled completions (IORING_SETUP_IOPOLL; needs --direct and a device with poll queues)', false)
+    .option('--buffers <where>', "io_uring --direct: data buffers in host memory (host, the default) or in a PCI function's p2pmem (p2pmem:DDDD:BB:DD.F)")
     .option('--verify', 'write self-describing patterns and check every read', false)
     .option('--verify-span <bytes>', 'bytes of the namespace used (and prefilled) by --verify', '64MiB')
     .option('--seed <n>', 'random seed', '1')

@@ -7,6 +7,7 @@ import type { EngineProgress } from '../bench/engine.js';
 import { parsePositiveInt, parseSize, formatSize } from '../util/size.js';
 import { renderTable } from '../util/table.js';
 import { UsageError } from './errors.js';
+import { parseBufferPlacement } from '../io/p2pmem.js';
 import { refuseIgnoredOptions, type CliRunOptions } from './refuse.js';
 import { sweepDir, writeSweep } from './sweep-output.js';
 
@@ -28,6 +29,7 @@ export interface PerfCliOptions {
   direct?: boolean;
   fixedBuffers?: boolean;
   hipri?: boolean;
+  buffers?: string;
   threads?: string;
   percentiles?: string;
   invalidate?: string;
@@ -74,6 +76,13 @@ function parseSwitch(name: string, text: string | undefined): boolean {
   throw new UsageError(`${name}: '${text}' must be 0 or 1`);
 }
 
+/** --buffers host | p2pmem:<bdf> -> PerfOptions.p2pmem. */
+function p2pmemOption(text: string | undefined): { p2pmem?: string } {
+  if (text === undefined) return {};
+  const b = usage('--buffers', () => parseBufferPlacement(text));
+  return b.kind === 'p2pmem' ? { p2pmem: b.bdf } : {};
+}
+
 export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
   if (!(RW_MODES as readonly string[]).includes(o.rw)) throw new UsageError(`--rw: '${o.rw}' is not one of ${RW_MODES.join(', ')}`);
   const bs = usage('--bs', () => parseSize(o.bs));
@@ -105,6 +114,7 @@ export function perfOptionsFrom(uri: string, o: PerfCliOptions): PerfOptions {
     direct: o.direct === true,
     fixedBuffers: o.fixedBuffers === true,
     hipri: o.hipri === true,
+    ...p2pmemOption(o.buffers),
     threads,
     ...(o.percentiles !== undefined ? { percentiles: usage('--percentiles', () => parsePercentiles(o.percentiles!)) } : {}),
     invalidate: parseSwitch('--invalidate', o.invalidate),

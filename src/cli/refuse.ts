@@ -87,6 +87,7 @@ const RULES: readonly Rule[] = [
   cpuOnly('direct', '--direct', NO_KERNEL_PATH),
   cpuOnly('fixedBuffers', '--fixed-buffers', NO_KERNEL_PATH),
   cpuOnly('hipri', '--hipri', NO_KERNEL_PATH),
+  cpuOnly('buffers', '--buffers', NO_KERNEL_PATH),
   cpuOnly('backends', '--backends', 'a GPU sweep has no backend to compare (GPU threads drive the NVMe queues themselves)'),
   cpuOnly('percentiles', '--percentiles', "a GPU run reports the percentiles of its kernels' own histogram (p50, p99)"),
   cpuOnly('offset', '--offset', 'a GPU run spans the namespace from LBA 0 (--verify-span bounds it)'),

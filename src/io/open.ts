@@ -2,7 +2,10 @@
  * openIo(uri, options): the one entry point of the I/O interface. Picks the backend (explicit, or by target),
  * refuses options the backend cannot honour before any I/O, and returns an IoDevice.
  */
+import { closeSync } from 'node:fs';
+import type { MemorySource } from './common.js';
 import { DriverDevice } from './driver.js';
+import { p2pmemSource } from './p2pmem.js';
 import { PosixDevice } from './posix.js';
 import { defaultBackend, openKernelTarget, parseTarget, type Target } from './target.js';
 import { UringCmdDevice } from './uring-cmd.js';
@@ -44,6 +47,11 @@ export function resolveBackend(target: Target, o: IoOpenOptions): BackendName {
     );
   }
   if (o.hipri && backend === 'io_uring' && !o.direct) throw new IoOpenError('--hipri needs --direct: polled completions exist only for O_DIRECT I/O');
+  if (o.p2pmem !== undefined) {
+    if (backend !== 'io_uring') throw new IoOpenError(`p2pmem buffers apply to the io_uring backend (O_DIRECT into a p2pmem mapping), not ${backend}`);
+    if (!o.direct) throw new IoOpenError('p2pmem buffers need --direct: without O_DIRECT the page cache is in the path and the CPU copies into device memory');
+    if (o.fixedBuffers) throw new IoOpenError('p2pmem buffers with --fixed-buffers (registering p2pmem with io_uring) are not supported by HOMI (not tried)');
+  }
   if (o.nsid !== undefined && o.nsid !== 1 && !isDevice) throw new IoOpenError(`--nsid applies to the driver backends; a file or block device is one namespace`);
   return backend;
 }
@@ -55,7 +63,14 @@ export async function openIo(uri: string, o: IoOpenOptions = {}): Promise<IoDevi
   if (backend === 'io_uring_cmd') return UringCmdDevice.open(uri, target.path, { fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false });
   const kt = openKernelTarget(target, o.direct ?? false, backend);
   if (backend === 'posix') return new PosixDevice(uri, kt);
-  const dev = new UringDevice(uri, kt, { fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false });
+  let memory: MemorySource | undefined;
+  try {
+    memory = o.p2pmem ? p2pmemSource(o.p2pmem.bdf, o.p2pmem.sysfsRoot) : undefined;
+  } catch (e) {
+    closeSync(kt.fd);
+    throw e;
+  }
+  const dev = new UringDevice(uri, kt, { fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false, ...(memory ? { memory } : {}) });
   if (o.hipri) {
     try {
       await dev.probePolled();

@@ -78,6 +78,11 @@ export interface IoOpenOptions {
   nsid?: number;
   /** I/O queue pairs the driver asks the controller for (driver backends; default 16). */
   maxQueues?: number;
+  /**
+   * Data buffers in the p2pmem of this PCI function (DDDD:BB:DD.F) instead of host memory (io_uring with O_DIRECT).
+   * `sysfsRoot` (default /sys) lets tests point at a fake tree.
+   */
+  p2pmem?: { bdf: string; sysfsRoot?: string };
 }
 
 /** A buffer from the device's allocator: DMA-visible for the driver, page-aligned for O_DIRECT. */
