@@ -42,6 +42,24 @@ function barRange(bdf: string, bar: number): [number, number] {
   return [start!, end!];
 }
 
+/** 'equal', or where and how two buffers differ (for the assertion message). */
+function describeMismatch(got: Buffer, want: Buffer): string {
+  if (got.equals(want)) return 'equal';
+  let first = -1;
+  let n = 0;
+  let fill = 0;
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] !== want[i]) {
+      if (first < 0) first = i;
+      n++;
+      if (got[i] === 0xa5) fill++;
+    }
+  }
+  const pages = new Set<number>();
+  for (let i = 0; i < want.length; i += 4096) if (!got.subarray(i, i + 4096).equals(want.subarray(i, i + 4096))) pages.add(i / 4096);
+  return `${n} bytes differ (${fill} still 0xa5), first at ${first}; pages ${[...pages].join(',')}; got ${got.subarray(first, first + 16).toString('hex')} want ${want.subarray(first, first + 16).toString('hex')}`;
+}
+
 function kernelSays(pattern: RegExp): string[] {
   return execFileSync('dmesg', { encoding: 'utf8' })
     .split('\n')
@@ -70,8 +88,9 @@ test('p2pmem: io_uring O_DIRECT reads from the other controller land in the p2pm
   const len = 256 * 1024;
   const lba = Math.floor((3 * MiB) / lbs);
   const pattern = randomBytes(len);
-  // The pattern goes to the namespace through the kernel with host memory (dd, O_DIRECT).
-  execFileSync('dd', [`of=${dev}`, `bs=${len}`, `seek=${(lba * lbs) / len}`, 'count=1', 'oflag=direct', 'status=none'], { input: pattern });
+  // The pattern goes to the namespace through the kernel with host memory (dd, O_DIRECT; fullblock: a pipe may
+  // deliver less than bs at once, and GNU dd writes a short last block without O_DIRECT, into the page cache).
+  execFileSync('dd', [`of=${dev}`, `bs=${len}`, `seek=${(lba * lbs) / len}`, 'count=1', 'iflag=fullblock', 'oflag=direct', 'status=none'], { input: pattern });
   const before = readP2pmem(cmb.bdf).availableBytes;
   let io: IoDevice | null = await openIo(dev, { backend: 'io_uring', direct: true, p2pmem: { bdf: cmb.bdf } });
   try {
@@ -84,7 +103,7 @@ test('p2pmem: io_uring O_DIRECT reads from the other controller land in the p2pm
     for (const p of phys) assert.ok(p >= start && p <= end, `page at 0x${p.toString(16)} is in BAR2 0x${start.toString(16)}-0x${end.toString(16)}`);
     buf.bytes.fill(0xa5);
     await io.read(lba, len / lbs, buf);
-    assert.ok(Buffer.from(buf.bytes).equals(pattern), 'the bytes read through the p2pmem mapping are the pattern written to the namespace');
+    assert.equal(describeMismatch(Buffer.from(buf.bytes), pattern), 'equal', 'the bytes read through the p2pmem mapping are the pattern written to the namespace');
     // The other direction: a write from p2pmem to the namespace, read back by dd (host memory).
     const back = randomBytes(len);
     buf.bytes.set(back);
@@ -148,4 +167,39 @@ test('p2pmem: homi perf --backend io_uring --direct --buffers p2pmem:<bdf> --ver
   }
   assert.equal(status, 2, stderr);
   assert.match(stderr, /p2pmem buffers need --direct/);
+});
+
+const farSpec = cmbSpec ? specs.find((s) => s.pcieSwitch === undefined && (s.namespaces ?? [{}]).length > 0) : undefined;
+const skipFar = skip !== false ? skip : farSpec ? false : "this run has no NVMe controller outside the CMB controller's PCIe switch";
+
+test('p2pmem: a controller on another root port (the path crosses the host bridge) cannot read into it; the kernel says why', { skip: skipFar }, async () => {
+  const cmb = await ctrl(cmbSpec!.serial);
+  const far = await ctrl(farSpec!.serial);
+  const ns = await waitFor(`a namespace of ${far.name}`, () => namespacesOf(far).get(1));
+  const io = await openIo(`/dev/${ns}`, { backend: 'io_uring', direct: true, p2pmem: { bdf: cmb.bdf } });
+  let err: unknown = null;
+  try {
+    const buf = io.allocBuffer(4096);
+    buf.bytes.fill(0xa5);
+    try {
+      await io.read(0, 4096 / io.geometry.blockSize, buf);
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(
+      buf.bytes.every((b) => b === 0xa5),
+      'nothing landed in the p2pmem',
+    );
+  } finally {
+    await io.close();
+  }
+  // Seen on 7.2.13 (docs/results/p2pmem/README.md): the read completes with EINVAL, and the kernel logs the
+  // distance check's verdict for the pair, then the block layer's "invalid error" for the request.
+  assert.match(String(err), /^IoError: read failed: EINVAL \(errno 22\)$/);
+  const said = kernelSays(/peer-to-peer DMA as the client and provider/);
+  assert.ok(
+    said.some((l) => l.includes(`nvme ${far.bdf}: cannot be used for peer-to-peer DMA as the client and provider (${cmb.bdf}) do not share an upstream bridge or whitelisted host bridge`)),
+    said.join(' | '),
+  );
+  assert.ok(kernelSays(new RegExp(`invalid error, dev ${ns}, sector 0 op 0x0:\\(READ\\)`)).length > 0, 'the block layer logged the refused read');
 });

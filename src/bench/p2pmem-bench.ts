@@ -90,7 +90,7 @@ function main(): void {
   const dev = `/dev/${disk}`;
   const size = '32MiB';
   // Data everywhere the reads go (a never-written block still costs the controller a read of the image).
-  const dd = spawnSync('dd', ['if=/dev/urandom', `of=${dev}`, 'bs=1M', 'count=32', 'oflag=direct', 'status=none']);
+  const dd = spawnSync('dd', ['if=/dev/urandom', `of=${dev}`, 'bs=1M', 'count=32', 'iflag=fullblock', 'oflag=direct', 'status=none']);
   if (dd.status !== 0) throw new Error(`dd to ${dev} failed: ${String(dd.stderr)}`);
   const placements = ['host', `p2pmem:${cmb.bdf}`];
   const sizes = [4096, 131072];
