@@ -143,6 +143,7 @@ test('perf --json carries the version, a timestamp, the device and every option 
     fadviseHint: true,
     offset: 0,
     size: null,
+    buffers: 'host',
   });
   assert.equal(j['buffered'], false);
   assert.equal(j.read.ios, 1000);
