@@ -100,6 +100,10 @@ function perfCommonOptions(c: Command): Command {
     .option('--direct', 'O_DIRECT (posix, io_uring)', false)
     .option('--fixed-buffers', 'io_uring registered buffers (READ_FIXED / WRITE_FIXED)', false)
     .option('--hipri', 'polled completions (IORING_SETUP_IOPOLL; needs --direct and a device with poll queues)', false)
+    .option(
+      '--buffers <where>',
+      "data buffers in host memory (host, the default), in a memory BAR of another PCI function (peer:<bdf>[:bar], BAR 2 by default; driver on pci:, peer-to-peer DMA) or in a PCI function's p2pmem (p2pmem:DDDD:BB:DD.F; io_uring --direct)",
+    )
     .option('--verify', 'write self-describing patterns and check every read', false)
     .option('--verify-span <bytes>', 'bytes of the namespace used (and prefilled) by --verify', '64MiB')
     .option('--seed <n>', 'random seed', '1')
@@ -126,7 +130,6 @@ const perf = program
   .option('--backend <name>', BACKEND_HELP)
   .option('--bs <bytes>', 'I/O size', '4096')
   .option('--qd <n>', 'queue depth per queue', '32')
-  .option('--buffers <where>', 'driver on pci:: data buffers in host memory (host, the default) or in a memory BAR of another PCI function (peer:<bdf>[:bar], BAR 2 by default): peer-to-peer DMA')
   .enablePositionalOptions();
 perfCommonOptions(perf).action(async (uri: string, o: Parameters<typeof perfCommand>[1], cmd: Command) => {
   process.exitCode = await perfCommand(uri, { ...o, explicit: explicitOptions(cmd) });

@@ -56,6 +56,8 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { command: 'cpio', packages: ['cpio'], scope: 'vm', usedBy: "the guest's initramfs (src/vm/provision)" },
   { command: 'depmod', packages: ['kmod'], scope: 'vm', usedBy: "the guest kernel's modules (src/vm/provision)" },
   { command: 'xz', packages: ['xz-utils'], scope: 'vm', usedBy: "the guest kernel's compressed modules (src/vm/provision)" },
+  { command: 'curl', packages: ['curl'], scope: 'vm', usedBy: "the 'p2p' guest kernel from Debian unstable (src/vm/kernel-source)" },
+  { command: 'gpgv', packages: ['gpgv', 'debian-archive-keyring'], scope: 'vm', usedBy: "verifying unstable's InRelease for the 'p2p' guest kernel (src/vm/kernel-source)" },
   { command: 'fio', packages: ['fio'], scope: 'bench', usedBy: 'the reference paths of npm run bench:vm (src/bench/vm-bench, src/bench/ublk-bench)' },
   { command: 'taskset', packages: ['util-linux'], scope: 'bench', usedBy: 'pinning each npm run bench:vm run to one CPU (src/bench/vm-bench, src/bench/ublk-bench)' },
   { command: 'dmesg', packages: ['util-linux'], scope: 'bench', usedBy: 'counting NVMe I/O timeouts in the guest (src/bench/vm-bench, src/bench/ublk-bench); IOMMU faults (test-guest/p2p)' },
