@@ -27,6 +27,7 @@ import { DeviceRegistry, type TransportOpener } from './registry.js';
 import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
 import { VfService, type VfLease } from './vf-service.js';
 import { pfStatusFields } from './sriov.js';
+import { UblkService } from './ublk-service.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
 import type { SriovStatusResult } from '../ipc/messages.js';
 
@@ -95,6 +96,8 @@ export interface HomidOptions {
   opener?: TransportOpener;
   /** sysfs / procfs / devfs roots of SR-IOV management (tests: a fake tree). */
   sriovSys?: SysPathOptions;
+  /** The ublk control device (tests: a path that is not there). */
+  ublkControlPath?: string;
 }
 
 export class Homid {
@@ -105,6 +108,8 @@ export class Homid {
   readonly sessions = new Map<number, ClientSession>();
   readonly regions: RegionProvider;
   readonly vfs: VfService;
+  /** ublk block devices served from homid's queue pairs ([[ublk]]). */
+  readonly ublk: UblkService;
   readonly counters = { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0, reclaimedVfs: 0 };
   /** The latest denied commands (also logged). */
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
@@ -123,6 +128,12 @@ export class Homid {
     this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
     this.vfs = new VfService({ info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) }, opts.sriovSys);
     this.extents = new ExtentService(this.regions, { info: (o, m) => this.log.debug(o, m), warn: (o, m) => this.log.warn(o, m) });
+    this.ublk = new UblkService(
+      { info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) },
+      this.registry,
+      (device, fn) => this.serial(device, fn),
+      opts.ublkControlPath === undefined ? {} : { controlPath: opts.ublkControlPath },
+    );
   }
 
   /** Bring up every configured device (failures are reported, not fatal). */
@@ -130,6 +141,7 @@ export class Homid {
     const h = new Homid(config, opts);
     await h.registry.start(config.devices);
     await h.vfs.start(config.sriov);
+    await h.ublk.start(config.ublk ?? []);
     return h;
   }
 
@@ -646,6 +658,8 @@ export class Homid {
       classes,
       clients,
       extents,
+      // the kernel's devices: who mounts them is the kernel's business, their ranges and counters are homid's
+      ...(this.ublk.entries.size > 0 ? { ublk: this.ublk.list() } : {}),
       // homid-wide counters say nothing about another tenant in particular
       counters: { ...this.counters },
     };
@@ -653,6 +667,7 @@ export class Homid {
 
   async stop(): Promise<void> {
     for (const s of [...this.sessions.values()]) await this.disconnect(s);
+    await this.ublk.stop();
     await this.vfs.stop();
     this.poller.stop();
     await this.extents.closeAll();

@@ -397,6 +397,28 @@ type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const ipcStatsMatch: Same<z.infer<typeof IpcStats>, IpcLimitStats> = true;
 void ipcStatsMatch;
 
+/** A ublk block device homid serves to the kernel ([[ublk]]). */
+export const UblkDeviceStatus = z.strictObject({
+  /** The [[device]] it is on. */
+  device: z.string(),
+  devId: count,
+  blockDevice: z.string(),
+  state: z.enum(['starting', 'recovering', 'live', 'stopping', 'stopped', 'failed']),
+  /** Taken over from a previous homid (user recovery). */
+  recovered: z.boolean(),
+  nsid: count,
+  blockSize: count,
+  rangeStart: count,
+  rangeBlocks: count,
+  depth: count,
+  bufBytes: count,
+  /** The NVMe queue pairs serving its ublk queues. */
+  qids: z.array(count),
+  io: z.strictObject({ reads: count, writes: count, flushes: count, discards: count, errors: count, refused: count, bytesRead: count, bytesWritten: count }),
+  error: z.string().nullable(),
+});
+export type UblkDeviceStatus = z.infer<typeof UblkDeviceStatus>;
+
 /**
  * homid's status as `viewer` may see it: root sees every session and published file and the socket's
  * accounting (`ipc`); any other client only its own session and the files it holds, and no `ipc`.
@@ -410,6 +432,8 @@ export const StatusResult = z.strictObject({
   clients: z.array(ClientStatus),
   extents: z.array(ExtentEntryStatus),
   counters: HomidCounters,
+  /** ublk devices (absent when homid serves none). */
+  ublk: z.array(UblkDeviceStatus).optional(),
   ipc: IpcStats.optional(),
 });
 export type StatusResult = z.infer<typeof StatusResult>;
