@@ -28,6 +28,7 @@ import { sabRegions, type RegionProvider, type SharedRegion } from './shared-reg
 import { VfService, type VfLease } from './vf-service.js';
 import { pfStatusFields } from './sriov.js';
 import { UblkService } from './ublk-service.js';
+import { METADATA_NSID } from './registry.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
 import type { SriovStatusResult } from '../ipc/messages.js';
 
@@ -134,6 +135,7 @@ export class Homid {
       (device, fn) => this.serial(device, fn),
       opts.ublkControlPath === undefined ? {} : { controlPath: opts.ublkControlPath },
     );
+    this.extents.ublkRanges = (device) => this.ublk.rangesOn(device, METADATA_NSID);
   }
 
   /** Bring up every configured device (failures are reported, not fatal). */

@@ -169,6 +169,18 @@ export class UblkService {
     };
   }
 
+  /** The live ublk devices on namespace `nsid` of `device`: their block device and byte range on the namespace. */
+  rangesOn(device: string, nsid: number): { blockDevice: string; offset: number; bytes: number }[] {
+    const out: { blockDevice: string; offset: number; bytes: number }[] = [];
+    for (const e of this.entries.values()) {
+      const d = e.dev;
+      if (!d || e.config.device !== device || e.config.nsid !== nsid || d.state !== 'live') continue;
+      const t = d.spec.target;
+      out.push({ blockDevice: d.blockDevice, offset: t.rangeStart * t.blockSize, bytes: t.rangeBlocks * t.blockSize });
+    }
+    return out;
+  }
+
   list(): UblkStatus[] {
     return [...this.entries.values()].map((e) => this.statusOf(e)).sort((a, b) => a.devId - b.devId);
   }

@@ -18,6 +18,7 @@ import {
   UBLK_DEV_ID_ANY,
   UBLK_F_CMD_IOCTL_ENCODE,
   UBLK_F_USER_RECOVERY,
+  UBLK_F_USER_RECOVERY_REISSUE,
   UBLK_MAX_IO_BUF_BYTES,
   UBLK_MAX_NR_QUEUES,
   UBLK_MAX_QUEUE_DEPTH,
@@ -183,7 +184,13 @@ export class UblkDevice {
 
   private async add(provide: (n: number) => Promise<ProvisionedQueues>): Promise<void> {
     const s = this.spec;
-    const info = await this.ctrl.addDev({ devId: s.devId, nrHwQueues: s.queues, queueDepth: s.depth, maxIoBufBytes: s.bufBytes, flags: UBLK_F_USER_RECOVERY | UBLK_F_CMD_IOCTL_ENCODE });
+    const info = await this.ctrl.addDev({
+      devId: s.devId,
+      nrHwQueues: s.queues,
+      queueDepth: s.depth,
+      maxIoBufBytes: s.bufBytes,
+      flags: UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | UBLK_F_CMD_IOCTL_ENCODE,
+    });
     this.devId = info.devId;
     try {
       this.checkInfo(info);
