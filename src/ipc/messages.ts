@@ -119,6 +119,41 @@ export const SriovStatusRequest = z.object({
   type: z.literal('sriovStatus'),
 });
 
+export const UblkListRequest = z.object({
+  ...requestBase,
+  type: z.literal('ublkList'),
+});
+
+/** Serve an LBA range of a namespace to the kernel as /dev/ublkb<id> (root only). */
+export const UblkAddRequest = z.object({
+  ...requestBase,
+  type: z.literal('ublkAdd'),
+  device: z.string().min(1).max(MAX_STRING),
+  nsid: z.number().int().min(1).max(0xffff_fffe).optional(),
+  ublkId: z
+    .number()
+    .int()
+    .min(0)
+    .max((1 << 20) - 1),
+  start: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  count: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+  queues: z.number().int().min(1).max(64).optional(),
+  depth: z.number().int().min(1).max(4096).optional(),
+  maxIoKib: z.number().int().min(4).max(32768).optional(),
+});
+
+/** Remove /dev/ublkb<id> (root only); refused while mounted unless `force`. */
+export const UblkDelRequest = z.object({
+  ...requestBase,
+  type: z.literal('ublkDel'),
+  ublkId: z
+    .number()
+    .int()
+    .min(0)
+    .max((1 << 20) - 1),
+  force: z.boolean().optional(),
+});
+
 /** The file to resolve travels as one open descriptor (SCM_RIGHTS); homid never trusts a path. */
 export const ResolveExtentsRequest = z.object({
   ...requestBase,
@@ -418,6 +453,9 @@ export const UblkDeviceStatus = z.strictObject({
   error: z.string().nullable(),
 });
 export type UblkDeviceStatus = z.infer<typeof UblkDeviceStatus>;
+export const UblkListResult = z.strictObject({ devices: z.array(UblkDeviceStatus) });
+export const UblkAddResult = z.strictObject({ device: UblkDeviceStatus });
+export const UblkDelResult = z.strictObject({});
 
 /**
  * homid's status as `viewer` may see it: root sees every session and published file and the socket's
@@ -485,6 +523,9 @@ export const catalogue = {
   openVf: { request: OpenVfRequest, result: OpenVfResult, requestFds: NO_FDS, resultFds: { min: 3, max: 3 } },
   closeVf: { request: CloseVfRequest, result: CloseVfResult, requestFds: NO_FDS, resultFds: NO_FDS },
   sriovStatus: { request: SriovStatusRequest, result: SriovStatusResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  ublkList: { request: UblkListRequest, result: UblkListResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  ublkAdd: { request: UblkAddRequest, result: UblkAddResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  ublkDel: { request: UblkDelRequest, result: UblkDelResult, requestFds: NO_FDS, resultFds: NO_FDS },
 } as const satisfies Catalogue;
 export type HomidCatalogue = typeof catalogue;
 
@@ -499,6 +540,9 @@ export const RequestSchema = z.discriminatedUnion('type', [
   OpenVfRequest,
   CloseVfRequest,
   SriovStatusRequest,
+  UblkListRequest,
+  UblkAddRequest,
+  UblkDelRequest,
 ]);
 
 export type RequestType<C extends Catalogue = HomidCatalogue> = keyof C & string;

@@ -184,6 +184,7 @@ export class UblkDevice {
 
   private async add(provide: (n: number) => Promise<ProvisionedQueues>): Promise<void> {
     const s = this.spec;
+    const t0 = Date.now();
     const info = await this.ctrl.addDev({
       devId: s.devId,
       nrHwQueues: s.queues,
@@ -196,10 +197,21 @@ export class UblkDevice {
       this.checkInfo(info);
       await this.ctrl.setParams(this.devId, paramsFor(s));
       await this.serve(info.nrHwQueues, provide);
+      const tServe = Date.now();
       await this.ctrl.startDev(this.devId, process.pid);
       this.state = 'live';
       this.log.info(
-        { devId: this.devId, blockDevice: this.blockDevice, queues: info.nrHwQueues, depth: info.queueDepth, nsid: s.target.nsid, rangeStart: s.target.rangeStart, rangeBlocks: s.target.rangeBlocks },
+        {
+          msToServe: tServe - t0,
+          msStartDev: Date.now() - tServe,
+          devId: this.devId,
+          blockDevice: this.blockDevice,
+          queues: info.nrHwQueues,
+          depth: info.queueDepth,
+          nsid: s.target.nsid,
+          rangeStart: s.target.rangeStart,
+          rangeBlocks: s.target.rangeBlocks,
+        },
         'ublk device started',
       );
     } catch (e) {

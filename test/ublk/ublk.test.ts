@@ -53,6 +53,8 @@ import { openEmu, type EmuTransport } from '../../src/transport/emu.js';
 import { parseConfig } from '../../src/daemon/config.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { formatStatus } from '../../src/cli/status.js';
+import { formatUblk } from '../../src/cli/ublk.js';
+import { HomidError } from '../../src/daemon/errors.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -414,6 +416,30 @@ test('homid without the ublk module: the device is reported failed with the reas
     assert.match(text, /\/dev\/ublkb0/);
     assert.match(text, /no ublk module/);
     assert.equal(st.devices[0]!.queuePairsInUse, 0, 'a failed ublk device holds no queue pairs');
+  } finally {
+    await h.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ublk add / del: another uid is refused (root only); root gets what the kernel side refused; a failed add is not kept', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-'));
+  const cfg = parseConfig(`socket = "${dir}/s"\nlog_level = "silent"\n[[device]]\nname = "e"\nuri = "emu://?size=64MiB"\n`);
+  const h = await Homid.start(cfg, { ublkControlPath: path.join(dir, 'no-ublk-control') });
+  try {
+    const other = h.connect({ pid: process.pid, uid: 65534, gid: 65534 });
+    const refusals = h.counters.refusals;
+    await assert.rejects(h.ublkAdd(other, { device: 'e', id: 0 }), (e: unknown) => e instanceof HomidError && e.code === 'ublk-denied' && /root only/.test(e.message));
+    await assert.rejects(h.ublkDel(other, 0), (e: unknown) => e instanceof HomidError && e.code === 'ublk-denied');
+    assert.equal(h.counters.refusals, refusals + 2);
+    const root = h.connect({ pid: process.pid, uid: 0, gid: 0 });
+    await assert.rejects(h.ublkAdd(root, { device: 'e', id: 0, start: 8, count: 1024 }), (e: unknown) => e instanceof HomidError && e.code === 'ublk' && /no ublk module/.test(e.message));
+    await assert.rejects(h.ublkAdd(root, { device: 'nope', id: 1 }), (e: unknown) => e instanceof HomidError && e.code === 'no-device');
+    await assert.rejects(h.ublkDel(root, 5), (e: unknown) => e instanceof HomidError && e.code === 'ublk' && /serves no ublk device 5/.test(e.message));
+    assert.deepEqual(h.ublkList(), [], 'failed adds are not listed');
+    assert.equal(h.status().ublk, undefined);
+    assert.equal(h.listDevices()[0]!.queuePairsInUse, 0, 'nothing was left holding queue pairs');
+    assert.match(formatUblk([]), /no ublk devices/);
   } finally {
     await h.stop();
     fs.rmSync(dir, { recursive: true, force: true });
