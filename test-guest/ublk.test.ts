@@ -54,6 +54,20 @@ const BDF = kctrl?.bdf ?? '';
 const work = fs.mkdtempSync('/tmp/homi-ublk-vm-');
 const mnt = join(work, 'mnt');
 fs.mkdirSync(mnt);
+/** The crash test's homid process is started now and loads its code while the first test runs (a minute under
+ * TCG); it runs homid (dist/src/cli/daemon.js) once START_FILE exists, with the configuration in argv[3]. */
+const START_FILE = join(work, 'start-homid');
+const AHEAD_SCRIPT = join(work, 'homid-ahead.mjs');
+fs.writeFileSync(
+  AHEAD_SCRIPT,
+  [
+    `const d = await import(${JSON.stringify(new URL('file://' + join(CLI_DIR, 'daemon.js')).href)});`,
+    `const fs = await import('node:fs');`,
+    `while (!fs.existsSync(process.argv[2])) await new Promise((r) => setTimeout(r, 20));`,
+    `process.exitCode = await d.daemonCommand({ config: process.argv[3] });`,
+  ].join('\n'),
+);
+const ahead: Proc | null = SKIP ? null : spawnNode([AHEAD_SCRIPT, START_FILE, join(work, 'homid.toml')], {});
 
 function run(cmd: string, args: string[], input?: Buffer): Buffer {
   try {
@@ -95,6 +109,10 @@ async function zeroWritten(): Promise<void> {
 }
 
 after(async () => {
+  if (ahead && ahead.p.exitCode === null && ahead.p.signalCode === null) {
+    ahead.p.kill('SIGKILL');
+    await ahead.exited;
+  }
   try {
     if (!SKIP && spec) {
       if (isMounted()) run('umount', ['-l', mnt]);
@@ -338,7 +356,8 @@ test(`${MODE} ublk: homid SIGKILLed with the file system mounted and a writer ru
   fs.writeFileSync(cfg, toml(lbs));
   const procs: Proc[] = [];
   const startHomid = (): Proc => {
-    const p = spawnNode([join(CLI_DIR, 'homid.js'), '--config', cfg], {});
+    const p = ahead!;
+    fs.writeFileSync(START_FILE, '');
     // its log (stdout) goes to the test's output
     void (async () => {
       for await (const l of p.lines) console.log(`# homid: ${l.slice(0, 400)}`);
