@@ -8,6 +8,7 @@ import { extentsCommand } from '../extents/cli.js';
 import { daemonCommand } from './daemon.js';
 import { statusCommand } from './status.js';
 import { sriovDisableCommand, sriovEnableCommand, sriovStatusCommand } from './sriov.js';
+import { ublkAddCommand, ublkDelCommand, ublkListCommand } from './ublk.js';
 import { addFioAliases } from './fio-options.js';
 import { listCommand } from './list.js';
 import { smartLogCommand } from './smart-log.js';
@@ -223,6 +224,41 @@ sriov
   .requiredOption('--pf <address>', 'the PF')
   .action(async (o: { pf: string }) => {
     process.exitCode = await sriovDisableCommand(o);
+  });
+
+const ublk = program.command('ublk').description('ublk block devices homid serves to the kernel from its own queue pairs (a namespace or an LBA range of it)');
+ublk
+  .command('list')
+  .description('the ublk devices homid serves: block device, state, range, queue pairs, counters')
+  .option('--json', 'print one JSON object', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { json: boolean; socket?: string }) => {
+    process.exitCode = await ublkListCommand(o);
+  });
+ublk
+  .command('add')
+  .description('serve an LBA range of a namespace as /dev/ublkb<id> (root)')
+  .requiredOption('--device <name>', "homid's device name")
+  .requiredOption('--id <n>', 'ublk device id (/dev/ublkb<id>)')
+  .option('--nsid <n>', 'namespace (default 1)')
+  .option('--start <lba>', 'first LBA of the range (default 0)')
+  .option('--count <lbas>', 'LBAs (default: to the end of the namespace)')
+  .option('--queues <n>', 'ublk queues, one NVMe queue pair each (default 1)')
+  .option('--depth <n>', 'tags per queue (default 16)')
+  .option('--max-io-kib <n>', 'largest request in KiB (default 64)')
+  .option('--json', 'print one JSON object', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { device: string; id: string; nsid?: string; start?: string; count?: string; queues?: string; depth?: string; maxIoKib?: string; socket?: string; json?: boolean }) => {
+    process.exitCode = await ublkAddCommand(o);
+  });
+ublk
+  .command('del')
+  .description('remove /dev/ublkb<id> (root); refused while its file system is mounted unless --force')
+  .requiredOption('--id <n>', 'ublk device id')
+  .option('--force', 'remove it even while mounted (the kernel fails its I/O from then on)', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { id: string; force: boolean; socket?: string }) => {
+    process.exitCode = await ublkDelCommand(o);
   });
 
 try {
