@@ -99,7 +99,10 @@ export interface PerfReport extends EngineResult {
 }
 
 /** The options of a run as reported: PerfOptions without callbacks and internals, every default filled in. */
-export type PerfRunOptions = Omit<Required<PerfOptions>, 'onProgress' | 'region' | 'beforeRun' | 'exportHistogram' | 'offset' | 'size'> & { offset: number; size: number | null };
+export type PerfRunOptions = Omit<Required<PerfOptions>, 'onProgress' | 'region' | 'beforeRun' | 'exportHistogram' | 'offset' | 'size'> & {
+  offset: number;
+  size: number | null;
+};
 
 export const BUFFERED_NOTE = 'buffered: page cache in the path';
 

@@ -89,7 +89,15 @@ export async function checkSweep(o: SweepOptions): Promise<void> {
   checkSweepOptions(o);
   for (const backend of o.backends) {
     const { direct, fixedBuffers, hipri, nsid, nqueues } = o.base;
-    const dev = await openIo(o.base.uri, { backend, direct: direct ?? false, fixedBuffers: fixedBuffers ?? false, hipri: hipri ?? false, nsid, maxQueues: nqueues });
+    const dev = await openIo(o.base.uri, {
+      backend,
+      direct: direct ?? false,
+      fixedBuffers: fixedBuffers ?? false,
+      hipri: hipri ?? false,
+      nsid,
+      maxQueues: nqueues,
+      ...(o.base.buffers !== undefined ? { buffers: o.base.buffers } : {}),
+    });
     try {
       for (const bs of o.bss) {
         for (const qd of qdsOf(o, backend)) {

@@ -8,6 +8,7 @@ import { extentsCommand } from '../extents/cli.js';
 import { daemonCommand } from './daemon.js';
 import { statusCommand } from './status.js';
 import { sriovDisableCommand, sriovEnableCommand, sriovStatusCommand } from './sriov.js';
+import { ublkAddCommand, ublkDelCommand, ublkListCommand } from './ublk.js';
 import { addFioAliases } from './fio-options.js';
 import { listCommand } from './list.js';
 import { smartLogCommand } from './smart-log.js';
@@ -100,6 +101,10 @@ function perfCommonOptions(c: Command): Command {
     .option('--direct', 'O_DIRECT (posix, io_uring)', false)
     .option('--fixed-buffers', 'io_uring registered buffers (READ_FIXED / WRITE_FIXED)', false)
     .option('--hipri', 'polled completions (IORING_SETUP_IOPOLL; needs --direct and a device with poll queues)', false)
+    .option(
+      '--buffers <where>',
+      "data buffers in host memory (host, the default), in a memory BAR of another PCI function (peer:<bdf>[:bar], BAR 2 by default; driver on pci:, peer-to-peer DMA) or in a PCI function's p2pmem (p2pmem:DDDD:BB:DD.F; io_uring --direct)",
+    )
     .option('--verify', 'write self-describing patterns and check every read', false)
     .option('--verify-span <bytes>', 'bytes of the namespace used (and prefilled) by --verify', '64MiB')
     .option('--seed <n>', 'random seed', '1')
@@ -126,7 +131,6 @@ const perf = program
   .option('--backend <name>', BACKEND_HELP)
   .option('--bs <bytes>', 'I/O size', '4096')
   .option('--qd <n>', 'queue depth per queue', '32')
-  .option('--buffers <where>', 'driver on pci:: data buffers in host memory (host, the default) or in a memory BAR of another PCI function (peer:<bdf>[:bar], BAR 2 by default): peer-to-peer DMA')
   .enablePositionalOptions();
 perfCommonOptions(perf).action(async (uri: string, o: Parameters<typeof perfCommand>[1], cmd: Command) => {
   process.exitCode = await perfCommand(uri, { ...o, explicit: explicitOptions(cmd) });
@@ -220,6 +224,41 @@ sriov
   .requiredOption('--pf <address>', 'the PF')
   .action(async (o: { pf: string }) => {
     process.exitCode = await sriovDisableCommand(o);
+  });
+
+const ublk = program.command('ublk').description('ublk block devices homid serves to the kernel from its own queue pairs (a namespace or an LBA range of it)');
+ublk
+  .command('list')
+  .description('the ublk devices homid serves: block device, state, range, queue pairs, counters')
+  .option('--json', 'print one JSON object', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { json: boolean; socket?: string }) => {
+    process.exitCode = await ublkListCommand(o);
+  });
+ublk
+  .command('add')
+  .description('serve an LBA range of a namespace as /dev/ublkb<id> (root)')
+  .requiredOption('--device <name>', "homid's device name")
+  .requiredOption('--id <n>', 'ublk device id (/dev/ublkb<id>)')
+  .option('--nsid <n>', 'namespace (default 1)')
+  .option('--start <lba>', 'first LBA of the range (default 0)')
+  .option('--count <lbas>', 'LBAs (default: to the end of the namespace)')
+  .option('--queues <n>', 'ublk queues, one NVMe queue pair each (default 1)')
+  .option('--depth <n>', 'tags per queue (default 16)')
+  .option('--max-io-kib <n>', 'largest request in KiB (default 64)')
+  .option('--json', 'print one JSON object', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { device: string; id: string; nsid?: string; start?: string; count?: string; queues?: string; depth?: string; maxIoKib?: string; socket?: string; json?: boolean }) => {
+    process.exitCode = await ublkAddCommand(o);
+  });
+ublk
+  .command('del')
+  .description('remove /dev/ublkb<id> (root); refused while its file system is mounted unless --force')
+  .requiredOption('--id <n>', 'ublk device id')
+  .option('--force', 'remove it even while mounted (the kernel fails its I/O from then on)', false)
+  .option('--socket <path>', 'homid socket (default $HOMID_SOCKET or /run/homi/homid.sock)')
+  .action(async (o: { id: string; force: boolean; socket?: string }) => {
+    process.exitCode = await ublkDelCommand(o);
   });
 
 try {

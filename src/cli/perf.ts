@@ -8,6 +8,7 @@ import type { EngineProgress } from '../bench/engine.js';
 import { parsePositiveInt, parseSize, formatSize } from '../util/size.js';
 import { renderTable } from '../util/table.js';
 import { UsageError } from './errors.js';
+import { parseBufferPlacement } from '../io/p2pmem.js';
 import { refuseIgnoredOptions, type CliRunOptions } from './refuse.js';
 import { sweepDir, writeSweep } from './sweep-output.js';
 
@@ -29,13 +30,13 @@ export interface PerfCliOptions {
   direct?: boolean;
   fixedBuffers?: boolean;
   hipri?: boolean;
+  buffers?: string;
   threads?: string;
   percentiles?: string;
   invalidate?: string;
   fadvise_hint?: string;
   size?: string;
   offset?: string;
-  buffers?: string;
 }
 
 const MAX_QD = 65535;
@@ -69,14 +70,18 @@ function parseRegionSize(text: string): number {
   return v;
 }
 
-/** --buffers: host (default) or peer:<bdf>[:bar] (a memory BAR of another PCI function). */
+/**
+ * --buffers: host (default), peer:<bdf>[:bar] (a memory BAR of another PCI function, for the driver backend) or
+ * p2pmem:<bdf> (the p2pmem a PCI function publishes through the kernel, for io_uring with O_DIRECT).
+ */
 export function parseBuffers(text: string): BufferPlacement {
   if (text === 'host') return { kind: 'host' };
   if (text.startsWith('peer:')) {
     const peer = usage('--buffers', () => parsePeerSpec(text.slice('peer:'.length)));
     return { kind: 'peer', ...peer };
   }
-  throw new UsageError(`--buffers: '${text}' is not host or peer:<bdf>[:bar] (e.g. peer:0000:00:04.0:2)`);
+  if (text.startsWith('p2pmem:')) return usage('--buffers', () => parseBufferPlacement(text));
+  throw new UsageError(`--buffers: '${text}' is not host, peer:<bdf>[:bar] (e.g. peer:0000:00:04.0:2) or p2pmem:<bdf>`);
 }
 
 /** fio's 0|1 switches (--invalidate, --fadvise_hint), on by default. */

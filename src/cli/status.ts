@@ -1,6 +1,6 @@
 /**
  * `homi status [--json] [--socket S]`: devices, queue pairs per client and class (GPU ones apart), I/O counters,
- * extent cache.
+ * extent cache, ublk devices.
  */
 import { HomidClient } from '../client/index.js';
 import { IpcError, IpcErrorCode } from '../ipc/errors.js';
@@ -63,6 +63,25 @@ export function formatStatus(s: StatusSnapshot): string {
       s.extents.map((e) => [e.device, e.path + (e.error ? ` (${e.error})` : ''), String(e.extents), String(e.generation), String(e.holders), String(e.refreshes)]),
     ),
   );
+  if (s.ublk && s.ublk.length > 0) {
+    out.push(
+      '',
+      renderTable(
+        ['ublk', 'block device', 'state', 'device', 'nsid', 'LBA range', 'queue pairs (qid)', 'depth', 'I/O'],
+        s.ublk.map((u) => [
+          String(u.devId),
+          u.blockDevice,
+          u.state + (u.recovered ? ' (recovered)' : '') + (u.error ? ` (${u.error})` : ''),
+          u.device,
+          String(u.nsid),
+          u.blockSize > 0 ? `${u.rangeStart}+${u.rangeBlocks} x ${u.blockSize} B` : `${u.rangeStart}+${u.rangeBlocks || 'rest'}`,
+          u.qids.length > 0 ? u.qids.join(',') : '-',
+          String(u.depth),
+          `reads ${u.io.reads}, writes ${u.io.writes}, flushes ${u.io.flushes}, discards ${u.io.discards}, errors ${u.io.errors}`,
+        ]),
+      ),
+    );
+  }
   const k = s.counters;
   out.push(
     '',

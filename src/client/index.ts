@@ -20,6 +20,7 @@ import {
   type RequestType,
   type SriovStatusResult,
   type StatusResult,
+  type UblkDeviceStatus,
 } from '../ipc/messages.js';
 import { validateRawGrant, type RawQueueGrant } from '../ipc/raw-grant.js';
 import { WireFormatError } from '../ipc/validate.js';
@@ -432,6 +433,24 @@ export class HomidClient {
     await v.release();
     this.vfs.delete(v);
     const { response } = await this.ipc.request({ type: 'closeVf', leaseId: v.leaseId });
+    check(response);
+  }
+
+  /** The ublk block devices homid serves to the kernel. */
+  async ublkList(): Promise<UblkDeviceStatus[]> {
+    const { response } = await this.ipc.request({ type: 'ublkList' });
+    return check(response).devices;
+  }
+
+  /** Have homid serve an LBA range of a namespace as /dev/ublkb<ublkId> (root only). */
+  async ublkAdd(req: { device: string; ublkId: number; nsid?: number; start?: number; count?: number; queues?: number; depth?: number; maxIoKib?: number }): Promise<UblkDeviceStatus> {
+    const { response } = await this.ipc.request({ type: 'ublkAdd', ...req });
+    return check(response).device;
+  }
+
+  /** Have homid remove /dev/ublkb<ublkId> (root only; refused while mounted unless force). */
+  async ublkDel(ublkId: number, force = false): Promise<void> {
+    const { response } = await this.ipc.request({ type: 'ublkDel', ublkId, force });
     check(response);
   }
 

@@ -46,6 +46,17 @@
  * # vfs = 2                         # VFs to enable (default: all it supports), driver autoprobe off
  * # namespaces = [1]                # the namespaces a VF may have attached (default: any of the PF's)
  *
+ * [[ublk]]                          # a namespace (or an LBA range of it) served to the kernel as /dev/ublkbN
+ * device = "emu0"                   # a [[device]] name
+ * nsid = 1
+ * # id = 0                          # ublk device id (default: 0, 1, ... in order); fixed so that a restarted
+ *                                   # homid recovers the device (UBLK_F_USER_RECOVERY)
+ * # start = 0                       # first namespace LBA of the range
+ * # count = 262144                  # LBAs (default: to the end of the namespace)
+ * queues = 1                        # ublk queues: each served by one NVMe I/O queue pair homid keeps
+ * depth = 16                        # tags per queue
+ * max_io_kib = 64                   # largest request; each tag has a buffer this size in the queue's DMA memory
+ *
  * [raw]                             # who may hold raw (unmediated) queues
  * users = ["root"]
  * groups = ["homi"]
@@ -249,6 +260,35 @@ const sriovSchema = z
   })
   .strict();
 
+/** Defaults of [[ublk]]: one queue of depth 16 with 64 KiB requests fits a uio export (2 MiB) per queue. */
+export const DEFAULT_UBLK_QUEUES = 1;
+export const DEFAULT_UBLK_DEPTH = 16;
+export const DEFAULT_UBLK_MAX_IO_KIB = 64;
+
+const ublkSchema = z
+  .object({
+    device: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'the name of a [[device]]'),
+    nsid: z.number().int().min(1).max(0xffff_fffe).default(1),
+    id: z
+      .number()
+      .int()
+      .min(0)
+      .max((1 << 20) - 1)
+      .optional(),
+    start: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+    count: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+    queues: z.number().int().min(1).max(64).default(DEFAULT_UBLK_QUEUES),
+    depth: z.number().int().min(1).max(4096).default(DEFAULT_UBLK_DEPTH),
+    max_io_kib: z
+      .number()
+      .int()
+      .min(4)
+      .max(32768)
+      .refine((n) => n % 4 === 0, 'a multiple of 4')
+      .default(DEFAULT_UBLK_MAX_IO_KIB),
+  })
+  .strict();
+
 const configSchema = z
   .object({
     socket: z.string().min(1).default(DEFAULT_SOCKET),
@@ -259,6 +299,7 @@ const configSchema = z
     log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     device: z.array(deviceSchema).default([]),
     sriov: z.array(sriovSchema).default([]),
+    ublk: z.array(ublkSchema).default([]),
     class: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,32}$/), classSchema).default({}),
     raw: z
       .object({ users: z.array(principal).default(['root']), groups: z.array(principal).default([]) })
@@ -312,6 +353,24 @@ export interface SriovConfig {
   namespaces?: number[];
 }
 
+/** One [[ublk]] table: a namespace (or an LBA range of it) that homid serves to the kernel as /dev/ublkbN. */
+export interface UblkConfig {
+  /** The [[device]] name. */
+  device: string;
+  nsid: number;
+  /** The ublk device id (/dev/ublkbN): fixed, so a restarted homid finds and recovers it. Default: 0, 1, ... in order. */
+  id: number;
+  /** First namespace LBA of the range. */
+  start: number;
+  /** LBAs in the range (undefined: to the end of the namespace). */
+  count?: number;
+  /** ublk queues, each served by one NVMe I/O queue pair homid keeps for the kernel. */
+  queues: number;
+  depth: number;
+  /** Largest request in bytes (each tag's buffer). */
+  maxIoBytes: number;
+}
+
 export interface HomidConfig {
   socket: string;
   socketMode: number;
@@ -322,6 +381,8 @@ export interface HomidConfig {
   classes: Map<string, ClassConfig>;
   raw: { users: (string | number)[]; groups: (string | number)[] };
   limits: LimitsConfig;
+  /** [[ublk]] devices (absent: none). */
+  ublk?: UblkConfig[];
 }
 
 function issuePath(p: readonly PropertyKey[]): string {
@@ -365,6 +426,19 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
     if (x.namespaces !== undefined) out.namespaces = x.namespaces;
     return out;
   });
+  const ids = new Set<number>();
+  const ublk: UblkConfig[] = c.ublk.map((u, i) => {
+    const bad = (key: string, m: string): never => {
+      throw new ConfigError(`${source}: invalid configuration:\n  ublk[${i}].${key}: ${m}`);
+    };
+    if (!names.has(u.device)) bad('device', `no [[device]] is named '${u.device}' (devices: ${[...names].join(', ') || 'none'})`);
+    const id = u.id ?? i;
+    if (ids.has(id)) bad('id', `ublk device id ${id} is used twice`);
+    ids.add(id);
+    const out: UblkConfig = { device: u.device, nsid: u.nsid, id, start: u.start, queues: u.queues, depth: u.depth, maxIoBytes: u.max_io_kib * 1024 };
+    if (u.count !== undefined) out.count = u.count;
+    return out;
+  });
   const classes = new Map<string, ClassConfig>();
   const dflt = classSchema.parse({});
   for (const [name, k] of Object.entries({ default: dflt, ...c.class })) {
@@ -377,7 +451,7 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
   }
   const limits: LimitsConfig = { fileGrantsPerClient: c.limits.file_grants_per_client, fileGrantsPerUid: c.limits.file_grants_per_uid };
   if (Object.keys(ipc).length > 0) limits.ipc = ipc;
-  return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, sriov, classes, raw: c.raw, limits };
+  return { socket: c.socket, socketMode: parseInt(c.socket_mode, 8), logLevel: c.log_level, devices, sriov, classes, raw: c.raw, limits, ublk };
 }
 
 /** Parse TOML text. */

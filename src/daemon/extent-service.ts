@@ -163,6 +163,8 @@ interface PendingCreate {
 
 export class ExtentService {
   readonly entries = new Map<string, ExtentEntry>();
+  /** The ublk devices homid serves from namespace 1 of a device (set by homid: ublk-service.ts). */
+  ublkRanges: (device: string) => { blockDevice: string; offset: number; bytes: number }[] = () => [];
   /** Entries being created (their first resolve runs), by key: later acquirers of the same file wait for it. */
   private readonly creating = new Map<string, PendingCreate>();
   readonly pool: ResolverPool;
@@ -295,7 +297,7 @@ export class ExtentService {
         kind: 'fiemap',
         fd,
         path: real,
-        target: { device: name, imageFile: emuImageFile(device.config.uri), blockDevice: device.config.blockDevice ?? null, namespaceBytes, lbaSize: ns.blockSize },
+        target: { device: name, imageFile: emuImageFile(device.config.uri), blockDevice: device.config.blockDevice ?? null, namespaceBytes, lbaSize: ns.blockSize, ublk: this.ublkRanges(name) },
       };
     } else {
       if (!imagePath) throw new HomidError('extent-source', `device '${name}': no path inside the file system for the file`);

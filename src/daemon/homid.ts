@@ -33,6 +33,10 @@ import { DeviceRegistry, type TransportOpener } from './registry.js';
 import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
 import { VfService, type VfLease } from './vf-service.js';
 import { pfStatusFields } from './sriov.js';
+import { UblkService, type UblkStatus } from './ublk-service.js';
+import { UblkError } from '../ublk/control.js';
+import { DEFAULT_UBLK_DEPTH, DEFAULT_UBLK_MAX_IO_KIB, DEFAULT_UBLK_QUEUES, type UblkConfig } from './config.js';
+import { METADATA_NSID } from './registry.js';
 import type { SysPathOptions } from '../pci/sysfs.js';
 import type { SriovStatusResult } from '../ipc/messages.js';
 
@@ -115,6 +119,8 @@ export interface HomidOptions {
    * udmabuf pass one that accepts a memfd stand-in (src/mem/dmabuf.ts memfdStandIn).
    */
   dmaBufOpener?: (fd: number) => DmaBufHandle;
+  /** The ublk control device (tests: a path that is not there). */
+  ublkControlPath?: string;
   /**
    * How a device's configured device memory becomes a supply (default peerBarSupplier: a peer BAR on a PCIe
    * transport). Tests on the embedded controller pass a stand-in over exported memory.
@@ -130,6 +136,8 @@ export class Homid {
   readonly sessions = new Map<number, ClientSession>();
   readonly regions: RegionProvider;
   readonly vfs: VfService;
+  /** ublk block devices served from homid's queue pairs ([[ublk]]). */
+  readonly ublk: UblkService;
   readonly counters = { reclaimedQueuePairs: 0, deniedCommands: 0, refusals: 0, clientsServed: 0, lostQueuePairs: 0, reclaimedVfs: 0 };
   /** The latest denied commands (also logged). */
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
@@ -154,6 +162,13 @@ export class Homid {
     this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
     this.vfs = new VfService({ info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) }, opts.sriovSys);
     this.extents = new ExtentService(this.regions, { info: (o, m) => this.log.debug(o, m), warn: (o, m) => this.log.warn(o, m) });
+    this.ublk = new UblkService(
+      { info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) },
+      this.registry,
+      (device, fn) => this.serial(device, fn),
+      opts.ublkControlPath === undefined ? {} : { controlPath: opts.ublkControlPath },
+    );
+    this.extents.ublkRanges = (device) => this.ublk.rangesOn(device, METADATA_NSID);
   }
 
   /** Bring up every configured device (failures are reported, not fatal). */
@@ -161,6 +176,7 @@ export class Homid {
     const h = new Homid(config, opts);
     await h.registry.start(config.devices);
     await h.vfs.start(config.sriov);
+    await h.ublk.start(config.ublk ?? []);
     return h;
   }
 
@@ -593,6 +609,58 @@ export class Homid {
     return { pfs };
   }
 
+  // ---------------------------------------------------------------- ublk block devices
+
+  /** The ublk devices homid serves (their ranges, queue pairs and counters: nothing of another tenant). */
+  ublkList(): UblkStatus[] {
+    return this.ublk.list();
+  }
+
+  private ublkRefusal(s: ClientSession | null, e: unknown): never {
+    const err = e instanceof UblkError ? new HomidError('ublk', e.message) : e;
+    if (s && err instanceof HomidError) this.refuse(s, err);
+    throw err;
+  }
+
+  /**
+   * Serve an LBA range of a namespace to the kernel as /dev/ublkb<id>: root only (the kernel's block device is
+   * open to whoever the kernel lets in, and its queue pair is homid's). Kernel refusals say what: no ublk
+   * module, not root, the id busy.
+   */
+  async ublkAdd(s: ClientSession | null, req: { device: string; nsid?: number; id: number; start?: number; count?: number; queues?: number; depth?: number; maxIoKib?: number }): Promise<UblkStatus> {
+    if (s !== null && s.peer.uid !== 0) this.refuse(s, new HomidError('ublk-denied', `uid ${s.peer.uid} may not add ublk devices: root only`));
+    const c: UblkConfig = {
+      device: req.device,
+      nsid: req.nsid ?? 1,
+      id: req.id,
+      start: req.start ?? 0,
+      queues: req.queues ?? DEFAULT_UBLK_QUEUES,
+      depth: req.depth ?? DEFAULT_UBLK_DEPTH,
+      maxIoBytes: (req.maxIoKib ?? DEFAULT_UBLK_MAX_IO_KIB) * 1024,
+    };
+    if (req.count !== undefined) c.count = req.count;
+    if (c.maxIoBytes % 4096 !== 0) this.ublkRefusal(s, new HomidError('bad-request', `maxIoKib must be a multiple of 4, got ${req.maxIoKib}`));
+    const existing = this.ublk.entries.get(c.id);
+    if (existing?.dev && existing.dev.state !== 'failed') this.ublkRefusal(s, new UblkError('busy', `ublk device ${c.id} is already served by this homid (${existing.dev.blockDevice})`));
+    try {
+      return await this.ublk.add(c);
+    } catch (e) {
+      // a failed add is not kept: the caller sees why, status does not list it
+      if (!existing) this.ublk.entries.delete(c.id);
+      return this.ublkRefusal(s, e);
+    }
+  }
+
+  /** Remove /dev/ublkb<id> (root only): refused while its file system is mounted unless `force`. */
+  async ublkDel(s: ClientSession | null, id: number, force = false): Promise<void> {
+    if (s !== null && s.peer.uid !== 0) this.refuse(s, new HomidError('ublk-denied', `uid ${s.peer.uid} may not remove ublk devices: root only`));
+    try {
+      await this.ublk.remove(id, { force });
+    } catch (e) {
+      this.ublkRefusal(s, e);
+    }
+  }
+
   // ---------------------------------------------------------------- files and extents
 
   /** File grants (held and being resolved) per uid, for [limits] file_grants_per_uid. */
@@ -761,6 +829,8 @@ export class Homid {
       classes,
       clients,
       extents,
+      // the kernel's devices: who mounts them is the kernel's business, their ranges and counters are homid's
+      ...(this.ublk.entries.size > 0 ? { ublk: this.ublk.list() } : {}),
       // homid-wide counters say nothing about another tenant in particular
       counters: { ...this.counters },
     };
@@ -768,6 +838,7 @@ export class Homid {
 
   async stop(): Promise<void> {
     for (const s of [...this.sessions.values()]) await this.disconnect(s);
+    await this.ublk.stop();
     for (const p of this.deviceMemory.values()) p.close();
     this.deviceMemory.clear();
     await this.vfs.stop();

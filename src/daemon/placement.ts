@@ -9,6 +9,10 @@
  *    partition start + FIEMAP offset.
  *  - the device's config names the kernel block device that is its namespace 1 (`block_device`), and st_dev is
  *    that device (offset 0) or one of its partitions (offset = the partition's start).
+ *  - st_dev is a ublk block device homid itself serves from an LBA range of namespace 1 (ublk-service.ts), or a
+ *    partition of one: namespace offset = range start * LBA size + partition start + FIEMAP offset, and every
+ *    extent must end inside the range (`limit`). The ublk device's logical block size is the namespace's, so
+ *    the byte offsets convert exactly.
  *
  * Everything else (another disk, tmpfs, overlayfs, btrfs's anonymous devices, a loop device over some other
  * file) is refused with 'wrong-device'. The facts come from sysfs (/sys/dev/block/MAJ:MIN: `dev`, `partition`,
@@ -37,6 +41,8 @@ export interface PlacementTarget {
   /** Namespace 1: size in bytes and LBA size. */
   namespaceBytes: number;
   lbaSize: number;
+  /** ublk block devices homid serves from ranges of namespace 1: the range's first byte and its length. */
+  ublk?: { blockDevice: string; offset: number; bytes: number }[];
 }
 
 export interface Placement {
@@ -44,6 +50,8 @@ export interface Placement {
   offset: number;
   /** How the file's device was matched (for logs). */
   via: string;
+  /** Every extent must end at or before this namespace byte offset (the end of a ublk device's range). */
+  limit?: number;
 }
 
 export interface DevNumber {
@@ -142,8 +150,9 @@ export function fiemapPlacement(fileDev: bigint | number, t: PlacementTarget, sy
   const refuse = (why: string): never => {
     throw new HomidError('wrong-device', `the file lives on ${where}, not on namespace 1 of device '${t.device}'${why ? `: ${why}` : ''}`);
   };
-  if (t.imageFile === null && t.blockDevice === null) {
-    refuse(`'${t.device}' is neither a file-backed emu:// device nor configured with a block_device, so no FIEMAP offset addresses it`);
+  const ublk = t.ublk ?? [];
+  if (t.imageFile === null && t.blockDevice === null && ublk.length === 0) {
+    refuse(`'${t.device}' is neither a file-backed emu:// device nor configured with a block_device, nor serves a ublk device, so no FIEMAP offset addresses it`);
   }
   if (info === null) refuse('');
   const i = info!;
@@ -163,6 +172,20 @@ export function fiemapPlacement(fileDev: bigint | number, t: PlacementTarget, sy
       else if (sameDev(bd, i.whole)) placement = { offset: i.partStart, via: `partition ${i.name} of block_device ${t.blockDevice}` };
       else reasons.push(`block_device ${t.blockDevice} is ${devText(bd)}`);
     }
+  }
+  for (const u of ublk) {
+    if (placement !== null) break;
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(u.blockDevice, { bigint: true });
+    } catch {
+      continue; // not started (yet), or removed
+    }
+    if (!st.isBlockDevice()) continue;
+    const bd = devNumber(st.rdev);
+    if (sameDev(bd, i.dev)) placement = { offset: u.offset, via: `ublk device ${u.blockDevice}`, limit: u.offset + u.bytes };
+    else if (sameDev(bd, i.whole)) placement = { offset: u.offset + i.partStart, via: `partition ${i.name} of ublk device ${u.blockDevice}`, limit: u.offset + u.bytes };
+    else reasons.push(`ublk device ${u.blockDevice} is ${devText(bd)}`);
   }
   if (placement === null && t.imageFile !== null) {
     const loopDir = path.join(i.wholeDir, 'loop');

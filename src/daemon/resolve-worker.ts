@@ -126,6 +126,17 @@ function runFiemap(job: Extract<ResolveJob, { kind: 'fiemap' }>): { map: FileMap
       e.physical = p;
     }
   }
+  if (place.limit !== undefined) {
+    for (const e of map.extents) {
+      if (e.flags.includes('inline')) continue;
+      if (e.physical + e.length > place.limit) {
+        throw new HomidError(
+          'extent-range',
+          `${job.path}: the extent at file offset ${e.logical} ends at namespace byte ${e.physical + e.length}, past the end of ${place.via}'s range (${place.limit})`,
+        );
+      }
+    }
+  }
   return { map, via: place.via };
 }
 

@@ -150,6 +150,21 @@ export async function startHomidServer(
           return { response: { ok: true } };
         case 'sriovStatus':
           return { response: { ok: true, ...(await homid.sriovStatus(s)) } };
+        case 'ublkList':
+          return { response: { ok: true, devices: homid.ublkList() } };
+        case 'ublkAdd': {
+          const req = { device: r.device, id: r.ublkId, ...(r.nsid !== undefined ? { nsid: r.nsid } : {}), ...(r.start !== undefined ? { start: r.start } : {}) };
+          const more = {
+            ...(r.count !== undefined ? { count: r.count } : {}),
+            ...(r.queues !== undefined ? { queues: r.queues } : {}),
+            ...(r.depth !== undefined ? { depth: r.depth } : {}),
+            ...(r.maxIoKib !== undefined ? { maxIoKib: r.maxIoKib } : {}),
+          };
+          return { response: { ok: true, device: await homid.ublkAdd(s, { ...req, ...more }) } };
+        }
+        case 'ublkDel':
+          await homid.ublkDel(s, r.ublkId, r.force ?? false);
+          return { response: { ok: true } };
         case 'status':
           // the socket's accounting (per-uid connections, refusals) is homid-wide: root only
           return { response: { ok: true, ...homid.status(s), ...(s.peer.uid === 0 ? { ipc: await ipc.stats() } : {}) } };

@@ -30,14 +30,27 @@ export function checkSlice(size: number, offset: number, length: number): void {
 }
 
 /** Page-aligned, zeroed host memory (mmap), usable with O_DIRECT and as io_uring registered buffers. */
+/** Where a pool's memory comes from: page-aligned mappings, freed one by one. */
+export interface MemorySource {
+  /** For messages and reports, e.g. 'host memory', 'p2pmem 0000:03:00.0'. */
+  readonly describe: string;
+  alloc(length: number): HostMemory;
+  free(m: HostMemory): void;
+}
+
+/** Anonymous host memory (mmap, populated). */
+export const HOST_MEMORY: MemorySource = { describe: 'host memory', alloc: allocHostMemory, free: freeHostMemory };
+
 export class HostBufferPool {
   private nextId = 0;
   private readonly live = new Map<number, HostBuffer>();
 
+  constructor(readonly source: MemorySource = HOST_MEMORY) {}
+
   alloc(size: number): HostBuffer {
     if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`buffer size must be a positive integer, got ${size}`);
     const length = Math.ceil(size / 4096) * 4096;
-    const mem = allocHostMemory(length);
+    const mem = this.source.alloc(length);
     const b = new HostBuffer(new Uint8Array(mem.buffer, 0, size), mem.address, this.nextId++, mem);
     this.live.set(b.h2, b);
     return b;
@@ -47,7 +60,7 @@ export class HostBufferPool {
     const b = this.live.get(buf.h2);
     if (!b || b !== buf) throw new RangeError('freeBuffer: not a buffer allocated (and not yet freed) by this device; free the parent, not a slice');
     this.live.delete(b.h2);
-    freeHostMemory(b.mem!);
+    this.source.free(b.mem!);
   }
 
   /** Live allocations, in id order (for IORING_REGISTER_BUFFERS). */
@@ -60,7 +73,7 @@ export class HostBufferPool {
   }
 
   freeAll(): void {
-    for (const b of this.live.values()) freeHostMemory(b.mem!);
+    for (const b of this.live.values()) this.source.free(b.mem!);
     this.live.clear();
   }
 }

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { statusName } from '../nvme/status.js';
 import { errnoName } from '../sys/libc.js';
 import { dropPageCache, fadviseRange, POSIX_FADV_RANDOM, POSIX_FADV_SEQUENTIAL } from '../sys/fileio.js';
-import { HostBufferPool, PromiseIoDevice } from './common.js';
+import { HOST_MEMORY, HostBufferPool, PromiseIoDevice, type MemorySource } from './common.js';
 import type { KernelTarget } from './target.js';
 import type { BackendName, IoBuffer, IoDevice, IoFeatures, IoGeometry, IoQueue } from './types.js';
 
@@ -15,7 +15,8 @@ export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
   abstract readonly transport: string;
   readonly geometry: IoGeometry;
   readonly features: IoFeatures = { flush: true, writeZeroes: true, deallocate: true };
-  readonly pool = new HostBufferPool();
+  /** The data buffers: host memory, or (io_uring) a PCI function's p2pmem. */
+  readonly pool: HostBufferPool;
   protected readonly queues = new Set<IoQueue>();
   private closed = false;
 
@@ -23,8 +24,10 @@ export abstract class KernelDevice extends PromiseIoDevice implements IoDevice {
     readonly uri: string,
     readonly target: KernelTarget,
     maxQueueDepth: number,
+    memory: MemorySource = HOST_MEMORY,
   ) {
     super();
+    this.pool = new HostBufferPool(memory);
     this.geometry = {
       blockSize: target.blockSize,
       blocks: Math.floor(target.sizeBytes / target.blockSize),

@@ -2,7 +2,10 @@
  * openIo(uri, options): the one entry point of the I/O interface. Picks the backend (explicit, or by target),
  * refuses options the backend cannot honour before any I/O, and returns an IoDevice.
  */
+import { closeSync } from 'node:fs';
+import type { MemorySource } from './common.js';
 import { DriverDevice } from './driver.js';
+import { p2pmemSource } from './p2pmem.js';
 import { PosixDevice } from './posix.js';
 import { defaultBackend, openKernelTarget, parseTarget, type Target } from './target.js';
 import { UringCmdDevice } from './uring-cmd.js';
@@ -44,11 +47,21 @@ export function resolveBackend(target: Target, o: IoOpenOptions): BackendName {
     );
   }
   if (o.hipri && backend === 'io_uring' && !o.direct) throw new IoOpenError('--hipri needs --direct: polled completions exist only for O_DIRECT I/O');
-  if (o.buffers !== undefined && o.buffers.kind !== 'host' && (backend !== 'driver' || !isDevice || target.scheme !== 'pci')) {
+  if (o.buffers?.kind === 'peer' && (backend !== 'driver' || !isDevice || target.scheme !== 'pci')) {
     throw new IoOpenError(`--buffers ${o.buffers.kind}: device-memory buffers need the driver backend on a pci: controller (its DMA reaches the peer); not the ${backend} backend on '${target.uri}'`);
+  }
+  if (p2pmemOf(o) !== undefined) {
+    if (backend !== 'io_uring') throw new IoOpenError(`p2pmem buffers apply to the io_uring backend (O_DIRECT into a p2pmem mapping), not ${backend}`);
+    if (!o.direct) throw new IoOpenError('p2pmem buffers need --direct: without O_DIRECT the page cache is in the path and the CPU copies into device memory');
+    if (o.fixedBuffers) throw new IoOpenError('p2pmem buffers with --fixed-buffers (registering p2pmem with io_uring) are not supported by HOMI (not tried)');
   }
   if (o.nsid !== undefined && o.nsid !== 1 && !isDevice) throw new IoOpenError(`--nsid applies to the driver backends; a file or block device is one namespace`);
   return backend;
+}
+
+/** The p2pmem placement of a run: `--buffers p2pmem:<bdf>` or the explicit option (which can name a fake sysfs). */
+function p2pmemOf(o: IoOpenOptions): { bdf: string; sysfsRoot?: string } | undefined {
+  return o.p2pmem ?? (o.buffers?.kind === 'p2pmem' ? { bdf: o.buffers.bdf } : undefined);
 }
 
 export async function openIo(uri: string, o: IoOpenOptions = {}): Promise<IoDevice> {
@@ -58,7 +71,15 @@ export async function openIo(uri: string, o: IoOpenOptions = {}): Promise<IoDevi
   if (backend === 'io_uring_cmd') return UringCmdDevice.open(uri, target.path, { fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false });
   const kt = openKernelTarget(target, o.direct ?? false, backend);
   if (backend === 'posix') return new PosixDevice(uri, kt);
-  const dev = new UringDevice(uri, kt, { fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false });
+  let memory: MemorySource | undefined;
+  try {
+    const p2pmem = p2pmemOf(o);
+    memory = p2pmem ? p2pmemSource(p2pmem.bdf, p2pmem.sysfsRoot) : undefined;
+  } catch (e) {
+    closeSync(kt.fd);
+    throw e;
+  }
+  const dev = new UringDevice(uri, kt, { fixedBuffers: o.fixedBuffers ?? false, hipri: o.hipri ?? false, ...(memory ? { memory } : {}) });
   if (o.hipri) {
     try {
       await dev.probePolled();

@@ -66,9 +66,10 @@ export interface IoFeatures {
 
 /**
  * Where the data buffers of a device live: host memory (the default), or device memory the controller reaches
- * peer to peer (`peer`: a memory BAR of another PCI function; the driver backend on a pci: controller).
+ * peer to peer (`peer`: a memory BAR of another PCI function; the driver backend on a pci: controller), or the
+ * p2pmem a PCI function publishes through the kernel (`p2pmem`: io_uring with O_DIRECT).
  */
-export type BufferPlacement = { kind: 'host' } | { kind: 'peer'; address: string; bar: number };
+export type BufferPlacement = { kind: 'host' } | { kind: 'peer'; address: string; bar: number } | { kind: 'p2pmem'; bdf: string };
 
 /** Options of openIo(). Each backend refuses, at open, an option it cannot honour. */
 export interface IoOpenOptions {
@@ -86,6 +87,11 @@ export interface IoOpenOptions {
   nsid?: number;
   /** I/O queue pairs the driver asks the controller for (driver backends; default 16). */
   maxQueues?: number;
+  /**
+   * Data buffers in the p2pmem of this PCI function (DDDD:BB:DD.F) instead of host memory (io_uring with O_DIRECT).
+   * `sysfsRoot` (default /sys) lets tests point at a fake tree.
+   */
+  p2pmem?: { bdf: string; sysfsRoot?: string };
 }
 
 /** A buffer from the device's allocator: DMA-visible for the driver, page-aligned for O_DIRECT. */

@@ -7,7 +7,7 @@
  */
 import { IORING_FSYNC_DATASYNC, IORING_SETUP_IOPOLL, IoringOp } from '../sys/uring.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocateRange, fdatasyncFd } from '../sys/fileio.js';
-import { checkBufferFor, checkRange } from './common.js';
+import { checkBufferFor, checkRange, type MemorySource } from './common.js';
 import { KernelDevice } from './kernel-device.js';
 import type { KernelTarget } from './target.js';
 import { UringRing, registerPoolBuffers, writeRwSqe } from './uring-ring.js';
@@ -41,18 +41,23 @@ const SUBMIT_BATCH = 4;
 export interface UringDeviceOptions {
   fixedBuffers: boolean;
   hipri: boolean;
+  /** Where the data buffers live (default host memory; e.g. p2pmem.ts's p2pmemSource). */
+  memory?: MemorySource;
 }
 
 export class UringDevice extends KernelDevice {
   readonly backend: BackendName = 'io_uring';
   readonly transport: string;
+  /** Where the data buffers live, for reports: 'host memory' or the memory source's own account (e.g. p2pmem). */
+  readonly bufferPlacement: string;
   constructor(
     uri: string,
     target: KernelTarget,
     readonly opts: UringDeviceOptions,
   ) {
-    super(uri, target, MAX_RING_ENTRIES / 2);
-    this.transport = `io_uring${target.direct ? ' O_DIRECT' : ''}${opts.fixedBuffers ? ' fixed-buffers' : ''}${opts.hipri ? ' IOPOLL' : ''}`;
+    super(uri, target, MAX_RING_ENTRIES / 2, opts.memory);
+    this.bufferPlacement = opts.memory ? opts.memory.describe : 'host memory';
+    this.transport = `io_uring${target.direct ? ' O_DIRECT' : ''}${opts.fixedBuffers ? ' fixed-buffers' : ''}${opts.hipri ? ' IOPOLL' : ''}${opts.memory ? `, buffers in ${opts.memory.describe}` : ''}`;
   }
 
   override async createQueue(depth: number): Promise<IoQueue> {

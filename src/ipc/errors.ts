@@ -122,6 +122,10 @@ export const HomidErrorCode = {
   NoSriov: 'no-sriov',
   /** SR-IOV: VFIO is missing (vfio-pci not loaded, no IOMMU), so a VF cannot be handed out. */
   NoVfio: 'no-vfio',
+  /** ublk devices are added and removed by root only. */
+  UblkDenied: 'ublk-denied',
+  /** The kernel's ublk driver is missing or refused (the message says what: no module, not root, busy, ...). */
+  Ublk: 'ublk',
   /** A request homid cannot serve as asked (the message says what to change). */
   BadRequest: 'bad-request',
   /** The peer's identity or class cannot be established (the connection is closed: fail closed). */

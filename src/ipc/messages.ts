@@ -129,6 +129,41 @@ export const SriovStatusRequest = z.object({
   type: z.literal('sriovStatus'),
 });
 
+export const UblkListRequest = z.object({
+  ...requestBase,
+  type: z.literal('ublkList'),
+});
+
+/** Serve an LBA range of a namespace to the kernel as /dev/ublkb<id> (root only). */
+export const UblkAddRequest = z.object({
+  ...requestBase,
+  type: z.literal('ublkAdd'),
+  device: z.string().min(1).max(MAX_STRING),
+  nsid: z.number().int().min(1).max(0xffff_fffe).optional(),
+  ublkId: z
+    .number()
+    .int()
+    .min(0)
+    .max((1 << 20) - 1),
+  start: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  count: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+  queues: z.number().int().min(1).max(64).optional(),
+  depth: z.number().int().min(1).max(4096).optional(),
+  maxIoKib: z.number().int().min(4).max(32768).optional(),
+});
+
+/** Remove /dev/ublkb<id> (root only); refused while mounted unless `force`. */
+export const UblkDelRequest = z.object({
+  ...requestBase,
+  type: z.literal('ublkDel'),
+  ublkId: z
+    .number()
+    .int()
+    .min(0)
+    .max((1 << 20) - 1),
+  force: z.boolean().optional(),
+});
+
 /** The file to resolve travels as one open descriptor (SCM_RIGHTS); homid never trusts a path. */
 export const ResolveExtentsRequest = z.object({
   ...requestBase,
@@ -407,6 +442,31 @@ type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const ipcStatsMatch: Same<z.infer<typeof IpcStats>, IpcLimitStats> = true;
 void ipcStatsMatch;
 
+/** A ublk block device homid serves to the kernel ([[ublk]]). */
+export const UblkDeviceStatus = z.strictObject({
+  /** The [[device]] it is on. */
+  device: z.string(),
+  devId: count,
+  blockDevice: z.string(),
+  state: z.enum(['starting', 'recovering', 'live', 'stopping', 'stopped', 'failed']),
+  /** Taken over from a previous homid (user recovery). */
+  recovered: z.boolean(),
+  nsid: count,
+  blockSize: count,
+  rangeStart: count,
+  rangeBlocks: count,
+  depth: count,
+  bufBytes: count,
+  /** The NVMe queue pairs serving its ublk queues. */
+  qids: z.array(count),
+  io: z.strictObject({ reads: count, writes: count, flushes: count, discards: count, errors: count, refused: count, bytesRead: count, bytesWritten: count }),
+  error: z.string().nullable(),
+});
+export type UblkDeviceStatus = z.infer<typeof UblkDeviceStatus>;
+export const UblkListResult = z.strictObject({ devices: z.array(UblkDeviceStatus) });
+export const UblkAddResult = z.strictObject({ device: UblkDeviceStatus });
+export const UblkDelResult = z.strictObject({});
+
 /**
  * homid's status as `viewer` may see it: root sees every session and published file and the socket's
  * accounting (`ipc`); any other client only its own session and the files it holds, and no `ipc`.
@@ -420,6 +480,8 @@ export const StatusResult = z.strictObject({
   clients: z.array(ClientStatus),
   extents: z.array(ExtentEntryStatus),
   counters: HomidCounters,
+  /** ublk devices (absent when homid serves none). */
+  ublk: z.array(UblkDeviceStatus).optional(),
   ipc: IpcStats.optional(),
 });
 export type StatusResult = z.infer<typeof StatusResult>;
@@ -472,6 +534,9 @@ export const catalogue = {
   openVf: { request: OpenVfRequest, result: OpenVfResult, requestFds: NO_FDS, resultFds: { min: 3, max: 3 } },
   closeVf: { request: CloseVfRequest, result: CloseVfResult, requestFds: NO_FDS, resultFds: NO_FDS },
   sriovStatus: { request: SriovStatusRequest, result: SriovStatusResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  ublkList: { request: UblkListRequest, result: UblkListResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  ublkAdd: { request: UblkAddRequest, result: UblkAddResult, requestFds: NO_FDS, resultFds: NO_FDS },
+  ublkDel: { request: UblkDelRequest, result: UblkDelResult, requestFds: NO_FDS, resultFds: NO_FDS },
 } as const satisfies Catalogue;
 export type HomidCatalogue = typeof catalogue;
 
@@ -486,6 +551,9 @@ export const RequestSchema = z.discriminatedUnion('type', [
   OpenVfRequest,
   CloseVfRequest,
   SriovStatusRequest,
+  UblkListRequest,
+  UblkAddRequest,
+  UblkDelRequest,
 ]);
 
 export type RequestType<C extends Catalogue = HomidCatalogue> = keyof C & string;

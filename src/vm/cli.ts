@@ -11,7 +11,7 @@ import { progress } from './paths.js';
 import { parseIvshmemArg, parseNvmeSpec } from './nvme-arg.js';
 
 const USAGE = `usage:
-  homi-vm provision                      install QEMU etc., fetch the kernel, build the initramfs (cached)
+  homi-vm provision [--kernel p2p]       install QEMU etc., fetch the kernel, build the initramfs (cached)
   homi-vm host-tools [options]           install the system tools the suites run when missing (apt-get, as
                                          root on Debian), or say which are missing and how to install them
   homi-vm run [options] -- <command...>  boot a guest, run the command there (bash, in --cwd), power off
@@ -31,6 +31,9 @@ run options:
                        vfs=N,vq=N,vi=N (SR-IOV: sriov_max_vfs, sriov_vq_flexible, sriov_vi_flexible),
                        image=PATH (existing image for the first namespace)
                        shared=1 (every namespace shared: QEMU nvme-ns shared=on, for SR-IOV namespace attachment)
+                       cmb=MIB (Controller Memory Buffer, QEMU cmb_size_mb; legacycmb=1 for QEMU legacy-cmb)
+                       switch=ID (controllers naming the same ID sit behind one emulated PCIe switch)
+  --kernel NAME      guest kernel: default (Debian 6.12) or p2p (a newer Debian kernel with CONFIG_PCI_P2PDMA)
   --iommu            intel-iommu + intel_iommu=on (for VFIO)
   --ivshmem SPEC     add a device-memory stand-in (repeatable): ID:SIZE[:FILE], SIZE a power of two in M
                        (e.g. gpu0:16M): QEMU ivshmem-plain (1af4:1110) whose BAR2 is the host FILE (created
@@ -88,6 +91,12 @@ function parseRunArgs(argv: string[], needCommand: boolean): Parsed {
       case '--ivshmem':
         opts.ivshmem = [...(opts.ivshmem ?? []), parseIvshmemArg(val())];
         break;
+      case '--kernel': {
+        const v = val();
+        if (v !== 'default' && v !== 'p2p') throw new Error(`--kernel must be default or p2p, got ${v}`);
+        opts.kernel = v;
+        break;
+      }
       case '--fwd': {
         const m = /^(\d+):(\d+)$/.exec(val());
         if (!m) throw new Error('--fwd needs HOSTPORT:GUESTPORT');
@@ -196,7 +205,10 @@ async function main(argv: string[]): Promise<number> {
     return verb ? 0 : 2;
   }
   if (verb === 'provision') {
-    const p = await provision();
+    const ki = rest.indexOf('--kernel');
+    const flavor = ki >= 0 ? rest[ki + 1] : 'default';
+    if (flavor !== 'default' && flavor !== 'p2p') throw new Error(`--kernel must be default or p2p, got ${flavor ?? '(nothing)'}`);
+    const p = await provision(flavor);
     process.stdout.write(
       JSON.stringify({ kernel: p.kernel.release, package: `${p.kernel.package} ${p.kernel.packageVersion}`, initramfs: p.initramfs, qemu: `${p.qemu} ${p.qemuVersion}`, ms: p.ms }, null, 2) + '\n',
     );
@@ -206,7 +218,7 @@ async function main(argv: string[]): Promise<number> {
   if (verb === 'qemu-command') {
     const { opts } = parseRunArgs(rest, false);
     const { buildQemuPlan } = await import('./qemu.js');
-    const p = await provision();
+    const p = await provision(opts.kernel ?? 'default');
     const plan = buildQemuPlan(opts, { qemu: p.qemu, vmlinuz: p.kernel.vmlinuz, initramfs: p.initramfs, jobShare: '<job-share>', imageDir: '<tmp>', ivshmemDir: '<tmp>' });
     process.stdout.write(plan.args.map(quoteArg).join(' ') + '\n');
     return 0;

@@ -71,6 +71,16 @@ export function parseNvmeSpec(spec: string, index: number): NvmeDeviceSpec {
         if (v !== '0' && v !== '1') throw new Error(`--nvme: shared must be 0 or 1, got ${v}`);
         shared = v === '1';
         break;
+      case 'cmb':
+        d.cmbMiB = int();
+        break;
+      case 'legacycmb':
+        if (v !== '0' && v !== '1') throw new Error(`--nvme: legacycmb must be 0 or 1, got ${v}`);
+        d.legacyCmb = v === '1';
+        break;
+      case 'switch':
+        d.pcieSwitch = v;
+        break;
       default:
         throw new Error(`--nvme: unknown key ${k}`);
     }

@@ -1,8 +1,11 @@
 // Provisioning of everything the VM harness needs, idempotent and cached:
 //  - Debian packages: qemu-system-x86 (QEMU 7.2), busybox-static, kmod, cpio, xz-utils (apt-get when missing;
 //    host-tools.ts lists them, with every other tool the suites run);
-//  - a Debian 6.12 kernel package fetched with `apt-get download` (an exact package name), unpacked with
-//    `dpkg -x` into <cache>/kernel/<package>/ and indexed with `depmod -b`;
+//  - the default guest kernel: a Debian 6.12 kernel package fetched with `apt-get download` (an exact package
+//    name), unpacked with `dpkg -x` into <cache>/kernel/<package>/ and indexed with `depmod -b`;
+//  - the 'p2p' guest kernel (CONFIG_PCI_P2PDMA=y, which 6.12 lacks): newer Debian packages (image, modules, base)
+//    from a suite the host's apt sources do not have (unstable), fetched with curl, each checked against the
+//    SHA256 of that suite's Packages index (kernel-source.ts), unpacked into <cache>/kernel/p2p-<release>/;
 //  - a tiny initramfs (busybox + the 9p/virtio modules) whose /init mounts the host's root read-only over 9p.
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -12,6 +15,7 @@ import { join } from 'node:path';
 import { cacheDir, progress } from './paths.js';
 import { INIT_SCRIPT } from './init-script.js';
 import { aptUpdateOnce, ensureHostTools, ProvisionError } from './host-tools.js';
+import { fetchP2pKernelDebs, type GuestKernel } from './kernel-source.js';
 
 const run = promisify(execFile);
 
@@ -24,6 +28,8 @@ export const INITRAMFS_MODULES = ['virtio_pci', 'virtio_ring', 'virtio', '9pnet_
 export { ProvisionError };
 
 export interface KernelInfo {
+  /** Which guest kernel this is (absent in caches written before there were two: 'default'). */
+  flavor?: GuestKernel;
   /** Debian package name, e.g. linux-image-6.12.107+deb12-amd64-unsigned. */
   package: string;
   /** Package version, e.g. 6.12.107-1~deb12u1. */
@@ -35,6 +41,8 @@ export interface KernelInfo {
   /** The kernel image. */
   vmlinuz: string;
 }
+
+export type { GuestKernel };
 
 export interface Provisioned {
   kernel: KernelInfo;
@@ -155,27 +163,111 @@ function readKernelInfo(root: string): KernelInfo | null {
   }
 }
 
-/** Finds an already unpacked kernel in the cache (preferring the preferred package). */
-function cachedKernel(): KernelInfo | null {
+/** Finds an already unpacked kernel of this flavor in the cache (preferring the preferred package). */
+function cachedKernel(flavor: GuestKernel): KernelInfo | null {
   const base = join(cacheDir(), 'kernel');
   if (!existsSync(base)) return null;
-  const wanted = process.env.HOMI_VM_KERNEL_PACKAGE || PREFERRED_KERNEL_PACKAGE;
-  const pref = readKernelInfo(join(base, wanted));
-  if (pref && existsSync(pref.vmlinuz)) return pref;
-  for (const d of readdirSync(base)) {
+  if (flavor === 'default') {
+    const wanted = process.env.HOMI_VM_KERNEL_PACKAGE || PREFERRED_KERNEL_PACKAGE;
+    const pref = readKernelInfo(join(base, wanted));
+    if (pref && existsSync(pref.vmlinuz) && (pref.flavor ?? 'default') === 'default') return pref;
+  }
+  for (const d of readdirSync(base).sort().reverse()) {
     if (d.endsWith('.tmp')) continue;
     const k = readKernelInfo(join(base, d));
-    if (k && existsSync(k.vmlinuz)) return k;
+    if (k && existsSync(k.vmlinuz) && (k.flavor ?? 'default') === flavor) return k;
   }
   return null;
 }
 
-/** Fetches, unpacks and indexes the kernel when it is not in the cache. */
-export async function ensureKernel(): Promise<KernelInfo> {
-  const hit = cachedKernel();
+/**
+ * Unpacks .deb files into <cache>/kernel/<name>/ (modules moved to lib/modules for `modprobe -d`), runs depmod
+ * and writes homi-kernel.json. The image is boot/vmlinuz-<release> (bookworm's layout) or
+ * lib/modules/<release>/vmlinuz (newer packages, merged /usr).
+ */
+async function unpackKernel(debPaths: string[], name: string, info: { flavor: GuestKernel; package: string; packageVersion: string }): Promise<KernelInfo> {
+  const root = join(cacheDir(), 'kernel', name);
+  const tmp = `${root}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  for (const deb of debPaths) {
+    progress(`dpkg -x ${deb}`);
+    await run('dpkg', ['-x', deb, tmp], { maxBuffer: 64 << 20 });
+  }
+  // Modules live in lib/modules/<release> (or usr/lib/modules on merged-/usr packages).
+  let modBase = join(tmp, 'lib', 'modules');
+  if (!existsSync(modBase)) {
+    const alt = join(tmp, 'usr', 'lib', 'modules');
+    if (!existsSync(alt)) throw new ProvisionError(`no lib/modules in ${debPaths.join(', ')}`);
+    mkdirSync(join(tmp, 'lib'), { recursive: true });
+    // modprobe -d looks in <root>/lib/modules.
+    renameSync(alt, modBase);
+    modBase = join(tmp, 'lib', 'modules');
+  }
+  const releases = readdirSync(modBase);
+  if (releases.length !== 1) throw new ProvisionError(`expected one kernel release in ${debPaths.join(', ')}, found ${releases.join(', ')}`);
+  const release = releases[0];
+  const candidates = [join('boot', `vmlinuz-${release}`), join('lib', 'modules', release, 'vmlinuz')];
+  const vmlinuzRel = candidates.find((c) => existsSync(join(tmp, c)));
+  if (!vmlinuzRel) throw new ProvisionError(`no ${candidates.join(' or ')} in ${debPaths.join(', ')}`);
+  progress(`depmod -b ${root} ${release}`);
+  const depmod = which('depmod') ?? '/sbin/depmod';
+  await run(depmod, ['-b', tmp, release], { maxBuffer: 64 << 20 });
+  const k: KernelInfo = { flavor: info.flavor, package: info.package, packageVersion: info.packageVersion, release, root, vmlinuz: join(root, vmlinuzRel) };
+  writeFileSync(join(tmp, 'homi-kernel.json'), JSON.stringify(k, null, 2));
+  rmSync(root, { recursive: true, force: true });
+  renameSync(tmp, root);
+  return k;
+}
+
+/** The kernel configuration shipped with an unpacked kernel (boot/config-<release> or lib/modules/<release>/config). */
+export function kernelConfigPath(k: KernelInfo): string | null {
+  for (const c of [join(k.root, 'boot', `config-${k.release}`), join(k.root, 'lib', 'modules', k.release, 'config')]) if (existsSync(c)) return c;
+  return null;
+}
+
+/** The value of CONFIG_<name> in a kernel .config text: 'y', 'm', a string, or null when not set. */
+export function kernelConfigValue(config: string, name: string): string | null {
+  const key = name.startsWith('CONFIG_') ? name : `CONFIG_${name}`;
+  for (const line of config.split('\n')) {
+    if (line.startsWith(`${key}=`)) return line.slice(key.length + 1);
+  }
+  return null;
+}
+
+/** Fetches (Debian unstable, SHA256-checked), unpacks and indexes the 'p2p' kernel when it is not in the cache. */
+async function ensureP2pKernel(): Promise<KernelInfo> {
+  const hit = cachedKernel('p2p');
+  if (hit) return hit;
+  return withLock('kernel-p2p', async () => {
+    const again = cachedKernel('p2p');
+    if (again) return again;
+    const debs = join(cacheDir(), 'debs');
+    mkdirSync(debs, { recursive: true });
+    const got = await fetchP2pKernelDebs(debs);
+    const k = await unpackKernel(
+      got.files.map((f) => f.path),
+      `p2p-${got.release}`,
+      { flavor: 'p2p', package: got.files.map((f) => f.package).join(' '), packageVersion: got.version },
+    );
+    const cfgPath = kernelConfigPath(k);
+    const cfg = cfgPath ? readFileSync(cfgPath, 'utf8') : '';
+    if (kernelConfigValue(cfg, 'PCI_P2PDMA') !== 'y') {
+      rmSync(k.root, { recursive: true, force: true });
+      throw new ProvisionError(`the p2p guest kernel ${got.release} does not have CONFIG_PCI_P2PDMA=y (${cfgPath ?? 'no config file in the package'})`);
+    }
+    for (const f of got.files) rmSync(f.path, { force: true });
+    return k;
+  });
+}
+
+/** Fetches, unpacks and indexes the kernel of this flavor when it is not in the cache. */
+export async function ensureKernel(flavor: GuestKernel = 'default'): Promise<KernelInfo> {
+  if (flavor === 'p2p') return ensureP2pKernel();
+  const hit = cachedKernel('default');
   if (hit) return hit;
   return withLock('kernel', async () => {
-    const again = cachedKernel();
+    const again = cachedKernel('default');
     if (again) return again;
     const { pkg, version } = await pickKernelPackage();
     const debs = join(cacheDir(), 'debs');
@@ -198,40 +290,7 @@ export async function ensureKernel(): Promise<KernelInfo> {
       deb = readdirSync(debs).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
       if (!deb) throw new ProvisionError(`apt-get download ${pkg} produced no .deb in ${debs}`);
     }
-    const root = join(cacheDir(), 'kernel', pkg);
-    const tmp = `${root}.tmp`;
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp, { recursive: true });
-    progress(`dpkg -x ${deb}`);
-    await run('dpkg', ['-x', join(debs, deb), tmp], { maxBuffer: 64 << 20 });
-    // Modules live in lib/modules/<release> (or usr/lib/modules on merged-/usr packages).
-    let modBase = join(tmp, 'lib', 'modules');
-    if (!existsSync(modBase)) {
-      const alt = join(tmp, 'usr', 'lib', 'modules');
-      if (!existsSync(alt)) throw new ProvisionError(`no lib/modules in ${deb}`);
-      mkdirSync(join(tmp, 'lib'), { recursive: true });
-      // modprobe -d looks in <root>/lib/modules.
-      renameSync(alt, modBase);
-      modBase = join(tmp, 'lib', 'modules');
-    }
-    const releases = readdirSync(modBase);
-    if (releases.length !== 1) throw new ProvisionError(`expected one kernel release in ${deb}, found ${releases.join(', ')}`);
-    const release = releases[0];
-    const vmlinuzTmp = join(tmp, 'boot', `vmlinuz-${release}`);
-    if (!existsSync(vmlinuzTmp)) throw new ProvisionError(`no boot/vmlinuz-${release} in ${deb}`);
-    progress(`depmod -b ${root} ${release}`);
-    const depmod = which('depmod') ?? '/sbin/depmod';
-    await run(depmod, ['-b', tmp, release], { maxBuffer: 64 << 20 });
-    const info: KernelInfo = {
-      package: pkg,
-      packageVersion: version,
-      release,
-      root,
-      vmlinuz: join(root, 'boot', `vmlinuz-${release}`),
-    };
-    writeFileSync(join(tmp, 'homi-kernel.json'), JSON.stringify(info, null, 2));
-    rmSync(root, { recursive: true, force: true });
-    renameSync(tmp, root);
+    const info = await unpackKernel([join(debs, deb)], pkg, { flavor: 'default', package: pkg, packageVersion: version });
     // The .deb is not needed any more once unpacked.
     rmSync(join(debs, deb), { force: true });
     return info;
@@ -355,11 +414,14 @@ async function qemuVersionOf(qemu: string): Promise<string> {
   }
 }
 
-/** Everything: host packages, kernel, initramfs. Throws ProvisionError with a clear message on failure. */
-export async function provision(): Promise<Provisioned> {
+/**
+ * Everything: host packages, kernel (the 6.12 default, or 'p2p': a newer one with PCI P2PDMA), initramfs.
+ * Throws ProvisionError with a clear message on failure.
+ */
+export async function provision(flavor: GuestKernel = 'default'): Promise<Provisioned> {
   const t0 = Date.now();
   await ensureHostPackages();
-  const kernel = await ensureKernel();
+  const kernel = await ensureKernel(flavor);
   const initramfs = await ensureInitramfs(kernel);
   const qemu = which('qemu-system-x86_64');
   if (!qemu) throw new ProvisionError('qemu-system-x86_64 not found after installing qemu-system-x86');

@@ -63,8 +63,16 @@ export function validateNvme(specs: NvmeDeviceSpec[]): void {
       if (nsids.has(nsid)) throw new Error(`nvme[${i}] has nsid ${nsid} twice`);
       nsids.add(nsid);
     });
+    if (d.cmbMiB !== undefined && (!Number.isInteger(d.cmbMiB) || d.cmbMiB < 1 || d.cmbMiB > 4096)) throw new Error(`nvme[${i}].cmbMiB must be an integer 1..4096, got ${d.cmbMiB}`);
+    if (d.legacyCmb && d.cmbMiB === undefined) throw new Error(`nvme[${i}].legacyCmb needs a CMB (cmbMiB)`);
+    if (d.pcieSwitch !== undefined && !/^[A-Za-z0-9_-]{1,32}$/.test(d.pcieSwitch))
+      throw new Error(`nvme[${i}].pcieSwitch must be 1 to 32 letters, digits, '-' or '_', got ${JSON.stringify(d.pcieSwitch)}`);
   });
 }
+
+/** Chassis numbers: root ports of controllers take i + 1; switches' root ports and downstream ports these. */
+const SWITCH_ROOT_CHASSIS = 60;
+const SWITCH_DOWNSTREAM_CHASSIS = 80;
 
 export interface PlanInputs {
   qemu: string;
@@ -130,9 +138,26 @@ export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
     args.push('-netdev', `user,id=n0,restrict=on${fwd}`, '-device', 'virtio-net-pci,netdev=n0');
   }
   const subsystems = new Map<string, string>();
+  /** Switch id -> its upstream port's QEMU id. */
+  const switches = new Map<string, string>();
   nvme.forEach((d, i) => {
-    const rp = `rp${i}`;
-    args.push('-device', `pcie-root-port,id=${rp},chassis=${i + 1},slot=${i + 1}`);
+    let rp: string;
+    if (d.pcieSwitch !== undefined) {
+      // root port -> x3130-upstream -> one xio3130-downstream per controller
+      let up = switches.get(d.pcieSwitch);
+      if (!up) {
+        const k = switches.size;
+        up = `swup${k}`;
+        switches.set(d.pcieSwitch, up);
+        args.push('-device', `pcie-root-port,id=swrp${k},chassis=${SWITCH_ROOT_CHASSIS + k},slot=${SWITCH_ROOT_CHASSIS + k}`);
+        args.push('-device', `x3130-upstream,id=${up},bus=swrp${k}`);
+      }
+      rp = `swdn${i}`;
+      args.push('-device', `xio3130-downstream,id=${rp},bus=${up},chassis=${SWITCH_DOWNSTREAM_CHASSIS + i},slot=${SWITCH_DOWNSTREAM_CHASSIS + i},port=${i}`);
+    } else {
+      rp = `rp${i}`;
+      args.push('-device', `pcie-root-port,id=${rp},chassis=${i + 1},slot=${i + 1}`);
+    }
     let subsys = d.subsystem;
     if (!subsys && d.sriov) subsys = `homi-sriov-${i}`;
     let subsysId: string | undefined;
@@ -154,6 +179,8 @@ export function buildQemuPlan(o: GuestRunOptions, io: PlanInputs): QemuPlan {
       max_ioqpairs: d.maxIoQueuePairs,
       msix_qsize: d.msixQsize,
       mdts: d.mdts,
+      cmb_size_mb: d.cmbMiB,
+      'legacy-cmb': d.legacyCmb,
     };
     if (d.sriov) {
       p.sriov_max_vfs = d.sriov.maxVfs;

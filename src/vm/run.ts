@@ -160,7 +160,10 @@ function installExitHook(): void {
  * ProvisionError. Everything about the guest run itself is reported in the result, never thrown.
  */
 export async function runInGuest(o: GuestRunOptions, provisioned?: Provisioned): Promise<GuestRunResult> {
-  const p = provisioned ?? (await provision());
+  const p = provisioned ?? (await provision(o.kernel ?? 'default'));
+  if ((p.kernel.flavor ?? 'default') !== (o.kernel ?? 'default')) {
+    throw new Error(`the run asks for the '${o.kernel ?? 'default'}' guest kernel, but was given the '${p.kernel.flavor ?? 'default'}' one (${p.kernel.release})`);
+  }
   const retries = o.bootRetries ?? DEFAULT_BOOT_RETRIES;
   const panics: string[] = [];
   for (let attempt = 0; ; attempt++) {

@@ -32,7 +32,13 @@ export interface NvmeSriovSpec {
   maxViPerVf?: number;
 }
 
-/** One QEMU NVMe controller (`-device nvme`), on its own PCIe root port of a q35 machine. */
+/** Which guest kernel a run boots: the Debian 6.12 default, or 'p2p' (a newer Debian kernel with CONFIG_PCI_P2PDMA). */
+export type GuestKernel = 'default' | 'p2p';
+
+/**
+ * One QEMU NVMe controller (`-device nvme`), on its own PCIe root port of a q35 machine, or on a downstream port of
+ * an emulated PCIe switch (`pcieSwitch`).
+ */
 export interface NvmeDeviceSpec {
   /** Serial number (`serial`, at most 20 characters); the model is QEMU's fixed "QEMU NVMe Ctrl". */
   serial: string;
@@ -50,6 +56,19 @@ export interface NvmeDeviceSpec {
   subsystemNqn?: string;
   /** SR-IOV (QEMU 7.2 `sriov_*` properties). */
   sriov?: NvmeSriovSpec;
+  /**
+   * Controller Memory Buffer in MiB (QEMU 7.2 `cmb_size_mb`: BAR2, with CMBSZ.SQS/CQS/WDS/RDS set). A Linux kernel
+   * with PCI P2PDMA publishes it as p2pmem (/sys/bus/pci/devices/<bdf>/p2pmem/).
+   */
+  cmbMiB?: number;
+  /** QEMU `legacy-cmb`: CMBLOC/CMBSZ readable before the host enables the CMB through CMBMSC (pre-1.4 scheme). */
+  legacyCmb?: boolean;
+  /**
+   * A switch id: controllers naming the same one sit on downstream ports (`xio3130-downstream`) of one emulated
+   * PCIe switch (`x3130-upstream`) under one root port, so that traffic between them need not cross the host
+   * bridge (the kernel's PCI P2PDMA always allows peers behind one switch).
+   */
+  pcieSwitch?: string;
   /** Extra `nvme` properties, passed through as key=value. */
   props?: Record<string, string | number | boolean>;
 }
@@ -88,6 +107,8 @@ export interface GuestRunOptions {
   nvme?: NvmeDeviceSpec[];
   /** Device-memory stand-ins (ivshmem-plain with a file-backed BAR2), default none. */
   ivshmem?: IvshmemSpec[];
+  /** The guest kernel (default 'default': Debian 6.12; 'p2p': a newer one with CONFIG_PCI_P2PDMA=y). */
+  kernel?: GuestKernel;
   /** Add QEMU's intel-iommu (q35, kernel-irqchip=split, intremap=on) and boot with intel_iommu=on (for VFIO). */
   iommu?: boolean;
   /** Guest memory in MiB (default 2048). */

@@ -11,7 +11,8 @@ test('--buffers host | peer:<bdf>[:bar]; anything else is a usage error', () => 
   assert.deepEqual(parseBuffers('host'), { kind: 'host' });
   assert.deepEqual(parseBuffers('peer:00:04.0'), { kind: 'peer', address: '0000:00:04.0', bar: 2 });
   assert.deepEqual(parseBuffers('peer:0000:00:04.0:4'), { kind: 'peer', address: '0000:00:04.0', bar: 4 });
-  assert.throws(() => parseBuffers('gpu'), /--buffers: 'gpu' is not host or peer:/);
+  assert.throws(() => parseBuffers('gpu'), /--buffers: 'gpu' is not host, peer:<bdf>\[:bar\] \(e.g. peer:0000:00:04.0:2\) or p2pmem:<bdf>/);
+  assert.deepEqual(parseBuffers('p2pmem:03:00.0'), { kind: 'p2pmem', bdf: '0000:03:00.0' });
   assert.throws(() => parseBuffers('peer:0000:00:04.0:7'), /--buffers: BAR 7 does not exist/);
   assert.throws(() => parseBuffers('peer:'), /--buffers: '' is not a peer BAR/);
 });

@@ -187,3 +187,54 @@ test('ivshmem: bad ids, sizes (not a power of two, too big) and relative files a
   assert.throws(() => parseIvshmemArg('g:2:rel'), /ID:SIZE/);
   assert.throws(() => parseIvshmemArg('gpu0'), /ID:SIZE/);
 });
+
+test('PCIe switch: one root port and x3130-upstream per switch id, an xio3130-downstream per controller; others keep their root port', () => {
+  const p = buildQemuPlan(
+    {
+      command: 'true',
+      nvme: [{ serial: 'CMB', cmbMiB: 64, pcieSwitch: 's0', namespaces: [{ sizeMiB: 16, logicalBlockSize: 4096 }] }, { serial: 'SRC', pcieSwitch: 's0' }, { serial: 'ALONE' }],
+    },
+    io,
+  );
+  const d = devices(p.args);
+  assert.deepEqual(
+    d.filter((x) => /^(pcie-root-port|x3130-upstream|xio3130-downstream|nvme,)/.test(x)),
+    [
+      'pcie-root-port,id=swrp0,chassis=60,slot=60',
+      'x3130-upstream,id=swup0,bus=swrp0',
+      'xio3130-downstream,id=swdn0,bus=swup0,chassis=80,slot=80,port=0',
+      'nvme,id=nvme0,serial=CMB,bus=swdn0,cmb_size_mb=64',
+      'xio3130-downstream,id=swdn1,bus=swup0,chassis=81,slot=81,port=1',
+      'nvme,id=nvme1,serial=SRC,bus=swdn1',
+      'pcie-root-port,id=rp2,chassis=3,slot=3',
+      'nvme,id=nvme2,serial=ALONE,bus=rp2',
+    ],
+  );
+  // Two switches: each its own root port and upstream port.
+  const two = devices(
+    buildQemuPlan(
+      {
+        command: 'true',
+        nvme: [
+          { serial: 'A', pcieSwitch: 'x' },
+          { serial: 'B', pcieSwitch: 'y' },
+        ],
+      },
+      io,
+    ).args,
+  );
+  assert.ok(two.includes('x3130-upstream,id=swup0,bus=swrp0') && two.includes('x3130-upstream,id=swup1,bus=swrp1'));
+  assert.ok(two.includes('xio3130-downstream,id=swdn1,bus=swup1,chassis=81,slot=81,port=1'));
+});
+
+test('CMB: cmb_size_mb and legacy-cmb; bad CMB and switch fields refused with the field named', () => {
+  const d = devices(buildQemuPlan({ command: 'true', nvme: [{ serial: 'C', cmbMiB: 2, legacyCmb: true }] }, io).args);
+  assert.ok(d.includes('nvme,id=nvme0,serial=C,bus=rp0,cmb_size_mb=2,legacy-cmb=on'), d.join('\n'));
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'C', cmbMiB: 0 }] }, io), /nvme\[0\]\.cmbMiB must be an integer 1\.\.4096/);
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'C', cmbMiB: 1.5 }] }, io), /cmbMiB/);
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'C', legacyCmb: true }] }, io), /nvme\[0\]\.legacyCmb needs a CMB/);
+  assert.throws(() => buildQemuPlan({ command: 'true', nvme: [{ serial: 'C', pcieSwitch: 'a,b' }] }, io), /nvme\[0\]\.pcieSwitch must be/);
+  assert.deepEqual(parseNvmeSpec('serial=C,cmb=64,legacycmb=1,switch=s0', 0), { serial: 'C', cmbMiB: 64, legacyCmb: true, pcieSwitch: 's0' });
+  assert.throws(() => parseNvmeSpec('cmb=x', 0), /cmb needs an integer/);
+  assert.throws(() => parseNvmeSpec('legacycmb=2', 0), /legacycmb must be 0 or 1/);
+});
