@@ -16,7 +16,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import { readdirSync } from 'node:fs';
+import * as path from 'node:path';
 import { Controller } from '../src/driver/controller.js';
 import { dataPointer, type DataPointer } from '../src/driver/dptr.js';
 import type { QueuePair } from '../src/driver/queue-pair.js';
@@ -24,10 +26,16 @@ import type { DeviceMemoryAllocator } from '../src/mem/device-memory.js';
 import type { DmaBuffer } from '../src/mem/dma.js';
 import { VFIO_IOVA_BASE } from '../src/mem/vfio-dma.js';
 import { NvmOpcode } from '../src/nvme/opcodes.js';
-import { peerBarInfo } from '../src/pci/peer-bar.js';
+import { mapPeerBar, peerBarInfo } from '../src/pci/peer-bar.js';
 import { sysPaths } from '../src/pci/sysfs.js';
 import { openPcie, type PcieTransport } from '../src/transport/pcie.js';
-import { assertInGuest, controllerBySerial, expectedNvme, pciDriver, sys, waitFor } from './helpers.js';
+import { STATUS_INVALID_FIELD } from '../src/daemon/mediated.js';
+import { startHomidServer } from '../src/daemon/server.js';
+import { config, pattern, silent } from '../test/daemon/fixtures.js';
+import { asNobody, hostileSkipReason, sharedTmpDir } from '../test/daemon/hostile.js';
+import { nextJson, until } from '../test/daemon/procs.js';
+import { haveTool, mkExt4 } from '../test/extents/fixtures.js';
+import { assertInGuest, controllerBySerial, expectedNvme, namespacesOf, pciDriver, sys, waitFor } from './helpers.js';
 
 assertInGuest();
 
@@ -130,6 +138,81 @@ async function withPeerDma<T>(windowBytes: number | undefined, fn: (t: PcieTrans
     await waitFor(`${bdf} back on nvme`, () => pciDriver(bdf) === 'nvme');
   }
 }
+
+// Runs before the others: homid zeroes its lease buffers (BAR offsets 0..128 KiB) when the lease ends, and the
+// tests after it leave in the BAR what the host checks. The namespace's first 3 MiB get a small ext4 (the client
+// needs a file grant); the host's pattern starts at 4 MiB.
+test(
+  `${MODE}: homid lends device memory in the peer BAR: a client of uid 65534 reads a file into it; PRPs outside its buffer are denied`,
+  { skip: skip || hostileSkipReason() || (!haveTool('mkfs.ext4') ? 'mkfs.ext4 is not installed' : false), timeout: 400_000 },
+  async () => {
+    const bdf = await nvmeBdf();
+    const ctrl = await waitFor(`controller ${spec!.serial}`, () => controllerBySerial(spec!.serial));
+    const blk = await waitFor('namespace 1 block device', () => namespacesOf(ctrl).get(1));
+    const dir = sharedTmpDir('homid-devmem-');
+    const tree = path.join(dir, 'tree');
+    fs.mkdirSync(tree, { mode: 0o755 });
+    fs.chmodSync(tree, 0o755);
+    const mine = path.join(tree, 'mine.bin');
+    fs.writeFileSync(mine, pattern(32 * 1024, 11), { mode: 0o644 });
+    fs.chmodSync(mine, 0o644);
+    const image = path.join(dir, 'fs.img');
+    mkExt4(image, tree, 3);
+    const img = fs.readFileSync(image);
+    assert.ok(img.length <= 3 * MiB && LAYOUT!.src >= 3 * MiB, 'the file system stays clear of the host pattern');
+    const fd = fs.openSync(`/dev/${blk}`, 'r+');
+    try {
+      fs.writeSync(fd, img, 0, img.length, 0);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const sock = path.join(dir, 'homid.sock');
+    const srv = await startHomidServer(
+      config({
+        socket: sock,
+        socket_mode: '0666',
+        device: [{ name: 'p2p', uri: `pci:${bdf}?mode=${MODE}`, extents: 'decoder:ext4', extent_root: tree, io_queues: 4, device_memory: `peer:${PEER!}`, device_memory_users: [65534] }],
+        class: { default: { queue_pairs: 4, per_client: 4, write: false } },
+      }),
+      { logger: silent() },
+    );
+    try {
+      const child = asNobody([sock, 'devmem-lease', 'p2p', mine], 'pipe');
+      const r = await nextJson(child, 240_000);
+      assert.equal(r.ok, true, JSON.stringify(r));
+      assert.equal(r.zeroAtStart, true);
+      assert.equal(r.status, 0);
+      assert.equal(r.match, true, 'the file arrived in the client mapping of its BAR buffer');
+      assert.equal(r.outside, STATUS_INVALID_FIELD, 'a read aimed past its buffer (at its other buffer in the BAR) is denied by the mediated check');
+      assert.equal(srv.homid.counters.deniedCommands, 1, 'homid denied exactly that command');
+      assert.equal(r.bUntouched, true);
+      const da = r.dataDevice as { fd: number; offset: number; what: string };
+      assert.equal(da.what, `BAR2 of ${PEER!}`);
+      // the bytes are in the BAR itself: read them through a mapping of our own while the client holds the lease
+      const info = peerBarInfo(sysPaths(), PEER!, 2);
+      const bar = mapPeerBar(sysPaths(), info);
+      try {
+        const want = fs.readFileSync(mine).subarray(0, 16 * 1024);
+        assert.ok(Buffer.from(bar.bytes.subarray(da.offset, da.offset + want.length)).equals(want), 'the BAR holds the file bytes at the lease offset');
+        child.p.stdin!.end();
+        await child.exited;
+        await until(() => srv.homid.counters.reclaimedQueuePairs >= 2, 30_000, 'both leases released on disconnect');
+        assert.ok(
+          bar.bytes.subarray(da.offset, da.offset + 128 * 1024).every((b) => b === 0),
+          'homid zeroed the buffers in the BAR when the client went away',
+        );
+      } finally {
+        bar.release();
+      }
+      process.stdout.write(`P2P ${MODE}: homid lease data buffer in ${da.what} at offset ${da.offset}, read by uid 65534, denied outside: status 0x${Number(r.outside).toString(16)}\n`);
+    } finally {
+      await srv.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    await waitFor(`${bdf} back on nvme`, () => pciDriver(bdf) === 'nvme', 60_000);
+  },
+);
 
 // Runs first: its buffers sit at the start of the BAR too, and the host checks what the next test leaves there.
 test(`${MODE}: homi perf --buffers peer: reads with --verify into the peer BAR and says where the buffers were`, { skip }, async () => {

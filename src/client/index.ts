@@ -66,6 +66,11 @@ export interface OpenOptions {
    * which imports it for the device; this process keeps owning it, and the lease maps it for the data view.
    */
   dataDmaBuf?: number;
+  /**
+   * Mediated: 'device' asks for the data buffer in the device's device memory (homid's config device_memory: a
+   * peer PCI function's BAR the controller writes peer to peer); the lease maps only its own buffer of it.
+   */
+  dataMemory?: 'host' | 'device';
 }
 
 /** What openGpuQueue asks for: one queue pair (the fields of the openQueuePair request, mode 'gpu'). */
@@ -268,6 +273,7 @@ export class HomidClient {
         ...(o.write !== undefined ? { write: o.write } : {}),
         ...(o.dataBytes !== undefined ? { dataBytes: o.dataBytes } : {}),
         ...(o.dataDmaBuf !== undefined ? { dataDmaBuf: true as const } : {}),
+        ...(o.dataMemory !== undefined ? { dataMemory: o.dataMemory } : {}),
       },
       o.dataDmaBuf !== undefined ? [o.dataDmaBuf] : [],
     );
@@ -304,6 +310,12 @@ export class HomidClient {
             const own = new ShmRegion(o.dataDmaBuf, m.length, m.buffer, m, false, false);
             regions.push(own);
             data = new Uint8Array(own.buffer, gi.dataOffset, gi.dataBytes);
+          } else if (gi.dataDevice !== undefined) {
+            if (o.dataMemory !== 'device') throw new HomidClientError(ClientErrorCode.BadGrant, 'homid answered with a device-memory data buffer this client did not ask for');
+            // the descriptor may reach all of the device memory: map only this lease's buffer
+            const dev = mapShmFd(mine[gi.dataDevice.fd]!, Math.ceil(gi.dataBytes / 4096) * 4096, { offset: gi.dataDevice.offset, readOnly: !gi.write });
+            regions.push(dev);
+            data = new Uint8Array(dev.buffer, 0, gi.dataBytes);
           } else data = new Uint8Array(seg.buffer, gi.dataOffset, gi.dataBytes);
           let hwCq: Uint8Array | null = null;
           if (gi.hwCq) {

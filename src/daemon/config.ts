@@ -17,6 +17,14 @@
  * # block_device = "/dev/sdb"       # fiemap only: the kernel block device that IS namespace 1 of this device
  *                                   # (see below)
  * io_queues = 16
+ * # device_memory = "peer:0000:00:04.0"  # optional: a memory BAR (default 2) of another PCI function that
+ *                                   # mediated leases may ask data buffers in (dataMemory 'device'); the function
+ *                                   # must be bound to uio_pci_generic or pci-stub (pci/peer-bar.ts); pci: only
+ * # device_memory_bytes = 1048576   # use only this much of the BAR (default: all of it)
+ * # device_memory_users = ["alice"] # who may get data buffers in it besides root (user names or uids; default
+ *                                   # none): a holder can map ALL of it (daemon/device-memory-pool.ts says why)
+ * # device_memory_per_client = 16777216  # bytes of it one uid may hold (default 16 MiB); the memory serves
+ *                                   # one uid at a time
  *
  * [class.default]                   # initiator classes: budgets; membership by user / group
  * queue_pairs = 16                  # queue pairs held by all clients of the class together
@@ -85,6 +93,8 @@ import * as fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseDeviceUri } from '../device/uri.js';
+import { parsePeerSpec } from '../pci/peer-bar.js';
+import type { DeviceMemoryConfig } from './device-memory-pool.js';
 import type { IpcLimits } from '../ipc/limits.js';
 import { DEFAULT_SOCKET } from '../ipc/messages.js';
 
@@ -98,6 +108,9 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
   }
 }
+
+/** Default of [[device]] device_memory_per_client: bytes of device memory one client may hold. */
+export const DEFAULT_DEVICE_MEMORY_PER_CLIENT = 16 * 1024 * 1024;
 
 const principal = z.union([z.string().min(1), z.number().int().nonnegative()]);
 
@@ -124,11 +137,42 @@ const deviceSchema = z
       .regex(/^\/[^\0]*$/, 'an absolute path of a block device such as "/dev/sdb"')
       .optional(),
     io_queues: z.number().int().min(1).max(65535).default(16),
+    device_memory: z
+      .string()
+      .superRefine((s, ctx) => {
+        try {
+          if (!s.startsWith('peer:')) throw new Error(`'${s}' is not peer:<bdf>[:bar] (a memory BAR of another PCI function)`);
+          parsePeerSpec(s.slice('peer:'.length));
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        }
+      })
+      .optional(),
+    device_memory_bytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(2 ** 40)
+      .refine((n) => n % 4096 === 0, 'a whole number of 4 KiB pages')
+      .optional(),
+    device_memory_users: z.array(principal).default([]),
+    device_memory_per_client: z
+      .number()
+      .int()
+      .min(4096)
+      .max(2 ** 40)
+      .default(DEFAULT_DEVICE_MEMORY_PER_CLIENT),
   })
   .strict()
   .superRefine((d, ctx) => {
     if (d.extents.startsWith('decoder:') && d.extent_root === undefined) {
       ctx.addIssue({ code: 'custom', path: ['extent_root'], message: `required when extents = "${d.extents}" (the host directory the image was built from)` });
+    }
+    if (d.device_memory === undefined && d.device_memory_users.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['device_memory_users'], message: 'only used with device_memory' });
+    }
+    if (d.device_memory === undefined && d.device_memory_bytes !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['device_memory_bytes'], message: 'only used with device_memory' });
     }
     if (d.block_device !== undefined && d.extents !== 'fiemap') {
       ctx.addIssue({ code: 'custom', path: ['block_device'], message: `only used with extents = "fiemap" (this device has extents = "${d.extents}")` });
@@ -273,6 +317,8 @@ export interface DeviceConfig {
   /** extents = "fiemap": the kernel block device that is namespace 1 of this device (config `block_device`). */
   blockDevice?: string;
   ioQueues: number;
+  /** Config device_memory (with _bytes, _per_client): data buffers of mediated leases in a peer's BAR. */
+  deviceMemory?: DeviceMemoryConfig;
 }
 
 export interface LimitsConfig {
@@ -364,6 +410,10 @@ export function configFromObject(doc: unknown, source = 'config'): HomidConfig {
     const out: DeviceConfig = { name, uri: d.uri, extents: d.extents, ioQueues: d.io_queues };
     if (d.extent_root !== undefined) out.extentRoot = d.extent_root;
     if (d.block_device !== undefined) out.blockDevice = d.block_device;
+    if (d.device_memory !== undefined) {
+      const peer = parsePeerSpec(d.device_memory.slice('peer:'.length));
+      out.deviceMemory = { ...peer, perClient: d.device_memory_per_client, users: d.device_memory_users, ...(d.device_memory_bytes !== undefined ? { bytes: d.device_memory_bytes } : {}) };
+    }
     return out;
   });
   const pfNames = new Set<string>();

@@ -16,6 +16,7 @@
 import { pino } from 'pino';
 import { toLbaRanges } from '../extents/types.js';
 import { openDmaBuf, type DmaBufHandle } from '../mem/dmabuf.js';
+import { DeviceMemoryPool, peerBarSupplier, type DeviceMemoryBuffer, type DeviceMemorySupplier } from './device-memory-pool.js';
 import { DmaBufError } from '../sys/dmabuf.js';
 import { OsError } from '../sys/libc.js';
 import { dupCloexec } from '../sys/socket.js';
@@ -27,7 +28,7 @@ import { HomidError } from './errors.js';
 import { ExtentService, type ExtentEntry } from './extent-service.js';
 import { createGpuLease, createMediatedLease, createRawLease, type GpuLease, type Lease, type LeaseContext, type LiveDevice, type MediatedLease, type RawLease } from './leases/index.js';
 import { MediatedPoller, type DeniedCommand } from './mediated.js';
-import { classFor, identify, mayHoldRaw, type Peer } from './principals.js';
+import { classFor, identify, listedUser, mayHoldRaw, type Peer } from './principals.js';
 import { DeviceRegistry, type TransportOpener } from './registry.js';
 import { sabRegions, type RegionProvider, type SharedRegion } from './shared-region.js';
 import { VfService, type VfLease } from './vf-service.js';
@@ -71,6 +72,8 @@ export interface OpenQueuePairsRequest {
    * dataBytes that the device's transport can import (src/mem/dmabuf.ts).
    */
   dataDmaBuf?: number;
+  /** Mediated: 'device' puts the data buffer in the device's configured device memory (default 'host'). */
+  dataMemory?: 'host' | 'device';
 }
 
 export interface FileGrant {
@@ -118,6 +121,11 @@ export interface HomidOptions {
   dmaBufOpener?: (fd: number) => DmaBufHandle;
   /** The ublk control device (tests: a path that is not there). */
   ublkControlPath?: string;
+  /**
+   * How a device's configured device memory becomes a supply (default peerBarSupplier: a peer BAR on a PCIe
+   * transport). Tests on the embedded controller pass a stand-in over exported memory.
+   */
+  deviceMemorySupplier?: DeviceMemorySupplier;
 }
 
 export class Homid {
@@ -135,6 +143,9 @@ export class Homid {
   readonly denied: (DeniedCommand & { client: number; pid: number; uid: number })[] = [];
   readonly startedAt = Date.now();
   private readonly dmaBufOpener: (fd: number) => DmaBufHandle;
+  private readonly deviceMemorySupplier: DeviceMemorySupplier;
+  /** Device memory pools by device name, made at the first lease asking for one (on the transport of that time). */
+  private readonly deviceMemory = new Map<string, DeviceMemoryPool>();
   private nextSession = 1;
   private nextLease = 1;
   private nextFile = 1;
@@ -146,6 +157,7 @@ export class Homid {
     this.log = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
     this.regions = opts.regions ?? sabRegions;
     this.dmaBufOpener = opts.dmaBufOpener ?? ((fd) => openDmaBuf(fd, { ownFd: true }));
+    this.deviceMemorySupplier = opts.deviceMemorySupplier ?? peerBarSupplier;
     this.registry = new DeviceRegistry({ info: (o, m) => this.log.info(o, m), error: (o, m) => this.log.error(o, m) }, opts.opener);
     this.registry.onQueueLost = (device, qid, reason) => this.onQueueLost(device, qid, reason);
     this.vfs = new VfService({ info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, m), error: (o, m) => this.log.error(o, m) }, opts.sriovSys);
@@ -247,6 +259,21 @@ export class Homid {
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest & { mode: 'gpu' }): Promise<GpuLease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]>;
   async openQueuePairs(s: ClientSession, req: OpenQueuePairsRequest): Promise<Lease[]> {
+    if (req.dataMemory !== undefined && req.dataMemory !== 'host' && req.dataMemory !== 'device') {
+      this.refuse(s, new HomidError('bad-request', `dataMemory must be 'host' or 'device', got ${String(req.dataMemory)}`));
+    }
+    if (req.dataMemory === 'device') {
+      if ((req.mode ?? 'raw') !== 'mediated') {
+        this.refuse(
+          s,
+          new HomidError(
+            'bad-request',
+            `device-memory data buffers are for mediated queue pairs (asked for ${req.mode ?? 'raw'}: a raw or GPU client programs its own PRPs, which homid cannot confine to a buffer)`,
+          ),
+        );
+      }
+      if (req.dataDmaBuf !== undefined) this.refuse(s, new HomidError('bad-request', 'a data buffer is either a dma-buf or device memory, not both'));
+    }
     if (req.dataDmaBuf === undefined) return this.openLeases(s, req, null);
     if (s.closed) throw new HomidError('closed', 'the session is closed');
     if ((req.mode ?? 'raw') !== 'mediated' || (req.count ?? 1) !== 1) {
@@ -368,6 +395,31 @@ export class Homid {
     return this.deviceReserved.get(device) ?? 0;
   }
 
+  /** The device memory pool of `dev`: made on first use, remade when the device's transport was replaced. */
+  private deviceMemoryPool(dev: LiveDevice): DeviceMemoryPool {
+    const name = dev.config.name;
+    const cfg = dev.config.deviceMemory;
+    if (cfg === undefined) throw new HomidError('no-device-memory', `device '${name}' has no device memory configured (device_memory in its [[device]] table)`);
+    const old = this.deviceMemory.get(name);
+    if (old !== undefined && old.transport === dev.transport) return old;
+    if (old !== undefined && old.holderUid !== null) {
+      throw new HomidError('device-memory-busy', `device '${name}': leases of the previous controller still hold its device memory; try again when they are closed`);
+    }
+    old?.close();
+    this.deviceMemory.delete(name);
+    let pool: DeviceMemoryPool;
+    try {
+      pool = new DeviceMemoryPool(name, dev.transport, this.deviceMemorySupplier(name, dev.transport, cfg), cfg.perClient);
+    } catch (e) {
+      if (e instanceof HomidError) throw e;
+      this.log.error({ device: name, peer: cfg.address, bar: cfg.bar }, `device memory cannot be attached: ${(e as Error).message}`);
+      throw new HomidError('no-device-memory', `device '${name}': its device memory (${cfg.address} BAR${cfg.bar}) cannot be attached: ${(e as Error).message}`);
+    }
+    this.deviceMemory.set(name, pool);
+    this.log.info({ device: name, memory: pool.what, perClient: cfg.perClient }, 'device memory attached for mediated leases');
+    return pool;
+  }
+
   /** One lease of kind `mode`, registered in the session and serving. */
   private async createLease(s: ClientSession, dev: LiveDevice, mode: LeaseMode, nsid: number, req: OpenQueuePairsRequest, dataDmaBuf: DmaBufHandle | null): Promise<Lease> {
     const dataBytes = req.dataBytes ?? DEFAULT_DATA_BYTES;
@@ -384,11 +436,23 @@ export class Homid {
       depth: req.depth,
       dataBytes,
       dataDmaBuf,
+      dataDeviceMemory: null,
       write: req.write === true,
       serial: (fn) => this.serial(device, fn),
       regions: this.regions,
       onDenied: (d) => this.onDenied(s, d),
     };
+    if (mode === 'mediated' && req.dataMemory === 'device') {
+      // the lease owns the buffer from here (released with it, or by createMediatedLease on failure)
+      const users = dev.config.deviceMemory?.users ?? [];
+      if (dev.config.deviceMemory !== undefined && s.peer.uid !== 0 && !listedUser(identify(s.peer), users)) {
+        throw new HomidError(
+          'device-memory-denied',
+          `uid ${s.peer.uid} may not use the device memory of '${dev.config.name}' (device_memory_users): a holder can map all of it, so it is lent only to users the config names`,
+        );
+      }
+      (ctx as { dataDeviceMemory: DeviceMemoryBuffer | null }).dataDeviceMemory = this.deviceMemoryPool(dev).take(s.peer.uid, dataBytes);
+    }
     const lease = mode === 'raw' ? await createRawLease(ctx) : mode === 'gpu' ? await createGpuLease(ctx) : await createMediatedLease(ctx, this.poller);
     s.leases.set(lease.id, lease);
     this.recomputeGrant(s, lease);
@@ -775,6 +839,8 @@ export class Homid {
   async stop(): Promise<void> {
     for (const s of [...this.sessions.values()]) await this.disconnect(s);
     await this.ublk.stop();
+    for (const p of this.deviceMemory.values()) p.close();
+    this.deviceMemory.clear();
     await this.vfs.stop();
     this.poller.stop();
     await this.extents.closeAll();

@@ -100,6 +100,11 @@ export function classFor(cfg: HomidConfig, id: Identity): ClassConfig {
   return cfg.classes.get('default')!;
 }
 
+/** Whether `id` is one of `users` (user names or uids; config lists such as device_memory_users). */
+export function listedUser(id: Identity, users: (string | number)[]): boolean {
+  return matches(id, users, []);
+}
+
 export function mayHoldRaw(cfg: HomidConfig, id: Identity): boolean {
   return matches(id, cfg.raw.users, cfg.raw.groups);
 }

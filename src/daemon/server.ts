@@ -31,7 +31,10 @@ export interface HomidServer {
  * one is live fails on the socket ('another server is listening') before it touches (resets) any device.
  * Requests that arrive while the devices come up wait for them.
  */
-export async function startHomidServer(config: HomidConfig, opts: { logger?: HomidLogger; socket?: string; dmaBufOpener?: HomidOptions['dmaBufOpener'] } = {}): Promise<HomidServer> {
+export async function startHomidServer(
+  config: HomidConfig,
+  opts: { logger?: HomidLogger; socket?: string; dmaBufOpener?: HomidOptions['dmaBufOpener']; deviceMemorySupplier?: HomidOptions['deviceMemorySupplier'] } = {},
+): Promise<HomidServer> {
   const log: HomidLogger = opts.logger ?? pino({ level: config.logLevel, name: 'homid' });
   let homid!: Homid;
   let markReady!: () => void;
@@ -94,6 +97,7 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
             write: r.write === true,
             ...(r.dataBytes !== undefined ? { dataBytes: r.dataBytes } : {}),
             ...(r.dataDmaBuf === true ? { dataDmaBuf: req.fds[0]! } : {}),
+            ...(r.dataMemory !== undefined ? { dataMemory: r.dataMemory } : {}),
           });
           const wires = leases.map((l) => l.wire());
           if (wires.some((w) => w === null)) {
@@ -185,7 +189,13 @@ export async function startHomidServer(config: HomidConfig, opts: { logger?: Hom
     ...(config.limits.ipc ?? {}),
   });
   try {
-    homid = await Homid.start(config, { logger: log, regions: memfdRegions, opener: memfdOpener, ...(opts.dmaBufOpener ? { dmaBufOpener: opts.dmaBufOpener } : {}) });
+    homid = await Homid.start(config, {
+      logger: log,
+      regions: memfdRegions,
+      opener: memfdOpener,
+      ...(opts.dmaBufOpener ? { dmaBufOpener: opts.dmaBufOpener } : {}),
+      ...(opts.deviceMemorySupplier ? { deviceMemorySupplier: opts.deviceMemorySupplier } : {}),
+    });
   } catch (e) {
     await ipc.close();
     throw e;

@@ -130,6 +130,14 @@ export const HomidErrorCode = {
   BadRequest: 'bad-request',
   /** The peer's identity or class cannot be established (the connection is closed: fail closed). */
   Identity: 'identity',
+  /** The device has no device memory configured (config device_memory), or its transport cannot reach it. */
+  NoDeviceMemory: 'no-device-memory',
+  /** The uid may not use the device's device memory (config device_memory_users). */
+  DeviceMemoryDenied: 'device-memory-denied',
+  /** The device's device memory is lent to another client (it serves one uid at a time). */
+  DeviceMemoryBusy: 'device-memory-busy',
+  /** The client's uid holds as many bytes of device memory as device_memory_per_client allows. */
+  LimitDeviceMemory: 'limit-device-memory',
 } as const;
 export type HomidErrorCode = (typeof HomidErrorCode)[keyof typeof HomidErrorCode];
 

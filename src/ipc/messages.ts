@@ -91,6 +91,11 @@ export const OpenQueuePairRequest = z.object({
    * a dma-buf of at least dataBytes, imports it for the device, and keeps it until the lease ends).
    */
   dataDmaBuf: z.literal(true).optional(),
+  /**
+   * Mediated: where homid puts the data buffer: 'host' memory (the default) or the device's configured 'device'
+   * memory (a peer PCI function's BAR: the controller reaches it peer to peer).
+   */
+  dataMemory: z.enum(['host', 'device']).optional(),
 });
 
 export const CloseQueuePairRequest = z.object({

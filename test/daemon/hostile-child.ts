@@ -221,6 +221,74 @@ switch (mode) {
     }
     break;
   }
+  case 'devmem-lease': {
+    // Two mediated leases A and B whose data buffers are in the device's device memory (dataMemory 'device'), each
+    // 64 KiB, B right after A in that memory. Reads the file's first 16 KiB into A at offset 0 and checks them
+    // through A's mapping; then aims a read at A's data offset 64 KiB, which is where B lies in the device memory:
+    // the mediated checks must deny it and leave B untouched. Then holds the leases until stdin closes.
+    const [device, file] = rest as [string, string];
+    const SIZE = 64 * 1024;
+    const c = await connect();
+    try {
+      const [a, b] = (await c.openQueuePairs({ device, depth: 16, mode: 'mediated', dataBytes: SIZE, count: 2, dataMemory: 'device' })) as MediatedLease[];
+      const ffd = fs.openSync(file, 'r');
+      const map = await c.resolveExtents(ffd, device);
+      fs.closeSync(ffd);
+      const lba = map.read()!.extents[0]!.physical / a!.grant.blockSize;
+      const nlb = (16 * 1024) / a!.grant.blockSize;
+      let tag = 0;
+      const submit = async (off: number, n: number): Promise<number> => {
+        if (a!.qp.submitIo(NvmOpcode.Read, 1, lba, n, off, 0, tag++) < 0) throw new Error('queue full');
+        a!.qp.ring();
+        let st = -1;
+        const t0 = Date.now();
+        while (st < 0) {
+          a!.qp.poll((_t, s) => void (st = s));
+          if (Date.now() - t0 > 30_000) throw new Error('no completion');
+          await new Promise((r) => setImmediate(r));
+        }
+        return st;
+      };
+      const mine = a!.qp.data;
+      const zeroAtStart = mine.every((x) => x === 0) && b!.qp.data.every((x) => x === 0);
+      const status = await submit(0, nlb);
+      const want = fs.readFileSync(file).subarray(0, 16 * 1024);
+      const match = Buffer.compare(Buffer.from(mine.subarray(0, want.length)), want) === 0;
+      const outside = await submit(SIZE, nlb);
+      out({
+        ok: true,
+        status,
+        match,
+        outside,
+        zeroAtStart,
+        bUntouched: b!.qp.data.every((x) => x === 0),
+        dataDevice: a!.grant.dataDevice ?? null,
+        dataDeviceB: b!.grant.dataDevice ?? null,
+        write: a!.grant.write,
+      });
+      // hold the leases until the test closes stdin
+      for await (const _ of process.stdin) void _;
+    } catch (e) {
+      out({ ok: false, ...errOf(e) });
+    } finally {
+      c.close();
+    }
+    break;
+  }
+  case 'devmem-one': {
+    // One 64 KiB device-memory lease: report the refusal, or that its buffer was all zero when granted.
+    const [device] = rest as [string];
+    const c = await connect();
+    try {
+      const [l] = (await c.openQueuePairs({ device, depth: 16, mode: 'mediated', dataBytes: 64 * 1024, dataMemory: 'device' })) as MediatedLease[];
+      out({ ok: true, zero: l!.qp.data.every((x) => x === 0), dataDevice: l!.grant.dataDevice ?? null });
+    } catch (e) {
+      out({ ok: false, ...errOf(e) });
+    } finally {
+      c.close();
+    }
+    break;
+  }
   default:
     out({ ok: false, code: 'usage', message: `unknown mode ${mode}` });
 }

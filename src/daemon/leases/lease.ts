@@ -15,6 +15,7 @@ import type { DeviceEntry } from '../registry.js';
 import type { RegionProvider } from '../shared-region.js';
 import type { DeniedCommand } from '../mediated.js';
 import { HomidError } from '../errors.js';
+import type { DeviceMemoryBuffer } from '../device-memory-pool.js';
 
 /** A device that is live: what a lease is made on. */
 export type LiveDevice = DeviceEntry & { controller: Controller; transport: Transport };
@@ -79,6 +80,11 @@ export interface LeaseContext {
    * it through the transport and closes it on release. Null: homid allocates the data buffer.
    */
   readonly dataDmaBuf: DmaBufHandle | null;
+  /**
+   * Mediated: the data buffer is this buffer of the device's device memory (homid took it from the device's
+   * pool); the lease gives the client a descriptor onto it and releases it with the lease. Null: not device memory.
+   */
+  readonly dataDeviceMemory: DeviceMemoryBuffer | null;
   /** Writes asked for (and allowed by the class). */
   readonly write: boolean;
   /** Run queue creation or deletion after every earlier one on this device (homid's per-device lock). */

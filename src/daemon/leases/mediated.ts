@@ -11,7 +11,7 @@
  */
 import type { DmaBuffer } from '../../mem/dma.js';
 import type { QueuePair } from '../../driver/queue-pair.js';
-import { MEDIATED_GRANT_VERSION, MEDIATED_FD_SEGMENT, type MediatedQueueGrant } from '../../ipc/mediated-grant.js';
+import { MEDIATED_GRANT_VERSION, MEDIATED_FD_SEGMENT, MEDIATED_FD_DEVICE_MEMORY, type MediatedQueueGrant } from '../../ipc/mediated-grant.js';
 import { ringBytes } from '../../ipc/mediated-ring.js';
 import { CQE_SIZE, SQE_SIZE } from '../../nvme/registers.js';
 import { closeFd, openReadOnly } from '../../sys/shm.js';
@@ -65,6 +65,11 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
   let imported: ImportedDmaBuf | null = null;
   /** Without a write grant the client gets a read-only descriptor of the exported memory (openReadOnly). */
   let clientFd: number | null = null;
+  /** The client's descriptor onto the device memory holding the data buffer (ctx.dataDeviceMemory). */
+  let deviceFd: number | null = null;
+  const devmem = ctx.dataDeviceMemory;
+  /** The data buffer is not in the exported region (a dma-buf, or device memory): the region holds the CQ only. */
+  const externalData = ctx.dataDmaBuf !== null || devmem !== null;
   let hwSq: DmaBuffer | null = null;
   let direct: DirectHwQueue | null = null;
   let qp: QueuePair | null = null;
@@ -74,6 +79,9 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
     ring?.close();
     if (clientFd !== null) closeFd(clientFd);
     clientFd = null;
+    if (deviceFd !== null) closeFd(deviceFd);
+    deviceFd = null;
+    devmem?.release();
     if (exported) exported.release();
     else if (data) dma.free(data);
     imported?.release();
@@ -88,7 +96,7 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
           `device '${dev.config.name}' (${x.kind}): mediated writes need a data buffer the client can write, and on this transport a client could release that memory under the device (a hugetlb hole punch); only root gets one here: use vfio, or ask without write`,
         );
       }
-      if ((ctx.dataDmaBuf !== null ? cqPart : dataPart + cqPart) > x.maxExportBytes) {
+      if ((externalData ? cqPart : dataPart + cqPart) > x.maxExportBytes) {
         throw new HomidError(
           'bad-request',
           `device '${dev.config.name}': a mediated queue of depth ${ctx.depth} with ${dataPart} bytes of data needs ${dataPart + cqPart} bytes of exported memory; this transport (${x.kind}) exports at most ${x.maxExportBytes}: ask for less dataBytes or depth`,
@@ -100,23 +108,32 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
           // the data buffer is the client's dma-buf, imported for this device; homid exports only the hardware CQ
           imported = x.importDmaBuf(dmabuf, name);
           exported = x.exportMemory(cqPart, name);
+        } else if (devmem !== null) {
+          // the data buffer is in the device's device memory; homid exports only the hardware CQ
+          exported = x.exportMemory(cqPart, name);
+          deviceFd = devmem.clientFd(ctx.write);
         } else exported = x.exportMemory(dataPart + cqPart, name);
       } catch (e) {
         throw refusalOf(e, dev.config.name);
       }
       const mem = exported;
       if (!ctx.write) clientFd = openReadOnly(mem.fd);
-      const cqAt = imported !== null ? 0 : dataPart;
-      data = imported !== null ? { iova: imported.iova, size: dataPart, bytes: imported.view.subarray(0, dataPart) } : { iova: mem.iova, size: dataPart, bytes: mem.view.subarray(0, dataPart) };
+      const cqAt = externalData ? 0 : dataPart;
+      data =
+        imported !== null
+          ? { iova: imported.iova, size: dataPart, bytes: imported.view.subarray(0, dataPart) }
+          : devmem !== null
+            ? { iova: devmem.buffer.iova, size: dataPart, bytes: devmem.buffer.bytes.subarray(0, dataPart) }
+            : { iova: mem.iova, size: dataPart, bytes: mem.view.subarray(0, dataPart) };
       const cq: DmaBuffer = { iova: mem.iova + cqAt, size: cqPart, bytes: mem.view.subarray(cqAt, cqAt + cqPart) };
       const sq = (hwSq = dma.alloc(Math.ceil((ctx.depth * SQE_SIZE) / page) * page, page));
       const remote = await ctx.serial(() => c.createQueuePairOn({ sq, cq }, { entries: ctx.depth }));
       direct = new DirectHwQueue(t, remote);
     } else {
-      if (ctx.dataDmaBuf !== null) {
+      if (externalData) {
         throw new HomidError(
           'bad-request',
-          `device '${dev.config.name}' cannot take a dma-buf data buffer: its transport exports no memory to other processes (an embedded controller in SharedArrayBuffer mode)`,
+          `device '${dev.config.name}' cannot take a dma-buf or device-memory data buffer: its transport exports no memory to other processes (an embedded controller in SharedArrayBuffer mode)`,
         );
       }
       data = dma.alloc(dataPart, page);
@@ -153,8 +170,9 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
       segmentBytes: mem ? mem.bytes : 0,
       // direct mode: the hardware CQ follows the data buffer in the same region (read it, never write it), or,
       // when the data buffer is the client's dma-buf, is alone in the region
-      hwCq: mem ? { fd: MEDIATED_FD_SEGMENT, offset: imported !== null ? 0 : dataPart, bytes: cqPart, qid: hw.qid } : null,
+      hwCq: mem ? { fd: MEDIATED_FD_SEGMENT, offset: externalData ? 0 : dataPart, bytes: cqPart, qid: hw.qid } : null,
       ...(imported !== null ? { dataDmaBuf: true } : {}),
+      ...(devmem !== null ? { dataDevice: { fd: MEDIATED_FD_DEVICE_MEMORY, offset: devmem.fdOffset, what: devmem.what } } : {}),
       nsid: ctx.nsid,
       blockSize: ns.blockSize,
       blocks: ns.blocks,
@@ -162,7 +180,7 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
       write: access.write,
     };
     // over the socket a client needs the ring and the exported region; in process it uses the views
-    const fds = ring.fd !== null && mem ? [ring.fd, clientFd ?? mem.fd] : [];
+    const fds = ring.fd !== null && mem ? [ring.fd, clientFd ?? mem.fd, ...(deviceFd !== null ? [deviceFd] : [])] : [];
     return {
       ...leaseBase(ctx, hw.qid),
       kind: 'mediated',
@@ -185,7 +203,7 @@ export async function createMediatedLease(ctx: LeaseContext, poller: MediatedPol
         releaseMemory();
       },
       io: () => ({ submitted: mq.stats.submitted, forwarded: mq.stats.forwarded, denied: mq.stats.denied, completed: mq.stats.completed }),
-      wire: () => (fds.length === 2 ? { grant: { mode: 'mediated', grant }, fds } : null),
+      wire: () => (fds.length >= 2 ? { grant: { mode: 'mediated', grant }, fds } : null),
     };
   } catch (e) {
     await ctx.serial(deleteQueues).catch(() => undefined);
