@@ -391,40 +391,48 @@ test('descriptor reserve: new connections are refused with descriptors-exhausted
 
 test('out of descriptors (EMFILE): connections are still accepted with the spare descriptor, told why and closed', { timeout: T }, async () => {
   const original = getNofileLimit();
-  await withServer({ fdReserve: 0, raiseFdLimit: false }, async (server, path) => {
-    const bystander = await IpcClient.connect(path, { catalogue: testCatalogue });
-    assert.equal((await bystander.call({ type: 'hello', version: 1 })).response.ok, true);
-    const child = spawnChild([path, 'connect', '12']);
-    let out: Array<{ ok: boolean; code?: string; message?: string }>;
-    try {
-      // Leave this process only a few free descriptors before the child starts connecting.
-      setNofileLimit({ soft: openFdCount() + 4, hard: original.hard });
-      out = (await child.line((l) => 'results' in l, 'child results')).results as typeof out;
-      // The bystander is still served while the table is full.
-      assert.equal((await bystander.request({ type: 'status' })).response.ok, true);
-    } finally {
-      setNofileLimit(original);
-    }
-    try {
-      const refused = out.filter((r) => !r.ok);
-      assert.ok(
-        out.some((r) => r.ok),
-        'some connections fit',
-      );
-      assert.ok(refused.length >= 1, 'some connections were refused');
-      for (const r of refused) {
-        assert.equal(r.code, IpcErrorCode.DescriptorsExhausted, JSON.stringify(r));
-        assert.match(r.message ?? '', /out of descriptors|fewer than fdReserve/);
+  // Which refusal path a connection meets depends on when the reactor last sampled its descriptor table: on a
+  // loaded machine the estimate can cross the (lowered) limit before accept4 itself fails, and the connection is
+  // refused on the reserve path instead. Each round checks every refusal; at least one round of three must have
+  // taken the EMFILE path (the spare descriptor).
+  let emfileRefusals = 0;
+  for (let round = 0; round < 3 && emfileRefusals === 0; round++) {
+    await withServer({ fdReserve: 0, raiseFdLimit: false }, async (server, path) => {
+      const bystander = await IpcClient.connect(path, { catalogue: testCatalogue });
+      assert.equal((await bystander.call({ type: 'hello', version: 1 })).response.ok, true);
+      const child = spawnChild([path, 'connect', '12']);
+      let out: Array<{ ok: boolean; code?: string; message?: string }>;
+      try {
+        // Leave this process only a few free descriptors before the child starts connecting.
+        setNofileLimit({ soft: openFdCount() + 4, hard: original.hard });
+        out = (await child.line((l) => 'results' in l, 'child results')).results as typeof out;
+        // The bystander is still served while the table is full.
+        assert.equal((await bystander.request({ type: 'status' })).response.ok, true);
+      } finally {
+        setNofileLimit(original);
       }
-      const s = await server.stats();
-      assert.equal(s.refusals.descriptorsExhausted + s.refusals.descriptorReserve, refused.length);
-      assert.ok(s.refusals.descriptorsExhausted >= 1, 'accept4 hit EMFILE and the spare descriptor took the connection');
-    } finally {
-      await child.kill();
-    }
-    await bystander.close();
-    await assertAllReleased(server, path);
-  });
+      try {
+        const refused = out.filter((r) => !r.ok);
+        assert.ok(
+          out.some((r) => r.ok),
+          'some connections fit',
+        );
+        assert.ok(refused.length >= 1, 'some connections were refused');
+        for (const r of refused) {
+          assert.equal(r.code, IpcErrorCode.DescriptorsExhausted, JSON.stringify(r));
+          assert.match(r.message ?? '', /out of descriptors|fewer than fdReserve/);
+        }
+        const s = await server.stats();
+        assert.equal(s.refusals.descriptorsExhausted + s.refusals.descriptorReserve, refused.length);
+        emfileRefusals = s.refusals.descriptorsExhausted;
+      } finally {
+        await child.kill();
+      }
+      await bystander.close();
+      await assertAllReleased(server, path);
+    });
+  }
+  assert.ok(emfileRefusals >= 1, 'accept4 hit EMFILE and the spare descriptor took the connection (in one of three rounds)');
 });
 
 test('requests in flight per uid: reading pauses at the limit and resumes as replies go out', { timeout: T }, async () => {
