@@ -484,6 +484,8 @@ async function guestMain(o: Options): Promise<number> {
     devices.push({ id: 'loop', label: `${loop.dev} (loop, ${o.loopMiB} MiB file in guest RAM)`, path: loop.dev });
   }
   for (const d of devices) if (!existsSync(d.path)) throw new Error(`${d.label}: ${d.path} does not exist in the guest`);
+  // /dev/ublkb0 exists only in the ublk phases
+  if (o.homidUblk) devices.push({ id: UBLK_LABEL, label: `ublk ${UBLK_DEV} (homid, uio)`, path: UBLK_DEV });
   const info = {
     kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
     cpusOnline: readFileSync('/sys/devices/system/cpu/online', 'utf8').trim(),
@@ -493,8 +495,6 @@ async function guestMain(o: Options): Promise<number> {
     devices,
   };
   console.log(`# guest: ${info.kernel}, CPUs ${info.cpusOnline}, ${info.fio}, node ${info.node}; devices: ${devices.map((d) => `${d.id}=${d.path}`).join(' ')}`);
-  const ublkDev: BenchDevice = { id: UBLK_LABEL, label: `ublk ${UBLK_DEV} (homid, uio)`, path: UBLK_DEV };
-  if (o.homidUblk) devices.push(ublkDev);
   const rows = benchRows(devices);
   const records: RowRecord[] = [];
   const phases: Array<{ phase: Phase; rep: number; setupSec: number; teardownSec: number; ublk?: unknown }> = [];
@@ -567,7 +567,7 @@ async function guestMain(o: Options): Promise<number> {
         pinnedCpu: 1,
         ublk: { id: UBLK_ID, queues: 1, depth: o.ublkDepth, maxIoKib: o.ublkMaxIoKib, range: 'namespace 1, all of it', mode: 'uio (no IOMMU)' },
         copies:
-          'one kernel memcpy per I/O between the bio pages and the ublk server buffer (6.12: no UBLK_F_SUPPORT_ZERO_COPY used; UBLK_F_AUTO_BUF_REG is 6.16+); the NVMe DMA goes to/from that buffer',
+          'one kernel memcpy per I/O between the bio pages and the tag buffer homid gave the kernel, which the NVMe command DMAs to/from; no zero copy on 6.12 (ADD_DEV masks UBLK_F_SUPPORT_ZERO_COPY off)',
         phases,
       }
     : undefined;
