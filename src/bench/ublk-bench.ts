@@ -128,11 +128,24 @@ export interface PhaseStep {
  * (controller on nvme: the native rows and every other device) and a ublk phase (homid owns the controller and
  * serves the ublk device: its rows), in ABBA order (native first on even reps, ublk first on odd ones) so that a
  * drift of the host's speed over the run weighs on both alike; rows inside a phase rotate by one per rep.
+ * `block`: one homid session for all ublk reps (a driver switch costs minutes under TCG): native rep 1, the ublk
+ * reps, the other native reps.
  */
-export function phasePlan(rows: Row[], reps: number, ublkDevice: string): PhaseStep[] {
+export function phasePlan(rows: Row[], reps: number, ublkDevice: string, mode: 'rep' | 'block' = 'rep'): PhaseStep[] {
   const byPhase = (ph: Phase): Row[] => rows.filter((r) => (r.device === ublkDevice) === (ph === 'ublk'));
   const rot = (rs: Row[], k: number): Row[] => rs.map((_, i) => rs[(i + k) % rs.length]!);
   const steps: PhaseStep[] = [];
+  if (mode === 'block') {
+    // native rep 1, then every ublk rep (one homid session), then the other native reps: native brackets ublk
+    const push = (phase: Phase, rep: number): void => {
+      const rs = byPhase(phase);
+      if (rs.length > 0) steps.push({ phase, rep, rows: rot(rs, rep) });
+    };
+    push('native', 0);
+    for (let rep = 0; rep < reps; rep++) push('ublk', rep);
+    for (let rep = 1; rep < reps; rep++) push('native', rep);
+    return steps;
+  }
   for (let rep = 0; rep < reps; rep++) {
     const phases: Phase[] = rep % 2 === 0 ? ['native', 'ublk'] : ['ublk', 'native'];
     for (const phase of phases) {
@@ -226,11 +239,12 @@ interface Options {
   homidUblk: boolean;
   ublkDepth: number;
   ublkMaxIoKib: number;
+  ublkSwitch: 'rep' | 'block';
 }
 
 const USAGE = `usage: node dist/src/bench/ublk-bench.js [--in-guest] [--time S] [--reps N] [--size-mib M] [--cpus N]
                                           [--dev LABEL=PATH]... [--loop MIB] [--modules LIST] [--setup CMD] [--out FILE] [--json]
-                                          [--homid-ublk] [--ublk-depth N] [--ublk-max-io-kib N]
+                                          [--homid-ublk] [--ublk-switch rep|block] [--ublk-depth N] [--ublk-max-io-kib N]
   --in-guest       run here, in a guest that is up (HOMI_GUEST=1); default: boot one with the VM harness
   --time S         seconds per run (default 5; plus 1 s warm-up)
   --reps N         interleaved repetitions of every row, medians reported (default 3)
@@ -242,6 +256,8 @@ const USAGE = `usage: node dist/src/bench/ublk-bench.js [--in-guest] [--time S] 
   --setup CMD      shell command run in the guest before the bench, e.g. starting homid (host side)
   --homid-ublk     also the ublk rows: per repetition the controller goes from nvme to homid (uio), which serves
                    namespace 1 as /dev/ublkb0 (added and removed with homi ublk add/del), and back
+  --ublk-switch rep|block  rep (default): nvme <-> homid every repetition; block: one homid session for all
+                   ublk reps, bracketed by native rep 1 before and the other native reps after
   --ublk-depth N   tags of the ublk queue (default 64; qd 32 needs 32)
   --ublk-max-io-kib N  largest ublk request in KiB (default 16)
   --out FILE       result JSON (default ./ublk-bench.json; in the guest: only when given)
@@ -263,6 +279,7 @@ export function parseOptions(argv: string[]): Options {
     homidUblk: false,
     ublkDepth: 64,
     ublkMaxIoKib: 16,
+    ublkSwitch: 'rep',
   };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
@@ -323,6 +340,12 @@ export function parseOptions(argv: string[]): Options {
       case '--ublk-depth':
         o.ublkDepth = Math.round(num());
         break;
+      case '--ublk-switch': {
+        const v = val();
+        if (v !== 'rep' && v !== 'block') throw new Error(`--ublk-switch needs rep or block, got ${v}`);
+        o.ublkSwitch = v;
+        break;
+      }
       case '--ublk-max-io-kib':
         o.ublkMaxIoKib = Math.round(num());
         break;
@@ -530,22 +553,31 @@ async function guestMain(o: Options): Promise<number> {
     if (!o.homidUblk) {
       for (const { row, rep } of runOrder(rows, o.reps)) runRow(row, rep);
     } else {
-      for (const step of phasePlan(rows, o.reps, UBLK_LABEL)) {
-        const w0 = Date.now();
+      const plan = phasePlan(rows, o.reps, UBLK_LABEL, o.ublkSwitch);
+      for (let k = 0; k < plan.length; k++) {
+        const step = plan[k]!;
         if (step.phase === 'ublk') {
-          served = await startHomidUblk(root, names.bdf, o);
-          const setupSec = (Date.now() - w0) / 1000;
-          console.log(`# rep ${step.rep + 1} ublk phase: homid up and ${UBLK_DEV} served in ${setupSec.toFixed(1)} s`);
+          let setupSec = 0;
+          if (!served) {
+            const w0 = Date.now();
+            served = await startHomidUblk(root, names.bdf, o);
+            setupSec = (Date.now() - w0) / 1000;
+            console.log(`# rep ${step.rep + 1} ublk phase: homid up and ${UBLK_DEV} served in ${setupSec.toFixed(1)} s`);
+          }
           for (const row of step.rows) runRow(row, step.rep);
-          const w1 = Date.now();
-          const ublk = await stopHomidUblk(served, root);
-          served = undefined;
-          // the controller back on nvme, with the same block device the native rows name
-          const again = await kernelNames(SERIAL, 120_000);
-          if (again.blk !== names.blk) throw new Error(`after homid stopped the namespace came back as ${again.blk}, not ${names.blk}`);
-          const teardownSec = (Date.now() - w1) / 1000;
-          console.log(`# rep ${step.rep + 1} ublk phase done: homi ublk del, homid stopped, ${names.bdf} back on nvme (${again.blk}) in ${teardownSec.toFixed(1)} s`);
-          phases.push({ phase: 'ublk', rep: step.rep, setupSec, teardownSec, ublk });
+          let teardownSec = 0;
+          let ublk: unknown;
+          if (plan[k + 1]?.phase !== 'ublk') {
+            const w1 = Date.now();
+            ublk = await stopHomidUblk(served, root);
+            served = undefined;
+            // the controller back on nvme, with the same block device the native rows name
+            const again = await kernelNames(SERIAL, 120_000);
+            if (again.blk !== names.blk) throw new Error(`after homid stopped the namespace came back as ${again.blk}, not ${names.blk}`);
+            teardownSec = (Date.now() - w1) / 1000;
+            console.log(`# rep ${step.rep + 1} ublk phase done: homi ublk del, homid stopped, ${names.bdf} back on nvme (${again.blk}) in ${teardownSec.toFixed(1)} s`);
+          }
+          phases.push({ phase: 'ublk', rep: step.rep, setupSec, teardownSec, ...(ublk ? { ublk } : {}) });
         } else {
           const again = await kernelNames(SERIAL, 120_000);
           if (again.blk !== names.blk) throw new Error(`the namespace is ${again.blk} now, not ${names.blk}`);
@@ -565,6 +597,7 @@ async function guestMain(o: Options): Promise<number> {
   const homid = o.homidUblk
     ? {
         pinnedCpu: 1,
+        switching: o.ublkSwitch,
         ublk: { id: UBLK_ID, queues: 1, depth: o.ublkDepth, maxIoKib: o.ublkMaxIoKib, range: 'namespace 1, all of it', mode: 'uio (no IOMMU)' },
         copies:
           'one kernel memcpy per I/O between the bio pages and the tag buffer homid gave the kernel, which the NVMe command DMAs to/from; no zero copy on 6.12 (ADD_DEV masks UBLK_F_SUPPORT_ZERO_COPY off)',
@@ -598,7 +631,7 @@ async function hostMain(o: Options): Promise<number> {
   const inner = ['node', 'dist/src/bench/ublk-bench.js', '--in-guest', '--time', String(o.timeSec), '--reps', String(o.reps)];
   for (const d of o.devs) inner.push('--dev', `${d.id}=${d.path}`);
   if (o.loopMiB > 0) inner.push('--loop', String(o.loopMiB));
-  if (o.homidUblk) inner.push('--homid-ublk', '--ublk-depth', String(o.ublkDepth), '--ublk-max-io-kib', String(o.ublkMaxIoKib));
+  if (o.homidUblk) inner.push('--homid-ublk', '--ublk-switch', o.ublkSwitch, '--ublk-depth', String(o.ublkDepth), '--ublk-max-io-kib', String(o.ublkMaxIoKib));
   const command = (o.setup ? `${o.setup} && ` : '') + inner.map(shQuote).join(' ');
   const nRuns = (1 + o.devs.length + (o.loopMiB > 0 ? 1 : 0) + (o.homidUblk ? 1 : 0)) * QDS.length * TOOLS.length * o.reps;
   const kernelArgs = [`nvme_core.io_timeout=${IO_TIMEOUT_S}`];
@@ -612,7 +645,7 @@ async function hostMain(o: Options): Promise<number> {
     nvme: [{ serial: SERIAL, maxIoQueuePairs: 8, namespaces: [{ sizeMiB: o.sizeMiB, logicalBlockSize: 4096 }] }],
     // A path that loses commands stalls for 2 x io_timeout before the reset: keep that short.
     kernelArgs,
-    timeoutMs: 180_000 + nRuns * (o.timeSec + 1 + 20) * 1000 + (o.homidUblk ? o.reps * 240_000 : 0),
+    timeoutMs: 180_000 + nRuns * (o.timeSec + 1 + 40) * 1000 + (o.homidUblk ? (o.ublkSwitch === 'rep' ? o.reps : 1) * 420_000 : 0),
     onOutput: (line) => {
       if (!line.startsWith(RESULT_MARK)) process.stderr.write(`${line}\n`);
     },

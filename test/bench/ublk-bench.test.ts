@@ -110,6 +110,9 @@ test('--homid-ublk: options, the ublk label reserved, depth enough for qd 32', (
   assert.throws(() => parseOptions(['--homid-ublk', '--ublk-depth', '16']), /at least 32/);
   assert.throws(() => parseOptions(['--homid-ublk', '--dev', 'ublk=/dev/ublkb0']), /homid's ublk device/);
   assert.throws(() => parseOptions(['--ublk-depth', '0']), /positive/);
+  assert.equal(d.ublkSwitch, 'rep');
+  assert.equal(parseOptions(['--ublk-switch', 'block']).ublkSwitch, 'block');
+  assert.throws(() => parseOptions(['--ublk-switch', 'sometimes']), /rep or block/);
 });
 
 test('phases: every rep has a native and a ublk phase, ABBA, each row once per rep, rotated inside its phase', () => {
@@ -132,6 +135,13 @@ test('phases: every rep has a native and a ublk phase, ABBA, each row once per r
   const u0 = plan.find((p) => p.rep === 0 && p.phase === 'ublk')!.rows.map((r) => r.id);
   const u1 = plan.find((p) => p.rep === 1 && p.phase === 'ublk')!.rows.map((r) => r.id);
   assert.deepEqual(u1, [...u0.slice(1), u0[0]]);
+  // block: one homid session for every ublk rep, native rep 1 before it and the others after
+  const block = phasePlan(rows, 3, 'ublk', 'block');
+  assert.deepEqual(
+    block.map((p) => `${p.rep}${p.phase}`),
+    ['0native', '0ublk', '1ublk', '2ublk', '1native', '2native'],
+  );
+  for (let rep = 0; rep < 3; rep++) assert.equal(new Set(block.filter((p) => p.rep === rep).flatMap((p) => p.rows.map((r) => r.id))).size, rows.length);
   // no ublk device: native phases only
   assert.deepEqual(
     phasePlan(benchRows([devs[0]!]), 2, 'ublk').map((p) => p.phase),
