@@ -3,8 +3,8 @@
  * The guest kernel's own NVMe path against other block devices on one real Linux guest (the VM harness: QEMU/TCG,
  * QEMU's NVMe controller): 4 KiB random reads at queue depth 1 and 32, through fio (io_uring, O_DIRECT) and through
  * `homi perf --backend io_uring --direct`, on the native /dev/nvmeXn1 and on every extra block device named. Built
- * for issue 13: the extra device is the ublk device homid serves from its own queue pairs on the same controller
- * (/dev/ublkb0 once homid's ublk server exists); until then a loop device proves the multi-device plumbing.
+ * for issue 13: with --homid-ublk the bench itself switches the controller between the kernel's nvme driver (native
+ * rows) and homid (uio), which serves namespace 1 as /dev/ublkb0 (ublk rows; added and removed with `homi ublk`).
  *
  *   node dist/src/bench/ublk-bench.js [--time S] [--reps N] [--size-mib M] [--cpus N] [--dev LABEL=PATH]...
  *                                     [--loop MIB] [--modules LIST] [--setup CMD] [--out FILE] [--json]
