@@ -2,7 +2,7 @@
 // ratios against the native rows. No VM here (the guest run is recorded in docs/BENCHMARKS.md).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { benchRows, countIoTimeouts, parseDev, parseOptions, runOrder, summarizeRows, type BenchDevice, type RowRecord } from '../../src/bench/ublk-bench.js';
+import { benchRows, countIoTimeouts, homidToml, parseDev, parseOptions, phasePlan, runOrder, summarizeRows, type BenchDevice, type RowRecord } from '../../src/bench/ublk-bench.js';
 
 const devs: BenchDevice[] = [
   { id: 'native', label: 'native /dev/nvme0n1', path: '/dev/nvme0n1' },
@@ -97,4 +97,62 @@ test('summary: medians over ok runs, ratios against the native row of the same t
   assert.equal(u.failed, 1);
   assert.deepEqual(u.errors, ['exit 1']);
   assert.ok(Number.isNaN(s.find((x) => x.row === 'ublk/homi/qd32')!.vsNative));
+});
+
+test('--homid-ublk: options, the ublk label reserved, depth enough for qd 32', () => {
+  const o = parseOptions(['--homid-ublk', '--ublk-depth', '32', '--ublk-max-io-kib', '8']);
+  assert.equal(o.homidUblk, true);
+  assert.equal(o.ublkDepth, 32);
+  assert.equal(o.ublkMaxIoKib, 8);
+  const d = parseOptions([]);
+  assert.equal(d.homidUblk, false);
+  assert.equal(d.ublkDepth, 64);
+  assert.throws(() => parseOptions(['--homid-ublk', '--ublk-depth', '16']), /at least 32/);
+  assert.throws(() => parseOptions(['--homid-ublk', '--dev', 'ublk=/dev/ublkb0']), /homid's ublk device/);
+  assert.throws(() => parseOptions(['--ublk-depth', '0']), /positive/);
+  assert.equal(d.ublkSwitch, 'rep');
+  assert.equal(parseOptions(['--ublk-switch', 'block']).ublkSwitch, 'block');
+  assert.throws(() => parseOptions(['--ublk-switch', 'sometimes']), /rep or block/);
+});
+
+test('phases: every rep has a native and a ublk phase, ABBA, each row once per rep, rotated inside its phase', () => {
+  const rows = benchRows([...devs, { id: 'loop', label: 'loop', path: '/dev/loop0' }]);
+  const plan = phasePlan(rows, 4, 'ublk');
+  assert.deepEqual(
+    plan.map((p) => `${p.rep}${p.phase}`),
+    ['0native', '0ublk', '1ublk', '1native', '2native', '2ublk', '3ublk', '3native'],
+  );
+  for (const p of plan) {
+    // the ublk rows run only while homid serves ublk; everything else only while nvme owns the controller
+    for (const r of p.rows) assert.equal(r.device === 'ublk', p.phase === 'ublk', `${r.id} in ${p.phase}`);
+    assert.equal(p.rows.length, p.phase === 'ublk' ? 4 : 8);
+  }
+  for (let rep = 0; rep < 4; rep++) {
+    const ids = plan.filter((p) => p.rep === rep).flatMap((p) => p.rows.map((r) => r.id));
+    assert.equal(ids.length, rows.length);
+    assert.equal(new Set(ids).size, rows.length);
+  }
+  const u0 = plan.find((p) => p.rep === 0 && p.phase === 'ublk')!.rows.map((r) => r.id);
+  const u1 = plan.find((p) => p.rep === 1 && p.phase === 'ublk')!.rows.map((r) => r.id);
+  assert.deepEqual(u1, [...u0.slice(1), u0[0]]);
+  // block: one homid session for every ublk rep, native rep 1 before it and the others after
+  const block = phasePlan(rows, 3, 'ublk', 'block');
+  assert.deepEqual(
+    block.map((p) => `${p.rep}${p.phase}`),
+    ['0native', '0ublk', '1ublk', '2ublk', '1native', '2native'],
+  );
+  for (let rep = 0; rep < 3; rep++) assert.equal(new Set(block.filter((p) => p.rep === rep).flatMap((p) => p.rows.map((r) => r.id))).size, rows.length);
+  // no ublk device: native phases only
+  assert.deepEqual(
+    phasePlan(benchRows([devs[0]!]), 2, 'ublk').map((p) => p.phase),
+    ['native', 'native'],
+  );
+});
+
+test("homid's TOML: the controller by PCI address in uio mode, no [[ublk]] (homi ublk add serves it)", () => {
+  const t = homidToml('/tmp/x/homid.sock', '0000:00:04.0');
+  assert.match(t, /uri = "pci:0000:00:04\.0\?mode=uio"/);
+  assert.match(t, /socket = "\/tmp\/x\/homid.sock"/);
+  assert.doesNotMatch(t, /\[\[ublk\]\]/);
+  assert.throws(() => homidToml('/tmp/s', '0000:00:04.0"\nx = 1'), /PCI address/);
 });
