@@ -27,9 +27,8 @@ import { openDeviceMemory } from '../../src/mem/device-memory.js';
 import { openReadOnly } from '../../src/sys/shm.js';
 import { dupCloexec } from '../../src/sys/socket.js';
 import { EmuTransport } from '../../src/transport/emu.js';
-import { mkExt4 } from '../extents/fixtures.js';
 import { config, haveTool, NOBODY_PEER, pattern, refused, ROOT_PEER, silent } from './fixtures.js';
-import { asNobody, hostileSkipReason, sharedTmpDir, NOBODY_UID } from './hostile.js';
+import { asNobody, ext4TreeFixture, hostileSkipReason, NOBODY_UID } from './hostile.js';
 import { nextJson, until } from './procs.js';
 
 const KIB = 1024;
@@ -182,15 +181,10 @@ describe('device-memory data buffers over the socket, clients of uid 65534, DEVI
   let sock: string;
 
   before(async () => {
-    dir = sharedTmpDir('homid-devmem-');
-    const tree = path.join(dir, 'tree');
-    fs.mkdirSync(tree, { mode: 0o755 });
-    fs.chmodSync(tree, 0o755);
-    mine = path.join(tree, 'mine.bin');
-    fs.writeFileSync(mine, pattern(32 * KIB, 9), { mode: 0o644 });
-    fs.chmodSync(mine, 0o644);
-    const image = path.join(dir, 'disk.img');
-    mkExt4(image, tree, 16);
+    const f = ext4TreeFixture('homid-devmem-', { 'mine.bin': { bytes: pattern(32 * KIB, 9), mode: 0o644 } });
+    dir = f.dir;
+    mine = f.files['mine.bin']!;
+    const { tree, image } = f;
     sock = path.join(dir, 'homid.sock');
     srv = await startHomidServer(
       config({

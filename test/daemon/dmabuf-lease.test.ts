@@ -19,9 +19,8 @@ import { memfdRegions } from '../../src/daemon/shared-region.js';
 import { HomidErrorCode } from '../../src/ipc/errors.js';
 import { memfdStandIn, openDmaBuf, type DmaBufHandle } from '../../src/mem/dmabuf.js';
 import { createShm } from '../../src/sys/shm.js';
-import { mkExt4 } from '../extents/fixtures.js';
 import { config, haveTool, NOBODY_PEER, pattern, refused, silent } from './fixtures.js';
-import { asNobody, hostileSkipReason, sharedTmpDir, NOBODY_UID } from './hostile.js';
+import { asNobody, ext4TreeFixture, hostileSkipReason, NOBODY_UID } from './hostile.js';
 import { nextJson, until } from './procs.js';
 
 const skip = hostileSkipReason() ?? (!haveTool('mkfs.ext4') ? 'mkfs.ext4 is not installed' : null);
@@ -45,15 +44,10 @@ describe('dma-buf data buffers of mediated leases, clients of uid 65534', { skip
   let sock: string;
 
   before(async () => {
-    dir = sharedTmpDir('homid-dmabuf-');
-    const tree = path.join(dir, 'tree');
-    fs.mkdirSync(tree, { mode: 0o755 });
-    fs.chmodSync(tree, 0o755);
-    mine = path.join(tree, 'mine.bin');
-    fs.writeFileSync(mine, pattern(32 * 1024, 5), { mode: 0o644 });
-    fs.chmodSync(mine, 0o644);
-    const image = path.join(dir, 'disk.img');
-    mkExt4(image, tree, 16);
+    const f = ext4TreeFixture('homid-dmabuf-', { 'mine.bin': { bytes: pattern(32 * 1024, 5), mode: 0o644 } });
+    dir = f.dir;
+    mine = f.files['mine.bin']!;
+    const { tree, image } = f;
     sock = path.join(dir, 'homid.sock');
     srv = await startHomidServer(
       config({

@@ -14,7 +14,6 @@ import { STATUS_HOMID_GONE } from '../../src/client/mediated-queue.js';
 import { startHomidServer, type HomidServer } from '../../src/daemon/server.js';
 import { STATUS_CID_CONFLICT } from '../../src/daemon/mediated.js';
 import { dbPaths, resetIdentityCache } from '../../src/daemon/principals.js';
-import { mkExt4 } from '../extents/fixtures.js';
 import { Homid } from '../../src/daemon/homid.js';
 import { IpcErrorCode } from '../../src/ipc/errors.js';
 import type { HomidError } from '../../src/daemon/errors.js';
@@ -22,7 +21,7 @@ import { memfdOpener, type TransportOpener } from '../../src/daemon/registry.js'
 import { memfdRegions } from '../../src/daemon/shared-region.js';
 import type { EmuTransport } from '../../src/transport/emu.js';
 import { config, haveTool, NOBODY_PEER, pattern, ROOT_PEER, silent } from './fixtures.js';
-import { asNobody, hostileSkipReason, sharedTmpDir, NOBODY_UID } from './hostile.js';
+import { asNobody, ext4TreeFixture, hostileSkipReason, sharedTmpDir, NOBODY_UID } from './hostile.js';
 import { CLI_DIR, nextJson, until } from './procs.js';
 
 const skip = hostileSkipReason() ?? (!haveTool('mkfs.ext4') ? 'mkfs.ext4 is not installed' : null);
@@ -37,19 +36,11 @@ interface Fixture {
 
 /** A tree with a world-readable file and a root-only one, and an ext4 image of it. */
 function fixture(): Fixture {
-  const dir = sharedTmpDir('homid-hostile-');
-  const tree = path.join(dir, 'tree');
-  fs.mkdirSync(tree, { mode: 0o755 });
-  fs.chmodSync(tree, 0o755);
-  const mine = path.join(tree, 'mine.bin');
-  const secret = path.join(tree, 'secret.bin');
-  fs.writeFileSync(mine, pattern(16_384, 1), { mode: 0o644 });
-  fs.writeFileSync(secret, pattern(12_288, 2), { mode: 0o600 });
-  fs.chmodSync(mine, 0o644);
-  fs.chmodSync(secret, 0o600);
-  const image = path.join(dir, 'disk.img');
-  mkExt4(image, tree, 16);
-  return { dir, tree, image, mine, secret };
+  const f = ext4TreeFixture('homid-hostile-', {
+    'mine.bin': { bytes: pattern(16_384, 1), mode: 0o644 },
+    'secret.bin': { bytes: pattern(12_288, 2), mode: 0o600 },
+  });
+  return { dir: f.dir, tree: f.tree, image: f.image, mine: f.files['mine.bin']!, secret: f.files['secret.bin']! };
 }
 
 describe('hostile clients (uid 65534) against homid as root', { skip: skip ?? false }, () => {

@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mkExt4 } from '../extents/fixtures.js';
 import { spawnProc, type Proc } from './procs.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -44,6 +45,32 @@ export function sharedTmpDir(prefix: string): string {
   const d = fs.mkdtempSync(path.join('/tmp', prefix));
   fs.chmodSync(d, 0o755);
   return d;
+}
+
+/**
+ * A shared temporary folder (sharedTmpDir) holding tree/ (mode 0755) with the given files, each with exactly its
+ * mode whatever the umask, and disk.img: an ext4 image of the tree of `imageMiB` MiB. Returns the folder, the
+ * tree, the image and each file's path by name.
+ */
+export function ext4TreeFixture(
+  prefix: string,
+  files: Record<string, { bytes: Uint8Array; mode: number }>,
+  imageMiB = 16,
+): { dir: string; tree: string; image: string; files: Record<string, string> } {
+  const dir = sharedTmpDir(prefix);
+  const tree = path.join(dir, 'tree');
+  fs.mkdirSync(tree, { mode: 0o755 });
+  fs.chmodSync(tree, 0o755);
+  const paths: Record<string, string> = {};
+  for (const [name, f] of Object.entries(files)) {
+    const p = path.join(tree, name);
+    fs.writeFileSync(p, f.bytes, { mode: f.mode });
+    fs.chmodSync(p, f.mode);
+    paths[name] = p;
+  }
+  const image = path.join(dir, 'disk.img');
+  mkExt4(image, tree, imageMiB);
+  return { dir, tree, image, files: paths };
 }
 
 /** Run hostile-child.js as uid 65534. */
