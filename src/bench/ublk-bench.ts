@@ -24,7 +24,7 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, wri
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderTable } from '../util/table.js';
-import { cpuTicks, fio, fioVersion, homiPerf, kernelNames, median, parseRun, type PathSpec } from './vm-bench.js';
+import { cpuTicks, fio, fioVersion, homiPerf, kernelNames, median, nvmeTimeouts, parseRun, type PathSpec } from './vm-bench.js';
 
 const SERIAL = 'HOMI-BENCH';
 const RESULT_MARK = 'UBLKBENCH-RESULT ';
@@ -160,15 +160,6 @@ export function phasePlan(rows: Row[], reps: number, ublkDevice: string, mode: '
 export function homidToml(socket: string, bdf: string): string {
   if (!/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(bdf)) throw new Error(`not a PCI address: ${bdf}`);
   return [`socket = "${socket}"`, 'log_level = "info"', '[[device]]', 'name = "nvme"', `uri = "pci:${bdf}?mode=uio"`, 'io_queues = 4', ''].join('\n');
-}
-
-/** Kernel log lines of NVMe or ublk I/O timeouts (not the command line's nvme_core.io_timeout=). */
-export function countIoTimeouts(dmesg: string): number {
-  return dmesg.split('\n').filter((l) => /\b(nvme|ublk)\S*.*\b(timeout|timed out)\b/i.test(l) && !l.includes('io_timeout=')).length;
-}
-
-function dmesgText(): string {
-  return spawnSync('dmesg', [], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout ?? '';
 }
 
 export function summarizeRows(rows: Row[], devices: BenchDevice[], records: RowRecord[]): RowSummary[] {
@@ -524,14 +515,14 @@ async function guestMain(o: Options): Promise<number> {
   const runRow = (row: Row, rep: number): void => {
     const subst = (a: string): string => a.replace(/\{TIME\}/g, String(o.timeSec)).replace(/\{QD\}/g, String(row.qd));
     const argv = row.tool === 'homi' ? [process.execPath, ...row.spec.args.map(subst)] : ['fio', ...row.spec.args.map(subst)];
-    const to0 = countIoTimeouts(dmesgText());
+    const to0 = nvmeTimeouts();
     const [b0, t0] = cpuTicks();
     const w0 = Date.now();
     const r = spawnSync('taskset', ['-c', '0', ...argv], { cwd: root, encoding: 'utf8', timeout: (o.timeSec + 90) * 1000, maxBuffer: 64 << 20 });
     const wallSec = (Date.now() - w0) / 1000;
     const [b1, t1] = cpuTicks();
     const guestBusy = t1 > t0 ? (b1 - b0) / (t1 - t0) : NaN;
-    const ioTimeouts = countIoTimeouts(dmesgText()) - to0;
+    const ioTimeouts = nvmeTimeouts() - to0;
     let rec: RowRecord;
     try {
       if (r.error) throw r.error;

@@ -145,11 +145,14 @@ export async function kernelNames(serial: string, timeoutMs = 30_000): Promise<{
   }
 }
 
-/** Kernel log lines about NVMe I/O timeouts so far. */
+/** Kernel log lines of NVMe or ublk I/O timeouts (not the command line's nvme_core.io_timeout=). */
+export function countIoTimeouts(dmesg: string): number {
+  return dmesg.split('\n').filter((l) => /\b(nvme|ublk)\S*.*\b(timeout|timed out)\b/i.test(l) && !l.includes('io_timeout=')).length;
+}
+
+/** Kernel log lines about NVMe (or ublk) I/O timeouts so far. */
 export function nvmeTimeouts(): number {
-  const r = spawnSync('dmesg', [], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  // (not the kernel command line's nvme_core.io_timeout=...)
-  return (r.stdout ?? '').split('\n').filter((l) => /nvme.*timeout/.test(l) && !l.includes('io_timeout=')).length;
+  return countIoTimeouts(spawnSync('dmesg', [], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout ?? '');
 }
 
 /** [busy, total] jiffies of all CPUs (idle and iowait count as not busy). */

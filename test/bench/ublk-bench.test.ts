@@ -2,7 +2,8 @@
 // ratios against the native rows. No VM here (the guest run is recorded in docs/BENCHMARKS.md).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { benchRows, countIoTimeouts, homidToml, parseDev, parseOptions, phasePlan, runOrder, summarizeRows, type BenchDevice, type RowRecord } from '../../src/bench/ublk-bench.js';
+import { countIoTimeouts } from '../../src/bench/vm-bench.js';
+import { benchRows, homidToml, parseDev, parseOptions, phasePlan, runOrder, summarizeRows, type BenchDevice, type RowRecord } from '../../src/bench/ublk-bench.js';
 
 const devs: BenchDevice[] = [
   { id: 'native', label: 'native /dev/nvme0n1', path: '/dev/nvme0n1' },
